@@ -1,0 +1,45 @@
+# husai's front door.
+#   make demo   install what is missing, build, run the default sweep on the shipped data (2 ranks)
+#   make test   install what is missing, build, run the whole ctest suite
+#   make bench  build and print the benchmark figures
+BUILD ?= build
+NP ?= 2
+DEBIAN_PACKAGES = build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools \
+                  libopenblas-dev libcmocka-dev libinih-dev libcjson-dev python3-numpy python3-h5py
+APT = apt-get -o DPkg::Lock::Timeout=600
+MPIRUN = OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1 mpirun --oversubscribe -np $(NP)
+
+.PHONY: all deps configure build test demo bench format clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  echo "installing:$$missing"; \
+	  $$sudo $(APT) update && DEBIAN_FRONTEND=noninteractive $$sudo $(APT) install -y --no-install-recommends $$missing; \
+	fi
+
+configure: deps
+	cmake -S . -B $(BUILD) -DHUSAI_WERROR=ON
+
+build: configure
+	cmake --build $(BUILD) -j 2
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j 2
+
+demo: build
+	$(MPIRUN) $(BUILD)/husai sweep jobs/demo.ini
+
+bench: build
+	cmake --build $(BUILD) --target benchmarks -j 2
+	$(BUILD)/bench/bench_husai
+
+format:
+	clang-format -i src/*.c src/*/*.c src/*/*.h tests/*.c bench/*.c
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,295 @@
+/* `husai ci`: a command-line front end to the bootstrap, so CIs of any value list (HUSAI's
+ * published pair values, a column of a CSV) can be computed and checked against numpy. */
+#define _GNU_SOURCE /* getopt_long and getline under -std=c17 */
+#include "cli/commands.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/status.h"
+#include "metrics/bootstrap.h"
+
+#define CI_EXIT_ERROR 1
+#define CI_EXIT_USAGE 2
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: husai ci [--seed N] [--resamples B] [--rng numpy|native] [--unit pairs] [--diff] FILE "
+            "[FILE_Y]\n"
+            "Bootstrap 95%% CI (percentile method, linear interpolation) of the mean of the values in FILE,\n"
+            "one number per line; FILE `-` reads stdin; blank lines are skipped.\n"
+            "  --seed N         generator seed (default 13, HUSAI's)\n"
+            "  --resamples B    number of bootstrap resamples, at least 100 (default 10000)\n"
+            "  --rng numpy      numpy's default_rng(seed).choice, reproducing HUSAI's CIs\n"
+            "  --rng native     husai's own stream (seed, \"bootstrap\") (default)\n"
+            "  --unit pairs     resample the values as independent (the only unit a flat list has;\n"
+            "                   the seed-cluster unit needs a pair matrix, which `husai sweep` uses)\n"
+            "  --diff           HUSAI's unpaired difference of means, FILE minus FILE_Y\n"
+            "  -h, --help       print this help\n"
+            "Output: one JSON object, {\"n\",\"mean\",\"std\",\"ci95_low\",\"ci95_high\"}, or with --diff\n"
+            "{\"diff\",\"ci95_low\",\"ci95_high\"}; numbers have 17 significant digits.\n");
+}
+
+/* Prints the calling thread's error detail as the command's one stderr line. */
+static int fail(int code) {
+    fprintf(stderr, "husai ci: %s\n", husai_error_message());
+    return code;
+}
+
+typedef struct {
+    double *v;
+    size_t n, cap;
+} value_list;
+
+static husai_status push_value(value_list *l, double x) {
+    if (l->n == l->cap) {
+        const size_t cap = l->cap ? 2 * l->cap : 256;
+        double *v = realloc(l->v, cap * sizeof *v);
+        if (!v) return husai_error(HUSAI_ERR_NOMEM, "cannot hold %zu values", cap);
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = x;
+    return HUSAI_OK;
+}
+
+static int is_space(char c) {
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
+}
+
+/* Parses one line (already trimmed, NUL-free) into a finite double, or says why it is not one. */
+static husai_status parse_line(const char *name, size_t lineno, const char *s, size_t len, double *x) {
+    char *end = NULL;
+    errno = 0;
+    const double v = strtod(s, &end);
+    if (end == s || (size_t)(end - s) != len)
+        return husai_error(HUSAI_ERR_DATA, "%s:%zu: '%.40s' is not a number", name, lineno, s);
+    if (isnan(v)) return husai_error(HUSAI_ERR_DATA, "%s:%zu: value is NaN", name, lineno);
+    /* strtod turns an overflow into +-HUGE_VAL, so "1e999" is caught here as well as "inf". */
+    if (!isfinite(v))
+        return husai_error(HUSAI_ERR_DATA, "%s:%zu: value '%.40s' is not finite", name, lineno, s);
+    *x = v;
+    return HUSAI_OK;
+}
+
+/* Reads one value per line from path ("-" = stdin) into out, naming the file and line of any problem. */
+static husai_status read_values(const char *path, value_list *out) {
+    const int use_stdin = strcmp(path, "-") == 0;
+    const char *name = use_stdin ? "stdin" : path;
+    FILE *f = use_stdin ? stdin : fopen(path, "r");
+    if (!f) return husai_error(HUSAI_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+
+    husai_status st = HUSAI_OK;
+    char *line = NULL;
+    size_t linecap = 0, lineno = 0;
+    ssize_t got;
+    while (st == HUSAI_OK && (got = getline(&line, &linecap, f)) >= 0) {
+        lineno++;
+        size_t len = (size_t)got;
+        if (memchr(line, '\0', len)) {
+            st = husai_error(HUSAI_ERR_DATA, "%s:%zu: line contains a NUL byte (binary file?)", name, lineno);
+            break;
+        }
+        while (len > 0 && is_space(line[len - 1]))
+            len--;
+        line[len] = '\0';
+        size_t start = 0;
+        while (start < len && is_space(line[start]))
+            start++;
+        if (start == len) continue; /* blank line */
+        double x = 0.0;
+        st = parse_line(name, lineno, line + start, len - start, &x);
+        if (st == HUSAI_OK) st = push_value(out, x);
+    }
+    if (st == HUSAI_OK && ferror(f))
+        st = husai_error(HUSAI_ERR_IO, "error reading '%s': %s", name, strerror(errno));
+    free(line);
+    if (!use_stdin) fclose(f);
+    if (st == HUSAI_OK && out->n == 0) st = husai_error(HUSAI_ERR_DATA, "%s: no values", name);
+    return st;
+}
+
+/* Adds key: x with 17 significant digits, which round-trips every double. */
+static int add_number(cJSON *obj, const char *key, double x) {
+    char buf[40];
+    if (isfinite(x))
+        snprintf(buf, sizeof buf, "%.17g", x);
+    else
+        snprintf(buf, sizeof buf, "null"); /* JSON has no NaN/Inf; the library should never produce one */
+    cJSON *item = cJSON_CreateRaw(buf);
+    return item && cJSON_AddItemToObject(obj, key, item);
+}
+
+static int add_int(cJSON *obj, const char *key, long long x) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", x);
+    cJSON *item = cJSON_CreateRaw(buf);
+    return item && cJSON_AddItemToObject(obj, key, item);
+}
+
+/* Prints obj on one line of stdout and frees it; fails if stdout cannot be written (full disk, closed pipe).
+ */
+static int emit(cJSON *obj, int built) {
+    char *text = built ? cJSON_PrintUnformatted(obj) : NULL;
+    cJSON_Delete(obj);
+    if (!text) {
+        husai_error(HUSAI_ERR_NOMEM, "cannot build the JSON output");
+        return fail(CI_EXIT_ERROR);
+    }
+    const int bad = printf("%s\n", text) < 0 || fflush(stdout) != 0;
+    cJSON_free(text);
+    if (bad) {
+        husai_error(HUSAI_ERR_IO, "cannot write the result to stdout: %s", strerror(errno));
+        return fail(CI_EXIT_ERROR);
+    }
+    return 0;
+}
+
+static int parse_seed(const char *s, uint64_t *seed) {
+    /* strtoull accepts "-1" and wraps it; a seed is a plain non-negative integer. */
+    if (!*s || *s == '-' || *s == '+' || is_space(*s)) return 0;
+    char *end = NULL;
+    errno = 0;
+    const unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end) return 0;
+    *seed = (uint64_t)v;
+    return 1;
+}
+
+static int parse_resamples(const char *s, int *b) {
+    char *end = NULL;
+    errno = 0;
+    const long v = strtol(s, &end, 10);
+    if (end == s || *end || errno || v < 100 || v > INT_MAX) return 0;
+    *b = (int)v;
+    return 1;
+}
+
+enum { OPT_SEED = 256, OPT_RESAMPLES, OPT_RNG, OPT_UNIT, OPT_DIFF };
+
+int husai_cmd_ci(int argc, char **argv) {
+    static const struct option longopts[] = {{"seed", required_argument, NULL, OPT_SEED},
+                                             {"resamples", required_argument, NULL, OPT_RESAMPLES},
+                                             {"rng", required_argument, NULL, OPT_RNG},
+                                             {"unit", required_argument, NULL, OPT_UNIT},
+                                             {"diff", no_argument, NULL, OPT_DIFF},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    husai_boot_opts o = husai_boot_defaults();
+    o.unit = HUSAI_BOOT_PAIRS; /* a flat list has no seed structure */
+    int diff = 0, c;
+
+    optind = 1;
+    opterr = 0; /* report problems ourselves, as one "husai ci: " line */
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_SEED:
+            if (!parse_seed(optarg, &o.seed)) {
+                fprintf(stderr, "husai ci: --seed must be a non-negative integer below 2^64, got '%s'\n",
+                        optarg);
+                return CI_EXIT_ERROR;
+            }
+            break;
+        case OPT_RESAMPLES:
+            if (!parse_resamples(optarg, &o.resamples)) {
+                fprintf(stderr, "husai ci: --resamples must be an integer from 100 to %d, got '%s'\n",
+                        INT_MAX, optarg);
+                return CI_EXIT_ERROR;
+            }
+            break;
+        case OPT_RNG:
+            if (!strcmp(optarg, "numpy"))
+                o.rng = HUSAI_BOOT_NUMPY;
+            else if (!strcmp(optarg, "native"))
+                o.rng = HUSAI_BOOT_NATIVE;
+            else {
+                fprintf(stderr, "husai ci: --rng must be 'numpy' or 'native', got '%s'\n", optarg);
+                return CI_EXIT_ERROR;
+            }
+            break;
+        case OPT_UNIT:
+            if (!strcmp(optarg, "seeds")) {
+                fprintf(stderr,
+                        "husai ci: --unit seeds needs a seed x seed pair matrix; a plain value list has "
+                        "no seed structure, so only --unit pairs applies\n");
+                return CI_EXIT_ERROR;
+            }
+            if (strcmp(optarg, "pairs")) {
+                fprintf(stderr, "husai ci: --unit must be 'pairs' for a value list, got '%s'\n", optarg);
+                return CI_EXIT_ERROR;
+            }
+            o.unit = HUSAI_BOOT_PAIRS;
+            break;
+        case OPT_DIFF:
+            diff = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case ':':
+            fprintf(stderr, "husai ci: option '%s' needs a value (see husai ci --help)\n", argv[optind - 1]);
+            return CI_EXIT_USAGE;
+        default:
+            if (optopt)
+                fprintf(stderr, "husai ci: unknown option '-%c' (see husai ci --help)\n", optopt);
+            else
+                fprintf(stderr, "husai ci: unknown or ambiguous option '%s' (see husai ci --help)\n",
+                        argv[optind - 1]);
+            return CI_EXIT_USAGE;
+        }
+    }
+
+    const int want = diff ? 2 : 1, got = argc - optind;
+    if (got != want) {
+        fprintf(stderr, "husai ci: expected %s, got %d file argument%s (see husai ci --help)\n",
+                diff ? "two files (X and Y) with --diff" : "one FILE (two only with --diff)", got,
+                got == 1 ? "" : "s");
+        return CI_EXIT_USAGE;
+    }
+    if (diff && !strcmp(argv[optind], "-") && !strcmp(argv[optind + 1], "-")) {
+        fprintf(stderr, "husai ci: stdin ('-') can be only one of the two files\n");
+        return CI_EXIT_USAGE;
+    }
+
+    value_list x = {0}, y = {0};
+    int rc = CI_EXIT_ERROR;
+    husai_status st = read_values(argv[optind], &x);
+    if (st == HUSAI_OK && diff) st = read_values(argv[optind + 1], &y);
+    if (st != HUSAI_OK) {
+        rc = fail(CI_EXIT_ERROR);
+        goto done;
+    }
+
+    cJSON *obj = cJSON_CreateObject();
+    int built = obj != NULL;
+    if (diff) {
+        husai_diff_ci d;
+        st = husai_ci_diff_unpaired(x.v, x.n, y.v, y.n, &o, &d);
+        if (st == HUSAI_OK)
+            built = built && add_number(obj, "diff", d.diff) && add_number(obj, "ci95_low", d.lo) &&
+                    add_number(obj, "ci95_high", d.hi);
+    } else {
+        husai_ci ci;
+        st = husai_ci_mean(x.v, x.n, &o, &ci);
+        if (st == HUSAI_OK)
+            built = built && add_int(obj, "n", ci.n) && add_number(obj, "mean", ci.mean) &&
+                    add_number(obj, "std", ci.std) && add_number(obj, "ci95_low", ci.lo) &&
+                    add_number(obj, "ci95_high", ci.hi);
+    }
+    if (st != HUSAI_OK) {
+        cJSON_Delete(obj);
+        rc = fail(CI_EXIT_ERROR);
+        goto done;
+    }
+    rc = emit(obj, built);
+done:
+    free(x.v);
+    free(y.v);
+    return rc;
+}

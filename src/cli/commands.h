@@ -1,0 +1,12 @@
+/* commands.h: husai's subcommands; each returns the process exit status.
+ * defines: husai_cmd_ci, husai_cmd_sweep */
+#ifndef HUSAI_CLI_COMMANDS_H
+#define HUSAI_CLI_COMMANDS_H
+
+/* `husai ci`: bootstrap CI of values read from a file or stdin, printed as one JSON object. No MPI. */
+int husai_cmd_ci(int argc, char **argv);
+
+/* `husai sweep`: the seed-parallel sweep; must be called between MPI_Init and MPI_Finalize. */
+int husai_cmd_sweep(int argc, char **argv);
+
+#endif

@@ -1,0 +1,355 @@
+#define _POSIX_C_SOURCE 200809L
+#include "cli/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { T_STR, T_INT, T_DOUBLE, T_U64, T_VALUES, T_SEEDS, T_UNIT, T_RNG } opt_type;
+
+typedef struct {
+    const char *section, *key;
+    opt_type type;
+    size_t offset, size; /* field offset; buffer size for strings */
+    long min;            /* smallest allowed integer (T_INT) */
+    int required;
+    const char *help;
+} opt;
+
+#define F(field) offsetof(husai_config, field)
+#define S(field) sizeof(((husai_config *)0)->field)
+static const opt OPTS[] = {
+    {"data", "path", T_STR, F(data_path), S(data_path), 0, 1, "HDF5 file of activations"},
+    {"data", "dataset", T_STR, F(dataset), S(dataset), 0, 0, "2-D dataset [rows, d_model] in the file"},
+    {"sae", "d_sae", T_INT, F(d_sae), 0, 1, 0, "latents per SAE"},
+    {"sae", "k", T_INT, F(k), 0, 1, 0, "active latents per row (TopK)"},
+    {"train", "epochs", T_INT, F(epochs), 0, 1, 0, "passes over the data"},
+    {"train", "batch_size", T_INT, F(batch_size), 0, 1, 0, "rows per optimiser step"},
+    {"train", "lr", T_DOUBLE, F(lr), 0, 0, 0, "Adam learning rate"},
+    {"sweep", "mode", T_STR, F(mode), S(mode), 0, 0, "protocol: sweep"},
+    {"sweep", "param", T_STR, F(param), S(param), 0, 0, "swept parameter: k, d_sae, lr, epochs or batch_size"},
+    {"sweep", "values", T_VALUES, F(values), 0, 0, 1, "values of the swept parameter (comma separated)"},
+    {"sweep", "seeds", T_SEEDS, F(seeds), 0, 0, 1, "training seeds (comma separated, distinct)"},
+    {"metrics", "bootstrap_unit", T_UNIT, F(bootstrap_unit), 0, 0, 0, "seeds (cluster) or pairs (HUSAI)"},
+    {"metrics", "resamples", T_INT, F(resamples), 0, 100, 0, "bootstrap resamples"},
+    {"metrics", "bootstrap_seed", T_U64, F(bootstrap_seed), 0, 0, 0, "bootstrap generator seed"},
+    {"metrics", "bootstrap_rng", T_RNG, F(bootstrap_rng), 0, 0, 0, "native or numpy"},
+    {"output", "dir", T_STR, F(out_dir), S(out_dir), 0, 0, "directory that receives run directories"},
+};
+#undef F
+#undef S
+#define N_OPTS ((int)(sizeof OPTS / sizeof OPTS[0]))
+
+_Static_assert(sizeof(OPTS) / sizeof(OPTS[0]) <= sizeof(((husai_config *)0)->given), "grow husai_config.given");
+
+void husai_config_defaults(husai_config *c) {
+    memset(c, 0, sizeof *c);
+    snprintf(c->dataset, sizeof c->dataset, "/activations");
+    c->d_sae = 128;
+    c->k = 32;
+    c->epochs = 25;
+    c->batch_size = 2048;
+    c->lr = 3e-4;
+    snprintf(c->mode, sizeof c->mode, "sweep");
+    snprintf(c->param, sizeof c->param, "k");
+    c->bootstrap_unit = HUSAI_BOOT_SEEDS;
+    c->resamples = 10000;
+    c->bootstrap_seed = 13;
+    c->bootstrap_rng = HUSAI_BOOT_NATIVE;
+    snprintf(c->out_dir, sizeof c->out_dir, "runs");
+}
+
+static const char *trim(char *s) {
+    while (isspace((unsigned char)*s)) s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1])) *--e = '\0';
+    return s;
+}
+
+/* Parses a whole-string number; rejects trailing junk, empty strings, NaN and Inf. */
+static int parse_double(const char *s, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_long(const char *s, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end != '\0' || errno == ERANGE) return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_u64(const char *s, uint64_t *out) {
+    if (*s == '-' || *s == '+') return -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || *end != '\0' || errno == ERANGE) return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+/* Splits a comma/whitespace separated list in place; returns the count or -1 if over max. */
+static int split_list(char *s, char **items, int max) {
+    int n = 0;
+    for (char *tok = strtok(s, ", \t"); tok; tok = strtok(NULL, ", \t")) {
+        if (n == max) return -1;
+        items[n++] = tok;
+    }
+    return n;
+}
+
+static const opt *find_opt(const char *section, const char *key, int *index) {
+    for (int i = 0; i < N_OPTS; i++)
+        if (!strcmp(OPTS[i].section, section) && !strcmp(OPTS[i].key, key)) {
+            *index = i;
+            return &OPTS[i];
+        }
+    return NULL;
+}
+
+static int known_section(const char *section) {
+    for (int i = 0; i < N_OPTS; i++)
+        if (!strcmp(OPTS[i].section, section)) return 1;
+    return 0;
+}
+
+/* Assigns one value; `where` names the origin ("FILE:LINE" or "--set") for messages. */
+static husai_status assign(husai_config *c, const char *section, const char *key, const char *raw,
+                           const char *where) {
+    int index;
+    if (!known_section(section)) return husai_error(HUSAI_ERR_ARG, "%s: unknown section [%s]", where, section);
+    const opt *o = find_opt(section, key, &index);
+    if (!o) return husai_error(HUSAI_ERR_ARG, "%s: unknown key '%s' in section [%s]", where, key, section);
+    char buf[8192];
+    if (strlen(raw) >= sizeof buf) return husai_error(HUSAI_ERR_ARG, "%s: value of %s.%s is too long", where, section, key);
+    snprintf(buf, sizeof buf, "%s", raw);
+    const char *v = trim(buf);
+    void *field = (char *)c + o->offset;
+    switch (o->type) {
+    case T_STR:
+        if (!*v) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s must not be empty", where, section, key);
+        if (strlen(v) >= o->size) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s is too long", where, section, key);
+        snprintf((char *)field, o->size, "%s", v);
+        break;
+    case T_INT: {
+        long x;
+        if (parse_long(v, &x) || x > 1000000000L)
+            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' is not an integer", where, section, key, v);
+        if (x < o->min)
+            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = %ld must be >= %ld", where, section, key, x, o->min);
+        *(int *)field = (int)x;
+        break;
+    }
+    case T_DOUBLE: {
+        double x;
+        if (parse_double(v, &x)) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' is not a finite number", where, section, key, v);
+        if (!(x > 0.0)) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = %g must be > 0", where, section, key, x);
+        *(double *)field = x;
+        break;
+    }
+    case T_U64:
+        if (parse_u64(v, (uint64_t *)field))
+            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' is not a non-negative integer", where, section, key, v);
+        break;
+    case T_VALUES: {
+        char *items[HUSAI_MAX_VALUES + 1];
+        int n = split_list(buf, items, HUSAI_MAX_VALUES);
+        if (n < 0) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s has more than %d values", where, section, key, HUSAI_MAX_VALUES);
+        if (n == 0) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s is empty", where, section, key);
+        for (int i = 0; i < n; i++) {
+            if (parse_double(items[i], &c->values[i]))
+                return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: '%s' is not a finite number", where, section, key, items[i]);
+            for (int j = 0; j < i; j++)
+                if (c->values[j] == c->values[i])
+                    return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: value %s is listed twice", where, section, key, items[i]);
+        }
+        c->n_values = n;
+        break;
+    }
+    case T_SEEDS: {
+        static char *items[HUSAI_MAX_SEEDS + 1];
+        int n = split_list(buf, items, HUSAI_MAX_SEEDS);
+        if (n < 0) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s has more than %d seeds", where, section, key, HUSAI_MAX_SEEDS);
+        if (n == 0) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s is empty", where, section, key);
+        for (int i = 0; i < n; i++) {
+            if (parse_u64(items[i], &c->seeds[i]))
+                return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: '%s' is not a non-negative integer", where, section, key, items[i]);
+            for (int j = 0; j < i; j++)
+                if (c->seeds[j] == c->seeds[i])
+                    return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: seed %s is listed twice", where, section, key, items[i]);
+        }
+        c->n_seeds = n;
+        break;
+    }
+    case T_UNIT:
+        if (!strcmp(v, "seeds")) *(husai_boot_unit *)field = HUSAI_BOOT_SEEDS;
+        else if (!strcmp(v, "pairs")) *(husai_boot_unit *)field = HUSAI_BOOT_PAIRS;
+        else return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' must be 'seeds' or 'pairs'", where, section, key, v);
+        break;
+    case T_RNG:
+        if (!strcmp(v, "native")) *(husai_boot_rng *)field = HUSAI_BOOT_NATIVE;
+        else if (!strcmp(v, "numpy")) *(husai_boot_rng *)field = HUSAI_BOOT_NUMPY;
+        else return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' must be 'native' or 'numpy'", where, section, key, v);
+        break;
+    }
+    c->given[index] = 1;
+    return HUSAI_OK;
+}
+
+typedef struct {
+    husai_config *c;
+    const char *path;
+    husai_status st;
+    unsigned char seen[N_OPTS];
+} load_ctx;
+
+static int ini_handler_cb(void *user, const char *section, const char *name, const char *value) {
+    load_ctx *ctx = user;
+    if (ctx->st != HUSAI_OK) return 0; /* keep the first error; inih goes on parsing */
+    char where[HUSAI_PATH_MAX + 32];
+    snprintf(where, sizeof where, "%s", ctx->path);
+    int index;
+    if (known_section(section) && find_opt(section, name, &index)) {
+        if (ctx->seen[index]) {
+            ctx->st = husai_error(HUSAI_ERR_ARG, "%s: key %s.%s is given twice", ctx->path, section, name);
+            return 0;
+        }
+        ctx->seen[index] = 1;
+    }
+    ctx->st = assign(ctx->c, section, name, value, where);
+    return ctx->st == HUSAI_OK;
+}
+
+husai_status husai_config_load(husai_config *c, const char *path) {
+    load_ctx ctx = {.c = c, .path = path, .st = HUSAI_OK};
+    snprintf(c->source, sizeof c->source, "%s", path);
+    FILE *f = fopen(path, "r");
+    if (!f) return husai_error(HUSAI_ERR_IO, "cannot open config file '%s': %s", path, strerror(errno));
+    int rc = ini_parse_file(f, ini_handler_cb, &ctx);
+    fclose(f);
+    if (ctx.st != HUSAI_OK) {
+        /* inih reports the failing line; prefix it to the handler's message. */
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", husai_error_message());
+        const char *rest = strncmp(msg, path, strlen(path)) == 0 ? msg + strlen(path) : msg;
+        return husai_error(ctx.st, "%s:%d%s", path, rc, rest);
+    }
+    if (rc != 0) return husai_error(HUSAI_ERR_ARG, "%s:%d: not a valid INI line (expected 'key = value' or '[section]')", path, rc);
+    return HUSAI_OK;
+}
+
+husai_status husai_config_set(husai_config *c, const char *assignment) {
+    const char *dot = strchr(assignment, '.'), *eq = strchr(assignment, '=');
+    if (!dot || !eq || dot > eq)
+        return husai_error(HUSAI_ERR_ARG, "--set '%s': expected section.key=value", assignment);
+    char section[64], key[64];
+    if ((size_t)(dot - assignment) >= sizeof section || (size_t)(eq - dot - 1) >= sizeof key)
+        return husai_error(HUSAI_ERR_ARG, "--set '%s': section or key too long", assignment);
+    snprintf(section, sizeof section, "%.*s", (int)(dot - assignment), assignment);
+    snprintf(key, sizeof key, "%.*s", (int)(eq - dot - 1), dot + 1);
+    return assign(c, trim(section), trim(key), eq + 1, "--set");
+}
+
+static int param_is_integer(const char *p) {
+    return !strcmp(p, "k") || !strcmp(p, "d_sae") || !strcmp(p, "epochs") || !strcmp(p, "batch_size");
+}
+
+husai_status husai_config_validate(const husai_config *c) {
+    for (int i = 0; i < N_OPTS; i++)
+        if (OPTS[i].required && !c->given[i])
+            return husai_error(HUSAI_ERR_ARG, "%s: missing required key %s.%s (%s)", c->source, OPTS[i].section,
+                               OPTS[i].key, OPTS[i].help);
+    if (strcmp(c->mode, "sweep"))
+        return husai_error(HUSAI_ERR_ARG, "sweep.mode = '%s' is not a known mode (known: sweep)", c->mode);
+    if (!param_is_integer(c->param) && strcmp(c->param, "lr"))
+        return husai_error(HUSAI_ERR_ARG, "sweep.param = '%s' is not sweepable (known: k, d_sae, lr, epochs, batch_size)",
+                           c->param);
+    if (c->n_seeds < 2)
+        return husai_error(HUSAI_ERR_ARG, "sweep.seeds: need at least 2 seeds to compare (got %d)", c->n_seeds);
+    for (int i = 0; i < c->n_values; i++) {
+        const double v = c->values[i];
+        if (param_is_integer(c->param) && (v != floor(v) || v < 1 || v > 1e9))
+            return husai_error(HUSAI_ERR_ARG, "sweep.values: %s = %g must be a positive integer", c->param, v);
+        if (!(v > 0)) return husai_error(HUSAI_ERR_ARG, "sweep.values: %s = %g must be > 0", c->param, v);
+        int d_sae, k, epochs, batch;
+        double lr;
+        husai_config_condition(c, i, &d_sae, &k, &epochs, &batch, &lr);
+        if (k > d_sae)
+            return husai_error(HUSAI_ERR_ARG, "k = %d exceeds d_sae = %d (condition %s=%g)", k, d_sae, c->param, v);
+    }
+    return HUSAI_OK;
+}
+
+void husai_config_condition(const husai_config *c, int i, int *d_sae, int *k, int *epochs, int *batch_size,
+                            double *lr) {
+    *d_sae = c->d_sae;
+    *k = c->k;
+    *epochs = c->epochs;
+    *batch_size = c->batch_size;
+    *lr = c->lr;
+    const double v = c->values[i];
+    if (!strcmp(c->param, "k")) *k = (int)v;
+    else if (!strcmp(c->param, "d_sae")) *d_sae = (int)v;
+    else if (!strcmp(c->param, "epochs")) *epochs = (int)v;
+    else if (!strcmp(c->param, "batch_size")) *batch_size = (int)v;
+    else if (!strcmp(c->param, "lr")) *lr = v;
+}
+
+void husai_config_condition_name(const husai_config *c, int i, char *buf, size_t n) {
+    snprintf(buf, n, "%s=%.10g", c->param, c->values[i]);
+}
+
+void husai_config_print(const husai_config *c, FILE *f) {
+    const char *section = "";
+    for (int i = 0; i < N_OPTS; i++) {
+        const opt *o = &OPTS[i];
+        if (strcmp(section, o->section)) {
+            fprintf(f, "%s[%s]\n", *section ? "\n" : "", o->section);
+            section = o->section;
+        }
+        const void *field = (const char *)c + o->offset;
+        fprintf(f, "%s = ", o->key);
+        switch (o->type) {
+        case T_STR: fprintf(f, "%s", (const char *)field); break;
+        case T_INT: fprintf(f, "%d", *(const int *)field); break;
+        case T_DOUBLE: fprintf(f, "%.10g", *(const double *)field); break;
+        case T_U64: fprintf(f, "%llu", (unsigned long long)*(const uint64_t *)field); break;
+        case T_VALUES:
+            for (int j = 0; j < c->n_values; j++) fprintf(f, "%s%.10g", j ? ", " : "", c->values[j]);
+            break;
+        case T_SEEDS:
+            for (int j = 0; j < c->n_seeds; j++) fprintf(f, "%s%llu", j ? ", " : "", (unsigned long long)c->seeds[j]);
+            break;
+        case T_UNIT: fprintf(f, "%s", c->bootstrap_unit == HUSAI_BOOT_PAIRS ? "pairs" : "seeds"); break;
+        case T_RNG: fprintf(f, "%s", c->bootstrap_rng == HUSAI_BOOT_NUMPY ? "numpy" : "native"); break;
+        }
+        fprintf(f, "\n");
+    }
+}
+
+uint64_t husai_config_hash(const husai_config *c) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return 0;
+    husai_config_print(c, f);
+    fclose(f);
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)text[i];
+        h *= 0x100000001b3ULL;
+    }
+    free(text);
+    return h;
+}

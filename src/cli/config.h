@@ -1,0 +1,73 @@
+/* config.h: a sweep's configuration: INI file (parsed by inih) plus --set overrides.
+ * Every key is declared once in a table (section, key, type, default, help); unknown
+ * sections or keys, bad values and missing required keys are errors naming the key.
+ * No MPI here: every rank parses the same file and reaches the same verdict.
+ * defines: husai_config, husai_config_defaults, husai_config_load, husai_config_set,
+ *          husai_config_validate, husai_config_print, husai_config_hash */
+#ifndef HUSAI_CLI_CONFIG_H
+#define HUSAI_CLI_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/status.h"
+#include "metrics/bootstrap.h"
+
+#define HUSAI_MAX_VALUES 64
+#define HUSAI_MAX_SEEDS 1024
+#define HUSAI_PATH_MAX 4096
+
+typedef struct {
+    /* [data] */
+    char data_path[HUSAI_PATH_MAX];
+    char dataset[256];
+    /* [sae] */
+    int d_sae, k;
+    /* [train] */
+    int epochs, batch_size;
+    double lr;
+    /* [sweep] */
+    char mode[32];  /* "sweep" */
+    char param[32]; /* k | d_sae | lr | epochs | batch_size */
+    int n_values;
+    double values[HUSAI_MAX_VALUES];
+    int n_seeds;
+    uint64_t seeds[HUSAI_MAX_SEEDS];
+    /* [metrics] */
+    husai_boot_unit bootstrap_unit;
+    int resamples;
+    uint64_t bootstrap_seed;
+    husai_boot_rng bootstrap_rng;
+    /* [output] */
+    char out_dir[HUSAI_PATH_MAX];
+    /* bookkeeping: which keys were given, by index into the option table */
+    unsigned char given[32];
+    char source[HUSAI_PATH_MAX]; /* the config file path */
+} husai_config;
+
+/* Fills c with every default (HUSAI's recipe); required keys are left unset. */
+void husai_config_defaults(husai_config *c);
+
+/* Parses an INI file over the defaults in c. Errors name the file, line and key. */
+husai_status husai_config_load(husai_config *c, const char *path);
+
+/* Applies one override "section.key=value" (the --set flag) with the same checks as the file. */
+husai_status husai_config_set(husai_config *c, const char *assignment);
+
+/* Checks required keys and cross-key rules (k <= d_sae for every condition, >= 2 distinct seeds, ...). */
+husai_status husai_config_validate(const husai_config *c);
+
+/* Prints the resolved configuration as INI (every key, given or default) to f. */
+void husai_config_print(const husai_config *c, FILE *f);
+
+/* A stable 64-bit hash of the resolved configuration (what husai_config_print writes). */
+uint64_t husai_config_hash(const husai_config *c);
+
+/* Formats condition i's name "<param>=<value>" into buf (size n). */
+void husai_config_condition_name(const husai_config *c, int i, char *buf, size_t n);
+
+/* Applies condition i's swept value to a copy of the base training settings. */
+void husai_config_condition(const husai_config *c, int i, int *d_sae, int *k, int *epochs, int *batch_size,
+                            double *lr);
+
+#endif

@@ -1,0 +1,33 @@
+/* husai: train many sparse autoencoders over seeds under MPI and measure how reproducible
+ * their features are. This file only dispatches to a subcommand. */
+#include <mpi.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: husai <command> [options]\n"
+               "commands:\n"
+               "  sweep CONFIG.ini [--set section.key=value ...] [--out DIR]\n"
+               "                    train conditions x seeds under MPI and report consistency\n"
+               "  ci [options] FILE bootstrap 95%% CI of the values in FILE (one per line, - = stdin)\n"
+               "run `husai <command> --help` for a command's options\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "ci")) return husai_cmd_ci(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "sweep")) {
+        MPI_Init(&argc, &argv);
+        const int rc = husai_cmd_sweep(argc - 1, argv + 1);
+        MPI_Finalize();
+        return rc;
+    }
+    fprintf(stderr, "husai: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,63 @@
+/* bootstrap.h: percentile bootstrap confidence intervals for husai's statistics.
+ * Two resampling units: `pairs` (HUSAI's method, resample pair values as if independent;
+ * anti-conservative since pairs share seeds) and `seeds` (a cluster bootstrap over seeds,
+ * the default). Percentiles use linear interpolation at h = q (B - 1) (numpy's default).
+ * Two generators: native (stream (seed, "bootstrap")) and numpy (bit-exact default_rng).
+ * No MPI here.
+ * defines: husai_boot_*, husai_ci, husai_ci_*, husai_percentile_sorted */
+#ifndef HUSAI_METRICS_BOOTSTRAP_H
+#define HUSAI_METRICS_BOOTSTRAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+
+typedef enum { HUSAI_BOOT_SEEDS = 0, HUSAI_BOOT_PAIRS = 1 } husai_boot_unit;
+typedef enum { HUSAI_BOOT_NATIVE = 0, HUSAI_BOOT_NUMPY = 1 } husai_boot_rng;
+
+typedef struct {
+    int resamples;       /* B, default 10000; at least 100 */
+    uint64_t seed;       /* generator seed, default 13 (HUSAI's) */
+    husai_boot_rng rng;  /* which generator draws the indices */
+    husai_boot_unit unit;
+} husai_boot_opts;
+
+typedef struct {
+    double mean, std; /* point estimate and sample std (n-1) of the underlying values */
+    double lo, hi;    /* 2.5 and 97.5 percentiles of the bootstrap distribution */
+    int n;            /* number of values (or seeds for a matrix statistic) */
+} husai_ci;
+
+/* B 10000, seed 13, native generator, unit seeds. */
+husai_boot_opts husai_boot_defaults(void);
+
+/* Percentile q in [0, 1] of sorted[0..n) with linear interpolation at h = q (n - 1). */
+double husai_percentile_sorted(const double *sorted, size_t n, double q);
+
+/* CI of the mean of n independent values (resampling the values; the unit field is ignored).
+ * n == 0 or a non-finite value is an error naming the problem. */
+husai_status husai_ci_mean(const double *v, size_t n, const husai_boot_opts *o, husai_ci *out);
+
+/* CI of the mean over pairs p < q of a symmetric S x S matrix M (e.g. PWMCC). Unit pairs:
+ * resample the S(S-1)/2 pair values. Unit seeds: draw S seed positions with replacement and
+ * average M over position pairs whose drawn seeds differ (a draw of one repeated seed is redrawn).
+ * S < 2 is an error. */
+husai_status husai_ci_pair_matrix(const double *M, int S, const husai_boot_opts *o, husai_ci *out);
+
+typedef struct {
+    double diff, lo, hi; /* point difference of means (x - y) and its percentile CI */
+} husai_diff_ci;
+
+/* HUSAI's unpaired difference of means of two value sets: x's B resamples are drawn first
+ * from the stream, then y's; the CI is over the B differences of resample means. */
+husai_status husai_ci_diff_unpaired(const double *x, size_t nx, const double *y, size_t ny,
+                                    const husai_boot_opts *o, husai_diff_ci *out);
+
+/* Paired difference of the pair-mean statistic of two S x S matrices over the same seeds:
+ * each resample draws one set of seed positions (as husai_ci_pair_matrix with unit seeds)
+ * and applies it to both matrices. */
+husai_status husai_ci_diff_paired_matrix(const double *Mx, const double *My, int S, const husai_boot_opts *o,
+                                         husai_diff_ci *out);
+
+#endif

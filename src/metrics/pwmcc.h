@@ -1,0 +1,33 @@
+/* pwmcc.h: pairwise mean max cosine similarity between two decoders, and the random baseline.
+ * Decoders are in file layout [d_model, d_sae] (row-major), columns are features; the
+ * orientation is never guessed from the shape. The |A^T B| product is formed in row blocks
+ * with sgemm and folded into running row/column maxima, so memory is O(block * d_sae),
+ * never d_sae^2. No MPI here.
+ * defines: husai_pwmcc_pair, husai_pwmcc_matrix, husai_pwmcc_random_decoder, husai_pwmcc_pair_mean */
+#ifndef HUSAI_METRICS_PWMCC_H
+#define HUSAI_METRICS_PWMCC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+
+/* Rows of the |cos| matrix computed per sgemm block. */
+#define HUSAI_PWMCC_BLOCK 256
+
+/* PWMCC(A, B) = (mean_i max_j C[i,j] + mean_j max_i C[i,j]) / 2 with C = |Ahat^T Bhat|, columns
+ * normalised by max(norm, 1e-12). A is [d_model, na], B is [d_model, nb]. Returns the value in *out. */
+husai_status husai_pwmcc_pair(const float *A, int na, const float *B, int nb, int d_model, double *out);
+
+/* Fills M (S x S, row-major) with PWMCC of every pair of the S decoders (each [d_model, d_sae],
+ * stored one after the other); the diagonal is exactly 1. Each column set is normalised once. */
+husai_status husai_pwmcc_matrix(const float *decoders, int S, int d_model, int d_sae, double *M);
+
+/* Mean of the S(S-1)/2 off-diagonal entries p < q of an S x S matrix (NaN if S < 2). */
+double husai_pwmcc_pair_mean(const double *M, int S);
+
+/* Writes the random-baseline decoder of one seed: i.i.d. standard normals from stream (seed, "random"),
+ * shape [d_model, d_sae]. It depends only on the shape and the seed. */
+void husai_pwmcc_random_decoder(uint64_t seed, int d_model, int d_sae, float *out);
+
+#endif

@@ -1,0 +1,61 @@
+#include "metrics/recon.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+husai_status husai_recon_eval(const husai_topk *m, const float *X, size_t n_rows, int batch_rows,
+                              husai_recon *out) {
+    const int d = m->d_model, k = m->k;
+    if (n_rows < 2) return husai_error(HUSAI_ERR_DATA, "reconstruction metrics need at least 2 rows");
+    if (batch_rows < 1) batch_rows = 1;
+    if ((size_t)batch_rows > n_rows) batch_rows = (int)n_rows;
+    const double N = (double)n_rows * d;
+
+    /* var(X): two passes, since activations can have a mean large next to their spread. */
+    double sx = 0.0;
+    for (size_t i = 0; i < n_rows * (size_t)d; i++) sx += X[i];
+    const double mx = sx / N;
+    double ssx = 0.0;
+    for (size_t i = 0; i < n_rows * (size_t)d; i++) {
+        const double c = X[i] - mx;
+        ssx += c * c;
+    }
+    const double var_x = ssx / (N - 1.0);
+
+    husai_topk_batch b;
+    husai_status st = husai_topk_batch_alloc(&b, m, batch_rows);
+    if (st) return st;
+    unsigned char *fired = calloc((size_t)m->d_sae, 1);
+    if (!fired) {
+        husai_topk_batch_free(&b);
+        return husai_error(HUSAI_ERR_NOMEM, "cannot allocate dead-latent flags");
+    }
+    /* Errors have a mean near zero, so a one-pass sum of e and e^2 in double is accurate. */
+    double se = 0.0, sse = 0.0, nnz = 0.0;
+    for (size_t r0 = 0; r0 < n_rows; r0 += (size_t)batch_rows) {
+        const int n = (int)(n_rows - r0 < (size_t)batch_rows ? n_rows - r0 : (size_t)batch_rows);
+        const float *xb = X + r0 * d;
+        husai_topk_encode(m, xb, n, &b);
+        husai_topk_decode(m, n, &b);
+        for (size_t i = 0; i < (size_t)n * d; i++) {
+            const double e = (double)b.x_hat[i] - (double)xb[i];
+            se += e;
+            sse += e * e;
+        }
+        for (size_t a = 0; a < (size_t)n * k; a++)
+            if (b.val[a] != 0.0f) {
+                nnz += 1.0;
+                fired[b.idx[a]] = 1;
+            }
+    }
+    int dead = 0;
+    for (int j = 0; j < m->d_sae; j++) dead += !fired[j];
+    const double var_e = (sse - se * se / N) / (N - 1.0);
+    out->mse = sse / N;
+    out->ev = var_x > 0.0 ? 1.0 - var_e / var_x : NAN;
+    out->l0 = nnz / (double)n_rows;
+    out->dead_fraction = (double)dead / m->d_sae;
+    free(fired);
+    husai_topk_batch_free(&b);
+    return HUSAI_OK;
+}

@@ -1,0 +1,164 @@
+#define _POSIX_C_SOURCE 200809L
+#include "mpi/dataset.h"
+
+#include <errno.h>
+#include <hdf5.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mpi/mpicheck.h"
+
+/* Checks everything a rank can check alone, before any collective HDF5 call. */
+static husai_status precheck(const char *path) {
+    if (access(path, R_OK) != 0)
+        return husai_error(HUSAI_ERR_IO, "cannot read data file '%s': %s", path, strerror(errno));
+    htri_t is = H5Fis_hdf5(path);
+    if (is <= 0) return husai_error(HUSAI_ERR_DATA, "data file '%s' is not an HDF5 file", path);
+    return HUSAI_OK;
+}
+
+/* Opens the dataset and validates its shape and type; fills rows/cols/dtype. */
+static husai_status open_and_check(hid_t file, const char *path, const char *name, hid_t *dset, hsize_t dims[2],
+                                   char *dtype, size_t *elem_size) {
+    if (H5Lexists(file, name, H5P_DEFAULT) <= 0)
+        return husai_error(HUSAI_ERR_DATA, "dataset '%s' not found in '%s'", name, path);
+    *dset = H5Dopen2(file, name, H5P_DEFAULT);
+    if (*dset < 0) return husai_error(HUSAI_ERR_DATA, "'%s' in '%s' is not a readable dataset", name, path);
+    hid_t type = H5Dget_type(*dset), space = H5Dget_space(*dset);
+    husai_status st = HUSAI_OK;
+    const H5T_class_t cls = H5Tget_class(type);
+    const size_t size = H5Tget_size(type);
+    const int ndims = H5Sget_simple_extent_ndims(space);
+    if (cls != H5T_FLOAT || (size != 2 && size != 4 && size != 8)) {
+        const char *what = cls == H5T_INTEGER ? "an integer" : cls == H5T_STRING ? "a string" : "a non-float";
+        if (cls == H5T_FLOAT) what = "an unsupported float";
+        st = husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' has %s dtype (%zu bytes); expected float16, float32 or float64",
+                         name, path, what, size);
+    } else if (ndims != 2) {
+        st = husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' is %d-D; expected 2-D [rows, d_model]", name, path, ndims);
+    } else {
+        H5Sget_simple_extent_dims(space, dims, NULL);
+        snprintf(dtype, 16, "float%zu", size * 8);
+        *elem_size = size;
+        if (dims[0] == 0) st = husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' has zero rows", name, path);
+        else if (dims[1] == 0 || dims[1] > INT_MAX)
+            st = husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' has %llu columns", name, path, (unsigned long long)dims[1]);
+        else if (dims[0] > (hsize_t)INT_MAX)
+            st = husai_error(HUSAI_ERR_DATA, "dataset '%s' has %llu rows; at most %d supported", name,
+                             (unsigned long long)dims[0], INT_MAX);
+    }
+    H5Tclose(type);
+    H5Sclose(space);
+    return st;
+}
+
+husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char *name, MPI_Comm comm) {
+    memset(ds, 0, sizeof *ds);
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    const double t0 = MPI_Wtime();
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* we report errors ourselves, in one line */
+
+    husai_status st = husai_mpi_agree(precheck(path), comm);
+    if (st) return st;
+
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
+    st = file < 0 ? husai_error(HUSAI_ERR_DATA, "cannot open '%s' with parallel HDF5 (truncated or corrupt file?)", path)
+                  : HUSAI_OK;
+    st = husai_mpi_agree(st, comm);
+    if (st) {
+        if (file >= 0) H5Fclose(file);
+        return st;
+    }
+    hid_t dset = -1;
+    hsize_t dims[2] = {0, 0};
+    size_t elem = 0;
+    st = husai_mpi_agree(open_and_check(file, path, name, &dset, dims, ds->dtype, &elem), comm);
+    if (st) goto done;
+
+    const size_t n = (size_t)dims[0], d = (size_t)dims[1];
+    ds->n_rows = n;
+    ds->d_model = (int)d;
+    ds->X = malloc(n * d * sizeof(float));
+    st = husai_mpi_agree(ds->X ? HUSAI_OK
+                               : husai_error(HUSAI_ERR_NOMEM, "cannot hold %zu x %zu floats of '%s' in memory", n, d, path),
+                         comm);
+    if (st) goto done;
+
+    /* Block decomposition of rows; a rank may get none and must still join the collective read. */
+    const size_t r0 = n * (size_t)rank / (size_t)size, r1 = n * (size_t)(rank + 1) / (size_t)size;
+    hsize_t start[2] = {r0, 0}, count[2] = {r1 - r0, d};
+    hsize_t mdims[2] = {count[0] > 0 ? count[0] : 1, d};
+    hid_t fspace = H5Dget_space(dset), mspace = H5Screate_simple(2, mdims, NULL);
+    if (count[0] > 0) {
+        H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL);
+    } else {
+        /* Not H5S_NULL: HDF5 1.10.8 would then write/read element (0,0); select none on both sides. */
+        H5Sselect_none(fspace);
+        H5Sselect_none(mspace);
+    }
+    hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
+    H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
+    herr_t rc = H5Dread(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, ds->X + r0 * d);
+    H5Pclose(dxpl);
+    H5Sclose(mspace);
+    H5Sclose(fspace);
+    st = husai_mpi_agree(rc < 0 ? husai_error(HUSAI_ERR_DATA, "reading rows %zu..%zu of '%s' in '%s' failed (truncated or corrupt file?)",
+                                              r0, r1, name, path)
+                                : HUSAI_OK,
+                         comm);
+    if (st) goto done;
+
+    /* The first non-finite row anywhere, agreed by a MIN reduction so every rank names the same one. */
+    long long bad = LLONG_MAX;
+    for (size_t r = r0; r < r1 && bad == LLONG_MAX; r++)
+        for (size_t c = 0; c < d; c++)
+            if (!isfinite(ds->X[r * d + c])) {
+                bad = (long long)r;
+                break;
+            }
+    long long first_bad;
+    HUSAI_MPI_CHECK(MPI_Allreduce(&bad, &first_bad, 1, MPI_LONG_LONG, MPI_MIN, comm));
+    if (first_bad != LLONG_MAX) {
+        st = husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' has a NaN or Inf value in row %lld (0-based)", name,
+                         path, first_bad);
+        goto done;
+    }
+
+    /* Share the blocks: after this every rank holds all rows. Counts are in rows (a derived type)
+     * so they stay small integers however large d_model is. */
+    MPI_Datatype row;
+    HUSAI_MPI_CHECK(MPI_Type_contiguous((int)d, MPI_FLOAT, &row));
+    HUSAI_MPI_CHECK(MPI_Type_commit(&row));
+    int *counts = malloc((size_t)size * sizeof(int)), *displs = malloc((size_t)size * sizeof(int));
+    if (!counts || !displs) husai_mpi_die("out of memory for %d gather counts", size);
+    for (int q = 0; q < size; q++) {
+        const size_t a = n * (size_t)q / (size_t)size, b = n * (size_t)(q + 1) / (size_t)size;
+        counts[q] = (int)(b - a);
+        displs[q] = (int)a;
+    }
+    HUSAI_MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, ds->X, counts, displs, row, comm));
+    MPI_Type_free(&row);
+    free(counts);
+    free(displs);
+    ds->bytes_read = (double)n * (double)d * (double)elem;
+    ds->read_seconds = MPI_Wtime() - t0;
+done:
+    if (dset >= 0) H5Dclose(dset);
+    H5Fclose(file);
+    if (st) husai_dataset_free(ds);
+    return st;
+}
+
+void husai_dataset_free(husai_dataset *ds) {
+    if (!ds) return;
+    free(ds->X);
+    memset(ds, 0, sizeof *ds);
+}

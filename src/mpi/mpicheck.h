@@ -1,0 +1,27 @@
+/* mpicheck.h: how ranks fail together.
+ * Deterministic errors (config, data) are agreed collectively so every rank exits
+ * cleanly with the same message; a failure only one rank can see (training diverged,
+ * out of memory, an MPI call failed) prints one line and calls MPI_Abort, so no rank is
+ * left waiting in a collective.
+ * defines: HUSAI_MPI_CHECK, husai_mpi_check, husai_mpi_die, husai_mpi_agree */
+#ifndef HUSAI_MPI_MPICHECK_H
+#define HUSAI_MPI_MPICHECK_H
+
+#include <mpi.h>
+
+#include "common/status.h"
+
+/* Aborts the job with file, line and MPI's error string if an MPI call did not succeed. */
+#define HUSAI_MPI_CHECK(call) husai_mpi_check((call), #call, __FILE__, __LINE__)
+
+/* Implementation of HUSAI_MPI_CHECK. */
+void husai_mpi_check(int rc, const char *what, const char *file, int line);
+
+/* Prints "husai: error (rank R): <message>" on stderr and aborts the whole job with exit code 1. */
+_Noreturn void husai_mpi_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Collective: returns the first failing status across ranks (lowest rank wins) and copies that
+ * rank's husai_error_message to every rank; returns HUSAI_OK on every rank if none failed. */
+husai_status husai_mpi_agree(husai_status local, MPI_Comm comm);
+
+#endif

@@ -1,0 +1,55 @@
+/* results.h: the files of a sweep's run directory, written by rank 0 into staging.
+ * results.h5 (decoders, encoders, PWMCC matrices, per-seed metrics per condition),
+ * results.json (provenance and per-condition summaries with CIs), summary.md (HUSAI's
+ * table) and conditions.csv. Every write is checked, so a full disk is an error, not a
+ * silently short file.
+ * defines: husai_seed_metrics, husai_condition_result, husai_run_info, husai_results_write */
+#ifndef HUSAI_REPORT_RESULTS_H
+#define HUSAI_REPORT_RESULTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cli/config.h"
+#include "common/status.h"
+#include "metrics/bootstrap.h"
+#include "report/rundir.h"
+
+/* Per-seed results; all doubles so one MPI type carries them. */
+typedef struct {
+    double ev, mse, l0, dead_fraction;
+    double seconds, last_epoch_loss, steps, rank;
+} husai_seed_metrics;
+
+typedef struct {
+    char name[64];
+    const char *param;
+    double value;
+    int S, d_model, d_sae, k, epochs, batch_size;
+    double lr;
+    const uint64_t *seeds;               /* (S) */
+    float *decoders;                     /* (S, d_model, d_sae) file layout, columns are features */
+    float *encoders;                     /* (S, d_sae, d_model) */
+    float *b_enc;                        /* (S, d_sae) */
+    double *pwmcc, *random_pwmcc;        /* (S, S) each */
+    husai_seed_metrics *per_seed;        /* (S) */
+    husai_ci trained, random, ev, mse, l0, dead;
+    double delta, delta_lcb, ratio;
+} husai_condition_result;
+
+typedef struct {
+    const char *id, *version, *commit, *command;
+    const char *hosts; /* comma-separated distinct host names */
+    int n_hosts, ranks;
+    double seconds;
+    const husai_config *cfg;
+    const char *dtype;
+    size_t n_rows;
+    int d_model;
+} husai_run_info;
+
+/* Writes results.h5, results.json, summary.md and conditions.csv into rd's staging directory. */
+husai_status husai_results_write(const husai_rundir *rd, const husai_run_info *run, const husai_condition_result *c,
+                                 int n);
+
+#endif
