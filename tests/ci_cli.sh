@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# ci_cli.sh: end-to-end checks of `husai ci`: HUSAI's published CI reproduced from the command line,
+# stdin input, --diff against an independent numpy computation, and one clear stderr line with a
+# non-zero exit for each kind of bad input. Needs HUSAI (the binary) and /usr/bin/python3 with numpy.
+set -u
+
+: "${HUSAI:?set HUSAI to the path of the husai binary}"
+PY=/usr/bin/python3
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+step() { echo "ci_cli: $*"; }
+fail() {
+    echo "ci_cli: FAIL: $*" >&2
+    exit 1
+}
+
+# DESIGN.md section 5: HUSAI's committed pair values, seed 13, CI [0.2923336489498615, 0.29615735478699207].
+cat >"$tmp/design.txt" <<'EOF'
+0.2992132753133774
+0.2938457131385803
+0.2950201630592346
+0.2964489907026291
+0.2908322513103485
+0.2901238203048706
+0.29808808863162994
+0.2958742827177048
+0.2929214835166931
+0.2899872809648514
+EOF
+
+# check_json JSON PYTHON_CONDITION: the condition is evaluated with the parsed object as d.
+check_json() {
+    printf '%s' "$1" | "$PY" -c '
+import json, sys
+d = json.load(sys.stdin)
+ok = eval("(" + sys.argv[1] + ")")  # parenthesised so a condition may span lines
+if not ok:
+    print("condition failed:", sys.argv[1], "on", d, file=sys.stderr)
+sys.exit(0 if ok else 1)
+' "$2"
+}
+
+step "design vector with --rng numpy --seed 13 reproduces HUSAI's CI to 1e-12"
+out=$("$HUSAI" ci --rng numpy --seed 13 "$tmp/design.txt") || fail "husai ci exited $?"
+check_json "$out" 'd["n"] == 10 and abs(d["mean"] - 0.294235534965992) < 1e-12
+    and abs(d["ci95_low"] - 0.2923336489498615) < 1e-12 and abs(d["ci95_high"] - 0.29615735478699207) < 1e-12
+    and abs(d["std"] - 0.0032699894983028556) < 1e-15
+    and set(d) == {"n", "mean", "std", "ci95_low", "ci95_high"}' ||
+    fail "design vector CI: $out"
+echo "  $out"
+
+step "stdin ('-') with blank lines and surrounding spaces gives the same result as the file"
+padded() { echo; sed 's/^/  /; s/$/ \r/' "$tmp/design.txt"; echo; }
+out_stdin=$(padded | "$HUSAI" ci --rng numpy --seed 13 -) ||
+    fail "husai ci - exited $?"
+[ "$out_stdin" = "$out" ] || fail "stdin result differs: $out_stdin"
+
+step "native generator (the default): valid JSON, CI contains the mean, same bits on a second run"
+n1=$("$HUSAI" ci "$tmp/design.txt") || fail "native run exited $?"
+n2=$("$HUSAI" ci "$tmp/design.txt") || fail "second native run exited $?"
+check_json "$n1" 'd["ci95_low"] < d["mean"] < d["ci95_high"]' || fail "native CI: $n1"
+[ "$n1" = "$n2" ] || fail "native runs differ: $n1 vs $n2"
+
+step "--diff agrees with numpy: rng = default_rng(7); x's choice first, then y's"
+"$PY" -c '
+import numpy as np
+r = np.random.default_rng(5)
+np.savetxt("'"$tmp"'/x.txt", 0.30 + 0.01 * r.standard_normal(12), fmt="%.17g")
+np.savetxt("'"$tmp"'/y.txt", 0.28 + 0.01 * r.standard_normal(9), fmt="%.17g")
+' || fail "cannot write the --diff inputs"
+out=$("$HUSAI" ci --diff --rng numpy --seed 7 --resamples 5000 "$tmp/x.txt" "$tmp/y.txt") ||
+    fail "husai ci --diff exited $?"
+printf '%s' "$out" | "$PY" -c '
+import json, sys
+import numpy as np
+d = json.load(sys.stdin)
+x = np.loadtxt(sys.argv[1]); y = np.loadtxt(sys.argv[2]); B = 5000
+rng = np.random.default_rng(7)
+mx = x[rng.choice(len(x), (B, len(x)), replace=True)].mean(axis=1)
+my = y[rng.choice(len(y), (B, len(y)), replace=True)].mean(axis=1)
+lo, hi = np.percentile(mx - my, [2.5, 97.5])
+err = max(abs(d["diff"] - (x.mean() - y.mean())), abs(d["ci95_low"] - lo), abs(d["ci95_high"] - hi))
+print("  max |husai - numpy| =", err)
+sys.exit(0 if err < 1e-12 and set(d) == {"diff", "ci95_low", "ci95_high"} else 1)
+' "$tmp/x.txt" "$tmp/y.txt" || fail "--diff disagrees with numpy: $out"
+
+step "--help prints the usage on stdout and exits 0"
+"$HUSAI" ci --help >"$tmp/help.out" || fail "--help exited $?"
+grep -q '^usage: husai ci' "$tmp/help.out" || fail "--help output has no usage line"
+
+# expect_error NAME NEEDLE INPUT_FILE ARGS...: non-zero exit, nothing on stdout, exactly one stderr
+# line, starting with "husai ci: " and containing NEEDLE.
+expect_error() {
+    local name=$1 needle=$2 input=$3
+    shift 3
+    step "bad input ($name) fails with one stderr line mentioning '$needle'"
+    "$HUSAI" ci "$@" <"$input" >"$tmp/err.out" 2>"$tmp/err.txt"
+    local rc=$?
+    [ "$rc" -ne 0 ] || fail "$name: exit status 0"
+    [ ! -s "$tmp/err.out" ] || fail "$name: wrote to stdout: $(cat "$tmp/err.out")"
+    local lines
+    lines=$(wc -l <"$tmp/err.txt")
+    [ "$lines" -eq 1 ] || fail "$name: $lines stderr lines: $(cat "$tmp/err.txt")"
+    grep -q '^husai ci: ' "$tmp/err.txt" || fail "$name: stderr does not start with 'husai ci: '"
+    grep -qF -- "$needle" "$tmp/err.txt" || fail "$name: stderr lacks '$needle': $(cat "$tmp/err.txt")"
+    echo "  exit $rc: $(cat "$tmp/err.txt")"
+}
+
+printf '0.1\n0.2\nabc\n0.3\n' >"$tmp/text.txt"
+printf '0.1\n\n0.2\nnan\n' >"$tmp/nan.txt"
+: >"$tmp/empty.txt"
+printf '\n  \n' >"$tmp/blank.txt"
+
+expect_error "missing file" "$tmp/nope.txt" /dev/null "$tmp/nope.txt"
+expect_error "non-numeric line" "text.txt:3" /dev/null "$tmp/text.txt"
+expect_error "NaN line" "nan.txt:4" /dev/null "$tmp/nan.txt"
+expect_error "NaN on stdin" "stdin:4" "$tmp/nan.txt" -
+expect_error "empty file" "no values" /dev/null "$tmp/empty.txt"
+expect_error "blank-only file" "no values" /dev/null "$tmp/blank.txt"
+expect_error "bad --rng value" "--rng" /dev/null --rng mt19937 "$tmp/design.txt"
+expect_error "bad --resamples value" "--resamples" /dev/null --resamples 10 "$tmp/design.txt"
+expect_error "--unit seeds on a flat list" "seed" /dev/null --unit seeds "$tmp/design.txt"
+expect_error "unknown option" "--bogus" /dev/null --bogus "$tmp/design.txt"
+expect_error "--diff with one file" "two files" /dev/null --diff "$tmp/design.txt"
+
+echo "ci_cli: all checks passed"
