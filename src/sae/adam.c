@@ -3,7 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-husai_status husai_adam_alloc(husai_adam *a, size_t n, float lr, float beta1, float beta2, float eps) {
+husai_status husai_adam_alloc(husai_adam *a, size_t n, double lr, double beta1, double beta2, double eps) {
     *a = (husai_adam){.n = n, .lr = lr, .beta1 = beta1, .beta2 = beta2, .eps = eps, .t = 0};
     a->m = calloc(n, sizeof(float));
     a->v = calloc(n, sizeof(float));
@@ -17,19 +17,19 @@ husai_status husai_adam_alloc(husai_adam *a, size_t n, float lr, float beta1, fl
 void husai_adam_step(husai_adam *a, float *params, const float *grad) {
     a->t++;
     /* Bias corrections in double, as PyTorch computes them in Python floats. */
-    const double bc1 = 1.0 - pow((double)a->beta1, (double)a->t);
-    const double bc2 = 1.0 - pow((double)a->beta2, (double)a->t);
-    const float step_size = (float)((double)a->lr / bc1);
+    const double bc1 = 1.0 - pow(a->beta1, (double)a->t);
+    const double bc2 = 1.0 - pow(a->beta2, (double)a->t);
+    const float step_size = (float)(a->lr / bc1);
     const float bc2_sqrt = (float)sqrt(bc2);
-    const float b1 = a->beta1, b2 = a->beta2, eps = a->eps;
-    const float one_b1 = 1.0f - b1, one_b2 = 1.0f - b2;
+    const float b1 = (float)a->beta1, b2 = (float)a->beta2, eps = (float)a->eps;
+    const float one_b1 = (float)(1.0 - a->beta1), one_b2 = (float)(1.0 - a->beta2);
     float *m = a->m, *v = a->v;
     for (size_t i = 0; i < a->n; i++) {
         const float g = grad[i];
         m[i] = m[i] * b1 + g * one_b1;
         v[i] = v[i] * b2 + g * g * one_b2;
         const float denom = sqrtf(v[i]) / bc2_sqrt + eps;
-        params[i] -= step_size * m[i] / denom;
+        params[i] += -step_size * (m[i] / denom); /* addcdiv_: value * (m / denom) */
     }
 }
 

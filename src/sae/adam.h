@@ -1,6 +1,7 @@
 /* adam.h: Adam over one flat parameter buffer, bit-for-bit the update PyTorch's
  * torch.optim.Adam makes in float32 (bias-corrected, no weight decay, eps added
- * after the square root of the corrected second moment).
+ * after the square root of the corrected second moment). Hyperparameters are doubles
+ * because PyTorch forms 1 - beta and lr / bias_correction in double before rounding.
  * defines: husai_adam, husai_adam_alloc, husai_adam_step, husai_adam_free */
 #ifndef HUSAI_SAE_ADAM_H
 #define HUSAI_SAE_ADAM_H
@@ -12,14 +13,14 @@
 
 typedef struct {
     size_t n;
-    float lr, beta1, beta2, eps;
+    double lr, beta1, beta2, eps;
     int64_t t; /* steps taken so far */
     float *m;  /* (n) first moment */
     float *v;  /* (n) second moment */
 } husai_adam;
 
 /* Allocates zeroed moments for n parameters. */
-husai_status husai_adam_alloc(husai_adam *a, size_t n, float lr, float beta1, float beta2, float eps);
+husai_status husai_adam_alloc(husai_adam *a, size_t n, double lr, double beta1, double beta2, double eps);
 
 /* Applies one update to params given grad (both length n) and advances t. */
 void husai_adam_step(husai_adam *a, float *params, const float *grad);

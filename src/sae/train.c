@@ -10,7 +10,7 @@
 
 husai_train_opts husai_train_defaults(void) {
     return (husai_train_opts){.d_sae = 128, .k = 32, .epochs = 25, .batch_size = 2048,
-                              .lr = 3e-4f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .seed = 42};
+                              .lr = 3e-4, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .seed = 42};
 }
 
 husai_status husai_train_opts_check(const husai_train_opts *o) {
@@ -19,11 +19,10 @@ husai_status husai_train_opts_check(const husai_train_opts *o) {
         return husai_error(HUSAI_ERR_ARG, "k=%d must be between 1 and d_sae=%d", o->k, o->d_sae);
     if (o->epochs < 1) return husai_error(HUSAI_ERR_ARG, "epochs=%d must be >= 1", o->epochs);
     if (o->batch_size < 1) return husai_error(HUSAI_ERR_ARG, "batch_size=%d must be >= 1", o->batch_size);
-    if (!(o->lr > 0.0f) || !isfinite(o->lr)) return husai_error(HUSAI_ERR_ARG, "lr=%g must be > 0", (double)o->lr);
-    if (!(o->beta1 >= 0.0f && o->beta1 < 1.0f) || !(o->beta2 >= 0.0f && o->beta2 < 1.0f))
-        return husai_error(HUSAI_ERR_ARG, "Adam betas (%g, %g) must lie in [0, 1)", (double)o->beta1,
-                           (double)o->beta2);
-    if (!(o->eps > 0.0f)) return husai_error(HUSAI_ERR_ARG, "Adam eps=%g must be > 0", (double)o->eps);
+    if (!(o->lr > 0.0) || !isfinite(o->lr)) return husai_error(HUSAI_ERR_ARG, "lr=%g must be > 0", o->lr);
+    if (!(o->beta1 >= 0.0 && o->beta1 < 1.0) || !(o->beta2 >= 0.0 && o->beta2 < 1.0))
+        return husai_error(HUSAI_ERR_ARG, "Adam betas (%g, %g) must lie in [0, 1)", o->beta1, o->beta2);
+    if (!(o->eps > 0.0)) return husai_error(HUSAI_ERR_ARG, "Adam eps=%g must be > 0", o->eps);
     return HUSAI_OK;
 }
 
@@ -80,11 +79,18 @@ husai_status husai_trainer_step(husai_trainer *t) {
     const double loss = husai_topk_forward(&t->model, t->xb, (int)n, &t->batch);
     if (!isfinite(loss))
         return husai_error(HUSAI_ERR_NUMERIC, "training diverged: loss is %g at step %lld (seed %llu, lr %g)",
-                           loss, (long long)t->steps, (unsigned long long)t->opts.seed, (double)t->opts.lr);
+                           loss, (long long)t->steps, (unsigned long long)t->opts.seed, t->opts.lr);
     memset(t->grad, 0, t->model.n_params * sizeof(float));
     husai_topk_backward(&t->model, t->xb, (int)n, &t->batch, t->grad);
     husai_adam_step(&t->adam, t->model.params, t->grad);
     husai_topk_normalize_decoder(&t->model);
+    /* A finite loss can still come with an overflowing gradient; catch it at the step it happens.
+     * O(n_params) per step is 1/batch of the encoder's cost. */
+    for (size_t i = 0; i < t->model.n_params; i++)
+        if (!isfinite(t->model.params[i]))
+            return husai_error(HUSAI_ERR_NUMERIC,
+                               "training diverged: parameters became NaN/Inf at step %lld (seed %llu, lr %g)",
+                               (long long)t->steps, (unsigned long long)t->opts.seed, t->opts.lr);
     t->steps++;
     t->epoch_loss_sum += loss;
     t->epoch_batches++;

@@ -15,7 +15,7 @@
 
 typedef struct {
     int d_sae, k, epochs, batch_size;
-    float lr, beta1, beta2, eps;
+    double lr, beta1, beta2, eps; /* double, as PyTorch holds them, so the float32 update matches */
     uint64_t seed;
 } husai_train_opts;
 
