@@ -65,14 +65,11 @@ static void test_good_file_and_defaults(void **state) {
     assert_true(c.seeds[1] == 123);
     assert_int_equal(c.resamples, 10000);
     assert_int_equal(c.bootstrap_unit, HUSAI_BOOT_SEEDS);
-    char name[64];
-    husai_config_condition_name(&c, 1, name, sizeof name);
-    assert_string_equal(name, "k=8");
-    int d_sae, k, epochs, batch;
-    double lr;
-    husai_config_condition(&c, 2, &d_sae, &k, &epochs, &batch, &lr);
-    assert_int_equal(k, 16);
-    assert_int_equal(d_sae, 64);
+    assert_string_equal(husai_config_condition(&c, 1).name, "k=8");
+    const husai_condition h = husai_config_condition(&c, 2);
+    assert_int_equal(h.k, 16);
+    assert_int_equal(h.d_sae, 64);
+    assert_int_equal(h.epochs, 3);
 }
 
 static void test_set_overrides_and_hash(void **state) {
@@ -109,6 +106,10 @@ static void test_bad_inputs(void **state) {
     expect_error(GOOD, "sweep.seeds=-3,4", "non-negative integer");
     expect_error(GOOD, "sweep.param=banana", "not sweepable");
     expect_error(GOOD, "sweep.mode=dance", "not a known mode");
+    expect_error(GOOD, "sweep.mode=consistency", "goes with sweep.mode = consistency");
+    expect_error(GOOD, "sweep.param=lambda", "goes with sweep.mode = consistency");
+    expect_error(GOOD, "calibrate.ev_floor=-0.1", "must be >= 0");
+    expect_error(GOOD, "calibrate.retrain_seeds=5", "at least 2 seeds");
     expect_error(GOOD, "metrics.bootstrap_unit=rows", "'seeds' or 'pairs'");
     expect_error("[data]\npath = x.h5\nthis line has no equals sign\n", NULL, ":3: not a valid INI line");
     expect_error("\x01\x02\x03\xff\xfe binary junk\n", NULL, "not a valid INI line");
@@ -125,9 +126,8 @@ static void test_lr_sweep_names(void **state) {
     assert_int_equal(load(GOOD, "sweep.param=lr", &c), HUSAI_OK);
     assert_int_equal(husai_config_set(&c, "sweep.values=0.0003, 0.001"), HUSAI_OK);
     assert_int_equal(husai_config_validate(&c), HUSAI_OK);
-    char name[64];
-    husai_config_condition_name(&c, 0, name, sizeof name);
-    assert_string_equal(name, "lr=0.0003");
+    assert_string_equal(husai_config_condition(&c, 0).name, "lr=0.0003");
+    assert_true(husai_config_condition(&c, 0).lr == 0.0003);
 }
 
 static void test_plan_round_robin(void **state) {

@@ -9,12 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { T_STR, T_INT, T_DOUBLE, T_U64, T_VALUES, T_SEEDS, T_UNIT, T_RNG } opt_type;
+typedef enum { T_STR, T_INT, T_DOUBLE, T_NONNEG, T_U64, T_VALUES, T_SEEDS, T_UNIT, T_RNG } opt_type;
 
 typedef struct {
     const char *section, *key;
     opt_type type;
-    size_t offset, size; /* field offset; buffer size for strings */
+    size_t offset, size; /* field offset; buffer size for strings, count field offset for seed lists */
     long min;            /* smallest allowed integer (T_INT) */
     int required;
     const char *help;
@@ -33,11 +33,19 @@ static const opt OPTS[] = {
     {"sweep", "mode", T_STR, F(mode), S(mode), 0, 0, "protocol: sweep"},
     {"sweep", "param", T_STR, F(param), S(param), 0, 0, "swept parameter: k, d_sae, lr, epochs or batch_size"},
     {"sweep", "values", T_VALUES, F(values), 0, 0, 1, "values of the swept parameter (comma separated)"},
-    {"sweep", "seeds", T_SEEDS, F(seeds), 0, 0, 1, "training seeds (comma separated, distinct)"},
+    {"sweep", "seeds", T_SEEDS, F(seeds), F(n_seeds), 0, 1, "training seeds (comma separated, distinct)"},
     {"metrics", "bootstrap_unit", T_UNIT, F(bootstrap_unit), 0, 0, 0, "seeds (cluster) or pairs (HUSAI)"},
     {"metrics", "resamples", T_INT, F(resamples), 0, 100, 0, "bootstrap resamples"},
     {"metrics", "bootstrap_seed", T_U64, F(bootstrap_seed), 0, 0, 0, "bootstrap generator seed"},
     {"metrics", "bootstrap_rng", T_RNG, F(bootstrap_rng), 0, 0, 0, "native or numpy"},
+    {"calibrate", "retrain_seeds", T_SEEDS, F(retrain_seeds), F(n_retrain_seeds), 0, 0,
+     "seeds for retraining the selected k and the control"},
+    {"calibrate", "retrain_epochs", T_INT, F(retrain_epochs), 0, 1, 0, "epochs of the retrain phase"},
+    {"calibrate", "ev_floor", T_NONNEG, F(ev_floor), 0, 0, 0, "smallest mean EV a k must reach to be selectable"},
+    {"calibrate", "control_k", T_INT, F(control_k), 0, 1, 0, "the matched control's k"},
+    {"consistency", "reference_seed", T_U64, F(reference_seed), 0, 0, 0, "seed of the reference SAE"},
+    {"consistency", "max_ev_drop", T_NONNEG, F(max_ev_drop), 0, 0, 0,
+     "largest EV loss against lambda = 0 a selectable lambda may have"},
     {"output", "dir", T_STR, F(out_dir), S(out_dir), 0, 0, "directory that receives run directories"},
 };
 #undef F
@@ -60,6 +68,12 @@ void husai_config_defaults(husai_config *c) {
     c->resamples = 10000;
     c->bootstrap_seed = 13;
     c->bootstrap_rng = HUSAI_BOOT_NATIVE;
+    c->n_retrain_seeds = 0; /* unset: the search seeds */
+    c->retrain_epochs = 40;
+    c->ev_floor = 0.20;
+    c->control_k = 32;
+    c->reference_seed = 42;
+    c->max_ev_drop = 0.05;
     snprintf(c->out_dir, sizeof c->out_dir, "runs");
 }
 
@@ -158,6 +172,13 @@ static husai_status assign(husai_config *c, const char *section, const char *key
         *(double *)field = x;
         break;
     }
+    case T_NONNEG: {
+        double x;
+        if (parse_double(v, &x)) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' is not a finite number", where, section, key, v);
+        if (x < 0.0) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = %g must be >= 0", where, section, key, x);
+        *(double *)field = x;
+        break;
+    }
     case T_U64:
         if (parse_u64(v, (uint64_t *)field))
             return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' is not a non-negative integer", where, section, key, v);
@@ -182,14 +203,15 @@ static husai_status assign(husai_config *c, const char *section, const char *key
         int n = split_list(buf, items, HUSAI_MAX_SEEDS);
         if (n < 0) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s has more than %d seeds", where, section, key, HUSAI_MAX_SEEDS);
         if (n == 0) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s is empty", where, section, key);
+        uint64_t *seeds = field;
         for (int i = 0; i < n; i++) {
-            if (parse_u64(items[i], &c->seeds[i]))
+            if (parse_u64(items[i], &seeds[i]))
                 return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: '%s' is not a non-negative integer", where, section, key, items[i]);
             for (int j = 0; j < i; j++)
-                if (c->seeds[j] == c->seeds[i])
+                if (seeds[j] == seeds[i])
                     return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: seed %s is listed twice", where, section, key, items[i]);
         }
-        c->n_seeds = n;
+        *(int *)((char *)c + o->size) = n;
         break;
     }
     case T_UNIT:
@@ -270,44 +292,66 @@ husai_status husai_config_validate(const husai_config *c) {
         if (OPTS[i].required && !c->given[i])
             return husai_error(HUSAI_ERR_ARG, "%s: missing required key %s.%s (%s)", c->source, OPTS[i].section,
                                OPTS[i].key, OPTS[i].help);
-    if (strcmp(c->mode, "sweep"))
-        return husai_error(HUSAI_ERR_ARG, "sweep.mode = '%s' is not a known mode (known: sweep)", c->mode);
-    if (!param_is_integer(c->param) && strcmp(c->param, "lr"))
-        return husai_error(HUSAI_ERR_ARG, "sweep.param = '%s' is not sweepable (known: k, d_sae, lr, epochs, batch_size)",
+    const int sweep = !strcmp(c->mode, "sweep"), calibrate = !strcmp(c->mode, "calibrate"),
+              consistency = !strcmp(c->mode, "consistency");
+    if (!sweep && !calibrate && !consistency)
+        return husai_error(HUSAI_ERR_ARG, "sweep.mode = '%s' is not a known mode (known: sweep, calibrate, consistency)",
+                           c->mode);
+    const int is_lambda = !strcmp(c->param, "lambda");
+    if (!param_is_integer(c->param) && strcmp(c->param, "lr") && !is_lambda)
+        return husai_error(HUSAI_ERR_ARG,
+                           "sweep.param = '%s' is not sweepable (known: k, d_sae, lr, epochs, batch_size, lambda)",
+                           c->param);
+    if (consistency != is_lambda)
+        return husai_error(HUSAI_ERR_ARG,
+                           "sweep.param = lambda goes with sweep.mode = consistency (got mode %s, param %s)", c->mode,
+                           c->param);
+    if (calibrate && strcmp(c->param, "k"))
+        return husai_error(HUSAI_ERR_ARG, "sweep.mode = calibrate searches over k; set sweep.param = k (got %s)",
                            c->param);
     if (c->n_seeds < 2)
         return husai_error(HUSAI_ERR_ARG, "sweep.seeds: need at least 2 seeds to compare (got %d)", c->n_seeds);
+    if (c->n_retrain_seeds == 1)
+        return husai_error(HUSAI_ERR_ARG, "calibrate.retrain_seeds: need at least 2 seeds to compare (got 1)");
+    if (consistency)
+        for (int i = 0; i < c->n_seeds; i++)
+            if (c->seeds[i] == c->reference_seed)
+                return husai_error(HUSAI_ERR_ARG,
+                                   "sweep.seeds: seed %llu is the reference seed; list only the other seeds",
+                                   (unsigned long long)c->reference_seed);
+    if (calibrate && c->control_k > c->d_sae)
+        return husai_error(HUSAI_ERR_ARG, "calibrate.control_k = %d exceeds d_sae = %d", c->control_k, c->d_sae);
     for (int i = 0; i < c->n_values; i++) {
         const double v = c->values[i];
         if (param_is_integer(c->param) && (v != floor(v) || v < 1 || v > 1e9))
             return husai_error(HUSAI_ERR_ARG, "sweep.values: %s = %g must be a positive integer", c->param, v);
-        if (!(v > 0)) return husai_error(HUSAI_ERR_ARG, "sweep.values: %s = %g must be > 0", c->param, v);
-        int d_sae, k, epochs, batch;
-        double lr;
-        husai_config_condition(c, i, &d_sae, &k, &epochs, &batch, &lr);
-        if (k > d_sae)
-            return husai_error(HUSAI_ERR_ARG, "k = %d exceeds d_sae = %d (condition %s=%g)", k, d_sae, c->param, v);
+        if (is_lambda ? v < 0 : !(v > 0))
+            return husai_error(HUSAI_ERR_ARG, "sweep.values: %s = %g must be %s", c->param, v,
+                               is_lambda ? ">= 0" : "> 0");
+        const husai_condition cond = husai_config_condition(c, i);
+        if (cond.k > cond.d_sae)
+            return husai_error(HUSAI_ERR_ARG, "k = %d exceeds d_sae = %d (condition %s)", cond.k, cond.d_sae,
+                               cond.name);
     }
     return HUSAI_OK;
 }
 
-void husai_config_condition(const husai_config *c, int i, int *d_sae, int *k, int *epochs, int *batch_size,
-                            double *lr) {
-    *d_sae = c->d_sae;
-    *k = c->k;
-    *epochs = c->epochs;
-    *batch_size = c->batch_size;
-    *lr = c->lr;
-    const double v = c->values[i];
-    if (!strcmp(c->param, "k")) *k = (int)v;
-    else if (!strcmp(c->param, "d_sae")) *d_sae = (int)v;
-    else if (!strcmp(c->param, "epochs")) *epochs = (int)v;
-    else if (!strcmp(c->param, "batch_size")) *batch_size = (int)v;
-    else if (!strcmp(c->param, "lr")) *lr = v;
+husai_condition husai_config_make_condition(const husai_config *c, const char *param, double value) {
+    husai_condition h = {.value = value, .d_sae = c->d_sae, .k = c->k, .epochs = c->epochs,
+                         .batch_size = c->batch_size, .lr = c->lr, .lambda = 0.0};
+    snprintf(h.param, sizeof h.param, "%s", param);
+    snprintf(h.name, sizeof h.name, "%s=%.10g", param, value);
+    if (!strcmp(param, "k")) h.k = (int)value;
+    else if (!strcmp(param, "d_sae")) h.d_sae = (int)value;
+    else if (!strcmp(param, "epochs")) h.epochs = (int)value;
+    else if (!strcmp(param, "batch_size")) h.batch_size = (int)value;
+    else if (!strcmp(param, "lr")) h.lr = value;
+    else if (!strcmp(param, "lambda")) h.lambda = value;
+    return h;
 }
 
-void husai_config_condition_name(const husai_config *c, int i, char *buf, size_t n) {
-    snprintf(buf, n, "%s=%.10g", c->param, c->values[i]);
+husai_condition husai_config_condition(const husai_config *c, int i) {
+    return husai_config_make_condition(c, c->param, c->values[i]);
 }
 
 void husai_config_print(const husai_config *c, FILE *f) {
@@ -323,14 +367,18 @@ void husai_config_print(const husai_config *c, FILE *f) {
         switch (o->type) {
         case T_STR: fprintf(f, "%s", (const char *)field); break;
         case T_INT: fprintf(f, "%d", *(const int *)field); break;
-        case T_DOUBLE: fprintf(f, "%.10g", *(const double *)field); break;
+        case T_DOUBLE:
+        case T_NONNEG: fprintf(f, "%.10g", *(const double *)field); break;
         case T_U64: fprintf(f, "%llu", (unsigned long long)*(const uint64_t *)field); break;
         case T_VALUES:
             for (int j = 0; j < c->n_values; j++) fprintf(f, "%s%.10g", j ? ", " : "", c->values[j]);
             break;
-        case T_SEEDS:
-            for (int j = 0; j < c->n_seeds; j++) fprintf(f, "%s%llu", j ? ", " : "", (unsigned long long)c->seeds[j]);
+        case T_SEEDS: {
+            const uint64_t *seeds = field;
+            const int n = *(const int *)((const char *)c + o->size);
+            for (int j = 0; j < n; j++) fprintf(f, "%s%llu", j ? ", " : "", (unsigned long long)seeds[j]);
             break;
+        }
         case T_UNIT: fprintf(f, "%s", c->bootstrap_unit == HUSAI_BOOT_PAIRS ? "pairs" : "seeds"); break;
         case T_RNG: fprintf(f, "%s", c->bootstrap_rng == HUSAI_BOOT_NUMPY ? "numpy" : "native"); break;
         }

@@ -27,8 +27,8 @@ typedef struct {
     int epochs, batch_size;
     double lr;
     /* [sweep] */
-    char mode[32];  /* "sweep" */
-    char param[32]; /* k | d_sae | lr | epochs | batch_size */
+    char mode[32];  /* sweep | calibrate | consistency */
+    char param[32]; /* k | d_sae | lr | epochs | batch_size | lambda */
     int n_values;
     double values[HUSAI_MAX_VALUES];
     int n_seeds;
@@ -38,6 +38,15 @@ typedef struct {
     int resamples;
     uint64_t bootstrap_seed;
     husai_boot_rng bootstrap_rng;
+    /* [calibrate] adaptive L0: search on sweep.seeds x train.epochs, retrain the pick and a control */
+    int n_retrain_seeds;
+    uint64_t retrain_seeds[HUSAI_MAX_SEEDS];
+    int retrain_epochs;
+    double ev_floor;
+    int control_k;
+    /* [consistency] alignment penalty to a reference seed's decoder */
+    uint64_t reference_seed;
+    double max_ev_drop;
     /* [output] */
     char out_dir[HUSAI_PATH_MAX];
     /* bookkeeping: which keys were given, by index into the option table */
@@ -63,11 +72,19 @@ void husai_config_print(const husai_config *c, FILE *f);
 /* A stable 64-bit hash of the resolved configuration (what husai_config_print writes). */
 uint64_t husai_config_hash(const husai_config *c);
 
-/* Formats condition i's name "<param>=<value>" into buf (size n). */
-void husai_config_condition_name(const husai_config *c, int i, char *buf, size_t n);
+/* One point of a sweep: the base settings with one parameter set to one value. */
+typedef struct {
+    char name[64];  /* "<param>=<value>", prefixed "<phase>/" inside multi-phase protocols */
+    char param[32];
+    double value;
+    int d_sae, k, epochs, batch_size;
+    double lr, lambda;
+} husai_condition;
 
-/* Applies condition i's swept value to a copy of the base training settings. */
-void husai_config_condition(const husai_config *c, int i, int *d_sae, int *k, int *epochs, int *batch_size,
-                            double *lr);
+/* Builds the condition that sets param to value over the base settings of c (no validation). */
+husai_condition husai_config_make_condition(const husai_config *c, const char *param, double value);
+
+/* Condition i of the sweep grid (sweep.param = sweep.values[i]). */
+husai_condition husai_config_condition(const husai_config *c, int i);
 
 #endif

@@ -1,8 +1,7 @@
-/* sweep_cmd.c: `husai sweep`, the seed-parallel sweep.
+/* sweep_cmd.c: `husai sweep`, the program's MPI edge.
  * Flow: config -> run directory staging (rank 0) -> dataset (parallel HDF5, shared) ->
- * plan -> each rank trains its tasks, rank 0 printing progress as any task finishes ->
- * per-condition gathers to rank 0 -> metrics -> results written and the run directory
- * renamed into place. Deterministic errors are agreed so all ranks exit 1 together; a
+ * protocol (sweep, calibrate or consistency: phases of training over all ranks, metrics
+ * on rank 0) -> results written and the run directory renamed into place. Deterministic errors are agreed so all ranks exit 1 together; a
  * failure only one rank sees aborts the job (never a hang). */
 #define _POSIX_C_SOURCE 200809L
 #include <cblas.h>
@@ -16,16 +15,12 @@
 
 #include "cli/commands.h"
 #include "cli/config.h"
-#include "metrics/bootstrap.h"
-#include "metrics/pwmcc.h"
-#include "metrics/recon.h"
+#include "cli/phase.h"
+#include "cli/protocols.h"
 #include "mpi/dataset.h"
-#include "mpi/gather.h"
 #include "mpi/mpicheck.h"
-#include "mpi/plan.h"
 #include "report/results.h"
 #include "report/rundir.h"
-#include "sae/train.h"
 
 #ifndef HUSAI_VERSION
 #define HUSAI_VERSION "0.0.0"
@@ -33,15 +28,6 @@
 #ifndef HUSAI_GIT_COMMIT
 #define HUSAI_GIT_COMMIT "unknown"
 #endif
-
-#define TAG_PROGRESS 101
-#define EVAL_BATCH 4096
-
-typedef struct {
-    int task;
-    int rank;
-    double mse, ev, seconds;
-} progress_msg;
 
 typedef struct {
     const char *config_path;
@@ -108,130 +94,9 @@ static int parse_args(int argc, char **argv, sweep_args *a, int rank) {
     return 0;
 }
 
-static void fmt_duration(double s, char *buf, size_t n) {
-    if (!isfinite(s) || s < 0) s = 0;
-    long t = (long)(s + 0.5);
-    if (t >= 3600) snprintf(buf, n, "%ldh%02ldm", t / 3600, (t % 3600) / 60);
-    else if (t >= 60) snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
-    else snprintf(buf, n, "%lds", t);
-}
-
-typedef struct {
-    const husai_config *cfg;
-    const husai_plan *plan;
-    int done, total;
-    double t_start;
-} progress_state;
-
-static void print_progress(progress_state *ps, const progress_msg *m) {
-    ps->done++;
-    const husai_task *t = &ps->plan->tasks[m->task];
-    char name[64], el[32], eta[32];
-    husai_config_condition_name(ps->cfg, t->condition, name, sizeof name);
-    const double elapsed = MPI_Wtime() - ps->t_start;
-    fmt_duration(elapsed, el, sizeof el);
-    fmt_duration(elapsed / ps->done * (ps->total - ps->done), eta, sizeof eta);
-    printf("[husai] task %d/%d done: %s seed=%llu rank=%d mse=%.6g ev=%.4f time=%.1fs elapsed=%s eta=%s\n", ps->done,
-           ps->total, name, (unsigned long long)t->seed, m->rank, m->mse, m->ev, m->seconds, el, eta);
-    fflush(stdout);
-}
-
-/* Rank 0: prints every progress message that has already arrived. */
-static void drain_progress(progress_state *ps, MPI_Comm comm) {
-    for (;;) {
-        int flag = 0;
-        MPI_Status status;
-        HUSAI_MPI_CHECK(MPI_Iprobe(MPI_ANY_SOURCE, TAG_PROGRESS, comm, &flag, &status));
-        if (!flag) return;
-        progress_msg m;
-        HUSAI_MPI_CHECK(MPI_Recv(&m, (int)sizeof m, MPI_BYTE, status.MPI_SOURCE, TAG_PROGRESS, comm, MPI_STATUS_IGNORE));
-        print_progress(ps, &m);
-    }
-}
-
-/* What one finished task leaves on its rank until the gathers. */
-typedef struct {
-    float *params; /* decoder [d_model, d_sae] | W_enc [d_sae, d_model] | b_enc [d_sae] */
-    husai_seed_metrics metrics;
-} task_output;
-
-static size_t payload_floats(int d_model, int d_sae) {
-    return 2 * (size_t)d_model * d_sae + (size_t)d_sae;
-}
-
-static void train_task(const husai_config *cfg, const husai_dataset *ds, const husai_task *t, int rank,
-                       task_output *out, progress_state *ps, MPI_Comm comm) {
-    husai_train_opts o = husai_train_defaults();
-    double lr;
-    husai_config_condition(cfg, t->condition, &o.d_sae, &o.k, &o.epochs, &o.batch_size, &lr);
-    o.lr = (float)lr;
-    o.seed = t->seed;
-    const double t0 = MPI_Wtime();
-    husai_trainer tr;
-    husai_status st = husai_trainer_init(&tr, ds->X, ds->n_rows, ds->d_model, &o);
-    if (st) husai_mpi_die("task %d (seed %llu): %s", t->id, (unsigned long long)t->seed, husai_error_message());
-    while (!husai_trainer_done(&tr)) {
-        if ((st = husai_trainer_step(&tr))) husai_mpi_die("%s", husai_error_message());
-        if (rank == 0) drain_progress(ps, comm);
-    }
-    husai_recon rec;
-    if ((st = husai_recon_eval(&tr.model, ds->X, ds->n_rows, EVAL_BATCH, &rec)))
-        husai_mpi_die("evaluating task %d: %s", t->id, husai_error_message());
-    const int dm = ds->d_model, dsae = o.d_sae;
-    out->params = malloc(payload_floats(dm, dsae) * sizeof(float));
-    if (!out->params) husai_mpi_die("out of memory storing task %d", t->id);
-    husai_topk_export_decoder(&tr.model, out->params);
-    memcpy(out->params + (size_t)dm * dsae, tr.model.W_enc, (size_t)dm * dsae * sizeof(float));
-    memcpy(out->params + 2 * (size_t)dm * dsae, tr.model.b_enc, (size_t)dsae * sizeof(float));
-    const double seconds = MPI_Wtime() - t0;
-    out->metrics = (husai_seed_metrics){.ev = rec.ev, .mse = rec.mse, .l0 = rec.l0, .dead_fraction = rec.dead_fraction,
-                                        .seconds = seconds, .last_epoch_loss = tr.last_epoch_loss,
-                                        .steps = (double)tr.steps, .rank = rank};
-    husai_trainer_free(&tr);
-    progress_msg m = {.task = t->id, .rank = rank, .mse = rec.mse, .ev = rec.ev, .seconds = seconds};
-    if (rank == 0) print_progress(ps, &m);
-    else HUSAI_MPI_CHECK(MPI_Send(&m, (int)sizeof m, MPI_BYTE, 0, TAG_PROGRESS, comm));
-}
-
-/* Rank 0: all metrics of one condition from its gathered decoders and per-seed metrics. */
-static void condition_metrics(const husai_config *cfg, husai_condition_result *c) {
-    const int S = c->S;
-    husai_status st = husai_pwmcc_matrix(c->decoders, S, c->d_model, c->d_sae, c->pwmcc);
-    if (st) husai_mpi_die("%s", husai_error_message());
-    float *rnd = malloc((size_t)S * c->d_model * c->d_sae * sizeof(float));
-    if (!rnd) husai_mpi_die("out of memory for the random baseline");
-    for (int s = 0; s < S; s++)
-        husai_pwmcc_random_decoder(c->seeds[s], c->d_model, c->d_sae, rnd + (size_t)s * c->d_model * c->d_sae);
-    if ((st = husai_pwmcc_matrix(rnd, S, c->d_model, c->d_sae, c->random_pwmcc))) husai_mpi_die("%s", husai_error_message());
-    free(rnd);
-    husai_boot_opts bo = husai_boot_defaults();
-    bo.resamples = cfg->resamples;
-    bo.seed = cfg->bootstrap_seed;
-    bo.rng = cfg->bootstrap_rng;
-    bo.unit = cfg->bootstrap_unit;
-    if ((st = husai_ci_pair_matrix(c->pwmcc, S, &bo, &c->trained)) ||
-        (st = husai_ci_pair_matrix(c->random_pwmcc, S, &bo, &c->random)))
-        husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
-    double *v = malloc((size_t)S * sizeof(double));
-    if (!v) husai_mpi_die("out of memory");
-    husai_ci *outs[4] = {&c->ev, &c->mse, &c->l0, &c->dead};
-    for (int m = 0; m < 4; m++) {
-        for (int s = 0; s < S; s++) {
-            const husai_seed_metrics *p = &c->per_seed[s];
-            v[s] = m == 0 ? p->ev : m == 1 ? p->mse : m == 2 ? p->l0 : p->dead_fraction;
-        }
-        if ((st = husai_ci_mean(v, (size_t)S, &bo, outs[m]))) husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
-    }
-    free(v);
-    c->delta = c->trained.mean - c->random.mean;
-    c->delta_lcb = c->trained.lo - c->random.hi;
-    c->ratio = c->trained.mean / c->random.mean;
-}
-
 static void print_config(const husai_config *cfg, int size, const char *hosts) {
-    printf("[husai] husai %s (%s): sweep over %s with %d condition(s) x %d seed(s) = %d task(s) on %d rank(s); hosts: %s\n",
-           HUSAI_VERSION, HUSAI_GIT_COMMIT, cfg->param, cfg->n_values, cfg->n_seeds, cfg->n_values * cfg->n_seeds,
-           size, hosts);
+    printf("[husai] husai %s (%s): mode %s over %s, %d value(s) x %d seed(s) on %d rank(s); hosts: %s\n",
+           HUSAI_VERSION, HUSAI_GIT_COMMIT, cfg->mode, cfg->param, cfg->n_values, cfg->n_seeds, size, hosts);
     printf("[husai] resolved configuration:\n");
     husai_config_print(cfg, stdout);
     printf("\n");
@@ -338,9 +203,7 @@ int husai_cmd_sweep(int argc, char **argv) {
         printf("[husai] data: %s:%s %zu x %d %s (%.1f MB read once, %.2f s)\n", cfg.data_path, cfg.dataset, ds.n_rows,
                ds.d_model, ds.dtype, ds.bytes_read / 1e6, ds.read_seconds);
     for (int i = 0; i < cfg.n_values; i++) {
-        int d_sae, k, epochs, batch;
-        double lr;
-        husai_config_condition(&cfg, i, &d_sae, &k, &epochs, &batch, &lr);
+        const int batch = husai_config_condition(&cfg, i).batch_size;
         if ((size_t)batch > ds.n_rows) {
             husai_error(HUSAI_ERR_DATA, "the dataset has %zu rows, fewer than one batch (batch_size %d)", ds.n_rows, batch);
             husai_dataset_free(&ds);
@@ -348,84 +211,13 @@ int husai_cmd_sweep(int argc, char **argv) {
         }
     }
 
-    husai_plan plan;
-    if ((st = husai_plan_build(&plan, cfg.n_values, cfg.seeds, cfg.n_seeds, size))) husai_mpi_die("%s", husai_error_message());
-    if (rank == 0 && size > plan.n_tasks)
-        printf("[husai] note: %d ranks for %d tasks; ranks %d..%d stay idle\n", size, plan.n_tasks, plan.n_tasks, size - 1);
-    int *local = malloc((size_t)plan.n_tasks * sizeof(int));
-    task_output *outs = calloc((size_t)plan.n_tasks, sizeof(task_output));
-    if (!local || !outs) husai_mpi_die("out of memory");
-    const int n_local = husai_plan_local(&plan, rank, args.reverse_order, local);
-
-    progress_state ps = {.cfg = &cfg, .plan = &plan, .done = 0, .total = plan.n_tasks, .t_start = MPI_Wtime()};
-    for (int i = 0; i < n_local; i++) train_task(&cfg, &ds, &plan.tasks[local[i]], rank, &outs[local[i]], &ps, comm);
-    if (rank == 0)
-        while (ps.done < ps.total) {
-            progress_msg m;
-            HUSAI_MPI_CHECK(MPI_Recv(&m, (int)sizeof m, MPI_BYTE, MPI_ANY_SOURCE, TAG_PROGRESS, comm, MPI_STATUS_IGNORE));
-            print_progress(&ps, &m);
-        }
-
-    /* One gather per condition: its seeds' parameters and metrics, reordered into seed order on rank 0. */
-    const int S = cfg.n_seeds;
-    husai_condition_result *res = rank == 0 ? calloc((size_t)cfg.n_values, sizeof *res) : NULL;
-    int *owner = malloc((size_t)S * sizeof(int));
-    if ((rank == 0 && !res) || !owner) husai_mpi_die("out of memory");
-    for (int c = 0; c < cfg.n_values; c++) {
-        int d_sae, k, epochs, batch;
-        double lr;
-        husai_config_condition(&cfg, c, &d_sae, &k, &epochs, &batch, &lr);
-        const size_t per = payload_floats(ds.d_model, d_sae);
-        int mine = 0;
-        for (int s = 0; s < S; s++) {
-            owner[s] = plan.tasks[c * S + s].rank;
-            mine += owner[s] == rank;
-        }
-        float *sendp = malloc(per * (size_t)(mine ? mine : 1) * sizeof(float));
-        husai_seed_metrics *sendm = malloc((size_t)(mine ? mine : 1) * sizeof *sendm);
-        if (!sendp || !sendm) husai_mpi_die("out of memory packing condition %d", c);
-        for (int s = 0, j = 0; s < S; s++)
-            if (owner[s] == rank) {
-                task_output *o = &outs[c * S + s];
-                memcpy(sendp + (size_t)j * per, o->params, per * sizeof(float));
-                sendm[j++] = o->metrics;
-                free(o->params);
-                o->params = NULL;
-            }
-        float *all = NULL;
-        husai_condition_result *r = rank == 0 ? &res[c] : NULL;
-        if (rank == 0) {
-            all = malloc(per * (size_t)S * sizeof(float));
-            r->per_seed = malloc((size_t)S * sizeof(husai_seed_metrics));
-            if (!all || !r->per_seed) husai_mpi_die("out of memory gathering condition %d", c);
-        }
-        husai_gather_tasks(sendp, per, MPI_FLOAT, sizeof(float), owner, S, all, 0, comm);
-        husai_gather_tasks(sendm, sizeof(husai_seed_metrics) / sizeof(double), MPI_DOUBLE, sizeof(double), owner, S,
-                           rank == 0 ? r->per_seed : NULL, 0, comm);
-        free(sendp);
-        free(sendm);
-        if (rank != 0) continue;
-        *r = (husai_condition_result){.param = cfg.param, .value = cfg.values[c], .S = S, .d_model = ds.d_model,
-                                      .d_sae = d_sae, .k = k, .epochs = epochs, .batch_size = batch, .lr = lr,
-                                      .seeds = cfg.seeds, .per_seed = r->per_seed};
-        husai_config_condition_name(&cfg, c, r->name, sizeof r->name);
-        const size_t dd = (size_t)ds.d_model * d_sae;
-        r->decoders = malloc((size_t)S * dd * sizeof(float));
-        r->encoders = malloc((size_t)S * dd * sizeof(float));
-        r->b_enc = malloc((size_t)S * d_sae * sizeof(float));
-        r->pwmcc = malloc((size_t)S * S * sizeof(double));
-        r->random_pwmcc = malloc((size_t)S * S * sizeof(double));
-        if (!r->decoders || !r->encoders || !r->b_enc || !r->pwmcc || !r->random_pwmcc) husai_mpi_die("out of memory");
-        for (int s = 0; s < S; s++) {
-            const float *p = all + (size_t)s * per;
-            memcpy(r->decoders + (size_t)s * dd, p, dd * sizeof(float));
-            memcpy(r->encoders + (size_t)s * dd, p + dd, dd * sizeof(float));
-            memcpy(r->b_enc + (size_t)s * d_sae, p + 2 * dd, (size_t)d_sae * sizeof(float));
-        }
-        free(all);
-        condition_metrics(&cfg, r);
+    husai_run_ctx ctx = {.cfg = &cfg, .ds = &ds, .reverse_order = args.reverse_order, .comm = comm};
+    husai_protocol_output out;
+    if ((st = husai_protocol_run(&ctx, &out))) {
+        husai_protocol_output_free(&out);
+        husai_dataset_free(&ds);
+        return fail(rank, &rd);
     }
-    free(owner);
 
     /* Rank 0 writes; everyone learns the outcome so the exit status agrees. */
     st = HUSAI_OK;
@@ -433,7 +225,7 @@ int husai_cmd_sweep(int argc, char **argv) {
         husai_run_info info = {.id = run_id, .version = HUSAI_VERSION, .commit = HUSAI_GIT_COMMIT, .command = command,
                                .hosts = hosts, .n_hosts = n_hosts, .ranks = size, .seconds = MPI_Wtime() - t_begin,
                                .cfg = &cfg, .dtype = ds.dtype, .n_rows = ds.n_rows, .d_model = ds.d_model};
-        st = husai_results_write(&rd, &info, res, cfg.n_values);
+        st = husai_results_write(&rd, &info, out.res, out.n, out.has_proto ? &out.proto : NULL);
         if (!st) st = husai_rundir_commit(&rd, args.force);
         if (!st) {
             char path[4200];
@@ -448,20 +240,9 @@ int husai_cmd_sweep(int argc, char **argv) {
             printf("\n[husai] run directory: %s (%.1f s)\n", rd.final_path, MPI_Wtime() - t_begin);
             fflush(stdout);
         }
-        for (int c = 0; c < cfg.n_values; c++) {
-            free(res[c].decoders);
-            free(res[c].encoders);
-            free(res[c].b_enc);
-            free(res[c].pwmcc);
-            free(res[c].random_pwmcc);
-            free(res[c].per_seed);
-        }
-        free(res);
     }
     st = husai_mpi_agree(st, comm);
-    free(local);
-    free(outs);
-    husai_plan_free(&plan);
+    husai_protocol_output_free(&out);
     husai_dataset_free(&ds);
     if (st) return fail(rank, &rd);
     return 0;

@@ -23,6 +23,10 @@ husai_status husai_train_opts_check(const husai_train_opts *o) {
     if (!(o->beta1 >= 0.0 && o->beta1 < 1.0) || !(o->beta2 >= 0.0 && o->beta2 < 1.0))
         return husai_error(HUSAI_ERR_ARG, "Adam betas (%g, %g) must lie in [0, 1)", o->beta1, o->beta2);
     if (!(o->eps > 0.0)) return husai_error(HUSAI_ERR_ARG, "Adam eps=%g must be > 0", o->eps);
+    if (!(o->lambda >= 0.0) || !isfinite(o->lambda))
+        return husai_error(HUSAI_ERR_ARG, "lambda=%g must be >= 0", o->lambda);
+    if (o->lambda > 0.0 && (!o->ref_rows || o->ref_n < 1))
+        return husai_error(HUSAI_ERR_ARG, "lambda=%g needs a reference decoder", o->lambda);
     return HUSAI_OK;
 }
 
@@ -54,6 +58,15 @@ husai_status husai_trainer_init(husai_trainer *t, const float *X, size_t n_rows,
     t->grad = malloc(t->model.n_params * sizeof(float));
     t->xb = malloc((size_t)cap * (size_t)d_model * sizeof(float));
     t->perm = malloc(n_rows * sizeof(uint32_t));
+    if (o->lambda > 0.0) {
+        t->align_scratch = malloc(husai_align_scratch_floats(o->ref_n) * sizeof(float));
+        t->align_best = malloc((size_t)o->d_sae * sizeof(int32_t));
+        t->align_cos = malloc((size_t)o->d_sae * sizeof(float));
+        if (!t->align_scratch || !t->align_best || !t->align_cos) {
+            st = husai_error(HUSAI_ERR_NOMEM, "cannot allocate consistency-penalty buffers");
+            goto fail;
+        }
+    }
     if (!t->grad || !t->xb || !t->perm) {
         st = husai_error(HUSAI_ERR_NOMEM, "cannot allocate training buffers");
         goto fail;
@@ -76,12 +89,23 @@ husai_status husai_trainer_step(husai_trainer *t) {
     if (n > (size_t)t->batch.cap) n = (size_t)t->batch.cap; /* the last batch of an epoch may be short */
     for (size_t r = 0; r < n; r++)
         memcpy(t->xb + r * d, t->X + (size_t)t->perm[t->pos + r] * d, (size_t)d * sizeof(float));
-    const double loss = husai_topk_forward(&t->model, t->xb, (int)n, &t->batch);
+    double loss = husai_topk_forward(&t->model, t->xb, (int)n, &t->batch);
+    double align = 0.0;
+    if (t->opts.lambda > 0.0) {
+        align = husai_align_rows(t->model.W_dec, t->model.d_sae, t->opts.ref_rows, t->opts.ref_n, d, t->align_best,
+                                 t->align_cos, t->align_scratch);
+        loss += t->opts.lambda * (1.0 - align);
+    }
     if (!isfinite(loss))
         return husai_error(HUSAI_ERR_NUMERIC, "training diverged: loss is %g at step %lld (seed %llu, lr %g)",
                            loss, (long long)t->steps, (unsigned long long)t->opts.seed, t->opts.lr);
     memset(t->grad, 0, t->model.n_params * sizeof(float));
     husai_topk_backward(&t->model, t->xb, (int)n, &t->batch, t->grad);
+    if (t->opts.lambda > 0.0) {
+        float *gW_dec = t->grad + (size_t)t->model.d_sae * d + t->model.d_sae;
+        husai_align_add_grad(t->model.W_dec, t->model.d_sae, t->opts.ref_rows, d, t->align_best, t->align_cos,
+                             t->opts.lambda, gW_dec);
+    }
     husai_adam_step(&t->adam, t->model.params, t->grad);
     husai_topk_normalize_decoder(&t->model);
     /* A finite loss can still come with an overflowing gradient; catch it at the step it happens.
@@ -111,6 +135,9 @@ void husai_trainer_free(husai_trainer *t) {
     free(t->grad);
     free(t->xb);
     free(t->perm);
+    free(t->align_scratch);
+    free(t->align_best);
+    free(t->align_cos);
     memset(t, 0, sizeof *t);
 }
 

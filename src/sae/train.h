@@ -11,12 +11,17 @@
 
 #include "common/status.h"
 #include "sae/adam.h"
+#include "sae/align.h"
 #include "sae/topk.h"
 
 typedef struct {
     int d_sae, k, epochs, batch_size;
     double lr, beta1, beta2, eps; /* double, as PyTorch holds them, so the float32 update matches */
     uint64_t seed;
+    /* Consistency penalty lambda * (1 - mean_i max_j |cos(D_i, R_j)|); off when lambda == 0 or ref NULL. */
+    double lambda;
+    const float *ref_rows; /* (ref_n, d_model) unit reference features, borrowed */
+    int ref_n;
 } husai_train_opts;
 
 /* HUSAI's recipe: d_sae 128, k 32, 25 epochs, batch 2048, Adam(3e-4, 0.9, 0.999, 1e-8). */
@@ -42,6 +47,9 @@ typedef struct {
     float *grad;   /* like model.params */
     float *xb;     /* (batch_size, d_model) gathered rows */
     uint32_t *perm; /* (n_rows) current epoch's order */
+    float *align_scratch; /* consistency penalty only */
+    int32_t *align_best;  /* (d_sae) */
+    float *align_cos;     /* (d_sae) */
     int epoch;      /* epoch in progress */
     size_t pos;     /* next row of perm to consume */
     int64_t steps;

@@ -1,0 +1,304 @@
+#include "cli/phase.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics/bootstrap.h"
+#include "metrics/pwmcc.h"
+#include "metrics/recon.h"
+#include "mpi/gather.h"
+#include "mpi/mpicheck.h"
+#include "mpi/plan.h"
+#include "sae/align.h"
+#include "sae/train.h"
+
+#define TAG_PROGRESS 101
+#define EVAL_BATCH 4096
+
+typedef struct {
+    int task;
+    int rank;
+    double mse, ev, seconds;
+} progress_msg;
+
+typedef struct {
+    const husai_phase *ph;
+    const husai_plan *plan;
+    int done, total;
+    double t_start;
+} progress_state;
+
+static void fmt_duration(double s, char *buf, size_t n) {
+    if (!isfinite(s) || s < 0) s = 0;
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%ldh%02ldm", t / 3600, (t % 3600) / 60);
+    else if (t >= 60) snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
+    else snprintf(buf, n, "%lds", t);
+}
+
+static void print_progress(progress_state *ps, const progress_msg *m) {
+    ps->done++;
+    const husai_task *t = &ps->plan->tasks[m->task];
+    char el[32], eta[32];
+    const double elapsed = MPI_Wtime() - ps->t_start;
+    fmt_duration(elapsed, el, sizeof el);
+    fmt_duration(elapsed / ps->done * (ps->total - ps->done), eta, sizeof eta);
+    printf("[husai] %s%stask %d/%d done: %s seed=%llu rank=%d mse=%.6g ev=%.4f time=%.1fs elapsed=%s eta=%s\n",
+           ps->ph->phase, *ps->ph->phase ? " " : "", ps->done, ps->total, ps->ph->conds[t->condition].name,
+           (unsigned long long)t->seed, m->rank, m->mse, m->ev, m->seconds, el, eta);
+    fflush(stdout);
+}
+
+/* Rank 0: prints every progress message that has already arrived, without blocking. */
+static void drain_progress(progress_state *ps, MPI_Comm comm) {
+    for (;;) {
+        int flag = 0;
+        MPI_Status status;
+        HUSAI_MPI_CHECK(MPI_Iprobe(MPI_ANY_SOURCE, TAG_PROGRESS, comm, &flag, &status));
+        if (!flag) return;
+        progress_msg m;
+        HUSAI_MPI_CHECK(MPI_Recv(&m, (int)sizeof m, MPI_BYTE, status.MPI_SOURCE, TAG_PROGRESS, comm, MPI_STATUS_IGNORE));
+        print_progress(ps, &m);
+    }
+}
+
+static size_t payload_floats(int d_model, int d_sae) {
+    return 2 * (size_t)d_model * d_sae + (size_t)d_sae;
+}
+
+/* Trains one SAE to completion (rank 0 keeps printing others' progress meanwhile) and evaluates it. */
+static husai_topk train_one(const husai_run_ctx *ctx, const husai_condition *c, uint64_t seed, const float *ref_rows,
+                            int ref_n, husai_seed_metrics *metrics, progress_state *ps) {
+    int rank;
+    MPI_Comm_rank(ctx->comm, &rank);
+    const husai_dataset *ds = ctx->ds;
+    husai_train_opts o = husai_train_defaults();
+    o.d_sae = c->d_sae;
+    o.k = c->k;
+    o.epochs = c->epochs;
+    o.batch_size = c->batch_size;
+    o.lr = c->lr;
+    o.seed = seed;
+    o.lambda = c->lambda;
+    o.ref_rows = c->lambda > 0.0 ? ref_rows : NULL;
+    o.ref_n = ref_n;
+    const double t0 = MPI_Wtime();
+    husai_trainer tr;
+    if (husai_trainer_init(&tr, ds->X, ds->n_rows, ds->d_model, &o))
+        husai_mpi_die("%s seed %llu: %s", c->name, (unsigned long long)seed, husai_error_message());
+    while (!husai_trainer_done(&tr)) {
+        if (husai_trainer_step(&tr)) husai_mpi_die("%s: %s", c->name, husai_error_message());
+        if (rank == 0 && ps) drain_progress(ps, ctx->comm);
+    }
+    husai_recon rec;
+    if (husai_recon_eval(&tr.model, ds->X, ds->n_rows, EVAL_BATCH, &rec))
+        husai_mpi_die("evaluating %s seed %llu: %s", c->name, (unsigned long long)seed, husai_error_message());
+    double alignment = NAN;
+    if (ref_rows) {
+        float *scratch = malloc(husai_align_scratch_floats(ref_n) * sizeof(float));
+        int32_t *best = malloc((size_t)c->d_sae * sizeof(int32_t));
+        float *cosv = malloc((size_t)c->d_sae * sizeof(float));
+        if (!scratch || !best || !cosv) husai_mpi_die("out of memory measuring alignment");
+        alignment = husai_align_rows(tr.model.W_dec, c->d_sae, ref_rows, ref_n, ds->d_model, best, cosv, scratch);
+        free(scratch);
+        free(best);
+        free(cosv);
+    }
+    *metrics = (husai_seed_metrics){.ev = rec.ev, .mse = rec.mse, .l0 = rec.l0, .dead_fraction = rec.dead_fraction,
+                                    .seconds = MPI_Wtime() - t0, .last_epoch_loss = tr.last_epoch_loss,
+                                    .steps = (double)tr.steps, .rank = rank, .alignment = alignment};
+    husai_topk model = tr.model;
+    memset(&tr.model, 0, sizeof tr.model); /* keep the model, free the rest */
+    husai_trainer_free(&tr);
+    return model;
+}
+
+/* Rank 0: all metrics of one condition from its gathered decoders and per-seed metrics. */
+static void condition_metrics(const husai_config *cfg, husai_condition_result *c, const float *ref_decoder) {
+    const int S = c->S;
+    const size_t dd = (size_t)c->d_model * c->d_sae;
+    if (husai_pwmcc_matrix(c->decoders, S, c->d_model, c->d_sae, c->pwmcc)) husai_mpi_die("%s", husai_error_message());
+    float *rnd = malloc((size_t)S * dd * sizeof(float));
+    if (!rnd) husai_mpi_die("out of memory for the random baseline");
+    for (int s = 0; s < S; s++) husai_pwmcc_random_decoder(c->seeds[s], c->d_model, c->d_sae, rnd + (size_t)s * dd);
+    if (husai_pwmcc_matrix(rnd, S, c->d_model, c->d_sae, c->random_pwmcc)) husai_mpi_die("%s", husai_error_message());
+    free(rnd);
+    husai_boot_opts bo = {.resamples = cfg->resamples, .seed = cfg->bootstrap_seed, .rng = cfg->bootstrap_rng,
+                          .unit = cfg->bootstrap_unit};
+    if (husai_ci_pair_matrix(c->pwmcc, S, &bo, &c->trained) || husai_ci_pair_matrix(c->random_pwmcc, S, &bo, &c->random))
+        husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
+    double *v = malloc((size_t)S * sizeof(double));
+    if (!v) husai_mpi_die("out of memory");
+    husai_ci *outs[5] = {&c->ev, &c->mse, &c->l0, &c->dead, &c->alignment};
+    for (int m = 0; m < (ref_decoder ? 5 : 4); m++) {
+        for (int s = 0; s < S; s++) {
+            const husai_seed_metrics *p = &c->per_seed[s];
+            v[s] = m == 0 ? p->ev : m == 1 ? p->mse : m == 2 ? p->l0 : m == 3 ? p->dead_fraction : p->alignment;
+        }
+        if (husai_ci_mean(v, (size_t)S, &bo, outs[m])) husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
+    }
+    free(v);
+    c->delta = c->trained.mean - c->random.mean;
+    c->delta_lcb = c->trained.lo - c->random.hi;
+    c->ratio = c->trained.mean / c->random.mean;
+    if (ref_decoder) {
+        /* The reference joins as model S, so pairs that involve it are counted too. */
+        const int S1 = S + 1;
+        float *all = malloc((size_t)S1 * dd * sizeof(float));
+        c->pwmcc_with_ref = malloc((size_t)S1 * S1 * sizeof(double));
+        if (!all || !c->pwmcc_with_ref) husai_mpi_die("out of memory");
+        memcpy(all, c->decoders, (size_t)S * dd * sizeof(float));
+        memcpy(all + (size_t)S * dd, ref_decoder, dd * sizeof(float));
+        if (husai_pwmcc_matrix(all, S1, c->d_model, c->d_sae, c->pwmcc_with_ref)) husai_mpi_die("%s", husai_error_message());
+        if (husai_ci_pair_matrix(c->pwmcc_with_ref, S1, &bo, &c->trained_with_ref))
+            husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
+        free(all);
+        c->has_ref = 1;
+    }
+}
+
+void husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condition_result *res) {
+    MPI_Comm comm = ctx->comm;
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    const husai_dataset *ds = ctx->ds;
+    husai_plan plan;
+    if (husai_plan_build(&plan, ph->n_conds, ph->seeds, ph->n_seeds, size)) husai_mpi_die("%s", husai_error_message());
+    if (rank == 0 && size > plan.n_tasks)
+        printf("[husai] note: %d ranks for %d tasks; ranks %d..%d stay idle%s%s\n", size, plan.n_tasks, plan.n_tasks,
+               size - 1, *ph->phase ? " in phase " : "", ph->phase);
+    int *local = malloc((size_t)plan.n_tasks * sizeof(int));
+    float **params = calloc((size_t)plan.n_tasks, sizeof(float *));
+    husai_seed_metrics *metrics = calloc((size_t)plan.n_tasks, sizeof(husai_seed_metrics));
+    if (!local || !params || !metrics) husai_mpi_die("out of memory");
+    const int n_local = husai_plan_local(&plan, rank, ctx->reverse_order, local);
+
+    progress_state ps = {.ph = ph, .plan = &plan, .total = plan.n_tasks, .t_start = MPI_Wtime()};
+    for (int i = 0; i < n_local; i++) {
+        const husai_task *t = &plan.tasks[local[i]];
+        const husai_condition *c = &ph->conds[t->condition];
+        husai_topk m = train_one(ctx, c, t->seed, ph->ref_rows, ph->ref_n, &metrics[t->id], &ps);
+        const int dm = ds->d_model, dsae = c->d_sae;
+        float *p = params[t->id] = malloc(payload_floats(dm, dsae) * sizeof(float));
+        if (!p) husai_mpi_die("out of memory storing task %d", t->id);
+        husai_topk_export_decoder(&m, p);
+        memcpy(p + (size_t)dm * dsae, m.W_enc, (size_t)dm * dsae * sizeof(float));
+        memcpy(p + 2 * (size_t)dm * dsae, m.b_enc, (size_t)dsae * sizeof(float));
+        husai_topk_free(&m);
+        progress_msg msg = {.task = t->id, .rank = rank, .mse = metrics[t->id].mse, .ev = metrics[t->id].ev,
+                            .seconds = metrics[t->id].seconds};
+        if (rank == 0) print_progress(&ps, &msg);
+        else HUSAI_MPI_CHECK(MPI_Send(&msg, (int)sizeof msg, MPI_BYTE, 0, TAG_PROGRESS, comm));
+    }
+    if (rank == 0)
+        while (ps.done < ps.total) {
+            progress_msg m;
+            HUSAI_MPI_CHECK(MPI_Recv(&m, (int)sizeof m, MPI_BYTE, MPI_ANY_SOURCE, TAG_PROGRESS, comm, MPI_STATUS_IGNORE));
+            print_progress(&ps, &m);
+        }
+
+    /* Reference decoder in file layout, for the with-reference PWMCC (rank 0). */
+    float *ref_decoder = NULL;
+    const int S = ph->n_seeds;
+    int *owner = malloc((size_t)S * sizeof(int));
+    if (!owner) husai_mpi_die("out of memory");
+    for (int c = 0; c < ph->n_conds; c++) {
+        const husai_condition *cond = &ph->conds[c];
+        const size_t per = payload_floats(ds->d_model, cond->d_sae), dd = (size_t)ds->d_model * cond->d_sae;
+        int mine = 0;
+        for (int s = 0; s < S; s++) mine += (owner[s] = plan.tasks[c * S + s].rank) == rank;
+        float *sendp = malloc(per * (size_t)(mine ? mine : 1) * sizeof(float));
+        husai_seed_metrics *sendm = malloc((size_t)(mine ? mine : 1) * sizeof *sendm);
+        if (!sendp || !sendm) husai_mpi_die("out of memory packing %s", cond->name);
+        for (int s = 0, j = 0; s < S; s++)
+            if (owner[s] == rank) {
+                const int id = c * S + s;
+                memcpy(sendp + (size_t)j * per, params[id], per * sizeof(float));
+                sendm[j++] = metrics[id];
+                free(params[id]);
+                params[id] = NULL;
+            }
+        float *all = NULL;
+        husai_condition_result *r = rank == 0 ? &res[c] : NULL;
+        husai_seed_metrics *per_seed = NULL;
+        if (rank == 0) {
+            all = malloc(per * (size_t)S * sizeof(float));
+            per_seed = malloc((size_t)S * sizeof(husai_seed_metrics));
+            if (!all || !per_seed) husai_mpi_die("out of memory gathering %s", cond->name);
+        }
+        husai_gather_tasks(sendp, per, MPI_FLOAT, sizeof(float), owner, S, all, 0, comm);
+        husai_gather_tasks(sendm, sizeof(husai_seed_metrics) / sizeof(double), MPI_DOUBLE, sizeof(double), owner, S,
+                           per_seed, 0, comm);
+        free(sendp);
+        free(sendm);
+        if (rank != 0) continue;
+        *r = (husai_condition_result){.phase = ph->phase, .param = cond->param, .value = cond->value, .S = S,
+                                      .d_model = ds->d_model, .d_sae = cond->d_sae, .k = cond->k, .epochs = cond->epochs,
+                                      .batch_size = cond->batch_size, .lr = cond->lr, .lambda = cond->lambda,
+                                      .seeds = ph->seeds, .per_seed = per_seed};
+        if (snprintf(r->name, sizeof r->name, "%s%s%s", ph->phase, *ph->phase ? "/" : "", cond->name) >= (int)sizeof r->name)
+            husai_mpi_die("condition name '%s/%s' is too long", ph->phase, cond->name);
+        r->decoders = malloc((size_t)S * dd * sizeof(float));
+        r->encoders = malloc((size_t)S * dd * sizeof(float));
+        r->b_enc = malloc((size_t)S * cond->d_sae * sizeof(float));
+        r->pwmcc = malloc((size_t)S * S * sizeof(double));
+        r->random_pwmcc = malloc((size_t)S * S * sizeof(double));
+        if (!r->decoders || !r->encoders || !r->b_enc || !r->pwmcc || !r->random_pwmcc) husai_mpi_die("out of memory");
+        for (int s = 0; s < S; s++) {
+            const float *p = all + (size_t)s * per;
+            memcpy(r->decoders + (size_t)s * dd, p, dd * sizeof(float));
+            memcpy(r->encoders + (size_t)s * dd, p + dd, dd * sizeof(float));
+            memcpy(r->b_enc + (size_t)s * cond->d_sae, p + 2 * dd, (size_t)cond->d_sae * sizeof(float));
+        }
+        free(all);
+        if (ph->ref_rows && !ref_decoder) {
+            /* ref rows are feature-major [d_sae, d_model]; transpose to the file layout once */
+            ref_decoder = malloc(dd * sizeof(float));
+            if (!ref_decoder) husai_mpi_die("out of memory");
+            for (int j = 0; j < cond->d_sae; j++)
+                for (int i = 0; i < ds->d_model; i++)
+                    ref_decoder[(size_t)i * cond->d_sae + j] = ph->ref_rows[(size_t)j * ds->d_model + i];
+        }
+        condition_metrics(ctx->cfg, r, ph->ref_rows ? ref_decoder : NULL);
+    }
+    free(ref_decoder);
+    free(owner);
+    free(local);
+    free(params);
+    free(metrics);
+    husai_plan_free(&plan);
+}
+
+void husai_train_reference(const husai_run_ctx *ctx, const husai_condition *cond, uint64_t seed, float *ref_rows,
+                           float *ref_decoder, husai_seed_metrics *m) {
+    int rank;
+    MPI_Comm_rank(ctx->comm, &rank);
+    const size_t dd = (size_t)ctx->ds->d_model * cond->d_sae;
+    if (rank == 0) {
+        printf("[husai] reference: training seed %llu (%s) on rank 0\n", (unsigned long long)seed, cond->name);
+        fflush(stdout);
+        husai_condition plain = *cond;
+        plain.lambda = 0.0;
+        husai_topk model = train_one(ctx, &plain, seed, NULL, 0, m, NULL);
+        memcpy(ref_rows, model.W_dec, dd * sizeof(float));
+        husai_topk_export_decoder(&model, ref_decoder);
+        husai_topk_free(&model);
+        printf("[husai] reference: seed %llu done, mse=%.6g ev=%.4f (%.1fs)\n", (unsigned long long)seed, m->mse, m->ev,
+               m->seconds);
+        fflush(stdout);
+    }
+    if (dd > (size_t)INT32_MAX) husai_mpi_die("reference decoder too large to broadcast in one call");
+    HUSAI_MPI_CHECK(MPI_Bcast(ref_rows, (int)dd, MPI_FLOAT, 0, ctx->comm));
+    /* Exact unit rows, so the penalty's cosine is a plain dot product. */
+    const int d = ctx->ds->d_model;
+    for (int j = 0; j < cond->d_sae; j++) {
+        float *r = ref_rows + (size_t)j * d;
+        double ss = 0;
+        for (int i = 0; i < d; i++) ss += (double)r[i] * r[i];
+        const double norm = ss > 1e-24 ? sqrt(ss) : 1e-12;
+        for (int i = 0; i < d; i++) r[i] = (float)(r[i] / norm);
+    }
+}

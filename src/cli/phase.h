@@ -1,0 +1,44 @@
+/* phase.h: one training phase of a protocol, run over all ranks.
+ * A phase is conditions x seeds = tasks (plan.h). Each rank trains its tasks, rank 0
+ * prints a progress line as any task finishes, then one gather per condition brings the
+ * seeds' parameters and metrics to rank 0, which computes PWMCC, the random baseline and
+ * the bootstrap CIs. Failures only one rank sees abort the job.
+ * defines: husai_run_ctx, husai_phase, husai_phase_run, husai_train_reference */
+#ifndef HUSAI_CLI_PHASE_H
+#define HUSAI_CLI_PHASE_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include "cli/config.h"
+#include "mpi/dataset.h"
+#include "report/results.h"
+
+typedef struct {
+    const husai_config *cfg;
+    const husai_dataset *ds;
+    int reverse_order; /* run each rank's tasks last-first (results must not change) */
+    MPI_Comm comm;
+} husai_run_ctx;
+
+typedef struct {
+    const char *phase; /* label for progress lines and result names ("" for none) */
+    const husai_condition *conds;
+    int n_conds;
+    const uint64_t *seeds;
+    int n_seeds;
+    const float *ref_rows; /* (ref_n, d_model) unit reference features on every rank, or NULL */
+    int ref_n;
+} husai_phase;
+
+/* Collective. Trains the phase's tasks and, on rank 0, fills res[0..n_conds) (zeroed by the caller)
+ * with every per-condition metric; free each with husai_condition_result_free. */
+void husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condition_result *res);
+
+/* Collective. Rank 0 trains the reference SAE (condition cond, seed) and broadcasts its unit feature
+ * rows into ref_rows (d_sae x d_model, allocated by every caller); on rank 0 also writes the decoder in
+ * file layout to ref_decoder ([d_model, d_sae]) and its metrics to *m. */
+void husai_train_reference(const husai_run_ctx *ctx, const husai_condition *cond, uint64_t seed, float *ref_rows,
+                           float *ref_decoder, husai_seed_metrics *m);
+
+#endif

@@ -1,0 +1,130 @@
+#include "report/svg.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define W 720.0
+#define H 440.0
+#define ML 80.0
+#define MR 150.0
+#define MT 50.0
+#define MB 70.0
+
+typedef struct {
+    double lo, hi;
+} range;
+
+/* Pads a data range by 8% and never lets it collapse to a point. */
+static range pad(double lo, double hi) {
+    if (!(hi > lo)) {
+        lo -= 0.01;
+        hi += 0.01;
+    }
+    const double m = 0.08 * (hi - lo);
+    return (range){lo - m, hi + m};
+}
+
+static double map(double v, range r, double a, double b) {
+    return a + (v - r.lo) / (r.hi - r.lo) * (b - a);
+}
+
+static void axes(FILE *f, const char *title, const char *xlabel, const char *ylabel, range y, int y_ticks) {
+    fprintf(f,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
+            "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
+            W, H, W, H);
+    fprintf(f, "<text x=\"%.1f\" y=\"28\" text-anchor=\"middle\" font-size=\"15\">%s</text>\n", (ML + W - MR) / 2, title);
+    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n", ML, H - MB, W - MR, H - MB);
+    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n", ML, MT, ML, H - MB);
+    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", (ML + W - MR) / 2, H - 20, xlabel);
+    fprintf(f, "<text x=\"18\" y=\"%.1f\" text-anchor=\"middle\" transform=\"rotate(-90 18 %.1f)\">%s</text>\n",
+            (MT + H - MB) / 2, (MT + H - MB) / 2, ylabel);
+    for (int i = 0; i <= y_ticks; i++) {
+        const double v = y.lo + (y.hi - y.lo) * i / y_ticks, py = map(v, y, H - MB, MT);
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", ML, py, W - MR, py);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.4f</text>\n", ML - 6, py + 4, v);
+    }
+}
+
+static void errbar_v(FILE *f, double x, double y0, double y1, const char *color) {
+    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"1.5\"/>\n", x, y0, x,
+            y1, color);
+    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", x - 5, y0, x + 5, y0, color);
+    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", x - 5, y1, x + 5, y1, color);
+}
+
+static husai_status finish(FILE *f, const char *path) {
+    fprintf(f, "</svg>\n");
+    int bad = ferror(f) != 0;
+    bad |= fclose(f) != 0;
+    if (bad) return husai_error(HUSAI_ERR_IO, "writing '%s' failed (disk full?)", path);
+    return HUSAI_OK;
+}
+
+static void legend(FILE *f) {
+    const double x = W - MR + 20, y = MT + 10;
+    fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"5\" fill=\"#1f5fbf\"/><text x=\"%.1f\" y=\"%.1f\">trained</text>\n", x,
+            y, x + 12, y + 4);
+    fprintf(f,
+            "<rect x=\"%.1f\" y=\"%.1f\" width=\"9\" height=\"9\" fill=\"#888\"/><text x=\"%.1f\" y=\"%.1f\">random "
+            "baseline</text>\n",
+            x - 4.5, y + 20 - 4.5, x + 12, y + 24);
+    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#555\">bars: 95%% CI</text>\n", x - 4, y + 48);
+}
+
+husai_status husai_svg_pwmcc_vs_param(const char *path, const husai_condition_result *c, int n, const char *title) {
+    FILE *f = fopen(path, "w");
+    if (!f) return husai_error(HUSAI_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
+    double lo = INFINITY, hi = -INFINITY;
+    for (int i = 0; i < n; i++) {
+        lo = fmin(lo, fmin(c[i].trained.lo, c[i].random.lo));
+        hi = fmax(hi, fmax(c[i].trained.hi, c[i].random.hi));
+    }
+    const range y = pad(lo, hi);
+    char xlabel[64];
+    snprintf(xlabel, sizeof xlabel, "%s", n > 0 ? c[0].param : "");
+    axes(f, title, xlabel, "PWMCC", y, 5);
+    const double slot = (W - MR - ML) / (n > 0 ? n : 1);
+    for (int i = 0; i < n; i++) {
+        const double x = ML + slot * (i + 0.5);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n", x, H - MB + 18, c[i].value);
+        errbar_v(f, x - 6, map(c[i].random.lo, y, H - MB, MT), map(c[i].random.hi, y, H - MB, MT), "#888");
+        fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"9\" height=\"9\" fill=\"#888\"/>\n", x - 6 - 4.5,
+                map(c[i].random.mean, y, H - MB, MT) - 4.5);
+        errbar_v(f, x + 6, map(c[i].trained.lo, y, H - MB, MT), map(c[i].trained.hi, y, H - MB, MT), "#1f5fbf");
+        fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"5\" fill=\"#1f5fbf\"><title>%s: %.5f [%.5f, %.5f]</title></circle>\n",
+                x + 6, map(c[i].trained.mean, y, H - MB, MT), c[i].name, c[i].trained.mean, c[i].trained.lo,
+                c[i].trained.hi);
+    }
+    legend(f);
+    return finish(f, path);
+}
+
+husai_status husai_svg_pwmcc_vs_ev(const char *path, const husai_condition_result *c, int n, const char *title) {
+    FILE *f = fopen(path, "w");
+    if (!f) return husai_error(HUSAI_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
+    double ylo = INFINITY, yhi = -INFINITY, xlo = INFINITY, xhi = -INFINITY;
+    for (int i = 0; i < n; i++) {
+        ylo = fmin(ylo, c[i].trained.lo);
+        yhi = fmax(yhi, c[i].trained.hi);
+        xlo = fmin(xlo, c[i].ev.lo);
+        xhi = fmax(xhi, c[i].ev.hi);
+    }
+    const range y = pad(ylo, yhi), x = pad(xlo, xhi);
+    axes(f, title, "explained variance (EV)", "trained PWMCC", y, 5);
+    for (int i = 0; i <= 4; i++) {
+        const double v = x.lo + (x.hi - x.lo) * i / 4, px = map(v, x, ML, W - MR);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%.3f</text>\n", px, H - MB + 18, v);
+    }
+    for (int i = 0; i < n; i++) {
+        const double px = map(c[i].ev.mean, x, ML, W - MR), py = map(c[i].trained.mean, y, H - MB, MT);
+        errbar_v(f, px, map(c[i].trained.lo, y, H - MB, MT), map(c[i].trained.hi, y, H - MB, MT), "#1f5fbf");
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#1f5fbf\"/>\n",
+                map(c[i].ev.lo, x, ML, W - MR), py, map(c[i].ev.hi, x, ML, W - MR), py);
+        fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"5\" fill=\"#1f5fbf\"/>\n", px, py);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">%s</text>\n", px + 8, py - 8, c[i].name);
+    }
+    return finish(f, path);
+}
