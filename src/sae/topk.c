@@ -115,6 +115,23 @@ static void sift_down(float *hv, int32_t *hi, int n, int pos) {
     }
 }
 
+/* Dot product with 8 fixed partial sums: vectorisable without -ffast-math, and the summation
+ * order is set by this code, not by the compiler, so results stay reproducible. */
+static inline float dot8(const float *restrict a, const float *restrict b, int n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
+    float tail = 0.0f;
+    for (; i < n; i++) tail += a[i] * b[i];
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail;
+}
+
+/* y += a * x over n elements (element-wise, so vectorising it does not change any bit). */
+static inline void axpy(float *restrict y, float a, const float *restrict x, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
 static int cmp_i32(const void *a, const void *b) {
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
     return (x > y) - (x < y);
@@ -157,11 +174,7 @@ void husai_topk_decode(const husai_topk *m, int n, husai_topk_batch *b) {
         memset(xh, 0, (size_t)d * sizeof(float));
         const int32_t *id = b->idx + (size_t)r * k;
         const float *v = b->val + (size_t)r * k;
-        for (int a = 0; a < k; a++) {
-            const float *row = m->W_dec + (size_t)id[a] * d;
-            const float z = v[a];
-            for (int i = 0; i < d; i++) xh[i] += z * row[i];
-        }
+        for (int a = 0; a < k; a++) axpy(xh, v[a], m->W_dec + (size_t)id[a] * d, d);
     }
 }
 
@@ -194,15 +207,12 @@ void husai_topk_backward(const husai_topk *m, const float *x, int n, husai_topk_
             const size_t j = (size_t)id[a];
             const float *drow = m->W_dec + j * d;
             float *gdrow = gW_dec + j * d;
-            float dot = 0.0f;
-            for (int i = 0; i < d; i++) dot += gx[i] * drow[i];
+            const float dot = dot8(gx, drow, d);
             gv[a] = dot;
-            const float z = v[a];
-            for (int i = 0; i < d; i++) gdrow[i] += z * gx[i];
+            axpy(gdrow, v[a], gx, d);
             /* Top-k passes the gradient only to the selected pre-activations. */
             gb_enc[j] += dot;
-            float *gerow = gW_enc + j * d;
-            for (int i = 0; i < d; i++) gerow[i] += dot * xr[i];
+            axpy(gW_enc + j * d, dot, xr, d);
         }
     }
 }

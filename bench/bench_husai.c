@@ -1,0 +1,115 @@
+/* bench_husai: prints husai's single-process speed figures, each against the machine's
+ * own sgemm rate measured in the same run, so ratios (not absolute times) carry over.
+ *   1. sgemm GFLOP/s on the TopK encoder's shape (the roofline for training)
+ *   2. training throughput (samples/s) and the encoder's share of sgemm peak, at HUSAI's size
+ *      (d_model 128, d_sae 128, k 32, batch 2048) and an LLM-like size (768 x 16384, k 32)
+ *   3. blocked PWMCC GFLOP/s and its share of sgemm peak
+ * Usage: bench_husai [--quick]. One BLAS thread unless OPENBLAS_NUM_THREADS says otherwise. */
+#define _POSIX_C_SOURCE 200809L
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/rng.h"
+#include "metrics/pwmcc.h"
+#include "sae/train.h"
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static float *random_floats(size_t n, uint64_t seed) {
+    float *x = malloc(n * sizeof(float));
+    if (!x) {
+        fprintf(stderr, "bench: out of memory for %zu floats\n", n);
+        exit(1);
+    }
+    husai_rng r;
+    husai_rng_init(&r, seed, "bench", 0);
+    for (size_t i = 0; i < n; i++) x[i] = (float)husai_rng_normal(&r);
+    return x;
+}
+
+/* Best-of-reps GFLOP/s of C[m,n] = A[m,k] B[n,k]^T, the encoder's product. */
+static double sgemm_gflops(int m, int n, int k, int reps) {
+    float *A = random_floats((size_t)m * k, 1), *B = random_floats((size_t)n * k, 2);
+    float *C = malloc((size_t)m * n * sizeof(float));
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        const double t0 = now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, A, k, B, k, 0.0f, C, n);
+        const double dt = now() - t0;
+        if (dt < best) best = dt;
+    }
+    free(A);
+    free(B);
+    free(C);
+    return 2.0 * m * n * k / best / 1e9;
+}
+
+/* Trains on random rows for `steps` steps after one warm-up step; returns samples per second. */
+static double train_rate(int d_model, int d_sae, int k, int batch, int steps) {
+    const size_t rows = (size_t)batch * 2;
+    float *X = random_floats(rows * d_model, 3);
+    husai_train_opts o = husai_train_defaults();
+    o.d_sae = d_sae;
+    o.k = k;
+    o.batch_size = batch;
+    o.epochs = 1000000;
+    husai_trainer t;
+    if (husai_trainer_init(&t, X, rows, d_model, &o)) {
+        fprintf(stderr, "bench: %s\n", husai_error_message());
+        exit(1);
+    }
+    husai_trainer_step(&t);
+    const double t0 = now();
+    for (int s = 0; s < steps; s++)
+        if (husai_trainer_step(&t)) {
+            fprintf(stderr, "bench: %s\n", husai_error_message());
+            exit(1);
+        }
+    const double dt = now() - t0;
+    husai_trainer_free(&t);
+    free(X);
+    return (double)steps * batch / dt;
+}
+
+static void bench_train(const char *label, int d_model, int d_sae, int k, int batch, int steps) {
+    const double peak = sgemm_gflops(batch, d_sae, d_model, 3);
+    const double rate = train_rate(d_model, d_sae, k, batch, steps);
+    const double enc_gflops = rate * 2.0 * d_model * d_sae / 1e9;
+    printf("%-10s %6d %6d %4d %6d | %12.0f | %8.1f | %8.1f | %6.1f%%\n", label, d_model, d_sae, k, batch, rate, peak,
+           enc_gflops, 100.0 * enc_gflops / peak);
+}
+
+int main(int argc, char **argv) {
+    const int quick = argc > 1 && !strcmp(argv[1], "--quick");
+    if (!getenv("OPENBLAS_NUM_THREADS")) openblas_set_num_threads(1);
+    printf("husai benchmarks (%s), BLAS threads: %d\n\n", quick ? "quick" : "full", openblas_get_num_threads());
+    printf("Training step: samples/s, and the encoder's useful GFLOP/s (2*d_model*d_sae per sample) against\n"
+           "sgemm on the same shape measured just before (the roofline).\n\n");
+    printf("%-10s %6s %6s %4s %6s | %12s | %8s | %8s | %7s\n", "size", "d_mod", "d_sae", "k", "batch", "samples/s",
+           "sgemm GF", "enc GF", "of peak");
+    bench_train("husai", 128, 128, 32, 2048, quick ? 20 : 200);
+    bench_train("llm-like", 768, 16384, 32, 4096, quick ? 2 : 6);
+
+    printf("\nBlocked PWMCC (all pairs of S seeds; 2*d_model*d_sae^2 flops per pair):\n\n");
+    const int S = 4, d = 768, n = quick ? 2048 : 4096;
+    float *D = malloc((size_t)S * d * n * sizeof(float));
+    for (int s = 0; s < S; s++) husai_pwmcc_random_decoder(100 + s, d, n, D + (size_t)s * d * n);
+    double *M = malloc((size_t)S * S * sizeof(double));
+    const double t0 = now();
+    husai_pwmcc_matrix(D, S, d, n, M);
+    const double dt = now() - t0;
+    const double flops = (double)S * (S - 1) / 2 * 2.0 * d * (double)n * n;
+    const double peak = sgemm_gflops(HUSAI_PWMCC_BLOCK, n, d, 3);
+    printf("S=%d d_model=%d d_sae=%d: %.2f s, %.1f GFLOP/s, %.1f%% of sgemm peak on the block shape (%.1f GF)\n", S, d,
+           n, dt, flops / dt / 1e9, 100.0 * flops / dt / 1e9 / peak, peak);
+    free(D);
+    free(M);
+    return 0;
+}
