@@ -104,6 +104,9 @@ static void test_bad_inputs(void **state) {
     expect_error(GOOD, "sweep.seeds=7", "at least 2 seeds");
     expect_error(GOOD, "sweep.seeds=", "is empty");
     expect_error(GOOD, "sweep.seeds=-3,4", "non-negative integer");
+    expect_error(GOOD, "sweep.values=2,,4", "empty item");
+    expect_error(GOOD, "sweep.seeds=1,2,", "empty item");
+    expect_error("path = x.h5\n", NULL, "outside any [section]");
     expect_error(GOOD, "sweep.param=banana", "not sweepable");
     expect_error(GOOD, "sweep.mode=dance", "not a known mode");
     expect_error(GOOD, "sweep.mode=consistency", "goes with sweep.mode = consistency");

@@ -113,8 +113,19 @@ static int parse_u64(const char *s, uint64_t *out) {
     return 0;
 }
 
-/* Splits a comma/whitespace separated list in place; returns the count or -1 if over max. */
+/* Splits a comma/whitespace separated list in place; returns the count, -1 if over max, -2 if an
+ * item between commas is empty ("4,,8" is a typo, not two values). */
 static int split_list(char *s, char **items, int max) {
+    int pending_comma = 1; /* a leading comma is an empty item too */
+    for (const char *p = s; *p; p++) {
+        if (*p == ',') {
+            if (pending_comma) return -2;
+            pending_comma = 1;
+        } else if (!isspace((unsigned char)*p)) {
+            pending_comma = 0;
+        }
+    }
+    if (pending_comma && strchr(s, ',')) return -2; /* trailing comma */
     int n = 0;
     for (char *tok = strtok(s, ", \t"); tok; tok = strtok(NULL, ", \t")) {
         if (n == max) return -1;
@@ -142,6 +153,7 @@ static int known_section(const char *section) {
 static husai_status assign(husai_config *c, const char *section, const char *key, const char *raw,
                            const char *where) {
     int index;
+    if (!*section) return husai_error(HUSAI_ERR_ARG, "%s: key '%s' is outside any [section]", where, key);
     if (!known_section(section)) return husai_error(HUSAI_ERR_ARG, "%s: unknown section [%s]", where, section);
     const opt *o = find_opt(section, key, &index);
     if (!o) return husai_error(HUSAI_ERR_ARG, "%s: unknown key '%s' in section [%s]", where, key, section);
@@ -186,6 +198,7 @@ static husai_status assign(husai_config *c, const char *section, const char *key
     case T_VALUES: {
         char *items[HUSAI_MAX_VALUES + 1];
         int n = split_list(buf, items, HUSAI_MAX_VALUES);
+        if (n == -2) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s has an empty item between commas", where, section, key);
         if (n < 0) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s has more than %d values", where, section, key, HUSAI_MAX_VALUES);
         if (n == 0) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s is empty", where, section, key);
         for (int i = 0; i < n; i++) {
@@ -201,6 +214,7 @@ static husai_status assign(husai_config *c, const char *section, const char *key
     case T_SEEDS: {
         static char *items[HUSAI_MAX_SEEDS + 1];
         int n = split_list(buf, items, HUSAI_MAX_SEEDS);
+        if (n == -2) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s has an empty item between commas", where, section, key);
         if (n < 0) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s has more than %d seeds", where, section, key, HUSAI_MAX_SEEDS);
         if (n == 0) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s is empty", where, section, key);
         uint64_t *seeds = field;
@@ -236,9 +250,23 @@ typedef struct {
     unsigned char seen[N_OPTS];
 } load_ctx;
 
+/* Printable ASCII or UTF-8 bytes only, so messages that quote the file stay one clean line. */
+static int is_text(const char *s) {
+    for (; *s; s++) {
+        const unsigned char c = (unsigned char)*s;
+        if (c < 0x20 && c != '\t') return 0;
+        if (c == 0x7f) return 0;
+    }
+    return 1;
+}
+
 static int ini_handler_cb(void *user, const char *section, const char *name, const char *value) {
     load_ctx *ctx = user;
     if (ctx->st != HUSAI_OK) return 0; /* keep the first error; inih goes on parsing */
+    if (!is_text(section) || !is_text(name) || !is_text(value)) {
+        ctx->st = husai_error(HUSAI_ERR_ARG, "%s: contains non-text bytes; not an INI file", ctx->path);
+        return 0;
+    }
     char where[HUSAI_PATH_MAX + 32];
     snprintf(where, sizeof where, "%s", ctx->path);
     int index;

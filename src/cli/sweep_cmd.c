@@ -129,8 +129,13 @@ static void gather_hosts(char *out, size_t n, int *n_hosts, MPI_Comm comm) {
     free(all);
 }
 
+static void abort_rundir(void *rd) {
+    husai_rundir_abort(rd);
+}
+
 /* Prints an agreed error once (rank 0) and returns the exit status every rank uses. */
 static int fail(int rank, husai_rundir *rd) {
+    husai_mpi_on_die(NULL, NULL);
     if (rank == 0) {
         fprintf(stderr, "husai: error: %s\n", husai_error_message());
         husai_rundir_abort(rd);
@@ -196,6 +201,7 @@ int husai_cmd_sweep(int argc, char **argv) {
     }
     st = rank == 0 ? husai_rundir_begin(&rd, cfg.out_dir, run_id, args.force) : HUSAI_OK;
     if ((st = husai_mpi_agree(st, comm))) return fail(rank, &rd);
+    if (rank == 0) husai_mpi_on_die(abort_rundir, &rd);
 
     husai_dataset ds;
     if ((st = husai_dataset_read(&ds, cfg.data_path, cfg.dataset, comm))) return fail(rank, &rd);
@@ -244,6 +250,7 @@ int husai_cmd_sweep(int argc, char **argv) {
     st = husai_mpi_agree(st, comm);
     husai_protocol_output_free(&out);
     husai_dataset_free(&ds);
+    husai_mpi_on_die(NULL, NULL);
     if (st) return fail(rank, &rd);
     return 0;
 }

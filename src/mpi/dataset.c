@@ -44,6 +44,8 @@ static husai_status open_and_check(hid_t file, const char *path, const char *nam
         snprintf(dtype, 16, "float%zu", size * 8);
         *elem_size = size;
         if (dims[0] == 0) st = husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' has zero rows", name, path);
+        else if (dims[0] < 2)
+            st = husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' has 1 row; at least 2 are needed for EV", name, path);
         else if (dims[1] == 0 || dims[1] > INT_MAX)
             st = husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' has %llu columns", name, path, (unsigned long long)dims[1]);
         else if (dims[0] > (hsize_t)INT_MAX)
@@ -148,6 +150,18 @@ husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char 
     MPI_Type_free(&row);
     free(counts);
     free(displs);
+    /* EV divides by var(X): refuse constant data now rather than after hours of training. Every
+     * rank holds the same rows, so every rank reaches the same verdict. */
+    {
+        const double first = ds->X[0];
+        int varies = 0;
+        for (size_t i = 1; i < n * d && !varies; i++) varies = ds->X[i] != first;
+        if (!varies) {
+            st = husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' is constant (every value is %g): zero variance",
+                             name, path, first);
+            goto done;
+        }
+    }
     ds->bytes_read = (double)n * (double)d * (double)elem;
     ds->read_seconds = MPI_Wtime() - t0;
 done:

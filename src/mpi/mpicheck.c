@@ -12,6 +12,14 @@ void husai_mpi_check(int rc, const char *what, const char *file, int line) {
     husai_mpi_die("%s failed at %s:%d: %s", what, file, line, msg);
 }
 
+static void (*g_on_die)(void *);
+static void *g_on_die_arg;
+
+void husai_mpi_on_die(void (*fn)(void *), void *arg) {
+    g_on_die = fn;
+    g_on_die_arg = arg;
+}
+
 void husai_mpi_die(const char *fmt, ...) {
     int rank = -1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -23,6 +31,7 @@ void husai_mpi_die(const char *fmt, ...) {
     fprintf(stderr, "husai: error (rank %d): %s\n", rank, msg);
     fflush(stderr);
     fflush(stdout);
+    if (g_on_die) g_on_die(g_on_die_arg);
     MPI_Abort(MPI_COMM_WORLD, 1);
     for (;;) {
     } /* MPI_Abort does not return */

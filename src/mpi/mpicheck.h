@@ -3,7 +3,7 @@
  * cleanly with the same message; a failure only one rank can see (training diverged,
  * out of memory, an MPI call failed) prints one line and calls MPI_Abort, so no rank is
  * left waiting in a collective.
- * defines: HUSAI_MPI_CHECK, husai_mpi_check, husai_mpi_die, husai_mpi_agree */
+ * defines: HUSAI_MPI_CHECK, husai_mpi_check, husai_mpi_on_die, husai_mpi_die, husai_mpi_agree */
 #ifndef HUSAI_MPI_MPICHECK_H
 #define HUSAI_MPI_MPICHECK_H
 
@@ -16,6 +16,10 @@
 
 /* Implementation of HUSAI_MPI_CHECK. */
 void husai_mpi_check(int rc, const char *what, const char *file, int line);
+
+/* Registers a function husai_mpi_die runs on this rank before aborting (e.g. rank 0 removing its
+ * staging directory); one at a time, NULL to clear. */
+void husai_mpi_on_die(void (*fn)(void *), void *arg);
 
 /* Prints "husai: error (rank R): <message>" on stderr and aborts the whole job with exit code 1. */
 _Noreturn void husai_mpi_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# sweep_determinism.sh: DESIGN.md section 4 "Randomness": a seed's result is bitwise identical whichever rank
+# trains it and however many ranks run. The same 2-condition x 3-seed sweep runs on 1, 2, 3 and 4 ranks
+# (oversubscribed) and with --task-order reverse on 2 ranks; every condition's decoders, encoders, b_enc and
+# PWMCC matrices (and the per-seed metrics and CIs derived from them) must be identical across all five runs,
+# while the task -> rank maps recorded in per_seed.rank do differ.
+# Needs HUSAI, MPIEXEC and /usr/bin/python3 with numpy and h5py.
+set -euo pipefail
+
+: "${HUSAI:?set HUSAI to the path of the husai binary}"
+: "${MPIEXEC:?set MPIEXEC to mpirun/mpiexec}"
+export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1} OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
+PY=/usr/bin/python3
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+step() { echo "sweep_determinism: $*"; }
+fail() {
+    echo "sweep_determinism: FAIL: $*" >&2
+    exit 1
+}
+
+step "generating tiny data: 1500 x 12, 20 atoms"
+"$PY" "$HERE/data/make_tiny.py" "$tmp/tiny.h5" 1500 12 20 7
+cat >"$tmp/det.ini" <<EOF
+[data]
+path = $tmp/tiny.h5
+
+[sae]
+d_sae = 24
+
+[train]
+epochs = 8
+batch_size = 128
+lr = 0.003
+
+[sweep]
+param = k
+values = 3, 6
+seeds = 5, 1000003, 42
+
+[metrics]
+resamples = 200
+EOF
+
+run() { # run NAME NP [extra args...]
+    local name=$1 np=$2
+    shift 2
+    step "run '$name': $np rank(s) $*"
+    local rc=0
+    "$MPIEXEC" -np "$np" --oversubscribe "$HUSAI" sweep "$tmp/det.ini" --out "$tmp/$name" "$@" \
+        >"$tmp/$name.out" 2>"$tmp/$name.err" || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        cat "$tmp/$name.out" "$tmp/$name.err" >&2
+        fail "run '$name' exited $rc"
+    fi
+    local dirs=("$tmp/$name"/*/)
+    [ "${#dirs[@]}" -eq 1 ] && [ -f "${dirs[0]}/results.h5" ] || fail "run '$name' did not leave exactly one complete run directory"
+}
+
+run np1 1
+run np2 2
+run np3 3
+run np4 4
+run np2rev 2 --task-order reverse
+
+step "comparing all runs with the 1-rank run, bit for bit"
+"$PY" - "$tmp" np1 np2 np3 np4 np2rev <<'EOF'
+import glob, json, sys
+import h5py, numpy as np
+
+tmp, names = sys.argv[1], sys.argv[2:]
+def fail(msg):
+    print("sweep_determinism: FAIL: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+def load(name):
+    (run,) = glob.glob(f"{tmp}/{name}/*/")
+    js = json.load(open(run + "results.json"))
+    arrays = {}
+    with h5py.File(run + "results.h5", "r") as h:
+        for c in h["conditions"]:
+            for key in ("decoders", "encoders", "b_enc", "seeds", "pwmcc", "random_pwmcc",
+                        "explained_variance", "mse", "l0", "dead_fraction"):
+                arrays[(c, key)] = h["conditions"][c][key][...]
+    return js, arrays
+
+ref_js, ref = load(names[0])
+if ref_js["run"]["ranks"] != 1: fail(f"{names[0]}: run.ranks = {ref_js['run']['ranks']}")
+for (c, key), a in ref.items():
+    if key in ("decoders", "encoders", "b_enc") and a.dtype != np.float32:
+        fail(f"{names[0]} {c}/{key} is {a.dtype}, expected float32")
+    if key == "decoders" and not np.all(np.isfinite(a)):
+        fail(f"{names[0]} {c}/decoders not finite")
+# The seeds must actually differ from each other, or "identical" would prove little.
+for c in {c for c, _ in ref}:
+    d = ref[(c, "decoders")]
+    if np.array_equal(d[0], d[1]) or np.array_equal(d[1], d[2]): fail(f"{c}: two seeds trained identical decoders")
+
+rank_maps = {}
+for name, np_ in zip(names, [1, 2, 3, 4, 2]):
+    js, arrs = load(name)
+    if js["run"]["ranks"] != np_: fail(f"{name}: run.ranks = {js['run']['ranks']}, expected {np_}")
+    if set(arrs) != set(ref): fail(f"{name}: datasets {sorted(arrs)} != {sorted(ref)}")
+    for k, a in arrs.items():
+        b = ref[k]
+        if a.dtype != b.dtype or a.shape != b.shape or not np.array_equal(a, b):
+            bad = np.argwhere(a != b)[:3] if a.shape == b.shape else "shape differs"
+            fail(f"{name} vs {names[0]}: {k[0]}/{k[1]} differs (first differing indices {bad}); "
+                 f"max |diff| {np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))) if a.shape == b.shape else '-'}")
+    for cj, cr in zip(js["conditions"], ref_js["conditions"]):
+        for key in ("trained_pwmcc", "random_pwmcc", "explained_variance", "mse", "l0", "dead_fraction",
+                    "delta_pwmcc", "delta_pwmcc_ci_low_conservative", "ratio_pwmcc"):
+            if cj[key] != cr[key]: fail(f"{name} vs {names[0]}: {cj['name']} {key} {cj[key]} != {cr[key]}")
+        for pj, pr in zip(cj["per_seed"], cr["per_seed"]):
+            for key in ("seed", "explained_variance", "mse", "l0", "dead_fraction", "last_epoch_loss", "steps"):
+                if pj[key] != pr[key]: fail(f"{name} vs {names[0]}: {cj['name']} seed {pj['seed']} {key} {pj[key]} != {pr[key]}")
+    rank_maps[name] = tuple(p["rank"] for c in js["conditions"] for p in c["per_seed"])
+    print(f"sweep_determinism:   {name}: identical; task->rank map {rank_maps[name]}")
+
+if len(set(rank_maps[n] for n in ("np1", "np2", "np3", "np4"))) != 4:
+    fail(f"the rank counts did not produce four different task->rank maps: {rank_maps}")
+if max(rank_maps["np4"]) != 3: fail(f"4-rank run never used rank 3: {rank_maps['np4']}")
+EOF
+
+step "reverse task order really reversed the order in which rank 0 finished its tasks"
+fwd=$(grep -o 'done: [^ ]* seed=[0-9]* rank=0' "$tmp/np2.out" | tr '\n' ' ')
+rev=$(grep -o 'done: [^ ]* seed=[0-9]* rank=0' "$tmp/np2rev.out" | tr '\n' ' ')
+[ -n "$fwd" ] && [ "$fwd" != "$rev" ] || fail "rank 0 finished its tasks in the same order with --task-order reverse: $fwd"
+echo "  forward: $fwd"
+echo "  reverse: $rev"
+
+step "PASS"
