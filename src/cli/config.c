@@ -46,6 +46,8 @@ static const opt OPTS[] = {
     {"consistency", "reference_seed", T_U64, F(reference_seed), 0, 0, 0, "seed of the reference SAE"},
     {"consistency", "max_ev_drop", T_NONNEG, F(max_ev_drop), 0, 0, 0,
      "largest EV loss against lambda = 0 a selectable lambda may have"},
+    {"checkpoint", "every_seconds", T_NONNEG, F(checkpoint_seconds), 0, 0, 0,
+     "seconds between periodic checkpoints of a training task (0: only on stop and at task end)"},
     {"output", "dir", T_STR, F(out_dir), S(out_dir), 0, 0, "directory that receives run directories"},
 };
 #undef F
@@ -74,6 +76,7 @@ void husai_config_defaults(husai_config *c) {
     c->control_k = 32;
     c->reference_seed = 42;
     c->max_ev_drop = 0.05;
+    c->checkpoint_seconds = 600;
     snprintf(c->out_dir, sizeof c->out_dir, "runs");
 }
 
@@ -415,11 +418,17 @@ void husai_config_print(const husai_config *c, FILE *f) {
 }
 
 uint64_t husai_config_hash(const husai_config *c) {
+    /* Where results go and how often to checkpoint do not change what is computed: a run moved to
+     * another directory, or resumed with another interval, keeps its identity. */
+    static husai_config copy;
+    copy = *c;
+    snprintf(copy.out_dir, sizeof copy.out_dir, "-");
+    copy.checkpoint_seconds = 0;
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
     if (!f) return 0;
-    husai_config_print(c, f);
+    husai_config_print(&copy, f);
     fclose(f);
     uint64_t h = 0xcbf29ce484222325ULL;
     for (size_t i = 0; i < len; i++) {

@@ -47,6 +47,8 @@ typedef struct {
     /* [consistency] alignment penalty to a reference seed's decoder */
     uint64_t reference_seed;
     double max_ev_drop;
+    /* [checkpoint] */
+    double checkpoint_seconds; /* periodic checkpoint interval while a task trains; 0: only on stop and at task end */
     /* [output] */
     char out_dir[HUSAI_PATH_MAX];
     /* bookkeeping: which keys were given, by index into the option table */
@@ -69,7 +71,8 @@ husai_status husai_config_validate(const husai_config *c);
 /* Prints the resolved configuration as INI (every key, given or default) to f. */
 void husai_config_print(const husai_config *c, FILE *f);
 
-/* A stable 64-bit hash of the resolved configuration (what husai_config_print writes). */
+/* A stable 64-bit hash of what the configuration computes (husai_config_print's text without the
+ * output directory and checkpoint interval). */
 uint64_t husai_config_hash(const husai_config *c);
 
 /* One point of a sweep: the base settings with one parameter set to one value. */

@@ -1,9 +1,11 @@
+#define _POSIX_C_SOURCE 200809L
 #include "cli/phase.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "metrics/bootstrap.h"
 #include "metrics/pwmcc.h"
@@ -11,7 +13,9 @@
 #include "mpi/gather.h"
 #include "mpi/mpicheck.h"
 #include "mpi/plan.h"
+#include "mpi/stop.h"
 #include "sae/align.h"
+#include "sae/checkpoint.h"
 #include "sae/train.h"
 
 #define TAG_PROGRESS 101
@@ -45,8 +49,9 @@ static void print_progress(progress_state *ps, const progress_msg *m) {
     const double elapsed = MPI_Wtime() - ps->t_start;
     fmt_duration(elapsed, el, sizeof el);
     fmt_duration(elapsed / ps->done * (ps->total - ps->done), eta, sizeof eta);
-    printf("[husai] %s%stask %d/%d done: %s seed=%llu rank=%d mse=%.6g ev=%.4f time=%.1fs elapsed=%s eta=%s\n",
-           ps->ph->phase, *ps->ph->phase ? " " : "", ps->done, ps->total, ps->ph->conds[t->condition].name,
+    printf("[husai] %s%stask %d/%d done: %s%s%s seed=%llu rank=%d mse=%.6g ev=%.4f time=%.1fs elapsed=%s eta=%s\n",
+           ps->ph->phase, *ps->ph->phase ? " " : "", ps->done, ps->total, ps->ph->prefix_names ? ps->ph->phase : "",
+           ps->ph->prefix_names ? "/" : "", ps->ph->conds[t->condition].name,
            (unsigned long long)t->seed, m->rank, m->mse, m->ev, m->seconds, el, eta);
     fflush(stdout);
 }
@@ -68,9 +73,22 @@ static size_t payload_floats(int d_model, int d_sae) {
     return 2 * (size_t)d_model * d_sae + (size_t)d_sae;
 }
 
-/* Trains one SAE to completion (rank 0 keeps printing others' progress meanwhile) and evaluates it. */
-static husai_topk train_one(const husai_run_ctx *ctx, const husai_condition *c, uint64_t seed, const float *ref_rows,
-                            int ref_n, husai_seed_metrics *metrics, progress_state *ps) {
+/* Checkpoint file and identity of one task; the identity names the phase, condition and seed. */
+static void task_ckpt(const husai_run_ctx *ctx, const char *phase, int cond_index, const husai_condition *c,
+                      uint64_t seed, char *path, size_t n, husai_ckpt_id *id) {
+    snprintf(path, n, "%s/%s-c%d-seed%llu.ckpt", ctx->ckpt_dir, *phase ? phase : "main", cond_index,
+             (unsigned long long)seed);
+    id->config_hash = ctx->config_hash;
+    snprintf(id->task, sizeof id->task, "%s%s%.40s seed=%llu", phase, *phase ? "/" : "", c->name,
+             (unsigned long long)seed);
+}
+
+/* Trains one SAE to completion (rank 0 keeps printing others' progress meanwhile) and evaluates it.
+ * With checkpoints, a task resumes from its file and saves on stop, periodically and when done.
+ * Returns 1 (and no model) when a stop was requested before the task finished. */
+static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index, const husai_condition *c,
+                     uint64_t seed, const float *ref_rows, int ref_n, husai_seed_metrics *metrics, progress_state *ps,
+                     husai_topk *out) {
     int rank;
     MPI_Comm_rank(ctx->comm, &rank);
     const husai_dataset *ds = ctx->ds;
@@ -88,10 +106,35 @@ static husai_topk train_one(const husai_run_ctx *ctx, const husai_condition *c, 
     husai_trainer tr;
     if (husai_trainer_init(&tr, ds->X, ds->n_rows, ds->d_model, &o))
         husai_mpi_die("%s seed %llu: %s", c->name, (unsigned long long)seed, husai_error_message());
-    while (!husai_trainer_done(&tr)) {
-        if (husai_trainer_step(&tr)) husai_mpi_die("%s: %s", c->name, husai_error_message());
-        if (rank == 0 && ps) drain_progress(ps, ctx->comm);
+    char path[4200];
+    husai_ckpt_id id;
+    if (ctx->ckpt_dir) {
+        task_ckpt(ctx, phase, cond_index, c, seed, path, sizeof path, &id);
+        husai_status st = husai_checkpoint_load(&tr, &id, path);
+        if (st == HUSAI_OK) {
+            printf("[husai] rank %d resumes %s from step %lld (epoch %d)\n", rank, id.task, (long long)tr.steps, tr.epoch);
+            fflush(stdout);
+        } else if (st != HUSAI_ERR_IO) {
+            husai_mpi_die("refusing checkpoint: %s", husai_error_message());
+        }
     }
+    double last_save = MPI_Wtime();
+    while (!husai_trainer_done(&tr)) {
+        if (husai_stop_requested()) {
+            if (ctx->ckpt_dir && husai_checkpoint_save(&tr, &id, path)) husai_mpi_die("%s", husai_error_message());
+            husai_trainer_free(&tr);
+            return 1;
+        }
+        if (husai_trainer_step(&tr)) husai_mpi_die("%s: %s", c->name, husai_error_message());
+        husai_stop_count_step();
+        if (rank == 0 && ps) drain_progress(ps, ctx->comm);
+        if (ctx->ckpt_dir && ctx->ckpt_every_seconds > 0 && MPI_Wtime() - last_save > ctx->ckpt_every_seconds) {
+            if (husai_checkpoint_save(&tr, &id, path)) husai_mpi_die("%s", husai_error_message());
+            last_save = MPI_Wtime();
+        }
+    }
+    /* A finished task's checkpoint is its result on resume: it is never retrained. */
+    if (ctx->ckpt_dir && husai_checkpoint_save(&tr, &id, path)) husai_mpi_die("%s", husai_error_message());
     husai_recon rec;
     if (husai_recon_eval(&tr.model, ds->X, ds->n_rows, EVAL_BATCH, &rec))
         husai_mpi_die("evaluating %s seed %llu: %s", c->name, (unsigned long long)seed, husai_error_message());
@@ -109,10 +152,10 @@ static husai_topk train_one(const husai_run_ctx *ctx, const husai_condition *c, 
     *metrics = (husai_seed_metrics){.ev = rec.ev, .mse = rec.mse, .l0 = rec.l0, .dead_fraction = rec.dead_fraction,
                                     .seconds = MPI_Wtime() - t0, .last_epoch_loss = tr.last_epoch_loss,
                                     .steps = (double)tr.steps, .rank = rank, .alignment = alignment};
-    husai_topk model = tr.model;
+    *out = tr.model;
     memset(&tr.model, 0, sizeof tr.model); /* keep the model, free the rest */
     husai_trainer_free(&tr);
-    return model;
+    return 0;
 }
 
 /* Rank 0: all metrics of one condition from its gathered decoders and per-seed metrics. */
@@ -159,7 +202,7 @@ static void condition_metrics(const husai_config *cfg, husai_condition_result *c
     }
 }
 
-void husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condition_result *res) {
+int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condition_result *res) {
     MPI_Comm comm = ctx->comm;
     int rank, size;
     MPI_Comm_rank(comm, &rank);
@@ -177,10 +220,15 @@ void husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_cond
     const int n_local = husai_plan_local(&plan, rank, ctx->reverse_order, local);
 
     progress_state ps = {.ph = ph, .plan = &plan, .total = plan.n_tasks, .t_start = MPI_Wtime()};
-    for (int i = 0; i < n_local; i++) {
+    int stopped = 0, finished = 0;
+    for (int i = 0; i < n_local && !stopped; i++) {
         const husai_task *t = &plan.tasks[local[i]];
         const husai_condition *c = &ph->conds[t->condition];
-        husai_topk m = train_one(ctx, c, t->seed, ph->ref_rows, ph->ref_n, &metrics[t->id], &ps);
+        husai_topk m;
+        if ((stopped = train_one(ctx, ph->phase, t->condition, c, t->seed, ph->ref_rows, ph->ref_n, &metrics[t->id],
+                                 &ps, &m)))
+            break;
+        finished++;
         const int dm = ds->d_model, dsae = c->d_sae;
         float *p = params[t->id] = malloc(payload_floats(dm, dsae) * sizeof(float));
         if (!p) husai_mpi_die("out of memory storing task %d", t->id);
@@ -193,12 +241,38 @@ void husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_cond
         if (rank == 0) print_progress(&ps, &msg);
         else HUSAI_MPI_CHECK(MPI_Send(&msg, (int)sizeof msg, MPI_BYTE, 0, TAG_PROGRESS, comm));
     }
+    /* Agree on stop and count finished tasks without blocking rank 0's progress printing: a
+     * non-blocking reduction that rank 0 polls while it drains progress messages. */
+    long local_state[2] = {stopped, finished}, global_state[2];
+    MPI_Request req;
+    HUSAI_MPI_CHECK(MPI_Iallreduce(local_state, global_state, 2, MPI_LONG, MPI_SUM, comm, &req));
+    for (int flag = 0; !flag;) {
+        HUSAI_MPI_CHECK(MPI_Test(&req, &flag, MPI_STATUS_IGNORE));
+        if (!flag && rank == 0) drain_progress(&ps, comm);
+        if (!flag) {
+            const struct timespec nap = {0, 1000000};
+            nanosleep(&nap, NULL);
+        }
+    }
     if (rank == 0)
-        while (ps.done < ps.total) {
+        while (ps.done < global_state[1]) {
             progress_msg m;
             HUSAI_MPI_CHECK(MPI_Recv(&m, (int)sizeof m, MPI_BYTE, MPI_ANY_SOURCE, TAG_PROGRESS, comm, MPI_STATUS_IGNORE));
             print_progress(&ps, &m);
         }
+    if (global_state[0] > 0) {
+        if (rank == 0) {
+            printf("[husai] stop requested: %ld of %d tasks of this phase finished; the others are checkpointed\n",
+                   global_state[1], plan.n_tasks);
+            fflush(stdout);
+        }
+        for (int t = 0; t < plan.n_tasks; t++) free(params[t]);
+        free(local);
+        free(params);
+        free(metrics);
+        husai_plan_free(&plan);
+        return 1;
+    }
 
     /* Reference decoder in file layout, for the with-reference PWMCC (rank 0). */
     float *ref_decoder = NULL;
@@ -239,7 +313,8 @@ void husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_cond
                                       .d_model = ds->d_model, .d_sae = cond->d_sae, .k = cond->k, .epochs = cond->epochs,
                                       .batch_size = cond->batch_size, .lr = cond->lr, .lambda = cond->lambda,
                                       .seeds = ph->seeds, .per_seed = per_seed};
-        if (snprintf(r->name, sizeof r->name, "%s%s%s", ph->phase, *ph->phase ? "/" : "", cond->name) >= (int)sizeof r->name)
+        if (snprintf(r->name, sizeof r->name, "%s%s%s", ph->prefix_names ? ph->phase : "", ph->prefix_names ? "/" : "",
+                     cond->name) >= (int)sizeof r->name)
             husai_mpi_die("condition name '%s/%s' is too long", ph->phase, cond->name);
         r->decoders = malloc((size_t)S * dd * sizeof(float));
         r->encoders = malloc((size_t)S * dd * sizeof(float));
@@ -270,11 +345,12 @@ void husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_cond
     free(params);
     free(metrics);
     husai_plan_free(&plan);
+    return 0;
 }
 
-void husai_train_reference(const husai_run_ctx *ctx, const husai_condition *cond, uint64_t seed, float *ref_rows,
-                           float *ref_decoder, husai_seed_metrics *m) {
-    int rank;
+int husai_train_reference(const husai_run_ctx *ctx, const husai_condition *cond, uint64_t seed, float *ref_rows,
+                          float *ref_decoder, husai_seed_metrics *m) {
+    int rank, stopped = 0;
     MPI_Comm_rank(ctx->comm, &rank);
     const size_t dd = (size_t)ctx->ds->d_model * cond->d_sae;
     if (rank == 0) {
@@ -282,14 +358,21 @@ void husai_train_reference(const husai_run_ctx *ctx, const husai_condition *cond
         fflush(stdout);
         husai_condition plain = *cond;
         plain.lambda = 0.0;
-        husai_topk model = train_one(ctx, &plain, seed, NULL, 0, m, NULL);
-        memcpy(ref_rows, model.W_dec, dd * sizeof(float));
-        husai_topk_export_decoder(&model, ref_decoder);
-        husai_topk_free(&model);
-        printf("[husai] reference: seed %llu done, mse=%.6g ev=%.4f (%.1fs)\n", (unsigned long long)seed, m->mse, m->ev,
-               m->seconds);
-        fflush(stdout);
+        husai_topk model;
+        stopped = train_one(ctx, "reference", 0, &plain, seed, NULL, 0, m, NULL, &model);
+        if (!stopped) {
+            memcpy(ref_rows, model.W_dec, dd * sizeof(float));
+            husai_topk_export_decoder(&model, ref_decoder);
+            husai_topk_free(&model);
+            printf("[husai] reference: seed %llu done, mse=%.6g ev=%.4f (%.1fs)\n", (unsigned long long)seed, m->mse,
+                   m->ev, m->seconds);
+            fflush(stdout);
+        }
     }
+    /* Ranks other than 0 may also have been asked to stop while they waited here. */
+    int any_stop = stopped || husai_stop_requested();
+    HUSAI_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &any_stop, 1, MPI_INT, MPI_MAX, ctx->comm));
+    if (any_stop) return 1;
     if (dd > (size_t)INT32_MAX) husai_mpi_die("reference decoder too large to broadcast in one call");
     HUSAI_MPI_CHECK(MPI_Bcast(ref_rows, (int)dd, MPI_FLOAT, 0, ctx->comm));
     /* Exact unit rows, so the penalty's cosine is a plain dot product. */
@@ -301,4 +384,5 @@ void husai_train_reference(const husai_run_ctx *ctx, const husai_condition *cond
         const double norm = ss > 1e-24 ? sqrt(ss) : 1e-12;
         for (int i = 0; i < d; i++) r[i] = (float)(r[i] / norm);
     }
+    return 0;
 }

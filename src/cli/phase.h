@@ -19,10 +19,14 @@ typedef struct {
     const husai_dataset *ds;
     int reverse_order; /* run each rank's tasks last-first (results must not change) */
     MPI_Comm comm;
+    const char *ckpt_dir; /* where tasks checkpoint (shared by all ranks), or NULL for none */
+    uint64_t config_hash; /* recorded in and checked against every checkpoint */
+    double ckpt_every_seconds; /* periodic checkpoints while training; <= 0: only on stop and at task end */
 } husai_run_ctx;
 
 typedef struct {
-    const char *phase; /* label for progress lines and result names ("" for none) */
+    const char *phase; /* label of the results' phase field ("" in a plain sweep) */
+    int prefix_names;  /* result name = "<phase>/<condition name>" (else the condition name as is) */
     const husai_condition *conds;
     int n_conds;
     const uint64_t *seeds;
@@ -31,14 +35,17 @@ typedef struct {
     int ref_n;
 } husai_phase;
 
-/* Collective. Trains the phase's tasks and, on rank 0, fills res[0..n_conds) (zeroed by the caller)
- * with every per-condition metric; free each with husai_condition_result_free. */
-void husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condition_result *res);
+/* Collective. Trains the phase's tasks (resuming any checkpointed ones) and, on rank 0, fills
+ * res[0..n_conds) (zeroed by the caller) with every per-condition metric; free each with
+ * husai_condition_result_free. Returns 1 on every rank if a stop was requested on any rank (tasks in
+ * progress were checkpointed and nothing was gathered), 0 when the phase completed. */
+int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condition_result *res);
 
 /* Collective. Rank 0 trains the reference SAE (condition cond, seed) and broadcasts its unit feature
  * rows into ref_rows (d_sae x d_model, allocated by every caller); on rank 0 also writes the decoder in
- * file layout to ref_decoder ([d_model, d_sae]) and its metrics to *m. */
-void husai_train_reference(const husai_run_ctx *ctx, const husai_condition *cond, uint64_t seed, float *ref_rows,
-                           float *ref_decoder, husai_seed_metrics *m);
+ * file layout to ref_decoder ([d_model, d_sae]) and its metrics to *m. Returns 1 on every rank if a stop
+ * was requested (the reference is then checkpointed), else 0. */
+int husai_train_reference(const husai_run_ctx *ctx, const husai_condition *cond, uint64_t seed, float *ref_rows,
+                          float *ref_decoder, husai_seed_metrics *m);
 
 #endif

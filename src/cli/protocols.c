@@ -21,14 +21,18 @@ static husai_boot_opts boot_opts(const husai_config *cfg) {
                              .unit = cfg->bootstrap_unit};
 }
 
-static void run_sweep(const husai_run_ctx *ctx, husai_protocol_output *out, int rank) {
+static husai_status stopped(void) {
+    return husai_error(HUSAI_STOPPED, "stopped on request; checkpoints written");
+}
+
+static husai_status run_sweep(const husai_run_ctx *ctx, husai_protocol_output *out, int rank) {
     const husai_config *cfg = ctx->cfg;
     husai_condition conds[HUSAI_MAX_VALUES];
     for (int i = 0; i < cfg->n_values; i++) conds[i] = husai_config_condition(cfg, i);
     husai_phase ph = {.phase = "", .conds = conds, .n_conds = cfg->n_values, .seeds = cfg->seeds, .n_seeds = cfg->n_seeds};
     out->n = cfg->n_values;
     out->res = alloc_results(out->n, rank);
-    husai_phase_run(ctx, &ph, out->res);
+    return husai_phase_run(ctx, &ph, out->res) ? stopped() : HUSAI_OK;
 }
 
 /* Rank 0 prints a compact table of a phase so a log shows what the selection saw. */
@@ -45,11 +49,11 @@ static husai_status run_calibrate(const husai_run_ctx *ctx, husai_protocol_outpu
     const int n_search = cfg->n_values;
     husai_condition conds[HUSAI_MAX_VALUES];
     for (int i = 0; i < n_search; i++) conds[i] = husai_config_condition(cfg, i);
-    husai_phase search = {.phase = "search", .conds = conds, .n_conds = n_search, .seeds = cfg->seeds,
+    husai_phase search = {.phase = "search", .prefix_names = 1, .conds = conds, .n_conds = n_search, .seeds = cfg->seeds,
                           .n_seeds = cfg->n_seeds};
     out->n = n_search + 2;
     out->res = alloc_results(out->n, rank);
-    husai_phase_run(ctx, &search, out->res);
+    if (husai_phase_run(ctx, &search, out->res)) return stopped();
 
     /* Rank 0 selects; everyone learns the choice (or that there is none). */
     int selected = -1;
@@ -92,8 +96,8 @@ static husai_status run_calibrate(const husai_run_ctx *ctx, husai_protocol_outpu
     /* One phase for both, so their tasks share the waves; distinct names even if the pick is the control's k. */
     snprintf(retrain[0].name, sizeof retrain[0].name, "retrain/k=%d", retrain[0].k);
     snprintf(retrain[1].name, sizeof retrain[1].name, "control/k=%d", retrain[1].k);
-    husai_phase ph = {.phase = "", .conds = retrain, .n_conds = 2, .seeds = out->retrain_seeds, .n_seeds = n_rs};
-    husai_phase_run(ctx, &ph, rank == 0 ? out->res + n_search : NULL);
+    husai_phase ph = {.phase = "retrain", .conds = retrain, .n_conds = 2, .seeds = out->retrain_seeds, .n_seeds = n_rs};
+    if (husai_phase_run(ctx, &ph, rank == 0 ? out->res + n_search : NULL)) return stopped();
 
     if (rank == 0) {
         husai_protocol_result *p = &out->proto;
@@ -136,14 +140,18 @@ static husai_status run_consistency(const husai_run_ctx *ctx, husai_protocol_out
     out->reference_decoder = malloc((size_t)cfg->d_sae * d * sizeof(float));
     if (!ref_rows || !out->reference_decoder) husai_mpi_die("out of memory for the reference decoder");
     husai_seed_metrics ref_metrics = {0};
-    husai_train_reference(ctx, &base, cfg->reference_seed, ref_rows, out->reference_decoder, &ref_metrics);
+    if (husai_train_reference(ctx, &base, cfg->reference_seed, ref_rows, out->reference_decoder, &ref_metrics)) {
+        free(ref_rows);
+        return stopped();
+    }
 
-    husai_phase ph = {.phase = "", .conds = conds, .n_conds = n, .seeds = cfg->seeds, .n_seeds = cfg->n_seeds,
+    husai_phase ph = {.phase = "lambda", .conds = conds, .n_conds = n, .seeds = cfg->seeds, .n_seeds = cfg->n_seeds,
                       .ref_rows = ref_rows, .ref_n = cfg->d_sae};
     out->n = n;
     out->res = alloc_results(n, rank);
-    husai_phase_run(ctx, &ph, out->res);
+    const int was_stopped = husai_phase_run(ctx, &ph, out->res);
     free(ref_rows);
+    if (was_stopped) return stopped();
     if (rank != 0) return HUSAI_OK;
 
     /* Baseline: lambda = 0 if swept, else the smallest lambda (said in the report). */
@@ -173,8 +181,7 @@ husai_status husai_protocol_run(const husai_run_ctx *ctx, husai_protocol_output 
     const char *mode = ctx->cfg->mode;
     if (!strcmp(mode, "calibrate")) return run_calibrate(ctx, out, rank);
     if (!strcmp(mode, "consistency")) return run_consistency(ctx, out, rank);
-    run_sweep(ctx, out, rank);
-    return HUSAI_OK;
+    return run_sweep(ctx, out, rank);
 }
 
 void husai_protocol_output_free(husai_protocol_output *out) {

@@ -19,6 +19,7 @@
 #include "cli/protocols.h"
 #include "mpi/dataset.h"
 #include "mpi/mpicheck.h"
+#include "mpi/stop.h"
 #include "report/results.h"
 #include "report/rundir.h"
 
@@ -34,17 +35,26 @@ typedef struct {
     const char *out_dir; /* NULL: from the config */
     int force;
     int reverse_order;
+    const char *resume;  /* run directory to continue, or NULL */
+    const char *run_id;  /* explicit run id (e.g. the Slurm job), or NULL */
+    long stop_after;     /* test hook: stop after this many steps on each rank */
     int n_sets;
     char **sets;
 } sweep_args;
 
 static void sweep_usage(FILE *f) {
     fprintf(f, "usage: husai sweep CONFIG.ini [--set section.key=value ...] [--out DIR] [--force]\n"
-               "  --set S.K=V   override one config key (repeatable)\n"
-               "  --out DIR     write the run directory under DIR (overrides [output] dir)\n"
-               "  --force       replace an existing run directory of the same id\n"
+               "                  [--run-id ID] [--resume RUN_DIR]\n"
+               "  --set S.K=V      override one config key (repeatable)\n"
+               "  --out DIR        write the run directory under DIR (overrides [output] dir)\n"
+               "  --force          replace an existing run directory of the same id\n"
+               "  --run-id ID      name the run directory ID instead of <UTC time>-<config hash>\n"
+               "  --resume RUN_DIR continue an interrupted run (same config; any number of ranks)\n"
                "  --task-order forward|reverse  order in which each rank runs its tasks (results do not change)\n"
-               "Run under MPI: mpirun -np N husai sweep CONFIG.ini\n");
+               "  --stop-after-steps N  (testing) stop as if signalled after N optimizer steps per rank\n"
+               "SIGTERM or SIGUSR1 checkpoints every task in progress and exits with status %d.\n"
+               "Run under MPI: mpirun -np N husai sweep CONFIG.ini\n",
+            HUSAI_EXIT_STOPPED);
 }
 
 /* Returns 0 to go on, or an exit status (0 for --help). Every rank parses the same argv. */
@@ -53,6 +63,9 @@ static int parse_args(int argc, char **argv, sweep_args *a, int rank) {
                                              {"out", required_argument, NULL, 'o'},
                                              {"force", no_argument, NULL, 'f'},
                                              {"task-order", required_argument, NULL, 't'},
+                                             {"resume", required_argument, NULL, 'r'},
+                                             {"run-id", required_argument, NULL, 'i'},
+                                             {"stop-after-steps", required_argument, NULL, 'S'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     memset(a, 0, sizeof *a);
@@ -65,6 +78,9 @@ static int parse_args(int argc, char **argv, sweep_args *a, int rank) {
         case 's': a->sets[a->n_sets++] = optarg; break;
         case 'o': a->out_dir = optarg; break;
         case 'f': a->force = 1; break;
+        case 'r': a->resume = optarg; break;
+        case 'i': a->run_id = optarg; break;
+        case 'S': a->stop_after = atol(optarg); break;
         case 't':
             if (!strcmp(optarg, "reverse")) a->reverse_order = 1;
             else if (strcmp(optarg, "forward")) {
@@ -169,6 +185,27 @@ int husai_cmd_sweep(int argc, char **argv) {
     husai_config_defaults(&cfg);
     husai_status st = husai_config_load(&cfg, args.config_path);
     for (int i = 0; !st && i < args.n_sets; i++) st = husai_config_set(&cfg, args.sets[i]);
+    /* --resume RUN_DIR names both the output directory and the run id (".ID.partial" or "ID"). */
+    char resume_out[HUSAI_PATH_MAX] = "", resume_id[256] = "";
+    if (!st && args.resume) {
+        char tmp[HUSAI_PATH_MAX];
+        snprintf(tmp, sizeof tmp, "%s", args.resume);
+        size_t len = strlen(tmp);
+        while (len > 1 && tmp[len - 1] == '/') tmp[--len] = '\0';
+        char *slash = strrchr(tmp, '/');
+        const char *base = slash ? slash + 1 : tmp;
+        if (slash) {
+            *slash = '\0';
+            snprintf(resume_out, sizeof resume_out, "%s", slash == tmp ? "/" : tmp);
+        } else {
+            snprintf(resume_out, sizeof resume_out, ".");
+        }
+        snprintf(resume_id, sizeof resume_id, "%s", base[0] == '.' ? base + 1 : base);
+        len = strlen(resume_id);
+        if (len > 8 && !strcmp(resume_id + len - 8, ".partial")) resume_id[len - 8] = '\0';
+        if (!*resume_id) st = husai_error(HUSAI_ERR_ARG, "--resume '%s' does not name a run directory", args.resume);
+        else args.out_dir = resume_out;
+    }
     if (!st && args.out_dir) {
         char kv[HUSAI_PATH_MAX + 16];
         snprintf(kv, sizeof kv, "output.dir=%s", args.out_dir);
@@ -177,6 +214,13 @@ int husai_cmd_sweep(int argc, char **argv) {
     if (!st) st = husai_config_validate(&cfg);
     free(args.sets);
     if (st) return fail(rank, &rd);
+    const uint64_t config_hash = husai_config_hash(&cfg);
+    if (args.resume && args.run_id) {
+        husai_error(HUSAI_ERR_ARG, "--resume and --run-id exclude each other (the run id comes from RUN_DIR)");
+        return fail(rank, &rd);
+    }
+    husai_stop_install();
+    husai_stop_after_steps(args.stop_after);
 
     /* One BLAS thread per rank: seed-parallel ranks share the cores, and one thread keeps sgemm's
      * summation order, hence every seed's bits, independent of the rank count. */
@@ -189,19 +233,31 @@ int husai_cmd_sweep(int argc, char **argv) {
     if (rank == 0) print_config(&cfg, size, hosts);
 
     /* Stage the run directory before training, so an unwritable output fails in seconds, not hours. */
-    char run_id[64];
-    {
+    char run_id[256];
+    if (args.resume) {
+        snprintf(run_id, sizeof run_id, "%s", resume_id);
+    } else if (args.run_id) {
+        if (!*args.run_id || strchr(args.run_id, '/') || args.run_id[0] == '.') {
+            husai_error(HUSAI_ERR_ARG, "--run-id '%s' must be a plain, non-hidden directory name", args.run_id);
+            return fail(rank, &rd);
+        }
+        snprintf(run_id, sizeof run_id, "%s", args.run_id);
+    } else {
         time_t now = time(NULL);
         struct tm tm;
         gmtime_r(&now, &tm);
         char stamp[32];
         strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
-        snprintf(run_id, sizeof run_id, "%s-%08llx", stamp, (unsigned long long)(husai_config_hash(&cfg) & 0xffffffffULL));
-        HUSAI_MPI_CHECK(MPI_Bcast(run_id, (int)sizeof run_id, MPI_CHAR, 0, comm));
+        snprintf(run_id, sizeof run_id, "%s-%08llx", stamp, (unsigned long long)(config_hash & 0xffffffffULL));
     }
-    st = rank == 0 ? husai_rundir_begin(&rd, cfg.out_dir, run_id, args.force) : HUSAI_OK;
+    HUSAI_MPI_CHECK(MPI_Bcast(run_id, (int)sizeof run_id, MPI_CHAR, 0, comm));
+    st = rank == 0 ? husai_rundir_begin(&rd, cfg.out_dir, run_id, args.force, args.resume != NULL) : HUSAI_OK;
     if ((st = husai_mpi_agree(st, comm))) return fail(rank, &rd);
     if (rank == 0) husai_mpi_on_die(abort_rundir, &rd);
+    /* Every rank needs the staging path for its checkpoints; rank 0 made it. */
+    char ckpt_dir[4200];
+    if (rank == 0) snprintf(ckpt_dir, sizeof ckpt_dir, "%s/checkpoints", rd.staging_path);
+    HUSAI_MPI_CHECK(MPI_Bcast(ckpt_dir, (int)sizeof ckpt_dir, MPI_CHAR, 0, comm));
 
     husai_dataset ds;
     if ((st = husai_dataset_read(&ds, cfg.data_path, cfg.dataset, comm))) return fail(rank, &rd);
@@ -217,9 +273,24 @@ int husai_cmd_sweep(int argc, char **argv) {
         }
     }
 
-    husai_run_ctx ctx = {.cfg = &cfg, .ds = &ds, .reverse_order = args.reverse_order, .comm = comm};
+    husai_run_ctx ctx = {.cfg = &cfg, .ds = &ds, .reverse_order = args.reverse_order, .comm = comm,
+                         .ckpt_dir = ckpt_dir, .config_hash = config_hash,
+                         .ckpt_every_seconds = cfg.checkpoint_seconds};
+    /* From here on checkpoints accumulate: a dying rank leaves the staging directory for --resume. */
+    husai_mpi_on_die(NULL, NULL);
     husai_protocol_output out;
-    if ((st = husai_protocol_run(&ctx, &out))) {
+    st = husai_protocol_run(&ctx, &out);
+    if (st == HUSAI_STOPPED) {
+        if (rank == 0) {
+            printf("[husai] stopped on request; continue with: husai sweep %s --resume %s\n", args.config_path,
+                   rd.final_path);
+            fflush(stdout);
+        }
+        husai_protocol_output_free(&out);
+        husai_dataset_free(&ds);
+        return HUSAI_EXIT_STOPPED;
+    }
+    if (st) {
         husai_protocol_output_free(&out);
         husai_dataset_free(&ds);
         return fail(rank, &rd);
@@ -232,6 +303,8 @@ int husai_cmd_sweep(int argc, char **argv) {
                                .hosts = hosts, .n_hosts = n_hosts, .ranks = size, .seconds = MPI_Wtime() - t_begin,
                                .cfg = &cfg, .dtype = ds.dtype, .n_rows = ds.n_rows, .d_model = ds.d_model};
         st = husai_results_write(&rd, &info, out.res, out.n, out.has_proto ? &out.proto : NULL);
+        /* results.h5 holds every parameter; the checkpoints (with Adam moments) are not kept. */
+        if (!st) husai_rundir_remove(&rd, "checkpoints");
         if (!st) st = husai_rundir_commit(&rd, args.force);
         if (!st) {
             char path[4200];

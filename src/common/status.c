@@ -13,6 +13,7 @@ const char *husai_status_name(husai_status s) {
     case HUSAI_ERR_DATA: return "bad data";
     case HUSAI_ERR_NOMEM: return "out of memory";
     case HUSAI_ERR_NUMERIC: return "numerical failure";
+    case HUSAI_STOPPED: return "stopped on request";
     }
     return "unknown error";
 }

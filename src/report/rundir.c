@@ -36,7 +36,7 @@ static void rm_rf(const char *path) {
     nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-husai_status husai_rundir_begin(husai_rundir *rd, const char *out_dir, const char *run_id, int force) {
+husai_status husai_rundir_begin(husai_rundir *rd, const char *out_dir, const char *run_id, int force, int resume) {
     memset(rd, 0, sizeof *rd);
     husai_status st = mkdir_p(out_dir);
     if (st) return st;
@@ -44,11 +44,25 @@ husai_status husai_rundir_begin(husai_rundir *rd, const char *out_dir, const cha
         snprintf(rd->staging_path, sizeof rd->staging_path, "%s/.%s.partial", out_dir, run_id) >=
             (int)sizeof rd->staging_path)
         return husai_error(HUSAI_ERR_ARG, "output path '%s' is too long", out_dir);
+    if (resume) {
+        if (access(rd->final_path, F_OK) == 0)
+            return husai_error(HUSAI_ERR_ARG, "run '%s' is already complete; nothing to resume", rd->final_path);
+        struct stat sb;
+        if (stat(rd->staging_path, &sb) != 0 || !S_ISDIR(sb.st_mode))
+            return husai_error(HUSAI_ERR_IO, "nothing to resume: no interrupted run at '%s'", rd->staging_path);
+        rd->active = rd->resumed = 1;
+        return HUSAI_OK;
+    }
     if (!force && access(rd->final_path, F_OK) == 0)
         return husai_error(HUSAI_ERR_IO, "run directory '%s' already exists (use --force to replace it)",
                            rd->final_path);
-    rm_rf(rd->staging_path); /* a staging directory left by a crashed run of the same id */
-    if (mkdir(rd->staging_path, 0777) != 0)
+    if (access(rd->staging_path, F_OK) == 0)
+        return husai_error(HUSAI_ERR_IO,
+                           "an interrupted run '%s' exists; continue it with --resume %s or remove it", rd->staging_path,
+                           rd->final_path);
+    char ckpt[4200];
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoints", rd->staging_path);
+    if (mkdir(rd->staging_path, 0777) != 0 || mkdir(ckpt, 0777) != 0)
         return husai_error(HUSAI_ERR_IO, "cannot write in output directory '%s': %s", out_dir, strerror(errno));
     rd->active = 1;
     return HUSAI_OK;
@@ -67,8 +81,14 @@ husai_status husai_rundir_commit(husai_rundir *rd, int force) {
     return HUSAI_OK;
 }
 
+void husai_rundir_remove(const husai_rundir *rd, const char *name) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", rd->staging_path, name);
+    rm_rf(path);
+}
+
 void husai_rundir_abort(husai_rundir *rd) {
-    if (!rd || !rd->active) return;
+    if (!rd || !rd->active || rd->resumed) return;
     rm_rf(rd->staging_path);
     rd->active = 0;
 }

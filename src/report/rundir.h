@@ -14,11 +14,16 @@ typedef struct {
     char final_path[4096];
     char staging_path[4096];
     int active;
+    int resumed; /* staging came from an earlier, interrupted run: never delete it on failure */
 } husai_rundir;
 
-/* Creates out_dir (and parents) if needed and the staging directory; refuses if the final
- * directory already exists unless force is set (then it is replaced at commit). */
-husai_status husai_rundir_begin(husai_rundir *rd, const char *out_dir, const char *run_id, int force);
+/* Creates out_dir (and parents) if needed and the staging directory with its checkpoints/ folder;
+ * refuses if the final directory already exists unless force is set (then it is replaced at commit).
+ * With resume, the staging directory of an interrupted run must exist and is reused as it is. */
+husai_status husai_rundir_begin(husai_rundir *rd, const char *out_dir, const char *run_id, int force, int resume);
+
+/* Removes one entry (file or directory tree) of the staging directory. */
+void husai_rundir_remove(const husai_rundir *rd, const char *name);
 
 /* Writes "<staging>/<name>" into buf; the file lands in the run directory at commit. */
 void husai_rundir_path(const husai_rundir *rd, const char *name, char *buf, size_t n);
@@ -26,7 +31,8 @@ void husai_rundir_path(const husai_rundir *rd, const char *name, char *buf, size
 /* Renames staging to the final name (after removing an old run of that name when forced). */
 husai_status husai_rundir_commit(husai_rundir *rd, int force);
 
-/* Removes the staging directory and everything in it; harmless if nothing was begun. */
+/* Removes the staging directory and everything in it, unless it was resumed (its checkpoints are
+ * an interrupted run's work); harmless if nothing was begun. */
 void husai_rundir_abort(husai_rundir *rd);
 
 #endif

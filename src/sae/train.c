@@ -78,6 +78,10 @@ fail:
     return st;
 }
 
+void husai_trainer_restart_epoch(husai_trainer *t) {
+    new_epoch_order(t);
+}
+
 int husai_trainer_done(const husai_trainer *t) {
     return t->epoch >= t->opts.epochs;
 }

@@ -68,6 +68,9 @@ husai_status husai_trainer_step(husai_trainer *t);
 /* True once every epoch has been consumed. */
 int husai_trainer_done(const husai_trainer *t);
 
+/* Re-derives the current epoch's row order and rewinds to its start (used when restoring a checkpoint). */
+void husai_trainer_restart_epoch(husai_trainer *t);
+
 /* Releases everything the trainer owns, including the model unless it was taken. */
 void husai_trainer_free(husai_trainer *t);
 

@@ -1,0 +1,33 @@
+/* checkpoint.h: a trainer's complete state on disk, for preemption and exact resume.
+ * A checkpoint holds the parameters, Adam moments and step counter, the epoch and the
+ * position in it (the epoch's row order is re-derived from (seed, "shuffle", epoch)) and
+ * the loss accumulators, so training continues bit for bit. The file records a format
+ * version, the run's config hash and the task's identity, ends with a checksum and an end
+ * marker, and is written under a temporary name and renamed. A finished task's checkpoint
+ * (epoch == epochs) doubles as its result. No MPI here.
+ * defines: husai_ckpt_id, husai_checkpoint_save, husai_checkpoint_load, HUSAI_CKPT_VERSION */
+#ifndef HUSAI_SAE_CHECKPOINT_H
+#define HUSAI_SAE_CHECKPOINT_H
+
+#include <stdint.h>
+
+#include "common/status.h"
+#include "sae/train.h"
+
+#define HUSAI_CKPT_VERSION 1
+
+/* What a checkpoint must match to be accepted. */
+typedef struct {
+    uint64_t config_hash;
+    char task[96]; /* e.g. "search/k=4 seed=42" */
+} husai_ckpt_id;
+
+/* Writes t's state to path atomically (path.tmp, fsync, rename). */
+husai_status husai_checkpoint_save(const husai_trainer *t, const husai_ckpt_id *id, const char *path);
+
+/* Restores a checkpoint into t, which husai_trainer_init has prepared with the same data and options.
+ * Refuses (HUSAI_ERR_DATA, message naming the file and the mismatch) a truncated or corrupt file, another
+ * format version, another config, another task or other shapes. HUSAI_ERR_IO if the file is missing. */
+husai_status husai_checkpoint_load(husai_trainer *t, const husai_ckpt_id *id, const char *path);
+
+#endif
