@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# sweep_resume.sh: a run stopped mid-training (the --stop-after-steps hook, then a real SIGUSR1)
+# checkpoints, exits 75 and leaves only a hidden staging directory; --resume with a different
+# number of ranks finishes it, and every decoder, encoder and b_enc is bitwise identical to an
+# uninterrupted run. Corrupt, truncated, other-version and foreign checkpoints are refused with
+# a clear message.
+set -euo pipefail
+: "${HUSAI:?set HUSAI}" "${MPIEXEC:?set MPIEXEC}"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+PY=/usr/bin/python3
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+step() { echo "sweep_resume: $*"; }
+fail() {
+    echo "sweep_resume: FAIL: $*" >&2
+    exit 1
+}
+
+"$PY" "$HERE/data/make_tiny.py" "$tmp/tiny.h5" 1500 12 20 3
+cat >"$tmp/r.ini" <<INI
+[data]
+path = $tmp/tiny.h5
+[sae]
+d_sae = 24
+[train]
+epochs = 12
+batch_size = 100
+lr = 0.003
+[sweep]
+param = k
+values = 3, 6
+seeds = 11, 22, 33
+[metrics]
+resamples = 200
+[checkpoint]
+every_seconds = 0
+INI
+
+step "uninterrupted reference run on 2 ranks"
+"$MPIEXEC" -np 2 "$HUSAI" sweep "$tmp/r.ini" --out "$tmp/ref" --run-id ref >"$tmp/ref.log" 2>&1 || {
+    cat "$tmp/ref.log"
+    fail "reference run failed"
+}
+
+step "interrupted run: 2 ranks, stop after 40 steps per rank (a task is 180 steps)"
+rc=0
+"$MPIEXEC" -np 2 "$HUSAI" sweep "$tmp/r.ini" --out "$tmp/int" --run-id job --stop-after-steps 40 \
+    >"$tmp/int.log" 2>&1 || rc=$?
+[ "$rc" -eq 75 ] || {
+    cat "$tmp/int.log"
+    fail "expected exit 75 after a stop, got $rc"
+}
+grep -q -- "--resume" "$tmp/int.log" || fail "no resume hint printed"
+[ ! -e "$tmp/int/job" ] || fail "a stopped run left a complete-looking run directory"
+n=$(ls "$tmp/int/.job.partial/checkpoints" | wc -l)
+[ "$n" -ge 2 ] || fail "expected checkpoints of the interrupted tasks, found $n"
+step "  exit 75, $n checkpoint(s), no run directory"
+
+step "second interruption while resuming on 3 ranks"
+rc=0
+"$MPIEXEC" -np 3 --oversubscribe "$HUSAI" sweep "$tmp/r.ini" --resume "$tmp/int/job" --stop-after-steps 100 \
+    >"$tmp/int2.log" 2>&1 || rc=$?
+[ "$rc" -eq 75 ] || {
+    cat "$tmp/int2.log"
+    fail "expected exit 75 on the second stop, got $rc"
+}
+grep -q "resumes" "$tmp/int2.log" || fail "the second run did not resume from checkpoints"
+
+step "resume to completion on 1 rank"
+"$MPIEXEC" -np 1 "$HUSAI" sweep "$tmp/r.ini" --resume "$tmp/int/.job.partial" >"$tmp/res.log" 2>&1 || {
+    cat "$tmp/res.log"
+    fail "resume failed"
+}
+[ -f "$tmp/int/job/results.json" ] || fail "resume did not produce the run directory"
+[ ! -e "$tmp/int/.job.partial" ] || fail "staging directory left behind after a complete resume"
+[ ! -e "$tmp/int/job/checkpoints" ] || fail "checkpoints kept in the complete run directory"
+
+step "decoders, encoders and b_enc bitwise equal to the uninterrupted run"
+"$PY" - "$tmp/ref/ref/results.h5" "$tmp/int/job/results.h5" <<'PY'
+import sys, h5py, numpy as np
+a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+names = sorted(a["conditions"])
+assert names == sorted(b["conditions"]), (names, sorted(b["conditions"]))
+for n in names:
+    for ds in ("decoders", "encoders", "b_enc", "pwmcc", "explained_variance"):
+        x, y = a["conditions"][n][ds][()], b["conditions"][n][ds][()]
+        if x.tobytes() != y.tobytes():
+            sys.exit(f"{n}/{ds} differs after interrupt + resume (max |diff| {np.abs(x - y).max()})")
+print(f"sweep_resume:   {len(names)} conditions identical")
+PY
+
+step "a real SIGUSR1 to mpirun checkpoints and exits 75"
+cat >"$tmp/long.ini" <<INI
+[data]
+path = $tmp/tiny.h5
+[sae]
+d_sae = 24
+[train]
+epochs = 100000
+batch_size = 100
+[sweep]
+param = k
+values = 3
+seeds = 1, 2
+INI
+"$MPIEXEC" -np 2 "$HUSAI" sweep "$tmp/long.ini" --out "$tmp/sig" --run-id s >"$tmp/sig.log" 2>&1 &
+pid=$!
+for _ in $(seq 200); do
+    grep -q "\[husai\] data:" "$tmp/sig.log" 2>/dev/null && break
+    sleep 0.1
+done
+sleep 1
+kill -USR1 "$pid"
+rc=0
+timeout 60 tail --pid="$pid" -f /dev/null || fail "the job did not stop within 60 s of SIGUSR1"
+wait "$pid" || rc=$?
+[ "$rc" -eq 75 ] || {
+    cat "$tmp/sig.log"
+    fail "SIGUSR1: expected exit 75, got $rc"
+}
+[ "$(ls "$tmp/sig/.s.partial/checkpoints" | wc -l)" -eq 2 ] || fail "SIGUSR1: expected 2 checkpoints"
+step "  exit 75 with 2 checkpoints"
+
+step "bad checkpoints are refused with one clear line"
+ck=$(ls "$tmp/sig/.s.partial/checkpoints"/*.ckpt | head -1)
+cp "$ck" "$tmp/good.ckpt"
+expect_refusal() { # label pattern [extra args]
+    local label=$1 pattern=$2 rc=0
+    shift 2
+    "$MPIEXEC" -np 2 "$HUSAI" sweep "$tmp/long.ini" "$@" --resume "$tmp/sig/s" >"$tmp/bad.out" 2>"$tmp/bad.err" || rc=$?
+    { [ "$rc" -ne 0 ] && [ "$rc" -ne 75 ]; } || fail "$label: expected a failure, got exit $rc"
+    grep -q "$pattern" "$tmp/bad.err" || {
+        cat "$tmp/bad.err"
+        fail "$label: message lacks '$pattern'"
+    }
+    step "  ok [$label]: $(grep -m1 'husai: error' "$tmp/bad.err")"
+    cp "$tmp/good.ckpt" "$ck"
+}
+"$PY" -c "import sys; p=sys.argv[1]; b=bytearray(open(p,'rb').read()); b[400]^=0xff; open(p,'wb').write(b)" "$ck"
+expect_refusal "corrupt checkpoint" "corrupt"
+"$PY" -c "import sys; p=sys.argv[1]; b=open(p,'rb').read(); open(p,'wb').write(b[:len(b)//2])" "$ck"
+expect_refusal "truncated checkpoint" "truncated"
+"$PY" -c "import sys; p=sys.argv[1]; b=bytearray(open(p,'rb').read()); b[8]=9; open(p,'wb').write(b)" "$ck"
+expect_refusal "other format version" "format version"
+expect_refusal "checkpoint from another configuration" "another configuration" --set train.lr=0.01
+step "all resume checks passed"
