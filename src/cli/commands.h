@@ -1,5 +1,5 @@
 /* commands.h: husai's subcommands; each returns the process exit status.
- * defines: husai_cmd_ci, husai_cmd_sweep */
+ * defines: husai_cmd_ci, husai_cmd_sweep, husai_cmd_merge */
 #ifndef HUSAI_CLI_COMMANDS_H
 #define HUSAI_CLI_COMMANDS_H
 
@@ -8,5 +8,8 @@ int husai_cmd_ci(int argc, char **argv);
 
 /* `husai sweep`: the seed-parallel sweep; must be called between MPI_Init and MPI_Finalize. */
 int husai_cmd_sweep(int argc, char **argv);
+
+/* `husai merge`: joins the run directories of a sweep split over its values (one process). */
+int husai_cmd_merge(int argc, char **argv);
 
 #endif

@@ -302,6 +302,15 @@ husai_status husai_config_load(husai_config *c, const char *path) {
     return HUSAI_OK;
 }
 
+husai_status husai_config_load_string(husai_config *c, const char *text, const char *origin) {
+    load_ctx ctx = {.c = c, .path = origin, .st = HUSAI_OK};
+    snprintf(c->source, sizeof c->source, "%s", origin);
+    int rc = ini_parse_string(text, ini_handler_cb, &ctx);
+    if (ctx.st != HUSAI_OK) return ctx.st;
+    if (rc != 0) return husai_error(HUSAI_ERR_ARG, "%s:%d: not a valid INI line", origin, rc);
+    return HUSAI_OK;
+}
+
 husai_status husai_config_set(husai_config *c, const char *assignment) {
     const char *dot = strchr(assignment, '.'), *eq = strchr(assignment, '=');
     if (!dot || !eq || dot > eq)
@@ -394,6 +403,11 @@ void husai_config_print(const husai_config *c, FILE *f) {
             section = o->section;
         }
         const void *field = (const char *)c + o->offset;
+        if (o->type == T_SEEDS && *(const int *)((const char *)c + o->size) == 0) {
+            /* an unset optional list stays a comment, so the printed config parses back */
+            fprintf(f, "; %s = (unset)\n", o->key);
+            continue;
+        }
         fprintf(f, "%s = ", o->key);
         switch (o->type) {
         case T_STR: fprintf(f, "%s", (const char *)field); break;

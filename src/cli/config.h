@@ -62,6 +62,9 @@ void husai_config_defaults(husai_config *c);
 /* Parses an INI file over the defaults in c. Errors name the file, line and key. */
 husai_status husai_config_load(husai_config *c, const char *path);
 
+/* Parses INI text (e.g. the config stored in a results.h5) over the defaults in c; `origin` names it in errors. */
+husai_status husai_config_load_string(husai_config *c, const char *text, const char *origin);
+
 /* Applies one override "section.key=value" (the --set flag) with the same checks as the file. */
 husai_status husai_config_set(husai_config *c, const char *assignment);
 

@@ -158,8 +158,7 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
     return 0;
 }
 
-/* Rank 0: all metrics of one condition from its gathered decoders and per-seed metrics. */
-static void condition_metrics(const husai_config *cfg, husai_condition_result *c, const float *ref_decoder) {
+void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c, const float *ref_decoder) {
     const int S = c->S;
     const size_t dd = (size_t)c->d_model * c->d_sae;
     if (husai_pwmcc_matrix(c->decoders, S, c->d_model, c->d_sae, c->pwmcc)) husai_mpi_die("%s", husai_error_message());
@@ -337,7 +336,7 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
                 for (int i = 0; i < ds->d_model; i++)
                     ref_decoder[(size_t)i * cond->d_sae + j] = ph->ref_rows[(size_t)j * ds->d_model + i];
         }
-        condition_metrics(ctx->cfg, r, ph->ref_rows ? ref_decoder : NULL);
+        husai_condition_metrics(ctx->cfg, r, ph->ref_rows ? ref_decoder : NULL);
     }
     free(ref_decoder);
     free(owner);

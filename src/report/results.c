@@ -86,11 +86,15 @@ static husai_status write_h5(const char *path, const husai_run_info *run, const 
         if (!col) {
             rc = -1;
         } else {
-            const char *names[] = {"explained_variance", "mse", "l0", "dead_fraction", "alignment_to_reference"};
-            for (int m = 0; m < (c->has_ref ? 5 : 4); m++) {
+            const char *names[] = {"explained_variance", "mse", "l0", "dead_fraction", "steps", "seconds", "rank",
+                                   "last_epoch_loss", "alignment_to_reference"};
+            for (int m = 0; m < (c->has_ref ? 9 : 8); m++) {
                 for (int s = 0; s < c->S; s++) {
                     const husai_seed_metrics *p = &c->per_seed[s];
-                    col[s] = m == 0 ? p->ev : m == 1 ? p->mse : m == 2 ? p->l0 : m == 3 ? p->dead_fraction : p->alignment;
+                    const double v[9] = {p->ev,      p->mse,  p->l0,
+                                         p->dead_fraction, p->steps, p->seconds,
+                                         p->rank,    p->last_epoch_loss, p->alignment};
+                    col[s] = v[m];
                 }
                 rc |= write_ds(g, names[m], H5T_NATIVE_DOUBLE, 1, d_s, col);
             }

@@ -1,0 +1,348 @@
+/* merge_cmd.c: `husai merge`, joining the run directories of a sweep split into parts (one
+ * Slurm array task per value, say) into one run directory. The parts must share every setting
+ * but sweep.values. Each condition's metrics depend only on its own seeds' decoders, so they
+ * are recomputed here from the stored parameters with the same code as a single job: the
+ * merged run carries the same numbers a single job would. One process, no MPI. */
+#define _POSIX_C_SOURCE 200809L
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <hdf5.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/commands.h"
+#include "cli/config.h"
+#include "cli/phase.h"
+#include "report/results.h"
+#include "report/rundir.h"
+
+#ifndef HUSAI_VERSION
+#define HUSAI_VERSION "0.0.0"
+#endif
+#ifndef HUSAI_GIT_COMMIT
+#define HUSAI_GIT_COMMIT "unknown"
+#endif
+
+#define MAX_PARTS 1024
+
+static void merge_usage(FILE *f) {
+    fprintf(f, "usage: husai merge --out DIR [--run-id ID] [--force] PART_RUN_DIR...\n"
+               "Joins complete run directories of one sweep split over sweep.values (e.g. Slurm array tasks)\n"
+               "into DIR/ID, recomputing every metric exactly as a single job would.\n");
+}
+
+static char *read_text_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    if (buf) buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static char *attr_string(hid_t loc, const char *name) {
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    if (a < 0) return NULL;
+    hid_t t = H5Aget_type(a);
+    size_t n = H5Tget_size(t);
+    char *s = calloc(n + 1, 1);
+    hid_t mt = H5Tcopy(H5T_C_S1);
+    H5Tset_size(mt, n);
+    if (s && H5Aread(a, mt, s) < 0) {
+        free(s);
+        s = NULL;
+    }
+    H5Tclose(mt);
+    H5Tclose(t);
+    H5Aclose(a);
+    return s;
+}
+
+/* Reads a whole dataset of `count` elements of memory type `type` into a new buffer; NULL on any mismatch. */
+static void *read_all(hid_t g, const char *name, hid_t type, size_t elem, size_t count) {
+    hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
+    if (d < 0) return NULL;
+    hid_t sp = H5Dget_space(d);
+    void *buf = NULL;
+    if ((size_t)H5Sget_simple_extent_npoints(sp) == count) {
+        buf = malloc(count * elem);
+        if (buf && H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
+            free(buf);
+            buf = NULL;
+        }
+    }
+    H5Sclose(sp);
+    H5Dclose(d);
+    return buf;
+}
+
+typedef struct {
+    husai_condition_result *res;
+    int n, cap;
+    husai_config cfg; /* first part's config; values are collected into it */
+    uint64_t base_hash;
+    int have_cfg;
+    char hosts[8192];
+    int ranks;
+    double seconds;
+    char dtype[16];
+    size_t n_rows;
+    int d_model;
+} merge_state;
+
+/* The configuration's identity without its sweep values: what every part must share. */
+static uint64_t hash_without_values(const husai_config *c) {
+    static husai_config copy;
+    copy = *c;
+    copy.n_values = 0;
+    return husai_config_hash(&copy);
+}
+
+typedef struct {
+    merge_state *ms;
+    hid_t conds;
+    const char *part;
+    husai_status st;
+} iter_ctx;
+
+static husai_status load_condition(merge_state *ms, hid_t conds, const char *name, const char *part) {
+    hid_t g = H5Gopen2(conds, name, H5P_DEFAULT);
+    if (g < 0) return husai_error(HUSAI_ERR_DATA, "%s: cannot open condition '%s'", part, name);
+    husai_status st = HUSAI_OK;
+    double value = NAN;
+    hid_t a = H5Aopen(g, "value", H5P_DEFAULT);
+    if (a >= 0) {
+        H5Aread(a, H5T_NATIVE_DOUBLE, &value);
+        H5Aclose(a);
+    }
+    for (int i = 0; i < ms->n; i++)
+        if (!strcmp(ms->res[i].name, name)) {
+            H5Gclose(g);
+            return husai_error(HUSAI_ERR_ARG, "%s: condition '%s' is already in another part", part, name);
+        }
+    if (ms->n == ms->cap) {
+        ms->cap = ms->cap ? 2 * ms->cap : 16;
+        ms->res = realloc(ms->res, (size_t)ms->cap * sizeof *ms->res);
+        if (!ms->res) {
+            H5Gclose(g);
+            return husai_error(HUSAI_ERR_NOMEM, "out of memory");
+        }
+    }
+    const husai_config *cfg = &ms->cfg;
+    const husai_condition cond = husai_config_make_condition(cfg, cfg->param, value);
+    const int S = cfg->n_seeds, dm = ms->d_model, ds = cond.d_sae;
+    const size_t dd = (size_t)dm * ds;
+    husai_condition_result *r = &ms->res[ms->n];
+    *r = (husai_condition_result){.phase = "", .param = cfg->param, .value = value, .S = S, .d_model = dm, .d_sae = ds,
+                                  .k = cond.k, .epochs = cond.epochs, .batch_size = cond.batch_size, .lr = cond.lr,
+                                  .seeds = cfg->seeds};
+    snprintf(r->name, sizeof r->name, "%s", name);
+    r->decoders = read_all(g, "decoders", H5T_NATIVE_FLOAT, sizeof(float), (size_t)S * dd);
+    r->encoders = read_all(g, "encoders", H5T_NATIVE_FLOAT, sizeof(float), (size_t)S * dd);
+    r->b_enc = read_all(g, "b_enc", H5T_NATIVE_FLOAT, sizeof(float), (size_t)S * ds);
+    r->pwmcc = malloc((size_t)S * S * sizeof(double));
+    r->random_pwmcc = malloc((size_t)S * S * sizeof(double));
+    r->per_seed = calloc((size_t)S, sizeof(husai_seed_metrics));
+    const char *cols[] = {"explained_variance", "mse", "l0", "dead_fraction", "steps", "seconds", "rank",
+                          "last_epoch_loss"};
+    if (!r->decoders || !r->encoders || !r->b_enc || !r->pwmcc || !r->random_pwmcc || !r->per_seed) {
+        st = husai_error(HUSAI_ERR_DATA, "%s: condition '%s' lacks decoders/encoders/b_enc of the configured shape", part,
+                         name);
+    } else {
+        for (int m = 0; m < 8 && !st; m++) {
+            double *v = read_all(g, cols[m], H5T_NATIVE_DOUBLE, sizeof(double), (size_t)S);
+            if (!v) {
+                st = husai_error(HUSAI_ERR_DATA, "%s: condition '%s' lacks per-seed '%s'", part, name, cols[m]);
+                break;
+            }
+            for (int s = 0; s < S; s++) {
+                husai_seed_metrics *p = &r->per_seed[s];
+                double *fields[] = {&p->ev, &p->mse, &p->l0, &p->dead_fraction, &p->steps, &p->seconds, &p->rank,
+                                    &p->last_epoch_loss};
+                *fields[m] = v[s];
+                p->alignment = NAN;
+            }
+            free(v);
+        }
+    }
+    H5Gclose(g);
+    if (st) {
+        husai_condition_result_free(r);
+        return st;
+    }
+    ms->n++;
+    return HUSAI_OK;
+}
+
+static herr_t visit_condition(hid_t loc, const char *name, const H5L_info_t *info, void *op) {
+    iter_ctx *ic = op;
+    ic->st = load_condition(ic->ms, loc, name, ic->part);
+    return ic->st ? -1 : 0;
+}
+
+static husai_status load_part(merge_state *ms, const char *dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/results.json", dir);
+    char *json = read_text_file(path);
+    if (!json) return husai_error(HUSAI_ERR_IO, "'%s' is not a complete run directory (no results.json)", dir);
+    cJSON *root = cJSON_Parse(json);
+    free(json);
+    if (!root) return husai_error(HUSAI_ERR_DATA, "'%s' is not valid JSON", path);
+    const cJSON *run = cJSON_GetObjectItem(root, "run"), *data = cJSON_GetObjectItem(root, "data");
+    husai_status st = HUSAI_OK;
+    if (!run || !data || cJSON_GetObjectItem(root, "protocol")) {
+        st = husai_error(HUSAI_ERR_DATA, "'%s' is not a plain sweep's results (protocol runs cannot be merged)", path);
+    } else {
+        const cJSON *h;
+        cJSON_ArrayForEach(h, cJSON_GetObjectItem(run, "hosts")) {
+            if (!cJSON_IsString(h) || strstr(ms->hosts, h->valuestring)) continue;
+            size_t used = strlen(ms->hosts);
+            snprintf(ms->hosts + used, sizeof ms->hosts - used, "%s%s", used ? "," : "", h->valuestring);
+        }
+        ms->ranks += (int)cJSON_GetNumberValue(cJSON_GetObjectItem(run, "ranks"));
+        ms->seconds += cJSON_GetNumberValue(cJSON_GetObjectItem(run, "seconds"));
+        const char *dtype = cJSON_GetStringValue(cJSON_GetObjectItem(data, "dtype"));
+        snprintf(ms->dtype, sizeof ms->dtype, "%s", dtype ? dtype : "?");
+        ms->n_rows = (size_t)cJSON_GetNumberValue(cJSON_GetObjectItem(data, "rows"));
+        ms->d_model = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(data, "d_model"));
+    }
+    cJSON_Delete(root);
+    if (st) return st;
+
+    snprintf(path, sizeof path, "%s/results.h5", dir);
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (file < 0) return husai_error(HUSAI_ERR_IO, "cannot open '%s'", path);
+    char *cfgtext = attr_string(file, "config");
+    husai_config cfg;
+    husai_config_defaults(&cfg);
+    st = cfgtext ? husai_config_load_string(&cfg, cfgtext, path)
+                 : husai_error(HUSAI_ERR_DATA, "'%s' has no config attribute", path);
+    free(cfgtext);
+    if (!st) {
+        const uint64_t h = hash_without_values(&cfg);
+        if (!ms->have_cfg) {
+            ms->cfg = cfg;
+            ms->cfg.n_values = 0;
+            ms->base_hash = h;
+            ms->have_cfg = 1;
+        } else if (h != ms->base_hash) {
+            st = husai_error(HUSAI_ERR_ARG, "'%s' was run with settings other than the first part's (only sweep.values "
+                                            "may differ between parts)",
+                             dir);
+        }
+    }
+    if (!st) {
+        hid_t conds = H5Gopen2(file, "conditions", H5P_DEFAULT);
+        iter_ctx ic = {.ms = ms, .conds = conds, .part = dir, .st = HUSAI_OK};
+        if (conds < 0) st = husai_error(HUSAI_ERR_DATA, "'%s' has no /conditions", path);
+        else {
+            H5Literate(conds, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, visit_condition, &ic);
+            st = ic.st;
+            H5Gclose(conds);
+        }
+    }
+    H5Fclose(file);
+    return st;
+}
+
+static int by_value(const void *a, const void *b) {
+    const double x = ((const husai_condition_result *)a)->value, y = ((const husai_condition_result *)b)->value;
+    return (x > y) - (x < y);
+}
+
+int husai_cmd_merge(int argc, char **argv) {
+    static const struct option longopts[] = {{"out", required_argument, NULL, 'o'},
+                                             {"run-id", required_argument, NULL, 'i'},
+                                             {"force", no_argument, NULL, 'f'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    const char *out = NULL, *run_id_arg = NULL;
+    int force = 0, c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "o:i:fh", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'o': out = optarg; break;
+        case 'i': run_id_arg = optarg; break;
+        case 'f': force = 1; break;
+        case 'h': merge_usage(stdout); return 0;
+        default:
+            fprintf(stderr, "husai merge: unknown or incomplete option '%s'\n", argv[optind - 1]);
+            merge_usage(stderr);
+            return 2;
+        }
+    }
+    if (!out || optind >= argc) {
+        fprintf(stderr, "husai merge: need --out DIR and at least one part run directory\n");
+        merge_usage(stderr);
+        return 2;
+    }
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    const double t0 = (double)clock() / CLOCKS_PER_SEC;
+    merge_state ms;
+    memset(&ms, 0, sizeof ms);
+    husai_status st = HUSAI_OK;
+    for (int i = optind; i < argc && !st; i++) st = load_part(&ms, argv[i]);
+    if (!st && ms.n == 0) st = husai_error(HUSAI_ERR_DATA, "the parts hold no conditions");
+    if (!st && ms.n > HUSAI_MAX_VALUES) st = husai_error(HUSAI_ERR_ARG, "more than %d conditions", HUSAI_MAX_VALUES);
+    husai_rundir rd = {0};
+    if (!st) {
+        qsort(ms.res, (size_t)ms.n, sizeof *ms.res, by_value);
+        ms.cfg.n_values = ms.n;
+        for (int i = 0; i < ms.n; i++) ms.cfg.values[i] = ms.res[i].value;
+        for (int i = 0; i < ms.n; i++) {
+            /* seeds must point at the merged config that outlives the parts */
+            ms.res[i].seeds = ms.cfg.seeds;
+            ms.res[i].param = ms.cfg.param;
+            husai_condition_metrics(&ms.cfg, &ms.res[i], NULL);
+        }
+        snprintf(ms.cfg.out_dir, sizeof ms.cfg.out_dir, "%s", out);
+        char run_id[256];
+        if (run_id_arg) {
+            snprintf(run_id, sizeof run_id, "%s", run_id_arg);
+        } else {
+            time_t now = time(NULL);
+            struct tm tm;
+            gmtime_r(&now, &tm);
+            char stamp[32];
+            strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+            snprintf(run_id, sizeof run_id, "%s-%08llx", stamp,
+                     (unsigned long long)(husai_config_hash(&ms.cfg) & 0xffffffffULL));
+        }
+        char command[4096] = "husai";
+        for (int i = 0; i < argc; i++) {
+            size_t used = strlen(command);
+            snprintf(command + used, sizeof command - used, " %s", argv[i]);
+        }
+        int n_hosts = *ms.hosts ? 1 : 0;
+        for (const char *p = ms.hosts; *p; p++) n_hosts += *p == ',';
+        husai_run_info info = {.id = run_id, .version = HUSAI_VERSION, .commit = HUSAI_GIT_COMMIT, .command = command,
+                               .hosts = ms.hosts, .n_hosts = n_hosts, .ranks = ms.ranks, .seconds = ms.seconds,
+                               .cfg = &ms.cfg, .dtype = ms.dtype, .n_rows = ms.n_rows, .d_model = ms.d_model};
+        st = husai_rundir_begin(&rd, out, run_id, force, 0);
+        if (!st) st = husai_results_write(&rd, &info, ms.res, ms.n, NULL);
+        if (!st) husai_rundir_remove(&rd, "checkpoints");
+        if (!st) st = husai_rundir_commit(&rd, force);
+        if (!st)
+            printf("[husai] merged %d part(s), %d condition(s) into %s (%.1f s)\n", argc - optind, ms.n, rd.final_path,
+                   (double)clock() / CLOCKS_PER_SEC - t0);
+    }
+    for (int i = 0; i < ms.n; i++) husai_condition_result_free(&ms.res[i]);
+    free(ms.res);
+    if (st) {
+        fprintf(stderr, "husai: error: %s\n", husai_error_message());
+        husai_rundir_abort(&rd);
+        return 1;
+    }
+    return 0;
+}
