@@ -1,15 +1,17 @@
 # husai's front door.
 #   make demo   install what is missing, build, run the default sweep on the shipped data (2 ranks)
-#   make test   install what is missing, build, run the whole ctest suite
+#   make test   install what is missing, build, run the whole ctest suite, then again
+#               under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/)
 #   make bench  build and print the benchmark figures
 BUILD ?= build
+ASAN_BUILD ?= build-asan
 NP ?= 2
 DEBIAN_PACKAGES = build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools \
                   libopenblas-dev libcmocka-dev libinih-dev libcjson-dev python3-numpy python3-h5py
 APT = apt-get -o DPkg::Lock::Timeout=600
 MPIRUN = OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1 mpirun --oversubscribe -np $(NP)
 
-.PHONY: all deps configure build test demo bench format clean
+.PHONY: all deps configure build test test-fast test-asan demo bench format clean
 
 all: build
 
@@ -28,8 +30,17 @@ configure: deps
 build: configure
 	cmake --build $(BUILD) -j 2
 
-test: build
+test: test-fast test-asan
+
+test-fast: build
 	cd $(BUILD) && ctest --output-on-failure -j 2
+
+# The same suite on a sanitized build (Open MPI's by-design leaks suppressed in tests/lsan.supp);
+# the real-Slurm test already ran above and is not repeated.
+test-asan: deps
+	cmake -S . -B $(ASAN_BUILD) -DHUSAI_WERROR=ON -DHUSAI_SANITIZE=ON
+	cmake --build $(ASAN_BUILD) -j 2
+	cd $(ASAN_BUILD) && ctest --output-on-failure -j 2 -E slurm
 
 demo: build
 	$(MPIRUN) $(BUILD)/husai sweep jobs/demo.ini
@@ -42,4 +53,4 @@ format:
 	clang-format -i src/*.c src/*/*.c src/*/*.h tests/*.c bench/*.c
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD)

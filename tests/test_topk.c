@@ -64,6 +64,7 @@ static void reference_topk_mask(const float *pre, int d_sae, int k, unsigned cha
             if (mask[j]) continue;
             if (best < 0 || pre[j] > pre[best]) best = j; /* strict '>' keeps the lower index on ties */
         }
+        if (best < 0) break; /* cannot happen for k <= d_sae; tells the compiler so */
         mask[best] = 1;
     }
 }

@@ -307,6 +307,7 @@ static void reference_recon(const husai_topk *m, const float *X, size_t n_rows, 
             int best = -1;
             for (int j = 0; j < s; j++)
                 if (!sel[j] && (best < 0 || pre[j] > pre[best])) best = j;
+            if (best < 0) break; /* cannot happen for k <= d_sae; tells the compiler so */
             sel[best] = 1;
         }
         memset(xh, 0, (size_t)d * sizeof(double));
