@@ -20,6 +20,8 @@ void husai_stop_install(void) {
     sa.sa_flags = SA_RESTART;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);
+    /* A file-size limit or quota must surface as a failed write with a message, not kill the rank. */
+    signal(SIGXFSZ, SIG_IGN);
 }
 
 int husai_stop_requested(void) {

@@ -10,6 +10,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Writes n bytes to path, checking every step, so a full disk is an error and not a short file. */
+static husai_status write_bytes(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return husai_error(HUSAI_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
+    int bad = fwrite(data, 1, n, f) != n;
+    bad |= fflush(f) != 0;
+    bad |= fclose(f) != 0;
+    if (bad) return husai_error(HUSAI_ERR_IO, "writing '%s' failed (disk full?)", path);
+    return HUSAI_OK;
+}
+
 /* ---------- results.h5 ---------- */
 
 static herr_t write_ds(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims, const void *data) {
@@ -54,8 +65,14 @@ static char *config_text(const husai_config *cfg) {
 
 static husai_status write_h5(const char *path, const husai_run_info *run, const husai_condition_result *cs, int n,
                              const husai_protocol_result *proto) {
-    hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (file < 0) return husai_error(HUSAI_ERR_IO, "cannot create '%s'", path);
+    /* Build the file in memory and write its image ourselves: a failed write (disk full, quota) is
+     * then an ordinary checked fwrite, never an HDF5 file left half-open (HDF5 1.10 crashes at exit
+     * on a file whose close failed). */
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_core(fapl, 1 << 20, 0);
+    hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    if (file < 0) return husai_error(HUSAI_ERR_IO, "cannot create '%s' in memory", path);
     herr_t rc = 0;
     char *cfg = config_text(run->cfg);
     rc |= attr_str(file, "run_id", run->id);
@@ -128,9 +145,18 @@ static husai_status write_h5(const char *path, const husai_run_info *run, const 
         rc |= attr_str(file, "protocol", proto->mode);
         if (proto->selected >= 0) rc |= attr_str(file, "selected", cs[proto->selected].name);
     }
-    if (H5Fclose(file) < 0) rc = -1;
-    if (rc < 0) return husai_error(HUSAI_ERR_IO, "writing '%s' failed (disk full or not writable?)", path);
-    return HUSAI_OK;
+    void *image = NULL;
+    ssize_t size = -1;
+    if (rc >= 0 && H5Fflush(file, H5F_SCOPE_GLOBAL) >= 0 && (size = H5Fget_file_image(file, NULL, 0)) > 0 &&
+        (image = malloc((size_t)size)) != NULL && H5Fget_file_image(file, image, (size_t)size) == size) {
+        H5Fclose(file);
+        husai_status st = write_bytes(path, image, (size_t)size);
+        free(image);
+        return st;
+    }
+    free(image);
+    H5Fclose(file);
+    return husai_error(HUSAI_ERR_IO, "building '%s' failed (out of memory?)", path);
 }
 
 /* ---------- results.json ---------- */
@@ -146,14 +172,7 @@ static cJSON *ci_json(const husai_ci *ci) {
 }
 
 static husai_status write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    if (!f) return husai_error(HUSAI_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
-    size_t len = strlen(text);
-    int bad = fwrite(text, 1, len, f) != len;
-    bad |= fflush(f) != 0;
-    bad |= fclose(f) != 0;
-    if (bad) return husai_error(HUSAI_ERR_IO, "writing '%s' failed (disk full?)", path);
-    return HUSAI_OK;
+    return write_bytes(path, text, strlen(text));
 }
 
 static const char *unit_name(husai_boot_unit u) {

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# faults.sh: failures that a long sweep on many ranks will meet.
+#  1. One rank killed with SIGKILL mid-training: mpirun exits non-zero within seconds, nothing
+#     looks complete, and --resume finishes the run with decoders bitwise equal to an
+#     uninterrupted run (periodic checkpoints + finished-task checkpoints).
+#  2. The disk fills while results are written (a file-size limit stands in for it): one clear
+#     error line, exit 1, nothing half-written under the final name.
+set -euo pipefail
+: "${HUSAI:?set HUSAI}" "${MPIEXEC:?set MPIEXEC}"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+PY=/usr/bin/python3
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+tmp=$(mktemp -d)
+pid=""
+cleanup() {
+    [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+step() { echo "faults: $*"; }
+fail() {
+    echo "faults: FAIL: $*" >&2
+    exit 1
+}
+
+"$PY" "$HERE/data/make_tiny.py" "$tmp/tiny.h5" 2000 16 24 5
+cat >"$tmp/f.ini" <<INI
+[data]
+path = $tmp/tiny.h5
+[sae]
+d_sae = 48
+k = 4
+[train]
+epochs = 400
+batch_size = 50
+lr = 0.002
+[sweep]
+param = k
+values = 4
+seeds = 1, 2, 3, 4
+[metrics]
+resamples = 200
+[checkpoint]
+every_seconds = 0.2
+INI
+
+step "1. SIGKILL one rank of a 2-rank job mid-training"
+"$MPIEXEC" -np 2 "$HUSAI" sweep "$tmp/f.ini" --out "$tmp/k" --run-id job >"$tmp/k.log" 2>&1 &
+pid=$!
+for _ in $(seq 300); do
+    [ "$(ls "$tmp/k/.job.partial/checkpoints" 2>/dev/null | grep -c ckpt$)" -ge 2 ] && break
+    sleep 0.1
+done
+ranks=$(pgrep -f "husai sweep $tmp/f.ini" | grep -v "^$pid\$" || true)
+victim=$(echo "$ranks" | tail -1)
+[ -n "$victim" ] || fail "could not find a rank process to kill"
+t0=$(date +%s.%N)
+kill -9 "$victim"
+rc=0
+timeout 30 tail --pid="$pid" -f /dev/null || fail "mpirun still running 30 s after a rank was killed"
+wait "$pid" || rc=$?
+pid=""
+dt=$(echo "$(date +%s.%N) - $t0" | bc)
+[ "$rc" -ne 0 ] || fail "mpirun exited 0 after a rank was killed"
+[ ! -e "$tmp/k/job" ] || fail "a killed run left a complete-looking run directory"
+step "  mpirun exit $rc after ${dt} s; no run directory; $(ls "$tmp/k/.job.partial/checkpoints" | wc -l) checkpoint(s) kept"
+
+step "   --resume on 3 ranks finishes it, bitwise equal to an uninterrupted run"
+"$MPIEXEC" -np 3 --oversubscribe "$HUSAI" sweep "$tmp/f.ini" --resume "$tmp/k/job" >"$tmp/r.log" 2>&1 || {
+    cat "$tmp/r.log"
+    fail "resume after SIGKILL failed"
+}
+grep -q "resumes" "$tmp/r.log" || fail "nothing was resumed from a checkpoint"
+"$MPIEXEC" -np 2 "$HUSAI" sweep "$tmp/f.ini" --out "$tmp/ref" --run-id ref >"$tmp/ref.log" 2>&1 || fail "reference run failed"
+"$PY" - "$tmp/ref/ref/results.h5" "$tmp/k/job/results.h5" <<'PY'
+import sys, h5py
+a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+for n in a["conditions"]:
+    for ds in ("decoders", "encoders", "b_enc", "pwmcc"):
+        if a["conditions"][n][ds][()].tobytes() != b["conditions"][n][ds][()].tobytes():
+            sys.exit(f"{n}/{ds} differs after SIGKILL + resume")
+print("faults:   decoders, encoders, b_enc and PWMCC identical")
+PY
+
+step "2. disk full while writing results (a 24 KiB file-size limit: checkpoints fit, results.h5 does not)"
+sed -e 's/^epochs = 400/epochs = 2/' "$tmp/f.ini" >"$tmp/small.ini"
+rc=0
+# The limit applies to the ranks only; TCP instead of shared memory and PMIx's hash store keep
+# Open MPI's own files out of its way.
+PMIX_MCA_gds=hash "$MPIEXEC" --mca btl self,tcp -np 2 bash -c 'ulimit -f 24; exec "$0" "$@"' "$HUSAI" sweep \
+    "$tmp/small.ini" --out "$tmp/full" --run-id full >"$tmp/full.out" 2>"$tmp/full.err" || rc=$?
+[ "$rc" -eq 1 ] || {
+    cat "$tmp/full.err"
+    fail "a write beyond the file-size limit: expected a clean exit 1, got $rc"
+}
+grep -q "^husai: error.*\(failed\|disk full\|cannot\)" "$tmp/full.err" || {
+    cat "$tmp/full.err"
+    fail "no clear error line for the failed write"
+}
+[ ! -e "$tmp/full/full" ] || fail "a failed write left a run directory under the final name"
+step "  exit $rc: $(grep -m1 '^husai: error' "$tmp/full.err")"
+step "all fault checks passed"
