@@ -30,7 +30,8 @@ static const char *write_file(const char *text) {
     return tmpl;
 }
 
-/* Loads text (optionally with one --set) and validates; returns the status, message in husai_error_message. */
+/* Loads text (optionally with one --set) and validates; returns the status, message in husai_error_message.
+ */
 static husai_status load(const char *text, const char *set, husai_config *c) {
     husai_config_defaults(c);
     const char *path = write_file(text);
@@ -45,7 +46,8 @@ static void expect_error(const char *text, const char *set, const char *needle) 
     husai_config c;
     husai_status st = load(text, set, &c);
     if (st == HUSAI_OK || !strstr(husai_error_message(), needle)) {
-        print_error("expected an error containing '%s', got status %d: '%s'\n", needle, st, husai_error_message());
+        print_error("expected an error containing '%s', got status %d: '%s'\n", needle, st,
+                    husai_error_message());
         fail();
     }
 }
@@ -159,8 +161,10 @@ static void test_plan_round_robin(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_good_file_and_defaults), cmocka_unit_test(test_set_overrides_and_hash),
-        cmocka_unit_test(test_bad_inputs),             cmocka_unit_test(test_lr_sweep_names),
+        cmocka_unit_test(test_good_file_and_defaults),
+        cmocka_unit_test(test_set_overrides_and_hash),
+        cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_lr_sweep_names),
         cmocka_unit_test(test_plan_round_robin),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

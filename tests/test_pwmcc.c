@@ -24,25 +24,30 @@ static float *random_matrix(uint64_t seed, int d, int n) {
 static double naive_pwmcc(const float *A, int na, const float *B, int nb, int d) {
     double *an = calloc((size_t)na, sizeof(double)), *bn = calloc((size_t)nb, sizeof(double));
     for (int j = 0; j < na; j++) {
-        for (int i = 0; i < d; i++) an[j] += (double)A[i * na + j] * A[i * na + j];
+        for (int i = 0; i < d; i++)
+            an[j] += (double)A[i * na + j] * A[i * na + j];
         an[j] = fmax(sqrt(an[j]), 1e-12);
     }
     for (int j = 0; j < nb; j++) {
-        for (int i = 0; i < d; i++) bn[j] += (double)B[i * nb + j] * B[i * nb + j];
+        for (int i = 0; i < d; i++)
+            bn[j] += (double)B[i * nb + j] * B[i * nb + j];
         bn[j] = fmax(sqrt(bn[j]), 1e-12);
     }
     double *rmax = calloc((size_t)na, sizeof(double)), *cmax = calloc((size_t)nb, sizeof(double));
     for (int a = 0; a < na; a++)
         for (int b = 0; b < nb; b++) {
             double dot = 0;
-            for (int i = 0; i < d; i++) dot += (double)A[i * na + a] * B[i * nb + b];
+            for (int i = 0; i < d; i++)
+                dot += (double)A[i * na + a] * B[i * nb + b];
             const double c = fabs(dot) / (an[a] * bn[b]);
             rmax[a] = fmax(rmax[a], c);
             cmax[b] = fmax(cmax[b], c);
         }
     double rs = 0, cs = 0;
-    for (int a = 0; a < na; a++) rs += rmax[a];
-    for (int b = 0; b < nb; b++) cs += cmax[b];
+    for (int a = 0; a < na; a++)
+        rs += rmax[a];
+    for (int b = 0; b < nb; b++)
+        cs += cmax[b];
     free(an);
     free(bn);
     free(rmax);
@@ -61,7 +66,8 @@ static void test_identical_permuted_flipped(void **state) {
     for (int j = 0; j < n; j++) {
         /* column j of B is column perm[j] of A, sign-flipped on odd j and rescaled */
         const float s = (j % 2 ? -1.0f : 1.0f) * (0.5f + (float)j);
-        for (int i = 0; i < d; i++) B[i * n + j] = s * A[i * n + perm[j]];
+        for (int i = 0; i < d; i++)
+            B[i * n + j] = s * A[i * n + perm[j]];
     }
     double v;
     assert_int_equal(husai_pwmcc_pair(A, n, A, n, d, &v), HUSAI_OK);
@@ -102,7 +108,8 @@ static void test_unequal_widths(void **state) {
 static void test_zero_column_is_harmless(void **state) {
     const int d = 8, n = 10;
     float *A = random_matrix(5, d, n);
-    for (int i = 0; i < d; i++) A[i * n + 3] = 0.0f;
+    for (int i = 0; i < d; i++)
+        A[i * n + 3] = 0.0f;
     double v;
     assert_int_equal(husai_pwmcc_pair(A, n, A, n, d, &v), HUSAI_OK);
     assert_true(isfinite(v));
@@ -113,7 +120,8 @@ static void test_zero_column_is_harmless(void **state) {
 static void test_matrix_agrees_with_pairs(void **state) {
     const int S = 4, d = 16, n = 20;
     float *D = malloc((size_t)S * d * n * sizeof(float));
-    for (int s = 0; s < S; s++) husai_pwmcc_random_decoder(50 + s, d, n, D + (size_t)s * d * n);
+    for (int s = 0; s < S; s++)
+        husai_pwmcc_random_decoder(50 + s, d, n, D + (size_t)s * d * n);
     double M[16];
     assert_int_equal(husai_pwmcc_matrix(D, S, d, n, M), HUSAI_OK);
     double sum = 0;
@@ -137,7 +145,8 @@ static void test_random_baseline_128(void **state) {
     /* DESIGN.md: expected random PWMCC at 128 x 128 is 0.2474 +- 0.0028; we allow 0.005. */
     const int S = 5, d = 128, n = 128;
     float *D = malloc((size_t)S * d * n * sizeof(float));
-    for (int s = 0; s < S; s++) husai_pwmcc_random_decoder(1000 + s, d, n, D + (size_t)s * d * n);
+    for (int s = 0; s < S; s++)
+        husai_pwmcc_random_decoder(1000 + s, d, n, D + (size_t)s * d * n);
     double M[25];
     assert_int_equal(husai_pwmcc_matrix(D, S, d, n, M), HUSAI_OK);
     const double mean = husai_pwmcc_pair_mean(M, S);
@@ -163,10 +172,14 @@ static void test_bad_shapes(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_identical_permuted_flipped), cmocka_unit_test(test_symmetric_and_matches_naive),
-        cmocka_unit_test(test_unequal_widths),             cmocka_unit_test(test_zero_column_is_harmless),
-        cmocka_unit_test(test_matrix_agrees_with_pairs),   cmocka_unit_test(test_random_baseline_128),
-        cmocka_unit_test(test_random_decoder_deterministic), cmocka_unit_test(test_bad_shapes),
+        cmocka_unit_test(test_identical_permuted_flipped),
+        cmocka_unit_test(test_symmetric_and_matches_naive),
+        cmocka_unit_test(test_unequal_widths),
+        cmocka_unit_test(test_zero_column_is_harmless),
+        cmocka_unit_test(test_matrix_agrees_with_pairs),
+        cmocka_unit_test(test_random_baseline_128),
+        cmocka_unit_test(test_random_decoder_deterministic),
+        cmocka_unit_test(test_bad_shapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -31,7 +31,8 @@ static const opt OPTS[] = {
     {"train", "batch_size", T_INT, F(batch_size), 0, 1, 0, "rows per optimiser step"},
     {"train", "lr", T_DOUBLE, F(lr), 0, 0, 0, "Adam learning rate"},
     {"sweep", "mode", T_STR, F(mode), S(mode), 0, 0, "protocol: sweep"},
-    {"sweep", "param", T_STR, F(param), S(param), 0, 0, "swept parameter: k, d_sae, lr, epochs or batch_size"},
+    {"sweep", "param", T_STR, F(param), S(param), 0, 0,
+     "swept parameter: k, d_sae, lr, epochs or batch_size"},
     {"sweep", "values", T_VALUES, F(values), 0, 0, 1, "values of the swept parameter (comma separated)"},
     {"sweep", "seeds", T_SEEDS, F(seeds), F(n_seeds), 0, 1, "training seeds (comma separated, distinct)"},
     {"metrics", "bootstrap_unit", T_UNIT, F(bootstrap_unit), 0, 0, 0, "seeds (cluster) or pairs (HUSAI)"},
@@ -41,7 +42,8 @@ static const opt OPTS[] = {
     {"calibrate", "retrain_seeds", T_SEEDS, F(retrain_seeds), F(n_retrain_seeds), 0, 0,
      "seeds for retraining the selected k and the control"},
     {"calibrate", "retrain_epochs", T_INT, F(retrain_epochs), 0, 1, 0, "epochs of the retrain phase"},
-    {"calibrate", "ev_floor", T_NONNEG, F(ev_floor), 0, 0, 0, "smallest mean EV a k must reach to be selectable"},
+    {"calibrate", "ev_floor", T_NONNEG, F(ev_floor), 0, 0, 0,
+     "smallest mean EV a k must reach to be selectable"},
     {"calibrate", "control_k", T_INT, F(control_k), 0, 1, 0, "the matched control's k"},
     {"consistency", "reference_seed", T_U64, F(reference_seed), 0, 0, 0, "seed of the reference SAE"},
     {"consistency", "max_ev_drop", T_NONNEG, F(max_ev_drop), 0, 0, 0,
@@ -54,7 +56,8 @@ static const opt OPTS[] = {
 #undef S
 #define N_OPTS ((int)(sizeof OPTS / sizeof OPTS[0]))
 
-_Static_assert(sizeof(OPTS) / sizeof(OPTS[0]) <= sizeof(((husai_config *)0)->given), "grow husai_config.given");
+_Static_assert(sizeof(OPTS) / sizeof(OPTS[0]) <= sizeof(((husai_config *)0)->given),
+               "grow husai_config.given");
 
 void husai_config_defaults(husai_config *c) {
     memset(c, 0, sizeof *c);
@@ -81,9 +84,11 @@ void husai_config_defaults(husai_config *c) {
 }
 
 static const char *trim(char *s) {
-    while (isspace((unsigned char)*s)) s++;
+    while (isspace((unsigned char)*s))
+        s++;
     char *e = s + strlen(s);
-    while (e > s && isspace((unsigned char)e[-1])) *--e = '\0';
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
     return s;
 }
 
@@ -157,18 +162,21 @@ static husai_status assign(husai_config *c, const char *section, const char *key
                            const char *where) {
     int index;
     if (!*section) return husai_error(HUSAI_ERR_ARG, "%s: key '%s' is outside any [section]", where, key);
-    if (!known_section(section)) return husai_error(HUSAI_ERR_ARG, "%s: unknown section [%s]", where, section);
+    if (!known_section(section))
+        return husai_error(HUSAI_ERR_ARG, "%s: unknown section [%s]", where, section);
     const opt *o = find_opt(section, key, &index);
     if (!o) return husai_error(HUSAI_ERR_ARG, "%s: unknown key '%s' in section [%s]", where, key, section);
     char buf[8192];
-    if (strlen(raw) >= sizeof buf) return husai_error(HUSAI_ERR_ARG, "%s: value of %s.%s is too long", where, section, key);
+    if (strlen(raw) >= sizeof buf)
+        return husai_error(HUSAI_ERR_ARG, "%s: value of %s.%s is too long", where, section, key);
     snprintf(buf, sizeof buf, "%s", raw);
     const char *v = trim(buf);
     void *field = (char *)c + o->offset;
     switch (o->type) {
     case T_STR:
         if (!*v) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s must not be empty", where, section, key);
-        if (strlen(v) >= o->size) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s is too long", where, section, key);
+        if (strlen(v) >= o->size)
+            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s is too long", where, section, key);
         snprintf((char *)field, o->size, "%s", v);
         break;
     case T_INT: {
@@ -176,40 +184,53 @@ static husai_status assign(husai_config *c, const char *section, const char *key
         if (parse_long(v, &x) || x > 1000000000L)
             return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' is not an integer", where, section, key, v);
         if (x < o->min)
-            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = %ld must be >= %ld", where, section, key, x, o->min);
+            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = %ld must be >= %ld", where, section, key, x,
+                               o->min);
         *(int *)field = (int)x;
         break;
     }
     case T_DOUBLE: {
         double x;
-        if (parse_double(v, &x)) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' is not a finite number", where, section, key, v);
-        if (!(x > 0.0)) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = %g must be > 0", where, section, key, x);
+        if (parse_double(v, &x))
+            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' is not a finite number", where, section, key,
+                               v);
+        if (!(x > 0.0))
+            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = %g must be > 0", where, section, key, x);
         *(double *)field = x;
         break;
     }
     case T_NONNEG: {
         double x;
-        if (parse_double(v, &x)) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' is not a finite number", where, section, key, v);
+        if (parse_double(v, &x))
+            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' is not a finite number", where, section, key,
+                               v);
         if (x < 0.0) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = %g must be >= 0", where, section, key, x);
         *(double *)field = x;
         break;
     }
     case T_U64:
         if (parse_u64(v, (uint64_t *)field))
-            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' is not a non-negative integer", where, section, key, v);
+            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' is not a non-negative integer", where,
+                               section, key, v);
         break;
     case T_VALUES: {
         char *items[HUSAI_MAX_VALUES + 1];
         int n = split_list(buf, items, HUSAI_MAX_VALUES);
-        if (n == -2) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s has an empty item between commas", where, section, key);
-        if (n < 0) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s has more than %d values", where, section, key, HUSAI_MAX_VALUES);
+        if (n == -2)
+            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s has an empty item between commas", where, section,
+                               key);
+        if (n < 0)
+            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s has more than %d values", where, section, key,
+                               HUSAI_MAX_VALUES);
         if (n == 0) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s is empty", where, section, key);
         for (int i = 0; i < n; i++) {
             if (parse_double(items[i], &c->values[i]))
-                return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: '%s' is not a finite number", where, section, key, items[i]);
+                return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: '%s' is not a finite number", where, section,
+                                   key, items[i]);
             for (int j = 0; j < i; j++)
                 if (c->values[j] == c->values[i])
-                    return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: value %s is listed twice", where, section, key, items[i]);
+                    return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: value %s is listed twice", where, section,
+                                       key, items[i]);
         }
         c->n_values = n;
         break;
@@ -217,29 +238,43 @@ static husai_status assign(husai_config *c, const char *section, const char *key
     case T_SEEDS: {
         static char *items[HUSAI_MAX_SEEDS + 1];
         int n = split_list(buf, items, HUSAI_MAX_SEEDS);
-        if (n == -2) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s has an empty item between commas", where, section, key);
-        if (n < 0) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s has more than %d seeds", where, section, key, HUSAI_MAX_SEEDS);
+        if (n == -2)
+            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s has an empty item between commas", where, section,
+                               key);
+        if (n < 0)
+            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s has more than %d seeds", where, section, key,
+                               HUSAI_MAX_SEEDS);
         if (n == 0) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s is empty", where, section, key);
         uint64_t *seeds = field;
         for (int i = 0; i < n; i++) {
             if (parse_u64(items[i], &seeds[i]))
-                return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: '%s' is not a non-negative integer", where, section, key, items[i]);
+                return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: '%s' is not a non-negative integer", where,
+                                   section, key, items[i]);
             for (int j = 0; j < i; j++)
                 if (seeds[j] == seeds[i])
-                    return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: seed %s is listed twice", where, section, key, items[i]);
+                    return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: seed %s is listed twice", where, section,
+                                       key, items[i]);
         }
         *(int *)((char *)c + o->size) = n;
         break;
     }
     case T_UNIT:
-        if (!strcmp(v, "seeds")) *(husai_boot_unit *)field = HUSAI_BOOT_SEEDS;
-        else if (!strcmp(v, "pairs")) *(husai_boot_unit *)field = HUSAI_BOOT_PAIRS;
-        else return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' must be 'seeds' or 'pairs'", where, section, key, v);
+        if (!strcmp(v, "seeds"))
+            *(husai_boot_unit *)field = HUSAI_BOOT_SEEDS;
+        else if (!strcmp(v, "pairs"))
+            *(husai_boot_unit *)field = HUSAI_BOOT_PAIRS;
+        else
+            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' must be 'seeds' or 'pairs'", where, section,
+                               key, v);
         break;
     case T_RNG:
-        if (!strcmp(v, "native")) *(husai_boot_rng *)field = HUSAI_BOOT_NATIVE;
-        else if (!strcmp(v, "numpy")) *(husai_boot_rng *)field = HUSAI_BOOT_NUMPY;
-        else return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' must be 'native' or 'numpy'", where, section, key, v);
+        if (!strcmp(v, "native"))
+            *(husai_boot_rng *)field = HUSAI_BOOT_NATIVE;
+        else if (!strcmp(v, "numpy"))
+            *(husai_boot_rng *)field = HUSAI_BOOT_NUMPY;
+        else
+            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' must be 'native' or 'numpy'", where, section,
+                               key, v);
         break;
     }
     c->given[index] = 1;
@@ -298,7 +333,9 @@ husai_status husai_config_load(husai_config *c, const char *path) {
         const char *rest = strncmp(msg, path, strlen(path)) == 0 ? msg + strlen(path) : msg;
         return husai_error(ctx.st, "%s:%d%s", path, rc, rest);
     }
-    if (rc != 0) return husai_error(HUSAI_ERR_ARG, "%s:%d: not a valid INI line (expected 'key = value' or '[section]')", path, rc);
+    if (rc != 0)
+        return husai_error(HUSAI_ERR_ARG,
+                           "%s:%d: not a valid INI line (expected 'key = value' or '[section]')", path, rc);
     return HUSAI_OK;
 }
 
@@ -330,29 +367,33 @@ static int param_is_integer(const char *p) {
 husai_status husai_config_validate(const husai_config *c) {
     for (int i = 0; i < N_OPTS; i++)
         if (OPTS[i].required && !c->given[i])
-            return husai_error(HUSAI_ERR_ARG, "%s: missing required key %s.%s (%s)", c->source, OPTS[i].section,
-                               OPTS[i].key, OPTS[i].help);
+            return husai_error(HUSAI_ERR_ARG, "%s: missing required key %s.%s (%s)", c->source,
+                               OPTS[i].section, OPTS[i].key, OPTS[i].help);
     const int sweep = !strcmp(c->mode, "sweep"), calibrate = !strcmp(c->mode, "calibrate"),
               consistency = !strcmp(c->mode, "consistency");
     if (!sweep && !calibrate && !consistency)
-        return husai_error(HUSAI_ERR_ARG, "sweep.mode = '%s' is not a known mode (known: sweep, calibrate, consistency)",
+        return husai_error(HUSAI_ERR_ARG,
+                           "sweep.mode = '%s' is not a known mode (known: sweep, calibrate, consistency)",
                            c->mode);
     const int is_lambda = !strcmp(c->param, "lambda");
     if (!param_is_integer(c->param) && strcmp(c->param, "lr") && !is_lambda)
-        return husai_error(HUSAI_ERR_ARG,
-                           "sweep.param = '%s' is not sweepable (known: k, d_sae, lr, epochs, batch_size, lambda)",
-                           c->param);
+        return husai_error(
+            HUSAI_ERR_ARG,
+            "sweep.param = '%s' is not sweepable (known: k, d_sae, lr, epochs, batch_size, lambda)",
+            c->param);
     if (consistency != is_lambda)
         return husai_error(HUSAI_ERR_ARG,
-                           "sweep.param = lambda goes with sweep.mode = consistency (got mode %s, param %s)", c->mode,
-                           c->param);
+                           "sweep.param = lambda goes with sweep.mode = consistency (got mode %s, param %s)",
+                           c->mode, c->param);
     if (calibrate && strcmp(c->param, "k"))
-        return husai_error(HUSAI_ERR_ARG, "sweep.mode = calibrate searches over k; set sweep.param = k (got %s)",
-                           c->param);
+        return husai_error(HUSAI_ERR_ARG,
+                           "sweep.mode = calibrate searches over k; set sweep.param = k (got %s)", c->param);
     if (c->n_seeds < 2)
-        return husai_error(HUSAI_ERR_ARG, "sweep.seeds: need at least 2 seeds to compare (got %d)", c->n_seeds);
+        return husai_error(HUSAI_ERR_ARG, "sweep.seeds: need at least 2 seeds to compare (got %d)",
+                           c->n_seeds);
     if (c->n_retrain_seeds == 1)
-        return husai_error(HUSAI_ERR_ARG, "calibrate.retrain_seeds: need at least 2 seeds to compare (got 1)");
+        return husai_error(HUSAI_ERR_ARG,
+                           "calibrate.retrain_seeds: need at least 2 seeds to compare (got 1)");
     if (consistency)
         for (int i = 0; i < c->n_seeds; i++)
             if (c->seeds[i] == c->reference_seed)
@@ -360,11 +401,13 @@ husai_status husai_config_validate(const husai_config *c) {
                                    "sweep.seeds: seed %llu is the reference seed; list only the other seeds",
                                    (unsigned long long)c->reference_seed);
     if (calibrate && c->control_k > c->d_sae)
-        return husai_error(HUSAI_ERR_ARG, "calibrate.control_k = %d exceeds d_sae = %d", c->control_k, c->d_sae);
+        return husai_error(HUSAI_ERR_ARG, "calibrate.control_k = %d exceeds d_sae = %d", c->control_k,
+                           c->d_sae);
     for (int i = 0; i < c->n_values; i++) {
         const double v = c->values[i];
         if (param_is_integer(c->param) && (v != floor(v) || v < 1 || v > 1e9))
-            return husai_error(HUSAI_ERR_ARG, "sweep.values: %s = %g must be a positive integer", c->param, v);
+            return husai_error(HUSAI_ERR_ARG, "sweep.values: %s = %g must be a positive integer", c->param,
+                               v);
         if (is_lambda ? v < 0 : !(v > 0))
             return husai_error(HUSAI_ERR_ARG, "sweep.values: %s = %g must be %s", c->param, v,
                                is_lambda ? ">= 0" : "> 0");
@@ -377,16 +420,27 @@ husai_status husai_config_validate(const husai_config *c) {
 }
 
 husai_condition husai_config_make_condition(const husai_config *c, const char *param, double value) {
-    husai_condition h = {.value = value, .d_sae = c->d_sae, .k = c->k, .epochs = c->epochs,
-                         .batch_size = c->batch_size, .lr = c->lr, .lambda = 0.0};
+    husai_condition h = {.value = value,
+                         .d_sae = c->d_sae,
+                         .k = c->k,
+                         .epochs = c->epochs,
+                         .batch_size = c->batch_size,
+                         .lr = c->lr,
+                         .lambda = 0.0};
     snprintf(h.param, sizeof h.param, "%s", param);
     snprintf(h.name, sizeof h.name, "%s=%.10g", param, value);
-    if (!strcmp(param, "k")) h.k = (int)value;
-    else if (!strcmp(param, "d_sae")) h.d_sae = (int)value;
-    else if (!strcmp(param, "epochs")) h.epochs = (int)value;
-    else if (!strcmp(param, "batch_size")) h.batch_size = (int)value;
-    else if (!strcmp(param, "lr")) h.lr = value;
-    else if (!strcmp(param, "lambda")) h.lambda = value;
+    if (!strcmp(param, "k"))
+        h.k = (int)value;
+    else if (!strcmp(param, "d_sae"))
+        h.d_sae = (int)value;
+    else if (!strcmp(param, "epochs"))
+        h.epochs = (int)value;
+    else if (!strcmp(param, "batch_size"))
+        h.batch_size = (int)value;
+    else if (!strcmp(param, "lr"))
+        h.lr = value;
+    else if (!strcmp(param, "lambda"))
+        h.lambda = value;
     return h;
 }
 
@@ -410,22 +464,36 @@ void husai_config_print(const husai_config *c, FILE *f) {
         }
         fprintf(f, "%s = ", o->key);
         switch (o->type) {
-        case T_STR: fprintf(f, "%s", (const char *)field); break;
-        case T_INT: fprintf(f, "%d", *(const int *)field); break;
+        case T_STR:
+            fprintf(f, "%s", (const char *)field);
+            break;
+        case T_INT:
+            fprintf(f, "%d", *(const int *)field);
+            break;
         case T_DOUBLE:
-        case T_NONNEG: fprintf(f, "%.10g", *(const double *)field); break;
-        case T_U64: fprintf(f, "%llu", (unsigned long long)*(const uint64_t *)field); break;
+        case T_NONNEG:
+            fprintf(f, "%.10g", *(const double *)field);
+            break;
+        case T_U64:
+            fprintf(f, "%llu", (unsigned long long)*(const uint64_t *)field);
+            break;
         case T_VALUES:
-            for (int j = 0; j < c->n_values; j++) fprintf(f, "%s%.10g", j ? ", " : "", c->values[j]);
+            for (int j = 0; j < c->n_values; j++)
+                fprintf(f, "%s%.10g", j ? ", " : "", c->values[j]);
             break;
         case T_SEEDS: {
             const uint64_t *seeds = field;
             const int n = *(const int *)((const char *)c + o->size);
-            for (int j = 0; j < n; j++) fprintf(f, "%s%llu", j ? ", " : "", (unsigned long long)seeds[j]);
+            for (int j = 0; j < n; j++)
+                fprintf(f, "%s%llu", j ? ", " : "", (unsigned long long)seeds[j]);
             break;
         }
-        case T_UNIT: fprintf(f, "%s", c->bootstrap_unit == HUSAI_BOOT_PAIRS ? "pairs" : "seeds"); break;
-        case T_RNG: fprintf(f, "%s", c->bootstrap_rng == HUSAI_BOOT_NUMPY ? "numpy" : "native"); break;
+        case T_UNIT:
+            fprintf(f, "%s", c->bootstrap_unit == HUSAI_BOOT_PAIRS ? "pairs" : "seeds");
+            break;
+        case T_RNG:
+            fprintf(f, "%s", c->bootstrap_rng == HUSAI_BOOT_NUMPY ? "numpy" : "native");
+            break;
         }
         fprintf(f, "\n");
     }

@@ -48,7 +48,8 @@ typedef struct {
     uint64_t reference_seed;
     double max_ev_drop;
     /* [checkpoint] */
-    double checkpoint_seconds; /* periodic checkpoint interval while a task trains; 0: only on stop and at task end */
+    double checkpoint_seconds; /* periodic checkpoint interval while a task trains; 0: only on stop and at
+                                  task end */
     /* [output] */
     char out_dir[HUSAI_PATH_MAX];
     /* bookkeeping: which keys were given, by index into the option table */
@@ -62,7 +63,8 @@ void husai_config_defaults(husai_config *c);
 /* Parses an INI file over the defaults in c. Errors name the file, line and key. */
 husai_status husai_config_load(husai_config *c, const char *path);
 
-/* Parses INI text (e.g. the config stored in a results.h5) over the defaults in c; `origin` names it in errors. */
+/* Parses INI text (e.g. the config stored in a results.h5) over the defaults in c; `origin` names it in
+ * errors. */
 husai_status husai_config_load_string(husai_config *c, const char *text, const char *origin);
 
 /* Applies one override "section.key=value" (the --set flag) with the same checks as the file. */
@@ -80,7 +82,7 @@ uint64_t husai_config_hash(const husai_config *c);
 
 /* One point of a sweep: the base settings with one parameter set to one value. */
 typedef struct {
-    char name[64];  /* "<param>=<value>", prefixed "<phase>/" inside multi-phase protocols */
+    char name[64]; /* "<param>=<value>", prefixed "<phase>/" inside multi-phase protocols */
     char param[32];
     double value;
     int d_sae, k, epochs, batch_size;

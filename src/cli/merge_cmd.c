@@ -29,9 +29,10 @@
 #define MAX_PARTS 1024
 
 static void merge_usage(FILE *f) {
-    fprintf(f, "usage: husai merge --out DIR [--run-id ID] [--force] PART_RUN_DIR...\n"
-               "Joins complete run directories of one sweep split over sweep.values (e.g. Slurm array tasks)\n"
-               "into DIR/ID, recomputing every metric exactly as a single job would.\n");
+    fprintf(f,
+            "usage: husai merge --out DIR [--run-id ID] [--force] PART_RUN_DIR...\n"
+            "Joins complete run directories of one sweep split over sweep.values (e.g. Slurm array tasks)\n"
+            "into DIR/ID, recomputing every metric exactly as a single job would.\n");
 }
 
 static char *read_text_file(const char *path) {
@@ -143,8 +144,16 @@ static husai_status load_condition(merge_state *ms, hid_t conds, const char *nam
     const int S = cfg->n_seeds, dm = ms->d_model, ds = cond.d_sae;
     const size_t dd = (size_t)dm * ds;
     husai_condition_result *r = &ms->res[ms->n];
-    *r = (husai_condition_result){.phase = "", .param = cfg->param, .value = value, .S = S, .d_model = dm, .d_sae = ds,
-                                  .k = cond.k, .epochs = cond.epochs, .batch_size = cond.batch_size, .lr = cond.lr,
+    *r = (husai_condition_result){.phase = "",
+                                  .param = cfg->param,
+                                  .value = value,
+                                  .S = S,
+                                  .d_model = dm,
+                                  .d_sae = ds,
+                                  .k = cond.k,
+                                  .epochs = cond.epochs,
+                                  .batch_size = cond.batch_size,
+                                  .lr = cond.lr,
                                   .seeds = cfg->seeds};
     snprintf(r->name, sizeof r->name, "%s", name);
     r->decoders = read_all(g, "decoders", H5T_NATIVE_FLOAT, sizeof(float), (size_t)S * dd);
@@ -156,19 +165,21 @@ static husai_status load_condition(merge_state *ms, hid_t conds, const char *nam
     const char *cols[] = {"explained_variance", "mse", "l0", "dead_fraction", "steps", "seconds", "rank",
                           "last_epoch_loss"};
     if (!r->decoders || !r->encoders || !r->b_enc || !r->pwmcc || !r->random_pwmcc || !r->per_seed) {
-        st = husai_error(HUSAI_ERR_DATA, "%s: condition '%s' lacks decoders/encoders/b_enc of the configured shape", part,
+        st = husai_error(HUSAI_ERR_DATA,
+                         "%s: condition '%s' lacks decoders/encoders/b_enc of the configured shape", part,
                          name);
     } else {
         for (int m = 0; m < 8 && !st; m++) {
             double *v = read_all(g, cols[m], H5T_NATIVE_DOUBLE, sizeof(double), (size_t)S);
             if (!v) {
-                st = husai_error(HUSAI_ERR_DATA, "%s: condition '%s' lacks per-seed '%s'", part, name, cols[m]);
+                st = husai_error(HUSAI_ERR_DATA, "%s: condition '%s' lacks per-seed '%s'", part, name,
+                                 cols[m]);
                 break;
             }
             for (int s = 0; s < S; s++) {
                 husai_seed_metrics *p = &r->per_seed[s];
-                double *fields[] = {&p->ev, &p->mse, &p->l0, &p->dead_fraction, &p->steps, &p->seconds, &p->rank,
-                                    &p->last_epoch_loss};
+                double *fields[] = {&p->ev,    &p->mse,     &p->l0,   &p->dead_fraction,
+                                    &p->steps, &p->seconds, &p->rank, &p->last_epoch_loss};
                 *fields[m] = v[s];
                 p->alignment = NAN;
             }
@@ -194,14 +205,16 @@ static husai_status load_part(merge_state *ms, const char *dir) {
     char path[4200];
     snprintf(path, sizeof path, "%s/results.json", dir);
     char *json = read_text_file(path);
-    if (!json) return husai_error(HUSAI_ERR_IO, "'%s' is not a complete run directory (no results.json)", dir);
+    if (!json)
+        return husai_error(HUSAI_ERR_IO, "'%s' is not a complete run directory (no results.json)", dir);
     cJSON *root = cJSON_Parse(json);
     free(json);
     if (!root) return husai_error(HUSAI_ERR_DATA, "'%s' is not valid JSON", path);
     const cJSON *run = cJSON_GetObjectItem(root, "run"), *data = cJSON_GetObjectItem(root, "data");
     husai_status st = HUSAI_OK;
     if (!run || !data || cJSON_GetObjectItem(root, "protocol")) {
-        st = husai_error(HUSAI_ERR_DATA, "'%s' is not a plain sweep's results (protocol runs cannot be merged)", path);
+        st = husai_error(HUSAI_ERR_DATA,
+                         "'%s' is not a plain sweep's results (protocol runs cannot be merged)", path);
     } else {
         const cJSON *h;
         cJSON_ArrayForEach(h, cJSON_GetObjectItem(run, "hosts")) {
@@ -236,15 +249,17 @@ static husai_status load_part(merge_state *ms, const char *dir) {
             ms->base_hash = h;
             ms->have_cfg = 1;
         } else if (h != ms->base_hash) {
-            st = husai_error(HUSAI_ERR_ARG, "'%s' was run with settings other than the first part's (only sweep.values "
-                                            "may differ between parts)",
+            st = husai_error(HUSAI_ERR_ARG,
+                             "'%s' was run with settings other than the first part's (only sweep.values "
+                             "may differ between parts)",
                              dir);
         }
     }
     if (!st) {
         hid_t conds = H5Gopen2(file, "conditions", H5P_DEFAULT);
         iter_ctx ic = {.ms = ms, .conds = conds, .part = dir, .st = HUSAI_OK};
-        if (conds < 0) st = husai_error(HUSAI_ERR_DATA, "'%s' has no /conditions", path);
+        if (conds < 0)
+            st = husai_error(HUSAI_ERR_DATA, "'%s' has no /conditions", path);
         else {
             H5Literate(conds, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, visit_condition, &ic);
             st = ic.st;
@@ -256,7 +271,8 @@ static husai_status load_part(merge_state *ms, const char *dir) {
 }
 
 static int by_value(const void *a, const void *b) {
-    const double x = ((const husai_condition_result *)a)->value, y = ((const husai_condition_result *)b)->value;
+    const double x = ((const husai_condition_result *)a)->value,
+                 y = ((const husai_condition_result *)b)->value;
     return (x > y) - (x < y);
 }
 
@@ -272,10 +288,18 @@ int husai_cmd_merge(int argc, char **argv) {
     opterr = 0;
     while ((c = getopt_long(argc, argv, "o:i:fh", longopts, NULL)) != -1) {
         switch (c) {
-        case 'o': out = optarg; break;
-        case 'i': run_id_arg = optarg; break;
-        case 'f': force = 1; break;
-        case 'h': merge_usage(stdout); return 0;
+        case 'o':
+            out = optarg;
+            break;
+        case 'i':
+            run_id_arg = optarg;
+            break;
+        case 'f':
+            force = 1;
+            break;
+        case 'h':
+            merge_usage(stdout);
+            return 0;
         default:
             fprintf(stderr, "husai merge: unknown or incomplete option '%s'\n", argv[optind - 1]);
             merge_usage(stderr);
@@ -292,14 +316,17 @@ int husai_cmd_merge(int argc, char **argv) {
     merge_state ms;
     memset(&ms, 0, sizeof ms);
     husai_status st = HUSAI_OK;
-    for (int i = optind; i < argc && !st; i++) st = load_part(&ms, argv[i]);
+    for (int i = optind; i < argc && !st; i++)
+        st = load_part(&ms, argv[i]);
     if (!st && ms.n == 0) st = husai_error(HUSAI_ERR_DATA, "the parts hold no conditions");
-    if (!st && ms.n > HUSAI_MAX_VALUES) st = husai_error(HUSAI_ERR_ARG, "more than %d conditions", HUSAI_MAX_VALUES);
+    if (!st && ms.n > HUSAI_MAX_VALUES)
+        st = husai_error(HUSAI_ERR_ARG, "more than %d conditions", HUSAI_MAX_VALUES);
     husai_rundir rd = {0};
     if (!st) {
         qsort(ms.res, (size_t)ms.n, sizeof *ms.res, by_value);
         ms.cfg.n_values = ms.n;
-        for (int i = 0; i < ms.n; i++) ms.cfg.values[i] = ms.res[i].value;
+        for (int i = 0; i < ms.n; i++)
+            ms.cfg.values[i] = ms.res[i].value;
         for (int i = 0; i < ms.n; i++) {
             /* seeds must point at the merged config that outlives the parts */
             ms.res[i].seeds = ms.cfg.seeds;
@@ -325,19 +352,30 @@ int husai_cmd_merge(int argc, char **argv) {
             snprintf(command + used, sizeof command - used, " %s", argv[i]);
         }
         int n_hosts = *ms.hosts ? 1 : 0;
-        for (const char *p = ms.hosts; *p; p++) n_hosts += *p == ',';
-        husai_run_info info = {.id = run_id, .version = HUSAI_VERSION, .commit = HUSAI_GIT_COMMIT, .command = command,
-                               .hosts = ms.hosts, .n_hosts = n_hosts, .ranks = ms.ranks, .seconds = ms.seconds,
-                               .cfg = &ms.cfg, .dtype = ms.dtype, .n_rows = ms.n_rows, .d_model = ms.d_model};
+        for (const char *p = ms.hosts; *p; p++)
+            n_hosts += *p == ',';
+        husai_run_info info = {.id = run_id,
+                               .version = HUSAI_VERSION,
+                               .commit = HUSAI_GIT_COMMIT,
+                               .command = command,
+                               .hosts = ms.hosts,
+                               .n_hosts = n_hosts,
+                               .ranks = ms.ranks,
+                               .seconds = ms.seconds,
+                               .cfg = &ms.cfg,
+                               .dtype = ms.dtype,
+                               .n_rows = ms.n_rows,
+                               .d_model = ms.d_model};
         st = husai_rundir_begin(&rd, out, run_id, force, 0);
         if (!st) st = husai_results_write(&rd, &info, ms.res, ms.n, NULL);
         if (!st) husai_rundir_remove(&rd, "checkpoints");
         if (!st) st = husai_rundir_commit(&rd, force);
         if (!st)
-            printf("[husai] merged %d part(s), %d condition(s) into %s (%.1f s)\n", argc - optind, ms.n, rd.final_path,
-                   (double)clock() / CLOCKS_PER_SEC - t0);
+            printf("[husai] merged %d part(s), %d condition(s) into %s (%.1f s)\n", argc - optind, ms.n,
+                   rd.final_path, (double)clock() / CLOCKS_PER_SEC - t0);
     }
-    for (int i = 0; i < ms.n; i++) husai_condition_result_free(&ms.res[i]);
+    for (int i = 0; i < ms.n; i++)
+        husai_condition_result_free(&ms.res[i]);
     free(ms.res);
     if (st) {
         fprintf(stderr, "husai: error: %s\n", husai_error_message());

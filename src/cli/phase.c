@@ -37,9 +37,12 @@ typedef struct {
 static void fmt_duration(double s, char *buf, size_t n) {
     if (!isfinite(s) || s < 0) s = 0;
     long t = (long)(s + 0.5);
-    if (t >= 3600) snprintf(buf, n, "%ldh%02ldm", t / 3600, (t % 3600) / 60);
-    else if (t >= 60) snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
-    else snprintf(buf, n, "%lds", t);
+    if (t >= 3600)
+        snprintf(buf, n, "%ldh%02ldm", t / 3600, (t % 3600) / 60);
+    else if (t >= 60)
+        snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
+    else
+        snprintf(buf, n, "%lds", t);
 }
 
 static void print_progress(progress_state *ps, const progress_msg *m) {
@@ -49,10 +52,12 @@ static void print_progress(progress_state *ps, const progress_msg *m) {
     const double elapsed = MPI_Wtime() - ps->t_start;
     fmt_duration(elapsed, el, sizeof el);
     fmt_duration(elapsed / ps->done * (ps->total - ps->done), eta, sizeof eta);
-    printf("[husai] %s%stask %d/%d done: %s%s%s seed=%llu rank=%d mse=%.6g ev=%.4f time=%.1fs elapsed=%s eta=%s\n",
-           ps->ph->phase, *ps->ph->phase ? " " : "", ps->done, ps->total, ps->ph->prefix_names ? ps->ph->phase : "",
-           ps->ph->prefix_names ? "/" : "", ps->ph->conds[t->condition].name,
-           (unsigned long long)t->seed, m->rank, m->mse, m->ev, m->seconds, el, eta);
+    printf("[husai] %s%stask %d/%d done: %s%s%s seed=%llu rank=%d mse=%.6g ev=%.4f time=%.1fs elapsed=%s "
+           "eta=%s\n",
+           ps->ph->phase, *ps->ph->phase ? " " : "", ps->done, ps->total,
+           ps->ph->prefix_names ? ps->ph->phase : "", ps->ph->prefix_names ? "/" : "",
+           ps->ph->conds[t->condition].name, (unsigned long long)t->seed, m->rank, m->mse, m->ev, m->seconds,
+           el, eta);
     fflush(stdout);
 }
 
@@ -64,7 +69,8 @@ static void drain_progress(progress_state *ps, MPI_Comm comm) {
         HUSAI_MPI_CHECK(MPI_Iprobe(MPI_ANY_SOURCE, TAG_PROGRESS, comm, &flag, &status));
         if (!flag) return;
         progress_msg m;
-        HUSAI_MPI_CHECK(MPI_Recv(&m, (int)sizeof m, MPI_BYTE, status.MPI_SOURCE, TAG_PROGRESS, comm, MPI_STATUS_IGNORE));
+        HUSAI_MPI_CHECK(
+            MPI_Recv(&m, (int)sizeof m, MPI_BYTE, status.MPI_SOURCE, TAG_PROGRESS, comm, MPI_STATUS_IGNORE));
         print_progress(ps, &m);
     }
 }
@@ -87,8 +93,8 @@ static void task_ckpt(const husai_run_ctx *ctx, const char *phase, int cond_inde
  * With checkpoints, a task resumes from its file and saves on stop, periodically and when done.
  * Returns 1 (and no model) when a stop was requested before the task finished. */
 static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index, const husai_condition *c,
-                     uint64_t seed, const float *ref_rows, int ref_n, husai_seed_metrics *metrics, progress_state *ps,
-                     husai_topk *out) {
+                     uint64_t seed, const float *ref_rows, int ref_n, husai_seed_metrics *metrics,
+                     progress_state *ps, husai_topk *out) {
     int rank;
     MPI_Comm_rank(ctx->comm, &rank);
     const husai_dataset *ds = ctx->ds;
@@ -112,7 +118,8 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
         task_ckpt(ctx, phase, cond_index, c, seed, path, sizeof path, &id);
         husai_status st = husai_checkpoint_load(&tr, &id, path);
         if (st == HUSAI_OK) {
-            printf("[husai] rank %d resumes %s from step %lld (epoch %d)\n", rank, id.task, (long long)tr.steps, tr.epoch);
+            printf("[husai] rank %d resumes %s from step %lld (epoch %d)\n", rank, id.task,
+                   (long long)tr.steps, tr.epoch);
             fflush(stdout);
         } else if (st != HUSAI_ERR_IO) {
             husai_mpi_die("refusing checkpoint: %s", husai_error_message());
@@ -121,14 +128,16 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
     double last_save = MPI_Wtime();
     while (!husai_trainer_done(&tr)) {
         if (husai_stop_requested()) {
-            if (ctx->ckpt_dir && husai_checkpoint_save(&tr, &id, path)) husai_mpi_die("%s", husai_error_message());
+            if (ctx->ckpt_dir && husai_checkpoint_save(&tr, &id, path))
+                husai_mpi_die("%s", husai_error_message());
             husai_trainer_free(&tr);
             return 1;
         }
         if (husai_trainer_step(&tr)) husai_mpi_die("%s: %s", c->name, husai_error_message());
         husai_stop_count_step();
         if (rank == 0 && ps) drain_progress(ps, ctx->comm);
-        if (ctx->ckpt_dir && ctx->ckpt_every_seconds > 0 && MPI_Wtime() - last_save > ctx->ckpt_every_seconds) {
+        if (ctx->ckpt_dir && ctx->ckpt_every_seconds > 0 &&
+            MPI_Wtime() - last_save > ctx->ckpt_every_seconds) {
             if (husai_checkpoint_save(&tr, &id, path)) husai_mpi_die("%s", husai_error_message());
             last_save = MPI_Wtime();
         }
@@ -137,21 +146,29 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
     if (ctx->ckpt_dir && husai_checkpoint_save(&tr, &id, path)) husai_mpi_die("%s", husai_error_message());
     husai_recon rec;
     if (husai_recon_eval(&tr.model, ds->X, ds->n_rows, EVAL_BATCH, &rec))
-        husai_mpi_die("evaluating %s seed %llu: %s", c->name, (unsigned long long)seed, husai_error_message());
+        husai_mpi_die("evaluating %s seed %llu: %s", c->name, (unsigned long long)seed,
+                      husai_error_message());
     double alignment = NAN;
     if (ref_rows) {
         float *scratch = malloc(husai_align_scratch_floats(ref_n) * sizeof(float));
         int32_t *best = malloc((size_t)c->d_sae * sizeof(int32_t));
         float *cosv = malloc((size_t)c->d_sae * sizeof(float));
         if (!scratch || !best || !cosv) husai_mpi_die("out of memory measuring alignment");
-        alignment = husai_align_rows(tr.model.W_dec, c->d_sae, ref_rows, ref_n, ds->d_model, best, cosv, scratch);
+        alignment =
+            husai_align_rows(tr.model.W_dec, c->d_sae, ref_rows, ref_n, ds->d_model, best, cosv, scratch);
         free(scratch);
         free(best);
         free(cosv);
     }
-    *metrics = (husai_seed_metrics){.ev = rec.ev, .mse = rec.mse, .l0 = rec.l0, .dead_fraction = rec.dead_fraction,
-                                    .seconds = MPI_Wtime() - t0, .last_epoch_loss = tr.last_epoch_loss,
-                                    .steps = (double)tr.steps, .rank = rank, .alignment = alignment};
+    *metrics = (husai_seed_metrics){.ev = rec.ev,
+                                    .mse = rec.mse,
+                                    .l0 = rec.l0,
+                                    .dead_fraction = rec.dead_fraction,
+                                    .seconds = MPI_Wtime() - t0,
+                                    .last_epoch_loss = tr.last_epoch_loss,
+                                    .steps = (double)tr.steps,
+                                    .rank = rank,
+                                    .alignment = alignment};
     *out = tr.model;
     memset(&tr.model, 0, sizeof tr.model); /* keep the model, free the rest */
     husai_trainer_free(&tr);
@@ -161,15 +178,21 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
 void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c, const float *ref_decoder) {
     const int S = c->S;
     const size_t dd = (size_t)c->d_model * c->d_sae;
-    if (husai_pwmcc_matrix(c->decoders, S, c->d_model, c->d_sae, c->pwmcc)) husai_mpi_die("%s", husai_error_message());
+    if (husai_pwmcc_matrix(c->decoders, S, c->d_model, c->d_sae, c->pwmcc))
+        husai_mpi_die("%s", husai_error_message());
     float *rnd = malloc((size_t)S * dd * sizeof(float));
     if (!rnd) husai_mpi_die("out of memory for the random baseline");
-    for (int s = 0; s < S; s++) husai_pwmcc_random_decoder(c->seeds[s], c->d_model, c->d_sae, rnd + (size_t)s * dd);
-    if (husai_pwmcc_matrix(rnd, S, c->d_model, c->d_sae, c->random_pwmcc)) husai_mpi_die("%s", husai_error_message());
+    for (int s = 0; s < S; s++)
+        husai_pwmcc_random_decoder(c->seeds[s], c->d_model, c->d_sae, rnd + (size_t)s * dd);
+    if (husai_pwmcc_matrix(rnd, S, c->d_model, c->d_sae, c->random_pwmcc))
+        husai_mpi_die("%s", husai_error_message());
     free(rnd);
-    husai_boot_opts bo = {.resamples = cfg->resamples, .seed = cfg->bootstrap_seed, .rng = cfg->bootstrap_rng,
+    husai_boot_opts bo = {.resamples = cfg->resamples,
+                          .seed = cfg->bootstrap_seed,
+                          .rng = cfg->bootstrap_rng,
                           .unit = cfg->bootstrap_unit};
-    if (husai_ci_pair_matrix(c->pwmcc, S, &bo, &c->trained) || husai_ci_pair_matrix(c->random_pwmcc, S, &bo, &c->random))
+    if (husai_ci_pair_matrix(c->pwmcc, S, &bo, &c->trained) ||
+        husai_ci_pair_matrix(c->random_pwmcc, S, &bo, &c->random))
         husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
     double *v = malloc((size_t)S * sizeof(double));
     if (!v) husai_mpi_die("out of memory");
@@ -177,9 +200,14 @@ void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c,
     for (int m = 0; m < (ref_decoder ? 5 : 4); m++) {
         for (int s = 0; s < S; s++) {
             const husai_seed_metrics *p = &c->per_seed[s];
-            v[s] = m == 0 ? p->ev : m == 1 ? p->mse : m == 2 ? p->l0 : m == 3 ? p->dead_fraction : p->alignment;
+            v[s] = m == 0   ? p->ev
+                   : m == 1 ? p->mse
+                   : m == 2 ? p->l0
+                   : m == 3 ? p->dead_fraction
+                            : p->alignment;
         }
-        if (husai_ci_mean(v, (size_t)S, &bo, outs[m])) husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
+        if (husai_ci_mean(v, (size_t)S, &bo, outs[m]))
+            husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
     }
     free(v);
     c->delta = c->trained.mean - c->random.mean;
@@ -193,7 +221,8 @@ void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c,
         if (!all || !c->pwmcc_with_ref) husai_mpi_die("out of memory");
         memcpy(all, c->decoders, (size_t)S * dd * sizeof(float));
         memcpy(all + (size_t)S * dd, ref_decoder, dd * sizeof(float));
-        if (husai_pwmcc_matrix(all, S1, c->d_model, c->d_sae, c->pwmcc_with_ref)) husai_mpi_die("%s", husai_error_message());
+        if (husai_pwmcc_matrix(all, S1, c->d_model, c->d_sae, c->pwmcc_with_ref))
+            husai_mpi_die("%s", husai_error_message());
         if (husai_ci_pair_matrix(c->pwmcc_with_ref, S1, &bo, &c->trained_with_ref))
             husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
         free(all);
@@ -208,10 +237,11 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
     MPI_Comm_size(comm, &size);
     const husai_dataset *ds = ctx->ds;
     husai_plan plan;
-    if (husai_plan_build(&plan, ph->n_conds, ph->seeds, ph->n_seeds, size)) husai_mpi_die("%s", husai_error_message());
+    if (husai_plan_build(&plan, ph->n_conds, ph->seeds, ph->n_seeds, size))
+        husai_mpi_die("%s", husai_error_message());
     if (rank == 0 && size > plan.n_tasks)
-        printf("[husai] note: %d ranks for %d tasks; ranks %d..%d stay idle%s%s\n", size, plan.n_tasks, plan.n_tasks,
-               size - 1, *ph->phase ? " in phase " : "", ph->phase);
+        printf("[husai] note: %d ranks for %d tasks; ranks %d..%d stay idle%s%s\n", size, plan.n_tasks,
+               plan.n_tasks, size - 1, *ph->phase ? " in phase " : "", ph->phase);
     int *local = malloc((size_t)plan.n_tasks * sizeof(int));
     float **params = calloc((size_t)plan.n_tasks, sizeof(float *));
     husai_seed_metrics *metrics = calloc((size_t)plan.n_tasks, sizeof(husai_seed_metrics));
@@ -224,8 +254,8 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
         const husai_task *t = &plan.tasks[local[i]];
         const husai_condition *c = &ph->conds[t->condition];
         husai_topk m;
-        if ((stopped = train_one(ctx, ph->phase, t->condition, c, t->seed, ph->ref_rows, ph->ref_n, &metrics[t->id],
-                                 &ps, &m)))
+        if ((stopped = train_one(ctx, ph->phase, t->condition, c, t->seed, ph->ref_rows, ph->ref_n,
+                                 &metrics[t->id], &ps, &m)))
             break;
         finished++;
         const int dm = ds->d_model, dsae = c->d_sae;
@@ -235,10 +265,15 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
         memcpy(p + (size_t)dm * dsae, m.W_enc, (size_t)dm * dsae * sizeof(float));
         memcpy(p + 2 * (size_t)dm * dsae, m.b_enc, (size_t)dsae * sizeof(float));
         husai_topk_free(&m);
-        progress_msg msg = {.task = t->id, .rank = rank, .mse = metrics[t->id].mse, .ev = metrics[t->id].ev,
+        progress_msg msg = {.task = t->id,
+                            .rank = rank,
+                            .mse = metrics[t->id].mse,
+                            .ev = metrics[t->id].ev,
                             .seconds = metrics[t->id].seconds};
-        if (rank == 0) print_progress(&ps, &msg);
-        else HUSAI_MPI_CHECK(MPI_Send(&msg, (int)sizeof msg, MPI_BYTE, 0, TAG_PROGRESS, comm));
+        if (rank == 0)
+            print_progress(&ps, &msg);
+        else
+            HUSAI_MPI_CHECK(MPI_Send(&msg, (int)sizeof msg, MPI_BYTE, 0, TAG_PROGRESS, comm));
     }
     /* Agree on stop and count finished tasks without blocking rank 0's progress printing: a
      * non-blocking reduction that rank 0 polls while it drains progress messages. */
@@ -256,16 +291,19 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
     if (rank == 0)
         while (ps.done < global_state[1]) {
             progress_msg m;
-            HUSAI_MPI_CHECK(MPI_Recv(&m, (int)sizeof m, MPI_BYTE, MPI_ANY_SOURCE, TAG_PROGRESS, comm, MPI_STATUS_IGNORE));
+            HUSAI_MPI_CHECK(
+                MPI_Recv(&m, (int)sizeof m, MPI_BYTE, MPI_ANY_SOURCE, TAG_PROGRESS, comm, MPI_STATUS_IGNORE));
             print_progress(&ps, &m);
         }
     if (global_state[0] > 0) {
         if (rank == 0) {
-            printf("[husai] stop requested: %ld of %d tasks of this phase finished; the others are checkpointed\n",
+            printf("[husai] stop requested: %ld of %d tasks of this phase finished; the others are "
+                   "checkpointed\n",
                    global_state[1], plan.n_tasks);
             fflush(stdout);
         }
-        for (int t = 0; t < plan.n_tasks; t++) free(params[t]);
+        for (int t = 0; t < plan.n_tasks; t++)
+            free(params[t]);
         free(local);
         free(params);
         free(metrics);
@@ -282,7 +320,8 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
         const husai_condition *cond = &ph->conds[c];
         const size_t per = payload_floats(ds->d_model, cond->d_sae), dd = (size_t)ds->d_model * cond->d_sae;
         int mine = 0;
-        for (int s = 0; s < S; s++) mine += (owner[s] = plan.tasks[c * S + s].rank) == rank;
+        for (int s = 0; s < S; s++)
+            mine += (owner[s] = plan.tasks[c * S + s].rank) == rank;
         float *sendp = malloc(per * (size_t)(mine ? mine : 1) * sizeof(float));
         husai_seed_metrics *sendm = malloc((size_t)(mine ? mine : 1) * sizeof *sendm);
         if (!sendp || !sendm) husai_mpi_die("out of memory packing %s", cond->name);
@@ -303,24 +342,34 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
             if (!all || !per_seed) husai_mpi_die("out of memory gathering %s", cond->name);
         }
         husai_gather_tasks(sendp, per, MPI_FLOAT, sizeof(float), owner, S, all, 0, comm);
-        husai_gather_tasks(sendm, sizeof(husai_seed_metrics) / sizeof(double), MPI_DOUBLE, sizeof(double), owner, S,
-                           per_seed, 0, comm);
+        husai_gather_tasks(sendm, sizeof(husai_seed_metrics) / sizeof(double), MPI_DOUBLE, sizeof(double),
+                           owner, S, per_seed, 0, comm);
         free(sendp);
         free(sendm);
         if (rank != 0) continue;
-        *r = (husai_condition_result){.phase = ph->phase, .param = cond->param, .value = cond->value, .S = S,
-                                      .d_model = ds->d_model, .d_sae = cond->d_sae, .k = cond->k, .epochs = cond->epochs,
-                                      .batch_size = cond->batch_size, .lr = cond->lr, .lambda = cond->lambda,
-                                      .seeds = ph->seeds, .per_seed = per_seed};
-        if (snprintf(r->name, sizeof r->name, "%s%s%s", ph->prefix_names ? ph->phase : "", ph->prefix_names ? "/" : "",
-                     cond->name) >= (int)sizeof r->name)
+        *r = (husai_condition_result){.phase = ph->phase,
+                                      .param = cond->param,
+                                      .value = cond->value,
+                                      .S = S,
+                                      .d_model = ds->d_model,
+                                      .d_sae = cond->d_sae,
+                                      .k = cond->k,
+                                      .epochs = cond->epochs,
+                                      .batch_size = cond->batch_size,
+                                      .lr = cond->lr,
+                                      .lambda = cond->lambda,
+                                      .seeds = ph->seeds,
+                                      .per_seed = per_seed};
+        if (snprintf(r->name, sizeof r->name, "%s%s%s", ph->prefix_names ? ph->phase : "",
+                     ph->prefix_names ? "/" : "", cond->name) >= (int)sizeof r->name)
             husai_mpi_die("condition name '%s/%s' is too long", ph->phase, cond->name);
         r->decoders = malloc((size_t)S * dd * sizeof(float));
         r->encoders = malloc((size_t)S * dd * sizeof(float));
         r->b_enc = malloc((size_t)S * cond->d_sae * sizeof(float));
         r->pwmcc = malloc((size_t)S * S * sizeof(double));
         r->random_pwmcc = malloc((size_t)S * S * sizeof(double));
-        if (!r->decoders || !r->encoders || !r->b_enc || !r->pwmcc || !r->random_pwmcc) husai_mpi_die("out of memory");
+        if (!r->decoders || !r->encoders || !r->b_enc || !r->pwmcc || !r->random_pwmcc)
+            husai_mpi_die("out of memory");
         for (int s = 0; s < S; s++) {
             const float *p = all + (size_t)s * per;
             memcpy(r->decoders + (size_t)s * dd, p, dd * sizeof(float));
@@ -347,13 +396,14 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
     return 0;
 }
 
-int husai_train_reference(const husai_run_ctx *ctx, const husai_condition *cond, uint64_t seed, float *ref_rows,
-                          float *ref_decoder, husai_seed_metrics *m) {
+int husai_train_reference(const husai_run_ctx *ctx, const husai_condition *cond, uint64_t seed,
+                          float *ref_rows, float *ref_decoder, husai_seed_metrics *m) {
     int rank, stopped = 0;
     MPI_Comm_rank(ctx->comm, &rank);
     const size_t dd = (size_t)ctx->ds->d_model * cond->d_sae;
     if (rank == 0) {
-        printf("[husai] reference: training seed %llu (%s) on rank 0\n", (unsigned long long)seed, cond->name);
+        printf("[husai] reference: training seed %llu (%s) on rank 0\n", (unsigned long long)seed,
+               cond->name);
         fflush(stdout);
         husai_condition plain = *cond;
         plain.lambda = 0.0;
@@ -363,8 +413,8 @@ int husai_train_reference(const husai_run_ctx *ctx, const husai_condition *cond,
             memcpy(ref_rows, model.W_dec, dd * sizeof(float));
             husai_topk_export_decoder(&model, ref_decoder);
             husai_topk_free(&model);
-            printf("[husai] reference: seed %llu done, mse=%.6g ev=%.4f (%.1fs)\n", (unsigned long long)seed, m->mse,
-                   m->ev, m->seconds);
+            printf("[husai] reference: seed %llu done, mse=%.6g ev=%.4f (%.1fs)\n", (unsigned long long)seed,
+                   m->mse, m->ev, m->seconds);
             fflush(stdout);
         }
     }
@@ -379,9 +429,11 @@ int husai_train_reference(const husai_run_ctx *ctx, const husai_condition *cond,
     for (int j = 0; j < cond->d_sae; j++) {
         float *r = ref_rows + (size_t)j * d;
         double ss = 0;
-        for (int i = 0; i < d; i++) ss += (double)r[i] * r[i];
+        for (int i = 0; i < d; i++)
+            ss += (double)r[i] * r[i];
         const double norm = ss > 1e-24 ? sqrt(ss) : 1e-12;
-        for (int i = 0; i < d; i++) r[i] = (float)(r[i] / norm);
+        for (int i = 0; i < d; i++)
+            r[i] = (float)(r[i] / norm);
     }
     return 0;
 }

@@ -19,8 +19,8 @@ typedef struct {
     const husai_dataset *ds;
     int reverse_order; /* run each rank's tasks last-first (results must not change) */
     MPI_Comm comm;
-    const char *ckpt_dir; /* where tasks checkpoint (shared by all ranks), or NULL for none */
-    uint64_t config_hash; /* recorded in and checked against every checkpoint */
+    const char *ckpt_dir;      /* where tasks checkpoint (shared by all ranks), or NULL for none */
+    uint64_t config_hash;      /* recorded in and checked against every checkpoint */
     double ckpt_every_seconds; /* periodic checkpoints while training; <= 0: only on stop and at task end */
 } husai_run_ctx;
 
@@ -50,7 +50,7 @@ void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c,
  * rows into ref_rows (d_sae x d_model, allocated by every caller); on rank 0 also writes the decoder in
  * file layout to ref_decoder ([d_model, d_sae]) and its metrics to *m. Returns 1 on every rank if a stop
  * was requested (the reference is then checkpointed), else 0. */
-int husai_train_reference(const husai_run_ctx *ctx, const husai_condition *cond, uint64_t seed, float *ref_rows,
-                          float *ref_decoder, husai_seed_metrics *m);
+int husai_train_reference(const husai_run_ctx *ctx, const husai_condition *cond, uint64_t seed,
+                          float *ref_rows, float *ref_decoder, husai_seed_metrics *m);
 
 #endif

@@ -17,7 +17,9 @@ static husai_condition_result *alloc_results(int n, int rank) {
 }
 
 static husai_boot_opts boot_opts(const husai_config *cfg) {
-    return (husai_boot_opts){.resamples = cfg->resamples, .seed = cfg->bootstrap_seed, .rng = cfg->bootstrap_rng,
+    return (husai_boot_opts){.resamples = cfg->resamples,
+                             .seed = cfg->bootstrap_seed,
+                             .rng = cfg->bootstrap_rng,
                              .unit = cfg->bootstrap_unit};
 }
 
@@ -28,8 +30,10 @@ static husai_status stopped(void) {
 static husai_status run_sweep(const husai_run_ctx *ctx, husai_protocol_output *out, int rank) {
     const husai_config *cfg = ctx->cfg;
     husai_condition conds[HUSAI_MAX_VALUES];
-    for (int i = 0; i < cfg->n_values; i++) conds[i] = husai_config_condition(cfg, i);
-    husai_phase ph = {.phase = "", .conds = conds, .n_conds = cfg->n_values, .seeds = cfg->seeds, .n_seeds = cfg->n_seeds};
+    for (int i = 0; i < cfg->n_values; i++)
+        conds[i] = husai_config_condition(cfg, i);
+    husai_phase ph = {
+        .phase = "", .conds = conds, .n_conds = cfg->n_values, .seeds = cfg->seeds, .n_seeds = cfg->n_seeds};
     out->n = cfg->n_values;
     out->res = alloc_results(out->n, rank);
     return husai_phase_run(ctx, &ph, out->res) ? stopped() : HUSAI_OK;
@@ -40,7 +44,8 @@ static void print_table(const husai_condition_result *r, int n, const char *titl
     printf("[husai] %s\n", title);
     for (int i = 0; i < n; i++)
         printf("[husai]   %-22s trained %.5f [%.5f, %.5f]  random %.5f  LCB %+.5f  EV %.4f\n", r[i].name,
-               r[i].trained.mean, r[i].trained.lo, r[i].trained.hi, r[i].random.mean, r[i].delta_lcb, r[i].ev.mean);
+               r[i].trained.mean, r[i].trained.lo, r[i].trained.hi, r[i].random.mean, r[i].delta_lcb,
+               r[i].ev.mean);
     fflush(stdout);
 }
 
@@ -48,8 +53,13 @@ static husai_status run_calibrate(const husai_run_ctx *ctx, husai_protocol_outpu
     const husai_config *cfg = ctx->cfg;
     const int n_search = cfg->n_values;
     husai_condition conds[HUSAI_MAX_VALUES];
-    for (int i = 0; i < n_search; i++) conds[i] = husai_config_condition(cfg, i);
-    husai_phase search = {.phase = "search", .prefix_names = 1, .conds = conds, .n_conds = n_search, .seeds = cfg->seeds,
+    for (int i = 0; i < n_search; i++)
+        conds[i] = husai_config_condition(cfg, i);
+    husai_phase search = {.phase = "search",
+                          .prefix_names = 1,
+                          .conds = conds,
+                          .n_conds = n_search,
+                          .seeds = cfg->seeds,
                           .n_seeds = cfg->n_seeds};
     out->n = n_search + 2;
     out->res = alloc_results(out->n, rank);
@@ -69,13 +79,16 @@ static husai_status run_calibrate(const husai_run_ctx *ctx, husai_protocol_outpu
         selected = husai_select_by_lcb(lcb, delta, ev, n_search, cfg->ev_floor);
         if (selected < 0) {
             double best = -INFINITY;
-            for (int i = 0; i < n_search; i++) best = fmax(best, ev[i]);
-            st = husai_error(HUSAI_ERR_DATA,
-                             "calibrate: no k reaches the EV floor %.3f (best mean EV %.4f); lower calibrate.ev_floor or "
-                             "train longer -- refusing to fall back to all k",
-                             cfg->ev_floor, best);
+            for (int i = 0; i < n_search; i++)
+                best = fmax(best, ev[i]);
+            st = husai_error(
+                HUSAI_ERR_DATA,
+                "calibrate: no k reaches the EV floor %.3f (best mean EV %.4f); lower calibrate.ev_floor or "
+                "train longer -- refusing to fall back to all k",
+                cfg->ev_floor, best);
         } else {
-            printf("[husai] selected %s: conservative LCB %+.5f, EV %.4f (floor %.2f); retraining it and the control "
+            printf("[husai] selected %s: conservative LCB %+.5f, EV %.4f (floor %.2f); retraining it and the "
+                   "control "
                    "k=%d\n",
                    out->res[selected].name, lcb[selected], ev[selected], cfg->ev_floor, cfg->control_k);
             fflush(stdout);
@@ -90,20 +103,27 @@ static husai_status run_calibrate(const husai_run_ctx *ctx, husai_protocol_outpu
     const int n_rs = cfg->n_retrain_seeds > 0 ? cfg->n_retrain_seeds : cfg->n_seeds;
     out->retrain_seeds = malloc((size_t)n_rs * sizeof(uint64_t));
     if (!out->retrain_seeds) husai_mpi_die("out of memory");
-    memcpy(out->retrain_seeds, cfg->n_retrain_seeds > 0 ? cfg->retrain_seeds : cfg->seeds, (size_t)n_rs * sizeof(uint64_t));
+    memcpy(out->retrain_seeds, cfg->n_retrain_seeds > 0 ? cfg->retrain_seeds : cfg->seeds,
+           (size_t)n_rs * sizeof(uint64_t));
     husai_condition retrain[2] = {husai_config_make_condition(&rc, "k", conds[selected].value),
                                   husai_config_make_condition(&rc, "k", (double)cfg->control_k)};
-    /* One phase for both, so their tasks share the waves; distinct names even if the pick is the control's k. */
+    /* One phase for both, so their tasks share the waves; distinct names even if the pick is the control's k.
+     */
     snprintf(retrain[0].name, sizeof retrain[0].name, "retrain/k=%d", retrain[0].k);
     snprintf(retrain[1].name, sizeof retrain[1].name, "control/k=%d", retrain[1].k);
-    husai_phase ph = {.phase = "retrain", .conds = retrain, .n_conds = 2, .seeds = out->retrain_seeds, .n_seeds = n_rs};
+    husai_phase ph = {
+        .phase = "retrain", .conds = retrain, .n_conds = 2, .seeds = out->retrain_seeds, .n_seeds = n_rs};
     if (husai_phase_run(ctx, &ph, rank == 0 ? out->res + n_search : NULL)) return stopped();
 
     if (rank == 0) {
         husai_protocol_result *p = &out->proto;
         out->has_proto = 1;
-        *p = (husai_protocol_result){.mode = "calibrate", .n_first = n_search, .selected = selected,
-                                     .floor = cfg->ev_floor, .control_k = cfg->control_k, .baseline = -1};
+        *p = (husai_protocol_result){.mode = "calibrate",
+                                     .n_first = n_search,
+                                     .selected = selected,
+                                     .floor = cfg->ev_floor,
+                                     .control_k = cfg->control_k,
+                                     .baseline = -1};
         const husai_condition_result *a = &out->res[n_search], *b = &out->res[n_search + 1];
         husai_boot_opts bo = boot_opts(cfg);
         if (husai_ci_diff_paired_matrix(a->pwmcc, b->pwmcc, n_rs, &bo, &p->effect_paired))
@@ -121,10 +141,11 @@ static husai_status run_calibrate(const husai_run_ctx *ctx, husai_protocol_outpu
             husai_mpi_die("direct effect: %s", husai_error_message());
         free(xa);
         free(xb);
-        printf("[husai] direct effect %s vs control k=%d: %+.5f, paired seed CI [%+.5f, %+.5f], HUSAI's pair CI "
-               "[%+.5f, %+.5f]\n",
-               a->name, cfg->control_k, p->effect_paired.diff, p->effect_paired.lo, p->effect_paired.hi,
-               p->effect_unpaired.lo, p->effect_unpaired.hi);
+        printf(
+            "[husai] direct effect %s vs control k=%d: %+.5f, paired seed CI [%+.5f, %+.5f], HUSAI's pair CI "
+            "[%+.5f, %+.5f]\n",
+            a->name, cfg->control_k, p->effect_paired.diff, p->effect_paired.lo, p->effect_paired.hi,
+            p->effect_unpaired.lo, p->effect_unpaired.hi);
         fflush(stdout);
     }
     return HUSAI_OK;
@@ -134,19 +155,26 @@ static husai_status run_consistency(const husai_run_ctx *ctx, husai_protocol_out
     const husai_config *cfg = ctx->cfg;
     const int n = cfg->n_values, d = ctx->ds->d_model;
     husai_condition conds[HUSAI_MAX_VALUES];
-    for (int i = 0; i < n; i++) conds[i] = husai_config_condition(cfg, i);
+    for (int i = 0; i < n; i++)
+        conds[i] = husai_config_condition(cfg, i);
     const husai_condition base = husai_config_make_condition(cfg, "lambda", 0.0);
     float *ref_rows = malloc((size_t)cfg->d_sae * d * sizeof(float));
     out->reference_decoder = malloc((size_t)cfg->d_sae * d * sizeof(float));
     if (!ref_rows || !out->reference_decoder) husai_mpi_die("out of memory for the reference decoder");
     husai_seed_metrics ref_metrics = {0};
-    if (husai_train_reference(ctx, &base, cfg->reference_seed, ref_rows, out->reference_decoder, &ref_metrics)) {
+    if (husai_train_reference(ctx, &base, cfg->reference_seed, ref_rows, out->reference_decoder,
+                              &ref_metrics)) {
         free(ref_rows);
         return stopped();
     }
 
-    husai_phase ph = {.phase = "lambda", .conds = conds, .n_conds = n, .seeds = cfg->seeds, .n_seeds = cfg->n_seeds,
-                      .ref_rows = ref_rows, .ref_n = cfg->d_sae};
+    husai_phase ph = {.phase = "lambda",
+                      .conds = conds,
+                      .n_conds = n,
+                      .seeds = cfg->seeds,
+                      .n_seeds = cfg->n_seeds,
+                      .ref_rows = ref_rows,
+                      .ref_n = cfg->d_sae};
     out->n = n;
     out->res = alloc_results(n, rank);
     const int was_stopped = husai_phase_run(ctx, &ph, out->res);
@@ -166,10 +194,14 @@ static husai_status run_consistency(const husai_run_ctx *ctx, husai_protocol_out
         ev[i] = out->res[i].ev.mean;
     }
     out->has_proto = 1;
-    out->proto = (husai_protocol_result){.mode = "consistency", .n_first = n,
-                                         .selected = husai_select_by_lcb(lcb, delta, ev, n, floor), .floor = floor,
-                                         .baseline = baseline, .reference_seed = cfg->reference_seed,
-                                         .reference_decoder = out->reference_decoder, .reference_metrics = ref_metrics};
+    out->proto = (husai_protocol_result){.mode = "consistency",
+                                         .n_first = n,
+                                         .selected = husai_select_by_lcb(lcb, delta, ev, n, floor),
+                                         .floor = floor,
+                                         .baseline = baseline,
+                                         .reference_seed = cfg->reference_seed,
+                                         .reference_decoder = out->reference_decoder,
+                                         .reference_metrics = ref_metrics};
     print_table(out->res, n, "lambda sweep:");
     return HUSAI_OK;
 }
@@ -187,7 +219,8 @@ husai_status husai_protocol_run(const husai_run_ctx *ctx, husai_protocol_output 
 void husai_protocol_output_free(husai_protocol_output *out) {
     if (!out) return;
     if (out->res)
-        for (int i = 0; i < out->n; i++) husai_condition_result_free(&out->res[i]);
+        for (int i = 0; i < out->n; i++)
+            husai_condition_result_free(&out->res[i]);
     free(out->res);
     free(out->reference_decoder);
     free(out->retrain_seeds);

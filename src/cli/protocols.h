@@ -20,10 +20,11 @@ typedef struct {
     int has_proto;
     husai_protocol_result proto;
     float *reference_decoder; /* consistency: owned */
-    uint64_t *retrain_seeds;   /* calibrate: owned copy for the results */
+    uint64_t *retrain_seeds;  /* calibrate: owned copy for the results */
 } husai_protocol_output;
 
-/* Runs the configured protocol; a status other than OK is agreed by every rank (e.g. no k passes the floor). */
+/* Runs the configured protocol; a status other than OK is agreed by every rank (e.g. no k passes the floor).
+ */
 husai_status husai_protocol_run(const husai_run_ctx *ctx, husai_protocol_output *out);
 
 /* Releases everything in out; safe on a zeroed struct. */

@@ -1,8 +1,8 @@
 /* sweep_cmd.c: `husai sweep`, the program's MPI edge.
  * Flow: config -> run directory staging (rank 0) -> dataset (parallel HDF5, shared) ->
  * protocol (sweep, calibrate or consistency: phases of training over all ranks, metrics
- * on rank 0) -> results written and the run directory renamed into place. Deterministic errors are agreed so all ranks exit 1 together; a
- * failure only one rank sees aborts the job (never a hang). */
+ * on rank 0) -> results written and the run directory renamed into place. Deterministic errors are agreed so
+ * all ranks exit 1 together; a failure only one rank sees aborts the job (never a hang). */
 #define _POSIX_C_SOURCE 200809L
 #include <cblas.h>
 #include <getopt.h>
@@ -35,26 +35,28 @@ typedef struct {
     const char *out_dir; /* NULL: from the config */
     int force;
     int reverse_order;
-    const char *resume;  /* run directory to continue, or NULL */
-    const char *run_id;  /* explicit run id (e.g. the Slurm job), or NULL */
-    long stop_after;     /* test hook: stop after this many steps on each rank */
+    const char *resume; /* run directory to continue, or NULL */
+    const char *run_id; /* explicit run id (e.g. the Slurm job), or NULL */
+    long stop_after;    /* test hook: stop after this many steps on each rank */
     int n_sets;
     char **sets;
 } sweep_args;
 
 static void sweep_usage(FILE *f) {
-    fprintf(f, "usage: husai sweep CONFIG.ini [--set section.key=value ...] [--out DIR] [--force]\n"
-               "                  [--run-id ID] [--resume RUN_DIR]\n"
-               "  --set S.K=V      override one config key (repeatable)\n"
-               "  --out DIR        write the run directory under DIR (overrides [output] dir)\n"
-               "  --force          replace an existing run directory of the same id\n"
-               "  --run-id ID      name the run directory ID instead of <UTC time>-<config hash>\n"
-               "  --resume RUN_DIR continue an interrupted run (same config; any number of ranks)\n"
-               "  --task-order forward|reverse  order in which each rank runs its tasks (results do not change)\n"
-               "  --stop-after-steps N  (testing) stop as if signalled after N optimizer steps per rank\n"
-               "SIGTERM or SIGUSR1 checkpoints every task in progress and exits with status %d.\n"
-               "Run under MPI: mpirun -np N husai sweep CONFIG.ini\n",
-            HUSAI_EXIT_STOPPED);
+    fprintf(
+        f,
+        "usage: husai sweep CONFIG.ini [--set section.key=value ...] [--out DIR] [--force]\n"
+        "                  [--run-id ID] [--resume RUN_DIR]\n"
+        "  --set S.K=V      override one config key (repeatable)\n"
+        "  --out DIR        write the run directory under DIR (overrides [output] dir)\n"
+        "  --force          replace an existing run directory of the same id\n"
+        "  --run-id ID      name the run directory ID instead of <UTC time>-<config hash>\n"
+        "  --resume RUN_DIR continue an interrupted run (same config; any number of ranks)\n"
+        "  --task-order forward|reverse  order in which each rank runs its tasks (results do not change)\n"
+        "  --stop-after-steps N  (testing) stop as if signalled after N optimizer steps per rank\n"
+        "SIGTERM or SIGUSR1 checkpoints every task in progress and exits with status %d.\n"
+        "Run under MPI: mpirun -np N husai sweep CONFIG.ini\n",
+        HUSAI_EXIT_STOPPED);
 }
 
 /* Returns 0 to go on, or an exit status (0 for --help). Every rank parses the same argv. */
@@ -75,14 +77,27 @@ static int parse_args(int argc, char **argv, sweep_args *a, int rank) {
     int c;
     while ((c = getopt_long(argc, argv, "s:o:fh", longopts, NULL)) != -1) {
         switch (c) {
-        case 's': a->sets[a->n_sets++] = optarg; break;
-        case 'o': a->out_dir = optarg; break;
-        case 'f': a->force = 1; break;
-        case 'r': a->resume = optarg; break;
-        case 'i': a->run_id = optarg; break;
-        case 'S': a->stop_after = atol(optarg); break;
+        case 's':
+            a->sets[a->n_sets++] = optarg;
+            break;
+        case 'o':
+            a->out_dir = optarg;
+            break;
+        case 'f':
+            a->force = 1;
+            break;
+        case 'r':
+            a->resume = optarg;
+            break;
+        case 'i':
+            a->run_id = optarg;
+            break;
+        case 'S':
+            a->stop_after = atol(optarg);
+            break;
         case 't':
-            if (!strcmp(optarg, "reverse")) a->reverse_order = 1;
+            if (!strcmp(optarg, "reverse"))
+                a->reverse_order = 1;
             else if (strcmp(optarg, "forward")) {
                 if (rank == 0) fprintf(stderr, "husai sweep: --task-order must be forward or reverse\n");
                 return 2;
@@ -129,14 +144,16 @@ static void gather_hosts(char *out, size_t n, int *n_hosts, MPI_Comm comm) {
     MPI_Get_processor_name(mine, &len);
     char *all = rank == 0 ? calloc((size_t)size, MPI_MAX_PROCESSOR_NAME) : NULL;
     if (rank == 0 && !all) husai_mpi_die("out of memory");
-    HUSAI_MPI_CHECK(MPI_Gather(mine, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, 0, comm));
+    HUSAI_MPI_CHECK(
+        MPI_Gather(mine, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, 0, comm));
     if (rank != 0) return;
     out[0] = '\0';
     *n_hosts = 0;
     for (int q = 0; q < size; q++) {
         const char *h = all + (size_t)q * MPI_MAX_PROCESSOR_NAME;
         int seen = 0;
-        for (int p = 0; p < q && !seen; p++) seen = !strcmp(h, all + (size_t)p * MPI_MAX_PROCESSOR_NAME);
+        for (int p = 0; p < q && !seen; p++)
+            seen = !strcmp(h, all + (size_t)p * MPI_MAX_PROCESSOR_NAME);
         if (seen) continue;
         size_t used = strlen(out);
         snprintf(out + used, n - used, "%s%s", *n_hosts ? "," : "", h);
@@ -184,14 +201,16 @@ int husai_cmd_sweep(int argc, char **argv) {
     husai_config cfg;
     husai_config_defaults(&cfg);
     husai_status st = husai_config_load(&cfg, args.config_path);
-    for (int i = 0; !st && i < args.n_sets; i++) st = husai_config_set(&cfg, args.sets[i]);
+    for (int i = 0; !st && i < args.n_sets; i++)
+        st = husai_config_set(&cfg, args.sets[i]);
     /* --resume RUN_DIR names both the output directory and the run id (".ID.partial" or "ID"). */
     char resume_out[HUSAI_PATH_MAX] = "", resume_id[256] = "";
     if (!st && args.resume) {
         char tmp[HUSAI_PATH_MAX];
         snprintf(tmp, sizeof tmp, "%s", args.resume);
         size_t len = strlen(tmp);
-        while (len > 1 && tmp[len - 1] == '/') tmp[--len] = '\0';
+        while (len > 1 && tmp[len - 1] == '/')
+            tmp[--len] = '\0';
         char *slash = strrchr(tmp, '/');
         const char *base = slash ? slash + 1 : tmp;
         if (slash) {
@@ -203,8 +222,10 @@ int husai_cmd_sweep(int argc, char **argv) {
         snprintf(resume_id, sizeof resume_id, "%s", base[0] == '.' ? base + 1 : base);
         len = strlen(resume_id);
         if (len > 8 && !strcmp(resume_id + len - 8, ".partial")) resume_id[len - 8] = '\0';
-        if (!*resume_id) st = husai_error(HUSAI_ERR_ARG, "--resume '%s' does not name a run directory", args.resume);
-        else args.out_dir = resume_out;
+        if (!*resume_id)
+            st = husai_error(HUSAI_ERR_ARG, "--resume '%s' does not name a run directory", args.resume);
+        else
+            args.out_dir = resume_out;
     }
     if (!st && args.out_dir) {
         char kv[HUSAI_PATH_MAX + 16];
@@ -216,7 +237,8 @@ int husai_cmd_sweep(int argc, char **argv) {
     if (st) return fail(rank, &rd);
     const uint64_t config_hash = husai_config_hash(&cfg);
     if (args.resume && args.run_id) {
-        husai_error(HUSAI_ERR_ARG, "--resume and --run-id exclude each other (the run id comes from RUN_DIR)");
+        husai_error(HUSAI_ERR_ARG,
+                    "--resume and --run-id exclude each other (the run id comes from RUN_DIR)");
         return fail(rank, &rd);
     }
     husai_stop_install();
@@ -238,7 +260,8 @@ int husai_cmd_sweep(int argc, char **argv) {
         snprintf(run_id, sizeof run_id, "%s", resume_id);
     } else if (args.run_id) {
         if (!*args.run_id || strchr(args.run_id, '/') || args.run_id[0] == '.') {
-            husai_error(HUSAI_ERR_ARG, "--run-id '%s' must be a plain, non-hidden directory name", args.run_id);
+            husai_error(HUSAI_ERR_ARG, "--run-id '%s' must be a plain, non-hidden directory name",
+                        args.run_id);
             return fail(rank, &rd);
         }
         snprintf(run_id, sizeof run_id, "%s", args.run_id);
@@ -248,7 +271,8 @@ int husai_cmd_sweep(int argc, char **argv) {
         gmtime_r(&now, &tm);
         char stamp[32];
         strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
-        snprintf(run_id, sizeof run_id, "%s-%08llx", stamp, (unsigned long long)(config_hash & 0xffffffffULL));
+        snprintf(run_id, sizeof run_id, "%s-%08llx", stamp,
+                 (unsigned long long)(config_hash & 0xffffffffULL));
     }
     HUSAI_MPI_CHECK(MPI_Bcast(run_id, (int)sizeof run_id, MPI_CHAR, 0, comm));
     st = rank == 0 ? husai_rundir_begin(&rd, cfg.out_dir, run_id, args.force, args.resume != NULL) : HUSAI_OK;
@@ -262,19 +286,24 @@ int husai_cmd_sweep(int argc, char **argv) {
     husai_dataset ds;
     if ((st = husai_dataset_read(&ds, cfg.data_path, cfg.dataset, comm))) return fail(rank, &rd);
     if (rank == 0)
-        printf("[husai] data: %s:%s %zu x %d %s (%.1f MB read once, %.2f s)\n", cfg.data_path, cfg.dataset, ds.n_rows,
-               ds.d_model, ds.dtype, ds.bytes_read / 1e6, ds.read_seconds);
+        printf("[husai] data: %s:%s %zu x %d %s (%.1f MB read once, %.2f s)\n", cfg.data_path, cfg.dataset,
+               ds.n_rows, ds.d_model, ds.dtype, ds.bytes_read / 1e6, ds.read_seconds);
     for (int i = 0; i < cfg.n_values; i++) {
         const int batch = husai_config_condition(&cfg, i).batch_size;
         if ((size_t)batch > ds.n_rows) {
-            husai_error(HUSAI_ERR_DATA, "the dataset has %zu rows, fewer than one batch (batch_size %d)", ds.n_rows, batch);
+            husai_error(HUSAI_ERR_DATA, "the dataset has %zu rows, fewer than one batch (batch_size %d)",
+                        ds.n_rows, batch);
             husai_dataset_free(&ds);
             return fail(rank, &rd);
         }
     }
 
-    husai_run_ctx ctx = {.cfg = &cfg, .ds = &ds, .reverse_order = args.reverse_order, .comm = comm,
-                         .ckpt_dir = ckpt_dir, .config_hash = config_hash,
+    husai_run_ctx ctx = {.cfg = &cfg,
+                         .ds = &ds,
+                         .reverse_order = args.reverse_order,
+                         .comm = comm,
+                         .ckpt_dir = ckpt_dir,
+                         .config_hash = config_hash,
                          .ckpt_every_seconds = cfg.checkpoint_seconds};
     /* From here on checkpoints accumulate: a dying rank leaves the staging directory for --resume. */
     husai_mpi_on_die(NULL, NULL);
@@ -282,8 +311,8 @@ int husai_cmd_sweep(int argc, char **argv) {
     st = husai_protocol_run(&ctx, &out);
     if (st == HUSAI_STOPPED) {
         if (rank == 0) {
-            printf("[husai] stopped on request; continue with: husai sweep %s --resume %s\n", args.config_path,
-                   rd.final_path);
+            printf("[husai] stopped on request; continue with: husai sweep %s --resume %s\n",
+                   args.config_path, rd.final_path);
             fflush(stdout);
         }
         husai_protocol_output_free(&out);
@@ -299,9 +328,18 @@ int husai_cmd_sweep(int argc, char **argv) {
     /* Rank 0 writes; everyone learns the outcome so the exit status agrees. */
     st = HUSAI_OK;
     if (rank == 0) {
-        husai_run_info info = {.id = run_id, .version = HUSAI_VERSION, .commit = HUSAI_GIT_COMMIT, .command = command,
-                               .hosts = hosts, .n_hosts = n_hosts, .ranks = size, .seconds = MPI_Wtime() - t_begin,
-                               .cfg = &cfg, .dtype = ds.dtype, .n_rows = ds.n_rows, .d_model = ds.d_model};
+        husai_run_info info = {.id = run_id,
+                               .version = HUSAI_VERSION,
+                               .commit = HUSAI_GIT_COMMIT,
+                               .command = command,
+                               .hosts = hosts,
+                               .n_hosts = n_hosts,
+                               .ranks = size,
+                               .seconds = MPI_Wtime() - t_begin,
+                               .cfg = &cfg,
+                               .dtype = ds.dtype,
+                               .n_rows = ds.n_rows,
+                               .d_model = ds.d_model};
         st = husai_results_write(&rd, &info, out.res, out.n, out.has_proto ? &out.proto : NULL);
         /* results.h5 holds every parameter; the checkpoints (with Adam moments) are not kept. */
         if (!st) husai_rundir_remove(&rd, "checkpoints");
@@ -313,7 +351,8 @@ int husai_cmd_sweep(int argc, char **argv) {
             if (f) {
                 char line[1024];
                 printf("\n");
-                while (fgets(line, sizeof line, f)) fputs(line, stdout);
+                while (fgets(line, sizeof line, f))
+                    fputs(line, stdout);
                 fclose(f);
             }
             printf("\n[husai] run directory: %s (%.1f s)\n", rd.final_path, MPI_Wtime() - t_begin);

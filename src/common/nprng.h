@@ -9,8 +9,8 @@
 
 typedef struct {
     unsigned __int128 state, inc;
-    int has_uint32;     /* a buffered high half is pending */
-    uint32_t uinteger;  /* the buffered high half */
+    int has_uint32;    /* a buffered high half is pending */
+    uint32_t uinteger; /* the buffered high half */
 } husai_nprng;
 
 /* Seeds like numpy.random.default_rng(seed) for a non-negative integer seed. */

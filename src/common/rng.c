@@ -26,7 +26,8 @@ void husai_rng_init(husai_rng *r, uint64_t seed, const char *purpose, uint64_t i
     x = k ^ fnv1a(purpose);
     k = splitmix64(&x);
     x = k ^ index;
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
+    for (int i = 0; i < 4; i++)
+        r->s[i] = splitmix64(&x);
     if ((r->s[0] | r->s[1] | r->s[2] | r->s[3]) == 0) r->s[0] = 1; /* all-zero state is a fixed point */
 }
 
@@ -72,7 +73,8 @@ uint64_t husai_rng_below(husai_rng *r, uint64_t n) {
 }
 
 void husai_rng_permutation(husai_rng *r, uint32_t *idx, size_t n) {
-    for (size_t i = 0; i < n; i++) idx[i] = (uint32_t)i;
+    for (size_t i = 0; i < n; i++)
+        idx[i] = (uint32_t)i;
     for (size_t i = n; i > 1; i--) {
         size_t j = (size_t)husai_rng_below(r, i);
         uint32_t t = idx[i - 1];

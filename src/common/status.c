@@ -7,13 +7,20 @@ static _Thread_local char g_message[1024];
 
 const char *husai_status_name(husai_status s) {
     switch (s) {
-    case HUSAI_OK: return "ok";
-    case HUSAI_ERR_ARG: return "bad argument";
-    case HUSAI_ERR_IO: return "I/O error";
-    case HUSAI_ERR_DATA: return "bad data";
-    case HUSAI_ERR_NOMEM: return "out of memory";
-    case HUSAI_ERR_NUMERIC: return "numerical failure";
-    case HUSAI_STOPPED: return "stopped on request";
+    case HUSAI_OK:
+        return "ok";
+    case HUSAI_ERR_ARG:
+        return "bad argument";
+    case HUSAI_ERR_IO:
+        return "I/O error";
+    case HUSAI_ERR_DATA:
+        return "bad data";
+    case HUSAI_ERR_NOMEM:
+        return "out of memory";
+    case HUSAI_ERR_NUMERIC:
+        return "numerical failure";
+    case HUSAI_STOPPED:
+        return "stopped on request";
     }
     return "unknown error";
 }

@@ -7,10 +7,10 @@
 
 typedef enum {
     HUSAI_OK = 0,
-    HUSAI_ERR_ARG,    /* bad argument or configuration value */
-    HUSAI_ERR_IO,     /* file missing, unreadable or unwritable */
-    HUSAI_ERR_DATA,   /* data has the wrong shape, dtype or non-finite values */
-    HUSAI_ERR_NOMEM,  /* allocation failed */
+    HUSAI_ERR_ARG,     /* bad argument or configuration value */
+    HUSAI_ERR_IO,      /* file missing, unreadable or unwritable */
+    HUSAI_ERR_DATA,    /* data has the wrong shape, dtype or non-finite values */
+    HUSAI_ERR_NOMEM,   /* allocation failed */
     HUSAI_ERR_NUMERIC, /* training diverged (NaN/Inf loss) */
     HUSAI_STOPPED      /* not an error: stopped on request after checkpointing; resume later */
 } husai_status;

@@ -17,9 +17,9 @@ typedef enum { HUSAI_BOOT_SEEDS = 0, HUSAI_BOOT_PAIRS = 1 } husai_boot_unit;
 typedef enum { HUSAI_BOOT_NATIVE = 0, HUSAI_BOOT_NUMPY = 1 } husai_boot_rng;
 
 typedef struct {
-    int resamples;       /* B, default 10000; at least 100 */
-    uint64_t seed;       /* generator seed, default 13 (HUSAI's) */
-    husai_boot_rng rng;  /* which generator draws the indices */
+    int resamples;      /* B, default 10000; at least 100 */
+    uint64_t seed;      /* generator seed, default 13 (HUSAI's) */
+    husai_boot_rng rng; /* which generator draws the indices */
     husai_boot_unit unit;
 } husai_boot_opts;
 

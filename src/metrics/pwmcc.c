@@ -19,7 +19,8 @@ static void normalized_feature_rows(const float *D, int d, int n, float *out) {
         double norm = sqrt(ss);
         if (norm < 1e-12) norm = 1e-12;
         float *row = out + (size_t)j * d;
-        for (int i = 0; i < d; i++) row[i] = (float)(D[(size_t)i * n + j] / norm);
+        for (int i = 0; i < d; i++)
+            row[i] = (float)(D[(size_t)i * n + j] / norm);
     }
 }
 
@@ -28,7 +29,8 @@ static void normalized_feature_rows(const float *D, int d, int n, float *out) {
 static double pwmcc_rows(const float *Af, int na, const float *Bf, int nb, int d, float *scratch) {
     float *blk = scratch;
     float *colmax = scratch + (size_t)HUSAI_PWMCC_BLOCK * nb;
-    for (int j = 0; j < nb; j++) colmax[j] = 0.0f;
+    for (int j = 0; j < nb; j++)
+        colmax[j] = 0.0f;
     double rowsum = 0.0;
     for (int i0 = 0; i0 < na; i0 += HUSAI_PWMCC_BLOCK) {
         const int bs = na - i0 < HUSAI_PWMCC_BLOCK ? na - i0 : HUSAI_PWMCC_BLOCK;
@@ -46,14 +48,15 @@ static double pwmcc_rows(const float *Af, int na, const float *Bf, int nb, int d
         }
     }
     double colsum = 0.0;
-    for (int j = 0; j < nb; j++) colsum += colmax[j];
+    for (int j = 0; j < nb; j++)
+        colsum += colmax[j];
     return 0.5 * (rowsum / na + colsum / nb);
 }
 
 husai_status husai_pwmcc_pair(const float *A, int na, const float *B, int nb, int d_model, double *out) {
     if (na < 1 || nb < 1 || d_model < 1)
-        return husai_error(HUSAI_ERR_ARG, "PWMCC needs non-empty decoders (got %d and %d features of dim %d)", na,
-                           nb, d_model);
+        return husai_error(HUSAI_ERR_ARG, "PWMCC needs non-empty decoders (got %d and %d features of dim %d)",
+                           na, nb, d_model);
     float *Af = malloc((size_t)na * d_model * sizeof(float));
     float *Bf = malloc((size_t)nb * d_model * sizeof(float));
     float *scratch = malloc(((size_t)HUSAI_PWMCC_BLOCK + 1) * nb * sizeof(float));
@@ -83,7 +86,8 @@ husai_status husai_pwmcc_matrix(const float *decoders, int S, int d_model, int d
         free(scratch);
         return husai_error(HUSAI_ERR_NOMEM, "cannot allocate PWMCC buffers for %d decoders", S);
     }
-    for (int s = 0; s < S; s++) normalized_feature_rows(decoders + s * per, d_model, d_sae, F + s * per);
+    for (int s = 0; s < S; s++)
+        normalized_feature_rows(decoders + s * per, d_model, d_sae, F + s * per);
     for (int p = 0; p < S; p++) {
         M[(size_t)p * S + p] = 1.0;
         for (int q = p + 1; q < S; q++) {
@@ -101,7 +105,8 @@ double husai_pwmcc_pair_mean(const double *M, int S) {
     if (S < 2) return NAN;
     double sum = 0.0;
     for (int p = 0; p < S; p++)
-        for (int q = p + 1; q < S; q++) sum += M[(size_t)p * S + q];
+        for (int q = p + 1; q < S; q++)
+            sum += M[(size_t)p * S + q];
     return sum / (0.5 * S * (S - 1));
 }
 
@@ -109,5 +114,6 @@ void husai_pwmcc_random_decoder(uint64_t seed, int d_model, int d_sae, float *ou
     husai_rng r;
     husai_rng_init(&r, seed, HUSAI_RNG_RANDOM_BASELINE, 0);
     const size_t n = (size_t)d_model * d_sae;
-    for (size_t i = 0; i < n; i++) out[i] = (float)husai_rng_normal(&r);
+    for (size_t i = 0; i < n; i++)
+        out[i] = (float)husai_rng_normal(&r);
 }

@@ -13,7 +13,8 @@ husai_status husai_recon_eval(const husai_topk *m, const float *X, size_t n_rows
 
     /* var(X): two passes, since activations can have a mean large next to their spread. */
     double sx = 0.0;
-    for (size_t i = 0; i < n_rows * (size_t)d; i++) sx += X[i];
+    for (size_t i = 0; i < n_rows * (size_t)d; i++)
+        sx += X[i];
     const double mx = sx / N;
     double ssx = 0.0;
     for (size_t i = 0; i < n_rows * (size_t)d; i++) {
@@ -49,7 +50,8 @@ husai_status husai_recon_eval(const husai_topk *m, const float *X, size_t n_rows
             }
     }
     int dead = 0;
-    for (int j = 0; j < m->d_sae; j++) dead += !fired[j];
+    for (int j = 0; j < m->d_sae; j++)
+        dead += !fired[j];
     const double var_e = (sse - se * se / N) / (N - 1.0);
     out->mse = sse / N;
     out->ev = var_x > 0.0 ? 1.0 - var_e / var_x : NAN;

@@ -21,8 +21,8 @@ static husai_status precheck(const char *path) {
 }
 
 /* Opens the dataset and validates its shape and type; fills rows/cols/dtype. */
-static husai_status open_and_check(hid_t file, const char *path, const char *name, hid_t *dset, hsize_t dims[2],
-                                   char *dtype, size_t *elem_size) {
+static husai_status open_and_check(hid_t file, const char *path, const char *name, hid_t *dset,
+                                   hsize_t dims[2], char *dtype, size_t *elem_size) {
     if (H5Lexists(file, name, H5P_DEFAULT) <= 0)
         return husai_error(HUSAI_ERR_DATA, "dataset '%s' not found in '%s'", name, path);
     *dset = H5Dopen2(file, name, H5P_DEFAULT);
@@ -35,19 +35,25 @@ static husai_status open_and_check(hid_t file, const char *path, const char *nam
     if (cls != H5T_FLOAT || (size != 2 && size != 4 && size != 8)) {
         const char *what = cls == H5T_INTEGER ? "an integer" : cls == H5T_STRING ? "a string" : "a non-float";
         if (cls == H5T_FLOAT) what = "an unsupported float";
-        st = husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' has %s dtype (%zu bytes); expected float16, float32 or float64",
-                         name, path, what, size);
+        st =
+            husai_error(HUSAI_ERR_DATA,
+                        "dataset '%s' in '%s' has %s dtype (%zu bytes); expected float16, float32 or float64",
+                        name, path, what, size);
     } else if (ndims != 2) {
-        st = husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' is %d-D; expected 2-D [rows, d_model]", name, path, ndims);
+        st = husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' is %d-D; expected 2-D [rows, d_model]", name,
+                         path, ndims);
     } else {
         H5Sget_simple_extent_dims(space, dims, NULL);
         snprintf(dtype, 16, "float%zu", size * 8);
         *elem_size = size;
-        if (dims[0] == 0) st = husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' has zero rows", name, path);
+        if (dims[0] == 0)
+            st = husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' has zero rows", name, path);
         else if (dims[0] < 2)
-            st = husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' has 1 row; at least 2 are needed for EV", name, path);
+            st = husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' has 1 row; at least 2 are needed for EV",
+                             name, path);
         else if (dims[1] == 0 || dims[1] > INT_MAX)
-            st = husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' has %llu columns", name, path, (unsigned long long)dims[1]);
+            st = husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' has %llu columns", name, path,
+                             (unsigned long long)dims[1]);
         else if (dims[0] > (hsize_t)INT_MAX)
             st = husai_error(HUSAI_ERR_DATA, "dataset '%s' has %llu rows; at most %d supported", name,
                              (unsigned long long)dims[0], INT_MAX);
@@ -72,7 +78,8 @@ husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char 
     H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
-    st = file < 0 ? husai_error(HUSAI_ERR_DATA, "cannot open '%s' with parallel HDF5 (truncated or corrupt file?)", path)
+    st = file < 0 ? husai_error(HUSAI_ERR_DATA,
+                                "cannot open '%s' with parallel HDF5 (truncated or corrupt file?)", path)
                   : HUSAI_OK;
     st = husai_mpi_agree(st, comm);
     if (st) {
@@ -89,9 +96,10 @@ husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char 
     ds->n_rows = n;
     ds->d_model = (int)d;
     ds->X = malloc(n * d * sizeof(float));
-    st = husai_mpi_agree(ds->X ? HUSAI_OK
-                               : husai_error(HUSAI_ERR_NOMEM, "cannot hold %zu x %zu floats of '%s' in memory", n, d, path),
-                         comm);
+    st = husai_mpi_agree(
+        ds->X ? HUSAI_OK
+              : husai_error(HUSAI_ERR_NOMEM, "cannot hold %zu x %zu floats of '%s' in memory", n, d, path),
+        comm);
     if (st) goto done;
 
     /* Block decomposition of rows; a rank may get none and must still join the collective read. */
@@ -112,10 +120,12 @@ husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char 
     H5Pclose(dxpl);
     H5Sclose(mspace);
     H5Sclose(fspace);
-    st = husai_mpi_agree(rc < 0 ? husai_error(HUSAI_ERR_DATA, "reading rows %zu..%zu of '%s' in '%s' failed (truncated or corrupt file?)",
-                                              r0, r1, name, path)
-                                : HUSAI_OK,
-                         comm);
+    st = husai_mpi_agree(
+        rc < 0 ? husai_error(HUSAI_ERR_DATA,
+                             "reading rows %zu..%zu of '%s' in '%s' failed (truncated or corrupt file?)", r0,
+                             r1, name, path)
+               : HUSAI_OK,
+        comm);
     if (st) goto done;
 
     /* The first non-finite row anywhere, agreed by a MIN reduction so every rank names the same one. */
@@ -129,8 +139,8 @@ husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char 
     long long first_bad;
     HUSAI_MPI_CHECK(MPI_Allreduce(&bad, &first_bad, 1, MPI_LONG_LONG, MPI_MIN, comm));
     if (first_bad != LLONG_MAX) {
-        st = husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' has a NaN or Inf value in row %lld (0-based)", name,
-                         path, first_bad);
+        st = husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' has a NaN or Inf value in row %lld (0-based)",
+                         name, path, first_bad);
         goto done;
     }
 
@@ -155,10 +165,12 @@ husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char 
     {
         const double first = ds->X[0];
         int varies = 0;
-        for (size_t i = 1; i < n * d && !varies; i++) varies = ds->X[i] != first;
+        for (size_t i = 1; i < n * d && !varies; i++)
+            varies = ds->X[i] != first;
         if (!varies) {
-            st = husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' is constant (every value is %g): zero variance",
-                             name, path, first);
+            st = husai_error(HUSAI_ERR_DATA,
+                             "dataset '%s' in '%s' is constant (every value is %g): zero variance", name,
+                             path, first);
             goto done;
         }
     }

@@ -13,11 +13,11 @@
 #include "common/status.h"
 
 typedef struct {
-    float *X;           /* (n_rows, d_model), owned */
+    float *X; /* (n_rows, d_model), owned */
     size_t n_rows;
     int d_model;
-    char dtype[16];     /* dtype in the file: float16, float32 or float64 */
-    double bytes_read;  /* bytes this job read from the file, summed over ranks */
+    char dtype[16];    /* dtype in the file: float16, float32 or float64 */
+    double bytes_read; /* bytes this job read from the file, summed over ranks */
     double read_seconds;
 } husai_dataset;
 

@@ -6,20 +6,23 @@
 
 #include "mpi/mpicheck.h"
 
-void husai_gather_tasks(const void *local, size_t per_task, MPI_Datatype elem, size_t elem_size, const int *owner,
-                        int n_group, void *out, int root, MPI_Comm comm) {
+void husai_gather_tasks(const void *local, size_t per_task, MPI_Datatype elem, size_t elem_size,
+                        const int *owner, int n_group, void *out, int root, MPI_Comm comm) {
     int rank, size;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
-    if (per_task > INT_MAX) husai_mpi_die("a task payload of %zu elements is too large for one MPI type", per_task);
+    if (per_task > INT_MAX)
+        husai_mpi_die("a task payload of %zu elements is too large for one MPI type", per_task);
     /* One payload is one element of a derived type, so counts are task counts. */
     MPI_Datatype payload;
     HUSAI_MPI_CHECK(MPI_Type_contiguous((int)per_task, elem, &payload));
     HUSAI_MPI_CHECK(MPI_Type_commit(&payload));
     int *counts = calloc((size_t)size, sizeof(int)), *displs = calloc((size_t)size, sizeof(int));
     if (!counts || !displs) husai_mpi_die("out of memory in gather");
-    for (int g = 0; g < n_group; g++) counts[owner[g]]++;
-    for (int q = 1; q < size; q++) displs[q] = displs[q - 1] + counts[q - 1];
+    for (int g = 0; g < n_group; g++)
+        counts[owner[g]]++;
+    for (int q = 1; q < size; q++)
+        displs[q] = displs[q - 1] + counts[q - 1];
     const size_t bytes = per_task * elem_size;
     char *staging = NULL;
     if (rank == root) {

@@ -13,7 +13,7 @@
  * this rank's payloads (per_task elements of `elem`, elem_size bytes each), one per owned task in
  * increasing g. On root, `out` receives n_group payloads in group order; elsewhere out is unused.
  * Aborts the job on an MPI or allocation failure. */
-void husai_gather_tasks(const void *local, size_t per_task, MPI_Datatype elem, size_t elem_size, const int *owner,
-                        int n_group, void *out, int root, MPI_Comm comm);
+void husai_gather_tasks(const void *local, size_t per_task, MPI_Datatype elem, size_t elem_size,
+                        const int *owner, int n_group, void *out, int root, MPI_Comm comm);
 
 #endif

@@ -3,11 +3,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-husai_status husai_plan_build(husai_plan *p, int n_conditions, const uint64_t *seeds, int n_seeds, int n_ranks) {
+husai_status husai_plan_build(husai_plan *p, int n_conditions, const uint64_t *seeds, int n_seeds,
+                              int n_ranks) {
     memset(p, 0, sizeof *p);
     if (n_conditions < 1 || n_seeds < 1 || n_ranks < 1)
-        return husai_error(HUSAI_ERR_ARG, "a plan needs conditions, seeds and ranks (got %d, %d, %d)", n_conditions,
-                           n_seeds, n_ranks);
+        return husai_error(HUSAI_ERR_ARG, "a plan needs conditions, seeds and ranks (got %d, %d, %d)",
+                           n_conditions, n_seeds, n_ranks);
     p->n_conditions = n_conditions;
     p->n_seeds = n_seeds;
     p->n_tasks = n_conditions * n_seeds;

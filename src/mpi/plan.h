@@ -25,7 +25,8 @@ typedef struct {
 } husai_plan;
 
 /* Builds the plan for n_conditions x n_seeds tasks on n_ranks ranks. */
-husai_status husai_plan_build(husai_plan *p, int n_conditions, const uint64_t *seeds, int n_seeds, int n_ranks);
+husai_status husai_plan_build(husai_plan *p, int n_conditions, const uint64_t *seeds, int n_seeds,
+                              int n_ranks);
 
 /* Releases the plan; safe on a zeroed or freed plan. */
 void husai_plan_free(husai_plan *p);

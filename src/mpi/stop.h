@@ -10,7 +10,8 @@
 /* Exit status of a run that checkpointed and stopped on request (EX_TEMPFAIL): resume it. */
 #define HUSAI_EXIT_STOPPED 75
 
-/* Installs the SIGTERM and SIGUSR1 handlers, and ignores SIGXFSZ so an exceeded file-size limit is a write error. */
+/* Installs the SIGTERM and SIGUSR1 handlers, and ignores SIGXFSZ so an exceeded file-size limit is a write
+ * error. */
 void husai_stop_install(void);
 
 /* True once a stop was requested on this rank (signal or step hook). */

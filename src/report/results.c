@@ -23,7 +23,8 @@ static husai_status write_bytes(const char *path, const void *data, size_t n) {
 
 /* ---------- results.h5 ---------- */
 
-static herr_t write_ds(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims, const void *data) {
+static herr_t write_ds(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims,
+                       const void *data) {
     hid_t space = H5Screate_simple(rank, dims, NULL);
     hid_t ds = H5Dcreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     herr_t rc = ds < 0 ? -1 : H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
@@ -63,8 +64,8 @@ static char *config_text(const husai_config *cfg) {
     return text;
 }
 
-static husai_status write_h5(const char *path, const husai_run_info *run, const husai_condition_result *cs, int n,
-                             const husai_protocol_result *proto) {
+static husai_status write_h5(const char *path, const husai_run_info *run, const husai_condition_result *cs,
+                             int n, const husai_protocol_result *proto) {
     /* Build the file in memory and write its image ourselves: a failed write (disk full, quota) is
      * then an ordinary checked fwrite, never an HDF5 file left half-open (HDF5 1.10 crashes at exit
      * on a file whose close failed). */
@@ -92,7 +93,8 @@ static husai_status write_h5(const char *path, const husai_run_info *run, const 
             break;
         }
         const hsize_t S = (hsize_t)c->S, dm = (hsize_t)c->d_model, ds = (hsize_t)c->d_sae;
-        const hsize_t d_dec[3] = {S, dm, ds}, d_enc[3] = {S, ds, dm}, d_b[2] = {S, ds}, d_s[1] = {S}, d_m[2] = {S, S};
+        const hsize_t d_dec[3] = {S, dm, ds}, d_enc[3] = {S, ds, dm}, d_b[2] = {S, ds}, d_s[1] = {S},
+                      d_m[2] = {S, S};
         rc |= write_ds(g, "decoders", H5T_NATIVE_FLOAT, 3, d_dec, c->decoders);
         rc |= write_ds(g, "encoders", H5T_NATIVE_FLOAT, 3, d_enc, c->encoders);
         rc |= write_ds(g, "b_enc", H5T_NATIVE_FLOAT, 2, d_b, c->b_enc);
@@ -103,14 +105,21 @@ static husai_status write_h5(const char *path, const husai_run_info *run, const 
         if (!col) {
             rc = -1;
         } else {
-            const char *names[] = {"explained_variance", "mse", "l0", "dead_fraction", "steps", "seconds", "rank",
-                                   "last_epoch_loss", "alignment_to_reference"};
+            const char *names[] = {"explained_variance",
+                                   "mse",
+                                   "l0",
+                                   "dead_fraction",
+                                   "steps",
+                                   "seconds",
+                                   "rank",
+                                   "last_epoch_loss",
+                                   "alignment_to_reference"};
             for (int m = 0; m < (c->has_ref ? 9 : 8); m++) {
                 for (int s = 0; s < c->S; s++) {
                     const husai_seed_metrics *p = &c->per_seed[s];
-                    const double v[9] = {p->ev,      p->mse,  p->l0,
-                                         p->dead_fraction, p->steps, p->seconds,
-                                         p->rank,    p->last_epoch_loss, p->alignment};
+                    const double v[9] = {p->ev,       p->mse,     p->l0,   p->dead_fraction,
+                                         p->steps,    p->seconds, p->rank, p->last_epoch_loss,
+                                         p->alignment};
                     col[s] = v[m];
                 }
                 rc |= write_ds(g, names[m], H5T_NATIVE_DOUBLE, 1, d_s, col);
@@ -130,8 +139,10 @@ static husai_status write_h5(const char *path, const husai_run_info *run, const 
         H5Gclose(g);
     }
     H5Pclose(lcpl);
-    if (conds < 0) rc = -1;
-    else H5Gclose(conds);
+    if (conds < 0)
+        rc = -1;
+    else
+        H5Gclose(conds);
     if (proto && proto->reference_decoder && n > 0) {
         hid_t g = H5Gcreate2(file, "reference", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         const hsize_t dd[2] = {(hsize_t)cs[0].d_model, (hsize_t)cs[0].d_sae};
@@ -187,15 +198,19 @@ static cJSON *diff_json(const husai_diff_ci *d) {
     return o;
 }
 
-static cJSON *protocol_json(const husai_protocol_result *p, const husai_condition_result *cs, const husai_config *cfg) {
+static cJSON *protocol_json(const husai_protocol_result *p, const husai_condition_result *cs,
+                            const husai_config *cfg) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "mode", p->mode);
     cJSON_AddNumberToObject(o, "ev_floor", p->floor);
-    if (p->selected >= 0) cJSON_AddStringToObject(o, "selected", cs[p->selected].name);
-    else cJSON_AddNullToObject(o, "selected");
-    cJSON_AddStringToObject(o, "selection_rule",
-                            "largest conservative delta LCB among conditions with mean EV >= ev_floor; ties by delta, "
-                            "then EV");
+    if (p->selected >= 0)
+        cJSON_AddStringToObject(o, "selected", cs[p->selected].name);
+    else
+        cJSON_AddNullToObject(o, "selected");
+    cJSON_AddStringToObject(
+        o, "selection_rule",
+        "largest conservative delta LCB among conditions with mean EV >= ev_floor; ties by delta, "
+        "then EV");
     if (!strcmp(p->mode, "calibrate")) {
         cJSON_AddNumberToObject(o, "selected_k", cs[p->n_first].k);
         cJSON_AddNumberToObject(o, "control_k", p->control_k);
@@ -216,8 +231,8 @@ static cJSON *protocol_json(const husai_protocol_result *p, const husai_conditio
     return o;
 }
 
-static husai_status write_json(const char *path, const husai_run_info *run, const husai_condition_result *cs, int n,
-                               const husai_protocol_result *proto) {
+static husai_status write_json(const char *path, const husai_run_info *run, const husai_condition_result *cs,
+                               int n, const husai_protocol_result *proto) {
     cJSON *root = cJSON_CreateObject();
     cJSON *r = cJSON_AddObjectToObject(root, "run");
     cJSON_AddStringToObject(r, "id", run->id);
@@ -227,7 +242,8 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
     cJSON *hosts = cJSON_AddArrayToObject(r, "hosts");
     char hostbuf[8192];
     snprintf(hostbuf, sizeof hostbuf, "%s", run->hosts);
-    for (char *h = strtok(hostbuf, ","); h; h = strtok(NULL, ",")) cJSON_AddItemToArray(hosts, cJSON_CreateString(h));
+    for (char *h = strtok(hostbuf, ","); h; h = strtok(NULL, ","))
+        cJSON_AddItemToArray(hosts, cJSON_CreateString(h));
     cJSON_AddNumberToObject(r, "ranks", run->ranks);
     cJSON_AddNumberToObject(r, "seconds", run->seconds);
     const husai_config *cfg = run->cfg;
@@ -315,34 +331,45 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
 
 static void table_header(FILE *f, const char *param, int with_ref) {
     if (with_ref) {
-        fprintf(f, "| %s | trained PWMCC [95%% CI] | with reference | alignment to reference | random PWMCC | delta | "
-                   "conservative delta LCB | EV [95%% CI] | MSE | L0 |\n|---|---|---|---|---|---|---|---|---|---|\n",
-                param);
+        fprintf(
+            f,
+            "| %s | trained PWMCC [95%% CI] | with reference | alignment to reference | random PWMCC | delta "
+            "| "
+            "conservative delta LCB | EV [95%% CI] | MSE | L0 |\n|---|---|---|---|---|---|---|---|---|---|\n",
+            param);
         return;
     }
-    fprintf(f, "| %s | trained PWMCC [95%% CI] | random PWMCC [95%% CI] | delta | conservative delta LCB | ratio | EV "
-               "[95%% CI] | MSE | L0 | dead |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    fprintf(f,
+            "| %s | trained PWMCC [95%% CI] | random PWMCC [95%% CI] | delta | conservative delta LCB | "
+            "ratio | EV "
+            "[95%% CI] | MSE | L0 | dead |\n|---|---|---|---|---|---|---|---|---|---|\n",
             param);
 }
 
 static void table_row(FILE *f, const husai_condition_result *c, const char *label) {
     char value[80];
-    if (label) snprintf(value, sizeof value, "%s", label);
-    else snprintf(value, sizeof value, "%.6g", c->value);
+    if (label)
+        snprintf(value, sizeof value, "%s", label);
+    else
+        snprintf(value, sizeof value, "%.6g", c->value);
     if (c->has_ref) {
         fprintf(f,
-                "| %s | %.5f [%.5f, %.5f] | %.5f [%.5f, %.5f] | %.5f [%.5f, %.5f] | %.5f | %+.5f | %+.5f | %.4f [%.4f, "
+                "| %s | %.5f [%.5f, %.5f] | %.5f [%.5f, %.5f] | %.5f [%.5f, %.5f] | %.5f | %+.5f | %+.5f | "
+                "%.4f [%.4f, "
                 "%.4f] | %.4g | %.2f |\n",
-                value, c->trained.mean, c->trained.lo, c->trained.hi, c->trained_with_ref.mean, c->trained_with_ref.lo,
-                c->trained_with_ref.hi, c->alignment.mean, c->alignment.lo, c->alignment.hi, c->random.mean, c->delta,
-                c->delta_lcb, c->ev.mean, c->ev.lo, c->ev.hi, c->mse.mean, c->l0.mean);
+                value, c->trained.mean, c->trained.lo, c->trained.hi, c->trained_with_ref.mean,
+                c->trained_with_ref.lo, c->trained_with_ref.hi, c->alignment.mean, c->alignment.lo,
+                c->alignment.hi, c->random.mean, c->delta, c->delta_lcb, c->ev.mean, c->ev.lo, c->ev.hi,
+                c->mse.mean, c->l0.mean);
         return;
     }
     fprintf(f,
-            "| %s | %.5f [%.5f, %.5f] | %.5f [%.5f, %.5f] | %+.5f | %+.5f | %.3f | %.4f [%.4f, %.4f] | %.4g | %.2f "
+            "| %s | %.5f [%.5f, %.5f] | %.5f [%.5f, %.5f] | %+.5f | %+.5f | %.3f | %.4f [%.4f, %.4f] | %.4g "
+            "| %.2f "
             "| %.3f |\n",
-            value, c->trained.mean, c->trained.lo, c->trained.hi, c->random.mean, c->random.lo, c->random.hi, c->delta,
-            c->delta_lcb, c->ratio, c->ev.mean, c->ev.lo, c->ev.hi, c->mse.mean, c->l0.mean, c->dead.mean);
+            value, c->trained.mean, c->trained.lo, c->trained.hi, c->random.mean, c->random.lo, c->random.hi,
+            c->delta, c->delta_lcb, c->ratio, c->ev.mean, c->ev.lo, c->ev.hi, c->mse.mean, c->l0.mean,
+            c->dead.mean);
 }
 
 /* A plain-language reading of a grid: which setting is most reproducible and whether it is resolved. */
@@ -354,21 +381,31 @@ static void reading(FILE *f, const husai_condition_result *cs, int n) {
     }
     if (best < 0) return;
     const husai_condition_result *b = &cs[best];
-    fprintf(f, "\n**Reading.** Across seeds, decoders trained at %s agree most reliably beyond chance: trained PWMCC "
-               "%.4f against %.4f for random decoders of the same shape (delta %+.4f, conservative lower bound %+.4f, EV "
-               "%.3f). ",
+    fprintf(f,
+            "\n**Reading.** Across seeds, decoders trained at %s agree most reliably beyond chance: trained "
+            "PWMCC "
+            "%.4f against %.4f for random decoders of the same shape (delta %+.4f, conservative lower bound "
+            "%+.4f, EV "
+            "%.3f). ",
             b->name, b->trained.mean, b->random.mean, b->delta, b->delta_lcb, b->ev.mean);
     if (resolved == 0)
-        fprintf(f, "No setting's conservative bound is above zero, so with these seeds no setting is shown to learn "
-                   "features more reproducible than random directions; treat single-seed feature claims with care.\n");
+        fprintf(
+            f,
+            "No setting's conservative bound is above zero, so with these seeds no setting is shown to learn "
+            "features more reproducible than random directions; treat single-seed feature claims with "
+            "care.\n");
     else
-        fprintf(f, "%d of %d settings have a conservative bound above zero, i.e. their seeds share features beyond "
-                   "what random decoders would, even under the pessimistic comparison of interval ends. Features read "
-                   "off one seed are still only partly shared (PWMCC well below 1).\n",
-                resolved, n);
+        fprintf(
+            f,
+            "%d of %d settings have a conservative bound above zero, i.e. their seeds share features beyond "
+            "what random decoders would, even under the pessimistic comparison of interval ends. Features "
+            "read "
+            "off one seed are still only partly shared (PWMCC well below 1).\n",
+            resolved, n);
 }
 
-static husai_status write_summary(const char *path, const husai_run_info *run, const husai_condition_result *cs, int n,
+static husai_status write_summary(const char *path, const husai_run_info *run,
+                                  const husai_condition_result *cs, int n,
                                   const husai_protocol_result *proto) {
     char *text = NULL;
     size_t len = 0;
@@ -377,70 +414,95 @@ static husai_status write_summary(const char *path, const husai_run_info *run, c
     const husai_config *cfg = run->cfg;
     fprintf(f, "# husai %s %s\n\n", cfg->mode, run->id);
     fprintf(f, "Data: `%s:%s` (%zu x %d, %s). d_sae %d, batch %d, lr %g. %d ranks on %d host(s), %.1f s.\n\n",
-            cfg->data_path, cfg->dataset, run->n_rows, run->d_model, run->dtype, cfg->d_sae, cfg->batch_size, cfg->lr,
-            run->ranks, run->n_hosts, run->seconds);
-    fprintf(f, "Bootstrap: %d resamples, unit `%s`%s, %s generator, seed %llu; intervals are 95%% percentile CIs. "
-               "Conservative delta LCB = trained CI low - random CI high.\n\n",
-            cfg->resamples, unit_name(cfg->bootstrap_unit),
-            cfg->bootstrap_unit == HUSAI_BOOT_SEEDS ? " (cluster over seeds)" : " (HUSAI's; anti-conservative)",
-            cfg->bootstrap_rng == HUSAI_BOOT_NUMPY ? "numpy" : "native", (unsigned long long)cfg->bootstrap_seed);
+            cfg->data_path, cfg->dataset, run->n_rows, run->d_model, run->dtype, cfg->d_sae, cfg->batch_size,
+            cfg->lr, run->ranks, run->n_hosts, run->seconds);
+    fprintf(
+        f,
+        "Bootstrap: %d resamples, unit `%s`%s, %s generator, seed %llu; intervals are 95%% percentile CIs. "
+        "Conservative delta LCB = trained CI low - random CI high.\n\n",
+        cfg->resamples, unit_name(cfg->bootstrap_unit),
+        cfg->bootstrap_unit == HUSAI_BOOT_SEEDS ? " (cluster over seeds)" : " (HUSAI's; anti-conservative)",
+        cfg->bootstrap_rng == HUSAI_BOOT_NUMPY ? "numpy" : "native", (unsigned long long)cfg->bootstrap_seed);
     if (!proto) {
         fprintf(f, "Seeds (%d):", cfg->n_seeds);
-        for (int s = 0; s < cfg->n_seeds; s++) fprintf(f, " %llu", (unsigned long long)cfg->seeds[s]);
+        for (int s = 0; s < cfg->n_seeds; s++)
+            fprintf(f, " %llu", (unsigned long long)cfg->seeds[s]);
         fprintf(f, "; %d epochs unless swept.\n\n", cfg->epochs);
         table_header(f, cfg->param, 0);
-        for (int i = 0; i < n; i++) table_row(f, &cs[i], NULL);
+        for (int i = 0; i < n; i++)
+            table_row(f, &cs[i], NULL);
         reading(f, cs, n);
     } else if (!strcmp(proto->mode, "calibrate")) {
         const int ns = proto->n_first;
         fprintf(f, "## Search (HUSAI table 5.1): %d seeds x %d epochs\n\n", cfg->n_seeds, cfg->epochs);
         table_header(f, "k", 0);
-        for (int i = 0; i < ns; i++) table_row(f, &cs[i], NULL);
+        for (int i = 0; i < ns; i++)
+            table_row(f, &cs[i], NULL);
         fprintf(f, "\nSelected: **%s** (largest conservative delta LCB among k with mean EV >= %.2f).\n\n",
                 cs[proto->selected].name, proto->floor);
         const husai_condition_result *a = &cs[ns], *b = &cs[ns + 1];
-        fprintf(f, "## Retrain and matched control (HUSAI table 5.2): %d seeds x %d epochs\n\n", a->S, a->epochs);
+        fprintf(f, "## Retrain and matched control (HUSAI table 5.2): %d seeds x %d epochs\n\n", a->S,
+                a->epochs);
         table_header(f, "condition", 0);
         table_row(f, a, a->name);
         table_row(f, b, b->name);
         const husai_diff_ci *pe = &proto->effect_paired, *ue = &proto->effect_unpaired;
         fprintf(f, "\n## Direct effect: trained PWMCC of k=%d minus control k=%d\n\n", a->k, b->k);
-        fprintf(f, "| estimate | paired seed bootstrap 95%% CI (ours) | unpaired pair bootstrap 95%% CI (HUSAI's) |\n"
-                   "|---|---|---|\n| %+.5f | [%+.5f, %+.5f] | [%+.5f, %+.5f] |\n",
+        fprintf(f,
+                "| estimate | paired seed bootstrap 95%% CI (ours) | unpaired pair bootstrap 95%% CI "
+                "(HUSAI's) |\n"
+                "|---|---|---|\n| %+.5f | [%+.5f, %+.5f] | [%+.5f, %+.5f] |\n",
                 pe->diff, pe->lo, pe->hi, ue->lo, ue->hi);
-        fprintf(f, "\n**Reading.** Retrained on %d seeds, k=%d gives trained PWMCC %.4f against %.4f for the k=%d "
-                   "control (EV %.3f vs %.3f). The difference %+.4f has a seed-level paired CI [%+.4f, %+.4f], which %s "
-                   "zero; HUSAI's pair-level CI [%+.4f, %+.4f] resamples the %d pairs as if independent although they "
-                   "share seeds, so it is shown for comparison only. %s\n",
-                a->S, a->k, a->trained.mean, b->trained.mean, b->k, a->ev.mean, b->ev.mean, pe->diff, pe->lo, pe->hi,
-                (pe->lo > 0 || pe->hi < 0) ? "excludes" : "includes", ue->lo, ue->hi, a->S * (a->S - 1) / 2,
-                a->ev.mean < b->ev.mean ? "The gain in consistency is paid for in reconstruction quality (lower EV)."
-                                        : "");
+        fprintf(
+            f,
+            "\n**Reading.** Retrained on %d seeds, k=%d gives trained PWMCC %.4f against %.4f for the k=%d "
+            "control (EV %.3f vs %.3f). The difference %+.4f has a seed-level paired CI [%+.4f, %+.4f], "
+            "which %s "
+            "zero; HUSAI's pair-level CI [%+.4f, %+.4f] resamples the %d pairs as if independent although "
+            "they "
+            "share seeds, so it is shown for comparison only. %s\n",
+            a->S, a->k, a->trained.mean, b->trained.mean, b->k, a->ev.mean, b->ev.mean, pe->diff, pe->lo,
+            pe->hi, (pe->lo > 0 || pe->hi < 0) ? "excludes" : "includes", ue->lo, ue->hi,
+            a->S * (a->S - 1) / 2,
+            a->ev.mean < b->ev.mean
+                ? "The gain in consistency is paid for in reconstruction quality (lower EV)."
+                : "");
     } else {
         fprintf(f, "## Consistency regularization (HUSAI table 5.3): reference seed %llu, %d other seeds\n\n",
                 (unsigned long long)proto->reference_seed, cfg->n_seeds);
-        fprintf(f, "Penalty: `MSE + lambda * (1 - mean_i max_j |cos(D_i, R_j)|)` with R the reference decoder (EV %.4f). "
-                   "\"trained PWMCC\" is over the non-reference seeds; \"with reference\" adds the reference as one more "
-                   "model.\n\n",
+        fprintf(f,
+                "Penalty: `MSE + lambda * (1 - mean_i max_j |cos(D_i, R_j)|)` with R the reference decoder "
+                "(EV %.4f). "
+                "\"trained PWMCC\" is over the non-reference seeds; \"with reference\" adds the reference as "
+                "one more "
+                "model.\n\n",
                 proto->reference_metrics.ev);
         table_header(f, "lambda", 1);
-        for (int i = 0; i < n; i++) table_row(f, &cs[i], NULL);
+        for (int i = 0; i < n; i++)
+            table_row(f, &cs[i], NULL);
         if (proto->selected >= 0)
-            fprintf(f, "\nSelected: **%s** (largest conservative delta LCB with EV >= %.4f, i.e. at most %.3f below "
-                       "%s).\n",
-                    cs[proto->selected].name, proto->floor, cfg->max_ev_drop, cs[proto->baseline].name);
+            fprintf(
+                f,
+                "\nSelected: **%s** (largest conservative delta LCB with EV >= %.4f, i.e. at most %.3f below "
+                "%s).\n",
+                cs[proto->selected].name, proto->floor, cfg->max_ev_drop, cs[proto->baseline].name);
         else
-            fprintf(f, "\nNo lambda keeps EV within %.3f of %s.\n", cfg->max_ev_drop, cs[proto->baseline].name);
+            fprintf(f, "\nNo lambda keeps EV within %.3f of %s.\n", cfg->max_ev_drop,
+                    cs[proto->baseline].name);
         const husai_condition_result *base = &cs[proto->baseline];
         if (proto->selected >= 0) {
             const husai_condition_result *sel = &cs[proto->selected];
-            fprintf(f, "\n**Reading.** Against %s, %s changes trained PWMCC by %+.4f (%.4f vs %.4f) and alignment to "
-                       "the reference by %+.4f, at an EV cost of %.4f. %s\n",
-                    base->name, sel->name, sel->trained.mean - base->trained.mean, sel->trained.mean, base->trained.mean,
-                    sel->alignment.mean - base->alignment.mean, base->ev.mean - sel->ev.mean,
+            fprintf(f,
+                    "\n**Reading.** Against %s, %s changes trained PWMCC by %+.4f (%.4f vs %.4f) and "
+                    "alignment to "
+                    "the reference by %+.4f, at an EV cost of %.4f. %s\n",
+                    base->name, sel->name, sel->trained.mean - base->trained.mean, sel->trained.mean,
+                    base->trained.mean, sel->alignment.mean - base->alignment.mean,
+                    base->ev.mean - sel->ev.mean,
                     (sel->trained.lo > base->trained.hi)
                         ? "The intervals do not overlap: the penalty resolves a consistency gain."
-                        : "The intervals overlap, so the gain is not resolved with these seeds (as in HUSAI, whose "
+                        : "The intervals overlap, so the gain is not resolved with these seeds (as in HUSAI, "
+                          "whose "
                           "lambda grid was too small to move the loss).");
         }
     }
@@ -460,10 +522,12 @@ static husai_status write_csv(const char *path, const husai_condition_result *cs
                "explained_variance,ev_ci95_low,ev_ci95_high,mse,l0,dead_fraction\n");
     for (int i = 0; i < n; i++) {
         const husai_condition_result *c = &cs[i];
-        fprintf(f, "%s,%s,%.17g,%d,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g\n",
-                c->name, c->param, c->value, c->S, c->trained.mean, c->trained.lo, c->trained.hi, c->random.mean,
-                c->random.lo, c->random.hi, c->delta, c->delta_lcb, c->ratio, c->ev.mean, c->ev.lo, c->ev.hi,
-                c->mse.mean, c->l0.mean, c->dead.mean);
+        fprintf(f,
+                "%s,%s,%.17g,%d,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%."
+                "17g,%.17g,%.17g\n",
+                c->name, c->param, c->value, c->S, c->trained.mean, c->trained.lo, c->trained.hi,
+                c->random.mean, c->random.lo, c->random.hi, c->delta, c->delta_lcb, c->ratio, c->ev.mean,
+                c->ev.lo, c->ev.hi, c->mse.mean, c->l0.mean, c->dead.mean);
     }
     fclose(f);
     husai_status st = write_text(path, text);
@@ -471,8 +535,8 @@ static husai_status write_csv(const char *path, const husai_condition_result *cs
     return st;
 }
 
-husai_status husai_results_write(const husai_rundir *rd, const husai_run_info *run, const husai_condition_result *c,
-                                 int n, const husai_protocol_result *proto) {
+husai_status husai_results_write(const husai_rundir *rd, const husai_run_info *run,
+                                 const husai_condition_result *c, int n, const husai_protocol_result *proto) {
     char path[4200];
     husai_status st;
     husai_rundir_path(rd, "results.h5", path, sizeof path);

@@ -29,12 +29,12 @@ typedef struct {
     double value;
     int S, d_model, d_sae, k, epochs, batch_size;
     double lr;
-    const uint64_t *seeds;               /* (S) */
-    float *decoders;                     /* (S, d_model, d_sae) file layout, columns are features */
-    float *encoders;                     /* (S, d_sae, d_model) */
-    float *b_enc;                        /* (S, d_sae) */
-    double *pwmcc, *random_pwmcc;        /* (S, S) each */
-    husai_seed_metrics *per_seed;        /* (S) */
+    const uint64_t *seeds;        /* (S) */
+    float *decoders;              /* (S, d_model, d_sae) file layout, columns are features */
+    float *encoders;              /* (S, d_sae, d_model) */
+    float *b_enc;                 /* (S, d_sae) */
+    double *pwmcc, *random_pwmcc; /* (S, S) each */
+    husai_seed_metrics *per_seed; /* (S) */
     husai_ci trained, random, ev, mse, l0, dead;
     double delta, delta_lcb, ratio;
     /* consistency protocol only (has_ref): the reference joins the PWMCC as an (S+1)-th model */
@@ -47,15 +47,15 @@ typedef struct {
 /* What a protocol decided, beyond its conditions (NULL for a plain sweep). */
 typedef struct {
     const char *mode; /* "calibrate" or "consistency" */
-    int n_first;      /* conditions [0, n_first) are the search (calibrate) or the lambda grid (consistency) */
-    int selected;     /* index of the selected condition, -1 if none */
-    double floor;     /* EV floor the selection used */
+    int n_first;  /* conditions [0, n_first) are the search (calibrate) or the lambda grid (consistency) */
+    int selected; /* index of the selected condition, -1 if none */
+    double floor; /* EV floor the selection used */
     /* calibrate: retrain conditions are [n_first] (selected k) and [n_first + 1] (control) */
     int control_k;
     husai_diff_ci effect_paired;   /* seed-level paired bootstrap, selected - control */
     husai_diff_ci effect_unpaired; /* HUSAI's: pair values resampled as independent */
     /* consistency: the reference SAE */
-    int baseline;                  /* index of lambda = 0 (or the smallest lambda) */
+    int baseline; /* index of lambda = 0 (or the smallest lambda) */
     uint64_t reference_seed;
     const float *reference_decoder; /* [d_model, d_sae] */
     husai_seed_metrics reference_metrics;
@@ -73,8 +73,8 @@ typedef struct {
 } husai_run_info;
 
 /* Writes results.h5, results.json, summary.md and conditions.csv into rd's staging directory. */
-husai_status husai_results_write(const husai_rundir *rd, const husai_run_info *run, const husai_condition_result *c,
-                                 int n, const husai_protocol_result *proto);
+husai_status husai_results_write(const husai_rundir *rd, const husai_run_info *run,
+                                 const husai_condition_result *c, int n, const husai_protocol_result *proto);
 
 /* Releases the arrays of a condition result (rank 0 owns them after a phase); safe twice. */
 void husai_condition_result_free(husai_condition_result *r);

@@ -36,20 +36,24 @@ static void rm_rf(const char *path) {
     nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-husai_status husai_rundir_begin(husai_rundir *rd, const char *out_dir, const char *run_id, int force, int resume) {
+husai_status husai_rundir_begin(husai_rundir *rd, const char *out_dir, const char *run_id, int force,
+                                int resume) {
     memset(rd, 0, sizeof *rd);
     husai_status st = mkdir_p(out_dir);
     if (st) return st;
-    if (snprintf(rd->final_path, sizeof rd->final_path, "%s/%s", out_dir, run_id) >= (int)sizeof rd->final_path ||
+    if (snprintf(rd->final_path, sizeof rd->final_path, "%s/%s", out_dir, run_id) >=
+            (int)sizeof rd->final_path ||
         snprintf(rd->staging_path, sizeof rd->staging_path, "%s/.%s.partial", out_dir, run_id) >=
             (int)sizeof rd->staging_path)
         return husai_error(HUSAI_ERR_ARG, "output path '%s' is too long", out_dir);
     if (resume) {
         if (access(rd->final_path, F_OK) == 0)
-            return husai_error(HUSAI_ERR_ARG, "run '%s' is already complete; nothing to resume", rd->final_path);
+            return husai_error(HUSAI_ERR_ARG, "run '%s' is already complete; nothing to resume",
+                               rd->final_path);
         struct stat sb;
         if (stat(rd->staging_path, &sb) != 0 || !S_ISDIR(sb.st_mode))
-            return husai_error(HUSAI_ERR_IO, "nothing to resume: no interrupted run at '%s'", rd->staging_path);
+            return husai_error(HUSAI_ERR_IO, "nothing to resume: no interrupted run at '%s'",
+                               rd->staging_path);
         rd->active = rd->resumed = 1;
         return HUSAI_OK;
     }
@@ -58,12 +62,13 @@ husai_status husai_rundir_begin(husai_rundir *rd, const char *out_dir, const cha
                            rd->final_path);
     if (access(rd->staging_path, F_OK) == 0)
         return husai_error(HUSAI_ERR_IO,
-                           "an interrupted run '%s' exists; continue it with --resume %s or remove it", rd->staging_path,
-                           rd->final_path);
+                           "an interrupted run '%s' exists; continue it with --resume %s or remove it",
+                           rd->staging_path, rd->final_path);
     char ckpt[4200];
     snprintf(ckpt, sizeof ckpt, "%s/checkpoints", rd->staging_path);
     if (mkdir(rd->staging_path, 0777) != 0 || mkdir(ckpt, 0777) != 0)
-        return husai_error(HUSAI_ERR_IO, "cannot write in output directory '%s': %s", out_dir, strerror(errno));
+        return husai_error(HUSAI_ERR_IO, "cannot write in output directory '%s': %s", out_dir,
+                           strerror(errno));
     rd->active = 1;
     return HUSAI_OK;
 }

@@ -20,7 +20,8 @@ typedef struct {
 /* Creates out_dir (and parents) if needed and the staging directory with its checkpoints/ folder;
  * refuses if the final directory already exists unless force is set (then it is replaced at commit).
  * With resume, the staging directory of an interrupted run must exist and is reused as it is. */
-husai_status husai_rundir_begin(husai_rundir *rd, const char *out_dir, const char *run_id, int force, int resume);
+husai_status husai_rundir_begin(husai_rundir *rd, const char *out_dir, const char *run_id, int force,
+                                int resume);
 
 /* Removes one entry (file or directory tree) of the staging directory. */
 void husai_rundir_remove(const husai_rundir *rd, const char *name);

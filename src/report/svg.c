@@ -31,28 +31,38 @@ static double map(double v, range r, double a, double b) {
 }
 
 static void axes(FILE *f, const char *title, const char *xlabel, const char *ylabel, range y, int y_ticks) {
+    fprintf(
+        f,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
+        "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" "
+        "fill=\"white\"/>\n",
+        W, H, W, H);
+    fprintf(f, "<text x=\"%.1f\" y=\"28\" text-anchor=\"middle\" font-size=\"15\">%s</text>\n",
+            (ML + W - MR) / 2, title);
+    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n", ML, H - MB,
+            W - MR, H - MB);
+    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n", ML, MT, ML,
+            H - MB);
+    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", (ML + W - MR) / 2, H - 20,
+            xlabel);
     fprintf(f,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
-            "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
-            W, H, W, H);
-    fprintf(f, "<text x=\"%.1f\" y=\"28\" text-anchor=\"middle\" font-size=\"15\">%s</text>\n", (ML + W - MR) / 2, title);
-    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n", ML, H - MB, W - MR, H - MB);
-    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n", ML, MT, ML, H - MB);
-    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", (ML + W - MR) / 2, H - 20, xlabel);
-    fprintf(f, "<text x=\"18\" y=\"%.1f\" text-anchor=\"middle\" transform=\"rotate(-90 18 %.1f)\">%s</text>\n",
+            "<text x=\"18\" y=\"%.1f\" text-anchor=\"middle\" transform=\"rotate(-90 18 %.1f)\">%s</text>\n",
             (MT + H - MB) / 2, (MT + H - MB) / 2, ylabel);
     for (int i = 0; i <= y_ticks; i++) {
         const double v = y.lo + (y.hi - y.lo) * i / y_ticks, py = map(v, y, H - MB, MT);
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", ML, py, W - MR, py);
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", ML, py,
+                W - MR, py);
         fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.4f</text>\n", ML - 6, py + 4, v);
     }
 }
 
 static void errbar_v(FILE *f, double x, double y0, double y1, const char *color) {
-    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"1.5\"/>\n", x, y0, x,
+    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"1.5\"/>\n",
+            x, y0, x, y1, color);
+    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", x - 5, y0, x + 5,
+            y0, color);
+    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", x - 5, y1, x + 5,
             y1, color);
-    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", x - 5, y0, x + 5, y0, color);
-    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", x - 5, y1, x + 5, y1, color);
 }
 
 static husai_status finish(FILE *f, const char *path) {
@@ -65,16 +75,20 @@ static husai_status finish(FILE *f, const char *path) {
 
 static void legend(FILE *f) {
     const double x = W - MR + 20, y = MT + 10;
-    fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"5\" fill=\"#1f5fbf\"/><text x=\"%.1f\" y=\"%.1f\">trained</text>\n", x,
-            y, x + 12, y + 4);
     fprintf(f,
-            "<rect x=\"%.1f\" y=\"%.1f\" width=\"9\" height=\"9\" fill=\"#888\"/><text x=\"%.1f\" y=\"%.1f\">random "
+            "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"5\" fill=\"#1f5fbf\"/><text x=\"%.1f\" "
+            "y=\"%.1f\">trained</text>\n",
+            x, y, x + 12, y + 4);
+    fprintf(f,
+            "<rect x=\"%.1f\" y=\"%.1f\" width=\"9\" height=\"9\" fill=\"#888\"/><text x=\"%.1f\" "
+            "y=\"%.1f\">random "
             "baseline</text>\n",
             x - 4.5, y + 20 - 4.5, x + 12, y + 24);
     fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#555\">bars: 95%% CI</text>\n", x - 4, y + 48);
 }
 
-husai_status husai_svg_pwmcc_vs_param(const char *path, const husai_condition_result *c, int n, const char *title) {
+husai_status husai_svg_pwmcc_vs_param(const char *path, const husai_condition_result *c, int n,
+                                      const char *title) {
     FILE *f = fopen(path, "w");
     if (!f) return husai_error(HUSAI_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
     double lo = INFINITY, hi = -INFINITY;
@@ -89,12 +103,16 @@ husai_status husai_svg_pwmcc_vs_param(const char *path, const husai_condition_re
     const double slot = (W - MR - ML) / (n > 0 ? n : 1);
     for (int i = 0; i < n; i++) {
         const double x = ML + slot * (i + 0.5);
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n", x, H - MB + 18, c[i].value);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n", x, H - MB + 18,
+                c[i].value);
         errbar_v(f, x - 6, map(c[i].random.lo, y, H - MB, MT), map(c[i].random.hi, y, H - MB, MT), "#888");
         fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"9\" height=\"9\" fill=\"#888\"/>\n", x - 6 - 4.5,
                 map(c[i].random.mean, y, H - MB, MT) - 4.5);
-        errbar_v(f, x + 6, map(c[i].trained.lo, y, H - MB, MT), map(c[i].trained.hi, y, H - MB, MT), "#1f5fbf");
-        fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"5\" fill=\"#1f5fbf\"><title>%s: %.5f [%.5f, %.5f]</title></circle>\n",
+        errbar_v(f, x + 6, map(c[i].trained.lo, y, H - MB, MT), map(c[i].trained.hi, y, H - MB, MT),
+                 "#1f5fbf");
+        fprintf(f,
+                "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"5\" fill=\"#1f5fbf\"><title>%s: %.5f [%.5f, "
+                "%.5f]</title></circle>\n",
                 x + 6, map(c[i].trained.mean, y, H - MB, MT), c[i].name, c[i].trained.mean, c[i].trained.lo,
                 c[i].trained.hi);
     }
@@ -102,7 +120,8 @@ husai_status husai_svg_pwmcc_vs_param(const char *path, const husai_condition_re
     return finish(f, path);
 }
 
-husai_status husai_svg_pwmcc_vs_ev(const char *path, const husai_condition_result *c, int n, const char *title) {
+husai_status husai_svg_pwmcc_vs_ev(const char *path, const husai_condition_result *c, int n,
+                                   const char *title) {
     FILE *f = fopen(path, "w");
     if (!f) return husai_error(HUSAI_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
     double ylo = INFINITY, yhi = -INFINITY, xlo = INFINITY, xhi = -INFINITY;

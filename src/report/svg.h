@@ -11,9 +11,11 @@
 #include "report/results.h"
 
 /* Writes the PWMCC-vs-parameter plot of conditions c[0..n) to path. */
-husai_status husai_svg_pwmcc_vs_param(const char *path, const husai_condition_result *c, int n, const char *title);
+husai_status husai_svg_pwmcc_vs_param(const char *path, const husai_condition_result *c, int n,
+                                      const char *title);
 
 /* Writes the PWMCC-vs-EV plot of conditions c[0..n) to path. */
-husai_status husai_svg_pwmcc_vs_ev(const char *path, const husai_condition_result *c, int n, const char *title);
+husai_status husai_svg_pwmcc_vs_ev(const char *path, const husai_condition_result *c, int n,
+                                   const char *title);
 
 #endif

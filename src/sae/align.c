@@ -12,8 +12,8 @@ double husai_align_rows(const float *D, int n, const float *R, int m, int d, int
     double sum = 0.0;
     for (int i0 = 0; i0 < n; i0 += HUSAI_ALIGN_BLOCK) {
         const int bs = n - i0 < HUSAI_ALIGN_BLOCK ? n - i0 : HUSAI_ALIGN_BLOCK;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bs, m, d, 1.0f, D + (size_t)i0 * d, d, R, d, 0.0f,
-                    scratch, m);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bs, m, d, 1.0f, D + (size_t)i0 * d, d, R, d,
+                    0.0f, scratch, m);
         for (int i = 0; i < bs; i++) {
             const float *c = scratch + (size_t)i * m;
             int arg = 0;
@@ -27,8 +27,8 @@ double husai_align_rows(const float *D, int n, const float *R, int m, int d, int
     return sum / n;
 }
 
-void husai_align_add_grad(const float *D, int n, const float *R, int d, const int32_t *best, const float *cosv,
-                          double lambda, float *gD) {
+void husai_align_add_grad(const float *D, int n, const float *R, int d, const int32_t *best,
+                          const float *cosv, double lambda, float *gD) {
     const float scale = (float)(-lambda / n);
     for (int i = 0; i < n; i++) {
         const float c = cosv[i];
@@ -36,6 +36,7 @@ void husai_align_add_grad(const float *D, int n, const float *R, int d, const in
         const float s = scale * (c > 0.0f ? 1.0f : -1.0f);
         const float *r = R + (size_t)best[i] * d, *u = D + (size_t)i * d;
         float *g = gD + (size_t)i * d;
-        for (int t = 0; t < d; t++) g[t] += s * (r[t] - c * u[t]);
+        for (int t = 0; t < d; t++)
+            g[t] += s * (r[t] - c * u[t]);
     }
 }

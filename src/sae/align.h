@@ -22,7 +22,7 @@ double husai_align_rows(const float *D, int n, const float *R, int m, int d, int
 
 /* Adds the gradient of lambda * (1 - mean_i |cos(D_i, R_best[i])|) with respect to the rows D
  * (unit norm, so d cos / d D_i = R_j - cos * D_i) into gD (n x d). */
-void husai_align_add_grad(const float *D, int n, const float *R, int d, const int32_t *best, const float *cosv,
-                          double lambda, float *gD);
+void husai_align_add_grad(const float *D, int n, const float *R, int d, const int32_t *best,
+                          const float *cosv, double lambda, float *gD);
 
 #endif

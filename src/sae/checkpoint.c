@@ -103,32 +103,36 @@ husai_status husai_checkpoint_load(husai_trainer *t, const husai_ckpt_id *id, co
         goto out;
     }
     if (hd.version != HUSAI_CKPT_VERSION || hd.header_size != sizeof hd) {
-        st = husai_error(HUSAI_ERR_DATA, "checkpoint '%s' has format version %u; this husai reads version %d", path,
-                         hd.version, HUSAI_CKPT_VERSION);
+        st = husai_error(HUSAI_ERR_DATA, "checkpoint '%s' has format version %u; this husai reads version %d",
+                         path, hd.version, HUSAI_CKPT_VERSION);
         goto out;
     }
     if (hd.config_hash != id->config_hash) {
-        st = husai_error(HUSAI_ERR_DATA, "checkpoint '%s' belongs to another configuration (hash %016llx, expected %016llx)",
+        st = husai_error(HUSAI_ERR_DATA,
+                         "checkpoint '%s' belongs to another configuration (hash %016llx, expected %016llx)",
                          path, (unsigned long long)hd.config_hash, (unsigned long long)id->config_hash);
         goto out;
     }
     hd.task[sizeof hd.task - 1] = '\0';
     if (strcmp(hd.task, id->task) || hd.seed != t->opts.seed) {
-        st = husai_error(HUSAI_ERR_DATA, "checkpoint '%s' is for task '%s', expected '%s'", path, hd.task, id->task);
+        st = husai_error(HUSAI_ERR_DATA, "checkpoint '%s' is for task '%s', expected '%s'", path, hd.task,
+                         id->task);
         goto out;
     }
-    if (hd.d_model != t->d_model || hd.d_sae != t->opts.d_sae || hd.k != t->opts.k || hd.epochs != t->opts.epochs ||
-        hd.batch_size != t->opts.batch_size || hd.n_rows != t->n_rows || hd.n_params != t->model.n_params ||
-        hd.lr != t->opts.lr || hd.lambda != t->opts.lambda || hd.epoch < 0 || hd.epoch > hd.epochs ||
-        hd.pos > hd.n_rows) {
-        st = husai_error(HUSAI_ERR_DATA, "checkpoint '%s' does not match this task's shapes, data or settings", path);
+    if (hd.d_model != t->d_model || hd.d_sae != t->opts.d_sae || hd.k != t->opts.k ||
+        hd.epochs != t->opts.epochs || hd.batch_size != t->opts.batch_size || hd.n_rows != t->n_rows ||
+        hd.n_params != t->model.n_params || hd.lr != t->opts.lr || hd.lambda != t->opts.lambda ||
+        hd.epoch < 0 || hd.epoch > hd.epochs || hd.pos > hd.n_rows) {
+        st = husai_error(HUSAI_ERR_DATA,
+                         "checkpoint '%s' does not match this task's shapes, data or settings", path);
         goto out;
     }
     const size_t bytes = t->model.n_params * sizeof(float);
     uint64_t stored;
     char end[8];
-    if (read_all(f, t->model.params, bytes, &h) || read_all(f, t->adam.m, bytes, &h) || read_all(f, t->adam.v, bytes, &h) ||
-        fread(&stored, sizeof stored, 1, f) != 1 || fread(end, 1, 8, f) != 8 || memcmp(end, END, 8)) {
+    if (read_all(f, t->model.params, bytes, &h) || read_all(f, t->adam.m, bytes, &h) ||
+        read_all(f, t->adam.v, bytes, &h) || fread(&stored, sizeof stored, 1, f) != 1 ||
+        fread(end, 1, 8, f) != 8 || memcmp(end, END, 8)) {
         st = husai_error(HUSAI_ERR_DATA, "checkpoint '%s' is truncated", path);
         goto out;
     }

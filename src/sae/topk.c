@@ -9,8 +9,10 @@
 
 husai_status husai_topk_alloc(husai_topk *m, int d_model, int d_sae, int k) {
     memset(m, 0, sizeof *m);
-    if (d_model < 1 || d_sae < 1) return husai_error(HUSAI_ERR_ARG, "d_model=%d and d_sae=%d must be >= 1", d_model, d_sae);
-    if (k < 1 || k > d_sae) return husai_error(HUSAI_ERR_ARG, "k=%d must be between 1 and d_sae=%d", k, d_sae);
+    if (d_model < 1 || d_sae < 1)
+        return husai_error(HUSAI_ERR_ARG, "d_model=%d and d_sae=%d must be >= 1", d_model, d_sae);
+    if (k < 1 || k > d_sae)
+        return husai_error(HUSAI_ERR_ARG, "k=%d must be between 1 and d_sae=%d", k, d_sae);
     const size_t w = (size_t)d_sae * (size_t)d_model;
     m->d_model = d_model;
     m->d_sae = d_sae;
@@ -35,9 +37,11 @@ void husai_topk_init(husai_topk *m, uint64_t seed) {
     husai_rng_init(&r, seed, HUSAI_RNG_INIT, 0);
     const size_t w = (size_t)m->d_sae * (size_t)m->d_model;
     const double be = sqrt(6.0 / m->d_model), bd = sqrt(6.0 / m->d_sae);
-    for (size_t i = 0; i < w; i++) m->W_enc[i] = (float)((2.0 * husai_rng_uniform(&r) - 1.0) * be);
+    for (size_t i = 0; i < w; i++)
+        m->W_enc[i] = (float)((2.0 * husai_rng_uniform(&r) - 1.0) * be);
     memset(m->b_enc, 0, (size_t)m->d_sae * sizeof(float));
-    /* Draw in file order (i over d_model, j over d_sae) so the stream maps to W_dec[i][j] as in the recipe. */
+    /* Draw in file order (i over d_model, j over d_sae) so the stream maps to W_dec[i][j] as in the recipe.
+     */
     for (int i = 0; i < m->d_model; i++)
         for (int j = 0; j < m->d_sae; j++)
             m->W_dec[(size_t)j * m->d_model + i] = (float)((2.0 * husai_rng_uniform(&r) - 1.0) * bd);
@@ -49,17 +53,20 @@ void husai_topk_normalize_decoder(husai_topk *m) {
     for (int j = 0; j < m->d_sae; j++) {
         float *row = m->W_dec + (size_t)j * d;
         double ss = 0.0;
-        for (int i = 0; i < d; i++) ss += (double)row[i] * row[i];
+        for (int i = 0; i < d; i++)
+            ss += (double)row[i] * row[i];
         if (ss <= 0.0) continue;
         const float norm = (float)sqrt(ss);
-        for (int i = 0; i < d; i++) row[i] /= norm;
+        for (int i = 0; i < d; i++)
+            row[i] /= norm;
     }
 }
 
 void husai_topk_export_decoder(const husai_topk *m, float *out) {
     const int d = m->d_model, s = m->d_sae;
     for (int j = 0; j < s; j++)
-        for (int i = 0; i < d; i++) out[(size_t)i * s + j] = m->W_dec[(size_t)j * d + i];
+        for (int i = 0; i < d; i++)
+            out[(size_t)i * s + j] = m->W_dec[(size_t)j * d + i];
 }
 
 husai_status husai_topk_batch_alloc(husai_topk_batch *b, const husai_topk *m, int cap) {
@@ -121,15 +128,18 @@ static inline float dot8(const float *restrict a, const float *restrict b, int n
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
+        for (int j = 0; j < 8; j++)
+            acc[j] += a[i + j] * b[i + j];
     float tail = 0.0f;
-    for (; i < n; i++) tail += a[i] * b[i];
+    for (; i < n; i++)
+        tail += a[i] * b[i];
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail;
 }
 
 /* y += a * x over n elements (element-wise, so vectorising it does not change any bit). */
 static inline void axpy(float *restrict y, float a, const float *restrict x, int n) {
-    for (int i = 0; i < n; i++) y[i] += a * x[i];
+    for (int i = 0; i < n; i++)
+        y[i] += a * x[i];
 }
 
 static int cmp_i32(const void *a, const void *b) {
@@ -145,7 +155,8 @@ static void topk_row(const float *pre, int d_sae, int k, int32_t *idx, float *va
         hv[j] = pre[j];
         hi[j] = j;
     }
-    for (int p = k / 2 - 1; p >= 0; p--) sift_down(hv, hi, k, p);
+    for (int p = k / 2 - 1; p >= 0; p--)
+        sift_down(hv, hi, k, p);
     for (int j = k; j < d_sae; j++) {
         /* j is larger than every index in the heap, so it wins only on a strictly larger value. */
         if (pre[j] > hv[0]) {
@@ -156,12 +167,14 @@ static void topk_row(const float *pre, int d_sae, int k, int32_t *idx, float *va
     }
     /* Ascending index order fixes the summation order of the decode. */
     qsort(hi, (size_t)k, sizeof(int32_t), cmp_i32);
-    for (int a = 0; a < k; a++) val[a] = pre[hi[a]];
+    for (int a = 0; a < k; a++)
+        val[a] = pre[hi[a]];
 }
 
 void husai_topk_encode(const husai_topk *m, const float *x, int n, husai_topk_batch *b) {
     const int d = m->d_model, s = m->d_sae, k = m->k;
-    for (int r = 0; r < n; r++) memcpy(b->pre + (size_t)r * s, m->b_enc, (size_t)s * sizeof(float));
+    for (int r = 0; r < n; r++)
+        memcpy(b->pre + (size_t)r * s, m->b_enc, (size_t)s * sizeof(float));
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, s, d, 1.0f, x, d, m->W_enc, d, 1.0f, b->pre, s);
     for (int r = 0; r < n; r++)
         topk_row(b->pre + (size_t)r * s, s, k, b->idx + (size_t)r * k, b->val + (size_t)r * k);
@@ -174,7 +187,8 @@ void husai_topk_decode(const husai_topk *m, int n, husai_topk_batch *b) {
         memset(xh, 0, (size_t)d * sizeof(float));
         const int32_t *id = b->idx + (size_t)r * k;
         const float *v = b->val + (size_t)r * k;
-        for (int a = 0; a < k; a++) axpy(xh, v[a], m->W_dec + (size_t)id[a] * d, d);
+        for (int a = 0; a < k; a++)
+            axpy(xh, v[a], m->W_dec + (size_t)id[a] * d, d);
     }
 }
 
@@ -199,7 +213,8 @@ void husai_topk_backward(const husai_topk *m, const float *x, int n, husai_topk_
         const float *xr = x + (size_t)r * d;
         const float *xh = b->x_hat + (size_t)r * d;
         float *gx = b->g_xhat + (size_t)r * d;
-        for (int i = 0; i < d; i++) gx[i] = scale * (xh[i] - xr[i]);
+        for (int i = 0; i < d; i++)
+            gx[i] = scale * (xh[i] - xr[i]);
         const int32_t *id = b->idx + (size_t)r * k;
         const float *v = b->val + (size_t)r * k;
         float *gv = b->g_val + (size_t)r * k;

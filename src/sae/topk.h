@@ -25,12 +25,12 @@ typedef struct {
 /* Scratch for one batch of up to `cap` rows; owned by the caller, reusable across steps. */
 typedef struct {
     int cap, d_model, d_sae, k;
-    float *pre;     /* (cap, d_sae) encoder pre-activations */
-    int32_t *idx;   /* (cap, k) active latent indices, ascending within a row */
-    float *val;     /* (cap, k) active latent values (signed) */
-    float *x_hat;   /* (cap, d_model) reconstruction */
-    float *g_xhat;  /* (cap, d_model) dLoss/dx_hat */
-    float *g_val;   /* (cap, k) dLoss/d(active value) */
+    float *pre;    /* (cap, d_sae) encoder pre-activations */
+    int32_t *idx;  /* (cap, k) active latent indices, ascending within a row */
+    float *val;    /* (cap, k) active latent values (signed) */
+    float *x_hat;  /* (cap, d_model) reconstruction */
+    float *g_xhat; /* (cap, d_model) dLoss/dx_hat */
+    float *g_val;  /* (cap, k) dLoss/d(active value) */
 } husai_topk_batch;
 
 /* Allocates a model of the given shape with zeroed parameters; 1 <= k <= d_sae is checked. */

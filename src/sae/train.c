@@ -9,8 +9,15 @@
 #include "common/rng.h"
 
 husai_train_opts husai_train_defaults(void) {
-    return (husai_train_opts){.d_sae = 128, .k = 32, .epochs = 25, .batch_size = 2048,
-                              .lr = 3e-4, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .seed = 42};
+    return (husai_train_opts){.d_sae = 128,
+                              .k = 32,
+                              .epochs = 25,
+                              .batch_size = 2048,
+                              .lr = 3e-4,
+                              .beta1 = 0.9,
+                              .beta2 = 0.999,
+                              .eps = 1e-8,
+                              .seed = 42};
 }
 
 husai_status husai_train_opts_check(const husai_train_opts *o) {
@@ -96,8 +103,8 @@ husai_status husai_trainer_step(husai_trainer *t) {
     double loss = husai_topk_forward(&t->model, t->xb, (int)n, &t->batch);
     double align = 0.0;
     if (t->opts.lambda > 0.0) {
-        align = husai_align_rows(t->model.W_dec, t->model.d_sae, t->opts.ref_rows, t->opts.ref_n, d, t->align_best,
-                                 t->align_cos, t->align_scratch);
+        align = husai_align_rows(t->model.W_dec, t->model.d_sae, t->opts.ref_rows, t->opts.ref_n, d,
+                                 t->align_best, t->align_cos, t->align_scratch);
         loss += t->opts.lambda * (1.0 - align);
     }
     if (!isfinite(loss))

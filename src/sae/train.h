@@ -27,7 +27,8 @@ typedef struct {
 /* HUSAI's recipe: d_sae 128, k 32, 25 epochs, batch 2048, Adam(3e-4, 0.9, 0.999, 1e-8). */
 husai_train_opts husai_train_defaults(void);
 
-/* Checks every field (k in [1, d_sae], batch >= 1, epochs >= 1, lr > 0 and finite, betas in [0,1), eps > 0). */
+/* Checks every field (k in [1, d_sae], batch >= 1, epochs >= 1, lr > 0 and finite, betas in [0,1), eps > 0).
+ */
 husai_status husai_train_opts_check(const husai_train_opts *o);
 
 typedef struct {
@@ -44,14 +45,14 @@ typedef struct {
     husai_topk model;
     husai_adam adam;
     husai_topk_batch batch;
-    float *grad;   /* like model.params */
-    float *xb;     /* (batch_size, d_model) gathered rows */
-    uint32_t *perm; /* (n_rows) current epoch's order */
+    float *grad;          /* like model.params */
+    float *xb;            /* (batch_size, d_model) gathered rows */
+    uint32_t *perm;       /* (n_rows) current epoch's order */
     float *align_scratch; /* consistency penalty only */
     int32_t *align_best;  /* (d_sae) */
     float *align_cos;     /* (d_sae) */
-    int epoch;      /* epoch in progress */
-    size_t pos;     /* next row of perm to consume */
+    int epoch;            /* epoch in progress */
+    size_t pos;           /* next row of perm to consume */
     int64_t steps;
     double epoch_loss_sum;
     int64_t epoch_batches;
