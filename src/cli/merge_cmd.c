@@ -338,19 +338,10 @@ int husai_cmd_merge(int argc, char **argv) {
         if (run_id_arg) {
             snprintf(run_id, sizeof run_id, "%s", run_id_arg);
         } else {
-            time_t now = time(NULL);
-            struct tm tm;
-            gmtime_r(&now, &tm);
-            char stamp[32];
-            strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
-            snprintf(run_id, sizeof run_id, "%s-%08llx", stamp,
-                     (unsigned long long)(husai_config_hash(&ms.cfg) & 0xffffffffULL));
+            husai_rundir_default_id(husai_config_hash(&ms.cfg), run_id, sizeof run_id);
         }
-        char command[4096] = "husai";
-        for (int i = 0; i < argc; i++) {
-            size_t used = strlen(command);
-            snprintf(command + used, sizeof command - used, " %s", argv[i]);
-        }
+        char command[4096];
+        husai_rundir_command_line(argc, argv, command, sizeof command);
         int n_hosts = *ms.hosts ? 1 : 0;
         for (const char *p = ms.hosts; *p; p++)
             n_hosts += *p == ',';

@@ -184,11 +184,8 @@ int husai_cmd_sweep(int argc, char **argv) {
     const double t_begin = MPI_Wtime();
 
     /* The command line as given, for provenance (getopt may permute argv). */
-    char command[4096] = "husai";
-    for (int i = 0; i < argc; i++) {
-        size_t used = strlen(command);
-        snprintf(command + used, sizeof command - used, " %s", argv[i]);
-    }
+    char command[4096];
+    husai_rundir_command_line(argc, argv, command, sizeof command);
     sweep_args args;
     int rc = parse_args(argc, argv, &args, rank);
     if (rc) {
@@ -266,13 +263,7 @@ int husai_cmd_sweep(int argc, char **argv) {
         }
         snprintf(run_id, sizeof run_id, "%s", args.run_id);
     } else {
-        time_t now = time(NULL);
-        struct tm tm;
-        gmtime_r(&now, &tm);
-        char stamp[32];
-        strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
-        snprintf(run_id, sizeof run_id, "%s-%08llx", stamp,
-                 (unsigned long long)(config_hash & 0xffffffffULL));
+        husai_rundir_default_id(config_hash, run_id, sizeof run_id);
     }
     HUSAI_MPI_CHECK(MPI_Bcast(run_id, (int)sizeof run_id, MPI_CHAR, 0, comm));
     st = rank == 0 ? husai_rundir_begin(&rd, cfg.out_dir, run_id, args.force, args.resume != NULL) : HUSAI_OK;

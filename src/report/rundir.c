@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static husai_status mkdir_p(const char *path) {
@@ -71,6 +72,23 @@ husai_status husai_rundir_begin(husai_rundir *rd, const char *out_dir, const cha
                            strerror(errno));
     rd->active = 1;
     return HUSAI_OK;
+}
+
+void husai_rundir_default_id(uint64_t config_hash, char *buf, size_t n) {
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    char stamp[32];
+    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+    snprintf(buf, n, "%s-%08llx", stamp, (unsigned long long)(config_hash & 0xffffffffULL));
+}
+
+void husai_rundir_command_line(int argc, char **argv, char *buf, size_t n) {
+    snprintf(buf, n, "husai");
+    for (int i = 0; i < argc; i++) {
+        const size_t used = strlen(buf);
+        snprintf(buf + used, n - used, " %s", argv[i]);
+    }
 }
 
 void husai_rundir_path(const husai_rundir *rd, const char *name, char *buf, size_t n) {

@@ -7,6 +7,7 @@
 #define HUSAI_REPORT_RUNDIR_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/status.h"
 
@@ -25,6 +26,12 @@ husai_status husai_rundir_begin(husai_rundir *rd, const char *out_dir, const cha
 
 /* Removes one entry (file or directory tree) of the staging directory. */
 void husai_rundir_remove(const husai_rundir *rd, const char *name);
+
+/* Writes the default run id "<UTC yyyymmddThhmmssZ>-<low 32 bits of the config hash in hex>" into buf. */
+void husai_rundir_default_id(uint64_t config_hash, char *buf, size_t n);
+
+/* Writes "husai" and the arguments, space-separated, into buf (provenance for results.json). */
+void husai_rundir_command_line(int argc, char **argv, char *buf, size_t n);
 
 /* Writes "<staging>/<name>" into buf; the file lands in the run directory at commit. */
 void husai_rundir_path(const husai_rundir *rd, const char *name, char *buf, size_t n);
