@@ -13,6 +13,8 @@ static void usage(FILE *f) {
                "                    train conditions x seeds under MPI and report consistency\n"
                "  merge --out DIR PART_RUN_DIR...\n"
                "                    join run directories of a sweep split over its values (Slurm arrays)\n"
+               "  synth --rows N --d-model D --atoms A --active K [--noise S] [--seed SEED] OUT.h5\n"
+               "                    synthetic activations from a known random dictionary (MPI-parallel)\n"
                "  ci [options] FILE bootstrap 95%% CI of the values in FILE (one per line, - = stdin)\n"
                "run `husai <command> --help` for a command's options\n");
 }
@@ -23,9 +25,11 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "ci")) return husai_cmd_ci(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "sweep") || !strcmp(argv[1], "merge")) {
+    if (!strcmp(argv[1], "sweep") || !strcmp(argv[1], "merge") || !strcmp(argv[1], "synth")) {
         MPI_Init(&argc, &argv);
-        const int rc = !strcmp(argv[1], "sweep") ? husai_cmd_sweep(argc - 1, argv + 1) : husai_cmd_merge(argc - 1, argv + 1);
+        const int rc = !strcmp(argv[1], "sweep")   ? husai_cmd_sweep(argc - 1, argv + 1)
+                       : !strcmp(argv[1], "synth") ? husai_cmd_synth(argc - 1, argv + 1)
+                                                   : husai_cmd_merge(argc - 1, argv + 1);
         MPI_Finalize();
         return rc;
     }

@@ -1,5 +1,5 @@
 /* commands.h: husai's subcommands; each returns the process exit status.
- * defines: husai_cmd_ci, husai_cmd_sweep, husai_cmd_merge */
+ * defines: husai_cmd_ci, husai_cmd_sweep, husai_cmd_merge, husai_cmd_synth */
 #ifndef HUSAI_CLI_COMMANDS_H
 #define HUSAI_CLI_COMMANDS_H
 
@@ -11,5 +11,9 @@ int husai_cmd_sweep(int argc, char **argv);
 
 /* `husai merge`: joins the run directories of a sweep split over its values (one process). */
 int husai_cmd_merge(int argc, char **argv);
+
+/* `husai synth`: synthetic activations from a known random dictionary, written in parallel under MPI;
+ * must be called between MPI_Init and MPI_Finalize. */
+int husai_cmd_synth(int argc, char **argv);
 
 #endif

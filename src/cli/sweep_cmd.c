@@ -276,9 +276,15 @@ int husai_cmd_sweep(int argc, char **argv) {
 
     husai_dataset ds;
     if ((st = husai_dataset_read(&ds, cfg.data_path, cfg.dataset, comm))) return fail(rank, &rd);
-    if (rank == 0)
+    if (rank == 0) {
         printf("[husai] data: %s:%s %zu x %d %s (%.1f MB read once, %.2f s)\n", cfg.data_path, cfg.dataset,
                ds.n_rows, ds.d_model, ds.dtype, ds.bytes_read / 1e6, ds.read_seconds);
+        for (int q = 0; q < ds.n_nodes; q++)
+            printf("[husai] node %d/%d %s: %d rank(s), read %.2f MB, holds one %.2f MB copy in shared memory\n", q + 1,
+                   ds.n_nodes, ds.nodes[q].host, ds.nodes[q].ranks, ds.nodes[q].bytes_read / 1e6,
+                   ds.nodes[q].bytes_held / 1e6);
+        fflush(stdout);
+    }
     for (int i = 0; i < cfg.n_values; i++) {
         const int batch = husai_config_condition(&cfg, i).batch_size;
         if ((size_t)batch > ds.n_rows) {
@@ -330,7 +336,9 @@ int husai_cmd_sweep(int argc, char **argv) {
                                .cfg = &cfg,
                                .dtype = ds.dtype,
                                .n_rows = ds.n_rows,
-                               .d_model = ds.d_model};
+                               .d_model = ds.d_model,
+                               .n_nodes = ds.n_nodes,
+                               .nodes = ds.nodes};
         st = husai_results_write(&rd, &info, out.res, out.n, out.has_proto ? &out.proto : NULL);
         /* results.h5 holds every parameter; the checkpoints (with Adam moments) are not kept. */
         if (!st) husai_rundir_remove(&rd, "checkpoints");

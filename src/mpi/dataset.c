@@ -63,11 +63,48 @@ static husai_status open_and_check(hid_t file, const char *path, const char *nam
     return st;
 }
 
+/* Node layout: a shared-memory communicator per node, one leader per node, node index and count,
+ * and every node's host name and rank count on every rank. */
+static void node_layout(husai_dataset *ds, MPI_Comm comm) {
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    HUSAI_MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &ds->node_comm));
+    int node_rank, node_size;
+    MPI_Comm_rank(ds->node_comm, &node_rank);
+    MPI_Comm_size(ds->node_comm, &node_size);
+    HUSAI_MPI_CHECK(MPI_Comm_split(comm, node_rank == 0 ? 0 : MPI_UNDEFINED, rank, &ds->leader_comm));
+    int info[2] = {0, 0};
+    if (node_rank == 0) {
+        MPI_Comm_rank(ds->leader_comm, &info[0]);
+        MPI_Comm_size(ds->leader_comm, &info[1]);
+    }
+    HUSAI_MPI_CHECK(MPI_Bcast(info, 2, MPI_INT, 0, ds->node_comm));
+    ds->node = info[0];
+    ds->n_nodes = info[1];
+    ds->nodes = calloc((size_t)ds->n_nodes, sizeof(husai_node_info));
+    if (!ds->nodes) husai_mpi_die("out of memory for %d node records", ds->n_nodes);
+    if (node_rank == 0) {
+        husai_node_info mine = {.ranks = node_size};
+        char host[MPI_MAX_PROCESSOR_NAME];
+        int len;
+        MPI_Get_processor_name(host, &len);
+        snprintf(mine.host, sizeof mine.host, "%.63s", host);
+        HUSAI_MPI_CHECK(MPI_Allgather(&mine, (int)sizeof mine, MPI_BYTE, ds->nodes, (int)sizeof mine, MPI_BYTE,
+                                      ds->leader_comm));
+    }
+    HUSAI_MPI_CHECK(MPI_Bcast(ds->nodes, (int)(sizeof(husai_node_info) * (size_t)ds->n_nodes), MPI_BYTE, 0,
+                              ds->node_comm));
+}
+
+/* Row range [*a, *b) of node `node` of n_nodes, then of local rank lr of ls within it. */
+static void slab(size_t n, int node, int n_nodes, size_t *a, size_t *b) {
+    *a = n * (size_t)node / (size_t)n_nodes;
+    *b = n * (size_t)(node + 1) / (size_t)n_nodes;
+}
+
 husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char *name, MPI_Comm comm) {
     memset(ds, 0, sizeof *ds);
-    int rank, size;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
+    ds->node_comm = ds->leader_comm = MPI_COMM_NULL;
     const double t0 = MPI_Wtime();
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* we report errors ourselves, in one line */
 
@@ -78,8 +115,8 @@ husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char 
     H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
-    st = file < 0 ? husai_error(HUSAI_ERR_DATA,
-                                "cannot open '%s' with parallel HDF5 (truncated or corrupt file?)", path)
+    st = file < 0 ? husai_error(HUSAI_ERR_DATA, "cannot open '%s' with parallel HDF5 (truncated or corrupt file?)",
+                                path)
                   : HUSAI_OK;
     st = husai_mpi_agree(st, comm);
     if (st) {
@@ -95,15 +132,38 @@ husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char 
     const size_t n = (size_t)dims[0], d = (size_t)dims[1];
     ds->n_rows = n;
     ds->d_model = (int)d;
-    ds->X = malloc(n * d * sizeof(float));
-    st = husai_mpi_agree(
-        ds->X ? HUSAI_OK
-              : husai_error(HUSAI_ERR_NOMEM, "cannot hold %zu x %zu floats of '%s' in memory", n, d, path),
-        comm);
-    if (st) goto done;
+    node_layout(ds, comm);
+    int node_rank, node_size;
+    MPI_Comm_rank(ds->node_comm, &node_rank);
+    MPI_Comm_size(ds->node_comm, &node_size);
 
-    /* Block decomposition of rows; a rank may get none and must still join the collective read. */
-    const size_t r0 = n * (size_t)rank / (size_t)size, r1 = n * (size_t)(rank + 1) / (size_t)size;
+    /* One copy per node: local rank 0 owns the window's memory, the others map it. */
+    float *X = NULL;
+    {
+        const MPI_Aint bytes = node_rank == 0 ? (MPI_Aint)(n * d * sizeof(float)) : 0;
+        float *base = NULL;
+        MPI_Comm_set_errhandler(ds->node_comm, MPI_ERRORS_RETURN);
+        int rc = MPI_Win_allocate_shared(bytes, sizeof(float), MPI_INFO_NULL, ds->node_comm, &base, &ds->win);
+        st = husai_mpi_agree(rc == MPI_SUCCESS ? HUSAI_OK
+                                               : husai_error(HUSAI_ERR_NOMEM,
+                                                             "cannot hold %zu x %zu floats of '%s' in shared memory",
+                                                             n, d, path),
+                             comm);
+        if (st) goto done;
+        ds->has_win = 1;
+        MPI_Aint qsize;
+        int disp;
+        HUSAI_MPI_CHECK(MPI_Win_shared_query(ds->win, 0, &qsize, &disp, &X));
+        ds->X = X;
+    }
+
+    /* This node's slab, split among its ranks; a rank may get no rows and must still join the
+     * collective read. */
+    size_t s0, s1;
+    slab(n, ds->node, ds->n_nodes, &s0, &s1);
+    const size_t r0 = s0 + (s1 - s0) * (size_t)node_rank / (size_t)node_size;
+    const size_t r1 = s0 + (s1 - s0) * (size_t)(node_rank + 1) / (size_t)node_size;
+    HUSAI_MPI_CHECK(MPI_Win_fence(0, ds->win));
     hsize_t start[2] = {r0, 0}, count[2] = {r1 - r0, d};
     hsize_t mdims[2] = {count[0] > 0 ? count[0] : 1, d};
     hid_t fspace = H5Dget_space(dset), mspace = H5Screate_simple(2, mdims, NULL);
@@ -116,10 +176,12 @@ husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char 
     }
     hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
     H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
-    herr_t rc = H5Dread(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, ds->X + r0 * d);
+    float dummy[1];
+    herr_t rc = H5Dread(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, count[0] > 0 ? X + r0 * d : dummy);
     H5Pclose(dxpl);
     H5Sclose(mspace);
     H5Sclose(fspace);
+    HUSAI_MPI_CHECK(MPI_Win_fence(0, ds->win));
     st = husai_mpi_agree(
         rc < 0 ? husai_error(HUSAI_ERR_DATA,
                              "reading rows %zu..%zu of '%s' in '%s' failed (truncated or corrupt file?)", r0,
@@ -132,7 +194,7 @@ husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char 
     long long bad = LLONG_MAX;
     for (size_t r = r0; r < r1 && bad == LLONG_MAX; r++)
         for (size_t c = 0; c < d; c++)
-            if (!isfinite(ds->X[r * d + c])) {
+            if (!isfinite(X[r * d + c])) {
                 bad = (long long)r;
                 break;
             }
@@ -144,29 +206,41 @@ husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char 
         goto done;
     }
 
-    /* Share the blocks: after this every rank holds all rows. Counts are in rows (a derived type)
-     * so they stay small integers however large d_model is. */
-    MPI_Datatype row;
-    HUSAI_MPI_CHECK(MPI_Type_contiguous((int)d, MPI_FLOAT, &row));
-    HUSAI_MPI_CHECK(MPI_Type_commit(&row));
-    int *counts = malloc((size_t)size * sizeof(int)), *displs = malloc((size_t)size * sizeof(int));
-    if (!counts || !displs) husai_mpi_die("out of memory for %d gather counts", size);
-    for (int q = 0; q < size; q++) {
-        const size_t a = n * (size_t)q / (size_t)size, b = n * (size_t)(q + 1) / (size_t)size;
-        counts[q] = (int)(b - a);
-        displs[q] = (int)a;
+    /* Node leaders exchange slabs; counts are in rows (a derived type) so they stay small integers
+     * however large d_model is. */
+    if (node_rank == 0) {
+        MPI_Datatype row;
+        HUSAI_MPI_CHECK(MPI_Type_contiguous((int)d, MPI_FLOAT, &row));
+        HUSAI_MPI_CHECK(MPI_Type_commit(&row));
+        int *counts = malloc((size_t)ds->n_nodes * sizeof(int)), *displs = malloc((size_t)ds->n_nodes * sizeof(int));
+        if (!counts || !displs) husai_mpi_die("out of memory for %d gather counts", ds->n_nodes);
+        for (int q = 0; q < ds->n_nodes; q++) {
+            size_t a, b;
+            slab(n, q, ds->n_nodes, &a, &b);
+            counts[q] = (int)(b - a);
+            displs[q] = (int)a;
+        }
+        HUSAI_MPI_CHECK(
+            MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, X, counts, displs, row, ds->leader_comm));
+        MPI_Type_free(&row);
+        free(counts);
+        free(displs);
     }
-    HUSAI_MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, ds->X, counts, displs, row, comm));
-    MPI_Type_free(&row);
-    free(counts);
-    free(displs);
+    HUSAI_MPI_CHECK(MPI_Win_fence(0, ds->win));
+    for (int q = 0; q < ds->n_nodes; q++) {
+        size_t a, b;
+        slab(n, q, ds->n_nodes, &a, &b);
+        ds->nodes[q].bytes_read = (double)(b - a) * (double)d * (double)elem;
+        ds->nodes[q].bytes_held = (double)n * (double)d * sizeof(float);
+    }
+
     /* EV divides by var(X): refuse constant data now rather than after hours of training. Every
-     * rank holds the same rows, so every rank reaches the same verdict. */
+     * rank sees the same rows, so every rank reaches the same verdict. */
     {
-        const double first = ds->X[0];
+        const double first = X[0];
         int varies = 0;
         for (size_t i = 1; i < n * d && !varies; i++)
-            varies = ds->X[i] != first;
+            varies = X[i] != first;
         if (!varies) {
             st = husai_error(HUSAI_ERR_DATA,
                              "dataset '%s' in '%s' is constant (every value is %g): zero variance", name,
@@ -185,6 +259,10 @@ done:
 
 void husai_dataset_free(husai_dataset *ds) {
     if (!ds) return;
-    free(ds->X);
+    if (ds->has_win) MPI_Win_free(&ds->win);
+    if (ds->leader_comm != MPI_COMM_NULL && ds->leader_comm != 0) MPI_Comm_free(&ds->leader_comm);
+    if (ds->node_comm != MPI_COMM_NULL && ds->node_comm != 0) MPI_Comm_free(&ds->node_comm);
+    free(ds->nodes);
     memset(ds, 0, sizeof *ds);
+    ds->node_comm = ds->leader_comm = MPI_COMM_NULL;
 }

@@ -245,6 +245,15 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
     for (char *h = strtok(hostbuf, ","); h; h = strtok(NULL, ","))
         cJSON_AddItemToArray(hosts, cJSON_CreateString(h));
     cJSON_AddNumberToObject(r, "ranks", run->ranks);
+    cJSON *nodes = cJSON_AddArrayToObject(r, "nodes");
+    for (int i = 0; i < run->n_nodes; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "host", run->nodes[i].host);
+        cJSON_AddNumberToObject(o, "ranks", run->nodes[i].ranks);
+        cJSON_AddNumberToObject(o, "bytes_read", run->nodes[i].bytes_read);
+        cJSON_AddNumberToObject(o, "bytes_held", run->nodes[i].bytes_held);
+        cJSON_AddItemToArray(nodes, o);
+    }
     cJSON_AddNumberToObject(r, "seconds", run->seconds);
     const husai_config *cfg = run->cfg;
     cJSON *d = cJSON_AddObjectToObject(root, "data");

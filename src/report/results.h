@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "cli/config.h"
+#include "common/nodeinfo.h"
 #include "common/status.h"
 #include "metrics/bootstrap.h"
 #include "report/rundir.h"
@@ -70,6 +71,8 @@ typedef struct {
     const char *dtype;
     size_t n_rows;
     int d_model;
+    int n_nodes;                  /* 0 when unknown (a merge) */
+    const husai_node_info *nodes; /* (n_nodes) */
 } husai_run_info;
 
 /* Writes results.h5, results.json, summary.md and conditions.csv into rd's staging directory. */
