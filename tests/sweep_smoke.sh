@@ -191,4 +191,15 @@ rc=0
 }
 "$PY" "$HERE/check_results.py" "$tmp"/out_np/*/ || fail "check_results.py failed on the numpy/pairs run"
 
+step "variant: more ranks than tasks (5 ranks, 1 condition x 2 seeds): extra ranks idle, job succeeds"
+rc=0
+timeout 120 "$MPIEXEC" -np 5 --oversubscribe "$HUSAI" sweep "$tmp/smoke.ini" --set sweep.values=4 --set sweep.seeds=1,2 \
+    --out "$tmp/out_idle" >"$tmp/stdout_idle" 2>"$tmp/stderr_idle" || rc=$?
+[ "$rc" -eq 0 ] || {
+    cat "$tmp/stdout_idle" "$tmp/stderr_idle" >&2
+    fail "5 ranks for 2 tasks exited $rc"
+}
+grep -q "ranks 2..4 stay idle" "$tmp/stdout_idle" || fail "no note about idle ranks"
+"$PY" "$HERE/check_results.py" "$tmp"/out_idle/*/ || fail "check_results.py failed on the idle-ranks run"
+
 step "PASS"
