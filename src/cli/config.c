@@ -25,6 +25,8 @@ typedef struct {
 static const opt OPTS[] = {
     {"data", "path", T_STR, F(data_path), S(data_path), 0, 1, "HDF5 file of activations"},
     {"data", "dataset", T_STR, F(dataset), S(dataset), 0, 0, "2-D dataset [rows, d_model] in the file"},
+    {"data", "holdout", T_NONNEG, F(holdout), 0, 0, 0, "fraction of rows held out for EV/MSE/L0 on unseen data"},
+    {"data", "split_seed", T_U64, F(split_seed), 0, 0, 0, "seed of the held-out split"},
     {"sae", "d_sae", T_INT, F(d_sae), 0, 1, 0, "latents per SAE"},
     {"sae", "k", T_INT, F(k), 0, 1, 0, "active latents per row (TopK)"},
     {"train", "epochs", T_INT, F(epochs), 0, 1, 0, "passes over the data"},
@@ -391,6 +393,8 @@ husai_status husai_config_validate(const husai_config *c) {
     if (c->n_seeds < 2)
         return husai_error(HUSAI_ERR_ARG, "sweep.seeds: need at least 2 seeds to compare (got %d)",
                            c->n_seeds);
+    if (!(c->holdout < 0.9))
+        return husai_error(HUSAI_ERR_ARG, "data.holdout = %g must be below 0.9", c->holdout);
     if (c->n_retrain_seeds == 1)
         return husai_error(HUSAI_ERR_ARG,
                            "calibrate.retrain_seeds: need at least 2 seeds to compare (got 1)");

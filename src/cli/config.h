@@ -21,6 +21,8 @@ typedef struct {
     /* [data] */
     char data_path[HUSAI_PATH_MAX];
     char dataset[256];
+    double holdout;      /* fraction of rows never trained on, for held-out metrics */
+    uint64_t split_seed; /* seed of the held-out split */
     /* [sae] */
     int d_sae, k;
     /* [train] */

@@ -108,9 +108,11 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
     o.lambda = c->lambda;
     o.ref_rows = c->lambda > 0.0 ? ref_rows : NULL;
     o.ref_n = ref_n;
+    const husai_split *sp = ctx->split;
+    o.row_index = sp->train;
     const double t0 = MPI_Wtime();
     husai_trainer tr;
-    if (husai_trainer_init(&tr, ds->X, ds->n_rows, ds->d_model, &o))
+    if (husai_trainer_init(&tr, ds->X, sp->n_train, ds->d_model, &o))
         husai_mpi_die("%s seed %llu: %s", c->name, (unsigned long long)seed, husai_error_message());
     char path[4200];
     husai_ckpt_id id;
@@ -144,10 +146,12 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
     }
     /* A finished task's checkpoint is its result on resume: it is never retrained. */
     if (ctx->ckpt_dir && husai_checkpoint_save(&tr, &id, path)) husai_mpi_die("%s", husai_error_message());
-    husai_recon rec;
-    if (husai_recon_eval(&tr.model, ds->X, ds->n_rows, EVAL_BATCH, &rec))
-        husai_mpi_die("evaluating %s seed %llu: %s", c->name, (unsigned long long)seed,
-                      husai_error_message());
+    /* EV, MSE and L0 on the training rows, as HUSAI reported them, and on the held-out rows if any. */
+    husai_recon rec, ho = {NAN, NAN, NAN, NAN};
+    if (husai_recon_eval_rows(&tr.model, ds->X, sp->train, sp->n_train, EVAL_BATCH, &rec) ||
+        (sp->n_holdout > 0 &&
+         husai_recon_eval_rows(&tr.model, ds->X, sp->holdout, sp->n_holdout, EVAL_BATCH, &ho)))
+        husai_mpi_die("evaluating %s seed %llu: %s", c->name, (unsigned long long)seed, husai_error_message());
     double alignment = NAN;
     if (ref_rows) {
         float *scratch = malloc(husai_align_scratch_floats(ref_n) * sizeof(float));
@@ -168,7 +172,8 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
                                     .last_epoch_loss = tr.last_epoch_loss,
                                     .steps = (double)tr.steps,
                                     .rank = rank,
-                                    .alignment = alignment};
+                                    .alignment = alignment,
+                                    .ho_ev = ho.ev, .ho_mse = ho.mse, .ho_l0 = ho.l0, .ho_dead = ho.dead_fraction};
     *out = tr.model;
     memset(&tr.model, 0, sizeof tr.model); /* keep the model, free the rest */
     husai_trainer_free(&tr);
@@ -196,15 +201,17 @@ void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c,
         husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
     double *v = malloc((size_t)S * sizeof(double));
     if (!v) husai_mpi_die("out of memory");
-    husai_ci *outs[5] = {&c->ev, &c->mse, &c->l0, &c->dead, &c->alignment};
-    for (int m = 0; m < (ref_decoder ? 5 : 4); m++) {
+    /* Held-out metrics exist when the first seed has them (all seeds share the split). */
+    c->has_holdout = isfinite(c->per_seed[0].ho_ev);
+    husai_ci *outs[9] = {&c->ev, &c->mse, &c->l0, &c->dead, &c->alignment, &c->ho_ev, &c->ho_mse, &c->ho_l0, &c->ho_dead};
+    for (int m = 0; m < 9; m++) {
+        if (m == 4 && !ref_decoder) continue;
+        if (m >= 5 && !c->has_holdout) break;
         for (int s = 0; s < S; s++) {
             const husai_seed_metrics *p = &c->per_seed[s];
-            v[s] = m == 0   ? p->ev
-                   : m == 1 ? p->mse
-                   : m == 2 ? p->l0
-                   : m == 3 ? p->dead_fraction
-                            : p->alignment;
+            const double vals[9] = {p->ev,        p->mse,   p->l0,    p->dead_fraction, p->alignment,
+                                    p->ho_ev,     p->ho_mse, p->ho_l0, p->ho_dead};
+            v[s] = vals[m];
         }
         if (husai_ci_mean(v, (size_t)S, &bo, outs[m]))
             husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "cli/config.h"
+#include "common/split.h"
 #include "mpi/dataset.h"
 #include "report/results.h"
 
@@ -22,6 +23,7 @@ typedef struct {
     const char *ckpt_dir;      /* where tasks checkpoint (shared by all ranks), or NULL for none */
     uint64_t config_hash;      /* recorded in and checked against every checkpoint */
     double ckpt_every_seconds; /* periodic checkpoints while training; <= 0: only on stop and at task end */
+    const husai_split *split;  /* training and held-out rows of ds, shared by every task */
 } husai_run_ctx;
 
 typedef struct {

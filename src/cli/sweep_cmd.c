@@ -285,14 +285,24 @@ int husai_cmd_sweep(int argc, char **argv) {
                    ds.nodes[q].bytes_held / 1e6);
         fflush(stdout);
     }
-    for (int i = 0; i < cfg.n_values; i++) {
+    /* Every rank derives the same split from (rows, fraction, seed): no communication needed. */
+    husai_split split;
+    st = husai_split_make(&split, ds.n_rows, cfg.holdout, cfg.split_seed);
+    for (int i = 0; !st && i < cfg.n_values; i++) {
         const int batch = husai_config_condition(&cfg, i).batch_size;
-        if ((size_t)batch > ds.n_rows) {
-            husai_error(HUSAI_ERR_DATA, "the dataset has %zu rows, fewer than one batch (batch_size %d)",
-                        ds.n_rows, batch);
-            husai_dataset_free(&ds);
-            return fail(rank, &rd);
-        }
+        if ((size_t)batch > split.n_train)
+            st = husai_error(HUSAI_ERR_DATA, "the dataset has %zu training rows, fewer than one batch (batch_size %d)",
+                             split.n_train, batch);
+    }
+    if (st) {
+        husai_split_free(&split);
+        husai_dataset_free(&ds);
+        return fail(rank, &rd);
+    }
+    if (rank == 0 && split.n_holdout > 0) {
+        printf("[husai] held out %zu of %zu rows (split seed %llu) for held-out EV/MSE/L0\n", split.n_holdout,
+               ds.n_rows, (unsigned long long)cfg.split_seed);
+        fflush(stdout);
     }
 
     husai_run_ctx ctx = {.cfg = &cfg,
@@ -300,6 +310,7 @@ int husai_cmd_sweep(int argc, char **argv) {
                          .reverse_order = args.reverse_order,
                          .comm = comm,
                          .ckpt_dir = ckpt_dir,
+                         .split = &split,
                          .config_hash = config_hash,
                          .ckpt_every_seconds = cfg.checkpoint_seconds};
     /* From here on checkpoints accumulate: a dying rank leaves the staging directory for --resume. */
@@ -313,11 +324,13 @@ int husai_cmd_sweep(int argc, char **argv) {
             fflush(stdout);
         }
         husai_protocol_output_free(&out);
+        husai_split_free(&split);
         husai_dataset_free(&ds);
         return HUSAI_EXIT_STOPPED;
     }
     if (st) {
         husai_protocol_output_free(&out);
+        husai_split_free(&split);
         husai_dataset_free(&ds);
         return fail(rank, &rd);
     }
@@ -337,6 +350,8 @@ int husai_cmd_sweep(int argc, char **argv) {
                                .dtype = ds.dtype,
                                .n_rows = ds.n_rows,
                                .d_model = ds.d_model,
+                               .holdout_rows = split.holdout,
+                               .n_holdout = split.n_holdout,
                                .n_nodes = ds.n_nodes,
                                .nodes = ds.nodes};
         st = husai_results_write(&rd, &info, out.res, out.n, out.has_proto ? &out.proto : NULL);
@@ -360,6 +375,7 @@ int husai_cmd_sweep(int argc, char **argv) {
     }
     st = husai_mpi_agree(st, comm);
     husai_protocol_output_free(&out);
+    husai_split_free(&split);
     husai_dataset_free(&ds);
     husai_mpi_on_die(NULL, NULL);
     if (st) return fail(rank, &rd);

@@ -3,10 +3,11 @@
  * distinct atoms with coefficients uniform on [0.5, 2) plus N(0, noise^2) per element, all drawn
  * from stream (seed, "synth-row", r), so a row depends only on (seed, r) and the file is the same
  * whatever the number of ranks or --chunk-rows. Rows are summed in double and rounded once to the
- * requested dtype. Each rank generates a disjoint block of rows, --chunk-rows at a time, and writes
- * it collectively with parallel HDF5 into OUT.partial, which rank 0 renames to OUT when complete.
- * Layout: /activations [rows, d_model] (chunked), /dictionary [atoms, d_model] float32 (row a is
- * atom a), generation parameters as attributes of the root group and of /activations. */
+ * requested dtype (float16 rows are the float32 rows rounded to nearest even). Each rank generates a disjoint
+ * block of rows, --chunk-rows at a time, and writes it collectively with parallel HDF5 into OUT.partial,
+ * which rank 0 renames to OUT when complete. Layout: /activations [rows, d_model] (chunked), /dictionary
+ * [atoms, d_model] float32 (row a is atom a), generation parameters as attributes of the root group and of
+ * /activations. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <getopt.h>
@@ -186,6 +187,7 @@ static int parse_args(int argc, char **argv, synth_args *a, int rank) {
         return arg_error(rank, "--active %d exceeds --atoms %d (the atoms of a row are distinct)", a->active,
                          a->atoms);
     }
+    if (a->d_model > (1 << 24)) return arg_error(rank, "--d-model %d exceeds 16777216", a->d_model);
     if (a->rows > UINT64_MAX / 8 / (uint64_t)a->d_model) {
         return arg_error(rank, "--rows %llu x --d-model %d is too large", (unsigned long long)a->rows,
                          a->d_model);
@@ -356,6 +358,43 @@ static herr_t write_rows(hid_t dset, hid_t memtype, uint64_t start, uint64_t cou
     return rc;
 }
 
+/* Block decomposition: part `rank` of n items over `size` parts (sizes differ by at most one). */
+static void block_range(uint64_t n, int rank, int size, uint64_t *lo, uint64_t *count) {
+    const uint64_t q = n / (uint64_t)size, r = n % (uint64_t)size, k = (uint64_t)rank;
+    *lo = q * k + (k < r ? k : r);
+    *count = q + (k < r ? 1 : 0);
+}
+
+/* Every rank needs the whole dictionary (any row may use any atom): each makes its block of atoms,
+ * then an allgather completes it (every rank makes all of them if a block exceeds MPI's int count). */
+static void make_dictionary(const synth_args *a, float *dict, double *tmp, MPI_Comm comm) {
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    const uint64_t d = (uint64_t)a->d_model;
+    uint64_t a0, an;
+    block_range((uint64_t)a->atoms, 0, size, &a0, &an); /* part 0 is the largest */
+    if (size == 1 || an * d > (uint64_t)INT_MAX || (uint64_t)a->atoms * d > (uint64_t)INT_MAX) {
+        for (int i = 0; i < a->atoms; i++)
+            make_atom(a->seed, i, a->d_model, dict + (size_t)i * d, tmp);
+        return;
+    }
+    int *counts = malloc((size_t)size * sizeof(int)), *displs = malloc((size_t)size * sizeof(int));
+    if (!counts || !displs) husai_mpi_die("out of memory");
+    for (int p = 0; p < size; p++) {
+        block_range((uint64_t)a->atoms, p, size, &a0, &an);
+        counts[p] = (int)(an * d);
+        displs[p] = (int)(a0 * d);
+    }
+    block_range((uint64_t)a->atoms, rank, size, &a0, &an);
+    for (uint64_t i = a0; i < a0 + an; i++)
+        make_atom(a->seed, (int)i, a->d_model, dict + i * d, tmp);
+    HUSAI_MPI_CHECK(
+        MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, dict, counts, displs, MPI_FLOAT, comm));
+    free(counts);
+    free(displs);
+}
+
 int husai_cmd_synth(int argc, char **argv) {
     int rank, size;
     MPI_Comm comm = MPI_COMM_WORLD;
@@ -370,6 +409,12 @@ int husai_cmd_synth(int argc, char **argv) {
     const size_t d = (size_t)a.d_model;
     const size_t plen = strlen(a.out) + sizeof ".partial";
     char *partial = malloc(plen);
+    float *dict = NULL;
+    uint64_t *mark = NULL;
+    double *acc = NULL, *z = NULL;
+    void *buf = NULL;
+    hid_t file = -1;
+    int rc = 1;
     if (!partial) husai_mpi_die("out of memory");
     snprintf(partial, plen, "%s.partial", a.out);
 
@@ -377,66 +422,38 @@ int husai_cmd_synth(int argc, char **argv) {
     husai_status st = HUSAI_OK;
     if (rank == 0 && !a.force && access(a.out, F_OK) == 0)
         st = husai_error(HUSAI_ERR_IO, "'%s' exists; pass --force to replace it", a.out);
-    st = husai_mpi_agree(st, comm);
-    if (st) {
-        if (rank == 0) fprintf(stderr, "husai: error: %s\n", husai_error_message());
-        free(partial);
-        return 1;
-    }
+    if ((st = husai_mpi_agree(st, comm))) goto done;
 
-    /* Every rank needs the whole dictionary (any row may use any atom). */
     const size_t n_dict = (size_t)a.atoms * d;
-    float *dict = n_dict / d == (size_t)a.atoms ? malloc(n_dict * sizeof(float)) : NULL;
-    uint64_t *mark = calloc((size_t)a.atoms, sizeof(uint64_t));
     const uint64_t block =
         a.chunk_rows ? a.chunk_rows : (DEFAULT_BLOCK_BYTES / (d * 8) > 0 ? DEFAULT_BLOCK_BYTES / (d * 8) : 1);
-    const uint64_t r0 = a.rows / (uint64_t)size * (uint64_t)rank +
-                        ((uint64_t)rank < a.rows % (uint64_t)size ? (uint64_t)rank : a.rows % (uint64_t)size);
-    const uint64_t n_mine = a.rows / (uint64_t)size + ((uint64_t)rank < a.rows % (uint64_t)size ? 1 : 0);
+    uint64_t r0, n_mine;
+    block_range(a.rows, rank, size, &r0, &n_mine);
     const uint64_t max_per_rank = (a.rows + (uint64_t)size - 1) / (uint64_t)size;
     const uint64_t cap = block < max_per_rank ? block : max_per_rank; /* rows held at once */
-    double *acc = malloc(d * sizeof(double)), *z = malloc(d * sizeof(double));
-    void *buf = cap <= SIZE_MAX / d / (size_t)a.elem ? malloc((size_t)cap * d * (size_t)a.elem) : NULL;
+    dict = n_dict / d == (size_t)a.atoms ? malloc(n_dict * sizeof(float)) : NULL;
+    mark = calloc((size_t)a.atoms, sizeof(uint64_t));
+    acc = malloc(d * sizeof(double));
+    z = malloc(d * sizeof(double));
+    buf = cap <= SIZE_MAX / d / (size_t)a.elem ? malloc((size_t)cap * d * (size_t)a.elem) : NULL;
     st = (!dict || !mark || !acc || !z || !buf)
              ? husai_error(HUSAI_ERR_NOMEM,
                            "cannot allocate the dictionary (%d x %d floats) and a block of %llu rows; "
                            "lower --chunk-rows or --atoms",
                            a.atoms, a.d_model, (unsigned long long)cap)
              : HUSAI_OK;
-    st = husai_mpi_agree(st, comm);
-    if (st) {
-        if (rank == 0) fprintf(stderr, "husai: error: %s\n", husai_error_message());
-        free(dict);
-        free(mark);
-        free(acc);
-        free(z);
-        free(buf);
-        free(partial);
-        return 1;
-    }
-    for (int i = 0; i < a.atoms; i++)
-        make_atom(a.seed, i, a.d_model, dict + (size_t)i * d, acc);
+    if ((st = husai_mpi_agree(st, comm))) goto done;
+    make_dictionary(&a, dict, acc, comm);
 
     /* Create the staging file and both datasets (collective, identical arguments on every rank). */
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
-    hid_t file = H5Fcreate(partial, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    file = H5Fcreate(partial, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
-    st = husai_mpi_agree(
-        file < 0 ? husai_error(HUSAI_ERR_IO,
-                               "cannot create '%s' (does the directory exist and is it writable?)", partial)
-                 : HUSAI_OK,
-        comm);
-    if (st) {
-        if (rank == 0) fprintf(stderr, "husai: error: %s\n", husai_error_message());
-        free(dict);
-        free(mark);
-        free(acc);
-        free(z);
-        free(buf);
-        free(partial);
-        return 1;
-    }
+    st = file < 0 ? husai_error(HUSAI_ERR_IO,
+                                "cannot create '%s' (does the directory exist and is it writable?)", partial)
+                  : HUSAI_OK;
+    if ((st = husai_mpi_agree(st, comm))) goto done;
     if (rank == 0) {
         g_partial_path = partial;
         husai_mpi_on_die(remove_partial, NULL);
@@ -467,12 +484,10 @@ int husai_cmd_synth(int argc, char **argv) {
     if (act < 0 || dic < 0 || write_attrs(file, &a) < 0 || write_attrs(act, &a) < 0)
         husai_mpi_die("cannot create the datasets and attributes of '%s'", partial);
 
-    /* The dictionary: rank r writes its block of atoms. */
+    /* The dictionary: each rank writes its block of atoms. */
     {
-        const uint64_t na = (uint64_t)a.atoms;
-        const uint64_t a0 = na / (uint64_t)size * (uint64_t)rank +
-                            ((uint64_t)rank < na % (uint64_t)size ? (uint64_t)rank : na % (uint64_t)size);
-        const uint64_t an = na / (uint64_t)size + ((uint64_t)rank < na % (uint64_t)size ? 1 : 0);
+        uint64_t a0, an;
+        block_range((uint64_t)a.atoms, rank, size, &a0, &an);
         if (write_rows(dic, H5T_NATIVE_FLOAT, a0, an, an > 0 ? an : 1, d, dict + a0 * d) < 0)
             husai_mpi_die("writing the dictionary to '%s' failed", partial);
     }
@@ -503,12 +518,9 @@ int husai_cmd_synth(int argc, char **argv) {
     H5Dclose(act);
     H5Dclose(dic);
     if (half >= 0) H5Tclose(half);
-    if (H5Fclose(file) < 0) husai_mpi_die("closing '%s' failed (disk full?)", partial);
-    free(dict);
-    free(mark);
-    free(acc);
-    free(z);
-    free(buf);
+    herr_t closed = H5Fclose(file);
+    file = -1;
+    if (closed < 0) husai_mpi_die("closing '%s' failed (disk full?)", partial);
 
     if (rank == 0) {
         husai_mpi_on_die(NULL, NULL);
@@ -518,12 +530,8 @@ int husai_cmd_synth(int argc, char **argv) {
                                     : HUSAI_OK;
         if (st) remove(partial);
     }
-    st = husai_mpi_agree(st, comm);
-    free(partial);
-    if (st) {
-        if (rank == 0) fprintf(stderr, "husai: error: %s\n", husai_error_message());
-        return 1;
-    }
+    if ((st = husai_mpi_agree(st, comm))) goto done;
+    rc = 0;
     if (rank == 0) {
         const double dt = now() - t0;
         const double bytes = (double)a.rows * (double)d * a.elem;
@@ -537,5 +545,14 @@ int husai_cmd_synth(int argc, char **argv) {
             a.atoms, a.active, a.noise, (unsigned long long)a.seed, size, dt,
             bytes / (dt > 0 ? dt : 1e-9) / 1e6);
     }
-    return 0;
+done:
+    if (st && rank == 0) fprintf(stderr, "husai: error: %s\n", husai_error_message());
+    if (file >= 0) H5Fclose(file);
+    free(dict);
+    free(mark);
+    free(acc);
+    free(z);
+    free(buf);
+    free(partial);
+    return rc;
 }

@@ -2,9 +2,15 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
-husai_status husai_recon_eval(const husai_topk *m, const float *X, size_t n_rows, int batch_rows,
-                              husai_recon *out) {
+/* Row i of the evaluated set: X's row rows[i], or row i when rows is NULL. */
+static inline const float *row_of(const float *X, const uint32_t *rows, size_t i, int d) {
+    return X + (size_t)(rows ? rows[i] : i) * (size_t)d;
+}
+
+husai_status husai_recon_eval_rows(const husai_topk *m, const float *X, const uint32_t *rows, size_t n_rows,
+                                   int batch_rows, husai_recon *out) {
     const int d = m->d_model, k = m->k;
     if (n_rows < 2) return husai_error(HUSAI_ERR_DATA, "reconstruction metrics need at least 2 rows");
     if (batch_rows < 1) batch_rows = 1;
@@ -13,13 +19,19 @@ husai_status husai_recon_eval(const husai_topk *m, const float *X, size_t n_rows
 
     /* var(X): two passes, since activations can have a mean large next to their spread. */
     double sx = 0.0;
-    for (size_t i = 0; i < n_rows * (size_t)d; i++)
-        sx += X[i];
+    for (size_t r = 0; r < n_rows; r++) {
+        const float *x = row_of(X, rows, r, d);
+        for (int i = 0; i < d; i++)
+            sx += x[i];
+    }
     const double mx = sx / N;
     double ssx = 0.0;
-    for (size_t i = 0; i < n_rows * (size_t)d; i++) {
-        const double c = X[i] - mx;
-        ssx += c * c;
+    for (size_t r = 0; r < n_rows; r++) {
+        const float *x = row_of(X, rows, r, d);
+        for (int i = 0; i < d; i++) {
+            const double c = x[i] - mx;
+            ssx += c * c;
+        }
     }
     const double var_x = ssx / (N - 1.0);
 
@@ -27,15 +39,23 @@ husai_status husai_recon_eval(const husai_topk *m, const float *X, size_t n_rows
     husai_status st = husai_topk_batch_alloc(&b, m, batch_rows);
     if (st) return st;
     unsigned char *fired = calloc((size_t)m->d_sae, 1);
-    if (!fired) {
+    float *gathered = rows ? malloc((size_t)batch_rows * d * sizeof(float)) : NULL;
+    if (!fired || (rows && !gathered)) {
+        free(fired);
+        free(gathered);
         husai_topk_batch_free(&b);
-        return husai_error(HUSAI_ERR_NOMEM, "cannot allocate dead-latent flags");
+        return husai_error(HUSAI_ERR_NOMEM, "cannot allocate evaluation buffers");
     }
     /* Errors have a mean near zero, so a one-pass sum of e and e^2 in double is accurate. */
     double se = 0.0, sse = 0.0, nnz = 0.0;
     for (size_t r0 = 0; r0 < n_rows; r0 += (size_t)batch_rows) {
         const int n = (int)(n_rows - r0 < (size_t)batch_rows ? n_rows - r0 : (size_t)batch_rows);
         const float *xb = X + r0 * d;
+        if (rows) {
+            for (int r = 0; r < n; r++)
+                memcpy(gathered + (size_t)r * d, row_of(X, rows, r0 + (size_t)r, d), (size_t)d * sizeof(float));
+            xb = gathered;
+        }
         husai_topk_encode(m, xb, n, &b);
         husai_topk_decode(m, n, &b);
         for (size_t i = 0; i < (size_t)n * d; i++) {
@@ -58,6 +78,12 @@ husai_status husai_recon_eval(const husai_topk *m, const float *X, size_t n_rows
     out->l0 = nnz / (double)n_rows;
     out->dead_fraction = (double)dead / m->d_sae;
     free(fired);
+    free(gathered);
     husai_topk_batch_free(&b);
     return HUSAI_OK;
+}
+
+husai_status husai_recon_eval(const husai_topk *m, const float *X, size_t n_rows, int batch_rows,
+                              husai_recon *out) {
+    return husai_recon_eval_rows(m, X, NULL, n_rows, batch_rows, out);
 }

@@ -8,6 +8,7 @@
 #define HUSAI_METRICS_RECON_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/status.h"
 #include "sae/topk.h"
@@ -15,6 +16,11 @@
 typedef struct {
     double ev, mse, l0, dead_fraction;
 } husai_recon;
+
+/* Evaluates model m on the rows rows[0..n_rows) of X (all of X's first n_rows rows when rows is
+ * NULL), in batches of batch_rows; a held-out split is evaluated this way without copying it. */
+husai_status husai_recon_eval_rows(const husai_topk *m, const float *X, const uint32_t *rows, size_t n_rows,
+                                   int batch_rows, husai_recon *out);
 
 /* Evaluates model m on the n_rows rows of X (n_rows, d_model) in batches of batch_rows. */
 husai_status husai_recon_eval(const husai_topk *m, const float *X, size_t n_rows, int batch_rows,

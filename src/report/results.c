@@ -105,21 +105,17 @@ static husai_status write_h5(const char *path, const husai_run_info *run, const 
         if (!col) {
             rc = -1;
         } else {
-            const char *names[] = {"explained_variance",
-                                   "mse",
-                                   "l0",
-                                   "dead_fraction",
-                                   "steps",
-                                   "seconds",
-                                   "rank",
-                                   "last_epoch_loss",
-                                   "alignment_to_reference"};
-            for (int m = 0; m < (c->has_ref ? 9 : 8); m++) {
+            const char *names[] = {"explained_variance", "mse", "l0", "dead_fraction", "steps", "seconds", "rank",
+                                   "last_epoch_loss", "alignment_to_reference", "heldout_explained_variance",
+                                   "heldout_mse", "heldout_l0", "heldout_dead_fraction"};
+            for (int m = 0; m < 13; m++) {
+                if (m == 8 && !c->has_ref) continue;
+                if (m >= 9 && !c->has_holdout) break;
                 for (int s = 0; s < c->S; s++) {
                     const husai_seed_metrics *p = &c->per_seed[s];
-                    const double v[9] = {p->ev,       p->mse,     p->l0,   p->dead_fraction,
-                                         p->steps,    p->seconds, p->rank, p->last_epoch_loss,
-                                         p->alignment};
+                    const double v[13] = {p->ev,    p->mse,     p->l0,   p->dead_fraction, p->steps,
+                                          p->seconds, p->rank, p->last_epoch_loss, p->alignment, p->ho_ev,
+                                          p->ho_mse, p->ho_l0, p->ho_dead};
                     col[s] = v[m];
                 }
                 rc |= write_ds(g, names[m], H5T_NATIVE_DOUBLE, 1, d_s, col);
@@ -151,6 +147,10 @@ static husai_status write_h5(const char *path, const husai_run_info *run, const 
             rc |= attr_num(g, "seed", H5T_NATIVE_UINT64, &proto->reference_seed);
             H5Gclose(g);
         }
+    }
+    if (run->holdout_rows && run->n_holdout > 0) {
+        const hsize_t dh[1] = {(hsize_t)run->n_holdout};
+        rc |= write_ds(file, "holdout_rows", H5T_NATIVE_UINT32, 1, dh, run->holdout_rows);
     }
     if (proto) {
         rc |= attr_str(file, "protocol", proto->mode);
@@ -294,6 +294,13 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
         cJSON_AddNumberToObject(o, "delta_pwmcc_ci_low_conservative", c->delta_lcb);
         cJSON_AddNumberToObject(o, "ratio_pwmcc", c->ratio);
         cJSON_AddItemToObject(o, "dead_fraction", ci_json(&c->dead));
+        if (c->has_holdout) {
+            cJSON *h = cJSON_AddObjectToObject(o, "heldout");
+            cJSON_AddItemToObject(h, "explained_variance", ci_json(&c->ho_ev));
+            cJSON_AddItemToObject(h, "mse", ci_json(&c->ho_mse));
+            cJSON_AddItemToObject(h, "l0", ci_json(&c->ho_l0));
+            cJSON_AddItemToObject(h, "dead_fraction", ci_json(&c->ho_dead));
+        }
         if (c->has_ref) {
             cJSON_AddNumberToObject(o, "lambda", c->lambda);
             cJSON_AddItemToObject(o, "trained_pwmcc_with_reference", ci_json(&c->trained_with_ref));
@@ -313,6 +320,12 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
             cJSON_AddNumberToObject(e, "seconds", m->seconds);
             cJSON_AddNumberToObject(e, "rank", m->rank);
             if (c->has_ref) cJSON_AddNumberToObject(e, "alignment_to_reference", m->alignment);
+            if (c->has_holdout) {
+                cJSON_AddNumberToObject(e, "heldout_explained_variance", m->ho_ev);
+                cJSON_AddNumberToObject(e, "heldout_mse", m->ho_mse);
+                cJSON_AddNumberToObject(e, "heldout_l0", m->ho_l0);
+                cJSON_AddNumberToObject(e, "heldout_dead_fraction", m->ho_dead);
+            }
             cJSON_AddItemToArray(ps, e);
         }
         cJSON_AddItemToArray(arr, o);
@@ -381,6 +394,16 @@ static void table_row(FILE *f, const husai_condition_result *c, const char *labe
             c->dead.mean);
 }
 
+/* Quality on rows never trained on, when a held-out split is configured. */
+static void holdout_table(FILE *f, const husai_condition_result *cs, int n) {
+    if (n < 1 || !cs[0].has_holdout) return;
+    fprintf(f, "\nOn held-out rows (never trained on):\n\n| condition | EV [95%% CI] | MSE | L0 | dead |\n"
+               "|---|---|---|---|---|\n");
+    for (int i = 0; i < n; i++)
+        fprintf(f, "| %s | %.4f [%.4f, %.4f] | %.4g | %.2f | %.3f |\n", cs[i].name, cs[i].ho_ev.mean, cs[i].ho_ev.lo,
+                cs[i].ho_ev.hi, cs[i].ho_mse.mean, cs[i].ho_l0.mean, cs[i].ho_dead.mean);
+}
+
 /* A plain-language reading of a grid: which setting is most reproducible and whether it is resolved. */
 static void reading(FILE *f, const husai_condition_result *cs, int n) {
     int best = -1, resolved = 0;
@@ -440,6 +463,7 @@ static husai_status write_summary(const char *path, const husai_run_info *run,
         table_header(f, cfg->param, 0);
         for (int i = 0; i < n; i++)
             table_row(f, &cs[i], NULL);
+        holdout_table(f, cs, n);
         reading(f, cs, n);
     } else if (!strcmp(proto->mode, "calibrate")) {
         const int ns = proto->n_first;

@@ -21,6 +21,7 @@ typedef struct {
     double ev, mse, l0, dead_fraction;
     double seconds, last_epoch_loss, steps, rank;
     double alignment; /* mean_i max_j |cos| to the reference decoder; NaN without one */
+    double ho_ev, ho_mse, ho_l0, ho_dead; /* on the held-out rows; NaN without a holdout */
 } husai_seed_metrics;
 
 typedef struct {
@@ -39,6 +40,8 @@ typedef struct {
     husai_ci trained, random, ev, mse, l0, dead;
     double delta, delta_lcb, ratio;
     /* consistency protocol only (has_ref): the reference joins the PWMCC as an (S+1)-th model */
+    int has_holdout;
+    husai_ci ho_ev, ho_mse, ho_l0, ho_dead;
     int has_ref;
     double lambda;
     double *pwmcc_with_ref; /* (S+1, S+1), the reference last */
@@ -71,6 +74,8 @@ typedef struct {
     const char *dtype;
     size_t n_rows;
     int d_model;
+    const uint32_t *holdout_rows; /* (n_holdout) rows never trained on, or NULL */
+    size_t n_holdout;
     int n_nodes;                  /* 0 when unknown (a merge) */
     const husai_node_info *nodes; /* (n_nodes) */
 } husai_run_info;

@@ -98,8 +98,11 @@ husai_status husai_trainer_step(husai_trainer *t) {
     const int d = t->d_model;
     size_t n = t->n_rows - t->pos;
     if (n > (size_t)t->batch.cap) n = (size_t)t->batch.cap; /* the last batch of an epoch may be short */
-    for (size_t r = 0; r < n; r++)
-        memcpy(t->xb + r * d, t->X + (size_t)t->perm[t->pos + r] * d, (size_t)d * sizeof(float));
+    const uint32_t *rows = t->opts.row_index;
+    for (size_t r = 0; r < n; r++) {
+        const uint32_t p = t->perm[t->pos + r];
+        memcpy(t->xb + r * d, t->X + (size_t)(rows ? rows[p] : p) * d, (size_t)d * sizeof(float));
+    }
     double loss = husai_topk_forward(&t->model, t->xb, (int)n, &t->batch);
     double align = 0.0;
     if (t->opts.lambda > 0.0) {

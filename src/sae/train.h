@@ -22,6 +22,8 @@ typedef struct {
     double lambda;
     const float *ref_rows; /* (ref_n, d_model) unit reference features, borrowed */
     int ref_n;
+    /* Train on X's rows row_index[0..n_rows) only (a held-out split); NULL: rows 0..n_rows-1. */
+    const uint32_t *row_index;
 } husai_train_opts;
 
 /* HUSAI's recipe: d_sae 128, k 32, 25 epochs, batch 2048, Adam(3e-4, 0.9, 0.999, 1e-8). */
