@@ -7,7 +7,8 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 NP ?= 2
 DEBIAN_PACKAGES = build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools \
-                  libopenblas-dev libcmocka-dev libinih-dev libcjson-dev python3-numpy python3-h5py
+                  libopenblas-dev libcmocka-dev libinih-dev libcjson-dev python3-numpy python3-h5py \
+                  slurmctld slurmd slurm-client munge
 APT = apt-get -o DPkg::Lock::Timeout=600
 MPIRUN = OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1 mpirun --oversubscribe -np $(NP)
 
@@ -47,10 +48,29 @@ demo: build
 
 bench: build
 	cmake --build $(BUILD) --target benchmarks -j 2
-	$(BUILD)/bench/bench_husai
+	BUILD=$(BUILD) bash bench/bench.sh
 
 format:
 	clang-format -i src/*.c src/*/*.c src/*/*.h tests/*.c bench/*.c
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
+
+# ---- fuzz (tests/fuzz/, owned by the fuzzing work; see tests/fuzz/README.md) ----
+# make fuzz   install clang's libFuzzer if missing, build the config and dataset fuzz targets with
+#             -fsanitize=fuzzer,address,undefined in $(FUZZ_BUILD)/ and run each for FUZZ_SECONDS
+#             (both at once); fails if either finds a crash, leak, UBSan report or property violation.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_PACKAGES = clang-14 libclang-rt-14-dev llvm-14
+.PHONY: fuzz
+fuzz: deps
+	@missing=""; for p in $(FUZZ_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  echo "installing:$$missing"; \
+	  $$sudo $(APT) update && DEBIAN_FRONTEND=noninteractive $$sudo $(APT) install -y --no-install-recommends $$missing; \
+	fi
+	FUZZ_SECONDS=$(FUZZ_SECONDS) CLANG=clang-14 bash tests/fuzz/run.sh $(FUZZ_BUILD)
+# ---- end fuzz ----

@@ -42,7 +42,7 @@ run 2 --out "$tmp" --run-id single
 run 1 --set sweep.values=9 --out "$tmp/parts" --run-id p9
 run 2 --set sweep.values=3 --out "$tmp/parts" --run-id p3
 run 3 --set sweep.values=6 --out "$tmp/parts" --run-id p6
-"$HUSAI" merge --out "$tmp" --run-id merged "$tmp/parts/p9" "$tmp/parts/p3" "$tmp/parts/p6" >"$tmp/merge.log" 2>&1 || {
+"$HUSAI" merge --out "$tmp" --run-id merged "$tmp/parts/p3" "$tmp/parts/p6" "$tmp/parts/p9" >"$tmp/merge.log" 2>&1 || {
     cat "$tmp/merge.log"
     fail "merge failed"
 }

@@ -109,13 +109,6 @@ static uint64_t hash_without_values(const husai_config *c) {
     return husai_config_hash(&copy);
 }
 
-typedef struct {
-    merge_state *ms;
-    hid_t conds;
-    const char *part;
-    husai_status st;
-} iter_ctx;
-
 static husai_status load_condition(merge_state *ms, hid_t conds, const char *name, const char *part) {
     hid_t g = H5Gopen2(conds, name, H5P_DEFAULT);
     if (g < 0) return husai_error(HUSAI_ERR_DATA, "%s: cannot open condition '%s'", part, name);
@@ -195,12 +188,6 @@ static husai_status load_condition(merge_state *ms, hid_t conds, const char *nam
     return HUSAI_OK;
 }
 
-static herr_t visit_condition(hid_t loc, const char *name, const H5L_info_t *info, void *op) {
-    iter_ctx *ic = op;
-    ic->st = load_condition(ic->ms, loc, name, ic->part);
-    return ic->st ? -1 : 0;
-}
-
 static husai_status load_part(merge_state *ms, const char *dir) {
     char path[4200];
     snprintf(path, sizeof path, "%s/results.json", dir);
@@ -256,24 +243,15 @@ static husai_status load_part(merge_state *ms, const char *dir) {
         }
     }
     if (!st) {
+        /* Conditions in the part's own config order, so a merge lists them as the single job would. */
         hid_t conds = H5Gopen2(file, "conditions", H5P_DEFAULT);
-        iter_ctx ic = {.ms = ms, .conds = conds, .part = dir, .st = HUSAI_OK};
-        if (conds < 0)
-            st = husai_error(HUSAI_ERR_DATA, "'%s' has no /conditions", path);
-        else {
-            H5Literate(conds, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, visit_condition, &ic);
-            st = ic.st;
-            H5Gclose(conds);
-        }
+        if (conds < 0) st = husai_error(HUSAI_ERR_DATA, "'%s' has no /conditions", path);
+        for (int i = 0; !st && i < cfg.n_values; i++)
+            st = load_condition(ms, conds, husai_config_condition(&cfg, i).name, dir);
+        if (conds >= 0) H5Gclose(conds);
     }
     H5Fclose(file);
     return st;
-}
-
-static int by_value(const void *a, const void *b) {
-    const double x = ((const husai_condition_result *)a)->value,
-                 y = ((const husai_condition_result *)b)->value;
-    return (x > y) - (x < y);
 }
 
 int husai_cmd_merge(int argc, char **argv) {
@@ -323,7 +301,6 @@ int husai_cmd_merge(int argc, char **argv) {
         st = husai_error(HUSAI_ERR_ARG, "more than %d conditions", HUSAI_MAX_VALUES);
     husai_rundir rd = {0};
     if (!st) {
-        qsort(ms.res, (size_t)ms.n, sizeof *ms.res, by_value);
         ms.cfg.n_values = ms.n;
         for (int i = 0; i < ms.n; i++)
             ms.cfg.values[i] = ms.res[i].value;

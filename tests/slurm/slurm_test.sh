@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# slurm_test.sh: the slurm/ scripts on a real (private, single-node) Slurm cluster.
+#  (a) slurm/sweep.sbatch with 2 tasks completes job-<id> (2 ranks, output dir from the config);
+#  (b) SIGUSR1 to the batch shell, as Slurm sends before a time limit: the job checkpoints, requeues
+#      itself, resumes under the same job id and ends with decoders, encoders, b_enc and PWMCC
+#      bitwise equal to an uninterrupted mpirun sweep;
+#  (c) slurm/submit_array.sh: one array task per sweep value, then husai merge after them; the merged
+#      run equals a single sweep over both values bitwise.
+# Exit 77 (skipped) without Slurm and munge installed or without root. Needs 2 CPUs. ~1 minute.
+set -euo pipefail
+PATH="$PATH:/usr/sbin:/sbin" # the daemons live in sbin, often not on a user's PATH
+: "${HUSAI:?set HUSAI}" "${MPIEXEC:?set MPIEXEC}"
+step() { echo "slurm_test: $*"; }
+for b in slurmctld slurmd munged sbatch srun squeue scontrol scancel; do
+    if ! command -v "$b" >/dev/null 2>&1; then
+        echo "slurm_test: SKIP: '$b' is not installed (Debian: slurmctld slurmd slurm-client munge)"
+        exit 77
+    fi
+done
+if [ "$(id -u)" -ne 0 ]; then
+    echo "slurm_test: SKIP: the private test cluster's daemons must run as root"
+    exit 77
+fi
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
+unset HUSAI_OUT HUSAI_SLURM_DIR HUSAI_SRUN_FLAGS HUSAI_PARTITION HUSAI_ACCOUNT SBATCH_PARTITION SBATCH_ACCOUNT
+PY=/usr/bin/python3
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+tmp=$(mktemp -d)
+t_start=$SECONDS
+watchdog=""
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    [ -z "$watchdog" ] || kill "$watchdog" 2>/dev/null || true
+    bash "$HERE/cluster.sh" stop "$tmp/cluster" || true
+    if [ "$rc" -ne 0 ] && [ -d "$tmp/sub" ]; then
+        for f in "$tmp"/sub/slurm-*.out; do
+            [ -f "$f" ] || continue
+            echo "----- $f"
+            tail -n 40 "$f"
+        done
+    fi
+    rm -rf "$tmp"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+# Stop (and clean up) well before ctest's timeout would kill us without running the trap.
+(
+    sleep 420 >/dev/null 2>&1 &
+    nap=$!
+    trap 'kill "$nap" 2>/dev/null; exit 0' TERM
+    wait "$nap"
+    echo "slurm_test: FAIL: watchdog: still running after 420 s" >&2
+    kill -TERM $$
+) &
+watchdog=$!
+fail() {
+    echo "slurm_test: FAIL: $*" >&2
+    exit 1
+}
+
+# --- the cluster -------------------------------------------------------------------------------
+started=0
+for port in 17817 17837 17857; do
+    if HUSAI_SLURM_PORT=$port bash "$HERE/cluster.sh" start "$tmp/cluster"; then
+        started=1
+        break
+    fi
+    rm -rf "$tmp/cluster"
+done
+[ "$started" -eq 1 ] || fail "could not start the test cluster"
+eval "$(bash "$HERE/cluster.sh" env "$tmp/cluster")"
+step "cluster up in $((SECONDS - t_start)) s"
+
+# Jobs are submitted from a directory that looks like a checkout (slurm/ there), so the scripts'
+# default lookup of site.sh via SLURM_SUBMIT_DIR is what runs; logs land there too.
+mkdir -p "$tmp/sub"
+ln -s "$REPO/slurm" "$tmp/sub/slurm"
+cd "$tmp/sub"
+"$PY" "$REPO/tests/data/make_tiny.py" "$tmp/tiny.h5" 1500 12 20 3 >/dev/null
+
+write_ini() { # FILE EPOCHS VALUES OUTDIR
+    cat >"$1" <<INI
+[data]
+path = $tmp/tiny.h5
+[sae]
+d_sae = 24
+[train]
+epochs = $2
+batch_size = 100
+lr = 0.003
+[sweep]
+param = k
+values = $3
+seeds = 11, 22
+[metrics]
+resamples = 200
+[output]
+dir = $4
+INI
+}
+
+# job_field ID FIELD: one field of `scontrol show job` (jobs stay visible MinJobAge = 30 s after the end).
+job_field() { scontrol show job -o "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1; }
+
+# wait_gone ID TIMEOUT: poll squeue every 0.2 s until job (or array) ID has left the queue; the
+# distinct states seen are appended to $tmp/states.ID.
+wait_gone() {
+    local id=$1 limit=$2 s prev="" t0=$SECONDS
+    while :; do
+        s=$(squeue -h -j "$id" -o %T 2>/dev/null | sort -u | tr '\n' ' ')
+        if [ "$s" != "$prev" ]; then
+            echo "${s:-GONE}" >>"$tmp/states.$id"
+            prev=$s
+        fi
+        [ -n "$s" ] || return 0
+        [ $((SECONDS - t0)) -lt "$limit" ] || fail "job $id still queued after $limit s (states: $(tr '\n' '>' <"$tmp/states.$id"))"
+        sleep 0.2
+    done
+}
+
+expect_done() { # ID LABEL: the job COMPLETED with exit code 0:0
+    local state code
+    state=$(job_field "$1" JobState)
+    code=$(job_field "$1" ExitCode)
+    if [ "$state" != COMPLETED ] || [ "$code" != 0:0 ]; then fail "$2: job $1 ended $state, exit code $code"; fi
+}
+
+compare_h5() { # REF RUN DATASET...: every condition's datasets bitwise equal
+    "$PY" - "$@" <<'PY'
+import sys, h5py, numpy as np
+ref, run, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+a, b = h5py.File(ref, "r"), h5py.File(run, "r")
+conds = sorted(a["conditions"])
+if conds != sorted(b["conditions"]):
+    sys.exit(f"conditions differ: {conds} vs {sorted(b['conditions'])}")
+for c in conds:
+    for n in names:
+        x, y = a["conditions"][c][n][()], b["conditions"][c][n][()]
+        if x.shape != y.shape or x.tobytes() != y.tobytes():
+            sys.exit(f"{c}/{n} differs (max |diff| {np.abs(x - y).max() if x.shape == y.shape else 'shape'})")
+print(f"slurm_test:   {len(conds)} condition(s), {', '.join(names)} bitwise equal")
+PY
+}
+
+# --- (a) a plain sweep on 2 tasks ----------------------------------------------------------------
+step "(a) sbatch --ntasks=2 slurm/sweep.sbatch (output dir from the config)"
+write_ini "$tmp/a.ini" 30 3 "$tmp/runs"
+t0=$SECONDS
+id=$(sbatch --parsable --ntasks=2 slurm/sweep.sbatch "$tmp/a.ini")
+wait_gone "$id" 120
+expect_done "$id" "(a)"
+run="$tmp/runs/job-$id"
+if [ ! -f "$run/results.json" ] || [ ! -f "$run/results.h5" ]; then fail "(a) no complete run directory $run"; fi
+[ ! -e "$tmp/runs/.job-$id.partial" ] || fail "(a) staging directory left behind"
+"$PY" - "$run/results.json" "job-$id" <<'PY' || fail "(a) results.json"
+import json, sys
+r = json.load(open(sys.argv[1]))["run"]
+assert r["id"] == sys.argv[2], r["id"]
+assert r["ranks"] == 2, f"ranks {r['ranks']}"
+PY
+grep -q "^\[slurm\] .*job $id: 2 rank(s)" "slurm-husai-$id.out" || fail "(a) log lacks the launch line"
+step "  job $id COMPLETED (0:0) in $((SECONDS - t0)) s: $run with 2 ranks"
+
+# --- (b) SIGUSR1 -> checkpoint -> requeue -> resume --------------------------------------------------
+step "(b) SIGUSR1 to the batch shell mid-training: checkpoint, requeue, resume, bitwise result"
+write_ini "$tmp/b.ini" 1500 "3, 6" "$tmp/unused"
+"$MPIEXEC" -np 2 "$HUSAI" sweep "$tmp/b.ini" --out "$tmp/ref" --run-id b >"$tmp/ref_b.log" 2>&1 || {
+    cat "$tmp/ref_b.log"
+    fail "(b) reference mpirun sweep failed"
+}
+t0=$SECONDS
+id=$(sbatch --parsable --ntasks=2 slurm/sweep.sbatch "$tmp/b.ini" --out "$tmp/preempt")
+log="slurm-husai-$id.out"
+# 4 tasks on 2 ranks: once the first wave is done, both ranks are inside their second task.
+for _ in $(seq 600); do
+    grep -q "task 1/4 done" "$log" 2>/dev/null && break
+    if grep -q "husai exited with status" "$log" 2>/dev/null; then fail "(b) job $id ended before its first task was done"; fi
+    sleep 0.1
+done
+grep -q "task 1/4 done" "$log" || fail "(b) job $id: no task done within 60 s (state $(job_field "$id" JobState))"
+sleep 0.5
+[ "$(job_field "$id" JobState)" = RUNNING ] || fail "(b) job $id is not running any more before the signal"
+grep -q "task 4/4 done" "$log" && fail "(b) the job finished before the signal; raise the epochs"
+scancel --batch --signal=USR1 "$id"
+step "  job $id: sent SIGUSR1 to the batch shell $((SECONDS - t0)) s after submission"
+ckpts=0
+for _ in $(seq 300); do # wait for the requeue; the stopped run's staging must hold checkpoints
+    if grep -q "DUE TO JOB REQUEUE" "$log" 2>/dev/null; then
+        ckpts=$(find "$tmp/preempt/.job-$id.partial/checkpoints" -type f 2>/dev/null | wc -l)
+        break
+    fi
+    sleep 0.1
+done
+grep -q "DUE TO JOB REQUEUE" "$log" || fail "(b) the job did not requeue within 30 s of SIGUSR1"
+[ "$ckpts" -ge 2 ] || fail "(b) expected checkpoints of the interrupted tasks after the stop, found $ckpts"
+[ ! -e "$tmp/preempt/job-$id" ] || fail "(b) a stopped run looks complete"
+step "  requeued after checkpointing ($ckpts checkpoint files)"
+wait_gone "$id" 180
+expect_done "$id" "(b)"
+restarts=$(job_field "$id" Restarts)
+[ "$restarts" = 1 ] || fail "(b) expected Restarts=1, got $restarts"
+grep -q "caught SIGUSR1" "$log" || fail "(b) log: the trap did not run"
+grep -q "husai exited with status 75" "$log" || fail "(b) log: husai did not exit 75 on the signal"
+grep -q "requeueing job $id" "$log" || fail "(b) log: no requeue"
+grep -q "resuming $tmp/preempt/job-$id" "$log" || fail "(b) log: the requeued job did not pass --resume"
+grep -q "\[husai\] rank [0-9]* resumes" "$log" || fail "(b) log: husai did not resume from checkpoints"
+[ "$(grep -c "^\[slurm\] .*job $id: 2 rank(s)" "$log")" -eq 2 ] || fail "(b) log: expected two launches"
+[ -f "$tmp/preempt/job-$id/results.h5" ] || fail "(b) no complete run directory"
+[ ! -e "$tmp/preempt/.job-$id.partial" ] || fail "(b) staging directory left behind"
+compare_h5 "$tmp/ref/b/results.h5" "$tmp/preempt/job-$id/results.h5" decoders encoders b_enc pwmcc ||
+    fail "(b) the resumed run differs from the uninterrupted one"
+step "  job $id: after the requeue $(tr '\n' '>' <"$tmp/states.$id" | sed 's/ *>/>/g; s/>$//'), Restarts=1, COMPLETED in $((SECONDS - t0)) s"
+
+# --- (c) array + merge -----------------------------------------------------------------------------
+if ! "$HUSAI" merge --help >/dev/null 2>&1; then
+    step "(c) skipped: this husai has no 'merge' command"
+else
+    step "(c) slurm/submit_array.sh: one array task per value, then husai merge (HUSAI_OUT)"
+    write_ini "$tmp/c.ini" 40 "3, 6" "$tmp/unused"
+    "$MPIEXEC" -np 2 "$HUSAI" sweep "$tmp/c.ini" --out "$tmp/ref" --run-id c >"$tmp/ref_c.log" 2>&1 || {
+        cat "$tmp/ref_c.log"
+        fail "(c) reference mpirun sweep failed"
+    }
+    t0=$SECONDS
+    HUSAI_OUT="$tmp/arr" slurm/submit_array.sh --ntasks=1 "$tmp/c.ini" >"$tmp/submit.txt" ||
+        fail "(c) submit_array.sh failed"
+    cat "$tmp/submit.txt"
+    aid=$(sed -n 's/^array job \([0-9]*\):.*/\1/p' "$tmp/submit.txt")
+    mid=$(sed -n 's/^merge job \([0-9]*\):.*/\1/p' "$tmp/submit.txt")
+    if [ -z "$aid" ] || [ -z "$mid" ]; then fail "(c) submit_array.sh did not print both job ids"; fi
+    [ "$(job_field "$mid" Dependency)" != "(null)" ] || fail "(c) the merge job has no dependency"
+    wait_gone "$aid" 120
+    for t in 0 1; do expect_done "${aid}_$t" "(c) array task $t"; done
+    wait_gone "$mid" 60
+    expect_done "$mid" "(c) merge"
+    for t in 0 1; do
+        [ -f "$tmp/arr/parts/part-$aid-$t/results.h5" ] || fail "(c) part $t missing"
+    done
+    merged="$tmp/arr/array-$aid"
+    [ -f "$merged/results.h5" ] || fail "(c) no merged run directory $merged"
+    compare_h5 "$tmp/ref/c/results.h5" "$merged/results.h5" pwmcc decoders ||
+        fail "(c) the merged run differs from a single sweep"
+    "$PY" - "$merged/results.json" "$tmp/ref/c/results.json" <<'PY' || fail "(c) results.json"
+import json, sys
+m, r = (json.load(open(p)) for p in sys.argv[1:])
+assert [c["name"] for c in m["conditions"]] == [c["name"] for c in r["conditions"]], "condition names"
+for a, b in zip(m["conditions"], r["conditions"]):
+    for k in ("trained_pwmcc", "random_pwmcc", "delta_pwmcc", "explained_variance", "mse", "l0"):
+        assert a[k] == b[k], f"{a['name']} {k}: merged {a[k]} vs single {b[k]}"
+PY
+    step "  array $aid (2 tasks) and merge $mid COMPLETED in $((SECONDS - t0)) s: $merged"
+fi
+
+step "all Slurm checks passed in $((SECONDS - t_start)) s"
