@@ -4,9 +4,15 @@
  *   2. training throughput (samples/s) and the encoder's share of sgemm peak, at HUSAI's size
  *      (d_model 128, d_sae 128, k 32, batch 2048) and an LLM-like size (768 x 16384, k 32)
  *   3. blocked PWMCC GFLOP/s and its share of sgemm peak
- * Usage: bench_husai [--quick]. One BLAS thread unless OPENBLAS_NUM_THREADS says otherwise. */
+ * Usage: bench_husai [--quick]. One BLAS thread unless OPENBLAS_NUM_THREADS says otherwise.
+ *
+ * bench_husai --train DATA.h5 D_SAE K BATCH STEPS THREADS [SEED]
+ *   trains one SAE on /activations of DATA.h5 (HUSAI's recipe: per-epoch shuffle, Adam 3e-4, renorm)
+ *   for STEPS optimiser steps after one warm-up step, on THREADS BLAS threads, and prints one JSON
+ *   line with samples/s (bench/bench.sh compares it with bench/torch_ref.py on the same file). */
 #define _POSIX_C_SOURCE 200809L
 #include <cblas.h>
+#include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +28,12 @@ static double now(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+static double cpu_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 static float *random_floats(size_t n, uint64_t seed) {
     float *x = malloc(n * sizeof(float));
     if (!x) {
@@ -30,7 +42,8 @@ static float *random_floats(size_t n, uint64_t seed) {
     }
     husai_rng r;
     husai_rng_init(&r, seed, "bench", 0);
-    for (size_t i = 0; i < n; i++) x[i] = (float)husai_rng_normal(&r);
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)husai_rng_normal(&r);
     return x;
 }
 
@@ -78,37 +91,119 @@ static double train_rate(int d_model, int d_sae, int k, int batch, int steps) {
     return (double)steps * batch / dt;
 }
 
+/* Reads a 2-D float dataset into a new float buffer (HDF5 converts float16/float64); exits on error. */
+static float *read_h5(const char *path, const char *name, size_t *rows, int *cols) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = f < 0 ? -1 : H5Dopen2(f, name, H5P_DEFAULT);
+    if (d < 0) {
+        fprintf(stderr, "bench: cannot open %s in %s\n", name, path);
+        exit(1);
+    }
+    hid_t sp = H5Dget_space(d);
+    hsize_t dims[2] = {0, 0};
+    if (H5Sget_simple_extent_ndims(sp) != 2) {
+        fprintf(stderr, "bench: %s in %s is not 2-D\n", name, path);
+        exit(1);
+    }
+    H5Sget_simple_extent_dims(sp, dims, NULL);
+    float *X = malloc((size_t)dims[0] * (size_t)dims[1] * sizeof(float));
+    if (!X || H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, X) < 0) {
+        fprintf(stderr, "bench: cannot read %s from %s\n", name, path);
+        exit(1);
+    }
+    H5Sclose(sp);
+    H5Dclose(d);
+    H5Fclose(f);
+    *rows = (size_t)dims[0];
+    *cols = (int)dims[1];
+    return X;
+}
+
+/* --train mode: see the header comment. */
+static int train_on_file(int argc, char **argv) {
+    if (argc != 8 && argc != 9) {
+        fprintf(stderr, "usage: bench_husai --train DATA.h5 D_SAE K BATCH STEPS THREADS [SEED]\n");
+        return 2;
+    }
+    const int d_sae = atoi(argv[3]), k = atoi(argv[4]), batch = atoi(argv[5]), steps = atoi(argv[6]),
+              threads = atoi(argv[7]);
+    const uint64_t seed = argc == 9 ? strtoull(argv[8], NULL, 10) : 42;
+    if (d_sae < 1 || k < 1 || batch < 1 || steps < 1 || threads < 1) {
+        fprintf(stderr, "bench: D_SAE, K, BATCH, STEPS and THREADS must be positive\n");
+        return 2;
+    }
+    openblas_set_num_threads(threads);
+    size_t rows = 0;
+    int d_model = 0;
+    float *X = read_h5(argv[2], "/activations", &rows, &d_model);
+    husai_train_opts o = husai_train_defaults();
+    o.d_sae = d_sae;
+    o.k = k;
+    o.batch_size = batch;
+    o.epochs = 1000000;
+    o.seed = seed;
+    husai_trainer t;
+    if (husai_trainer_init(&t, X, rows, d_model, &o) || husai_trainer_step(&t)) {
+        fprintf(stderr, "bench: %s\n", husai_error_message());
+        return 1;
+    }
+    const double t0 = now(), c0 = cpu_now();
+    for (int s = 0; s < steps; s++)
+        if (husai_trainer_step(&t)) {
+            fprintf(stderr, "bench: %s\n", husai_error_message());
+            return 1;
+        }
+    const double dt = now() - t0, cpu = cpu_now() - c0;
+    /* Mean batch loss of the epoch in progress (or of the last complete one): a sanity check against torch.
+     */
+    const double loss = t.epoch_batches ? t.epoch_loss_sum / (double)t.epoch_batches : t.last_epoch_loss;
+    printf(
+        "{\"impl\": \"husai\", \"d_model\": %d, \"d_sae\": %d, \"k\": %d, \"batch\": %d, \"steps\": %d, "
+        "\"threads\": %d, \"rows\": %zu, \"seconds\": %.4f, \"cpu_seconds\": %.4f, \"samples_per_s\": %.1f, "
+        "\"loss\": %.6g}\n",
+        d_model, d_sae, k, batch, steps, openblas_get_num_threads(), rows, dt, cpu,
+        (double)steps * batch / dt, loss);
+    husai_trainer_free(&t);
+    free(X);
+    return 0;
+}
+
 static void bench_train(const char *label, int d_model, int d_sae, int k, int batch, int steps) {
     const double peak = sgemm_gflops(batch, d_sae, d_model, 3);
     const double rate = train_rate(d_model, d_sae, k, batch, steps);
     const double enc_gflops = rate * 2.0 * d_model * d_sae / 1e9;
-    printf("%-10s %6d %6d %4d %6d | %12.0f | %8.1f | %8.1f | %6.1f%%\n", label, d_model, d_sae, k, batch, rate, peak,
-           enc_gflops, 100.0 * enc_gflops / peak);
+    printf("%-10s %6d %6d %4d %6d | %12.0f | %8.1f | %8.1f | %6.1f%%\n", label, d_model, d_sae, k, batch,
+           rate, peak, enc_gflops, 100.0 * enc_gflops / peak);
 }
 
 int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--train")) return train_on_file(argc, argv);
     const int quick = argc > 1 && !strcmp(argv[1], "--quick");
     if (!getenv("OPENBLAS_NUM_THREADS")) openblas_set_num_threads(1);
-    printf("husai benchmarks (%s), BLAS threads: %d\n\n", quick ? "quick" : "full", openblas_get_num_threads());
+    printf("husai benchmarks (%s), BLAS threads: %d\n\n", quick ? "quick" : "full",
+           openblas_get_num_threads());
     printf("Training step: samples/s, and the encoder's useful GFLOP/s (2*d_model*d_sae per sample) against\n"
            "sgemm on the same shape measured just before (the roofline).\n\n");
-    printf("%-10s %6s %6s %4s %6s | %12s | %8s | %8s | %7s\n", "size", "d_mod", "d_sae", "k", "batch", "samples/s",
-           "sgemm GF", "enc GF", "of peak");
+    printf("%-10s %6s %6s %4s %6s | %12s | %8s | %8s | %7s\n", "size", "d_mod", "d_sae", "k", "batch",
+           "samples/s", "sgemm GF", "enc GF", "of peak");
     bench_train("husai", 128, 128, 32, 2048, quick ? 20 : 200);
     bench_train("llm-like", 768, 16384, 32, 4096, quick ? 2 : 6);
 
     printf("\nBlocked PWMCC (all pairs of S seeds; 2*d_model*d_sae^2 flops per pair):\n\n");
     const int S = 4, d = 768, n = quick ? 2048 : 4096;
     float *D = malloc((size_t)S * d * n * sizeof(float));
-    for (int s = 0; s < S; s++) husai_pwmcc_random_decoder(100 + s, d, n, D + (size_t)s * d * n);
+    for (int s = 0; s < S; s++)
+        husai_pwmcc_random_decoder(100 + s, d, n, D + (size_t)s * d * n);
     double *M = malloc((size_t)S * S * sizeof(double));
     const double t0 = now();
     husai_pwmcc_matrix(D, S, d, n, M);
     const double dt = now() - t0;
     const double flops = (double)S * (S - 1) / 2 * 2.0 * d * (double)n * n;
     const double peak = sgemm_gflops(HUSAI_PWMCC_BLOCK, n, d, 3);
-    printf("S=%d d_model=%d d_sae=%d: %.2f s, %.1f GFLOP/s, %.1f%% of sgemm peak on the block shape (%.1f GF)\n", S, d,
-           n, dt, flops / dt / 1e9, 100.0 * flops / dt / 1e9 / peak, peak);
+    printf(
+        "S=%d d_model=%d d_sae=%d: %.2f s, %.1f GFLOP/s, %.1f%% of sgemm peak on the block shape (%.1f GF)\n",
+        S, d, n, dt, flops / dt / 1e9, 100.0 * flops / dt / 1e9 / peak, peak);
     free(D);
     free(M);
     return 0;

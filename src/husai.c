@@ -16,6 +16,8 @@ static void usage(FILE *f) {
                "  synth --rows N --d-model D --atoms A --active K [--noise S] [--seed SEED] OUT.h5\n"
                "                    synthetic activations from a known random dictionary (MPI-parallel)\n"
                "  ci [options] FILE bootstrap 95%% CI of the values in FILE (one per line, - = stdin)\n"
+               "  export RUN_DIR --condition NAME --seed S --format safetensors OUT_DIR\n"
+               "                    one trained SAE as SAELens safetensors + cfg.json\n"
                "run `husai <command> --help` for a command's options\n");
 }
 
@@ -25,6 +27,7 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "ci")) return husai_cmd_ci(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "export")) return husai_cmd_export(argc - 1, argv + 1);
     if (!strcmp(argv[1], "sweep") || !strcmp(argv[1], "merge") || !strcmp(argv[1], "synth")) {
         MPI_Init(&argc, &argv);
         const int rc = !strcmp(argv[1], "sweep")   ? husai_cmd_sweep(argc - 1, argv + 1)

@@ -1,10 +1,13 @@
 /* commands.h: husai's subcommands; each returns the process exit status.
- * defines: husai_cmd_ci, husai_cmd_sweep, husai_cmd_merge, husai_cmd_synth */
+ * defines: husai_cmd_ci, husai_cmd_sweep, husai_cmd_merge, husai_cmd_synth, husai_cmd_export */
 #ifndef HUSAI_CLI_COMMANDS_H
 #define HUSAI_CLI_COMMANDS_H
 
 /* `husai ci`: bootstrap CI of values read from a file or stdin, printed as one JSON object. No MPI. */
 int husai_cmd_ci(int argc, char **argv);
+
+/* `husai export`: one trained SAE of a run directory as SAELens safetensors + cfg.json. No MPI. */
+int husai_cmd_export(int argc, char **argv);
 
 /* `husai sweep`: the seed-parallel sweep; must be called between MPI_Init and MPI_Finalize. */
 int husai_cmd_sweep(int argc, char **argv);
