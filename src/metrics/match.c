@@ -26,13 +26,13 @@ static void normalized_feature_rows(const float *D, int d, int n, float *out) {
 
 /* Scratch of the shortest augmenting path solver for n rows <= m columns. */
 typedef struct {
-    double *u, *v, *dist;     /* row potentials (n), column potentials (m), path lengths (m) */
-    int32_t *path;            /* (m) row from which each column was reached */
-    int32_t *col4row;         /* (n) the column matched to each row, -1 if none yet */
-    int32_t *row4col;         /* (m) the row matched to each column, -1 if none */
-    int32_t *remaining;       /* (m) unscanned columns, kept in increasing order */
-    int32_t *rows_seen;       /* (n) rows visited by the current search */
-    int32_t *cols_seen;       /* (m) columns scanned by the current search */
+    double *u, *v, *dist; /* row potentials (n), column potentials (m), path lengths (m) */
+    int32_t *path;        /* (m) row from which each column was reached */
+    int32_t *col4row;     /* (n) the column matched to each row, -1 if none yet */
+    int32_t *row4col;     /* (m) the row matched to each column, -1 if none */
+    int32_t *remaining;   /* (m) unscanned columns, kept in increasing order */
+    int32_t *rows_seen;   /* (n) rows visited by the current search */
+    int32_t *cols_seen;   /* (m) columns scanned by the current search */
     void *block;
 } lsap_work;
 
@@ -95,7 +95,8 @@ static void lsap_solve(const float *W, int n, int m, lsap_work *w) {
                     dist[j] = r;
                 }
                 /* ties: an unassigned column first (it ends the search), then the lowest index */
-                if (dist[j] < lowest || (dist[j] == lowest && best >= 0 && row4col[j] < 0 && row4col[rem[best]] >= 0)) {
+                if (dist[j] < lowest ||
+                    (dist[j] == lowest && best >= 0 && row4col[j] < 0 && row4col[rem[best]] >= 0)) {
                     lowest = dist[j];
                     best = it;
                 }
@@ -144,8 +145,7 @@ husai_status husai_assign_max(const float *W, int rows, int cols, int32_t *row_t
         return husai_error(HUSAI_ERR_ARG, "assignment needs a non-empty weight matrix (got %d x %d)", rows,
                            cols);
     const size_t cells = (size_t)rows * cols;
-    if (!all_finite(W, cells))
-        return husai_error(HUSAI_ERR_DATA, "assignment weights contain NaN or Inf");
+    if (!all_finite(W, cells)) return husai_error(HUSAI_ERR_DATA, "assignment weights contain NaN or Inf");
     const int n = rows <= cols ? rows : cols, m = rows <= cols ? cols : rows;
     float *T = NULL;
     if (rows > cols) { /* solve on the transpose so the smaller side is the rows */
@@ -220,8 +220,8 @@ husai_status husai_match_pair(const float *A, int na, const float *B, int nb, in
                               int32_t *assignment) {
     if (na < 1 || nb < 1 || d_model < 1)
         return husai_error(HUSAI_ERR_ARG,
-                           "matched agreement needs non-empty decoders (got %d and %d features of dim %d)", na,
-                           nb, d_model);
+                           "matched agreement needs non-empty decoders (got %d and %d features of dim %d)",
+                           na, nb, d_model);
     if (isnan(threshold)) return husai_error(HUSAI_ERR_ARG, "matched agreement threshold is NaN");
     husai_status st = check_cells(na, nb);
     if (st) return st;
@@ -232,8 +232,8 @@ husai_status husai_match_pair(const float *A, int na, const float *B, int nb, in
     lsap_work w;
     const int have_w = lsap_alloc(&w, ns, nl);
     if (!Af || !Bf || !C || !have_w) {
-        st = husai_error(HUSAI_ERR_NOMEM, "cannot allocate matched-agreement buffers for %d x %d features", na,
-                         nb);
+        st = husai_error(HUSAI_ERR_NOMEM, "cannot allocate matched-agreement buffers for %d x %d features",
+                         na, nb);
         goto done;
     }
     normalized_feature_rows(A, d_model, na, Af);

@@ -1,0 +1,617 @@
+/* export_cmd.c: `husai export`, one trained SAE of a run directory written in the Python SAE ecosystem's
+ * format: OUT_DIR/sae.safetensors with SAELens' tensor names and shapes (W_enc [d_in, d_sae], b_enc [d_sae],
+ * W_dec [d_sae, d_in], b_dec [d_in], float32) and OUT_DIR/cfg.json (SAELens-style fields plus husai's
+ * provenance). SAELens' SAE.load_from_disk looks for sae_weights.safetensors, so that name is written as
+ * a relative symbolic link to sae.safetensors. Every file is written under a temporary name and renamed.
+ * One process, no MPI: HDF5 is opened with the default (serial) driver. */
+#define _POSIX_C_SOURCE 200809L /* fileno, fsync, mkdir, symlink, getpid */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <getopt.h>
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/commands.h"
+#include "common/status.h"
+
+#ifndef HUSAI_VERSION
+#define HUSAI_VERSION "0.0.0"
+#endif
+#ifndef HUSAI_GIT_COMMIT
+#define HUSAI_GIT_COMMIT "unknown"
+#endif
+
+#define EXPORT_EXIT_ERROR 1
+#define EXPORT_EXIT_USAGE 2
+
+static void usage(FILE *f) {
+    fprintf(
+        f,
+        "usage: husai export RUN_DIR --condition NAME --seed S [--format safetensors] OUT_DIR\n"
+        "Writes one trained SAE of a run directory for the Python SAE ecosystem (SAELens):\n"
+        "  OUT_DIR/sae.safetensors  W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in],\n"
+        "                           float32 (W_dec rows are the unit-norm features; b_dec is zero)\n"
+        "  OUT_DIR/sae_weights.safetensors  symbolic link to sae.safetensors (SAELens' file name)\n"
+        "  OUT_DIR/cfg.json         d_in, d_sae, architecture \"topk\", k, dtype, ... and husai provenance\n"
+        "  --condition NAME  a condition of RUN_DIR/results.h5 (e.g. k=4, or search/k=4 in calibrate runs)\n"
+        "  --seed S          the training seed (not its index)\n"
+        "  --format F        only safetensors (the default)\n"
+        "OUT_DIR is created if missing; existing files of these names are replaced atomically.\n");
+}
+
+static int fail(int code) {
+    fprintf(stderr, "husai export: %s\n", husai_error_message());
+    return code;
+}
+
+/* ---------- reading results.h5 ---------- */
+
+/* A string attribute (fixed or variable length) as a new string, or NULL if absent or not a string. */
+static char *attr_string(hid_t loc, const char *name) {
+    if (H5Aexists(loc, name) <= 0) return NULL;
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    if (a < 0) return NULL;
+    hid_t t = H5Aget_type(a);
+    char *s = NULL;
+    if (t >= 0 && H5Tget_class(t) == H5T_STRING) {
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_cset(mt, H5Tget_cset(t));
+        if (H5Tis_variable_str(t) > 0) { /* as h5py writes str attributes */
+            char *v = NULL;
+            H5Tset_size(mt, H5T_VARIABLE);
+            if (H5Aread(a, mt, &v) >= 0 && v) {
+                s = strdup(v);
+                H5free_memory(v);
+            }
+        } else { /* as husai writes them */
+            const size_t n = H5Tget_size(t);
+            s = calloc(n + 1, 1);
+            H5Tset_size(mt, n);
+            if (s && H5Aread(a, mt, s) < 0) {
+                free(s);
+                s = NULL;
+            }
+        }
+        H5Tclose(mt);
+    }
+    if (t >= 0) H5Tclose(t);
+    H5Aclose(a);
+    return s;
+}
+
+/* An integer attribute; 0 if absent or unreadable. */
+static int attr_int(hid_t loc, const char *name, long long *out) {
+    if (H5Aexists(loc, name) <= 0) return 0;
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    if (a < 0) return 0;
+    const int ok = H5Aread(a, H5T_NATIVE_LLONG, out) >= 0;
+    H5Aclose(a);
+    return ok;
+}
+
+static int attr_double(hid_t loc, const char *name, double *out) {
+    if (H5Aexists(loc, name) <= 0) return 0;
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    if (a < 0) return 0;
+    const int ok = H5Aread(a, H5T_NATIVE_DOUBLE, out) >= 0;
+    H5Aclose(a);
+    return ok;
+}
+
+typedef struct {
+    char *text;
+    size_t len, cap;
+    int count;
+} name_list;
+
+/* Collects every condition (a group under /conditions holding a `decoders` dataset) as "a, b, c". */
+static herr_t collect_condition(hid_t loc, const char *name, const H5L_info_t *info, void *op) {
+    name_list *l = op;
+    const char *suffix = "/decoders";
+    const size_t n = strlen(name), sn = strlen(suffix);
+    if (n <= sn || strcmp(name + n - sn, suffix) != 0) return 0;
+    const size_t add = n - sn + 2;
+    if (l->len + add + 1 > l->cap) {
+        const size_t cap = 2 * (l->cap + add + 1);
+        char *t = realloc(l->text, cap);
+        if (!t) return -1;
+        l->text = t;
+        l->cap = cap;
+    }
+    l->len += (size_t)snprintf(l->text + l->len, l->cap - l->len, "%s%.*s", l->count ? ", " : "",
+                               (int)(n - sn), name);
+    l->count++;
+    return 0;
+}
+
+/* The dims of dataset `name` in g (rank must be `rank`); 0 if absent or of another rank. */
+static int dataset_dims(hid_t g, const char *name, int rank, hsize_t *dims) {
+    if (H5Lexists(g, name, H5P_DEFAULT) <= 0) return 0;
+    hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
+    if (d < 0) return 0;
+    hid_t sp = H5Dget_space(d);
+    const int ok = sp >= 0 && H5Sget_simple_extent_ndims(sp) == rank &&
+                   H5Sget_simple_extent_dims(sp, dims, NULL) == rank;
+    if (sp >= 0) H5Sclose(sp);
+    H5Dclose(d);
+    return ok;
+}
+
+/* Reads slice s (the leading index) of dataset `name` [S, d1(, d2)] as float into out. */
+static husai_status read_slice(hid_t g, const char *cond, const char *name, int rank, int s, float *out) {
+    hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
+    if (d < 0) return husai_error(HUSAI_ERR_DATA, "condition '%s' has no dataset '%s'", cond, name);
+    hid_t fs = H5Dget_space(d);
+    hsize_t dims[3] = {0, 0, 0}, start[3] = {(hsize_t)s, 0, 0}, count[3];
+    H5Sget_simple_extent_dims(fs, dims, NULL);
+    count[0] = 1;
+    for (int i = 1; i < rank; i++)
+        count[i] = dims[i];
+    hid_t ms = H5Screate_simple(rank, count, NULL);
+    herr_t rc = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    if (rc >= 0) rc = H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, out);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    H5Dclose(d);
+    if (rc < 0)
+        return husai_error(HUSAI_ERR_IO, "cannot read '%s' of condition '%s' (seed slice %d)", name, cond, s);
+    return HUSAI_OK;
+}
+
+/* Everything export needs from results.h5, for one condition and seed. */
+typedef struct {
+    int d_model, d_sae, k, S;
+    uint64_t seed;
+    char *run_id, *run_commit, *run_version, *config, *param, *arch;
+    double value;
+    int has_value;
+    float *enc;   /* [d_sae, d_model] */
+    float *dec;   /* [d_model, d_sae] */
+    float *b_enc; /* [d_sae] */
+    float *b_dec; /* [d_model], zeros unless the run stored a decoder bias */
+    int b_dec_stored;
+} export_sae;
+
+static void export_sae_free(export_sae *e) {
+    free(e->run_id);
+    free(e->run_commit);
+    free(e->run_version);
+    free(e->config);
+    free(e->param);
+    free(e->arch);
+    free(e->enc);
+    free(e->dec);
+    free(e->b_enc);
+    free(e->b_dec);
+    memset(e, 0, sizeof *e);
+}
+
+/* Opens the condition group; on failure records an error naming the available conditions. */
+static husai_status open_condition(hid_t file, const char *path, const char *cond, hid_t *out) {
+    hid_t conds =
+        H5Lexists(file, "conditions", H5P_DEFAULT) > 0 ? H5Gopen2(file, "conditions", H5P_DEFAULT) : -1;
+    if (conds < 0) return husai_error(HUSAI_ERR_DATA, "'%s' has no /conditions group", path);
+    hid_t g = -1;
+    /* H5Gopen2 follows a relative path, so nested names (search/k=4) work; "." and "" are not conditions */
+    if (cond[0] && cond[0] != '/' && strcmp(cond, ".") != 0) g = H5Gopen2(conds, cond, H5P_DEFAULT);
+    if (g >= 0 && H5Lexists(g, "decoders", H5P_DEFAULT) <= 0) {
+        H5Gclose(g);
+        g = -1;
+    }
+    if (g >= 0) {
+        H5Gclose(conds);
+        *out = g;
+        return HUSAI_OK;
+    }
+    name_list l = {0};
+    H5Lvisit(conds, H5_INDEX_NAME, H5_ITER_INC, collect_condition, &l);
+    H5Gclose(conds);
+    husai_status st = husai_error(HUSAI_ERR_ARG, "no condition '%s' in %s (available: %s)", cond, path,
+                                  l.count ? l.text : "none");
+    free(l.text);
+    return st;
+}
+
+static husai_status load_sae(const char *run_dir, const char *cond, uint64_t seed, export_sae *e) {
+    struct stat sb;
+    if (stat(run_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return husai_error(HUSAI_ERR_IO, "run directory '%s' does not exist", run_dir);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/results.h5", run_dir);
+    if (stat(path, &sb) != 0)
+        return husai_error(HUSAI_ERR_IO, "'%s' has no results.h5 (not a complete run directory?)", run_dir);
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (file < 0) return husai_error(HUSAI_ERR_IO, "cannot open '%s' as HDF5", path);
+    e->run_id = attr_string(file, "run_id");
+    e->run_commit = attr_string(file, "git_commit");
+    e->run_version = attr_string(file, "version");
+    e->config = attr_string(file, "config");
+
+    hid_t g = -1;
+    husai_status st = open_condition(file, path, cond, &g);
+    if (st) {
+        H5Fclose(file);
+        return st;
+    }
+    hsize_t ddec[3], denc[3], db[2], ds[1];
+    long long k = 0, attr_dm = -1, attr_ds = -1;
+    if (!dataset_dims(g, "decoders", 3, ddec) || !dataset_dims(g, "encoders", 3, denc) ||
+        !dataset_dims(g, "b_enc", 2, db) || !dataset_dims(g, "seeds", 1, ds)) {
+        st = husai_error(HUSAI_ERR_DATA,
+                         "condition '%s' lacks decoders [S, d_model, d_sae], encoders, b_enc or seeds", cond);
+    } else if (ddec[0] != ds[0] || denc[0] != ds[0] || db[0] != ds[0] || denc[1] != ddec[2] ||
+               denc[2] != ddec[1] || db[1] != ddec[2] || ddec[1] < 1 || ddec[2] < 1 || ds[0] < 1 ||
+               ddec[1] > 1u << 30 || ddec[2] > 1u << 30) {
+        st = husai_error(
+            HUSAI_ERR_DATA,
+            "condition '%s' has inconsistent shapes: decoders [%llu, %llu, %llu], encoders [%llu, "
+            "%llu, %llu], b_enc [%llu, %llu], seeds [%llu]",
+            cond, (unsigned long long)ddec[0], (unsigned long long)ddec[1], (unsigned long long)ddec[2],
+            (unsigned long long)denc[0], (unsigned long long)denc[1], (unsigned long long)denc[2],
+            (unsigned long long)db[0], (unsigned long long)db[1], (unsigned long long)ds[0]);
+    } else if (!attr_int(g, "k", &k) || k < 1 || (unsigned long long)k > ddec[2]) {
+        st = husai_error(HUSAI_ERR_DATA, "condition '%s' has no valid attribute k", cond);
+    } else if ((attr_int(g, "d_model", &attr_dm) && attr_dm != (long long)ddec[1]) ||
+               (attr_int(g, "d_sae", &attr_ds) && attr_ds != (long long)ddec[2])) {
+        st = husai_error(HUSAI_ERR_DATA,
+                         "condition '%s': attributes d_model=%lld d_sae=%lld disagree with "
+                         "decoders [%llu, %llu, %llu]",
+                         cond, attr_dm, attr_ds, (unsigned long long)ddec[0], (unsigned long long)ddec[1],
+                         (unsigned long long)ddec[2]);
+    }
+    if (!st) {
+        e->S = (int)ds[0];
+        e->d_model = (int)ddec[1];
+        e->d_sae = (int)ddec[2];
+        e->k = (int)k;
+        e->param = attr_string(g, "param");
+        e->has_value = attr_double(g, "value", &e->value);
+        e->arch = attr_string(g, "arch");
+        if (e->arch && strcmp(e->arch, "topk") != 0)
+            st = husai_error(HUSAI_ERR_ARG,
+                             "condition '%s' uses architecture '%s'; export writes SAELens' topk SAE only",
+                             cond, e->arch);
+    }
+    int s_index = -1;
+    if (!st) {
+        uint64_t *seeds = malloc((size_t)e->S * sizeof *seeds);
+        hid_t d = seeds ? H5Dopen2(g, "seeds", H5P_DEFAULT) : -1;
+        if (d < 0 || H5Dread(d, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, seeds) < 0) {
+            st = husai_error(HUSAI_ERR_DATA, "cannot read the seeds of condition '%s'", cond);
+        } else {
+            for (int s = 0; s < e->S; s++)
+                if (seeds[s] == seed) s_index = s;
+            if (s_index < 0) {
+                char list[1024] = "";
+                size_t used = 0;
+                for (int s = 0; s < e->S && used < sizeof list - 32; s++)
+                    used += (size_t)snprintf(list + used, sizeof list - used, "%s%llu", s ? ", " : "",
+                                             (unsigned long long)seeds[s]);
+                st = husai_error(HUSAI_ERR_ARG, "condition '%s' has no seed %llu (seeds: %s)", cond,
+                                 (unsigned long long)seed, list);
+            }
+        }
+        if (d >= 0) H5Dclose(d);
+        free(seeds);
+    }
+    if (!st) {
+        const size_t dd = (size_t)e->d_model * e->d_sae;
+        e->seed = seed;
+        e->enc = malloc(dd * sizeof(float));
+        e->dec = malloc(dd * sizeof(float));
+        e->b_enc = malloc((size_t)e->d_sae * sizeof(float));
+        e->b_dec = calloc((size_t)e->d_model, sizeof(float));
+        if (!e->enc || !e->dec || !e->b_enc || !e->b_dec)
+            st = husai_error(HUSAI_ERR_NOMEM, "cannot hold one SAE of %d x %d", e->d_model, e->d_sae);
+    }
+    if (!st) st = read_slice(g, cond, "decoders", 3, s_index, e->dec);
+    if (!st) st = read_slice(g, cond, "encoders", 3, s_index, e->enc);
+    if (!st) st = read_slice(g, cond, "b_enc", 2, s_index, e->b_enc);
+    hsize_t dbd[2];
+    if (!st && dataset_dims(g, "b_dec", 2, dbd)) { /* a run with a decoder bias stores it per seed */
+        if (dbd[0] != (hsize_t)e->S || dbd[1] != (hsize_t)e->d_model)
+            st = husai_error(HUSAI_ERR_DATA, "condition '%s': b_dec is not [S, d_model]", cond);
+        else
+            st = read_slice(g, cond, "b_dec", 2, s_index, e->b_dec);
+        e->b_dec_stored = 1;
+    }
+    H5Gclose(g);
+    H5Fclose(file);
+    return st;
+}
+
+/* ---------- writing ---------- */
+
+/* Writes n floats as little-endian IEEE-754 binary32 (the byte order safetensors prescribes). */
+static int write_f32_le(FILE *f, const float *x, size_t n) {
+    unsigned char buf[4096];
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        buf[used++] = (unsigned char)(u & 0xff);
+        buf[used++] = (unsigned char)((u >> 8) & 0xff);
+        buf[used++] = (unsigned char)((u >> 16) & 0xff);
+        buf[used++] = (unsigned char)(u >> 24);
+        if (used == sizeof buf) {
+            if (fwrite(buf, 1, used, f) != used) return 0;
+            used = 0;
+        }
+    }
+    return fwrite(buf, 1, used, f) == used;
+}
+
+/* Opens a temporary sibling of final_path for writing; its name goes into tmp. */
+static FILE *open_temp(const char *final_path, char *tmp, size_t tmpsz) {
+    snprintf(tmp, tmpsz, "%s.tmp-%ld", final_path, (long)getpid());
+    return fopen(tmp, "wb");
+}
+
+/* Flushes, syncs and closes f, then renames tmp over final_path; removes tmp on any failure. */
+static husai_status commit_temp(FILE *f, int bad, const char *tmp, const char *final_path) {
+    bad |= fflush(f) != 0;
+    bad |= fsync(fileno(f)) != 0;
+    bad |= fclose(f) != 0;
+    if (bad) {
+        const int err = errno;
+        remove(tmp);
+        return husai_error(HUSAI_ERR_IO, "writing '%s' failed (%s)", final_path,
+                           err ? strerror(err) : "disk full?");
+    }
+    if (rename(tmp, final_path) != 0) {
+        const int err = errno;
+        remove(tmp);
+        return husai_error(HUSAI_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, final_path, strerror(err));
+    }
+    return HUSAI_OK;
+}
+
+static int add_raw_u64(cJSON *arr, unsigned long long v) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%llu", v);
+    cJSON *item = cJSON_CreateRaw(buf);
+    return item && cJSON_AddItemToArray(arr, item);
+}
+
+/* Adds name: {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]} and advances *offset. */
+static int add_tensor(cJSON *hdr, const char *name, int rank, const long long *shape, size_t *offset) {
+    cJSON *t = cJSON_AddObjectToObject(hdr, name);
+    if (!t || !cJSON_AddStringToObject(t, "dtype", "F32")) return 0;
+    cJSON *sh = cJSON_AddArrayToObject(t, "shape"), *off = cJSON_AddArrayToObject(t, "data_offsets");
+    if (!sh || !off) return 0;
+    size_t n = 1;
+    for (int i = 0; i < rank; i++) {
+        if (!add_raw_u64(sh, (unsigned long long)shape[i])) return 0;
+        n *= (size_t)shape[i];
+    }
+    const size_t begin = *offset, end = begin + n * sizeof(float);
+    *offset = end;
+    return add_raw_u64(off, begin) && add_raw_u64(off, end);
+}
+
+static husai_status write_safetensors(const char *out_dir, const export_sae *e) {
+    const int dm = e->d_model, ds = e->d_sae;
+    const size_t dd = (size_t)dm * ds;
+    float *W_enc = malloc(dd * sizeof(float)), *W_dec = malloc(dd * sizeof(float));
+    if (!W_enc || !W_dec) {
+        free(W_enc);
+        free(W_dec);
+        return husai_error(HUSAI_ERR_NOMEM, "cannot hold the transposed weights");
+    }
+    /* ours: enc [d_sae, d_model], dec [d_model, d_sae]; SAELens: W_enc [d_in, d_sae], W_dec [d_sae, d_in] */
+    for (int j = 0; j < ds; j++)
+        for (int i = 0; i < dm; i++) {
+            W_enc[(size_t)i * ds + j] = e->enc[(size_t)j * dm + i];
+            W_dec[(size_t)j * dm + i] = e->dec[(size_t)i * ds + j];
+        }
+    cJSON *hdr = cJSON_CreateObject();
+    size_t offset = 0;
+    const long long s_enc[2] = {dm, ds}, s_benc[1] = {ds}, s_dec[2] = {ds, dm}, s_bdec[1] = {dm};
+    cJSON *meta = hdr ? cJSON_AddObjectToObject(hdr, "__metadata__") : NULL;
+    int ok = meta && cJSON_AddStringToObject(meta, "format", "pt") &&
+             add_tensor(hdr, "W_enc", 2, s_enc, &offset) && add_tensor(hdr, "b_enc", 1, s_benc, &offset) &&
+             add_tensor(hdr, "W_dec", 2, s_dec, &offset) && add_tensor(hdr, "b_dec", 1, s_bdec, &offset);
+    char *json = ok ? cJSON_PrintUnformatted(hdr) : NULL;
+    cJSON_Delete(hdr);
+    husai_status st = HUSAI_OK;
+    if (!json) {
+        st = husai_error(HUSAI_ERR_NOMEM, "cannot build the safetensors header");
+    } else {
+        /* the header is padded with spaces so the tensor data starts 8-byte aligned */
+        const size_t len = strlen(json), padded = (len + 7) / 8 * 8;
+        unsigned char n8[8];
+        for (int b = 0; b < 8; b++)
+            n8[b] = (unsigned char)(((uint64_t)padded >> (8 * b)) & 0xff);
+        char final_path[4200], tmp[4300];
+        snprintf(final_path, sizeof final_path, "%s/sae.safetensors", out_dir);
+        FILE *f = open_temp(final_path, tmp, sizeof tmp);
+        if (!f) {
+            st = husai_error(HUSAI_ERR_IO, "cannot create '%s': %s", tmp, strerror(errno));
+        } else {
+            int bad = fwrite(n8, 1, 8, f) != 8 || fwrite(json, 1, len, f) != len;
+            for (size_t p = len; p < padded && !bad; p++)
+                bad = fputc(' ', f) == EOF;
+            bad = bad || !write_f32_le(f, W_enc, dd) || !write_f32_le(f, e->b_enc, (size_t)ds) ||
+                  !write_f32_le(f, W_dec, dd) || !write_f32_le(f, e->b_dec, (size_t)dm);
+            st = commit_temp(f, bad, tmp, final_path);
+        }
+        cJSON_free(json);
+    }
+    free(W_enc);
+    free(W_dec);
+    if (st) return st;
+    /* SAELens' load_from_disk reads sae_weights.safetensors: a relative link, replaced atomically */
+    char link_path[4200], tmp[4300];
+    snprintf(link_path, sizeof link_path, "%s/sae_weights.safetensors", out_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", link_path, (long)getpid());
+    remove(tmp);
+    if (symlink("sae.safetensors", tmp) != 0 || rename(tmp, link_path) != 0) {
+        const int err = errno;
+        remove(tmp);
+        return husai_error(HUSAI_ERR_IO, "cannot link '%s' to sae.safetensors: %s", link_path, strerror(err));
+    }
+    return HUSAI_OK;
+}
+
+static husai_status write_cfg(const char *out_dir, const char *cond, const export_sae *e) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON *kw = cJSON_CreateObject(), *prov = cJSON_CreateObject();
+    char seedbuf[32];
+    snprintf(seedbuf, sizeof seedbuf, "%llu", (unsigned long long)e->seed);
+    cJSON *seed = cJSON_CreateRaw(seedbuf);
+    int ok = root && kw && prov && seed;
+    if (ok) {
+        cJSON_AddStringToObject(root, "architecture", "topk");
+        cJSON_AddNumberToObject(root, "d_in", e->d_model);
+        cJSON_AddNumberToObject(root, "d_sae", e->d_sae);
+        cJSON_AddNumberToObject(root, "k", e->k);
+        cJSON_AddStringToObject(root, "activation_fn_str", "topk");
+        cJSON_AddNumberToObject(kw, "k", e->k);
+        cJSON_AddItemToObject(root, "activation_fn_kwargs", kw);
+        kw = NULL;
+        cJSON_AddStringToObject(root, "dtype", "float32");
+        cJSON_AddStringToObject(root, "device", "cpu");
+        cJSON_AddBoolToObject(root, "apply_b_dec_to_input", 0);
+        cJSON_AddStringToObject(root, "normalize_activations", "none");
+        cJSON_AddBoolToObject(root, "finetuning_scaling_factor", 0);
+
+        cJSON_AddStringToObject(prov, "run_id", e->run_id ? e->run_id : "unknown");
+        cJSON_AddStringToObject(prov, "condition", cond);
+        cJSON_AddItemToObject(prov, "seed", seed);
+        seed = NULL;
+        if (e->param) cJSON_AddStringToObject(prov, "param", e->param);
+        if (e->has_value) cJSON_AddNumberToObject(prov, "value", e->value);
+        cJSON_AddStringToObject(prov, "git_commit", e->run_commit ? e->run_commit : "unknown");
+        cJSON_AddStringToObject(prov, "version", e->run_version ? e->run_version : "unknown");
+        cJSON_AddStringToObject(prov, "exported_by", "husai " HUSAI_VERSION " (" HUSAI_GIT_COMMIT ")");
+        cJSON_AddStringToObject(prov, "activation",
+                                "husai's TopK keeps the k largest signed pre-activations (no ReLU); SAELens' "
+                                "TopK applies ReLU to them, so the two differ only where a kept value is "
+                                "negative");
+        cJSON_AddStringToObject(prov, "b_dec",
+                                e->b_dec_stored ? "trained decoder bias"
+                                                : "zeros (HUSAI's recipe has no decoder bias)");
+        cJSON_AddStringToObject(prov, "decoder_layout",
+                                "W_dec[j] is feature j (unit norm) = decoders[s][:, j] of results.h5");
+        if (e->config) cJSON_AddStringToObject(prov, "config", e->config);
+        cJSON_AddItemToObject(root, "husai", prov);
+        prov = NULL;
+    }
+    char *text = ok ? cJSON_Print(root) : NULL;
+    cJSON_Delete(root);
+    cJSON_Delete(kw);
+    cJSON_Delete(prov);
+    cJSON_Delete(seed);
+    if (!text) return husai_error(HUSAI_ERR_NOMEM, "cannot build cfg.json");
+    char final_path[4200], tmp[4300];
+    snprintf(final_path, sizeof final_path, "%s/cfg.json", out_dir);
+    FILE *f = open_temp(final_path, tmp, sizeof tmp);
+    husai_status st;
+    if (!f) {
+        st = husai_error(HUSAI_ERR_IO, "cannot create '%s': %s", tmp, strerror(errno));
+    } else {
+        const size_t len = strlen(text);
+        const int bad = fwrite(text, 1, len, f) != len || fputc('\n', f) == EOF;
+        st = commit_temp(f, bad, tmp, final_path);
+    }
+    cJSON_free(text);
+    return st;
+}
+
+static husai_status ensure_dir(const char *dir) {
+    struct stat sb;
+    if (stat(dir, &sb) == 0) {
+        if (!S_ISDIR(sb.st_mode)) return husai_error(HUSAI_ERR_IO, "'%s' exists and is not a directory", dir);
+        return HUSAI_OK;
+    }
+    if (mkdir(dir, 0777) != 0)
+        return husai_error(HUSAI_ERR_IO, "cannot create '%s': %s", dir, strerror(errno));
+    return HUSAI_OK;
+}
+
+/* Parses a seed: a plain non-negative decimal integer below 2^64. */
+static int parse_seed(const char *s, uint64_t *seed) {
+    if (*s < '0' || *s > '9') return 0;
+    char *end = NULL;
+    errno = 0;
+    const unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end) return 0;
+    *seed = (uint64_t)v;
+    return 1;
+}
+
+enum { OPT_CONDITION = 256, OPT_SEED, OPT_FORMAT };
+
+int husai_cmd_export(int argc, char **argv) {
+    static const struct option longopts[] = {{"condition", required_argument, NULL, OPT_CONDITION},
+                                             {"seed", required_argument, NULL, OPT_SEED},
+                                             {"format", required_argument, NULL, OPT_FORMAT},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    const char *cond = NULL, *format = "safetensors", *seed_arg = NULL;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_CONDITION:
+            cond = optarg;
+            break;
+        case OPT_SEED:
+            seed_arg = optarg;
+            break;
+        case OPT_FORMAT:
+            format = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case ':':
+            fprintf(stderr, "husai export: option '%s' needs a value (see husai export --help)\n",
+                    argv[optind - 1]);
+            return EXPORT_EXIT_USAGE;
+        default:
+            fprintf(stderr, "husai export: unknown option '%s' (see husai export --help)\n",
+                    argv[optind - 1]);
+            return EXPORT_EXIT_USAGE;
+        }
+    }
+    if (argc - optind != 2) {
+        fprintf(stderr,
+                "husai export: expected RUN_DIR and OUT_DIR, got %d argument%s (see husai export --help)\n",
+                argc - optind, argc - optind == 1 ? "" : "s");
+        return EXPORT_EXIT_USAGE;
+    }
+    if (!cond || !seed_arg) {
+        fprintf(stderr,
+                "husai export: --condition NAME and --seed S are required (see husai export --help)\n");
+        return EXPORT_EXIT_USAGE;
+    }
+    uint64_t seed = 0;
+    if (!parse_seed(seed_arg, &seed)) {
+        fprintf(stderr, "husai export: --seed must be a non-negative integer, got '%s'\n", seed_arg);
+        return EXPORT_EXIT_USAGE;
+    }
+    if (strcmp(format, "safetensors") != 0) {
+        husai_error(HUSAI_ERR_ARG, "unknown format '%s' (supported: safetensors)", format);
+        return fail(EXPORT_EXIT_ERROR);
+    }
+    const char *run_dir = argv[optind], *out_dir = argv[optind + 1];
+
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    export_sae e;
+    memset(&e, 0, sizeof e);
+    husai_status st = load_sae(run_dir, cond, seed, &e);
+    if (!st) st = ensure_dir(out_dir);
+    if (!st) st = write_safetensors(out_dir, &e);
+    if (!st) st = write_cfg(out_dir, cond, &e);
+    if (!st)
+        printf("husai export: %s seed %llu (d_in %d, d_sae %d, k %d) -> %s/sae.safetensors, %s/cfg.json\n",
+               cond, (unsigned long long)seed, e.d_model, e.d_sae, e.k, out_dir, out_dir);
+    export_sae_free(&e);
+    return st ? fail(EXPORT_EXIT_ERROR) : 0;
+}
