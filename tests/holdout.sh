@@ -66,5 +66,23 @@ for s in range(3):
     assert abs(ev_t - ps["explained_variance"]) < 1e-4, (ev_t, ps["explained_variance"])
     assert g["decoders"][s].tobytes() == f3["conditions"]["k=3"]["decoders"][s].tobytes(), "decoders differ 2 vs 3 ranks"
 assert abs(c["heldout"]["explained_variance"]["mean"] - np.mean([p["heldout_explained_variance"] for p in c["per_seed"]])) < 1e-12
-print("holdout: held-out and training EV/MSE match numpy; split and decoders identical on 2 and 3 ranks")
+M, F, P = g["matched_cosine"][()], g["matched_fraction"][()], g["pwmcc"][()]
+iu = np.triu_indices(3, 1)
+assert np.allclose(np.diag(M), 1) and np.allclose(M, M.T), "matched_cosine not symmetric with unit diagonal"
+assert (M[iu] <= P[iu] + 1e-6).all(), "one-to-one matching cannot beat PWMCC's unconstrained maxima"
+assert abs(M[iu].mean() - c["matched_cosine"]["mean"]) < 1e-12, "matched_cosine CI mean"
+assert abs(F[iu].mean() - c["matched_fraction_0_7"]["mean"]) < 1e-12, "matched_fraction CI mean"
+# independent lower bound for one pair: a greedy one-to-one matching in numpy can never beat the optimum
+D = g["decoders"][()].astype(np.float64)
+D /= np.maximum(np.linalg.norm(D, axis=1, keepdims=True), 1e-12)
+C = np.abs(D[0].T @ D[1])
+used_r, used_c, tot = set(), set(), 0.0
+for flat in np.argsort(-C, axis=None, kind="stable"):
+    r, q = divmod(int(flat), C.shape[1])
+    if r in used_r or q in used_c:
+        continue
+    used_r.add(r); used_c.add(q); tot += C[r, q]
+assert M[0, 1] >= tot / C.shape[0] - 1e-6, (M[0, 1], tot / C.shape[0])
+print("holdout: held-out and training EV/MSE match numpy; split and decoders identical on 2 and 3 ranks;"
+      " matched agreement consistent")
 PY

@@ -41,6 +41,8 @@ static const opt OPTS[] = {
     {"metrics", "resamples", T_INT, F(resamples), 0, 100, 0, "bootstrap resamples"},
     {"metrics", "bootstrap_seed", T_U64, F(bootstrap_seed), 0, 0, 0, "bootstrap generator seed"},
     {"metrics", "bootstrap_rng", T_RNG, F(bootstrap_rng), 0, 0, 0, "native or numpy"},
+    {"metrics", "matching_max_d_sae", T_INT, F(matching_max_d_sae), 0, 0, 0,
+     "compute matched agreement (one-to-one Hungarian matching) when d_sae is at most this; 0 = never"},
     {"calibrate", "retrain_seeds", T_SEEDS, F(retrain_seeds), F(n_retrain_seeds), 0, 0,
      "seeds for retraining the selected k and the control"},
     {"calibrate", "retrain_epochs", T_INT, F(retrain_epochs), 0, 1, 0, "epochs of the retrain phase"},
@@ -75,6 +77,7 @@ void husai_config_defaults(husai_config *c) {
     c->resamples = 10000;
     c->bootstrap_seed = 13;
     c->bootstrap_rng = HUSAI_BOOT_NATIVE;
+    c->matching_max_d_sae = 4096;
     c->n_retrain_seeds = 0; /* unset: the search seeds */
     c->retrain_epochs = 40;
     c->ev_floor = 0.20;

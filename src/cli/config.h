@@ -40,6 +40,7 @@ typedef struct {
     int resamples;
     uint64_t bootstrap_seed;
     husai_boot_rng bootstrap_rng;
+    int matching_max_d_sae; /* matched agreement (Hungarian) for d_sae up to this; 0 turns it off */
     /* [calibrate] adaptive L0: search on sweep.seeds x train.epochs, retrain the pick and a control */
     int n_retrain_seeds;
     uint64_t retrain_seeds[HUSAI_MAX_SEEDS];

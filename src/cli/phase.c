@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "metrics/bootstrap.h"
+#include "metrics/match.h"
 #include "metrics/pwmcc.h"
 #include "metrics/recon.h"
 #include "mpi/gather.h"
@@ -217,6 +218,16 @@ void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c,
             husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
     }
     free(v);
+    if (c->d_sae <= cfg->matching_max_d_sae) {
+        c->match_cos = malloc((size_t)S * S * sizeof(double));
+        c->match_frac = malloc((size_t)S * S * sizeof(double));
+        if (!c->match_cos || !c->match_frac) husai_mpi_die("out of memory for matched agreement");
+        if (husai_match_matrix(c->decoders, S, c->d_model, c->d_sae, c->match_cos, c->match_frac) ||
+            husai_ci_pair_matrix(c->match_cos, S, &bo, &c->matched_cos) ||
+            husai_ci_pair_matrix(c->match_frac, S, &bo, &c->matched_frac))
+            husai_mpi_die("matched agreement of %s: %s", c->name, husai_error_message());
+        c->has_match = 1;
+    }
     c->delta = c->trained.mean - c->random.mean;
     c->delta_lcb = c->trained.lo - c->random.hi;
     c->ratio = c->trained.mean / c->random.mean;

@@ -127,6 +127,10 @@ static husai_status write_h5(const char *path, const husai_run_info *run, const 
         rc |= attr_num(g, "k", H5T_NATIVE_INT, &c->k);
         rc |= attr_num(g, "d_sae", H5T_NATIVE_INT, &c->d_sae);
         rc |= attr_num(g, "d_model", H5T_NATIVE_INT, &c->d_model);
+        if (c->has_match) {
+            rc |= write_ds(g, "matched_cosine", H5T_NATIVE_DOUBLE, 2, d_m, c->match_cos);
+            rc |= write_ds(g, "matched_fraction", H5T_NATIVE_DOUBLE, 2, d_m, c->match_frac);
+        }
         if (c->has_ref) {
             const hsize_t d_r[2] = {S + 1, S + 1};
             rc |= write_ds(g, "pwmcc_with_reference", H5T_NATIVE_DOUBLE, 2, d_r, c->pwmcc_with_ref);
@@ -294,6 +298,10 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
         cJSON_AddNumberToObject(o, "delta_pwmcc_ci_low_conservative", c->delta_lcb);
         cJSON_AddNumberToObject(o, "ratio_pwmcc", c->ratio);
         cJSON_AddItemToObject(o, "dead_fraction", ci_json(&c->dead));
+        if (c->has_match) {
+            cJSON_AddItemToObject(o, "matched_cosine", ci_json(&c->matched_cos));
+            cJSON_AddItemToObject(o, "matched_fraction_0_7", ci_json(&c->matched_frac));
+        }
         if (c->has_holdout) {
             cJSON *h = cJSON_AddObjectToObject(o, "heldout");
             cJSON_AddItemToObject(h, "explained_variance", ci_json(&c->ho_ev));
@@ -394,6 +402,17 @@ static void table_row(FILE *f, const husai_condition_result *c, const char *labe
             c->dead.mean);
 }
 
+/* One-to-one matched agreement, next to PWMCC's many-to-one maxima. */
+static void match_table(FILE *f, const husai_condition_result *cs, int n) {
+    if (n < 1 || !cs[0].has_match) return;
+    fprintf(f, "\nMatched agreement (one-to-one Hungarian matching of features on |cos|):\n\n| condition | mean "
+               "matched cos [95%% CI] | share of features matched >= 0.7 [95%% CI] |\n|---|---|---|\n");
+    for (int i = 0; i < n; i++)
+        fprintf(f, "| %s | %.4f [%.4f, %.4f] | %.3f [%.3f, %.3f] |\n", cs[i].name, cs[i].matched_cos.mean,
+                cs[i].matched_cos.lo, cs[i].matched_cos.hi, cs[i].matched_frac.mean, cs[i].matched_frac.lo,
+                cs[i].matched_frac.hi);
+}
+
 /* Quality on rows never trained on, when a held-out split is configured. */
 static void holdout_table(FILE *f, const husai_condition_result *cs, int n) {
     if (n < 1 || !cs[0].has_holdout) return;
@@ -463,6 +482,7 @@ static husai_status write_summary(const char *path, const husai_run_info *run,
         table_header(f, cfg->param, 0);
         for (int i = 0; i < n; i++)
             table_row(f, &cs[i], NULL);
+        match_table(f, cs, n);
         holdout_table(f, cs, n);
         reading(f, cs, n);
     } else if (!strcmp(proto->mode, "calibrate")) {
@@ -600,6 +620,9 @@ void husai_condition_result_free(husai_condition_result *r) {
     free(r->random_pwmcc);
     free(r->per_seed);
     free(r->pwmcc_with_ref);
+    free(r->match_cos);
+    free(r->match_frac);
+    r->match_cos = r->match_frac = NULL;
     r->decoders = r->encoders = r->b_enc = NULL;
     r->pwmcc = r->random_pwmcc = r->pwmcc_with_ref = NULL;
     r->per_seed = NULL;

@@ -42,6 +42,10 @@ typedef struct {
     /* consistency protocol only (has_ref): the reference joins the PWMCC as an (S+1)-th model */
     int has_holdout;
     husai_ci ho_ev, ho_mse, ho_l0, ho_dead;
+    /* matched agreement: one-to-one matching of features, mean matched |cos| and share >= 0.7 */
+    int has_match;
+    double *match_cos, *match_frac; /* (S, S) each */
+    husai_ci matched_cos, matched_frac;
     int has_ref;
     double lambda;
     double *pwmcc_with_ref; /* (S+1, S+1), the reference last */
