@@ -152,7 +152,8 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
     if (husai_recon_eval_rows(&tr.model, ds->X, sp->train, sp->n_train, EVAL_BATCH, &rec) ||
         (sp->n_holdout > 0 &&
          husai_recon_eval_rows(&tr.model, ds->X, sp->holdout, sp->n_holdout, EVAL_BATCH, &ho)))
-        husai_mpi_die("evaluating %s seed %llu: %s", c->name, (unsigned long long)seed, husai_error_message());
+        husai_mpi_die("evaluating %s seed %llu: %s", c->name, (unsigned long long)seed,
+                      husai_error_message());
     double alignment = NAN;
     if (ref_rows) {
         float *scratch = malloc(husai_align_scratch_floats(ref_n) * sizeof(float));
@@ -174,7 +175,10 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
                                     .steps = (double)tr.steps,
                                     .rank = rank,
                                     .alignment = alignment,
-                                    .ho_ev = ho.ev, .ho_mse = ho.mse, .ho_l0 = ho.l0, .ho_dead = ho.dead_fraction};
+                                    .ho_ev = ho.ev,
+                                    .ho_mse = ho.mse,
+                                    .ho_l0 = ho.l0,
+                                    .ho_dead = ho.dead_fraction};
     *out = tr.model;
     memset(&tr.model, 0, sizeof tr.model); /* keep the model, free the rest */
     husai_trainer_free(&tr);
@@ -204,14 +208,15 @@ void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c,
     if (!v) husai_mpi_die("out of memory");
     /* Held-out metrics exist when the first seed has them (all seeds share the split). */
     c->has_holdout = isfinite(c->per_seed[0].ho_ev);
-    husai_ci *outs[9] = {&c->ev, &c->mse, &c->l0, &c->dead, &c->alignment, &c->ho_ev, &c->ho_mse, &c->ho_l0, &c->ho_dead};
+    husai_ci *outs[9] = {&c->ev,    &c->mse,    &c->l0,    &c->dead,   &c->alignment,
+                         &c->ho_ev, &c->ho_mse, &c->ho_l0, &c->ho_dead};
     for (int m = 0; m < 9; m++) {
         if (m == 4 && !ref_decoder) continue;
         if (m >= 5 && !c->has_holdout) break;
         for (int s = 0; s < S; s++) {
             const husai_seed_metrics *p = &c->per_seed[s];
-            const double vals[9] = {p->ev,        p->mse,   p->l0,    p->dead_fraction, p->alignment,
-                                    p->ho_ev,     p->ho_mse, p->ho_l0, p->ho_dead};
+            const double vals[9] = {p->ev,    p->mse,    p->l0,    p->dead_fraction, p->alignment,
+                                    p->ho_ev, p->ho_mse, p->ho_l0, p->ho_dead};
             v[s] = vals[m];
         }
         if (husai_ci_mean(v, (size_t)S, &bo, outs[m]))

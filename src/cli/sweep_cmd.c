@@ -280,9 +280,10 @@ int husai_cmd_sweep(int argc, char **argv) {
         printf("[husai] data: %s:%s %zu x %d %s (%.1f MB read once, %.2f s)\n", cfg.data_path, cfg.dataset,
                ds.n_rows, ds.d_model, ds.dtype, ds.bytes_read / 1e6, ds.read_seconds);
         for (int q = 0; q < ds.n_nodes; q++)
-            printf("[husai] node %d/%d %s: %d rank(s), read %.2f MB, holds one %.2f MB copy in shared memory\n", q + 1,
-                   ds.n_nodes, ds.nodes[q].host, ds.nodes[q].ranks, ds.nodes[q].bytes_read / 1e6,
-                   ds.nodes[q].bytes_held / 1e6);
+            printf(
+                "[husai] node %d/%d %s: %d rank(s), read %.2f MB, holds one %.2f MB copy in shared memory\n",
+                q + 1, ds.n_nodes, ds.nodes[q].host, ds.nodes[q].ranks, ds.nodes[q].bytes_read / 1e6,
+                ds.nodes[q].bytes_held / 1e6);
         fflush(stdout);
     }
     /* Every rank derives the same split from (rows, fraction, seed): no communication needed. */
@@ -291,7 +292,8 @@ int husai_cmd_sweep(int argc, char **argv) {
     for (int i = 0; !st && i < cfg.n_values; i++) {
         const int batch = husai_config_condition(&cfg, i).batch_size;
         if ((size_t)batch > split.n_train)
-            st = husai_error(HUSAI_ERR_DATA, "the dataset has %zu training rows, fewer than one batch (batch_size %d)",
+            st = husai_error(HUSAI_ERR_DATA,
+                             "the dataset has %zu training rows, fewer than one batch (batch_size %d)",
                              split.n_train, batch);
     }
     if (st) {

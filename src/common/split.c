@@ -13,8 +13,9 @@ husai_status husai_split_make(husai_split *s, size_t n_rows, double fraction, ui
     const size_t n_hold = (size_t)floor((double)n_rows * fraction);
     const size_t n_train = n_rows - n_hold;
     if (n_train < 2 || (fraction > 0.0 && n_hold < 2))
-        return husai_error(HUSAI_ERR_DATA, "data.holdout = %g of %zu rows leaves %zu training and %zu held-out rows; "
-                                           "each needs at least 2",
+        return husai_error(HUSAI_ERR_DATA,
+                           "data.holdout = %g of %zu rows leaves %zu training and %zu held-out rows; "
+                           "each needs at least 2",
                            fraction, n_rows, n_train, n_hold);
     uint32_t *perm = malloc(n_rows * sizeof(uint32_t));
     unsigned char *held = calloc(n_rows, 1);
@@ -33,8 +34,10 @@ husai_status husai_split_make(husai_split *s, size_t n_rows, double fraction, ui
         held[perm[i]] = 1;
     /* Ascending order on both sides keeps reads of X sequential. */
     for (size_t i = 0; i < n_rows; i++) {
-        if (held[i]) s->holdout[s->n_holdout++] = (uint32_t)i;
-        else s->train[s->n_train++] = (uint32_t)i;
+        if (held[i])
+            s->holdout[s->n_holdout++] = (uint32_t)i;
+        else
+            s->train[s->n_train++] = (uint32_t)i;
     }
     free(perm);
     free(held);

@@ -53,7 +53,8 @@ husai_status husai_recon_eval_rows(const husai_topk *m, const float *X, const ui
         const float *xb = X + r0 * d;
         if (rows) {
             for (int r = 0; r < n; r++)
-                memcpy(gathered + (size_t)r * d, row_of(X, rows, r0 + (size_t)r, d), (size_t)d * sizeof(float));
+                memcpy(gathered + (size_t)r * d, row_of(X, rows, r0 + (size_t)r, d),
+                       (size_t)d * sizeof(float));
             xb = gathered;
         }
         husai_topk_encode(m, xb, n, &b);

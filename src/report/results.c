@@ -105,17 +105,28 @@ static husai_status write_h5(const char *path, const husai_run_info *run, const 
         if (!col) {
             rc = -1;
         } else {
-            const char *names[] = {"explained_variance", "mse", "l0", "dead_fraction", "steps", "seconds", "rank",
-                                   "last_epoch_loss", "alignment_to_reference", "heldout_explained_variance",
-                                   "heldout_mse", "heldout_l0", "heldout_dead_fraction"};
+            const char *names[] = {"explained_variance",
+                                   "mse",
+                                   "l0",
+                                   "dead_fraction",
+                                   "steps",
+                                   "seconds",
+                                   "rank",
+                                   "last_epoch_loss",
+                                   "alignment_to_reference",
+                                   "heldout_explained_variance",
+                                   "heldout_mse",
+                                   "heldout_l0",
+                                   "heldout_dead_fraction"};
             for (int m = 0; m < 13; m++) {
                 if (m == 8 && !c->has_ref) continue;
                 if (m >= 9 && !c->has_holdout) break;
                 for (int s = 0; s < c->S; s++) {
                     const husai_seed_metrics *p = &c->per_seed[s];
-                    const double v[13] = {p->ev,    p->mse,     p->l0,   p->dead_fraction, p->steps,
-                                          p->seconds, p->rank, p->last_epoch_loss, p->alignment, p->ho_ev,
-                                          p->ho_mse, p->ho_l0, p->ho_dead};
+                    const double v[13] = {p->ev,        p->mse,     p->l0,     p->dead_fraction,
+                                          p->steps,     p->seconds, p->rank,   p->last_epoch_loss,
+                                          p->alignment, p->ho_ev,   p->ho_mse, p->ho_l0,
+                                          p->ho_dead};
                     col[s] = v[m];
                 }
                 rc |= write_ds(g, names[m], H5T_NATIVE_DOUBLE, 1, d_s, col);
@@ -405,8 +416,9 @@ static void table_row(FILE *f, const husai_condition_result *c, const char *labe
 /* One-to-one matched agreement, next to PWMCC's many-to-one maxima. */
 static void match_table(FILE *f, const husai_condition_result *cs, int n) {
     if (n < 1 || !cs[0].has_match) return;
-    fprintf(f, "\nMatched agreement (one-to-one Hungarian matching of features on |cos|):\n\n| condition | mean "
-               "matched cos [95%% CI] | share of features matched >= 0.7 [95%% CI] |\n|---|---|---|\n");
+    fprintf(f,
+            "\nMatched agreement (one-to-one Hungarian matching of features on |cos|):\n\n| condition | mean "
+            "matched cos [95%% CI] | share of features matched >= 0.7 [95%% CI] |\n|---|---|---|\n");
     for (int i = 0; i < n; i++)
         fprintf(f, "| %s | %.4f [%.4f, %.4f] | %.3f [%.3f, %.3f] |\n", cs[i].name, cs[i].matched_cos.mean,
                 cs[i].matched_cos.lo, cs[i].matched_cos.hi, cs[i].matched_frac.mean, cs[i].matched_frac.lo,
@@ -419,8 +431,8 @@ static void holdout_table(FILE *f, const husai_condition_result *cs, int n) {
     fprintf(f, "\nOn held-out rows (never trained on):\n\n| condition | EV [95%% CI] | MSE | L0 | dead |\n"
                "|---|---|---|---|---|\n");
     for (int i = 0; i < n; i++)
-        fprintf(f, "| %s | %.4f [%.4f, %.4f] | %.4g | %.2f | %.3f |\n", cs[i].name, cs[i].ho_ev.mean, cs[i].ho_ev.lo,
-                cs[i].ho_ev.hi, cs[i].ho_mse.mean, cs[i].ho_l0.mean, cs[i].ho_dead.mean);
+        fprintf(f, "| %s | %.4f [%.4f, %.4f] | %.4g | %.2f | %.3f |\n", cs[i].name, cs[i].ho_ev.mean,
+                cs[i].ho_ev.lo, cs[i].ho_ev.hi, cs[i].ho_mse.mean, cs[i].ho_l0.mean, cs[i].ho_dead.mean);
 }
 
 /* A plain-language reading of a grid: which setting is most reproducible and whether it is resolved. */

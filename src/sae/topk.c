@@ -82,7 +82,8 @@ husai_status husai_topk_batch_alloc(husai_topk_batch *b, const husai_topk *m, in
     b->x_hat = malloc(c * (size_t)m->d_model * sizeof(float));
     b->g_xhat = malloc(c * (size_t)m->d_model * sizeof(float));
     b->g_val = malloc(c * (size_t)m->k * sizeof(float));
-    if (!b->pre || !b->idx || !b->val || !b->x_hat || !b->g_xhat || !b->g_val) {
+    b->select = malloc((size_t)m->d_sae * sizeof(float));
+    if (!b->pre || !b->idx || !b->val || !b->x_hat || !b->g_xhat || !b->g_val || !b->select) {
         husai_topk_batch_free(b);
         return husai_error(HUSAI_ERR_NOMEM, "cannot allocate SAE batch scratch for %d rows", cap);
     }
@@ -97,29 +98,8 @@ void husai_topk_batch_free(husai_topk_batch *b) {
     free(b->x_hat);
     free(b->g_xhat);
     free(b->g_val);
+    free(b->select);
     memset(b, 0, sizeof *b);
-}
-
-/* Entry a ranks above entry b: larger value, or equal value and lower index. */
-static inline int ranks_above(float va, int ia, float vb, int ib) {
-    return va > vb || (va == vb && ia < ib);
-}
-
-/* Min-heap of the k best entries seen so far; the root is the weakest kept entry. */
-static void sift_down(float *hv, int32_t *hi, int n, int pos) {
-    for (;;) {
-        int l = 2 * pos + 1, r = l + 1, w = pos;
-        if (l < n && ranks_above(hv[w], hi[w], hv[l], hi[l])) w = l;
-        if (r < n && ranks_above(hv[w], hi[w], hv[r], hi[r])) w = r;
-        if (w == pos) return;
-        float tv = hv[pos];
-        hv[pos] = hv[w];
-        hv[w] = tv;
-        int32_t ti = hi[pos];
-        hi[pos] = hi[w];
-        hi[w] = ti;
-        pos = w;
-    }
 }
 
 /* Dot product with 8 fixed partial sums: vectorisable without -ffast-math, and the summation
@@ -142,33 +122,58 @@ static inline void axpy(float *restrict y, float a, const float *restrict x, int
         y[i] += a * x[i];
 }
 
-static int cmp_i32(const void *a, const void *b) {
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
+/* Value of the k-th largest of a[0..n) (1 <= k <= n), reordering a (Hoare quickselect, median-of-3
+ * pivot). Expected O(n); terminates on any input, NaN included. */
+static float kth_largest(float *a, int n, int k) {
+    int lo = 0, hi = n - 1;
+    const int target = k - 1; /* position in descending order */
+    while (lo < hi) {
+        const int mid = lo + (hi - lo) / 2;
+        float x = a[lo], y = a[mid], z = a[hi];
+        const float p = x > y ? (y > z ? y : (x > z ? z : x)) : (x > z ? x : (y > z ? z : y));
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] > p)
+                i++;
+            while (a[j] < p)
+                j--;
+            if (i <= j) {
+                const float t = a[i];
+                a[i] = a[j];
+                a[j] = t;
+                i++;
+                j--;
+            }
+        }
+        if (target <= j)
+            hi = j;
+        else if (target >= i)
+            lo = i;
+        else
+            return a[target];
+    }
+    return a[target];
 }
 
-/* Selects the k top entries of one row of pre-activations into idx (ascending) and val. */
-static void topk_row(const float *pre, int d_sae, int k, int32_t *idx, float *val) {
-    float *hv = val; /* the output arrays double as the heap */
-    int32_t *hi = idx;
-    for (int j = 0; j < k; j++) {
-        hv[j] = pre[j];
-        hi[j] = j;
-    }
-    for (int p = k / 2 - 1; p >= 0; p--)
-        sift_down(hv, hi, k, p);
-    for (int j = k; j < d_sae; j++) {
-        /* j is larger than every index in the heap, so it wins only on a strictly larger value. */
-        if (pre[j] > hv[0]) {
-            hv[0] = pre[j];
-            hi[0] = j;
-            sift_down(hv, hi, k, 0);
+/* Selects the k top entries of one row (signed; ties to the lower index) into idx, in ascending
+ * index order, and their values into val. scratch holds d_sae floats. The k-th largest value is
+ * found by quickselect; one scan in index order then takes every larger entry and, of the entries
+ * equal to it, the lowest-indexed ones, so the output needs no sort. */
+static void topk_row(const float *pre, int d_sae, int k, int32_t *idx, float *val, float *scratch) {
+    for (int j = 0; j < d_sae; j++)
+        scratch[j] = isnan(pre[j]) ? -INFINITY : pre[j]; /* a NaN row still selects; the loss reports it */
+    const float v = kth_largest(scratch, d_sae, k);
+    int greater = 0;
+    for (int j = 0; j < d_sae; j++)
+        greater += pre[j] > v;
+    int equal_left = k - greater, n = 0;
+    for (int j = 0; j < d_sae && n < k; j++) {
+        const float x = isnan(pre[j]) ? -INFINITY : pre[j];
+        if (x > v || (x == v && equal_left-- > 0)) {
+            idx[n] = j;
+            val[n++] = pre[j];
         }
     }
-    /* Ascending index order fixes the summation order of the decode. */
-    qsort(hi, (size_t)k, sizeof(int32_t), cmp_i32);
-    for (int a = 0; a < k; a++)
-        val[a] = pre[hi[a]];
 }
 
 void husai_topk_encode(const husai_topk *m, const float *x, int n, husai_topk_batch *b) {
@@ -177,9 +182,19 @@ void husai_topk_encode(const husai_topk *m, const float *x, int n, husai_topk_ba
         memcpy(b->pre + (size_t)r * s, m->b_enc, (size_t)s * sizeof(float));
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, s, d, 1.0f, x, d, m->W_enc, d, 1.0f, b->pre, s);
     for (int r = 0; r < n; r++)
-        topk_row(b->pre + (size_t)r * s, s, k, b->idx + (size_t)r * k, b->val + (size_t)r * k);
+        topk_row(b->pre + (size_t)r * s, s, k, b->idx + (size_t)r * k, b->val + (size_t)r * k, b->select);
 }
 
+/* The sparse loops are compiled twice, for AVX2 and for baseline x86-64, and picked at load time.
+ * Both give the same bits: the loops are element-wise or use dot8's fixed summation order, and
+ * contraction to FMA is off for the whole build. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define HUSAI_MULTIVERSION __attribute__((target_clones("avx2", "default")))
+#else
+#define HUSAI_MULTIVERSION
+#endif
+
+HUSAI_MULTIVERSION
 void husai_topk_decode(const husai_topk *m, int n, husai_topk_batch *b) {
     const int d = m->d_model, k = m->k;
     for (int r = 0; r < n; r++) {
@@ -204,6 +219,7 @@ double husai_topk_forward(const husai_topk *m, const float *x, int n, husai_topk
     return sse / (double)total;
 }
 
+HUSAI_MULTIVERSION
 void husai_topk_backward(const husai_topk *m, const float *x, int n, husai_topk_batch *b, float *grad) {
     const int d = m->d_model, k = m->k;
     const size_t w = (size_t)m->d_sae * (size_t)d;

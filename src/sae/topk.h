@@ -31,6 +31,7 @@ typedef struct {
     float *x_hat;  /* (cap, d_model) reconstruction */
     float *g_xhat; /* (cap, d_model) dLoss/dx_hat */
     float *g_val;  /* (cap, k) dLoss/d(active value) */
+    float *select; /* (d_sae) top-k selection scratch */
 } husai_topk_batch;
 
 /* Allocates a model of the given shape with zeroed parameters; 1 <= k <= d_sae is checked. */
