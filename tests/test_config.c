@@ -107,6 +107,8 @@ static void test_bad_inputs(void **state) {
     expect_error(GOOD, "sweep.seeds=", "is empty");
     expect_error(GOOD, "sweep.seeds=-3,4", "non-negative integer");
     expect_error(GOOD, "sweep.values=2,,4", "empty item");
+    expect_error("[data]\npath = x.h5\n[sweep]\nparam = lr\nvalues = 1e-4, 1.00000000001e-4\nseeds = 1, 2\n", NULL,
+                 "both name condition 'lr=0.0001'");
     expect_error(GOOD, "sweep.seeds=1,2,", "empty item");
     expect_error("path = x.h5\n", NULL, "outside any [section]");
     expect_error(GOOD, "sweep.param=banana", "not sweepable");

@@ -138,7 +138,6 @@ static husai_status load_condition(merge_state *ms, hid_t conds, const char *nam
     const size_t dd = (size_t)dm * ds;
     husai_condition_result *r = &ms->res[ms->n];
     *r = (husai_condition_result){.phase = "",
-                                  .param = cfg->param,
                                   .value = value,
                                   .S = S,
                                   .d_model = dm,
@@ -149,6 +148,7 @@ static husai_status load_condition(merge_state *ms, hid_t conds, const char *nam
                                   .lr = cond.lr,
                                   .seeds = cfg->seeds};
     snprintf(r->name, sizeof r->name, "%s", name);
+    snprintf(r->param, sizeof r->param, "%s", cfg->param);
     r->decoders = read_all(g, "decoders", H5T_NATIVE_FLOAT, sizeof(float), (size_t)S * dd);
     r->encoders = read_all(g, "encoders", H5T_NATIVE_FLOAT, sizeof(float), (size_t)S * dd);
     r->b_enc = read_all(g, "b_enc", H5T_NATIVE_FLOAT, sizeof(float), (size_t)S * ds);
@@ -307,7 +307,6 @@ int husai_cmd_merge(int argc, char **argv) {
         for (int i = 0; i < ms.n; i++) {
             /* seeds must point at the merged config that outlives the parts */
             ms.res[i].seeds = ms.cfg.seeds;
-            ms.res[i].param = ms.cfg.param;
             husai_condition_metrics(&ms.cfg, &ms.res[i], NULL);
         }
         snprintf(ms.cfg.out_dir, sizeof ms.cfg.out_dir, "%s", out);

@@ -371,7 +371,6 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
         free(sendm);
         if (rank != 0) continue;
         *r = (husai_condition_result){.phase = ph->phase,
-                                      .param = cond->param,
                                       .value = cond->value,
                                       .S = S,
                                       .d_model = ds->d_model,
@@ -383,6 +382,7 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
                                       .lambda = cond->lambda,
                                       .seeds = ph->seeds,
                                       .per_seed = per_seed};
+        snprintf(r->param, sizeof r->param, "%s", cond->param);
         if (snprintf(r->name, sizeof r->name, "%s%s%s", ph->prefix_names ? ph->phase : "",
                      ph->prefix_names ? "/" : "", cond->name) >= (int)sizeof r->name)
             husai_mpi_die("condition name '%s/%s' is too long", ph->phase, cond->name);

@@ -178,6 +178,14 @@ husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char 
     H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
     float dummy[1];
     herr_t rc = H5Dread(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, count[0] > 0 ? X + r0 * d : dummy);
+    /* HDF5 1.10's collective MPI-IO read fails on chunked datasets with unwritten chunks (a valid file);
+     * every rank then retries independently, which reads them as their fill value. */
+    int failed = rc < 0, any_failed = 0;
+    HUSAI_MPI_CHECK(MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, comm));
+    if (any_failed) {
+        H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_INDEPENDENT);
+        rc = H5Dread(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, count[0] > 0 ? X + r0 * d : dummy);
+    }
     H5Pclose(dxpl);
     H5Sclose(mspace);
     H5Sclose(fspace);

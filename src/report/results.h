@@ -27,7 +27,7 @@ typedef struct {
 typedef struct {
     char name[96];
     const char *phase; /* "" in a plain sweep; "search", "retrain", "lambda" in protocols */
-    const char *param;
+    char param[32]; /* a copy: the conditions it came from are gone when results are written */
     double value;
     int S, d_model, d_sae, k, epochs, batch_size;
     double lr;
