@@ -17,3 +17,4 @@ set_tests_properties(fuzz_regressions PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 120
 husai_script_test(valgrind_sweep valgrind.sh)
 set_tests_properties(valgrind_sweep PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
 husai_script_test(export export.sh)
+husai_script_test(bad_input bad_input.sh)

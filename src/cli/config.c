@@ -25,6 +25,7 @@ typedef struct {
 static const opt OPTS[] = {
     {"data", "path", T_STR, F(data_path), S(data_path), 0, 1, "HDF5 file of activations"},
     {"data", "dataset", T_STR, F(dataset), S(dataset), 0, 0, "2-D dataset [rows, d_model] in the file"},
+    {"data", "d_model", T_INT, F(d_model), 0, 0, 0, "expected d_model of the dataset (0: any)"},
     {"data", "holdout", T_NONNEG, F(holdout), 0, 0, 0,
      "fraction of rows held out for EV/MSE/L0 on unseen data"},
     {"data", "split_seed", T_U64, F(split_seed), 0, 0, 0, "seed of the held-out split"},

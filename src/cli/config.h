@@ -21,6 +21,7 @@ typedef struct {
     /* [data] */
     char data_path[HUSAI_PATH_MAX];
     char dataset[256];
+    int d_model;         /* expected width of the dataset; 0 accepts any */
     double holdout;      /* fraction of rows never trained on, for held-out metrics */
     uint64_t split_seed; /* seed of the held-out split */
     /* [sae] */
