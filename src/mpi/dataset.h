@@ -1,7 +1,7 @@
 /* dataset.h: the activation dataset, read once per job with parallel HDF5, held once per node.
  * The rows live in an MPI-3 shared-memory window per node (MPI_Comm_split_type SHARED), so a
  * node with 64 ranks holds one copy, not 64. Each node reads a contiguous slab of rows, split
- * among its ranks, collectively through MPI-IO (float16/float64 converted to float32); node
+ * among its ranks, with independent MPI-IO reads (float16/float64 converted to float32); node
  * leaders then exchange slabs (MPI_Allgatherv) so every node holds every row: the file is read
  * once per job. Shape, dtype and finiteness are validated and every rank returns the same verdict.
  * defines: husai_dataset, husai_dataset_read, husai_dataset_free */
