@@ -4,8 +4,9 @@
 What this script does
 ---------------------
 1. Trains a small 2-layer transformer (the HUSAI shape: d_model 128, 4 heads,
-   MLP 512, learned token + position embeddings, pre-LayerNorm blocks, a final
-   LayerNorm and an unembedding) on modular addition  c = (a + b) mod 113.
+   MLP 512, learned token + position embeddings, pre-LayerNorm blocks with
+   causal attention and a GELU MLP, a final LayerNorm and an unembedding; no
+   dropout) on modular addition  c = (a + b) mod 113.
 
    Input sequence:  [BOS, a, '+', b, '=']   (length 5)
    Target:          c, read from the logits at the '=' position (index 4).
@@ -15,10 +16,10 @@ What this script does
    appears in the input; the model has to compute it.
 
 2. Uses a fixed 90% / 10% train / held-out split of all 113*113 = 12,769
-   (a, b) pairs, full-batch AdamW with strong weight decay, and trains until
-   held-out accuracy stays >= 99.5% for a few consecutive evaluations (with a
-   hard step cap).  It exits with an error if the model never generalises
-   (final held-out accuracy < 99%).
+   (a, b) pairs, full-batch AdamW (lr 1e-3, weight decay 1.0, betas
+   (0.9, 0.98)), and trains until held-out accuracy stays >= 99.5% for a few
+   consecutive evaluations (with a hard step cap).  It exits with an error
+   if the model never generalises (final held-out accuracy < 99%).
 
 3. Extracts the residual stream at the '=' position after the last
    transformer block (i.e. the input to the final LayerNorm) for ALL pairs,
