@@ -82,6 +82,39 @@ for n in a["conditions"]:
 print("faults:   decoders, encoders, b_enc and PWMCC identical")
 PY
 
+step "1b. SIGTERM to the whole job (mpirun forwards it): every rank checkpoints; --resume continues"
+sed -e 's/^epochs = 400/epochs = 100000/' "$tmp/f.ini" >"$tmp/long.ini"
+"$MPIEXEC" -np 2 "$HUSAI" sweep "$tmp/long.ini" --out "$tmp/t" --run-id job >"$tmp/t.log" 2>&1 &
+pid=$!
+for _ in $(seq 300); do
+    grep -q "node 1/1" "$tmp/t.log" 2>/dev/null && break
+    sleep 0.1
+done
+sleep 1
+kill -TERM "$pid"
+rc=0
+timeout 30 tail --pid="$pid" -f /dev/null || fail "mpirun still running 30 s after SIGTERM"
+wait "$pid" || rc=$?
+pid=""
+rc0=$rc
+# husai's ranks exit 75; mpirun reports its own status for a job it was told to terminate.
+[ "$rc" -ne 0 ] || fail "SIGTERM: mpirun exited 0"
+grep -q "stopped on request; continue with" "$tmp/t.log" || {
+    cat "$tmp/t.log"
+    fail "SIGTERM: husai did not checkpoint and stop"
+}
+[ ! -e "$tmp/t/job" ] || fail "SIGTERM left a complete-looking run directory"
+n=$(ls "$tmp/t/.job.partial/checkpoints" | grep -c 'ckpt$')
+[ "$n" -eq 2 ] || fail "SIGTERM: expected a checkpoint per running task, found $n"
+# The resume of a 100000-epoch run is not finished here; it must accept the checkpoints and stop again.
+rc=0
+"$MPIEXEC" -np 1 "$HUSAI" sweep "$tmp/long.ini" --resume "$tmp/t/job" --stop-after-steps 5 >"$tmp/t2.log" 2>&1 || rc=$?
+[ "$rc" -eq 75 ] && grep -q "resumes" "$tmp/t2.log" || {
+    cat "$tmp/t2.log"
+    fail "resume after SIGTERM did not continue from the checkpoints (exit $rc)"
+}
+step "  checkpoints written on SIGTERM (mpirun exit $rc0); --resume continues from them"
+
 step "2. disk full while writing results (a 240 KiB file-size limit: checkpoints fit, results.h5 does not)"
 # d_sae 512: a checkpoint is 203 KB and the node's shared data window ~130 KB, both under the limit;
 # results.h5 is ~280 KB and is not.
