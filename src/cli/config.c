@@ -423,10 +423,11 @@ husai_status husai_config_validate(const husai_config *c) {
         const husai_condition cond = husai_config_condition(c, i);
         for (int j = 0; j < i; j++)
             if (!strcmp(husai_config_condition(c, j).name, cond.name))
-                return husai_error(HUSAI_ERR_ARG,
-                                   "sweep.values: %.17g and %.17g both name condition '%s'; use values that differ "
-                                   "in their first 10 significant digits",
-                                   c->values[j], v, cond.name);
+                return husai_error(
+                    HUSAI_ERR_ARG,
+                    "sweep.values: %.17g and %.17g both name condition '%s'; use values that differ "
+                    "in their first 10 significant digits",
+                    c->values[j], v, cond.name);
         if (cond.k > cond.d_sae)
             return husai_error(HUSAI_ERR_ARG, "k = %d exceeds d_sae = %d (condition %s)", cond.k, cond.d_sae,
                                cond.name);

@@ -289,8 +289,8 @@ int husai_cmd_sweep(int argc, char **argv) {
     /* Every rank derives the same split from (rows, fraction, seed): no communication needed. */
     husai_split split;
     st = cfg.d_model > 0 && cfg.d_model != ds.d_model
-             ? husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' has d_model %d but data.d_model = %d", cfg.dataset,
-                           cfg.data_path, ds.d_model, cfg.d_model)
+             ? husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' has d_model %d but data.d_model = %d",
+                           cfg.dataset, cfg.data_path, ds.d_model, cfg.d_model)
              : husai_split_make(&split, ds.n_rows, cfg.holdout, cfg.split_seed);
     if (st) memset(&split, 0, sizeof split);
     for (int i = 0; !st && i < cfg.n_values; i++) {

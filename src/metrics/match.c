@@ -1,26 +1,10 @@
 #include "metrics/match.h"
+#include "metrics/pwmcc.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Copies the n columns of D [d, n] into feature rows out [n, d], each scaled to unit norm
- * (norm floored at 1e-12, as PWMCC does, so an all-zero column stays zero). */
-static void normalized_feature_rows(const float *D, int d, int n, float *out) {
-    for (int j = 0; j < n; j++) {
-        double ss = 0.0;
-        for (int i = 0; i < d; i++) {
-            const double v = D[(size_t)i * n + j];
-            ss += v * v;
-        }
-        double norm = sqrt(ss);
-        if (norm < 1e-12) norm = 1e-12;
-        float *row = out + (size_t)j * d;
-        for (int i = 0; i < d; i++)
-            row[i] = (float)(D[(size_t)i * n + j] / norm);
-    }
-}
 
 /* ---------- the assignment solver ---------- */
 
@@ -236,8 +220,8 @@ husai_status husai_match_pair(const float *A, int na, const float *B, int nb, in
                          na, nb);
         goto done;
     }
-    normalized_feature_rows(A, d_model, na, Af);
-    normalized_feature_rows(B, d_model, nb, Bf);
+    husai_normalized_feature_rows(A, d_model, na, Af);
+    husai_normalized_feature_rows(B, d_model, nb, Bf);
     double mean = 0.0, frac = 0.0;
     st = a_small ? match_rows(Af, na, Bf, nb, d_model, threshold, C, &w, &mean, &frac)
                  : match_rows(Bf, nb, Af, na, d_model, threshold, C, &w, &mean, &frac);
@@ -278,7 +262,7 @@ husai_status husai_match_matrix(const float *decoders, int S, int d_model, int d
         goto done;
     }
     for (int s = 0; s < S; s++)
-        normalized_feature_rows(decoders + s * per, d_model, d_sae, F + s * per);
+        husai_normalized_feature_rows(decoders + s * per, d_model, d_sae, F + s * per);
     for (int p = 0; p < S && !st; p++) {
         if (M_mean) M_mean[(size_t)p * S + p] = 1.0;
         if (M_frac) M_frac[(size_t)p * S + p] = 1.0;

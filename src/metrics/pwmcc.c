@@ -7,9 +7,7 @@
 
 #include "common/rng.h"
 
-/* Copies the n columns of D [d, n] into feature rows out [n, d], each scaled to unit norm
- * (norm floored at 1e-12 so an all-zero column stays zero instead of dividing by zero). */
-static void normalized_feature_rows(const float *D, int d, int n, float *out) {
+void husai_normalized_feature_rows(const float *D, int d, int n, float *out) {
     for (int j = 0; j < n; j++) {
         double ss = 0.0;
         for (int i = 0; i < d; i++) {
@@ -66,8 +64,8 @@ husai_status husai_pwmcc_pair(const float *A, int na, const float *B, int nb, in
         free(scratch);
         return husai_error(HUSAI_ERR_NOMEM, "cannot allocate PWMCC buffers");
     }
-    normalized_feature_rows(A, d_model, na, Af);
-    normalized_feature_rows(B, d_model, nb, Bf);
+    husai_normalized_feature_rows(A, d_model, na, Af);
+    husai_normalized_feature_rows(B, d_model, nb, Bf);
     *out = pwmcc_rows(Af, na, Bf, nb, d_model, scratch);
     free(Af);
     free(Bf);
@@ -87,7 +85,7 @@ husai_status husai_pwmcc_matrix(const float *decoders, int S, int d_model, int d
         return husai_error(HUSAI_ERR_NOMEM, "cannot allocate PWMCC buffers for %d decoders", S);
     }
     for (int s = 0; s < S; s++)
-        normalized_feature_rows(decoders + s * per, d_model, d_sae, F + s * per);
+        husai_normalized_feature_rows(decoders + s * per, d_model, d_sae, F + s * per);
     for (int p = 0; p < S; p++) {
         M[(size_t)p * S + p] = 1.0;
         for (int q = p + 1; q < S; q++) {

@@ -3,7 +3,8 @@
  * orientation is never guessed from the shape. The |A^T B| product is formed in row blocks
  * with sgemm and folded into running row/column maxima, so memory is O(block * d_sae),
  * never d_sae^2. No MPI here.
- * defines: husai_pwmcc_pair, husai_pwmcc_matrix, husai_pwmcc_random_decoder, husai_pwmcc_pair_mean */
+ * defines: husai_normalized_feature_rows, husai_pwmcc_pair, husai_pwmcc_matrix, husai_pwmcc_random_decoder,
+ * husai_pwmcc_pair_mean */
 #ifndef HUSAI_METRICS_PWMCC_H
 #define HUSAI_METRICS_PWMCC_H
 
@@ -22,6 +23,10 @@ husai_status husai_pwmcc_pair(const float *A, int na, const float *B, int nb, in
 /* Fills M (S x S, row-major) with PWMCC of every pair of the S decoders (each [d_model, d_sae],
  * stored one after the other); the diagonal is exactly 1. Each column set is normalised once. */
 husai_status husai_pwmcc_matrix(const float *decoders, int S, int d_model, int d_sae, double *M);
+
+/* Copies the n columns of D [d, n] (file layout) into feature rows out [n, d], each scaled to unit norm;
+ * norms are floored at 1e-12 so an all-zero column stays zero instead of dividing by zero. */
+void husai_normalized_feature_rows(const float *D, int d, int n, float *out);
 
 /* Mean of the S(S-1)/2 off-diagonal entries p < q of an S x S matrix (NaN if S < 2). */
 double husai_pwmcc_pair_mean(const double *M, int S);

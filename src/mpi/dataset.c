@@ -89,8 +89,8 @@ static void node_layout(husai_dataset *ds, MPI_Comm comm) {
         int len;
         MPI_Get_processor_name(host, &len);
         snprintf(mine.host, sizeof mine.host, "%.63s", host);
-        HUSAI_MPI_CHECK(MPI_Allgather(&mine, (int)sizeof mine, MPI_BYTE, ds->nodes, (int)sizeof mine, MPI_BYTE,
-                                      ds->leader_comm));
+        HUSAI_MPI_CHECK(MPI_Allgather(&mine, (int)sizeof mine, MPI_BYTE, ds->nodes, (int)sizeof mine,
+                                      MPI_BYTE, ds->leader_comm));
     }
     HUSAI_MPI_CHECK(MPI_Bcast(ds->nodes, (int)(sizeof(husai_node_info) * (size_t)ds->n_nodes), MPI_BYTE, 0,
                               ds->node_comm));
@@ -115,8 +115,8 @@ husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char 
     H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
-    st = file < 0 ? husai_error(HUSAI_ERR_DATA, "cannot open '%s' with parallel HDF5 (truncated or corrupt file?)",
-                                path)
+    st = file < 0 ? husai_error(HUSAI_ERR_DATA,
+                                "cannot open '%s' with parallel HDF5 (truncated or corrupt file?)", path)
                   : HUSAI_OK;
     st = husai_mpi_agree(st, comm);
     if (st) {
@@ -144,10 +144,11 @@ husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char 
         float *base = NULL;
         MPI_Comm_set_errhandler(ds->node_comm, MPI_ERRORS_RETURN);
         int rc = MPI_Win_allocate_shared(bytes, sizeof(float), MPI_INFO_NULL, ds->node_comm, &base, &ds->win);
-        st = husai_mpi_agree(rc == MPI_SUCCESS ? HUSAI_OK
-                                               : husai_error(HUSAI_ERR_NOMEM,
-                                                             "cannot hold %zu x %zu floats of '%s' in shared memory",
-                                                             n, d, path),
+        st = husai_mpi_agree(rc == MPI_SUCCESS
+                                 ? HUSAI_OK
+                                 : husai_error(HUSAI_ERR_NOMEM,
+                                               "cannot hold %zu x %zu floats of '%s' in shared memory", n, d,
+                                               path),
                              comm);
         if (st) goto done;
         ds->has_win = 1;
@@ -215,7 +216,8 @@ husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char 
         MPI_Datatype row;
         HUSAI_MPI_CHECK(MPI_Type_contiguous((int)d, MPI_FLOAT, &row));
         HUSAI_MPI_CHECK(MPI_Type_commit(&row));
-        int *counts = malloc((size_t)ds->n_nodes * sizeof(int)), *displs = malloc((size_t)ds->n_nodes * sizeof(int));
+        int *counts = malloc((size_t)ds->n_nodes * sizeof(int)),
+            *displs = malloc((size_t)ds->n_nodes * sizeof(int));
         if (!counts || !displs) husai_mpi_die("out of memory for %d gather counts", ds->n_nodes);
         for (int q = 0; q < ds->n_nodes; q++) {
             size_t a, b;

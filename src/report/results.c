@@ -556,9 +556,10 @@ static husai_status write_summary(const char *path, const husai_run_info *run,
                     cs[proto->baseline].name);
         const husai_condition_result *base = &cs[proto->baseline];
         if (proto->selected == proto->baseline) {
-            fprintf(f, "\n**Reading.** No lambda above %s keeps EV within %.3f of it, so the baseline is kept: "
-                       "with this grid the penalty buys consistency only at a larger reconstruction cost than "
-                       "allowed.\n",
+            fprintf(f,
+                    "\n**Reading.** No lambda above %s keeps EV within %.3f of it, so the baseline is kept: "
+                    "with this grid the penalty buys consistency only at a larger reconstruction cost than "
+                    "allowed.\n",
                     base->name, cfg->max_ev_drop);
         } else if (proto->selected >= 0) {
             const husai_condition_result *sel = &cs[proto->selected];
