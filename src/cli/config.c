@@ -165,8 +165,18 @@ static int known_section(const char *section) {
 }
 
 /* Assigns one value; `where` names the origin ("FILE:LINE" or "--set") for messages. */
+static husai_status assign_list(husai_config *c, const char *section, const char *key, const char *raw,
+                                const char *where, int append);
+
 static husai_status assign(husai_config *c, const char *section, const char *key, const char *raw,
                            const char *where) {
+    return assign_list(c, section, key, raw, where, 0);
+}
+
+/* Assigns a value; with append, a list key's items are added to the ones already given (an INI
+ * continuation line, so long seed lists fit inih's 200-byte lines). */
+static husai_status assign_list(husai_config *c, const char *section, const char *key, const char *raw,
+                                const char *where, int append) {
     int index;
     if (!*section) return husai_error(HUSAI_ERR_ARG, "%s: key '%s' is outside any [section]", where, key);
     if (!known_section(section))
@@ -222,7 +232,8 @@ static husai_status assign(husai_config *c, const char *section, const char *key
         break;
     case T_VALUES: {
         char *items[HUSAI_MAX_VALUES + 1];
-        int n = split_list(buf, items, HUSAI_MAX_VALUES);
+        const int base = append ? c->n_values : 0;
+        int n = split_list(buf, items, HUSAI_MAX_VALUES - base);
         if (n == -2)
             return husai_error(HUSAI_ERR_ARG, "%s: %s.%s has an empty item between commas", where, section,
                                key);
@@ -230,21 +241,23 @@ static husai_status assign(husai_config *c, const char *section, const char *key
             return husai_error(HUSAI_ERR_ARG, "%s: %s.%s has more than %d values", where, section, key,
                                HUSAI_MAX_VALUES);
         if (n == 0) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s is empty", where, section, key);
-        for (int i = 0; i < n; i++) {
-            if (parse_double(items[i], &c->values[i]))
+        for (int i = base; i < base + n; i++) {
+            if (parse_double(items[i - base], &c->values[i]))
                 return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: '%s' is not a finite number", where, section,
-                                   key, items[i]);
+                                   key, items[i - base]);
             for (int j = 0; j < i; j++)
                 if (c->values[j] == c->values[i])
                     return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: value %s is listed twice", where, section,
-                                       key, items[i]);
+                                       key, items[i - base]);
         }
-        c->n_values = n;
+        c->n_values = base + n;
         break;
     }
     case T_SEEDS: {
         static char *items[HUSAI_MAX_SEEDS + 1];
-        int n = split_list(buf, items, HUSAI_MAX_SEEDS);
+        int *count = (int *)((char *)c + o->size);
+        const int base = append ? *count : 0;
+        int n = split_list(buf, items, HUSAI_MAX_SEEDS - base);
         if (n == -2)
             return husai_error(HUSAI_ERR_ARG, "%s: %s.%s has an empty item between commas", where, section,
                                key);
@@ -253,16 +266,16 @@ static husai_status assign(husai_config *c, const char *section, const char *key
                                HUSAI_MAX_SEEDS);
         if (n == 0) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s is empty", where, section, key);
         uint64_t *seeds = field;
-        for (int i = 0; i < n; i++) {
-            if (parse_u64(items[i], &seeds[i]))
+        for (int i = base; i < base + n; i++) {
+            if (parse_u64(items[i - base], &seeds[i]))
                 return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: '%s' is not a non-negative integer", where,
-                                   section, key, items[i]);
+                                   section, key, items[i - base]);
             for (int j = 0; j < i; j++)
                 if (seeds[j] == seeds[i])
                     return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: seed %s is listed twice", where, section,
-                                       key, items[i]);
+                                       key, items[i - base]);
         }
-        *(int *)((char *)c + o->size) = n;
+        *count = base + n;
         break;
     }
     case T_UNIT:
@@ -314,15 +327,19 @@ static int ini_handler_cb(void *user, const char *section, const char *name, con
     }
     char where[HUSAI_PATH_MAX + 32];
     snprintf(where, sizeof where, "%s", ctx->path);
-    int index;
+    int index, append = 0;
     if (known_section(section) && find_opt(section, name, &index)) {
-        if (ctx->seen[index]) {
+        const int is_list = OPTS[index].type == T_VALUES || OPTS[index].type == T_SEEDS;
+        /* inih reports an indented continuation line as the same key again: lists continue, the
+         * rest may be given once. */
+        if (ctx->seen[index] && !is_list) {
             ctx->st = husai_error(HUSAI_ERR_ARG, "%s: key %s.%s is given twice", ctx->path, section, name);
             return 0;
         }
+        append = ctx->seen[index];
         ctx->seen[index] = 1;
     }
-    ctx->st = assign(ctx->c, section, name, value, where);
+    ctx->st = assign_list(ctx->c, section, name, value, where, append);
     return ctx->st == HUSAI_OK;
 }
 
@@ -493,15 +510,21 @@ void husai_config_print(const husai_config *c, FILE *f) {
         case T_U64:
             fprintf(f, "%llu", (unsigned long long)*(const uint64_t *)field);
             break;
+        /* Lists go 8 items to a line, the rest on indented continuation lines, so every line stays
+         * within inih's 200 bytes and the printed config (stored in results.h5) parses back. */
         case T_VALUES:
             for (int j = 0; j < c->n_values; j++)
-                fprintf(f, "%s%.10g", j ? ", " : "", c->values[j]);
+                fprintf(f, "%s%.10g", j == 0 ? "" : j % 8 == 0 ? "\n    " : ", ", c->values[j]);
             break;
         case T_SEEDS: {
             const uint64_t *seeds = field;
             const int n = *(const int *)((const char *)c + o->size);
             for (int j = 0; j < n; j++)
-                fprintf(f, "%s%llu", j ? ", " : "", (unsigned long long)seeds[j]);
+                fprintf(f, "%s%llu",
+                        j == 0       ? ""
+                        : j % 8 == 0 ? "\n    "
+                                     : ", ",
+                        (unsigned long long)seeds[j]);
             break;
         }
         case T_UNIT:
