@@ -16,14 +16,9 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "cli/version.h"
+#include "report/h5attr.h"
 #include "common/status.h"
-
-#ifndef HUSAI_VERSION
-#define HUSAI_VERSION "0.0.0"
-#endif
-#ifndef HUSAI_GIT_COMMIT
-#define HUSAI_GIT_COMMIT "unknown"
-#endif
 
 #define EXPORT_EXIT_ERROR 1
 #define EXPORT_EXIT_USAGE 2
@@ -49,39 +44,6 @@ static int fail(int code) {
 }
 
 /* ---------- reading results.h5 ---------- */
-
-/* A string attribute (fixed or variable length) as a new string, or NULL if absent or not a string. */
-static char *attr_string(hid_t loc, const char *name) {
-    if (H5Aexists(loc, name) <= 0) return NULL;
-    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    if (a < 0) return NULL;
-    hid_t t = H5Aget_type(a);
-    char *s = NULL;
-    if (t >= 0 && H5Tget_class(t) == H5T_STRING) {
-        hid_t mt = H5Tcopy(H5T_C_S1);
-        H5Tset_cset(mt, H5Tget_cset(t));
-        if (H5Tis_variable_str(t) > 0) { /* as h5py writes str attributes */
-            char *v = NULL;
-            H5Tset_size(mt, H5T_VARIABLE);
-            if (H5Aread(a, mt, &v) >= 0 && v) {
-                s = strdup(v);
-                H5free_memory(v);
-            }
-        } else { /* as husai writes them */
-            const size_t n = H5Tget_size(t);
-            s = calloc(n + 1, 1);
-            H5Tset_size(mt, n);
-            if (s && H5Aread(a, mt, s) < 0) {
-                free(s);
-                s = NULL;
-            }
-        }
-        H5Tclose(mt);
-    }
-    if (t >= 0) H5Tclose(t);
-    H5Aclose(a);
-    return s;
-}
 
 /* An integer attribute; 0 if absent or unreadable. */
 static int attr_int(hid_t loc, const char *name, long long *out) {
@@ -226,10 +188,10 @@ static husai_status load_sae(const char *run_dir, const char *cond, uint64_t see
         return husai_error(HUSAI_ERR_IO, "'%s' has no results.h5 (not a complete run directory?)", run_dir);
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (file < 0) return husai_error(HUSAI_ERR_IO, "cannot open '%s' as HDF5", path);
-    e->run_id = attr_string(file, "run_id");
-    e->run_commit = attr_string(file, "git_commit");
-    e->run_version = attr_string(file, "version");
-    e->config = attr_string(file, "config");
+    e->run_id = husai_h5_attr_read_str(file, "run_id");
+    e->run_commit = husai_h5_attr_read_str(file, "git_commit");
+    e->run_version = husai_h5_attr_read_str(file, "version");
+    e->config = husai_h5_attr_read_str(file, "config");
 
     hid_t g = -1;
     husai_status st = open_condition(file, path, cond, &g);
@@ -268,9 +230,9 @@ static husai_status load_sae(const char *run_dir, const char *cond, uint64_t see
         e->d_model = (int)ddec[1];
         e->d_sae = (int)ddec[2];
         e->k = (int)k;
-        e->param = attr_string(g, "param");
+        e->param = husai_h5_attr_read_str(g, "param");
         e->has_value = attr_double(g, "value", &e->value);
-        e->arch = attr_string(g, "arch");
+        e->arch = husai_h5_attr_read_str(g, "arch");
         if (e->arch && strcmp(e->arch, "topk") != 0)
             st = husai_error(HUSAI_ERR_ARG,
                              "condition '%s' uses architecture '%s'; export writes SAELens' topk SAE only",

@@ -14,17 +14,12 @@
 #include <time.h>
 
 #include "cli/commands.h"
+#include "cli/version.h"
 #include "cli/config.h"
 #include "cli/phase.h"
+#include "report/h5attr.h"
 #include "report/results.h"
 #include "report/rundir.h"
-
-#ifndef HUSAI_VERSION
-#define HUSAI_VERSION "0.0.0"
-#endif
-#ifndef HUSAI_GIT_COMMIT
-#define HUSAI_GIT_COMMIT "unknown"
-#endif
 
 #define MAX_PARTS 1024
 
@@ -49,24 +44,6 @@ static char *read_text_file(const char *path) {
     if (buf) buf[n] = '\0';
     fclose(f);
     return buf;
-}
-
-static char *attr_string(hid_t loc, const char *name) {
-    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    if (a < 0) return NULL;
-    hid_t t = H5Aget_type(a);
-    size_t n = H5Tget_size(t);
-    char *s = calloc(n + 1, 1);
-    hid_t mt = H5Tcopy(H5T_C_S1);
-    H5Tset_size(mt, n);
-    if (s && H5Aread(a, mt, s) < 0) {
-        free(s);
-        s = NULL;
-    }
-    H5Tclose(mt);
-    H5Tclose(t);
-    H5Aclose(a);
-    return s;
 }
 
 /* Reads a whole dataset of `count` elements of memory type `type` into a new buffer; NULL on any mismatch. */
@@ -222,7 +199,7 @@ static husai_status load_part(merge_state *ms, const char *dir) {
     snprintf(path, sizeof path, "%s/results.h5", dir);
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (file < 0) return husai_error(HUSAI_ERR_IO, "cannot open '%s'", path);
-    char *cfgtext = attr_string(file, "config");
+    char *cfgtext = husai_h5_attr_read_str(file, "config");
     husai_config cfg;
     husai_config_defaults(&cfg);
     st = cfgtext ? husai_config_load_string(&cfg, cfgtext, path)

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "cli/commands.h"
+#include "cli/version.h"
 #include "cli/config.h"
 #include "cli/phase.h"
 #include "cli/protocols.h"
@@ -22,13 +23,6 @@
 #include "mpi/stop.h"
 #include "report/results.h"
 #include "report/rundir.h"
-
-#ifndef HUSAI_VERSION
-#define HUSAI_VERSION "0.0.0"
-#endif
-#ifndef HUSAI_GIT_COMMIT
-#define HUSAI_GIT_COMMIT "unknown"
-#endif
 
 typedef struct {
     const char *config_path;

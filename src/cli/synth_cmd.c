@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "report/h5attr.h"
 #include "common/rng.h"
 #include "common/status.h"
 #include "mpi/mpicheck.h"
@@ -288,24 +289,6 @@ static hid_t make_half_type(void) {
     return t;
 }
 
-static herr_t attr_write(hid_t loc, const char *name, hid_t type, const void *value) {
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t at = H5Acreate2(loc, name, type, sp, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t rc = at < 0 ? -1 : H5Awrite(at, type, value);
-    if (at >= 0) H5Aclose(at);
-    H5Sclose(sp);
-    return rc;
-}
-
-static herr_t attr_string(hid_t loc, const char *name, const char *value) {
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, strlen(value) + 1);
-    H5Tset_strpad(t, H5T_STR_NULLTERM);
-    herr_t rc = attr_write(loc, name, t, value);
-    H5Tclose(t);
-    return rc;
-}
-
 /* The same attributes on every rank (attribute writes are collective). */
 static herr_t write_attrs(hid_t loc, const synth_args *a) {
     const int64_t d = a->d_model, n_atoms = a->atoms, k = a->active;
@@ -313,15 +296,15 @@ static herr_t write_attrs(hid_t loc, const synth_args *a) {
     char coef[64];
     snprintf(coef, sizeof coef, "uniform[%g,%g)", COEF_LO, COEF_HI);
     herr_t rc = 0;
-    rc |= attr_write(loc, "rows", H5T_NATIVE_UINT64, &a->rows);
-    rc |= attr_write(loc, "d_model", H5T_NATIVE_INT64, &d);
-    rc |= attr_write(loc, "atoms", H5T_NATIVE_INT64, &n_atoms);
-    rc |= attr_write(loc, "active", H5T_NATIVE_INT64, &k);
-    rc |= attr_write(loc, "noise", H5T_NATIVE_DOUBLE, &a->noise);
-    rc |= attr_write(loc, "seed", H5T_NATIVE_UINT64, &a->seed);
-    rc |= attr_string(loc, "generator", "husai synth");
-    rc |= attr_string(loc, "dtype", dtype);
-    rc |= attr_string(loc, "coefficients", coef);
+    rc |= husai_h5_attr_write(loc, "rows", H5T_NATIVE_UINT64, &a->rows);
+    rc |= husai_h5_attr_write(loc, "d_model", H5T_NATIVE_INT64, &d);
+    rc |= husai_h5_attr_write(loc, "atoms", H5T_NATIVE_INT64, &n_atoms);
+    rc |= husai_h5_attr_write(loc, "active", H5T_NATIVE_INT64, &k);
+    rc |= husai_h5_attr_write(loc, "noise", H5T_NATIVE_DOUBLE, &a->noise);
+    rc |= husai_h5_attr_write(loc, "seed", H5T_NATIVE_UINT64, &a->seed);
+    rc |= husai_h5_attr_write_str(loc, "generator", "husai synth");
+    rc |= husai_h5_attr_write_str(loc, "dtype", dtype);
+    rc |= husai_h5_attr_write_str(loc, "coefficients", coef);
     return rc < 0 ? -1 : 0;
 }
 

@@ -1,5 +1,6 @@
 #define _POSIX_C_SOURCE 200809L
 #include "report/results.h"
+#include "report/h5attr.h"
 #include "report/svg.h"
 
 #include <cjson/cJSON.h>
@@ -33,27 +34,6 @@ static herr_t write_ds(hid_t loc, const char *name, hid_t type, int rank, const 
     return rc;
 }
 
-static herr_t attr_str(hid_t loc, const char *name, const char *value) {
-    hid_t type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(type, strlen(value) + 1);
-    hid_t space = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t rc = a < 0 ? -1 : H5Awrite(a, type, value);
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(space);
-    H5Tclose(type);
-    return rc;
-}
-
-static herr_t attr_num(hid_t loc, const char *name, hid_t type, const void *value) {
-    hid_t space = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t rc = a < 0 ? -1 : H5Awrite(a, type, value);
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(space);
-    return rc;
-}
-
 static char *config_text(const husai_config *cfg) {
     char *text = NULL;
     size_t len = 0;
@@ -76,11 +56,12 @@ static husai_status write_h5(const char *path, const husai_run_info *run, const 
     if (file < 0) return husai_error(HUSAI_ERR_IO, "cannot create '%s' in memory", path);
     herr_t rc = 0;
     char *cfg = config_text(run->cfg);
-    rc |= attr_str(file, "run_id", run->id);
-    rc |= attr_str(file, "version", run->version);
-    rc |= attr_str(file, "git_commit", run->commit);
-    rc |= attr_str(file, "config", cfg ? cfg : "");
-    rc |= attr_str(file, "decoder_layout", "decoders[s] is [d_model, d_sae]; column j is feature j");
+    rc |= husai_h5_attr_write_str(file, "run_id", run->id);
+    rc |= husai_h5_attr_write_str(file, "version", run->version);
+    rc |= husai_h5_attr_write_str(file, "git_commit", run->commit);
+    rc |= husai_h5_attr_write_str(file, "config", cfg ? cfg : "");
+    rc |= husai_h5_attr_write_str(file, "decoder_layout",
+                                  "decoders[s] is [d_model, d_sae]; column j is feature j");
     free(cfg);
     hid_t conds = H5Gcreate2(file, "conditions", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
@@ -133,11 +114,11 @@ static husai_status write_h5(const char *path, const husai_run_info *run, const 
             }
             free(col);
         }
-        rc |= attr_str(g, "param", c->param);
-        rc |= attr_num(g, "value", H5T_NATIVE_DOUBLE, &c->value);
-        rc |= attr_num(g, "k", H5T_NATIVE_INT, &c->k);
-        rc |= attr_num(g, "d_sae", H5T_NATIVE_INT, &c->d_sae);
-        rc |= attr_num(g, "d_model", H5T_NATIVE_INT, &c->d_model);
+        rc |= husai_h5_attr_write_str(g, "param", c->param);
+        rc |= husai_h5_attr_write(g, "value", H5T_NATIVE_DOUBLE, &c->value);
+        rc |= husai_h5_attr_write(g, "k", H5T_NATIVE_INT, &c->k);
+        rc |= husai_h5_attr_write(g, "d_sae", H5T_NATIVE_INT, &c->d_sae);
+        rc |= husai_h5_attr_write(g, "d_model", H5T_NATIVE_INT, &c->d_model);
         if (c->has_match) {
             rc |= write_ds(g, "matched_cosine", H5T_NATIVE_DOUBLE, 2, d_m, c->match_cos);
             rc |= write_ds(g, "matched_fraction", H5T_NATIVE_DOUBLE, 2, d_m, c->match_frac);
@@ -145,7 +126,7 @@ static husai_status write_h5(const char *path, const husai_run_info *run, const 
         if (c->has_ref) {
             const hsize_t d_r[2] = {S + 1, S + 1};
             rc |= write_ds(g, "pwmcc_with_reference", H5T_NATIVE_DOUBLE, 2, d_r, c->pwmcc_with_ref);
-            rc |= attr_num(g, "lambda", H5T_NATIVE_DOUBLE, &c->lambda);
+            rc |= husai_h5_attr_write(g, "lambda", H5T_NATIVE_DOUBLE, &c->lambda);
         }
         H5Gclose(g);
     }
@@ -159,7 +140,7 @@ static husai_status write_h5(const char *path, const husai_run_info *run, const 
         const hsize_t dd[2] = {(hsize_t)cs[0].d_model, (hsize_t)cs[0].d_sae};
         rc |= g < 0 ? -1 : write_ds(g, "decoder", H5T_NATIVE_FLOAT, 2, dd, proto->reference_decoder);
         if (g >= 0) {
-            rc |= attr_num(g, "seed", H5T_NATIVE_UINT64, &proto->reference_seed);
+            rc |= husai_h5_attr_write(g, "seed", H5T_NATIVE_UINT64, &proto->reference_seed);
             H5Gclose(g);
         }
     }
@@ -168,8 +149,8 @@ static husai_status write_h5(const char *path, const husai_run_info *run, const 
         rc |= write_ds(file, "holdout_rows", H5T_NATIVE_UINT32, 1, dh, run->holdout_rows);
     }
     if (proto) {
-        rc |= attr_str(file, "protocol", proto->mode);
-        if (proto->selected >= 0) rc |= attr_str(file, "selected", cs[proto->selected].name);
+        rc |= husai_h5_attr_write_str(file, "protocol", proto->mode);
+        if (proto->selected >= 0) rc |= husai_h5_attr_write_str(file, "selected", cs[proto->selected].name);
     }
     void *image = NULL;
     ssize_t size = -1;
