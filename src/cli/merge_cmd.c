@@ -284,7 +284,7 @@ int husai_cmd_merge(int argc, char **argv) {
         for (int i = 0; i < ms.n; i++) {
             /* seeds must point at the merged config that outlives the parts */
             ms.res[i].seeds = ms.cfg.seeds;
-            husai_condition_metrics(&ms.cfg, &ms.res[i], NULL);
+            husai_condition_metrics(&ms.cfg, &ms.res[i], NULL, ms.res, i);
         }
         snprintf(ms.cfg.out_dir, sizeof ms.cfg.out_dir, "%s", out);
         char run_id[256];

@@ -185,24 +185,44 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
     return 0;
 }
 
-void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c, const float *ref_decoder) {
+/* Whether b's random baseline is a's: it depends only on the seed list and the decoder shape. */
+static int same_baseline(const husai_condition_result *a, const husai_condition_result *b) {
+    if (a->S != b->S || a->d_model != b->d_model || a->d_sae != b->d_sae) return 0;
+    for (int s = 0; s < a->S; s++)
+        if (a->seeds[s] != b->seeds[s]) return 0;
+    return 1;
+}
+
+void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c, const float *ref_decoder,
+                             const husai_condition_result *done, int n_done) {
     const int S = c->S;
     const size_t dd = (size_t)c->d_model * c->d_sae;
     if (husai_pwmcc_matrix(c->decoders, S, c->d_model, c->d_sae, c->pwmcc))
         husai_mpi_die("%s", husai_error_message());
-    float *rnd = malloc((size_t)S * dd * sizeof(float));
-    if (!rnd) husai_mpi_die("out of memory for the random baseline");
-    for (int s = 0; s < S; s++)
-        husai_pwmcc_random_decoder(c->seeds[s], c->d_model, c->d_sae, rnd + (size_t)s * dd);
-    if (husai_pwmcc_matrix(rnd, S, c->d_model, c->d_sae, c->random_pwmcc))
-        husai_mpi_die("%s", husai_error_message());
-    free(rnd);
     husai_boot_opts bo = {.resamples = cfg->resamples,
                           .seed = cfg->bootstrap_seed,
                           .rng = cfg->bootstrap_rng,
                           .unit = cfg->bootstrap_unit};
-    if (husai_ci_pair_matrix(c->pwmcc, S, &bo, &c->trained) ||
-        husai_ci_pair_matrix(c->random_pwmcc, S, &bo, &c->random))
+    /* A sweep over k (or lr, lambda, ...) shares one baseline: compute it once, not once per
+     * condition; at large d_sae it costs as much as the trained PWMCC. */
+    const husai_condition_result *twin = NULL;
+    for (int i = 0; i < n_done && !twin; i++)
+        if (same_baseline(&done[i], c)) twin = &done[i];
+    if (twin) {
+        memcpy(c->random_pwmcc, twin->random_pwmcc, (size_t)S * S * sizeof(double));
+        c->random = twin->random;
+    } else {
+        float *rnd = malloc((size_t)S * dd * sizeof(float));
+        if (!rnd) husai_mpi_die("out of memory for the random baseline");
+        for (int s = 0; s < S; s++)
+            husai_pwmcc_random_decoder(c->seeds[s], c->d_model, c->d_sae, rnd + (size_t)s * dd);
+        if (husai_pwmcc_matrix(rnd, S, c->d_model, c->d_sae, c->random_pwmcc))
+            husai_mpi_die("%s", husai_error_message());
+        free(rnd);
+        if (husai_ci_pair_matrix(c->random_pwmcc, S, &bo, &c->random))
+            husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
+    }
+    if (husai_ci_pair_matrix(c->pwmcc, S, &bo, &c->trained))
         husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
     double *v = malloc((size_t)S * sizeof(double));
     if (!v) husai_mpi_die("out of memory");
@@ -408,7 +428,7 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
                 for (int i = 0; i < ds->d_model; i++)
                     ref_decoder[(size_t)i * cond->d_sae + j] = ph->ref_rows[(size_t)j * ds->d_model + i];
         }
-        husai_condition_metrics(ctx->cfg, r, ph->ref_rows ? ref_decoder : NULL);
+        husai_condition_metrics(ctx->cfg, r, ph->ref_rows ? ref_decoder : NULL, res, c);
     }
     free(ref_decoder);
     free(owner);

@@ -45,8 +45,10 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
 
 /* One process: every per-condition metric (PWMCC and random matrices, bootstrap CIs, delta, LCB, ratio)
  * from c's decoders and per-seed metrics; with ref_decoder ([d_model, d_sae]) also the with-reference
- * PWMCC and alignment CIs. Aborts the job on allocation failure. */
-void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c, const float *ref_decoder);
+ * PWMCC and alignment CIs. The random baseline is copied from any of done[0..n_done) with the same
+ * seeds and shape instead of recomputed. Aborts the job on allocation failure. */
+void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c, const float *ref_decoder,
+                             const husai_condition_result *done, int n_done);
 
 /* Collective. Rank 0 trains the reference SAE (condition cond, seed) and broadcasts its unit feature
  * rows into ref_rows (d_sae x d_model, allocated by every caller); on rank 0 also writes the decoder in
