@@ -188,7 +188,8 @@ import sys, h5py, numpy as np
 with h5py.File(sys.argv[1], "r+") as f:
     g = f["conditions/search/k=4"]
     S, d_model = g["decoders"].shape[:2]
-    g["b_dec"] = np.arange(S * d_model, dtype=np.float32).reshape(S, d_model) / 7
+    assert np.all(g["b_dec"][()] == 0), "a run without sae.decoder_bias stores a zero b_dec"
+    g["b_dec"][...] = np.arange(S * d_model, dtype=np.float32).reshape(S, d_model) / 7
 EOF
 "$HUSAI" export "$tmp/nested" --condition search/k=4 --seed 22 "$tmp/sae_bdec" >/dev/null || fail "b_dec export exited $?"
 "$PY" - "$tmp/sae_bdec" <<'EOF' || fail "b_dec was not exported"
@@ -200,7 +201,10 @@ b, e = t["data_offsets"]
 got = np.frombuffer(raw[8 + n + b:8 + n + e], dtype="<f4")
 want = (np.arange(2 * 16, dtype=np.float32).reshape(2, 16) / 7)[1]
 assert np.array_equal(got, want), (got, want)
-assert "trained" in json.load(open(sys.argv[1] + "/cfg.json"))["husai"]["b_dec"]
+cfg = json.load(open(sys.argv[1] + "/cfg.json"))
+assert "trained" in cfg["husai"]["b_dec"]
+assert cfg["apply_b_dec_to_input"] is True, "husai's encoder sees x - b_dec"
+
 EOF
 
 # expect_error CODE PATTERN ARGS...: husai export ARGS exits CODE with one stderr line matching PATTERN

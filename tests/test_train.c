@@ -16,7 +16,8 @@
 
 #include "common/rng.h"
 #include "metrics/recon.h"
-#include "sae/topk.h"
+#include "model_util.h"
+#include "sae/model.h"
 #include "sae/train.h"
 
 enum { N_ROWS = 2048, D_MODEL = 32, N_ATOMS = 64, N_ACTIVE = 3 };
@@ -89,14 +90,14 @@ static husai_train_opts small_opts(void) {
 
 /* Loss of a freshly initialised model (the state before the first step) on rows X[0..n). */
 static double initial_loss(const husai_train_opts *o, const float *X, int n) {
-    husai_topk m;
-    husai_topk_batch b;
-    assert_int_equal(husai_topk_alloc(&m, D_MODEL, o->d_sae, o->k), HUSAI_OK);
-    husai_topk_init(&m, o->seed);
-    assert_int_equal(husai_topk_batch_alloc(&b, &m, n), HUSAI_OK);
-    const double loss = husai_topk_forward(&m, X, n, &b);
-    husai_topk_batch_free(&b);
-    husai_topk_free(&m);
+    husai_sae m;
+    husai_sae_batch b;
+    assert_int_equal(alloc_topk(&m, D_MODEL, o->d_sae, o->k), HUSAI_OK);
+    husai_sae_init(&m, o->seed);
+    assert_int_equal(husai_sae_batch_alloc(&b, &m, n), HUSAI_OK);
+    const double loss = forward_mse(&m, X, n, &b);
+    husai_sae_batch_free(&b);
+    husai_sae_free(&m);
     return loss;
 }
 
@@ -112,9 +113,9 @@ static double mean_square(const float *X, size_t n) {
 static void test_loss_decreases(void **state) {
     (void)state;
     const husai_train_opts o = small_opts();
-    husai_topk m;
+    husai_sae m;
     husai_train_stats st;
-    assert_int_equal(husai_train_topk(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_OK);
+    assert_int_equal(husai_train_sae(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_OK);
     const double l_init = initial_loss(&o, g_X, N_ROWS);
     const double l_zero = mean_square(g_X, (size_t)N_ROWS * D_MODEL); /* loss of x_hat = 0 */
 
@@ -145,36 +146,36 @@ static void test_loss_decreases(void **state) {
             ss += (double)m.W_dec[(size_t)j * D_MODEL + i] * m.W_dec[(size_t)j * D_MODEL + i];
         assert_true(fabs(sqrt(ss) - 1.0) < 1e-6);
     }
-    husai_topk_free(&m);
+    husai_sae_free(&m);
 }
 
 static void test_same_seed_bitwise_other_seed_differs(void **state) {
     (void)state;
     husai_train_opts o = small_opts();
     o.epochs = 3;
-    husai_topk a, b, c;
+    husai_sae a, b, c;
     husai_train_stats sa, sb, sc;
-    assert_int_equal(husai_train_topk(g_X, N_ROWS, D_MODEL, &o, &a, &sa), HUSAI_OK);
-    assert_int_equal(husai_train_topk(g_X, N_ROWS, D_MODEL, &o, &b, &sb), HUSAI_OK);
+    assert_int_equal(husai_train_sae(g_X, N_ROWS, D_MODEL, &o, &a, &sa), HUSAI_OK);
+    assert_int_equal(husai_train_sae(g_X, N_ROWS, D_MODEL, &o, &b, &sb), HUSAI_OK);
     o.seed += 1;
-    assert_int_equal(husai_train_topk(g_X, N_ROWS, D_MODEL, &o, &c, &sc), HUSAI_OK);
+    assert_int_equal(husai_train_sae(g_X, N_ROWS, D_MODEL, &o, &c, &sc), HUSAI_OK);
     assert_int_equal(a.n_params, b.n_params);
     assert_memory_equal(a.params, b.params, a.n_params * sizeof(float));
     assert_true(sa.last_epoch_loss == sb.last_epoch_loss);
     assert_true(memcmp(a.params, c.params, a.n_params * sizeof(float)) != 0);
-    husai_topk_free(&a);
-    husai_topk_free(&b);
-    husai_topk_free(&c);
+    husai_sae_free(&a);
+    husai_sae_free(&b);
+    husai_sae_free(&c);
 }
 
-/* The step-by-step trainer and husai_train_topk are the same computation. */
+/* The step-by-step trainer and husai_train_sae are the same computation. */
 static void test_trainer_matches_train_topk(void **state) {
     (void)state;
     husai_train_opts o = small_opts();
     o.epochs = 2;
-    husai_topk a;
+    husai_sae a;
     husai_train_stats sa;
-    assert_int_equal(husai_train_topk(g_X, N_ROWS, D_MODEL, &o, &a, &sa), HUSAI_OK);
+    assert_int_equal(husai_train_sae(g_X, N_ROWS, D_MODEL, &o, &a, &sa), HUSAI_OK);
     husai_trainer t;
     assert_int_equal(husai_trainer_init(&t, g_X, N_ROWS, D_MODEL, &o), HUSAI_OK);
     int64_t steps = 0;
@@ -187,7 +188,7 @@ static void test_trainer_matches_train_topk(void **state) {
     assert_int_equal(steps, sa.steps);
     assert_memory_equal(t.model.params, a.params, a.n_params * sizeof(float));
     husai_trainer_free(&t);
-    husai_topk_free(&a);
+    husai_sae_free(&a);
 }
 
 static void test_step_count(void **state) {
@@ -206,52 +207,52 @@ static void test_step_count(void **state) {
         husai_train_opts o = small_opts();
         o.batch_size = cases[c].batch;
         o.epochs = cases[c].epochs;
-        husai_topk m;
+        husai_sae m;
         husai_train_stats st;
-        assert_int_equal(husai_train_topk(g_X, cases[c].n_rows, D_MODEL, &o, &m, &st), HUSAI_OK);
+        assert_int_equal(husai_train_sae(g_X, cases[c].n_rows, D_MODEL, &o, &m, &st), HUSAI_OK);
         const int64_t per_epoch =
             (int64_t)((cases[c].n_rows + (size_t)o.batch_size - 1) / (size_t)o.batch_size);
         assert_int_equal(st.steps, (int64_t)o.epochs * per_epoch);
-        husai_topk_free(&m);
+        husai_sae_free(&m);
     }
 }
 
 static void test_bad_options(void **state) {
     (void)state;
-    husai_topk m;
+    husai_sae m;
     husai_train_stats st;
     husai_train_opts o;
 
     o = small_opts();
     o.k = o.d_sae + 1;
-    assert_int_equal(husai_train_topk(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_ERR_ARG);
+    assert_int_equal(husai_train_sae(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_ERR_ARG);
     o = small_opts();
     o.k = 0;
-    assert_int_equal(husai_train_topk(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_ERR_ARG);
+    assert_int_equal(husai_train_sae(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_ERR_ARG);
     o = small_opts();
     o.batch_size = 0;
-    assert_int_equal(husai_train_topk(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_ERR_ARG);
+    assert_int_equal(husai_train_sae(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_ERR_ARG);
     o = small_opts();
     o.lr = 0.0;
-    assert_int_equal(husai_train_topk(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_ERR_ARG);
+    assert_int_equal(husai_train_sae(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_ERR_ARG);
     o = small_opts();
     o.lr = -1e-3;
-    assert_int_equal(husai_train_topk(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_ERR_ARG);
+    assert_int_equal(husai_train_sae(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_ERR_ARG);
     o = small_opts();
     o.lr = NAN;
-    assert_int_equal(husai_train_topk(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_ERR_ARG);
+    assert_int_equal(husai_train_sae(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_ERR_ARG);
     o = small_opts();
     o.epochs = 0;
-    assert_int_equal(husai_train_topk(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_ERR_ARG);
+    assert_int_equal(husai_train_sae(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_ERR_ARG);
     o = small_opts();
     o.d_sae = 0;
-    assert_int_equal(husai_train_topk(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_ERR_ARG);
+    assert_int_equal(husai_train_sae(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_ERR_ARG);
     o = small_opts();
     o.beta2 = 1.0f;
-    assert_int_equal(husai_train_topk(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_ERR_ARG);
+    assert_int_equal(husai_train_sae(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_ERR_ARG);
     o = small_opts();
     o.eps = 0.0f;
-    assert_int_equal(husai_train_topk(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_ERR_ARG);
+    assert_int_equal(husai_train_sae(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_ERR_ARG);
     /* the defaults themselves are valid */
     o = husai_train_defaults();
     assert_int_equal(husai_train_opts_check(&o), HUSAI_OK);
@@ -272,10 +273,10 @@ static void test_divergence_reported(void **state) {
     husai_train_opts o = small_opts();
     o.epochs = 2;
     o.batch_size = 64;
-    husai_topk m;
+    husai_sae m;
     husai_train_stats st;
     husai_error_clear();
-    assert_int_equal(husai_train_topk(X, n, D_MODEL, &o, &m, &st), HUSAI_ERR_NUMERIC);
+    assert_int_equal(husai_train_sae(X, n, D_MODEL, &o, &m, &st), HUSAI_ERR_NUMERIC);
     print_message("divergence message: %s\n", husai_error_message());
     assert_non_null(strstr(husai_error_message(), "diverged"));
     free(X);
@@ -284,7 +285,7 @@ static void test_divergence_reported(void **state) {
 /* ---------- reconstruction metrics ---------- */
 
 /* Straightforward reference: dense encode, brute-force top-k, dense decode, two-pass variances. */
-static void reference_recon(const husai_topk *m, const float *X, size_t n_rows, husai_recon *out) {
+static void reference_recon(const husai_sae *m, const float *X, size_t n_rows, husai_recon *out) {
     const int d = m->d_model, s = m->d_sae, k = m->k;
     const double N = (double)n_rows * d;
     double *xh = calloc((size_t)d, sizeof(double));
@@ -353,9 +354,9 @@ static void reference_recon(const husai_topk *m, const float *X, size_t n_rows, 
 static void test_recon_vs_reference(void **state) {
     (void)state;
     const husai_train_opts o = small_opts();
-    husai_topk m;
+    husai_sae m;
     husai_train_stats st;
-    assert_int_equal(husai_train_topk(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_OK);
+    assert_int_equal(husai_train_sae(g_X, N_ROWS, D_MODEL, &o, &m, &st), HUSAI_OK);
     /* make a few latents dead: zero encoder rows and a very negative bias never reach the top k */
     for (int j = 60; j < 64; j++) {
         memset(m.W_enc + (size_t)j * D_MODEL, 0, D_MODEL * sizeof(float));
@@ -380,17 +381,17 @@ static void test_recon_vs_reference(void **state) {
         assert_true(r.l0 == 4.0); /* every selected value is non-zero on this data */
         assert_true(r.ev > 0.5 && r.ev <= 1.0);
     }
-    husai_topk_free(&m);
+    husai_sae_free(&m);
 }
 
 static void test_recon_known_answers(void **state) {
     (void)state;
     const size_t n = 300;
     husai_recon r;
-    husai_topk m;
+    husai_sae m;
 
     /* identity SAE (d_sae = k = d_model): perfect reconstruction */
-    assert_int_equal(husai_topk_alloc(&m, D_MODEL, D_MODEL, D_MODEL), HUSAI_OK);
+    assert_int_equal(alloc_topk(&m, D_MODEL, D_MODEL, D_MODEL), HUSAI_OK);
     for (int j = 0; j < D_MODEL; j++) {
         m.W_enc[(size_t)j * D_MODEL + j] = 1.0f;
         m.W_dec[(size_t)j * D_MODEL + j] = 1.0f;
@@ -400,7 +401,7 @@ static void test_recon_known_answers(void **state) {
     assert_true(r.ev == 1.0);
     assert_true(r.dead_fraction == 0.0);
     assert_true(r.l0 <= (double)D_MODEL && r.l0 > D_MODEL - 1.0); /* exact zeros in X are not counted */
-    husai_topk_free(&m);
+    husai_sae_free(&m);
 
     /* all-zero SAE: every selected value is 0, so L0 = 0, all latents dead, x_hat = 0,
      * MSE = mean(x^2) and EV = 0, also for data with a large mean (one global mean) */
@@ -408,20 +409,20 @@ static void test_recon_known_answers(void **state) {
     assert_non_null(Xs);
     for (size_t i = 0; i < n * D_MODEL; i++)
         Xs[i] = g_X[i] + 10.0f;
-    assert_int_equal(husai_topk_alloc(&m, D_MODEL, 16, 4), HUSAI_OK);
+    assert_int_equal(alloc_topk(&m, D_MODEL, 16, 4), HUSAI_OK);
     assert_int_equal(husai_recon_eval(&m, Xs, n, 50, &r), HUSAI_OK);
     assert_true(r.l0 == 0.0);
     assert_true(r.dead_fraction == 1.0);
     assert_true(fabs(r.ev) < 1e-9);
     const double ms = mean_square(Xs, n * D_MODEL);
     assert_true(fabs(r.mse - ms) < 1e-12 * ms);
-    husai_topk_free(&m);
+    husai_sae_free(&m);
     free(Xs);
 
     /* fewer than two rows: no variance */
-    assert_int_equal(husai_topk_alloc(&m, D_MODEL, 16, 4), HUSAI_OK);
+    assert_int_equal(alloc_topk(&m, D_MODEL, 16, 4), HUSAI_OK);
     assert_int_equal(husai_recon_eval(&m, g_X, 1, 8, &r), HUSAI_ERR_DATA);
-    husai_topk_free(&m);
+    husai_sae_free(&m);
 }
 
 int main(void) {

@@ -9,7 +9,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { T_STR, T_INT, T_DOUBLE, T_NONNEG, T_U64, T_VALUES, T_SEEDS, T_UNIT, T_RNG } opt_type;
+#include "sae/model.h"
+
+typedef enum {
+    T_STR,
+    T_INT,
+    T_DOUBLE,
+    T_NONNEG,
+    T_U64,
+    T_VALUES,
+    T_SEEDS,
+    T_UNIT,
+    T_RNG,
+    T_BOOL,
+    T_ARCH
+} opt_type;
 
 typedef struct {
     const char *section, *key;
@@ -30,13 +44,29 @@ static const opt OPTS[] = {
      "fraction of rows held out for EV/MSE/L0 on unseen data"},
     {"data", "split_seed", T_U64, F(split_seed), 0, 0, 0, "seed of the held-out split"},
     {"sae", "d_sae", T_INT, F(d_sae), 0, 1, 0, "latents per SAE"},
-    {"sae", "k", T_INT, F(k), 0, 1, 0, "active latents per row (TopK)"},
+    {"sae", "k", T_INT, F(k), 0, 1, 0, "active latents per row (TopK; the target L0 of every architecture)"},
+    {"sae", "arch", T_ARCH, F(arch), 0, 0, 0, "topk, batchtopk, jumprelu, relu_l1 or matryoshka"},
+    {"sae", "relu", T_BOOL, F(relu), 0, 0, 0, "topk/matryoshka: ReLU after the top-k selection"},
+    {"sae", "decoder_bias", T_BOOL, F(decoder_bias), 0, 0, 0,
+     "learn b_dec (init: data mean), subtracted before the encoder"},
+    {"sae", "prefixes", T_INT, F(prefixes), 0, 1, 0, "matryoshka: nested prefixes d_sae/2^(n-1) .. d_sae"},
+    {"sae", "bandwidth", T_DOUBLE, F(bandwidth), 0, 0, 0, "jumprelu: straight-through kernel width"},
+    {"sae", "sparsity_coeff", T_NONNEG, F(sparsity_coeff), 0, 0, 0,
+     "relu_l1/jumprelu: sparsity weight (0: adapted so L0 tracks k)"},
+    {"sae", "aux_k", T_INT, F(aux_k), 0, 0, 0, "AuxK: dead latents modelling the residual (0: off)"},
+    {"sae", "aux_coeff", T_NONNEG, F(aux_coeff), 0, 0, 0, "AuxK loss weight"},
+    {"sae", "dead_after", T_NONNEG, F(dead_after), 0, 0, 0,
+     "AuxK: rows without firing after which a latent is dead (0: one epoch)"},
+    {"sae", "grad_projection", T_BOOL, F(grad_projection), 0, 0, 0,
+     "remove decoder gradients along their unit columns"},
     {"train", "epochs", T_INT, F(epochs), 0, 1, 0, "passes over the data"},
     {"train", "batch_size", T_INT, F(batch_size), 0, 1, 0, "rows per optimiser step"},
     {"train", "lr", T_DOUBLE, F(lr), 0, 0, 0, "Adam learning rate"},
+    {"train", "lr_width_ref", T_INT, F(lr_width_ref), 0, 0, 0,
+     "scale lr by sqrt(lr_width_ref / d_sae) (0: off)"},
     {"sweep", "mode", T_STR, F(mode), S(mode), 0, 0, "protocol: sweep"},
     {"sweep", "param", T_STR, F(param), S(param), 0, 0,
-     "swept parameter: k, d_sae, lr, epochs or batch_size"},
+     "swept parameter: k, d_sae, lr, epochs, batch_size, arch (lambda in consistency mode)"},
     {"sweep", "values", T_VALUES, F(values), 0, 0, 1, "values of the swept parameter (comma separated)"},
     {"sweep", "seeds", T_SEEDS, F(seeds), F(n_seeds), 0, 1, "training seeds (comma separated, distinct)"},
     {"metrics", "bootstrap_unit", T_UNIT, F(bootstrap_unit), 0, 0, 0, "seeds (cluster) or pairs (HUSAI)"},
@@ -73,6 +103,10 @@ void husai_config_defaults(husai_config *c) {
     c->epochs = 25;
     c->batch_size = 2048;
     c->lr = 3e-4;
+    c->arch = HUSAI_ARCH_TOPK;
+    c->prefixes = 4;
+    c->bandwidth = 1e-3;
+    c->aux_coeff = 1.0 / 32.0;
     snprintf(c->mode, sizeof c->mode, "sweep");
     snprintf(c->param, sizeof c->param, "k");
     c->bootstrap_unit = HUSAI_BOOT_SEEDS;
@@ -241,10 +275,16 @@ static husai_status assign_list(husai_config *c, const char *section, const char
             return husai_error(HUSAI_ERR_ARG, "%s: %s.%s has more than %d values", where, section, key,
                                HUSAI_MAX_VALUES);
         if (n == 0) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s is empty", where, section, key);
+        if (!append) c->values_named = 0;
         for (int i = base; i < base + n; i++) {
-            if (parse_double(items[i - base], &c->values[i]))
-                return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: '%s' is not a finite number", where, section,
-                                   key, items[i - base]);
+            const int arch = husai_arch_parse(items[i - base]);
+            if (arch >= 0) {
+                c->values[i] = arch; /* an architecture name stands for its index */
+                c->values_named = 1;
+            } else if (parse_double(items[i - base], &c->values[i])) {
+                return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: '%s' is neither a number nor an architecture",
+                                   where, section, key, items[i - base]);
+            }
             for (int j = 0; j < i; j++)
                 if (c->values[j] == c->values[i])
                     return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: value %s is listed twice", where, section,
@@ -287,6 +327,25 @@ static husai_status assign_list(husai_config *c, const char *section, const char
             return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' must be 'seeds' or 'pairs'", where, section,
                                key, v);
         break;
+    case T_BOOL:
+        if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes"))
+            *(int *)field = 1;
+        else if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no"))
+            *(int *)field = 0;
+        else
+            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' must be true or false", where, section, key,
+                               v);
+        break;
+    case T_ARCH: {
+        const int a = husai_arch_parse(v);
+        if (a < 0)
+            return husai_error(HUSAI_ERR_ARG,
+                               "%s: %s.%s = '%s' is not an architecture (topk, batchtopk, jumprelu, relu_l1, "
+                               "matryoshka)",
+                               where, section, key, v);
+        *(int *)field = a;
+        break;
+    }
     case T_RNG:
         if (!strcmp(v, "native"))
             *(husai_boot_rng *)field = HUSAI_BOOT_NATIVE;
@@ -399,12 +458,19 @@ husai_status husai_config_validate(const husai_config *c) {
         return husai_error(HUSAI_ERR_ARG,
                            "sweep.mode = '%s' is not a known mode (known: sweep, calibrate, consistency)",
                            c->mode);
-    const int is_lambda = !strcmp(c->param, "lambda");
-    if (!param_is_integer(c->param) && strcmp(c->param, "lr") && !is_lambda)
+    const int is_lambda = !strcmp(c->param, "lambda"), is_arch = !strcmp(c->param, "arch");
+    if (!param_is_integer(c->param) && strcmp(c->param, "lr") && !is_lambda && !is_arch)
         return husai_error(
             HUSAI_ERR_ARG,
-            "sweep.param = '%s' is not sweepable (known: k, d_sae, lr, epochs, batch_size, lambda)",
+            "sweep.param = '%s' is not sweepable (known: k, d_sae, lr, epochs, batch_size, arch, lambda)",
             c->param);
+    if (c->values_named && !is_arch)
+        return husai_error(HUSAI_ERR_ARG,
+                           "sweep.values names architectures, which needs sweep.param = arch (got %s)",
+                           c->param);
+    if (is_arch && !sweep)
+        return husai_error(HUSAI_ERR_ARG, "sweep.param = arch goes with sweep.mode = sweep (got %s)",
+                           c->mode);
     if (consistency != is_lambda)
         return husai_error(HUSAI_ERR_ARG,
                            "sweep.param = lambda goes with sweep.mode = consistency (got mode %s, param %s)",
@@ -434,7 +500,12 @@ husai_status husai_config_validate(const husai_config *c) {
         if (param_is_integer(c->param) && (v != floor(v) || v < 1 || v > 1e9))
             return husai_error(HUSAI_ERR_ARG, "sweep.values: %s = %g must be a positive integer", c->param,
                                v);
-        if (is_lambda ? v < 0 : !(v > 0))
+        if (is_arch && (v != floor(v) || v < 0 || v >= HUSAI_ARCH_COUNT))
+            return husai_error(HUSAI_ERR_ARG,
+                               "sweep.values: %g is not an architecture (topk, batchtopk, jumprelu, relu_l1, "
+                               "matryoshka)",
+                               v);
+        if (!is_arch && (is_lambda ? v < 0 : !(v > 0)))
             return husai_error(HUSAI_ERR_ARG, "sweep.values: %s = %g must be %s", c->param, v,
                                is_lambda ? ">= 0" : "> 0");
         const husai_condition cond = husai_config_condition(c, i);
@@ -448,6 +519,17 @@ husai_status husai_config_validate(const husai_config *c) {
         if (cond.k > cond.d_sae)
             return husai_error(HUSAI_ERR_ARG, "k = %d exceeds d_sae = %d (condition %s)", cond.k, cond.d_sae,
                                cond.name);
+        const husai_sae_spec spec = {.arch = cond.arch,
+                                     .d_model = 1,
+                                     .d_sae = cond.d_sae,
+                                     .k = cond.k,
+                                     .n_prefixes = c->prefixes,
+                                     .bandwidth = c->bandwidth};
+        if (husai_sae_spec_check(&spec) != HUSAI_OK)
+            return husai_error(HUSAI_ERR_ARG, "condition %s: %s", cond.name, husai_error_message());
+        if (c->aux_k > cond.d_sae)
+            return husai_error(HUSAI_ERR_ARG, "sae.aux_k = %d exceeds d_sae = %d (condition %s)", c->aux_k,
+                               cond.d_sae, cond.name);
     }
     return HUSAI_OK;
 }
@@ -459,7 +541,8 @@ husai_condition husai_config_make_condition(const husai_config *c, const char *p
                          .epochs = c->epochs,
                          .batch_size = c->batch_size,
                          .lr = c->lr,
-                         .lambda = 0.0};
+                         .lambda = 0.0,
+                         .arch = c->arch};
     snprintf(h.param, sizeof h.param, "%s", param);
     snprintf(h.name, sizeof h.name, "%s=%.10g", param, value);
     if (!strcmp(param, "k"))
@@ -474,6 +557,11 @@ husai_condition husai_config_make_condition(const husai_config *c, const char *p
         h.lr = value;
     else if (!strcmp(param, "lambda"))
         h.lambda = value;
+    else if (!strcmp(param, "arch")) {
+        h.arch = (int)value;
+        snprintf(h.name, sizeof h.name, "arch=%s", husai_arch_name(h.arch));
+    }
+    if (c->lr_width_ref > 0) h.lr *= sqrt((double)c->lr_width_ref / h.d_sae); /* Gao et al.'s 1/sqrt(width) */
     return h;
 }
 
@@ -513,8 +601,13 @@ void husai_config_print(const husai_config *c, FILE *f) {
         /* Lists go 8 items to a line, the rest on indented continuation lines, so every line stays
          * within inih's 200 bytes and the printed config (stored in results.h5) parses back. */
         case T_VALUES:
-            for (int j = 0; j < c->n_values; j++)
-                fprintf(f, "%s%.10g", j == 0 ? "" : j % 8 == 0 ? "\n    " : ", ", c->values[j]);
+            for (int j = 0; j < c->n_values; j++) {
+                fprintf(f, "%s", j == 0 ? "" : j % 8 == 0 ? "\n    " : ", ");
+                if (!strcmp(c->param, "arch"))
+                    fprintf(f, "%s", husai_arch_name((int)c->values[j]));
+                else
+                    fprintf(f, "%.10g", c->values[j]);
+            }
             break;
         case T_SEEDS: {
             const uint64_t *seeds = field;
@@ -532,6 +625,12 @@ void husai_config_print(const husai_config *c, FILE *f) {
             break;
         case T_RNG:
             fprintf(f, "%s", c->bootstrap_rng == HUSAI_BOOT_NUMPY ? "numpy" : "native");
+            break;
+        case T_BOOL:
+            fprintf(f, "%s", *(const int *)field ? "true" : "false");
+            break;
+        case T_ARCH:
+            fprintf(f, "%s", husai_arch_name(*(const int *)field));
             break;
         }
         fprintf(f, "\n");

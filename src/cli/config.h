@@ -26,13 +26,21 @@ typedef struct {
     uint64_t split_seed; /* seed of the held-out split */
     /* [sae] */
     int d_sae, k;
+    int arch; /* husai_arch */
+    int relu, decoder_bias, prefixes;
+    double bandwidth, sparsity_coeff;
+    int aux_k;
+    double aux_coeff, dead_after;
+    int grad_projection;
     /* [train] */
     int epochs, batch_size;
     double lr;
+    int lr_width_ref; /* lr scales by sqrt(lr_width_ref / d_sae) when > 0 */
     /* [sweep] */
     char mode[32];  /* sweep | calibrate | consistency */
-    char param[32]; /* k | d_sae | lr | epochs | batch_size | lambda */
+    char param[32]; /* k | d_sae | lr | epochs | batch_size | lambda | arch */
     int n_values;
+    int values_named; /* some value was an architecture name (only valid with param = arch) */
     double values[HUSAI_MAX_VALUES];
     int n_seeds;
     uint64_t seeds[HUSAI_MAX_SEEDS];
@@ -57,7 +65,7 @@ typedef struct {
     /* [output] */
     char out_dir[HUSAI_PATH_MAX];
     /* bookkeeping: which keys were given, by index into the option table */
-    unsigned char given[32];
+    unsigned char given[64];
     char source[HUSAI_PATH_MAX]; /* the config file path */
 } husai_config;
 
@@ -90,7 +98,8 @@ typedef struct {
     char param[32];
     double value;
     int d_sae, k, epochs, batch_size;
-    double lr, lambda;
+    double lr, lambda; /* lr after width scaling */
+    int arch;          /* husai_arch */
 } husai_condition;
 
 /* Builds the condition that sets param to value over the base settings of c (no validation). */

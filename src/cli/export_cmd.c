@@ -29,7 +29,7 @@ static void usage(FILE *f) {
         "usage: husai export RUN_DIR --condition NAME --seed S [--format safetensors] OUT_DIR\n"
         "Writes one trained SAE of a run directory for the Python SAE ecosystem (SAELens):\n"
         "  OUT_DIR/sae.safetensors  W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in],\n"
-        "                           float32 (W_dec rows are the unit-norm features; b_dec is zero)\n"
+        "                           float32 (W_dec rows are the unit-norm features; b_dec as trained)\n"
         "  OUT_DIR/sae_weights.safetensors  symbolic link to sae.safetensors (SAELens' file name)\n"
         "  OUT_DIR/cfg.json         d_in, d_sae, architecture \"topk\", k, dtype, ... and husai provenance\n"
         "  --condition NAME  a condition of RUN_DIR/results.h5 (e.g. k=4, or search/k=4 in calibrate runs)\n"
@@ -233,9 +233,11 @@ static husai_status load_sae(const char *run_dir, const char *cond, uint64_t see
         e->param = husai_h5_attr_read_str(g, "param");
         e->has_value = attr_double(g, "value", &e->value);
         e->arch = husai_h5_attr_read_str(g, "arch");
-        if (e->arch && strcmp(e->arch, "topk") != 0)
+        /* matryoshka's inference is topk's: only its training loss differs */
+        if (e->arch && strcmp(e->arch, "topk") != 0 && strcmp(e->arch, "matryoshka") != 0)
             st = husai_error(HUSAI_ERR_ARG,
-                             "condition '%s' uses architecture '%s'; export writes SAELens' topk SAE only",
+                             "condition '%s' uses architecture '%s'; export writes SAELens' topk SAE only "
+                             "(topk and matryoshka conditions)",
                              cond, e->arch);
     }
     int s_index = -1;
@@ -437,7 +439,12 @@ static husai_status write_cfg(const char *out_dir, const char *cond, const expor
         kw = NULL;
         cJSON_AddStringToObject(root, "dtype", "float32");
         cJSON_AddStringToObject(root, "device", "cpu");
-        cJSON_AddBoolToObject(root, "apply_b_dec_to_input", 0);
+        /* husai's encoder sees x - b_dec; runs without a decoder bias store zeros, and saying false
+         * there keeps HUSAI-recipe exports what they were */
+        int nonzero = 0;
+        for (int i = 0; i < e->d_model; i++)
+            nonzero |= e->b_dec[i] != 0.0f;
+        cJSON_AddBoolToObject(root, "apply_b_dec_to_input", nonzero);
         cJSON_AddStringToObject(root, "normalize_activations", "none");
         cJSON_AddBoolToObject(root, "finetuning_scaling_factor", 0);
 
@@ -455,7 +462,7 @@ static husai_status write_cfg(const char *out_dir, const char *cond, const expor
                                 "TopK applies ReLU to them, so the two differ only where a kept value is "
                                 "negative");
         cJSON_AddStringToObject(prov, "b_dec",
-                                e->b_dec_stored ? "trained decoder bias"
+                                e->b_dec_stored ? "as trained (zeros when sae.decoder_bias was off)"
                                                 : "zeros (HUSAI's recipe has no decoder bias)");
         cJSON_AddStringToObject(prov, "decoder_layout",
                                 "W_dec[j] is feature j (unit norm) = decoders[s][:, j] of results.h5");

@@ -123,21 +123,27 @@ static husai_status load_condition(merge_state *ms, hid_t conds, const char *nam
                                   .epochs = cond.epochs,
                                   .batch_size = cond.batch_size,
                                   .lr = cond.lr,
+                                  .arch = cond.arch,
                                   .seeds = cfg->seeds};
     snprintf(r->name, sizeof r->name, "%s", name);
     snprintf(r->param, sizeof r->param, "%s", cfg->param);
     r->decoders = read_all(g, "decoders", H5T_NATIVE_FLOAT, sizeof(float), (size_t)S * dd);
     r->encoders = read_all(g, "encoders", H5T_NATIVE_FLOAT, sizeof(float), (size_t)S * dd);
     r->b_enc = read_all(g, "b_enc", H5T_NATIVE_FLOAT, sizeof(float), (size_t)S * ds);
+    r->b_dec = read_all(g, "b_dec", H5T_NATIVE_FLOAT, sizeof(float), (size_t)S * dm);
+    r->thresholds = read_all(g, "thresholds", H5T_NATIVE_FLOAT, sizeof(float), (size_t)S * ds);
     r->pwmcc = malloc((size_t)S * S * sizeof(double));
     r->random_pwmcc = malloc((size_t)S * S * sizeof(double));
     r->per_seed = calloc((size_t)S, sizeof(husai_seed_metrics));
     const char *cols[] = {"explained_variance", "mse", "l0", "dead_fraction", "steps", "seconds", "rank",
                           "last_epoch_loss"};
-    if (!r->decoders || !r->encoders || !r->b_enc || !r->pwmcc || !r->random_pwmcc || !r->per_seed) {
-        st = husai_error(HUSAI_ERR_DATA,
-                         "%s: condition '%s' lacks decoders/encoders/b_enc of the configured shape", part,
-                         name);
+    if (!r->decoders || !r->encoders || !r->b_enc || !r->b_dec || !r->thresholds || !r->pwmcc ||
+        !r->random_pwmcc || !r->per_seed) {
+        st =
+            husai_error(HUSAI_ERR_DATA,
+                        "%s: condition '%s' lacks decoders/encoders/b_enc/b_dec/thresholds of the configured "
+                        "shape",
+                        part, name);
     } else {
         for (int m = 0; m < 8 && !st; m++) {
             double *v = read_all(g, cols[m], H5T_NATIVE_DOUBLE, sizeof(double), (size_t)S);

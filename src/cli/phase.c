@@ -76,8 +76,23 @@ static void drain_progress(progress_state *ps, MPI_Comm comm) {
     }
 }
 
+/* What a task sends to rank 0: decoder (file layout) | W_enc | b_enc | b_dec | thresholds. */
 static size_t payload_floats(int d_model, int d_sae) {
-    return 2 * (size_t)d_model * d_sae + (size_t)d_sae;
+    return 2 * (size_t)d_model * d_sae + 2 * (size_t)d_sae + (size_t)d_model;
+}
+
+/* Packs a trained model into its payload; b_dec is 0 without a decoder bias, and thresholds hold what
+ * inference compares pre-activations with (jumprelu theta_j, batchtopk's estimate, else 0). */
+static void pack_model(const husai_sae *m, float *p) {
+    const size_t dd = (size_t)m->d_model * m->d_sae;
+    husai_sae_export_decoder(m, p);
+    memcpy(p + dd, m->W_enc, dd * sizeof(float));
+    memcpy(p + 2 * dd, m->b_enc, (size_t)m->d_sae * sizeof(float));
+    float *b_dec = p + 2 * dd + m->d_sae, *th = b_dec + m->d_model;
+    for (int i = 0; i < m->d_model; i++)
+        b_dec[i] = m->b_dec ? m->b_dec[i] : 0.0f;
+    for (int j = 0; j < m->d_sae; j++)
+        th[j] = m->log_theta ? expf(m->log_theta[j]) : (float)m->threshold;
 }
 
 /* Checkpoint file and identity of one task; the identity names the phase, condition and seed. */
@@ -95,7 +110,7 @@ static void task_ckpt(const husai_run_ctx *ctx, const char *phase, int cond_inde
  * Returns 1 (and no model) when a stop was requested before the task finished. */
 static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index, const husai_condition *c,
                      uint64_t seed, const float *ref_rows, int ref_n, husai_seed_metrics *metrics,
-                     progress_state *ps, husai_topk *out) {
+                     progress_state *ps, husai_sae *out) {
     int rank;
     MPI_Comm_rank(ctx->comm, &rank);
     const husai_dataset *ds = ctx->ds;
@@ -109,6 +124,17 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
     o.lambda = c->lambda;
     o.ref_rows = c->lambda > 0.0 ? ref_rows : NULL;
     o.ref_n = ref_n;
+    const husai_config *cfg = ctx->cfg;
+    o.arch = (husai_arch)c->arch;
+    o.relu = cfg->relu;
+    o.decoder_bias = cfg->decoder_bias;
+    o.n_prefixes = cfg->prefixes;
+    o.bandwidth = cfg->bandwidth;
+    o.sparsity_coeff = cfg->sparsity_coeff;
+    o.aux_k = cfg->aux_k;
+    o.aux_coeff = cfg->aux_coeff;
+    o.dead_after = cfg->dead_after;
+    o.grad_projection = cfg->grad_projection;
     const husai_split *sp = ctx->split;
     o.row_index = sp->train;
     const double t0 = MPI_Wtime();
@@ -296,7 +322,7 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
     for (int i = 0; i < n_local && !stopped; i++) {
         const husai_task *t = &plan.tasks[local[i]];
         const husai_condition *c = &ph->conds[t->condition];
-        husai_topk m;
+        husai_sae m;
         if ((stopped = train_one(ctx, ph->phase, t->condition, c, t->seed, ph->ref_rows, ph->ref_n,
                                  &metrics[t->id], &ps, &m)))
             break;
@@ -304,10 +330,8 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
         const int dm = ds->d_model, dsae = c->d_sae;
         float *p = params[t->id] = malloc(payload_floats(dm, dsae) * sizeof(float));
         if (!p) husai_mpi_die("out of memory storing task %d", t->id);
-        husai_topk_export_decoder(&m, p);
-        memcpy(p + (size_t)dm * dsae, m.W_enc, (size_t)dm * dsae * sizeof(float));
-        memcpy(p + 2 * (size_t)dm * dsae, m.b_enc, (size_t)dsae * sizeof(float));
-        husai_topk_free(&m);
+        pack_model(&m, p);
+        husai_sae_free(&m);
         progress_msg msg = {.task = t->id,
                             .rank = rank,
                             .mse = metrics[t->id].mse,
@@ -400,6 +424,7 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
                                       .batch_size = cond->batch_size,
                                       .lr = cond->lr,
                                       .lambda = cond->lambda,
+                                      .arch = cond->arch,
                                       .seeds = ph->seeds,
                                       .per_seed = per_seed};
         snprintf(r->param, sizeof r->param, "%s", cond->param);
@@ -409,15 +434,21 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
         r->decoders = malloc((size_t)S * dd * sizeof(float));
         r->encoders = malloc((size_t)S * dd * sizeof(float));
         r->b_enc = malloc((size_t)S * cond->d_sae * sizeof(float));
+        r->b_dec = malloc((size_t)S * ds->d_model * sizeof(float));
+        r->thresholds = malloc((size_t)S * cond->d_sae * sizeof(float));
         r->pwmcc = malloc((size_t)S * S * sizeof(double));
         r->random_pwmcc = malloc((size_t)S * S * sizeof(double));
-        if (!r->decoders || !r->encoders || !r->b_enc || !r->pwmcc || !r->random_pwmcc)
+        if (!r->decoders || !r->encoders || !r->b_enc || !r->b_dec || !r->thresholds || !r->pwmcc ||
+            !r->random_pwmcc)
             husai_mpi_die("out of memory");
         for (int s = 0; s < S; s++) {
             const float *p = all + (size_t)s * per;
+            const size_t ns = (size_t)cond->d_sae, nm = (size_t)ds->d_model;
             memcpy(r->decoders + (size_t)s * dd, p, dd * sizeof(float));
             memcpy(r->encoders + (size_t)s * dd, p + dd, dd * sizeof(float));
-            memcpy(r->b_enc + (size_t)s * cond->d_sae, p + 2 * dd, (size_t)cond->d_sae * sizeof(float));
+            memcpy(r->b_enc + s * ns, p + 2 * dd, ns * sizeof(float));
+            memcpy(r->b_dec + s * nm, p + 2 * dd + ns, nm * sizeof(float));
+            memcpy(r->thresholds + s * ns, p + 2 * dd + ns + nm, ns * sizeof(float));
         }
         free(all);
         if (ph->ref_rows && !ref_decoder) {
@@ -450,12 +481,12 @@ int husai_train_reference(const husai_run_ctx *ctx, const husai_condition *cond,
         fflush(stdout);
         husai_condition plain = *cond;
         plain.lambda = 0.0;
-        husai_topk model;
+        husai_sae model;
         stopped = train_one(ctx, "reference", 0, &plain, seed, NULL, 0, m, NULL, &model);
         if (!stopped) {
             memcpy(ref_rows, model.W_dec, dd * sizeof(float));
-            husai_topk_export_decoder(&model, ref_decoder);
-            husai_topk_free(&model);
+            husai_sae_export_decoder(&model, ref_decoder);
+            husai_sae_free(&model);
             printf("[husai] reference: seed %llu done, mse=%.6g ev=%.4f (%.1fs)\n", (unsigned long long)seed,
                    m->mse, m->ev, m->seconds);
             fflush(stdout);

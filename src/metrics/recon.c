@@ -9,9 +9,9 @@ static inline const float *row_of(const float *X, const uint32_t *rows, size_t i
     return X + (size_t)(rows ? rows[i] : i) * (size_t)d;
 }
 
-husai_status husai_recon_eval_rows(const husai_topk *m, const float *X, const uint32_t *rows, size_t n_rows,
+husai_status husai_recon_eval_rows(const husai_sae *m, const float *X, const uint32_t *rows, size_t n_rows,
                                    int batch_rows, husai_recon *out) {
-    const int d = m->d_model, k = m->k;
+    const int d = m->d_model;
     if (n_rows < 2) return husai_error(HUSAI_ERR_DATA, "reconstruction metrics need at least 2 rows");
     if (batch_rows < 1) batch_rows = 1;
     if ((size_t)batch_rows > n_rows) batch_rows = (int)n_rows;
@@ -35,15 +35,15 @@ husai_status husai_recon_eval_rows(const husai_topk *m, const float *X, const ui
     }
     const double var_x = ssx / (N - 1.0);
 
-    husai_topk_batch b;
-    husai_status st = husai_topk_batch_alloc(&b, m, batch_rows);
+    husai_sae_batch b;
+    husai_status st = husai_sae_batch_alloc(&b, m, batch_rows);
     if (st) return st;
     unsigned char *fired = calloc((size_t)m->d_sae, 1);
     float *gathered = rows ? malloc((size_t)batch_rows * d * sizeof(float)) : NULL;
     if (!fired || (rows && !gathered)) {
         free(fired);
         free(gathered);
-        husai_topk_batch_free(&b);
+        husai_sae_batch_free(&b);
         return husai_error(HUSAI_ERR_NOMEM, "cannot allocate evaluation buffers");
     }
     /* Errors have a mean near zero, so a one-pass sum of e and e^2 in double is accurate. */
@@ -57,18 +57,24 @@ husai_status husai_recon_eval_rows(const husai_topk *m, const float *X, const ui
                        (size_t)d * sizeof(float));
             xb = gathered;
         }
-        husai_topk_encode(m, xb, n, &b);
-        husai_topk_decode(m, n, &b);
+        if ((st = husai_sae_encode(m, xb, n, HUSAI_SAE_EVAL, &b))) break;
+        husai_sae_decode(m, &b);
         for (size_t i = 0; i < (size_t)n * d; i++) {
             const double e = (double)b.x_hat[i] - (double)xb[i];
             se += e;
             sse += e * e;
         }
-        for (size_t a = 0; a < (size_t)n * k; a++)
+        for (int64_t a = 0; a < b.row_ptr[n]; a++)
             if (b.val[a] != 0.0f) {
                 nnz += 1.0;
                 fired[b.idx[a]] = 1;
             }
+    }
+    if (st) {
+        free(fired);
+        free(gathered);
+        husai_sae_batch_free(&b);
+        return st;
     }
     int dead = 0;
     for (int j = 0; j < m->d_sae; j++)
@@ -80,11 +86,11 @@ husai_status husai_recon_eval_rows(const husai_topk *m, const float *X, const ui
     out->dead_fraction = (double)dead / m->d_sae;
     free(fired);
     free(gathered);
-    husai_topk_batch_free(&b);
+    husai_sae_batch_free(&b);
     return HUSAI_OK;
 }
 
-husai_status husai_recon_eval(const husai_topk *m, const float *X, size_t n_rows, int batch_rows,
+husai_status husai_recon_eval(const husai_sae *m, const float *X, size_t n_rows, int batch_rows,
                               husai_recon *out) {
     return husai_recon_eval_rows(m, X, NULL, n_rows, batch_rows, out);
 }

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sae/model.h"
+
 /* Writes n bytes to path, checking every step, so a full disk is an error and not a short file. */
 static husai_status write_bytes(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
@@ -79,6 +81,9 @@ static husai_status write_h5(const char *path, const husai_run_info *run, const 
         rc |= write_ds(g, "decoders", H5T_NATIVE_FLOAT, 3, d_dec, c->decoders);
         rc |= write_ds(g, "encoders", H5T_NATIVE_FLOAT, 3, d_enc, c->encoders);
         rc |= write_ds(g, "b_enc", H5T_NATIVE_FLOAT, 2, d_b, c->b_enc);
+        const hsize_t d_bd[2] = {S, dm};
+        if (c->b_dec) rc |= write_ds(g, "b_dec", H5T_NATIVE_FLOAT, 2, d_bd, c->b_dec);
+        if (c->thresholds) rc |= write_ds(g, "thresholds", H5T_NATIVE_FLOAT, 2, d_b, c->thresholds);
         rc |= write_ds(g, "seeds", H5T_NATIVE_UINT64, 1, d_s, c->seeds);
         rc |= write_ds(g, "pwmcc", H5T_NATIVE_DOUBLE, 2, d_m, c->pwmcc);
         rc |= write_ds(g, "random_pwmcc", H5T_NATIVE_DOUBLE, 2, d_m, c->random_pwmcc);
@@ -117,6 +122,7 @@ static husai_status write_h5(const char *path, const husai_run_info *run, const 
         rc |= husai_h5_attr_write_str(g, "param", c->param);
         rc |= husai_h5_attr_write(g, "value", H5T_NATIVE_DOUBLE, &c->value);
         rc |= husai_h5_attr_write(g, "k", H5T_NATIVE_INT, &c->k);
+        rc |= husai_h5_attr_write_str(g, "arch", husai_arch_name(c->arch));
         rc |= husai_h5_attr_write(g, "d_sae", H5T_NATIVE_INT, &c->d_sae);
         rc |= husai_h5_attr_write(g, "d_model", H5T_NATIVE_INT, &c->d_model);
         if (c->has_match) {
@@ -275,6 +281,7 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
         cJSON_AddStringToObject(o, "phase", c->phase ? c->phase : "");
         cJSON_AddStringToObject(o, "param", c->param);
         cJSON_AddNumberToObject(o, "value", c->value);
+        cJSON_AddStringToObject(o, "arch", husai_arch_name(c->arch));
         cJSON_AddNumberToObject(o, "n_seeds", c->S);
         cJSON_AddNumberToObject(o, "d_sae", c->d_sae);
         cJSON_AddNumberToObject(o, "k", c->k);
@@ -372,6 +379,8 @@ static void table_row(FILE *f, const husai_condition_result *c, const char *labe
     char value[80];
     if (label)
         snprintf(value, sizeof value, "%s", label);
+    else if (!strcmp(c->param, "arch"))
+        snprintf(value, sizeof value, "%s", husai_arch_name(c->arch));
     else
         snprintf(value, sizeof value, "%.6g", c->value);
     if (c->has_ref) {
@@ -571,15 +580,15 @@ static husai_status write_csv(const char *path, const husai_condition_result *cs
     if (!f) return husai_error(HUSAI_ERR_NOMEM, "cannot format conditions.csv");
     fprintf(f, "name,param,value,n_seeds,trained_pwmcc,trained_ci95_low,trained_ci95_high,random_pwmcc,"
                "random_ci95_low,random_ci95_high,delta_pwmcc,delta_pwmcc_ci_low_conservative,ratio_pwmcc,"
-               "explained_variance,ev_ci95_low,ev_ci95_high,mse,l0,dead_fraction\n");
+               "explained_variance,ev_ci95_low,ev_ci95_high,mse,l0,dead_fraction,arch\n");
     for (int i = 0; i < n; i++) {
         const husai_condition_result *c = &cs[i];
         fprintf(f,
                 "%s,%s,%.17g,%d,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%."
-                "17g,%.17g,%.17g\n",
+                "17g,%.17g,%.17g,%s\n",
                 c->name, c->param, c->value, c->S, c->trained.mean, c->trained.lo, c->trained.hi,
                 c->random.mean, c->random.lo, c->random.hi, c->delta, c->delta_lcb, c->ratio, c->ev.mean,
-                c->ev.lo, c->ev.hi, c->mse.mean, c->l0.mean, c->dead.mean);
+                c->ev.lo, c->ev.hi, c->mse.mean, c->l0.mean, c->dead.mean, husai_arch_name(c->arch));
     }
     fclose(f);
     husai_status st = write_text(path, text);
@@ -615,6 +624,8 @@ void husai_condition_result_free(husai_condition_result *r) {
     free(r->decoders);
     free(r->encoders);
     free(r->b_enc);
+    free(r->b_dec);
+    free(r->thresholds);
     free(r->pwmcc);
     free(r->random_pwmcc);
     free(r->per_seed);
@@ -622,7 +633,7 @@ void husai_condition_result_free(husai_condition_result *r) {
     free(r->match_cos);
     free(r->match_frac);
     r->match_cos = r->match_frac = NULL;
-    r->decoders = r->encoders = r->b_enc = NULL;
+    r->decoders = r->encoders = r->b_enc = r->b_dec = r->thresholds = NULL;
     r->pwmcc = r->random_pwmcc = r->pwmcc_with_ref = NULL;
     r->per_seed = NULL;
 }

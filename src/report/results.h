@@ -20,14 +20,14 @@
 typedef struct {
     double ev, mse, l0, dead_fraction;
     double seconds, last_epoch_loss, steps, rank;
-    double alignment; /* mean_i max_j |cos| to the reference decoder; NaN without one */
+    double alignment;                     /* mean_i max_j |cos| to the reference decoder; NaN without one */
     double ho_ev, ho_mse, ho_l0, ho_dead; /* on the held-out rows; NaN without a holdout */
 } husai_seed_metrics;
 
 typedef struct {
     char name[96];
     const char *phase; /* "" in a plain sweep; "search", "retrain", "lambda" in protocols */
-    char param[32]; /* a copy: the conditions it came from are gone when results are written */
+    char param[32];    /* a copy: the conditions it came from are gone when results are written */
     double value;
     int S, d_model, d_sae, k, epochs, batch_size;
     double lr;
@@ -35,6 +35,9 @@ typedef struct {
     float *decoders;              /* (S, d_model, d_sae) file layout, columns are features */
     float *encoders;              /* (S, d_sae, d_model) */
     float *b_enc;                 /* (S, d_sae) */
+    float *b_dec;                 /* (S, d_model): zeros without a decoder bias */
+    float *thresholds;            /* (S, d_sae): jumprelu theta, batchtopk's inference threshold, else 0 */
+    int arch;                     /* husai_arch */
     double *pwmcc, *random_pwmcc; /* (S, S) each */
     husai_seed_metrics *per_seed; /* (S) */
     husai_ci trained, random, ev, mse, l0, dead;

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "sae/model.h"
+
 #define W 720.0
 #define H 440.0
 #define ML 80.0
@@ -103,8 +105,12 @@ husai_status husai_svg_pwmcc_vs_param(const char *path, const husai_condition_re
     const double slot = (W - MR - ML) / (n > 0 ? n : 1);
     for (int i = 0; i < n; i++) {
         const double x = ML + slot * (i + 0.5);
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n", x, H - MB + 18,
-                c[i].value);
+        if (!strcmp(c[i].param, "arch"))
+            fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", x, H - MB + 18,
+                    husai_arch_name(c[i].arch));
+        else
+            fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n", x, H - MB + 18,
+                    c[i].value);
         errbar_v(f, x - 6, map(c[i].random.lo, y, H - MB, MT), map(c[i].random.hi, y, H - MB, MT), "#888");
         fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"9\" height=\"9\" fill=\"#888\"/>\n", x - 6 - 4.5,
                 map(c[i].random.mean, y, H - MB, MT) - 4.5);

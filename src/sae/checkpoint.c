@@ -19,7 +19,8 @@ typedef struct {
     char task[96];
     uint64_t seed;
     int32_t d_model, d_sae, k, epochs, batch_size, epoch;
-    uint64_t n_rows, n_params, pos;
+    uint64_t n_rows, n_params, pos, n_state;
+    int32_t arch, pad;
     int64_t steps, adam_t, epoch_batches;
     double epoch_loss_sum, last_epoch_loss, lr, lambda;
 } ckpt_header;
@@ -56,6 +57,8 @@ husai_status husai_checkpoint_save(const husai_trainer *t, const husai_ckpt_id *
     hd.n_rows = t->n_rows;
     hd.n_params = t->model.n_params;
     hd.pos = t->pos;
+    hd.n_state = husai_trainer_state_len(t);
+    hd.arch = (int32_t)t->opts.arch;
     hd.steps = t->steps;
     hd.adam_t = t->adam.t;
     hd.epoch_batches = t->epoch_batches;
@@ -70,10 +73,19 @@ husai_status husai_checkpoint_save(const husai_trainer *t, const husai_ckpt_id *
     if (!f) return husai_error(HUSAI_ERR_IO, "cannot write checkpoint '%s': %s", tmp, strerror(errno));
     uint64_t h = 0xcbf29ce484222325ULL;
     const size_t bytes = t->model.n_params * sizeof(float);
+    double *state = malloc(hd.n_state * sizeof(double));
+    if (!state) {
+        fclose(f);
+        unlink(tmp);
+        return husai_error(HUSAI_ERR_NOMEM, "cannot allocate checkpoint state");
+    }
+    husai_trainer_state_get(t, state);
     int bad = write_all(f, &hd, sizeof hd, &h);
     bad |= write_all(f, t->model.params, bytes, &h);
     bad |= write_all(f, t->adam.m, bytes, &h);
     bad |= write_all(f, t->adam.v, bytes, &h);
+    bad |= write_all(f, state, hd.n_state * sizeof(double), &h);
+    free(state);
     bad |= fwrite(&h, sizeof h, 1, f) != 1;
     bad |= fwrite(END, 1, 8, f) != 8;
     bad |= fflush(f) != 0;
@@ -121,7 +133,8 @@ husai_status husai_checkpoint_load(husai_trainer *t, const husai_ckpt_id *id, co
     }
     if (hd.d_model != t->d_model || hd.d_sae != t->opts.d_sae || hd.k != t->opts.k ||
         hd.epochs != t->opts.epochs || hd.batch_size != t->opts.batch_size || hd.n_rows != t->n_rows ||
-        hd.n_params != t->model.n_params || hd.lr != t->opts.lr || hd.lambda != t->opts.lambda ||
+        hd.n_params != t->model.n_params || hd.n_state != husai_trainer_state_len(t) ||
+        hd.arch != (int32_t)t->opts.arch || hd.lr != t->opts.lr || hd.lambda != t->opts.lambda ||
         hd.epoch < 0 || hd.epoch > hd.epochs || hd.pos > hd.n_rows) {
         st = husai_error(HUSAI_ERR_DATA,
                          "checkpoint '%s' does not match this task's shapes, data or settings", path);
@@ -130,16 +143,25 @@ husai_status husai_checkpoint_load(husai_trainer *t, const husai_ckpt_id *id, co
     const size_t bytes = t->model.n_params * sizeof(float);
     uint64_t stored;
     char end[8];
+    double *state = malloc(hd.n_state * sizeof(double));
+    if (!state) {
+        st = husai_error(HUSAI_ERR_NOMEM, "cannot allocate checkpoint state");
+        goto out;
+    }
     if (read_all(f, t->model.params, bytes, &h) || read_all(f, t->adam.m, bytes, &h) ||
-        read_all(f, t->adam.v, bytes, &h) || fread(&stored, sizeof stored, 1, f) != 1 ||
-        fread(end, 1, 8, f) != 8 || memcmp(end, END, 8)) {
+        read_all(f, t->adam.v, bytes, &h) || read_all(f, state, hd.n_state * sizeof(double), &h) ||
+        fread(&stored, sizeof stored, 1, f) != 1 || fread(end, 1, 8, f) != 8 || memcmp(end, END, 8)) {
+        free(state);
         st = husai_error(HUSAI_ERR_DATA, "checkpoint '%s' is truncated", path);
         goto out;
     }
     if (stored != h) {
+        free(state);
         st = husai_error(HUSAI_ERR_DATA, "checkpoint '%s' is corrupt (checksum mismatch)", path);
         goto out;
     }
+    husai_trainer_state_set(t, state);
+    free(state);
     t->epoch = hd.epoch;
     t->steps = hd.steps;
     t->adam.t = hd.adam_t;

@@ -1,7 +1,8 @@
 /* checkpoint.h: a trainer's complete state on disk, for preemption and exact resume.
  * A checkpoint holds the parameters, Adam moments and step counter, the epoch and the
  * position in it (the epoch's row order is re-derived from (seed, "shuffle", epoch)) and
- * the loss accumulators, so training continues bit for bit. The file records a format
+ * the loss accumulators and the trainer's extra state (sparsity weight, batchtopk threshold, AuxK
+ * firing counters), so training continues bit for bit. The file records a format
  * version, the run's config hash and the task's identity, ends with a checksum and an end
  * marker, and is written under a temporary name and renamed. A finished task's checkpoint
  * (epoch == epochs) doubles as its result. No MPI here.
@@ -14,7 +15,7 @@
 #include "common/status.h"
 #include "sae/train.h"
 
-#define HUSAI_CKPT_VERSION 1
+#define HUSAI_CKPT_VERSION 2
 
 /* What a checkpoint must match to be accepted. */
 typedef struct {

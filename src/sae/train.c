@@ -17,7 +17,22 @@ husai_train_opts husai_train_defaults(void) {
                               .beta1 = 0.9,
                               .beta2 = 0.999,
                               .eps = 1e-8,
-                              .seed = 42};
+                              .seed = 42,
+                              .arch = HUSAI_ARCH_TOPK,
+                              .n_prefixes = 4,
+                              .bandwidth = 1e-3,
+                              .aux_coeff = 1.0 / 32.0};
+}
+
+husai_sae_spec husai_train_spec(const husai_train_opts *o, int d_model) {
+    return (husai_sae_spec){.arch = o->arch,
+                            .d_model = d_model,
+                            .d_sae = o->d_sae,
+                            .k = o->k,
+                            .relu = o->relu,
+                            .decoder_bias = o->decoder_bias,
+                            .n_prefixes = o->n_prefixes,
+                            .bandwidth = o->bandwidth};
 }
 
 husai_status husai_train_opts_check(const husai_train_opts *o) {
@@ -34,7 +49,15 @@ husai_status husai_train_opts_check(const husai_train_opts *o) {
         return husai_error(HUSAI_ERR_ARG, "lambda=%g must be >= 0", o->lambda);
     if (o->lambda > 0.0 && (!o->ref_rows || o->ref_n < 1))
         return husai_error(HUSAI_ERR_ARG, "lambda=%g needs a reference decoder", o->lambda);
-    return HUSAI_OK;
+    if (!(o->sparsity_coeff >= 0.0) || !isfinite(o->sparsity_coeff))
+        return husai_error(HUSAI_ERR_ARG, "sparsity_coeff=%g must be >= 0", o->sparsity_coeff);
+    if (o->aux_k < 0 || o->aux_k > o->d_sae)
+        return husai_error(HUSAI_ERR_ARG, "aux_k=%d must be between 0 and d_sae=%d", o->aux_k, o->d_sae);
+    if (!(o->aux_coeff >= 0.0) || !isfinite(o->aux_coeff) || !(o->dead_after >= 0.0))
+        return husai_error(HUSAI_ERR_ARG, "aux_coeff=%g and dead_after=%g must be >= 0", o->aux_coeff,
+                           o->dead_after);
+    const husai_sae_spec spec = husai_train_spec(o, 1);
+    return husai_sae_spec_check(&spec);
 }
 
 static void new_epoch_order(husai_trainer *t) {
@@ -44,6 +67,94 @@ static void new_epoch_order(husai_trainer *t) {
     t->pos = 0;
     t->epoch_loss_sum = 0.0;
     t->epoch_batches = 0;
+}
+
+/* Gathers rows perm[pos .. pos + n) of the training set into t->xb. */
+static void gather_batch(husai_trainer *t, size_t n) {
+    const int d = t->d_model;
+    const uint32_t *rows = t->opts.row_index;
+    for (size_t r = 0; r < n; r++) {
+        const uint32_t p = t->perm[t->pos + r];
+        memcpy(t->xb + r * d, t->X + (size_t)(rows ? rows[p] : p) * d, (size_t)d * sizeof(float));
+    }
+}
+
+static size_t batch_rows(const husai_trainer *t) {
+    const size_t n = t->n_rows - t->pos;
+    return n > (size_t)t->batch.cap ? (size_t)t->batch.cap : n;
+}
+
+/* The data-dependent part of the init (see husai_train_opts): b_dec, theta and the sparsity weight.
+ * Every sum runs over the training rows in row order, so the result does not depend on the rank. */
+static husai_status data_init(husai_trainer *t) {
+    const int d = t->d_model, s = t->opts.d_sae;
+    const uint32_t *rows = t->opts.row_index;
+    husai_sae *m = &t->model;
+    double *mean = calloc((size_t)d, sizeof(double)), sq = 0.0;
+    if (!mean) return husai_error(HUSAI_ERR_NOMEM, "cannot allocate the data mean");
+    for (size_t r = 0; r < t->n_rows; r++) {
+        const float *x = t->X + (size_t)(rows ? rows[r] : r) * d;
+        for (int i = 0; i < d; i++) {
+            mean[i] += x[i];
+            sq += (double)x[i] * x[i];
+        }
+    }
+    if (m->b_dec)
+        for (int i = 0; i < d; i++)
+            m->b_dec[i] = (float)(mean[i] / (double)t->n_rows);
+    free(mean);
+    /* Balances d(coeff * L1)/dz = coeff/n against the MSE's 2/(n d) <r, D_j> for a residual the size
+     * of x; the controller (or the user's fixed value) takes it from there. */
+    t->coeff =
+        t->opts.sparsity_coeff > 0.0 ? t->opts.sparsity_coeff : 2.0 * sqrt(sq / ((double)t->n_rows * d)) / d;
+    t->coeff_unit = t->coeff;
+    const int threshold_rule = t->opts.arch == HUSAI_ARCH_JUMPRELU || t->opts.arch == HUSAI_ARCH_RELU_L1;
+    if (!threshold_rule) return HUSAI_OK;
+    const size_t n = batch_rows(t);
+    gather_batch(t, n);
+    husai_sae_loss parts;
+    husai_status st = husai_sae_forward(m, t->xb, (int)n, HUSAI_SAE_TRAIN, 0.0, &t->batch, &parts);
+    if (st) return st;
+    /* Every positive pre-activation fires under these rules, so HUSAI's encoder scale starts with
+     * reconstructions several times the size of x. Scale W_enc (b_enc is 0, so the firing pattern
+     * stays) until the first batch's mean reconstruction norm matches the centred data's. */
+    double norm_x = 0.0, norm_h = 0.0;
+    for (size_t r = 0; r < n; r++) {
+        double sx = 0.0, sh = 0.0;
+        for (int i = 0; i < d; i++) {
+            const double c = m->b_dec ? m->b_dec[i] : 0.0;
+            const double xv = t->xb[r * d + i] - c, hv = t->batch.x_hat[r * d + i] - c;
+            sx += xv * xv;
+            sh += hv * hv;
+        }
+        norm_x += sqrt(sx);
+        norm_h += sqrt(sh);
+    }
+    if (norm_h > 0.0 && norm_x > 0.0) {
+        const float scale = (float)(norm_x / norm_h);
+        for (size_t i = 0; i < (size_t)s * d; i++)
+            m->W_enc[i] *= scale;
+        for (size_t i = 0; i < n * (size_t)s; i++)
+            t->batch.pre[i] *= scale; /* what encode would now give (b_enc = 0) */
+    }
+    if (t->opts.arch != HUSAI_ARCH_JUMPRELU) return HUSAI_OK;
+    float *col = malloc(n * sizeof(float));
+    if (!col) return husai_error(HUSAI_ERR_NOMEM, "cannot allocate the threshold init buffer");
+    int rank = (int)ceil((double)t->opts.k / s * (double)n);
+    if (rank < 1) rank = 1;
+    double theta_sum = 0.0;
+    for (int j = 0; j < s; j++) {
+        for (size_t r = 0; r < n; r++)
+            col[r] = t->batch.pre[r * s + j];
+        float th = husai_kth_largest(col, (int)n, rank);
+        if (!(th > (float)t->opts.bandwidth)) th = (float)t->opts.bandwidth; /* theta must stay positive */
+        m->log_theta[j] = logf(th);
+        theta_sum += th;
+    }
+    free(col);
+    if (t->opts.sparsity_coeff == 0.0) t->coeff *= theta_sum / s; /* L0's gradient acts through theta */
+    t->coeff_unit = t->coeff;
+    return HUSAI_OK;
 }
 
 husai_status husai_trainer_init(husai_trainer *t, const float *X, size_t n_rows, int d_model,
@@ -58,10 +169,11 @@ husai_status husai_trainer_init(husai_trainer *t, const float *X, size_t n_rows,
     t->n_rows = n_rows;
     t->d_model = d_model;
     const int cap = (size_t)o->batch_size < n_rows ? o->batch_size : (int)n_rows;
-    if ((st = husai_topk_alloc(&t->model, d_model, o->d_sae, o->k))) goto fail;
-    husai_topk_init(&t->model, o->seed);
+    const husai_sae_spec spec = husai_train_spec(o, d_model);
+    if ((st = husai_sae_alloc(&t->model, &spec))) goto fail;
+    husai_sae_init(&t->model, o->seed);
     if ((st = husai_adam_alloc(&t->adam, t->model.n_params, o->lr, o->beta1, o->beta2, o->eps))) goto fail;
-    if ((st = husai_topk_batch_alloc(&t->batch, &t->model, cap))) goto fail;
+    if ((st = husai_sae_batch_alloc(&t->batch, &t->model, cap))) goto fail;
     t->grad = malloc(t->model.n_params * sizeof(float));
     t->xb = malloc((size_t)cap * (size_t)d_model * sizeof(float));
     t->perm = malloc(n_rows * sizeof(uint32_t));
@@ -74,11 +186,16 @@ husai_status husai_trainer_init(husai_trainer *t, const float *X, size_t n_rows,
             goto fail;
         }
     }
-    if (!t->grad || !t->xb || !t->perm) {
+    if (o->aux_k > 0) {
+        t->rows_since = calloc((size_t)o->d_sae, sizeof(double));
+        t->dead = malloc((size_t)o->d_sae);
+    }
+    if (!t->grad || !t->xb || !t->perm || (o->aux_k > 0 && (!t->rows_since || !t->dead))) {
         st = husai_error(HUSAI_ERR_NOMEM, "cannot allocate training buffers");
         goto fail;
     }
     new_epoch_order(t);
+    if ((st = data_init(t))) goto fail;
     return HUSAI_OK;
 fail:
     husai_trainer_free(t);
@@ -93,17 +210,48 @@ int husai_trainer_done(const husai_trainer *t) {
     return t->epoch >= t->opts.epochs;
 }
 
+/* AuxK's dead set before this batch, then the firing counters advanced by it. */
+static void track_firing(husai_trainer *t, size_t n) {
+    const int s = t->opts.d_sae;
+    const double after = t->opts.dead_after > 0.0 ? t->opts.dead_after : (double)t->n_rows;
+    for (int j = 0; j < s; j++) {
+        t->dead[j] = t->rows_since[j] >= after;
+        t->rows_since[j] += (double)n;
+    }
+    const husai_sae_batch *b = &t->batch;
+    for (int64_t a = 0; a < b->row_ptr[b->n]; a++)
+        if (b->val[a] != 0.0f) t->rows_since[b->idx[a]] = 0.0;
+}
+
+/* Projects each decoder gradient row off its unit column: the step then rotates the column instead of
+ * growing it, which the renormalisation would undo anyway. */
+static void project_decoder_grad(husai_trainer *t) {
+    const int d = t->d_model, s = t->opts.d_sae;
+    float *g = t->grad + (size_t)s * d + s;
+    for (int j = 0; j < s; j++) {
+        const float *u = t->model.W_dec + (size_t)j * d;
+        float *gj = g + (size_t)j * d;
+        double dot = 0.0;
+        for (int i = 0; i < d; i++)
+            dot += (double)gj[i] * u[i];
+        for (int i = 0; i < d; i++)
+            gj[i] -= (float)dot * u[i];
+    }
+}
+
 husai_status husai_trainer_step(husai_trainer *t) {
     if (husai_trainer_done(t)) return HUSAI_OK;
     const int d = t->d_model;
-    size_t n = t->n_rows - t->pos;
-    if (n > (size_t)t->batch.cap) n = (size_t)t->batch.cap; /* the last batch of an epoch may be short */
-    const uint32_t *rows = t->opts.row_index;
-    for (size_t r = 0; r < n; r++) {
-        const uint32_t p = t->perm[t->pos + r];
-        memcpy(t->xb + r * d, t->X + (size_t)(rows ? rows[p] : p) * d, (size_t)d * sizeof(float));
-    }
-    double loss = husai_topk_forward(&t->model, t->xb, (int)n, &t->batch);
+    const size_t n = batch_rows(t); /* the last batch of an epoch may be short */
+    gather_batch(t, n);
+    husai_sae_loss parts;
+    husai_status st =
+        husai_sae_forward(&t->model, t->xb, (int)n, HUSAI_SAE_TRAIN, t->coeff, &t->batch, &parts);
+    if (st) return st;
+    /* The logged loss leaves the sparsity term out: its weight is adapted (and may be a negative
+     * multiplier), so only the reconstruction, consistency and AuxK terms compare across steps. */
+    double loss = parts.recon;
+    if (!isfinite(parts.total)) loss = parts.total;
     double align = 0.0;
     if (t->opts.lambda > 0.0) {
         align = husai_align_rows(t->model.W_dec, t->model.d_sae, t->opts.ref_rows, t->opts.ref_n, d,
@@ -114,14 +262,20 @@ husai_status husai_trainer_step(husai_trainer *t) {
         return husai_error(HUSAI_ERR_NUMERIC, "training diverged: loss is %g at step %lld (seed %llu, lr %g)",
                            loss, (long long)t->steps, (unsigned long long)t->opts.seed, t->opts.lr);
     memset(t->grad, 0, t->model.n_params * sizeof(float));
-    husai_topk_backward(&t->model, t->xb, (int)n, &t->batch, t->grad);
+    husai_sae_backward(&t->model, t->xb, t->coeff, &t->batch, t->grad);
+    if (t->opts.aux_k > 0) {
+        track_firing(t, n);
+        loss += t->opts.aux_coeff * husai_sae_auxk(&t->model, t->xb, t->dead, t->opts.aux_k,
+                                                   t->opts.aux_coeff, &t->batch, t->grad);
+    }
     if (t->opts.lambda > 0.0) {
         float *gW_dec = t->grad + (size_t)t->model.d_sae * d + t->model.d_sae;
         husai_align_add_grad(t->model.W_dec, t->model.d_sae, t->opts.ref_rows, d, t->align_best, t->align_cos,
                              t->opts.lambda, gW_dec);
     }
+    if (t->opts.grad_projection) project_decoder_grad(t);
     husai_adam_step(&t->adam, t->model.params, t->grad);
-    husai_topk_normalize_decoder(&t->model);
+    husai_sae_normalize_decoder(&t->model);
     /* A finite loss can still come with an overflowing gradient; catch it at the step it happens.
      * O(n_params) per step is 1/batch of the encoder's cost. */
     for (size_t i = 0; i < t->model.n_params; i++)
@@ -129,6 +283,23 @@ husai_status husai_trainer_step(husai_trainer *t) {
             return husai_error(HUSAI_ERR_NUMERIC,
                                "training diverged: parameters became NaN/Inf at step %lld (seed %llu, lr %g)",
                                (long long)t->steps, (unsigned long long)t->opts.seed, t->opts.lr);
+    if (t->opts.arch == HUSAI_ARCH_BATCHTOPK && t->batch.batch_min > 0.0f)
+        /* Inference threshold: running estimate of the smallest code the batch rule keeps. */
+        t->model.threshold =
+            t->steps == 0 ? t->batch.batch_min : 0.99 * t->model.threshold + 0.01 * t->batch.batch_min;
+    const int adapt = t->opts.sparsity_coeff == 0.0 &&
+                      (t->opts.arch == HUSAI_ARCH_RELU_L1 || t->opts.arch == HUSAI_ARCH_JUMPRELU);
+    if (adapt) {
+        double u = 0.05 * (parts.l0 - t->opts.k) / t->opts.k;
+        u = u > 0.05 ? 0.05 : u < -0.05 ? -0.05 : u;
+        if (t->opts.arch == HUSAI_ARCH_JUMPRELU)
+            /* A Lagrange multiplier for E[L0] = k, free in sign: the reconstruction term alone pushes
+             * thresholds up early in training, and only a negative weight can pull L0 back to k. */
+            t->coeff += t->coeff_unit * u;
+        else
+            t->coeff *= exp(u);
+    }
+    t->last_l0 = parts.l0;
     t->steps++;
     t->epoch_loss_sum += loss;
     t->epoch_batches++;
@@ -141,22 +312,42 @@ husai_status husai_trainer_step(husai_trainer *t) {
     return HUSAI_OK;
 }
 
+size_t husai_trainer_state_len(const husai_trainer *t) {
+    return 3 + (t->rows_since ? (size_t)t->opts.d_sae : 0);
+}
+
+void husai_trainer_state_get(const husai_trainer *t, double *buf) {
+    buf[0] = t->coeff;
+    buf[1] = t->model.threshold;
+    buf[2] = t->last_l0;
+    if (t->rows_since) memcpy(buf + 3, t->rows_since, (size_t)t->opts.d_sae * sizeof(double));
+}
+
+void husai_trainer_state_set(husai_trainer *t, const double *buf) {
+    t->coeff = buf[0];
+    t->model.threshold = buf[1];
+    t->last_l0 = buf[2];
+    if (t->rows_since) memcpy(t->rows_since, buf + 3, (size_t)t->opts.d_sae * sizeof(double));
+}
+
 void husai_trainer_free(husai_trainer *t) {
     if (!t) return;
-    husai_topk_free(&t->model);
+    husai_sae_free(&t->model);
     husai_adam_free(&t->adam);
-    husai_topk_batch_free(&t->batch);
+    husai_sae_batch_free(&t->batch);
     free(t->grad);
     free(t->xb);
     free(t->perm);
     free(t->align_scratch);
     free(t->align_best);
     free(t->align_cos);
+    free(t->rows_since);
+    free(t->dead);
     memset(t, 0, sizeof *t);
 }
 
-husai_status husai_train_topk(const float *X, size_t n_rows, int d_model, const husai_train_opts *o,
-                              husai_topk *out, husai_train_stats *stats) {
+husai_status husai_train_sae(const float *X, size_t n_rows, int d_model, const husai_train_opts *o,
+                             husai_sae *out, husai_train_stats *stats) {
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     husai_trainer t;

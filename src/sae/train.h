@@ -1,8 +1,8 @@
-/* train.h: the training loop for one seed's TopK SAE on an in-memory dataset.
+/* train.h: the training loop for one seed's SAE (any architecture) on an in-memory dataset.
  * A trainer is a resumable state machine (model, Adam moments, epoch, batch position);
  * the data order of epoch e comes from stream (seed, "shuffle", e), so the state needs
  * no RNG bytes and a seed's result is the same on any rank. No MPI here.
- * defines: husai_train_opts, husai_train_stats, husai_trainer, husai_trainer_*, husai_train_topk */
+ * defines: husai_train_opts, husai_train_stats, husai_trainer, husai_trainer_*, husai_train_sae */
 #ifndef HUSAI_SAE_TRAIN_H
 #define HUSAI_SAE_TRAIN_H
 
@@ -12,7 +12,7 @@
 #include "common/status.h"
 #include "sae/adam.h"
 #include "sae/align.h"
-#include "sae/topk.h"
+#include "sae/model.h"
 
 typedef struct {
     int d_sae, k, epochs, batch_size;
@@ -24,13 +24,26 @@ typedef struct {
     int ref_n;
     /* Train on X's rows row_index[0..n_rows) only (a held-out split); NULL: rows 0..n_rows-1. */
     const uint32_t *row_index;
+    /* Architecture (model.h). The data-dependent init is done here: b_dec starts at the training rows'
+     * mean; jumprelu's theta_j at the (k / d_sae) upper quantile of latent j's pre-activations on the
+     * first batch, so every architecture starts near L0 = k. */
+    husai_arch arch;
+    int relu, decoder_bias, n_prefixes;
+    double bandwidth;
+    /* relu_l1, jumprelu: weight of the sparsity term. 0 adapts it after every step (a multiplicative
+     * controller, at most 5% per step) so the batch L0 tracks k: architectures compare at matched L0. */
+    double sparsity_coeff;
+    int aux_k;           /* AuxK: dead latents that model the residual (0: off) */
+    double aux_coeff;    /* AuxK loss weight (Gao et al.: 1/32) */
+    double dead_after;   /* rows without firing after which a latent counts as dead (0: one epoch) */
+    int grad_projection; /* drop each decoder gradient row's component along its (unit) column */
 } husai_train_opts;
 
 /* HUSAI's recipe: d_sae 128, k 32, 25 epochs, batch 2048, Adam(3e-4, 0.9, 0.999, 1e-8). */
 husai_train_opts husai_train_defaults(void);
 
-/* Checks every field (k in [1, d_sae], batch >= 1, epochs >= 1, lr > 0 and finite, betas in [0,1), eps > 0).
- */
+/* Checks every field (k in [1, d_sae], batch >= 1, epochs >= 1, lr > 0 and finite, betas in [0,1), eps > 0,
+ * architecture options). */
 husai_status husai_train_opts_check(const husai_train_opts *o);
 
 typedef struct {
@@ -44,9 +57,14 @@ typedef struct {
     const float *X; /* (n_rows, d_model), borrowed */
     size_t n_rows;
     int d_model;
-    husai_topk model;
+    husai_sae model;
     husai_adam adam;
-    husai_topk_batch batch;
+    double coeff;        /* current sparsity weight (relu_l1, jumprelu) */
+    double coeff_unit;   /* its data-derived starting value, the controller's step unit */
+    double *rows_since;  /* (d_sae) AuxK: training rows since each latent last fired */
+    unsigned char *dead; /* (d_sae) AuxK scratch */
+    double last_l0;      /* batch L0 of the latest step */
+    husai_sae_batch batch;
     float *grad;          /* like model.params */
     float *xb;            /* (batch_size, d_model) gathered rows */
     uint32_t *perm;       /* (n_rows) current epoch's order */
@@ -77,8 +95,20 @@ void husai_trainer_restart_epoch(husai_trainer *t);
 /* Releases everything the trainer owns, including the model unless it was taken. */
 void husai_trainer_free(husai_trainer *t);
 
-/* Trains one SAE to completion; on success *out owns the trained model (free with husai_topk_free). */
-husai_status husai_train_topk(const float *X, size_t n_rows, int d_model, const husai_train_opts *o,
-                              husai_topk *out, husai_train_stats *stats);
+/* The model spec the options describe for data of width d_model. */
+husai_sae_spec husai_train_spec(const husai_train_opts *o, int d_model);
+
+/* Number of doubles of trainer state beyond parameters and Adam moments (for checkpoints). */
+size_t husai_trainer_state_len(const husai_trainer *t);
+
+/* Copies that state out to buf (husai_trainer_state_len doubles). */
+void husai_trainer_state_get(const husai_trainer *t, double *buf);
+
+/* Restores that state from buf (husai_trainer_state_len doubles). */
+void husai_trainer_state_set(husai_trainer *t, const double *buf);
+
+/* Trains one SAE to completion; on success *out owns the trained model (free with husai_sae_free). */
+husai_status husai_train_sae(const float *X, size_t n_rows, int d_model, const husai_train_opts *o,
+                             husai_sae *out, husai_train_stats *stats);
 
 #endif

@@ -19,7 +19,8 @@
 
 #include "common/rng.h"
 #include "sae/adam.h"
-#include "sae/topk.h"
+#include "model_util.h"
+#include "sae/model.h"
 
 #define FIXTURE HUSAI_SOURCE_DIR "/tests/reference/topk_step.h5"
 
@@ -70,7 +71,7 @@ static void reference_topk_mask(const float *pre, int d_sae, int k, unsigned cha
 }
 
 /* Checks b's selection for n rows of pre-activations against the brute-force reference. */
-static void check_selection(const husai_topk_batch *b, int n, int d_sae, int k) {
+static void check_selection(const husai_sae_batch *b, int n, int d_sae, int k) {
     unsigned char *mask = malloc((size_t)d_sae);
     assert_non_null(mask);
     for (int r = 0; r < n; r++) {
@@ -93,20 +94,20 @@ static void check_selection(const husai_topk_batch *b, int n, int d_sae, int k) 
 
 /* A model whose pre-activations equal b_enc in every row (W_enc = 0): exact control over ties. */
 static void select_from_bias(const float *bias, int d_sae, int k, int32_t *idx_out, float *val_out) {
-    husai_topk m;
-    husai_topk_batch b;
-    assert_int_equal(husai_topk_alloc(&m, 3, d_sae, k), HUSAI_OK);
+    husai_sae m;
+    husai_sae_batch b;
+    assert_int_equal(alloc_topk(&m, 3, d_sae, k), HUSAI_OK);
     memcpy(m.b_enc, bias, (size_t)d_sae * sizeof(float));
-    assert_int_equal(husai_topk_batch_alloc(&b, &m, 2), HUSAI_OK);
+    assert_int_equal(husai_sae_batch_alloc(&b, &m, 2), HUSAI_OK);
     const float x[6] = {0.5f, -1.0f, 2.0f, 3.0f, 0.0f, -7.0f};
-    husai_topk_encode(&m, x, 2, &b);
+    husai_sae_encode(&m, x, 2, HUSAI_SAE_TRAIN, &b);
     check_selection(&b, 2, d_sae, k);
     /* W_enc = 0, so both rows select identically */
     assert_memory_equal(b.idx, b.idx + k, (size_t)k * sizeof(int32_t));
     memcpy(idx_out, b.idx, (size_t)k * sizeof(int32_t));
     memcpy(val_out, b.val, (size_t)k * sizeof(float));
-    husai_topk_batch_free(&b);
-    husai_topk_free(&m);
+    husai_sae_batch_free(&b);
+    husai_sae_free(&m);
 }
 
 /* ---------- fixture ---------- */
@@ -206,8 +207,8 @@ static void free_fixture(fixture *f) {
 }
 
 /* Builds a model holding the fixture's initial parameters (decoder transposed to feature-major). */
-static void model_from_fixture(const fixture *f, husai_topk *m) {
-    assert_int_equal(husai_topk_alloc(m, f->d_model, f->d_sae, f->k), HUSAI_OK);
+static void model_from_fixture(const fixture *f, husai_sae *m) {
+    assert_int_equal(alloc_topk(m, f->d_model, f->d_sae, f->k), HUSAI_OK);
     const size_t w = (size_t)f->d_sae * (size_t)f->d_model;
     memcpy(m->W_enc, f->W_enc, w * sizeof(float));
     memcpy(m->b_enc, f->b_enc, (size_t)f->d_sae * sizeof(float));
@@ -221,16 +222,16 @@ static const char *const CASES[] = {"case1", "case2"};
 
 static void test_alloc_rejects_bad_k(void **state) {
     (void)state;
-    husai_topk m;
-    assert_int_equal(husai_topk_alloc(&m, 8, 16, 17), HUSAI_ERR_ARG);
-    assert_int_equal(husai_topk_alloc(&m, 8, 16, 0), HUSAI_ERR_ARG);
-    assert_int_equal(husai_topk_alloc(&m, 8, 16, -3), HUSAI_ERR_ARG);
-    assert_int_equal(husai_topk_alloc(&m, 0, 16, 4), HUSAI_ERR_ARG);
-    assert_int_equal(husai_topk_alloc(&m, 8, 0, 1), HUSAI_ERR_ARG);
-    assert_int_equal(husai_topk_alloc(&m, 8, 16, 16), HUSAI_OK); /* k == d_sae is allowed */
+    husai_sae m;
+    assert_int_equal(alloc_topk(&m, 8, 16, 17), HUSAI_ERR_ARG);
+    assert_int_equal(alloc_topk(&m, 8, 16, 0), HUSAI_ERR_ARG);
+    assert_int_equal(alloc_topk(&m, 8, 16, -3), HUSAI_ERR_ARG);
+    assert_int_equal(alloc_topk(&m, 0, 16, 4), HUSAI_ERR_ARG);
+    assert_int_equal(alloc_topk(&m, 8, 0, 1), HUSAI_ERR_ARG);
+    assert_int_equal(alloc_topk(&m, 8, 16, 16), HUSAI_OK); /* k == d_sae is allowed */
     assert_int_equal(m.n_params, (size_t)(2 * 16 * 8 + 16));
-    husai_topk_free(&m);
-    husai_topk_free(&m); /* freeing twice is harmless */
+    husai_sae_free(&m);
+    husai_sae_free(&m); /* freeing twice is harmless */
 }
 
 static void test_select_negative_values(void **state) {
@@ -304,30 +305,30 @@ static void test_select_random_vs_reference(void **state) {
         x[i] = (float)husai_rng_normal(&r);
     for (int k = 1; k <= d_sae; k++) {
         for (int mode = 0; mode < 2; mode++) {
-            husai_topk m;
-            husai_topk_batch b;
-            assert_int_equal(husai_topk_alloc(&m, d_model, d_sae, k), HUSAI_OK);
+            husai_sae m;
+            husai_sae_batch b;
+            assert_int_equal(alloc_topk(&m, d_model, d_sae, k), HUSAI_OK);
             if (mode == 0) { /* continuous values */
                 for (size_t i = 0; i < (size_t)d_sae * d_model; i++)
                     m.W_enc[i] = (float)husai_rng_normal(&r);
                 for (int j = 0; j < d_sae; j++)
                     m.b_enc[j] = (float)husai_rng_normal(&r);
             }
-            assert_int_equal(husai_topk_batch_alloc(&b, &m, n), HUSAI_OK);
+            assert_int_equal(husai_sae_batch_alloc(&b, &m, n), HUSAI_OK);
             if (mode == 0) {
-                husai_topk_encode(&m, x, n, &b);
+                husai_sae_encode(&m, x, n, HUSAI_SAE_TRAIN, &b);
                 check_selection(&b, n, d_sae, k);
             } else {
                 /* tie-heavy rows: W_enc = 0 and b_enc drawn from {-2, -1, 0, 1}, one row at a time */
                 for (int row = 0; row < n; row++) {
                     for (int j = 0; j < d_sae; j++)
                         m.b_enc[j] = (float)((int)husai_rng_below(&r, 4) - 2);
-                    husai_topk_encode(&m, x + (size_t)row * d_model, 1, &b);
+                    husai_sae_encode(&m, x + (size_t)row * d_model, 1, HUSAI_SAE_TRAIN, &b);
                     check_selection(&b, 1, d_sae, k);
                 }
             }
-            husai_topk_batch_free(&b);
-            husai_topk_free(&m);
+            husai_sae_batch_free(&b);
+            husai_sae_free(&m);
         }
     }
     free(x);
@@ -340,13 +341,13 @@ static void test_forward_backward_vs_torch(void **state) {
     for (size_t c = 0; c < N_CASES; c++) {
         fixture f;
         load_fixture(CASES[c], &f);
-        husai_topk m;
-        husai_topk_batch b;
+        husai_sae m;
+        husai_sae_batch b;
         model_from_fixture(&f, &m);
-        assert_int_equal(husai_topk_batch_alloc(&b, &m, f.B), HUSAI_OK);
+        assert_int_equal(husai_sae_batch_alloc(&b, &m, f.B), HUSAI_OK);
         const size_t D = (size_t)f.d_model, S = (size_t)f.d_sae, w = S * D;
 
-        const double loss = husai_topk_forward(&m, f.x, f.B, &b);
+        const double loss = forward_mse(&m, f.x, f.B, &b);
         check_selection(&b, f.B, f.d_sae, f.k);
         /* loss: relative 1e-5 (PyTorch reduces in float32, husai in double; both ~1e-7 apart) */
         const double loss_rel = fabs(loss - f.loss) / fabs(f.loss);
@@ -354,7 +355,7 @@ static void test_forward_backward_vs_torch(void **state) {
         const double xhat_err = max_abs_diff(b.x_hat, f.x_hat, (size_t)f.B * D);
 
         float *grad = xcalloc(m.n_params);
-        husai_topk_backward(&m, f.x, f.B, &b, grad);
+        husai_sae_backward(&m, f.x, 0.0, &b, grad);
         float *gdec_t = xcalloc(w); /* husai's decoder gradient in PyTorch layout */
         transpose(grad + w + S, f.d_sae, f.d_model, gdec_t);
         /* gradients: absolute 1e-5 relative to the tensor's max |grad| (summation order differs) */
@@ -371,8 +372,8 @@ static void test_forward_backward_vs_torch(void **state) {
 
         free(gdec_t);
         free(grad);
-        husai_topk_batch_free(&b);
-        husai_topk_free(&m);
+        husai_sae_batch_free(&b);
+        husai_sae_free(&m);
         free_fixture(&f);
     }
 }
@@ -382,20 +383,20 @@ static void test_adam_two_steps_vs_torch(void **state) {
     for (size_t c = 0; c < N_CASES; c++) {
         fixture f;
         load_fixture(CASES[c], &f);
-        husai_topk m;
-        husai_topk_batch b;
+        husai_sae m;
+        husai_sae_batch b;
         husai_adam adam;
         model_from_fixture(&f, &m);
-        assert_int_equal(husai_topk_batch_alloc(&b, &m, f.B), HUSAI_OK);
+        assert_int_equal(husai_sae_batch_alloc(&b, &m, f.B), HUSAI_OK);
         assert_int_equal(husai_adam_alloc(&adam, m.n_params, f.lr, 0.9, 0.999, 1e-8), HUSAI_OK);
         float *grad = xcalloc(m.n_params);
         for (int step = 0; step < 2; step++) { /* step, renormalise, step, renormalise */
-            const double loss = husai_topk_forward(&m, f.x, f.B, &b);
+            const double loss = forward_mse(&m, f.x, f.B, &b);
             assert_true(isfinite(loss));
             memset(grad, 0, m.n_params * sizeof(float));
-            husai_topk_backward(&m, f.x, f.B, &b, grad);
+            husai_sae_backward(&m, f.x, 0.0, &b, grad);
             husai_adam_step(&adam, m.params, grad);
-            husai_topk_normalize_decoder(&m);
+            husai_sae_normalize_decoder(&m);
         }
         assert_int_equal(adam.t, 2);
         const size_t D = (size_t)f.d_model, S = (size_t)f.d_sae, w = S * D;
@@ -423,26 +424,26 @@ static void test_adam_two_steps_vs_torch(void **state) {
         free(wdec_t);
         free(grad);
         husai_adam_free(&adam);
-        husai_topk_batch_free(&b);
-        husai_topk_free(&m);
+        husai_sae_batch_free(&b);
+        husai_sae_free(&m);
         free_fixture(&f);
     }
 }
 
 /* ---------- finite differences ---------- */
 
-/* Central difference of husai_topk_forward's loss w.r.t. params[p]; also checks that neither
+/* Central difference of husai_sae_forward's loss w.r.t. params[p]; also checks that neither
  * perturbation changed the selected set (else the loss is not smooth there). */
-static double fd_loss(husai_topk *m, const fixture *f, husai_topk_batch *b, const int32_t *idx0, size_t p,
+static double fd_loss(husai_sae *m, const fixture *f, husai_sae_batch *b, const int32_t *idx0, size_t p,
                       double eps) {
     const float orig = m->params[p];
     const float up = (float)((double)orig + eps), dn = (float)((double)orig - eps);
     const size_t nidx = (size_t)f->B * (size_t)f->k * sizeof(int32_t);
     m->params[p] = up;
-    const double lu = husai_topk_forward(m, f->x, f->B, b);
+    const double lu = forward_mse(m, f->x, f->B, b);
     assert_memory_equal(b->idx, idx0, nidx);
     m->params[p] = dn;
-    const double ld = husai_topk_forward(m, f->x, f->B, b);
+    const double ld = forward_mse(m, f->x, f->B, b);
     assert_memory_equal(b->idx, idx0, nidx);
     m->params[p] = orig;
     return (lu - ld) / ((double)up - (double)dn); /* the float step actually taken */
@@ -453,18 +454,18 @@ static void test_gradient_finite_differences(void **state) {
     for (size_t c = 0; c < N_CASES; c++) {
         fixture f;
         load_fixture(CASES[c], &f);
-        husai_topk m;
-        husai_topk_batch b;
+        husai_sae m;
+        husai_sae_batch b;
         model_from_fixture(&f, &m);
-        assert_int_equal(husai_topk_batch_alloc(&b, &m, f.B), HUSAI_OK);
+        assert_int_equal(husai_sae_batch_alloc(&b, &m, f.B), HUSAI_OK);
         const size_t D = (size_t)f.d_model, S = (size_t)f.d_sae, w = S * D;
         const size_t nidx = (size_t)f.B * (size_t)f.k;
-        husai_topk_forward(&m, f.x, f.B, &b);
+        forward_mse(&m, f.x, f.B, &b);
         int32_t *idx0 = malloc(nidx * sizeof(int32_t));
         assert_non_null(idx0);
         memcpy(idx0, b.idx, nidx * sizeof(int32_t));
         float *grad = xcalloc(m.n_params);
-        husai_topk_backward(&m, f.x, f.B, &b, grad);
+        husai_sae_backward(&m, f.x, 0.0, &b, grad);
 
         /* With the top-k set fixed the loss is exactly quadratic in any single parameter, so central
          * differences have no truncation error and eps is limited only by the selection margin:
@@ -512,8 +513,8 @@ static void test_gradient_finite_differences(void **state) {
         assert_true(n_nonzero > 45); /* the sample really exercises the active paths */
         free(grad);
         free(idx0);
-        husai_topk_batch_free(&b);
-        husai_topk_free(&m);
+        husai_sae_batch_free(&b);
+        husai_sae_free(&m);
         free_fixture(&f);
     }
 }
@@ -523,13 +524,13 @@ static void test_gradient_finite_differences(void **state) {
 static void test_init(void **state) {
     (void)state;
     const int d_model = 20, d_sae = 48, k = 6;
-    husai_topk a, b2, c;
-    assert_int_equal(husai_topk_alloc(&a, d_model, d_sae, k), HUSAI_OK);
-    assert_int_equal(husai_topk_alloc(&b2, d_model, d_sae, k), HUSAI_OK);
-    assert_int_equal(husai_topk_alloc(&c, d_model, d_sae, k), HUSAI_OK);
-    husai_topk_init(&a, 1234);
-    husai_topk_init(&b2, 1234);
-    husai_topk_init(&c, 1235);
+    husai_sae a, b2, c;
+    assert_int_equal(alloc_topk(&a, d_model, d_sae, k), HUSAI_OK);
+    assert_int_equal(alloc_topk(&b2, d_model, d_sae, k), HUSAI_OK);
+    assert_int_equal(alloc_topk(&c, d_model, d_sae, k), HUSAI_OK);
+    husai_sae_init(&a, 1234);
+    husai_sae_init(&b2, 1234);
+    husai_sae_init(&c, 1235);
 
     const size_t w = (size_t)d_sae * d_model;
     const double bound = sqrt(6.0 / d_model);
@@ -552,39 +553,39 @@ static void test_init(void **state) {
     assert_memory_equal(a.params, b2.params, a.n_params * sizeof(float)); /* same seed: same bits */
     assert_true(memcmp(a.W_enc, c.W_enc, w * sizeof(float)) != 0);        /* other seed: other params */
     assert_true(memcmp(a.W_dec, c.W_dec, w * sizeof(float)) != 0);
-    husai_topk_free(&a);
-    husai_topk_free(&b2);
-    husai_topk_free(&c);
+    husai_sae_free(&a);
+    husai_sae_free(&b2);
+    husai_sae_free(&c);
 }
 
 static void test_export_decoder(void **state) {
     (void)state;
     const int d_model = 5, d_sae = 7;
-    husai_topk m;
-    assert_int_equal(husai_topk_alloc(&m, d_model, d_sae, 2), HUSAI_OK);
+    husai_sae m;
+    assert_int_equal(alloc_topk(&m, d_model, d_sae, 2), HUSAI_OK);
     for (int j = 0; j < d_sae; j++)
         for (int i = 0; i < d_model; i++)
             m.W_dec[(size_t)j * d_model + i] = (float)(100 * j + i);
     float out[5 * 7];
-    husai_topk_export_decoder(&m, out);
+    husai_sae_export_decoder(&m, out);
     for (int i = 0; i < d_model; i++)
         for (int j = 0; j < d_sae; j++)
             assert_true(out[i * d_sae + j] == (float)(100 * j + i));
-    husai_topk_free(&m);
+    husai_sae_free(&m);
 }
 
 static void test_normalize_decoder(void **state) {
     (void)state;
-    husai_topk m;
-    assert_int_equal(husai_topk_alloc(&m, 2, 3, 1), HUSAI_OK);
+    husai_sae m;
+    assert_int_equal(alloc_topk(&m, 2, 3, 1), HUSAI_OK);
     const float in[6] = {3.0f, 4.0f, 0.0f, 0.0f, -0.5f, 0.0f}; /* features (3,4), (0,0), (-0.5,0) */
     memcpy(m.W_dec, in, sizeof in);
-    husai_topk_normalize_decoder(&m);
+    husai_sae_normalize_decoder(&m);
     assert_float_equal(m.W_dec[0], 0.6f, 1e-7);
     assert_float_equal(m.W_dec[1], 0.8f, 1e-7);
     assert_true(m.W_dec[2] == 0.0f && m.W_dec[3] == 0.0f); /* a zero column stays zero, no NaN */
     assert_true(m.W_dec[4] == -1.0f && m.W_dec[5] == 0.0f);
-    husai_topk_free(&m);
+    husai_sae_free(&m);
 }
 
 int main(void) {
