@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # sweep_merge.sh: a sweep split into one run per value (as Slurm array tasks run it) and joined
-# with `husai merge` carries the same parameters and the same metrics as the single job; parts
+# with `husai merge` carries the same parameters, metrics and firing densities as the single job; parts
 # with other settings or overlapping values are refused.
 set -euo pipefail
 : "${HUSAI:?set HUSAI}" "${MPIEXEC:?set MPIEXEC}"
@@ -54,13 +54,14 @@ a, b = sys.argv[1], sys.argv[2]
 fa, fb = h5py.File(a + "/results.h5", "r"), h5py.File(b + "/results.h5", "r")
 assert sorted(fa["conditions"]) == sorted(fb["conditions"]), (list(fa["conditions"]), list(fb["conditions"]))
 for n in fa["conditions"]:
-    for ds in ("decoders", "encoders", "b_enc", "seeds", "pwmcc", "random_pwmcc", "explained_variance", "mse", "l0"):
+    for ds in ("decoders", "encoders", "b_enc", "seeds", "pwmcc", "random_pwmcc", "explained_variance", "mse", "l0",
+               "density"):
         if fa["conditions"][n][ds][()].tobytes() != fb["conditions"][n][ds][()].tobytes():
             sys.exit(f"{n}/{ds} differs between the single job and the merge")
 ja, jb = json.load(open(a + "/results.json")), json.load(open(b + "/results.json"))
 assert [c["name"] for c in ja["conditions"]] == [c["name"] for c in jb["conditions"]], "condition order differs"
 keys = ("trained_pwmcc", "random_pwmcc", "explained_variance", "mse", "l0", "dead_fraction", "delta_pwmcc",
-        "delta_pwmcc_ci_low_conservative", "ratio_pwmcc")
+        "delta_pwmcc_ci_low_conservative", "ratio_pwmcc", "density_histogram")
 for ca, cb in zip(ja["conditions"], jb["conditions"]):
     for k in keys:
         if ca[k] != cb[k]:

@@ -7,6 +7,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 
 #include "cli/config.h"
 #include "mpi/plan.h"
+#include "sae/model.h"
 
 static const char *GOOD = "[data]\npath = x.h5\n[sae]\nd_sae = 64\n[train]\nepochs = 3\nlr = 1e-3\n"
                           "[sweep]\nparam = k\nvalues = 4, 8 16\nseeds = 42,123\n";
@@ -163,6 +165,180 @@ static void test_lr_sweep_names(void **state) {
     assert_true(husai_config_condition(&c, 0).lr == 0.0003);
 }
 
+/* Every new [sae] key and train.lr_width_ref, with an architecture sweep. */
+static const char *ARCH_CFG = "[data]\npath = x.h5\n[sae]\nd_sae = 64\nk = 8\narch = jumprelu\nrelu = yes\n"
+                              "decoder_bias = true\nprefixes = 3\nbandwidth = 0.01\nsparsity_coeff = 0.5\n"
+                              "aux_k = 16\naux_coeff = 0.125\ndead_after = 1000\ngrad_projection = 1\n"
+                              "[train]\nlr = 1e-3\nlr_width_ref = 256\n"
+                              "[sweep]\nparam = arch\nvalues = topk, jumprelu, matryoshka\nseeds = 1, 2\n";
+
+static void check_arch_cfg(const husai_config *c) {
+    assert_int_equal(c->arch, HUSAI_ARCH_JUMPRELU);
+    assert_int_equal(c->relu, 1);
+    assert_int_equal(c->decoder_bias, 1);
+    assert_int_equal(c->prefixes, 3);
+    assert_true(c->bandwidth == 0.01);
+    assert_true(c->sparsity_coeff == 0.5);
+    assert_int_equal(c->aux_k, 16);
+    assert_true(c->aux_coeff == 0.125);
+    assert_true(c->dead_after == 1000.0);
+    assert_int_equal(c->grad_projection, 1);
+    assert_int_equal(c->lr_width_ref, 256);
+    assert_string_equal(c->param, "arch");
+    assert_int_equal(c->n_values, 3);
+    assert_int_equal(c->values_named, 1);
+    const int arch[3] = {HUSAI_ARCH_TOPK, HUSAI_ARCH_JUMPRELU, HUSAI_ARCH_MATRYOSHKA};
+    const char *names[3] = {"arch=topk", "arch=jumprelu", "arch=matryoshka"};
+    for (int i = 0; i < 3; i++) {
+        assert_true(c->values[i] == arch[i]);
+        const husai_condition h = husai_config_condition(c, i);
+        assert_int_equal(h.arch, arch[i]);
+        assert_string_equal(h.name, names[i]);
+        assert_int_equal(h.k, 8);
+        assert_int_equal(h.d_sae, 64);
+        assert_true(fabs(h.lr - 2e-3) <= 1e-15); /* 1e-3 * sqrt(256 / 64) */
+    }
+}
+
+static void test_arch_keys_parse(void **state) {
+    husai_config c;
+    assert_int_equal(load(ARCH_CFG, NULL, &c), HUSAI_OK);
+    check_arch_cfg(&c);
+    /* the defaults: HUSAI's TopK recipe, no extras */
+    husai_config_defaults(&c);
+    assert_int_equal(c.arch, HUSAI_ARCH_TOPK);
+    assert_int_equal(c.relu + c.decoder_bias + c.aux_k + c.grad_projection + c.lr_width_ref, 0);
+    assert_int_equal(c.prefixes, 4);
+    assert_true(c.bandwidth == 1e-3 && c.sparsity_coeff == 0.0 && c.aux_coeff == 1.0 / 32.0);
+    /* other spellings of booleans; numeric architecture values print back as names */
+    assert_int_equal(load(ARCH_CFG, "sae.relu=false", &c), HUSAI_OK);
+    assert_int_equal(c.relu, 0);
+    assert_int_equal(husai_config_set(&c, "sae.decoder_bias=0"), HUSAI_OK);
+    assert_int_equal(c.decoder_bias, 0);
+    assert_int_equal(husai_config_set(&c, "sae.grad_projection=no"), HUSAI_OK);
+    assert_int_equal(c.grad_projection, 0);
+    assert_int_equal(husai_config_set(&c, "sae.arch=relu_l1"), HUSAI_OK);
+    assert_int_equal(c.arch, HUSAI_ARCH_RELU_L1);
+    assert_int_equal(husai_config_set(&c, "sweep.values=0, 3"), HUSAI_OK);
+    assert_int_equal(c.values_named, 0);
+    assert_int_equal(husai_config_validate(&c), HUSAI_OK);
+    assert_string_equal(husai_config_condition(&c, 1).name, "arch=relu_l1");
+}
+
+static void test_arch_keys_bad_values(void **state) {
+    char buf[2048];
+    expect_error(GOOD, "sae.arch=foo", "'foo' is not an architecture");
+    expect_error(GOOD, "sae.arch=", "is not an architecture");
+    expect_error(GOOD, "sae.relu=maybe", "must be true or false");
+    expect_error(GOOD, "sae.decoder_bias=2", "must be true or false");
+    expect_error(GOOD, "sae.grad_projection=on", "must be true or false");
+    expect_error(GOOD, "sae.prefixes=0", "must be >= 1");
+    expect_error(GOOD, "sae.bandwidth=0", "must be > 0");
+    expect_error(GOOD, "sae.sparsity_coeff=-0.5", "must be >= 0");
+    expect_error(GOOD, "sae.aux_coeff=nan", "not a finite number");
+    expect_error(GOOD, "sae.aux_k=-1", "must be >= 0");
+    expect_error(GOOD, "train.lr_width_ref=-5", "must be >= 0");
+    /* aux_k > d_sae is a validate-time error (d_sae = 64 in GOOD) */
+    expect_error(GOOD, "sae.aux_k=65", "sae.aux_k = 65 exceeds d_sae = 64");
+    husai_config c;
+    assert_int_equal(load(GOOD, "sae.aux_k=64", &c), HUSAI_OK);
+    /* and per condition: a d_sae sweep below aux_k */
+    snprintf(buf, sizeof buf, "%s[sae]\naux_k = 40\n", GOOD);
+    expect_error(buf, "sweep.param=d_sae", "exceeds d_sae");
+    /* too many matryoshka prefixes for d_sae: 64 >> 7 = 0 */
+    snprintf(buf, sizeof buf, "%s[sae]\narch = matryoshka\nprefixes = 7\n", GOOD);
+    assert_int_equal(load(buf, NULL, &c), HUSAI_OK); /* 64 >> 6 = 1 still fits */
+    expect_error(buf, "sae.prefixes=8", "too small for 8 matryoshka prefixes");
+    expect_error(buf, "sae.prefixes=9", "between 1 and 8");
+    /* prefixes only matter for matryoshka */
+    snprintf(buf, sizeof buf, "%s[sae]\nprefixes = 8\n", GOOD);
+    assert_int_equal(load(buf, NULL, &c), HUSAI_OK);
+    /* ... including a matryoshka condition of an architecture sweep */
+    snprintf(buf, sizeof buf,
+             "[data]\npath = x.h5\n[sae]\nd_sae = 64\nprefixes = 8\n"
+             "[sweep]\nparam = arch\nvalues = topk, matryoshka\nseeds = 1, 2\n");
+    expect_error(buf, NULL, "condition arch=matryoshka");
+    /* architecture names are values of sweep.param = arch only */
+    expect_error(GOOD, "sweep.values=topk, jumprelu", "needs sweep.param = arch");
+    expect_error(GOOD, "sweep.values=4, relu_l1", "needs sweep.param = arch");
+    expect_error(GOOD, "sweep.values=4, foo", "'foo' is neither a number nor an architecture");
+    expect_error("[data]\npath = x.h5\n[sweep]\nparam = arch\nvalues = topk, 0\nseeds = 1, 2\n", NULL,
+                 "listed twice");
+    expect_error("[data]\npath = x.h5\n[sweep]\nparam = arch\nvalues = 7\nseeds = 1, 2\n", NULL,
+                 "7 is not an architecture");
+    expect_error("[data]\npath = x.h5\n[sweep]\nparam = arch\nvalues = 1.5\nseeds = 1, 2\n", NULL,
+                 "1.5 is not an architecture");
+    /* an architecture sweep is a plain sweep */
+    expect_error("[data]\npath = x.h5\n[sweep]\nmode = calibrate\nparam = arch\nvalues = topk, relu_l1\n"
+                 "seeds = 1, 2\n",
+                 NULL, "sweep.param = arch goes with sweep.mode = sweep");
+    expect_error("[data]\npath = x.h5\n[sweep]\nmode = consistency\nparam = arch\nvalues = topk\n"
+                 "seeds = 1, 2\n",
+                 NULL, "goes with sweep.mode");
+}
+
+/* What husai prints loads back to the same configuration: every new key and named sweep values. */
+static void test_arch_print_round_trip(void **state) {
+    husai_config c, back;
+    assert_int_equal(load(ARCH_CFG, NULL, &c), HUSAI_OK);
+    char *printed = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&printed, &len);
+    husai_config_print(&c, f);
+    fclose(f);
+    assert_non_null(strstr(printed, "values = topk, jumprelu, matryoshka\n"));
+    assert_non_null(strstr(printed, "arch = jumprelu\n"));
+    assert_non_null(strstr(printed, "lr_width_ref = 256\n"));
+    husai_config_defaults(&back);
+    assert_int_equal(husai_config_load_string(&back, printed, "printed"), HUSAI_OK);
+    assert_int_equal(husai_config_validate(&back), HUSAI_OK);
+    check_arch_cfg(&back);
+    assert_true(husai_config_hash(&back) == husai_config_hash(&c));
+    free(printed);
+    /* every new key enters the hash */
+    const char *changes[] = {"sae.arch=batchtopk",
+                             "sae.relu=false",
+                             "sae.decoder_bias=false",
+                             "sae.prefixes=2",
+                             "sae.bandwidth=0.02",
+                             "sae.sparsity_coeff=0",
+                             "sae.aux_k=8",
+                             "sae.aux_coeff=0.25",
+                             "sae.dead_after=10",
+                             "sae.grad_projection=false",
+                             "train.lr_width_ref=128",
+                             "sweep.values=topk, relu_l1"};
+    for (size_t i = 0; i < sizeof changes / sizeof changes[0]; i++) {
+        assert_int_equal(load(ARCH_CFG, changes[i], &back), HUSAI_OK);
+        if (husai_config_hash(&back) == husai_config_hash(&c))
+            fail_msg("%s does not change the hash", changes[i]);
+    }
+}
+
+static void test_lr_width_ref(void **state) {
+    husai_config c;
+    /* GOOD: d_sae 64, lr 1e-3 */
+    assert_int_equal(load(GOOD, NULL, &c), HUSAI_OK);
+    assert_true(husai_config_condition(&c, 0).lr == 1e-3); /* off by default */
+    assert_int_equal(load(GOOD, "train.lr_width_ref=64", &c), HUSAI_OK);
+    assert_true(fabs(husai_config_condition(&c, 0).lr - 1e-3) <= 1e-18);
+    assert_int_equal(load(GOOD, "train.lr_width_ref=16", &c), HUSAI_OK);
+    assert_true(fabs(husai_config_condition(&c, 2).lr - 5e-4) <= 1e-18); /* sqrt(16 / 64) = 1/2 */
+    assert_true(c.lr == 1e-3);                                           /* the base lr is untouched */
+    /* a width sweep: each condition scales by its own d_sae */
+    assert_int_equal(load(GOOD, "train.lr_width_ref=256", &c), HUSAI_OK);
+    assert_int_equal(husai_config_set(&c, "sweep.param=d_sae"), HUSAI_OK);
+    assert_int_equal(husai_config_set(&c, "sweep.values=64, 256, 1024, 100"), HUSAI_OK);
+    assert_int_equal(husai_config_validate(&c), HUSAI_OK);
+    const double d[4] = {64, 256, 1024, 100};
+    for (int i = 0; i < 4; i++) {
+        const husai_condition h = husai_config_condition(&c, i);
+        assert_int_equal(h.d_sae, (int)d[i]);
+        const double expect = 1e-3 * sqrt(256.0 / d[i]);
+        assert_true(fabs(h.lr - expect) <= 1e-15 * expect);
+    }
+}
+
 static void test_plan_round_robin(void **state) {
     const uint64_t seeds[3] = {5, 6, 7};
     husai_plan p;
@@ -194,6 +370,10 @@ int main(void) {
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_lr_sweep_names),
         cmocka_unit_test(test_long_lists_continue_and_round_trip),
+        cmocka_unit_test(test_arch_keys_parse),
+        cmocka_unit_test(test_arch_keys_bad_values),
+        cmocka_unit_test(test_arch_print_round_trip),
+        cmocka_unit_test(test_lr_width_ref),
         cmocka_unit_test(test_plan_round_robin),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

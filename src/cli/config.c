@@ -43,6 +43,13 @@ static const opt OPTS[] = {
     {"data", "holdout", T_NONNEG, F(holdout), 0, 0, 0,
      "fraction of rows held out for EV/MSE/L0 on unseen data"},
     {"data", "split_seed", T_U64, F(split_seed), 0, 0, 0, "seed of the held-out split"},
+    {"data", "memory_budget_mb", T_NONNEG, F(memory_budget_mb), 0, 0, 0,
+     "MB of activations held per node; a larger dataset is streamed in chunks (0: no limit)"},
+    {"data", "chunk_rows", T_INT, F(chunk_rows), 0, 0, 0,
+     "rows per streamed chunk (0: as many as memory_budget_mb holds; setting it streams)"},
+    {"data", "dictionary", T_STR, F(dictionary), S(dictionary), 0, 0,
+     "dataset [atoms, d_model] of true atoms in the data file (e.g. /dictionary from husai synth): report "
+     "ground-truth recovery"},
     {"sae", "d_sae", T_INT, F(d_sae), 0, 1, 0, "latents per SAE"},
     {"sae", "k", T_INT, F(k), 0, 1, 0, "active latents per row (TopK; the target L0 of every architecture)"},
     {"sae", "arch", T_ARCH, F(arch), 0, 0, 0, "topk, batchtopk, jumprelu, relu_l1 or matryoshka"},
@@ -481,6 +488,8 @@ husai_status husai_config_validate(const husai_config *c) {
     if (c->n_seeds < 2)
         return husai_error(HUSAI_ERR_ARG, "sweep.seeds: need at least 2 seeds to compare (got %d)",
                            c->n_seeds);
+    if (c->memory_budget_mb > 0.0 || c->chunk_rows > 0) /* STREAMING-WIP: removed with the sweep integration */
+        return husai_error(HUSAI_ERR_ARG, "data.memory_budget_mb / data.chunk_rows: streaming is not wired yet");
     if (!(c->holdout < 0.9))
         return husai_error(HUSAI_ERR_ARG, "data.holdout = %g must be below 0.9", c->holdout);
     if (c->n_retrain_seeds == 1)
@@ -525,8 +534,12 @@ husai_status husai_config_validate(const husai_config *c) {
                                      .k = cond.k,
                                      .n_prefixes = c->prefixes,
                                      .bandwidth = c->bandwidth};
-        if (husai_sae_spec_check(&spec) != HUSAI_OK)
-            return husai_error(HUSAI_ERR_ARG, "condition %s: %s", cond.name, husai_error_message());
+        if (husai_sae_spec_check(&spec) != HUSAI_OK) {
+            /* a copy: the message buffer cannot be an argument of the husai_error that writes it */
+            char why[512];
+            snprintf(why, sizeof why, "%s", husai_error_message());
+            return husai_error(HUSAI_ERR_ARG, "condition %s: %s", cond.name, why);
+        }
         if (c->aux_k > cond.d_sae)
             return husai_error(HUSAI_ERR_ARG, "sae.aux_k = %d exceeds d_sae = %d (condition %s)", c->aux_k,
                                cond.d_sae, cond.name);
@@ -578,8 +591,9 @@ void husai_config_print(const husai_config *c, FILE *f) {
             section = o->section;
         }
         const void *field = (const char *)c + o->offset;
-        if (o->type == T_SEEDS && *(const int *)((const char *)c + o->size) == 0) {
-            /* an unset optional list stays a comment, so the printed config parses back */
+        if ((o->type == T_SEEDS && *(const int *)((const char *)c + o->size) == 0) ||
+            (o->type == T_STR && !*(const char *)field)) {
+            /* an unset optional list or string stays a comment, so the printed config parses back */
             fprintf(f, "; %s = (unset)\n", o->key);
             continue;
         }

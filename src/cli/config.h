@@ -21,9 +21,12 @@ typedef struct {
     /* [data] */
     char data_path[HUSAI_PATH_MAX];
     char dataset[256];
-    int d_model;         /* expected width of the dataset; 0 accepts any */
-    double holdout;      /* fraction of rows never trained on, for held-out metrics */
-    uint64_t split_seed; /* seed of the held-out split */
+    int d_model;             /* expected width of the dataset; 0 accepts any */
+    double holdout;          /* fraction of rows never trained on, for held-out metrics */
+    uint64_t split_seed;     /* seed of the held-out split */
+    char dictionary[256];    /* dataset [atoms, d_model] of true atoms in the same file ("": none) */
+    double memory_budget_mb; /* activations held per node; larger datasets are streamed (0: no limit) */
+    int chunk_rows;          /* rows per streamed chunk (0: as many as the budget holds) */
     /* [sae] */
     int d_sae, k;
     int arch; /* husai_arch */

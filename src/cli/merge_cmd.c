@@ -161,6 +161,26 @@ static husai_status load_condition(merge_state *ms, hid_t conds, const char *nam
             }
             free(v);
         }
+        /* Optional per-seed columns: NaN when the part has none (no holdout, no dictionary). */
+        const char *opt_cols[] = {"heldout_explained_variance", "heldout_mse",     "heldout_l0",
+                                  "heldout_dead_fraction",      "gt_mean_max_cos", "gt_recovered"};
+        for (int m = 0; m < 6 && !st; m++) {
+            double *v = H5Lexists(g, opt_cols[m], H5P_DEFAULT) > 0
+                            ? read_all(g, opt_cols[m], H5T_NATIVE_DOUBLE, sizeof(double), (size_t)S)
+                            : NULL;
+            for (int s = 0; s < S; s++) {
+                husai_seed_metrics *p = &r->per_seed[s];
+                double *fields[] = {&p->ho_ev,   &p->ho_mse,          &p->ho_l0,
+                                    &p->ho_dead, &p->gt_mean_max_cos, &p->gt_recovered};
+                *fields[m] = v ? v[s] : NAN;
+            }
+            free(v);
+        }
+        /* Firing densities, when the part has them (runs of older versions do not). */
+        if (!st && H5Lexists(g, "density", H5P_DEFAULT) > 0 &&
+            !(r->density = read_all(g, "density", H5T_NATIVE_FLOAT, sizeof(float), (size_t)S * ds)))
+            st = husai_error(HUSAI_ERR_DATA, "%s: condition '%s' has a density dataset of the wrong shape",
+                             part, name);
     }
     H5Gclose(g);
     if (st) {

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "metrics/bootstrap.h"
+#include "metrics/groundtruth.h"
 #include "metrics/match.h"
 #include "metrics/pwmcc.h"
 #include "metrics/recon.h"
@@ -76,8 +77,13 @@ static void drain_progress(progress_state *ps, MPI_Comm comm) {
     }
 }
 
-/* What a task sends to rank 0: decoder (file layout) | W_enc | b_enc | b_dec | thresholds. */
+/* What a task sends to rank 0: decoder (file layout) | W_enc | b_enc | b_dec | thresholds | density. */
 static size_t payload_floats(int d_model, int d_sae) {
+    return 2 * (size_t)d_model * d_sae + 3 * (size_t)d_sae + (size_t)d_model;
+}
+
+/* Where the per-latent firing densities start in a payload (the last d_sae floats). */
+static size_t payload_density(int d_model, int d_sae) {
     return 2 * (size_t)d_model * d_sae + 2 * (size_t)d_sae + (size_t)d_model;
 }
 
@@ -105,12 +111,13 @@ static void task_ckpt(const husai_run_ctx *ctx, const char *phase, int cond_inde
              (unsigned long long)seed);
 }
 
-/* Trains one SAE to completion (rank 0 keeps printing others' progress meanwhile) and evaluates it.
+/* Trains one SAE to completion (rank 0 keeps printing others' progress meanwhile) and evaluates it;
+ * density (d_sae floats, or NULL) receives each latent's firing density on the training rows.
  * With checkpoints, a task resumes from its file and saves on stop, periodically and when done.
  * Returns 1 (and no model) when a stop was requested before the task finished. */
 static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index, const husai_condition *c,
                      uint64_t seed, const float *ref_rows, int ref_n, husai_seed_metrics *metrics,
-                     progress_state *ps, husai_sae *out) {
+                     progress_state *ps, husai_sae *out, float *density) {
     int rank;
     MPI_Comm_rank(ctx->comm, &rank);
     const husai_dataset *ds = ctx->ds;
@@ -175,7 +182,7 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
     if (ctx->ckpt_dir && husai_checkpoint_save(&tr, &id, path)) husai_mpi_die("%s", husai_error_message());
     /* EV, MSE and L0 on the training rows, as HUSAI reported them, and on the held-out rows if any. */
     husai_recon rec, ho = {NAN, NAN, NAN, NAN};
-    if (husai_recon_eval_rows(&tr.model, ds->X, sp->train, sp->n_train, EVAL_BATCH, &rec) ||
+    if (husai_recon_eval_density(&tr.model, ds->X, sp->train, sp->n_train, EVAL_BATCH, &rec, density) ||
         (sp->n_holdout > 0 &&
          husai_recon_eval_rows(&tr.model, ds->X, sp->holdout, sp->n_holdout, EVAL_BATCH, &ho)))
         husai_mpi_die("evaluating %s seed %llu: %s", c->name, (unsigned long long)seed,
@@ -192,6 +199,11 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
         free(best);
         free(cosv);
     }
+    double gt_mean = NAN, gt_rec = NAN;
+    if (ctx->gt_dict && husai_gt_recovery(ctx->gt_dict, ctx->gt_atoms, tr.model.W_dec, c->d_sae, ds->d_model,
+                                          &gt_mean, &gt_rec))
+        husai_mpi_die("ground-truth recovery of %s seed %llu: %s", c->name, (unsigned long long)seed,
+                      husai_error_message());
     *metrics = (husai_seed_metrics){.ev = rec.ev,
                                     .mse = rec.mse,
                                     .l0 = rec.l0,
@@ -204,7 +216,9 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
                                     .ho_ev = ho.ev,
                                     .ho_mse = ho.mse,
                                     .ho_l0 = ho.l0,
-                                    .ho_dead = ho.dead_fraction};
+                                    .ho_dead = ho.dead_fraction,
+                                    .gt_mean_max_cos = gt_mean,
+                                    .gt_recovered = gt_rec};
     *out = tr.model;
     memset(&tr.model, 0, sizeof tr.model); /* keep the model, free the rest */
     husai_trainer_free(&tr);
@@ -268,6 +282,14 @@ void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c,
         if (husai_ci_mean(v, (size_t)S, &bo, outs[m]))
             husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
     }
+    /* Ground-truth recovery exists when the first seed has it (all seeds share the dictionary). */
+    c->has_gt = isfinite(c->per_seed[0].gt_mean_max_cos);
+    for (int m = 0; m < 2 && c->has_gt; m++) {
+        for (int s = 0; s < S; s++)
+            v[s] = m == 0 ? c->per_seed[s].gt_mean_max_cos : c->per_seed[s].gt_recovered;
+        if (husai_ci_mean(v, (size_t)S, &bo, m == 0 ? &c->gt_mean_max_cos : &c->gt_recovered))
+            husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
+    }
     free(v);
     if (c->d_sae <= cfg->matching_max_d_sae) {
         c->match_cos = malloc((size_t)S * S * sizeof(double));
@@ -323,13 +345,16 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
         const husai_task *t = &plan.tasks[local[i]];
         const husai_condition *c = &ph->conds[t->condition];
         husai_sae m;
-        if ((stopped = train_one(ctx, ph->phase, t->condition, c, t->seed, ph->ref_rows, ph->ref_n,
-                                 &metrics[t->id], &ps, &m)))
-            break;
-        finished++;
         const int dm = ds->d_model, dsae = c->d_sae;
         float *p = params[t->id] = malloc(payload_floats(dm, dsae) * sizeof(float));
         if (!p) husai_mpi_die("out of memory storing task %d", t->id);
+        if ((stopped = train_one(ctx, ph->phase, t->condition, c, t->seed, ph->ref_rows, ph->ref_n,
+                                 &metrics[t->id], &ps, &m, p + payload_density(dm, dsae)))) {
+            free(p);
+            params[t->id] = NULL;
+            break;
+        }
+        finished++;
         pack_model(&m, p);
         husai_sae_free(&m);
         progress_msg msg = {.task = t->id,
@@ -438,8 +463,9 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
         r->thresholds = malloc((size_t)S * cond->d_sae * sizeof(float));
         r->pwmcc = malloc((size_t)S * S * sizeof(double));
         r->random_pwmcc = malloc((size_t)S * S * sizeof(double));
+        r->density = malloc((size_t)S * cond->d_sae * sizeof(float));
         if (!r->decoders || !r->encoders || !r->b_enc || !r->b_dec || !r->thresholds || !r->pwmcc ||
-            !r->random_pwmcc)
+            !r->random_pwmcc || !r->density)
             husai_mpi_die("out of memory");
         for (int s = 0; s < S; s++) {
             const float *p = all + (size_t)s * per;
@@ -449,6 +475,7 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
             memcpy(r->b_enc + s * ns, p + 2 * dd, ns * sizeof(float));
             memcpy(r->b_dec + s * nm, p + 2 * dd + ns, nm * sizeof(float));
             memcpy(r->thresholds + s * ns, p + 2 * dd + ns + nm, ns * sizeof(float));
+            memcpy(r->density + s * ns, p + payload_density(ds->d_model, cond->d_sae), ns * sizeof(float));
         }
         free(all);
         if (ph->ref_rows && !ref_decoder) {
@@ -482,7 +509,7 @@ int husai_train_reference(const husai_run_ctx *ctx, const husai_condition *cond,
         husai_condition plain = *cond;
         plain.lambda = 0.0;
         husai_sae model;
-        stopped = train_one(ctx, "reference", 0, &plain, seed, NULL, 0, m, NULL, &model);
+        stopped = train_one(ctx, "reference", 0, &plain, seed, NULL, 0, m, NULL, &model, NULL);
         if (!stopped) {
             memcpy(ref_rows, model.W_dec, dd * sizeof(float));
             husai_sae_export_decoder(&model, ref_decoder);

@@ -24,6 +24,8 @@ typedef struct {
     uint64_t config_hash;      /* recorded in and checked against every checkpoint */
     double ckpt_every_seconds; /* periodic checkpoints while training; <= 0: only on stop and at task end */
     const husai_split *split;  /* training and held-out rows of ds, shared by every task */
+    const float *gt_dict; /* (gt_atoms, d_model) true dictionary on every rank (data.dictionary), or NULL */
+    int gt_atoms;
 } husai_run_ctx;
 
 typedef struct {

@@ -6,6 +6,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include <cblas.h>
 #include <getopt.h>
+#include <hdf5.h>
+#include <limits.h>
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -18,6 +20,7 @@
 #include "cli/config.h"
 #include "cli/phase.h"
 #include "cli/protocols.h"
+#include "metrics/groundtruth.h"
 #include "mpi/dataset.h"
 #include "mpi/mpicheck.h"
 #include "mpi/stop.h"
@@ -154,6 +157,75 @@ static void gather_hosts(char *out, size_t n, int *n_hosts, MPI_Comm comm) {
         (*n_hosts)++;
     }
     free(all);
+}
+
+/* Collective: rank 0 reads the true dictionary `name` of the HDF5 file `path` ([atoms, d_model], any float
+ * type, converted to float32) and checks it; every rank gets the agreed verdict and, on success, its own copy
+ * in *out (n_atoms rows; free it). */
+static husai_status load_dictionary(const char *path, const char *name, int d_model, float **out,
+                                    int *n_atoms, MPI_Comm comm) {
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    *out = NULL;
+    *n_atoms = 0;
+    husai_status st = HUSAI_OK;
+    float *dict = NULL;
+    int A = 0;
+    if (rank == 0) {
+        H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* errors are reported in one line below */
+        hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+        hid_t d = file < 0 ? -1 : H5Dopen2(file, name, H5P_DEFAULT);
+        hid_t sp = d < 0 ? -1 : H5Dget_space(d), ty = d < 0 ? -1 : H5Dget_type(d);
+        hsize_t dims[2] = {0, 0};
+        const int nd = sp < 0 ? -1 : H5Sget_simple_extent_ndims(sp);
+        if (nd == 2) H5Sget_simple_extent_dims(sp, dims, NULL);
+        if (file < 0)
+            st = husai_error(HUSAI_ERR_IO, "data.dictionary: cannot open '%s'", path);
+        else if (d < 0)
+            st = husai_error(HUSAI_ERR_DATA, "data.dictionary: no dataset '%s' in '%s'", name, path);
+        else if (ty < 0 || H5Tget_class(ty) != H5T_FLOAT)
+            st = husai_error(HUSAI_ERR_DATA, "data.dictionary: '%s' in '%s' is not a floating-point dataset",
+                             name, path);
+        else if (nd != 2)
+            st = husai_error(HUSAI_ERR_DATA,
+                             "data.dictionary: '%s' in '%s' has %d dimensions, expected 2 "
+                             "([atoms, d_model])",
+                             name, path, nd);
+        else if (dims[1] != (hsize_t)d_model || dims[0] < 1)
+            st = husai_error(
+                HUSAI_ERR_DATA,
+                "data.dictionary: '%s' in '%s' is [%llu, %llu]; expected [atoms >= 1, d_model = %d]", name,
+                path, (unsigned long long)dims[0], (unsigned long long)dims[1], d_model);
+        else if (dims[0] * dims[1] > (hsize_t)INT_MAX)
+            st = husai_error(HUSAI_ERR_DATA, "data.dictionary: '%s' in '%s' is too large (%llu atoms)", name,
+                             path, (unsigned long long)dims[0]);
+        else if (!(dict = malloc((size_t)(dims[0] * dims[1]) * sizeof(float))))
+            st = husai_error(HUSAI_ERR_NOMEM, "data.dictionary: cannot hold '%s' (%llu atoms)", name,
+                             (unsigned long long)dims[0]);
+        else if (H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dict) < 0)
+            st = husai_error(HUSAI_ERR_DATA, "data.dictionary: reading '%s' in '%s' failed", name, path);
+        if (!st) {
+            A = (int)dims[0];
+            char what[HUSAI_PATH_MAX + 320];
+            snprintf(what, sizeof what, "data.dictionary '%s' in '%s'", name, path);
+            st = husai_gt_check(dict, A, d_model, what);
+        }
+        if (ty >= 0) H5Tclose(ty);
+        if (sp >= 0) H5Sclose(sp);
+        if (d >= 0) H5Dclose(d);
+        if (file >= 0) H5Fclose(file);
+    }
+    if ((st = husai_mpi_agree(st, comm))) {
+        free(dict);
+        return st;
+    }
+    HUSAI_MPI_CHECK(MPI_Bcast(&A, 1, MPI_INT, 0, comm));
+    if (rank != 0 && !(dict = malloc((size_t)A * d_model * sizeof(float))))
+        husai_mpi_die("out of memory for the dictionary (%d atoms)", A);
+    HUSAI_MPI_CHECK(MPI_Bcast(dict, A * d_model, MPI_FLOAT, 0, comm));
+    *out = dict;
+    *n_atoms = A;
+    return HUSAI_OK;
 }
 
 static void abort_rundir(void *rd) {
@@ -294,10 +366,21 @@ int husai_cmd_sweep(int argc, char **argv) {
                              "the dataset has %zu training rows, fewer than one batch (batch_size %d)",
                              split.n_train, batch);
     }
+    /* The true dictionary, if any: checked before training, so a bad name fails in seconds. */
+    float *gt_dict = NULL;
+    int gt_atoms = 0;
+    if (!st && *cfg.dictionary)
+        st = load_dictionary(cfg.data_path, cfg.dictionary, ds.d_model, &gt_dict, &gt_atoms, comm);
     if (st) {
+        free(gt_dict);
         husai_split_free(&split);
         husai_dataset_free(&ds);
         return fail(rank, &rd);
+    }
+    if (rank == 0 && gt_dict) {
+        printf("[husai] ground truth: %s:%s, %d atoms; reporting their recovery by every SAE\n",
+               cfg.data_path, cfg.dictionary, gt_atoms);
+        fflush(stdout);
     }
     if (rank == 0 && split.n_holdout > 0) {
         printf("[husai] held out %zu of %zu rows (split seed %llu) for held-out EV/MSE/L0\n", split.n_holdout,
@@ -312,7 +395,9 @@ int husai_cmd_sweep(int argc, char **argv) {
                          .ckpt_dir = ckpt_dir,
                          .split = &split,
                          .config_hash = config_hash,
-                         .ckpt_every_seconds = cfg.checkpoint_seconds};
+                         .ckpt_every_seconds = cfg.checkpoint_seconds,
+                         .gt_dict = gt_dict,
+                         .gt_atoms = gt_atoms};
     /* From here on checkpoints accumulate: a dying rank leaves the staging directory for --resume. */
     husai_mpi_on_die(NULL, NULL);
     husai_protocol_output out;
@@ -324,12 +409,14 @@ int husai_cmd_sweep(int argc, char **argv) {
             fflush(stdout);
         }
         husai_protocol_output_free(&out);
+        free(gt_dict);
         husai_split_free(&split);
         husai_dataset_free(&ds);
         return HUSAI_EXIT_STOPPED;
     }
     if (st) {
         husai_protocol_output_free(&out);
+        free(gt_dict);
         husai_split_free(&split);
         husai_dataset_free(&ds);
         return fail(rank, &rd);
@@ -375,6 +462,7 @@ int husai_cmd_sweep(int argc, char **argv) {
     }
     st = husai_mpi_agree(st, comm);
     husai_protocol_output_free(&out);
+    free(gt_dict);
     husai_split_free(&split);
     husai_dataset_free(&ds);
     husai_mpi_on_die(NULL, NULL);

@@ -19,6 +19,7 @@ typedef struct {
 #define HUSAI_RNG_SHUFFLE "shuffle"
 #define HUSAI_RNG_RANDOM_BASELINE "random"
 #define HUSAI_RNG_BOOTSTRAP "bootstrap"
+#define HUSAI_RNG_CHUNK_ORDER "chunk-order"
 
 /* Seeds r with the stream for (seed, purpose, index); equal keys give equal streams on any machine. */
 void husai_rng_init(husai_rng *r, uint64_t seed, const char *purpose, uint64_t index);

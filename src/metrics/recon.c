@@ -9,8 +9,8 @@ static inline const float *row_of(const float *X, const uint32_t *rows, size_t i
     return X + (size_t)(rows ? rows[i] : i) * (size_t)d;
 }
 
-husai_status husai_recon_eval_rows(const husai_sae *m, const float *X, const uint32_t *rows, size_t n_rows,
-                                   int batch_rows, husai_recon *out) {
+husai_status husai_recon_eval_density(const husai_sae *m, const float *X, const uint32_t *rows, size_t n_rows,
+                                      int batch_rows, husai_recon *out, float *density) {
     const int d = m->d_model;
     if (n_rows < 2) return husai_error(HUSAI_ERR_DATA, "reconstruction metrics need at least 2 rows");
     if (batch_rows < 1) batch_rows = 1;
@@ -38,7 +38,7 @@ husai_status husai_recon_eval_rows(const husai_sae *m, const float *X, const uin
     husai_sae_batch b;
     husai_status st = husai_sae_batch_alloc(&b, m, batch_rows);
     if (st) return st;
-    unsigned char *fired = calloc((size_t)m->d_sae, 1);
+    int64_t *fired = calloc((size_t)m->d_sae, sizeof(int64_t)); /* rows on which each latent fires */
     float *gathered = rows ? malloc((size_t)batch_rows * d * sizeof(float)) : NULL;
     if (!fired || (rows && !gathered)) {
         free(fired);
@@ -67,7 +67,7 @@ husai_status husai_recon_eval_rows(const husai_sae *m, const float *X, const uin
         for (int64_t a = 0; a < b.row_ptr[n]; a++)
             if (b.val[a] != 0.0f) {
                 nnz += 1.0;
-                fired[b.idx[a]] = 1;
+                fired[b.idx[a]]++;
             }
     }
     if (st) {
@@ -77,8 +77,10 @@ husai_status husai_recon_eval_rows(const husai_sae *m, const float *X, const uin
         return st;
     }
     int dead = 0;
-    for (int j = 0; j < m->d_sae; j++)
+    for (int j = 0; j < m->d_sae; j++) {
         dead += !fired[j];
+        if (density) density[j] = (float)((double)fired[j] / (double)n_rows);
+    }
     const double var_e = (sse - se * se / N) / (N - 1.0);
     out->mse = sse / N;
     out->ev = var_x > 0.0 ? 1.0 - var_e / var_x : NAN;
@@ -88,6 +90,27 @@ husai_status husai_recon_eval_rows(const husai_sae *m, const float *X, const uin
     free(gathered);
     husai_sae_batch_free(&b);
     return HUSAI_OK;
+}
+
+husai_status husai_recon_eval_rows(const husai_sae *m, const float *X, const uint32_t *rows, size_t n_rows,
+                                   int batch_rows, husai_recon *out) {
+    return husai_recon_eval_density(m, X, rows, n_rows, batch_rows, out, NULL);
+}
+
+void husai_density_histogram(const float *density, size_t n, long counts[HUSAI_DENSITY_BINS + 1]) {
+    for (int b = 0; b <= HUSAI_DENSITY_BINS; b++)
+        counts[b] = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double v = density[i];
+        if (!(v > 0.0)) {
+            counts[0]++; /* never fires (a NaN density is counted here too, so the sum stays n) */
+            continue;
+        }
+        int b = (int)floor((log10(v) - HUSAI_DENSITY_LOG_MIN) / HUSAI_DENSITY_STEP);
+        if (b < 0) b = 0;
+        if (b >= HUSAI_DENSITY_BINS) b = HUSAI_DENSITY_BINS - 1;
+        counts[1 + b]++;
+    }
 }
 
 husai_status husai_recon_eval(const husai_sae *m, const float *X, size_t n_rows, int batch_rows,

@@ -2,8 +2,10 @@
  * EV = 1 - var(X - X_hat) / var(X), each var over the whole flattened tensor (one global
  * mean, n-1 denominator); MSE = mean squared error over all elements; L0 = mean count of
  * non-zero latents per row; dead fraction = share of latents that never fire (non-zero) on
- * any row. Accumulated in double. No MPI here.
- * defines: husai_recon, husai_recon_eval */
+ * any row. Accumulated in double. Optionally also each latent's firing density (share of rows on
+ * which its code is non-zero) and a fixed log10 histogram of densities. No MPI here.
+ * defines: husai_recon, husai_recon_eval, husai_recon_eval_density, HUSAI_DENSITY_*, husai_density_histogram
+ */
 #ifndef HUSAI_METRICS_RECON_H
 #define HUSAI_METRICS_RECON_H
 
@@ -22,8 +24,25 @@ typedef struct {
 husai_status husai_recon_eval_rows(const husai_sae *m, const float *X, const uint32_t *rows, size_t n_rows,
                                    int batch_rows, husai_recon *out);
 
+/* As husai_recon_eval_rows; when density is not NULL it also receives, for each of the d_sae latents, the
+ * fraction of the evaluated rows on which its code is non-zero (its firing density). */
+husai_status husai_recon_eval_density(const husai_sae *m, const float *X, const uint32_t *rows, size_t n_rows,
+                                      int batch_rows, husai_recon *out, float *density);
+
 /* Evaluates model m on the n_rows rows of X (n_rows, d_model) in batches of batch_rows. */
 husai_status husai_recon_eval(const husai_sae *m, const float *X, size_t n_rows, int batch_rows,
                               husai_recon *out);
+
+/* Density histogram: HUSAI_DENSITY_BINS bins of width HUSAI_DENSITY_STEP in log10(density) from
+ * HUSAI_DENSITY_LOG_MIN to 0 (bin b is [LOG_MIN + b STEP, LOG_MIN + (b+1) STEP), the last one closed at 0),
+ * after a first "never fires" bin for density 0. */
+#define HUSAI_DENSITY_LOG_MIN (-6.0)
+#define HUSAI_DENSITY_STEP 0.5
+#define HUSAI_DENSITY_BINS 12
+
+/* Counts the n densities into counts[0..HUSAI_DENSITY_BINS]: counts[0] is density <= 0 (never fires),
+ * counts[1 + b] is bin b; densities below 10^LOG_MIN go to bin 0 and above 1 to the last bin, so the
+ * counts always sum to n. */
+void husai_density_histogram(const float *density, size_t n, long counts[HUSAI_DENSITY_BINS + 1]);
 
 #endif

@@ -102,15 +102,14 @@ static void slab(size_t n, int node, int n_nodes, size_t *a, size_t *b) {
     *b = n * (size_t)(node + 1) / (size_t)n_nodes;
 }
 
-husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char *name, MPI_Comm comm) {
-    memset(ds, 0, sizeof *ds);
-    ds->node_comm = ds->leader_comm = MPI_COMM_NULL;
-    const double t0 = MPI_Wtime();
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* we report errors ourselves, in one line */
-
+/* Collective: checks and opens the file with parallel HDF5, opens and validates the dataset, fills
+ * n_rows, d_model and dtype and lays out the nodes. Every rank returns the same status; on error the
+ * handles it opened are closed. */
+static husai_status open_common(husai_dataset *ds, const char *path, const char *name, MPI_Comm comm,
+                                hid_t *file_out, hid_t *dset_out, size_t *elem) {
+    *file_out = *dset_out = -1;
     husai_status st = husai_mpi_agree(precheck(path), comm);
     if (st) return st;
-
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
@@ -125,49 +124,47 @@ husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char 
     }
     hid_t dset = -1;
     hsize_t dims[2] = {0, 0};
-    size_t elem = 0;
-    st = husai_mpi_agree(open_and_check(file, path, name, &dset, dims, ds->dtype, &elem), comm);
-    if (st) goto done;
-
-    const size_t n = (size_t)dims[0], d = (size_t)dims[1];
-    ds->n_rows = n;
-    ds->d_model = (int)d;
-    node_layout(ds, comm);
-    int node_rank, node_size;
-    MPI_Comm_rank(ds->node_comm, &node_rank);
-    MPI_Comm_size(ds->node_comm, &node_size);
-
-    /* One copy per node: local rank 0 owns the window's memory, the others map it. */
-    float *X = NULL;
-    {
-        const MPI_Aint bytes = node_rank == 0 ? (MPI_Aint)(n * d * sizeof(float)) : 0;
-        float *base = NULL;
-        MPI_Comm_set_errhandler(ds->node_comm, MPI_ERRORS_RETURN);
-        int rc = MPI_Win_allocate_shared(bytes, sizeof(float), MPI_INFO_NULL, ds->node_comm, &base, &ds->win);
-        st = husai_mpi_agree(rc == MPI_SUCCESS
-                                 ? HUSAI_OK
-                                 : husai_error(HUSAI_ERR_NOMEM,
-                                               "cannot hold %zu x %zu floats of '%s' in shared memory", n, d,
-                                               path),
-                             comm);
-        if (st) goto done;
-        ds->has_win = 1;
-        MPI_Aint qsize;
-        int disp;
-        HUSAI_MPI_CHECK(MPI_Win_shared_query(ds->win, 0, &qsize, &disp, &X));
-        ds->X = X;
+    st = husai_mpi_agree(open_and_check(file, path, name, &dset, dims, ds->dtype, elem), comm);
+    if (st) {
+        if (dset >= 0) H5Dclose(dset);
+        H5Fclose(file);
+        return st;
     }
+    ds->n_rows = (size_t)dims[0];
+    ds->d_model = (int)dims[1];
+    node_layout(ds, comm);
+    *file_out = file;
+    *dset_out = dset;
+    return HUSAI_OK;
+}
 
-    /* This node's slab, split among its ranks. Each rank reads its contiguous block with an
-     * independent MPI-IO read: a collective read lets Open MPI's I/O layer pick one aggregator for
-     * the whole file (measured: one rank on one node read everything and shipped it across the
-     * network), while independent reads make each node read exactly its slab, once. They also read
-     * chunked datasets with unwritten chunks, on which HDF5 1.10's collective path fails. */
-    size_t s0, s1;
-    slab(n, ds->node, ds->n_nodes, &s0, &s1);
-    const size_t r0 = s0 + (s1 - s0) * (size_t)node_rank / (size_t)node_size;
-    const size_t r1 = s0 + (s1 - s0) * (size_t)(node_rank + 1) / (size_t)node_size;
-    HUSAI_MPI_CHECK(MPI_Win_fence(0, ds->win));
+/* Collective: a node-shared window of rows x d_model floats (local rank 0 owns the memory, the others
+ * map it); X points at it on every rank. */
+static husai_status alloc_window(husai_dataset *ds, size_t rows, MPI_Comm comm) {
+    int node_rank;
+    MPI_Comm_rank(ds->node_comm, &node_rank);
+    const size_t d = (size_t)ds->d_model;
+    const MPI_Aint bytes = node_rank == 0 ? (MPI_Aint)(rows * d * sizeof(float)) : 0;
+    float *base = NULL, *X = NULL;
+    MPI_Comm_set_errhandler(ds->node_comm, MPI_ERRORS_RETURN);
+    int rc = MPI_Win_allocate_shared(bytes, sizeof(float), MPI_INFO_NULL, ds->node_comm, &base, &ds->win);
+    husai_status st = husai_mpi_agree(
+        rc == MPI_SUCCESS
+            ? HUSAI_OK
+            : husai_error(HUSAI_ERR_NOMEM, "cannot hold %zu x %zu floats in shared memory", rows, d),
+        comm);
+    if (st) return st;
+    ds->has_win = 1;
+    MPI_Aint qsize;
+    int disp;
+    HUSAI_MPI_CHECK(MPI_Win_shared_query(ds->win, 0, &qsize, &disp, &X));
+    ds->X = X;
+    return HUSAI_OK;
+}
+
+/* Independent read of rows [r0, r1) into dst (converted to float32); an empty range still takes part
+ * in nothing collective, so any subset of ranks may call it. */
+static herr_t read_rows(hid_t dset, size_t r0, size_t r1, size_t d, float *dst) {
     hsize_t start[2] = {r0, 0}, count[2] = {r1 - r0, d};
     hsize_t mdims[2] = {count[0] > 0 ? count[0] : 1, d};
     hid_t fspace = H5Dget_space(dset), mspace = H5Screate_simple(2, mdims, NULL);
@@ -181,10 +178,71 @@ husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char 
     hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
     H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_INDEPENDENT);
     float dummy[1];
-    herr_t rc = H5Dread(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, count[0] > 0 ? X + r0 * d : dummy);
+    herr_t rc = H5Dread(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, count[0] > 0 ? dst : dummy);
     H5Pclose(dxpl);
     H5Sclose(mspace);
     H5Sclose(fspace);
+    return rc;
+}
+
+static husai_status setup_stream(husai_dataset *ds, const char *path, const char *name, hid_t file,
+                                 hid_t dset, size_t elem, size_t chunk_rows, uint64_t data_seed,
+                                 MPI_Comm comm);
+
+husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char *name, MPI_Comm comm) {
+    return husai_dataset_open(ds, path, name, 0.0, 0, 0, comm);
+}
+
+husai_status husai_dataset_open(husai_dataset *ds, const char *path, const char *name, double budget_bytes,
+                                size_t chunk_rows, uint64_t data_seed, MPI_Comm comm) {
+    memset(ds, 0, sizeof *ds);
+    ds->node_comm = ds->leader_comm = MPI_COMM_NULL;
+    ds->file_id = ds->dset_id = -1;
+    ds->loaded = -1;
+    const double t0 = MPI_Wtime();
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* we report errors ourselves, in one line */
+
+    hid_t file = -1, dset = -1;
+    size_t elem = 0;
+    husai_status st = open_common(ds, path, name, comm, &file, &dset, &elem);
+    if (st) goto done;
+    const size_t n = ds->n_rows, d = (size_t)ds->d_model;
+    const double row_bytes = (double)d * sizeof(float);
+    if (chunk_rows > 0 || (budget_bytes > 0.0 && (double)n * row_bytes > budget_bytes)) {
+        /* Every rank computes the same verdict from the same numbers: no agreement needed. */
+        if (chunk_rows == 0) chunk_rows = (size_t)(budget_bytes / row_bytes);
+        if (chunk_rows < 1) {
+            st = husai_error(HUSAI_ERR_ARG, "data.memory_budget_mb = %g cannot hold one row of %zu floats",
+                             budget_bytes / 1e6, d);
+            goto done;
+        }
+        if (budget_bytes > 0.0 && (double)chunk_rows * row_bytes > budget_bytes) {
+            st = husai_error(HUSAI_ERR_ARG,
+                             "data.chunk_rows = %zu needs %.1f MB, over data.memory_budget_mb = %g",
+                             chunk_rows, (double)chunk_rows * row_bytes / 1e6, budget_bytes / 1e6);
+            goto done;
+        }
+        st = setup_stream(ds, path, name, file, dset, elem, chunk_rows, data_seed, comm);
+        if (st) goto done;
+        return HUSAI_OK; /* the dataset keeps the file open */
+    }
+    int node_rank, node_size;
+    MPI_Comm_rank(ds->node_comm, &node_rank);
+    MPI_Comm_size(ds->node_comm, &node_size);
+    if ((st = alloc_window(ds, n, comm))) goto done;
+    float *X = (float *)ds->X;
+
+    /* This node's slab, split among its ranks. Each rank reads its contiguous block with an
+     * independent MPI-IO read: a collective read lets Open MPI's I/O layer pick one aggregator for
+     * the whole file (measured: one rank on one node read everything and shipped it across the
+     * network), while independent reads make each node read exactly its slab, once. They also read
+     * chunked datasets with unwritten chunks, on which HDF5 1.10's collective path fails. */
+    size_t s0, s1;
+    slab(n, ds->node, ds->n_nodes, &s0, &s1);
+    const size_t r0 = s0 + (s1 - s0) * (size_t)node_rank / (size_t)node_size;
+    const size_t r1 = s0 + (s1 - s0) * (size_t)(node_rank + 1) / (size_t)node_size;
+    HUSAI_MPI_CHECK(MPI_Win_fence(0, ds->win));
+    const herr_t rc = read_rows(dset, r0, r1, d, X + r0 * d);
     HUSAI_MPI_CHECK(MPI_Win_fence(0, ds->win));
     st = husai_mpi_agree(
         rc < 0 ? husai_error(HUSAI_ERR_DATA,
@@ -256,18 +314,81 @@ husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char 
     ds->bytes_read = (double)n * (double)d * (double)elem;
     ds->read_seconds = MPI_Wtime() - t0;
 done:
-    if (dset >= 0) H5Dclose(dset);
-    H5Fclose(file);
+    if (!ds->streaming) {
+        if (dset >= 0) H5Dclose(dset);
+        if (file >= 0) H5Fclose(file);
+    }
     if (st) husai_dataset_free(ds);
     return st;
 }
 
 void husai_dataset_free(husai_dataset *ds) {
     if (!ds) return;
+    if (ds->streaming) {
+        if (ds->dset_id >= 0) H5Dclose((hid_t)ds->dset_id);
+        if (ds->file_id >= 0) H5Fclose((hid_t)ds->file_id);
+    }
     if (ds->has_win) MPI_Win_free(&ds->win);
     if (ds->leader_comm != MPI_COMM_NULL && ds->leader_comm != 0) MPI_Comm_free(&ds->leader_comm);
     if (ds->node_comm != MPI_COMM_NULL && ds->node_comm != 0) MPI_Comm_free(&ds->node_comm);
     free(ds->nodes);
     memset(ds, 0, sizeof *ds);
     ds->node_comm = ds->leader_comm = MPI_COMM_NULL;
+}
+
+/* Streaming set-up after open_common: the dataset takes over the file handles, even on error (then
+ * freed by the caller's cleanup through husai_dataset_free). */
+static husai_status setup_stream(husai_dataset *ds, const char *path, const char *name, hid_t file,
+                                 hid_t dset, size_t elem, size_t chunk_rows, uint64_t data_seed,
+                                 MPI_Comm comm) {
+    ds->streaming = 1;
+    ds->file_id = file;
+    ds->dset_id = dset;
+    ds->elem = elem;
+    snprintf(ds->path, sizeof ds->path, "%s", path);
+    snprintf(ds->name, sizeof ds->name, "%s", name);
+    husai_status st = husai_chunks_make(&ds->chunks, ds->n_rows, chunk_rows, data_seed);
+    if (!st) st = alloc_window(ds, ds->chunks.chunk_rows, comm);
+    if (st) return st;
+    for (int q = 0; q < ds->n_nodes; q++) {
+        ds->nodes[q].bytes_held = (double)ds->chunks.chunk_rows * ds->d_model * sizeof(float);
+        ds->nodes[q].bytes_read = 0.0; /* counted as chunks load */
+    }
+    return HUSAI_OK;
+}
+
+void husai_dataset_load_chunk(husai_dataset *ds, size_t i) {
+    if (ds->loaded == (long)i) return;
+    const double t0 = MPI_Wtime();
+    int node_rank, node_size;
+    MPI_Comm_rank(ds->node_comm, &node_rank);
+    MPI_Comm_size(ds->node_comm, &node_size);
+    size_t a, b;
+    husai_chunks_range(&ds->chunks, i, &a, &b);
+    const size_t d = (size_t)ds->d_model, n = b - a;
+    const size_t r0 = n * (size_t)node_rank / (size_t)node_size,
+                 r1 = n * (size_t)(node_rank + 1) / (size_t)node_size;
+    float *X = (float *)ds->X;
+    HUSAI_MPI_CHECK(MPI_Win_fence(0, ds->win)); /* every rank of the node is done with the old chunk */
+    if (read_rows((hid_t)ds->dset_id, a + r0, a + r1, d, X + r0 * d) < 0)
+        husai_mpi_die("reading rows %zu..%zu of '%s' in '%s' failed (truncated or corrupt file?)", a + r0,
+                      a + r1, ds->name, ds->path);
+    long long bad = LLONG_MAX;
+    for (size_t r = r0; r < r1 && bad == LLONG_MAX; r++)
+        for (size_t c = 0; c < d; c++)
+            if (!isfinite(X[r * d + c])) {
+                bad = (long long)(a + r);
+                break;
+            }
+    HUSAI_MPI_CHECK(MPI_Win_fence(0, ds->win));
+    long long first_bad;
+    HUSAI_MPI_CHECK(MPI_Allreduce(&bad, &first_bad, 1, MPI_LONG_LONG, MPI_MIN, ds->node_comm));
+    if (first_bad != LLONG_MAX)
+        husai_mpi_die("dataset '%s' in '%s' has a NaN or Inf value in row %lld (0-based)", ds->name, ds->path,
+                      first_bad);
+    ds->loaded = (long)i;
+    ds->chunk_start = a;
+    ds->chunk_n = n;
+    ds->stream_bytes += (double)n * (double)d * (double)ds->elem;
+    ds->stream_seconds += MPI_Wtime() - t0;
 }

@@ -11,6 +11,7 @@
 #include <mpi.h>
 #include <stddef.h>
 
+#include "common/chunks.h"
 #include "common/nodeinfo.h"
 #include "common/status.h"
 
@@ -26,12 +27,36 @@ typedef struct {
     int has_win;
     MPI_Win win; /* the node-shared window holding X */
     MPI_Comm node_comm, leader_comm;
+    /* Streaming (husai_dataset_open_stream): X holds one chunk, rows [chunk_start, chunk_start + chunk_n)
+     * of the file, and the file stays open. */
+    int streaming;
+    husai_chunks chunks;
+    long loaded; /* chunk in X; -1 for none */
+    size_t chunk_start, chunk_n;
+    long long file_id, dset_id; /* HDF5 handles (hid_t) */
+    size_t elem;                /* bytes per value in the file */
+    double stream_bytes;        /* bytes this node has read while streaming */
+    double stream_seconds;      /* time this rank spent in chunk loads (reads and the node barrier) */
+    char path[4096], name[256];
 } husai_dataset;
 
 /* Collective over comm: reads dataset `name` of the HDF5 file `path`. On error every rank gets the
  * same status and message (missing file, not HDF5, missing dataset, not 2-D, not float, fewer than
  * 2 rows, constant data, the first row holding NaN/Inf). */
 husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char *name, MPI_Comm comm);
+
+/* Collective over comm: husai_dataset_read when the dataset fits budget_bytes of float32 (0: no limit)
+ * and chunk_rows is 0; otherwise opens it for streaming in chunks of chunk_rows (0: as many as the
+ * budget holds; husai_chunks, order keyed by data_seed): each node then holds one chunk at a time in
+ * a shared window and the file stays open. A streamed dataset is validated like a read one, except
+ * that non-finite values are found when their chunk loads and constant data is not refused. */
+husai_status husai_dataset_open(husai_dataset *ds, const char *path, const char *name, double budget_bytes,
+                                size_t chunk_rows, uint64_t data_seed, MPI_Comm comm);
+
+/* Collective over the node (every rank of ds->node_comm): makes chunk i the content of X, reading it
+ * once per node, each rank its share with independent MPI-IO reads. A no-op if chunk i is loaded. A
+ * failed read or a NaN/Inf value ends the job with one line naming the rows. */
+void husai_dataset_load_chunk(husai_dataset *ds, size_t i);
 
 /* Collective over the communicator the dataset was read on: releases the window and communicators;
  * safe on a zeroed or freed dataset. */

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "metrics/groundtruth.h"
+#include "metrics/recon.h"
 #include "sae/model.h"
 
 /* Writes n bytes to path, checking every step, so a full disk is an error and not a short file. */
@@ -129,6 +131,18 @@ static husai_status write_h5(const char *path, const husai_run_info *run, const 
             rc |= write_ds(g, "matched_cosine", H5T_NATIVE_DOUBLE, 2, d_m, c->match_cos);
             rc |= write_ds(g, "matched_fraction", H5T_NATIVE_DOUBLE, 2, d_m, c->match_frac);
         }
+        if (c->has_gt) {
+            double *col2 = malloc((size_t)c->S * sizeof(double));
+            for (int m = 0; m < 2 && col2; m++) {
+                for (int s = 0; s < c->S; s++)
+                    col2[s] = m == 0 ? c->per_seed[s].gt_mean_max_cos : c->per_seed[s].gt_recovered;
+                rc |=
+                    write_ds(g, m == 0 ? "gt_mean_max_cos" : "gt_recovered", H5T_NATIVE_DOUBLE, 1, d_s, col2);
+            }
+            if (!col2) rc = -1;
+            free(col2);
+        }
+        if (c->density) rc |= write_ds(g, "density", H5T_NATIVE_FLOAT, 2, d_b, c->density);
         if (c->has_ref) {
             const hsize_t d_r[2] = {S + 1, S + 1};
             rc |= write_ds(g, "pwmcc_with_reference", H5T_NATIVE_DOUBLE, 2, d_r, c->pwmcc_with_ref);
@@ -181,6 +195,26 @@ static cJSON *ci_json(const husai_ci *ci) {
     cJSON_AddNumberToObject(o, "ci95_low", ci->lo);
     cJSON_AddNumberToObject(o, "ci95_high", ci->hi);
     cJSON_AddNumberToObject(o, "n", ci->n);
+    return o;
+}
+
+/* The condition's latent densities pooled over seeds as a log10 histogram (recon.h's fixed bins). */
+static cJSON *density_json(const husai_condition_result *c) {
+    long counts[HUSAI_DENSITY_BINS + 1];
+    husai_density_histogram(c->density, (size_t)c->S * c->d_sae, counts);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "definition",
+                            "share of training rows on which a latent's code is non-zero, pooled over seeds; "
+                            "bins over log10(density), [low, high) except the last, which includes 0; "
+                            "densities below 10^first edge count in the first bin");
+    cJSON *edges = cJSON_AddArrayToObject(o, "log10_bin_edges");
+    for (int b = 0; b <= HUSAI_DENSITY_BINS; b++)
+        cJSON_AddItemToArray(edges, cJSON_CreateNumber(HUSAI_DENSITY_LOG_MIN + b * HUSAI_DENSITY_STEP));
+    cJSON_AddNumberToObject(o, "never_fires", (double)counts[0]);
+    cJSON *cnt = cJSON_AddArrayToObject(o, "counts");
+    for (int b = 0; b < HUSAI_DENSITY_BINS; b++)
+        cJSON_AddItemToArray(cnt, cJSON_CreateNumber((double)counts[1 + b]));
+    cJSON_AddNumberToObject(o, "total", (double)c->S * c->d_sae);
     return o;
 }
 
@@ -264,6 +298,7 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
     cJSON_AddStringToObject(d, "dtype", run->dtype);
     cJSON_AddNumberToObject(d, "rows", (double)run->n_rows);
     cJSON_AddNumberToObject(d, "d_model", run->d_model);
+    if (*cfg->dictionary) cJSON_AddStringToObject(d, "dictionary", cfg->dictionary);
     cJSON *b = cJSON_AddObjectToObject(root, "bootstrap");
     cJSON_AddStringToObject(b, "unit", unit_name(cfg->bootstrap_unit));
     cJSON_AddNumberToObject(b, "resamples", cfg->resamples);
@@ -308,6 +343,11 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
             cJSON_AddItemToObject(h, "l0", ci_json(&c->ho_l0));
             cJSON_AddItemToObject(h, "dead_fraction", ci_json(&c->ho_dead));
         }
+        if (c->has_gt) {
+            cJSON_AddItemToObject(o, "gt_mean_max_cos", ci_json(&c->gt_mean_max_cos));
+            cJSON_AddItemToObject(o, "gt_recovered", ci_json(&c->gt_recovered));
+        }
+        if (c->density) cJSON_AddItemToObject(o, "density_histogram", density_json(c));
         if (c->has_ref) {
             cJSON_AddNumberToObject(o, "lambda", c->lambda);
             cJSON_AddItemToObject(o, "trained_pwmcc_with_reference", ci_json(&c->trained_with_ref));
@@ -332,6 +372,10 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
                 cJSON_AddNumberToObject(e, "heldout_mse", m->ho_mse);
                 cJSON_AddNumberToObject(e, "heldout_l0", m->ho_l0);
                 cJSON_AddNumberToObject(e, "heldout_dead_fraction", m->ho_dead);
+            }
+            if (c->has_gt) {
+                cJSON_AddNumberToObject(e, "gt_mean_max_cos", m->gt_mean_max_cos);
+                cJSON_AddNumberToObject(e, "gt_recovered", m->gt_recovered);
             }
             cJSON_AddItemToArray(ps, e);
         }
@@ -423,6 +467,21 @@ static void holdout_table(FILE *f, const husai_condition_result *cs, int n) {
     for (int i = 0; i < n; i++)
         fprintf(f, "| %s | %.4f [%.4f, %.4f] | %.4g | %.2f | %.3f |\n", cs[i].name, cs[i].ho_ev.mean,
                 cs[i].ho_ev.lo, cs[i].ho_ev.hi, cs[i].ho_mse.mean, cs[i].ho_l0.mean, cs[i].ho_dead.mean);
+}
+
+/* Recovery of the known dictionary (data.dictionary), when one was given. */
+static void gt_table(FILE *f, const husai_condition_result *cs, int n) {
+    if (n < 1 || !cs[0].has_gt) return;
+    fprintf(f,
+            "\nGround-truth recovery (per true atom, the best |cos| with any decoder feature):\n\n"
+            "| condition | mean best abs(cos) [95%% CI] | share of atoms recovered (>= %.2g) [95%% CI] |\n"
+            "|---|---|---|\n",
+            HUSAI_GT_RECOVERED);
+    for (int i = 0; i < n; i++)
+        if (cs[i].has_gt)
+            fprintf(f, "| %s | %.4f [%.4f, %.4f] | %.3f [%.3f, %.3f] |\n", cs[i].name,
+                    cs[i].gt_mean_max_cos.mean, cs[i].gt_mean_max_cos.lo, cs[i].gt_mean_max_cos.hi,
+                    cs[i].gt_recovered.mean, cs[i].gt_recovered.lo, cs[i].gt_recovered.hi);
 }
 
 /* A plain-language reading of a grid: which setting is most reproducible and whether it is resolved. */
@@ -567,6 +626,7 @@ static husai_status write_summary(const char *path, const husai_run_info *run,
                           "lambda grid was too small to move the loss).");
         }
     }
+    gt_table(f, cs, n);
     fclose(f);
     husai_status st = write_text(path, text);
     free(text);
@@ -580,15 +640,21 @@ static husai_status write_csv(const char *path, const husai_condition_result *cs
     if (!f) return husai_error(HUSAI_ERR_NOMEM, "cannot format conditions.csv");
     fprintf(f, "name,param,value,n_seeds,trained_pwmcc,trained_ci95_low,trained_ci95_high,random_pwmcc,"
                "random_ci95_low,random_ci95_high,delta_pwmcc,delta_pwmcc_ci_low_conservative,ratio_pwmcc,"
-               "explained_variance,ev_ci95_low,ev_ci95_high,mse,l0,dead_fraction,arch\n");
+               "explained_variance,ev_ci95_low,ev_ci95_high,mse,l0,dead_fraction,arch,gt_mean_max_cos,"
+               "gt_recovered\n");
     for (int i = 0; i < n; i++) {
         const husai_condition_result *c = &cs[i];
         fprintf(f,
                 "%s,%s,%.17g,%d,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%."
-                "17g,%.17g,%.17g,%s\n",
+                "17g,%.17g,%.17g,%s,",
                 c->name, c->param, c->value, c->S, c->trained.mean, c->trained.lo, c->trained.hi,
                 c->random.mean, c->random.lo, c->random.hi, c->delta, c->delta_lcb, c->ratio, c->ev.mean,
                 c->ev.lo, c->ev.hi, c->mse.mean, c->l0.mean, c->dead.mean, husai_arch_name(c->arch));
+        /* the ground-truth columns come last and stay empty without a dictionary */
+        if (c->has_gt)
+            fprintf(f, "%.17g,%.17g\n", c->gt_mean_max_cos.mean, c->gt_recovered.mean);
+        else
+            fprintf(f, ",\n");
     }
     fclose(f);
     husai_status st = write_text(path, text);
@@ -614,6 +680,12 @@ husai_status husai_results_write(const husai_rundir *rd, const husai_run_info *r
     if ((st = husai_svg_pwmcc_vs_param(path, c, n_grid, title))) return st;
     husai_rundir_path(rd, "pwmcc_vs_ev.svg", path, sizeof path);
     if ((st = husai_svg_pwmcc_vs_ev(path, c, n, "Consistency vs reconstruction quality"))) return st;
+    if (n > 0 && c[0].density) {
+        husai_rundir_path(rd, "density.svg", path, sizeof path);
+        if ((st =
+                 husai_svg_density(path, c, n, "Feature density (share of training rows a latent fires on)")))
+            return st;
+    }
     /* results.json last: its presence marks a complete set even inside staging. */
     husai_rundir_path(rd, "results.json", path, sizeof path);
     return write_json(path, run, c, n, proto);
@@ -632,6 +704,8 @@ void husai_condition_result_free(husai_condition_result *r) {
     free(r->pwmcc_with_ref);
     free(r->match_cos);
     free(r->match_frac);
+    free(r->density);
+    r->density = NULL;
     r->match_cos = r->match_frac = NULL;
     r->decoders = r->encoders = r->b_enc = r->b_dec = r->thresholds = NULL;
     r->pwmcc = r->random_pwmcc = r->pwmcc_with_ref = NULL;

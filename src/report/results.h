@@ -1,7 +1,7 @@
 /* results.h: the files of a sweep's run directory, written by rank 0 into staging.
  * results.h5 (decoders, encoders, PWMCC matrices, per-seed metrics per condition),
  * results.json (provenance and per-condition summaries with CIs), summary.md (HUSAI's
- * table) and conditions.csv. Every write is checked, so a full disk is an error, not a
+ * table), conditions.csv and the plots (svg.h). Every write is checked, so a full disk is an error, not a
  * silently short file.
  * defines: husai_seed_metrics, husai_condition_result, husai_run_info, husai_results_write */
 #ifndef HUSAI_REPORT_RESULTS_H
@@ -22,6 +22,9 @@ typedef struct {
     double seconds, last_epoch_loss, steps, rank;
     double alignment;                     /* mean_i max_j |cos| to the reference decoder; NaN without one */
     double ho_ev, ho_mse, ho_l0, ho_dead; /* on the held-out rows; NaN without a holdout */
+    /* ground truth (data.dictionary): mean over true atoms of max_j |cos(atom, feature j)|, and the share of
+     * atoms with that max >= 0.9; NaN without a dictionary */
+    double gt_mean_max_cos, gt_recovered;
 } husai_seed_metrics;
 
 typedef struct {
@@ -53,6 +56,10 @@ typedef struct {
     double lambda;
     double *pwmcc_with_ref; /* (S+1, S+1), the reference last */
     husai_ci trained_with_ref, alignment;
+    /* ground-truth recovery CIs over seeds, when a dictionary was given (has_gt) */
+    int has_gt;
+    husai_ci gt_mean_max_cos, gt_recovered;
+    float *density; /* (S, d_sae): share of training rows on which each latent fires, or NULL */
 } husai_condition_result;
 
 /* What a protocol decided, beyond its conditions (NULL for a plain sweep). */

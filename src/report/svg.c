@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "metrics/recon.h"
 #include "sae/model.h"
 
 #define W 720.0
@@ -150,6 +151,64 @@ husai_status husai_svg_pwmcc_vs_ev(const char *path, const husai_condition_resul
                 map(c[i].ev.lo, x, ML, W - MR), py, map(c[i].ev.hi, x, ML, W - MR), py);
         fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"5\" fill=\"#1f5fbf\"/>\n", px, py);
         fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">%s</text>\n", px + 8, py - 8, c[i].name);
+    }
+    return finish(f, path);
+}
+
+/* Share of c's latents (pooled over seeds) in each density slot: never fires, then the log10 bins. */
+static void density_shares(const husai_condition_result *c, double share[HUSAI_DENSITY_BINS + 1]) {
+    long counts[HUSAI_DENSITY_BINS + 1] = {0};
+    const size_t total = c->density ? (size_t)c->S * c->d_sae : 0;
+    if (total) husai_density_histogram(c->density, total, counts);
+    for (int b = 0; b <= HUSAI_DENSITY_BINS; b++)
+        share[b] = total ? (double)counts[b] / (double)total : 0.0;
+}
+
+husai_status husai_svg_density(const char *path, const husai_condition_result *c, int n, const char *title) {
+    static const char *colors[] = {"#1f5fbf", "#d9480f", "#2b8a3e", "#862e9c",
+                                   "#c2255c", "#0b7285", "#e67700", "#495057"};
+    const int n_colors = (int)(sizeof colors / sizeof colors[0]), slots = HUSAI_DENSITY_BINS + 1;
+    FILE *f = fopen(path, "w");
+    if (!f) return husai_error(HUSAI_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
+    double share[HUSAI_DENSITY_BINS + 1], hi = 0.0;
+    for (int i = 0; i < n; i++) {
+        density_shares(&c[i], share);
+        for (int b = 0; b < slots; b++)
+            hi = fmax(hi, share[b]);
+    }
+    const range y = {0.0, hi > 0.0 ? hi * 1.08 : 1.0};
+    axes(f, title, "log10(firing density); left: latents that never fire", "share of latents", y, 5);
+    const double slot = (W - MR - ML) / slots;
+    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">never</text>\n", ML + slot * 0.5,
+            H - MB + 18);
+    for (int b = 0; b <= HUSAI_DENSITY_BINS; b += 2) {
+        const double x = ML + slot * (1 + b);
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n", x, H - MB, x,
+                H - MB + 5);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n", x, H - MB + 18,
+                HUSAI_DENSITY_LOG_MIN + b * HUSAI_DENSITY_STEP);
+    }
+    for (int i = 0, shown = 0; i < n; i++) {
+        if (!c[i].density) continue;
+        const char *col = colors[i % n_colors];
+        density_shares(&c[i], share);
+        /* "never fires" is a marker of its own; the line joins the density bins */
+        fprintf(f,
+                "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"><title>%s: %.4f never "
+                "fire</title></circle>\n",
+                ML + slot * 0.5, map(share[0], y, H - MB, MT), col, c[i].name, share[0]);
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", col);
+        for (int b = 1; b < slots; b++)
+            fprintf(f, "%s%.1f,%.1f", b > 1 ? " " : "", ML + slot * (b + 0.5), map(share[b], y, H - MB, MT));
+        fprintf(f, "\"><title>%s</title></polyline>\n", c[i].name);
+        /* legend: as many conditions as fit beside the plot */
+        const double lx = W - MR + 16, ly = MT + 10 + 18 * shown;
+        if (ly > H - MB) continue;
+        fprintf(f,
+                "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"/>\n",
+                lx, ly, lx + 16, ly, col);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">%s</text>\n", lx + 22, ly + 4, c[i].name);
+        shown++;
     }
     return finish(f, path);
 }

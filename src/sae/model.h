@@ -2,7 +2,8 @@
  * Every architecture shares one shape: pre = W_enc (x - b_dec) + b_enc, a sparse code z
  * chosen from pre by the architecture's rule, x_hat = sum_j z_j D_j + b_dec. The rules:
  *   topk        the k largest pre per row (signed, HUSAI's recipe; with relu, then ReLU)
- *   batchtopk   the n*k largest ReLU(pre) over a batch of n rows; at inference pre > threshold
+ *   batchtopk   the n*k largest ReLU(pre) over a batch of n rows; at inference pre > threshold (the
+ *               trainer's mean, over the last epoch, of each batch's smallest kept code)
  *   jumprelu    pre where pre > theta_j (learned per latent, straight-through estimator)
  *   relu_l1     ReLU(pre), with an L1 penalty on z
  *   matryoshka  topk's code, loss averaged over nested prefixes of the latents

@@ -168,7 +168,8 @@ husai_status husai_trainer_init(husai_trainer *t, const float *X, size_t n_rows,
     t->X = X;
     t->n_rows = n_rows;
     t->d_model = d_model;
-    const int cap = (size_t)o->batch_size < n_rows ? o->batch_size : (int)n_rows;
+    const size_t most = o->max_rows > n_rows ? o->max_rows : n_rows;
+    const int cap = (size_t)o->batch_size < most ? o->batch_size : (int)most;
     const husai_sae_spec spec = husai_train_spec(o, d_model);
     if ((st = husai_sae_alloc(&t->model, &spec))) goto fail;
     husai_sae_init(&t->model, o->seed);
@@ -176,7 +177,7 @@ husai_status husai_trainer_init(husai_trainer *t, const float *X, size_t n_rows,
     if ((st = husai_sae_batch_alloc(&t->batch, &t->model, cap))) goto fail;
     t->grad = malloc(t->model.n_params * sizeof(float));
     t->xb = malloc((size_t)cap * (size_t)d_model * sizeof(float));
-    t->perm = malloc(n_rows * sizeof(uint32_t));
+    t->perm = malloc(most * sizeof(uint32_t));
     if (o->lambda > 0.0) {
         t->align_scratch = malloc(husai_align_scratch_floats(o->ref_n) * sizeof(float));
         t->align_best = malloc((size_t)o->d_sae * sizeof(int32_t));
@@ -200,6 +201,20 @@ husai_status husai_trainer_init(husai_trainer *t, const float *X, size_t n_rows,
 fail:
     husai_trainer_free(t);
     return st;
+}
+
+husai_status husai_trainer_set_rows(husai_trainer *t, const float *X, size_t n_rows,
+                                    const uint32_t *row_index) {
+    const size_t cap = t->opts.max_rows > 0 ? t->opts.max_rows : t->n_rows;
+    if (n_rows < 1 || n_rows > cap || n_rows > UINT32_MAX)
+        return husai_error(HUSAI_ERR_ARG, "a streamed chunk of %zu training rows does not fit (1..%zu)",
+                           n_rows, cap);
+    t->X = X;
+    t->n_rows = n_rows;
+    t->opts.row_index = row_index;
+    if (t->opts.max_rows == 0) t->opts.max_rows = cap;
+    new_epoch_order(t);
+    return HUSAI_OK;
 }
 
 void husai_trainer_restart_epoch(husai_trainer *t) {
@@ -283,10 +298,13 @@ husai_status husai_trainer_step(husai_trainer *t) {
             return husai_error(HUSAI_ERR_NUMERIC,
                                "training diverged: parameters became NaN/Inf at step %lld (seed %llu, lr %g)",
                                (long long)t->steps, (unsigned long long)t->opts.seed, t->opts.lr);
-    if (t->opts.arch == HUSAI_ARCH_BATCHTOPK && t->batch.batch_min > 0.0f)
-        /* Inference threshold: running estimate of the smallest code the batch rule keeps. */
-        t->model.threshold =
-            t->steps == 0 ? t->batch.batch_min : 0.99 * t->model.threshold + 0.01 * t->batch.batch_min;
+    if (t->opts.arch == HUSAI_ARCH_BATCHTOPK && t->batch.batch_min > 0.0f) {
+        /* Inference threshold: the mean over the current epoch's batches of the smallest code the batch
+         * rule kept, so the final value describes the trained model, not its early steps. */
+        t->thr_sum += t->batch.batch_min;
+        t->thr_n += 1.0;
+        t->model.threshold = t->thr_sum / t->thr_n;
+    }
     const int adapt = t->opts.sparsity_coeff == 0.0 &&
                       (t->opts.arch == HUSAI_ARCH_RELU_L1 || t->opts.arch == HUSAI_ARCH_JUMPRELU);
     if (adapt) {
@@ -306,6 +324,7 @@ husai_status husai_trainer_step(husai_trainer *t) {
     t->pos += n;
     if (t->pos >= t->n_rows) {
         t->last_epoch_loss = t->epoch_loss_sum / (double)t->epoch_batches;
+        t->thr_sum = t->thr_n = 0.0; /* the threshold keeps the finished epoch's estimate */
         t->epoch++;
         if (!husai_trainer_done(t)) new_epoch_order(t);
     }
@@ -313,21 +332,27 @@ husai_status husai_trainer_step(husai_trainer *t) {
 }
 
 size_t husai_trainer_state_len(const husai_trainer *t) {
-    return 3 + (t->rows_since ? (size_t)t->opts.d_sae : 0);
+    return 6 + (t->rows_since ? (size_t)t->opts.d_sae : 0);
 }
 
 void husai_trainer_state_get(const husai_trainer *t, double *buf) {
     buf[0] = t->coeff;
     buf[1] = t->model.threshold;
     buf[2] = t->last_l0;
-    if (t->rows_since) memcpy(buf + 3, t->rows_since, (size_t)t->opts.d_sae * sizeof(double));
+    buf[3] = t->coeff_unit; /* data-derived at init: a streamed resume may init on another chunk */
+    buf[4] = t->thr_sum;
+    buf[5] = t->thr_n;
+    if (t->rows_since) memcpy(buf + 6, t->rows_since, (size_t)t->opts.d_sae * sizeof(double));
 }
 
 void husai_trainer_state_set(husai_trainer *t, const double *buf) {
     t->coeff = buf[0];
     t->model.threshold = buf[1];
     t->last_l0 = buf[2];
-    if (t->rows_since) memcpy(t->rows_since, buf + 3, (size_t)t->opts.d_sae * sizeof(double));
+    t->coeff_unit = buf[3];
+    t->thr_sum = buf[4];
+    t->thr_n = buf[5];
+    if (t->rows_since) memcpy(t->rows_since, buf + 6, (size_t)t->opts.d_sae * sizeof(double));
 }
 
 void husai_trainer_free(husai_trainer *t) {

@@ -37,6 +37,8 @@ typedef struct {
     double aux_coeff;    /* AuxK loss weight (Gao et al.: 1/32) */
     double dead_after;   /* rows without firing after which a latent counts as dead (0: one epoch) */
     int grad_projection; /* drop each decoder gradient row's component along its (unit) column */
+    /* Streaming: the most rows any husai_trainer_set_rows call will pass (0: the n_rows of init). */
+    size_t max_rows;
 } husai_train_opts;
 
 /* HUSAI's recipe: d_sae 128, k 32, 25 epochs, batch 2048, Adam(3e-4, 0.9, 0.999, 1e-8). */
@@ -59,11 +61,12 @@ typedef struct {
     int d_model;
     husai_sae model;
     husai_adam adam;
-    double coeff;        /* current sparsity weight (relu_l1, jumprelu) */
-    double coeff_unit;   /* its data-derived starting value, the controller's step unit */
-    double *rows_since;  /* (d_sae) AuxK: training rows since each latent last fired */
-    unsigned char *dead; /* (d_sae) AuxK scratch */
-    double last_l0;      /* batch L0 of the latest step */
+    double coeff;          /* current sparsity weight (relu_l1, jumprelu) */
+    double coeff_unit;     /* its data-derived starting value, the controller's step unit */
+    double *rows_since;    /* (d_sae) AuxK: training rows since each latent last fired */
+    unsigned char *dead;   /* (d_sae) AuxK scratch */
+    double last_l0;        /* batch L0 of the latest step */
+    double thr_sum, thr_n; /* batchtopk: this epoch's sum and count of batch minima (the threshold) */
     husai_sae_batch batch;
     float *grad;          /* like model.params */
     float *xb;            /* (batch_size, d_model) gathered rows */
@@ -88,6 +91,12 @@ husai_status husai_trainer_step(husai_trainer *t);
 
 /* True once every epoch has been consumed. */
 int husai_trainer_done(const husai_trainer *t);
+
+/* Streaming: trains the current epoch on rows row_index[0..n_rows) of X (NULL: X's first n_rows) instead,
+ * with a fresh order from (seed, "shuffle", epoch); n_rows must be in [1, max_rows]. A streaming run
+ * sets opts.epochs to epochs x chunks, so each of these "virtual epochs" is one chunk. */
+husai_status husai_trainer_set_rows(husai_trainer *t, const float *X, size_t n_rows,
+                                    const uint32_t *row_index);
 
 /* Re-derives the current epoch's row order and rewinds to its start (used when restoring a checkpoint). */
 void husai_trainer_restart_epoch(husai_trainer *t);

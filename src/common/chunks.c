@@ -1,0 +1,59 @@
+#include "common/chunks.h"
+
+#include <stdlib.h>
+
+#include "common/rng.h"
+
+husai_status husai_chunks_make(husai_chunks *c, size_t n_rows, size_t chunk_rows, uint64_t data_seed) {
+    if (n_rows < 1) return husai_error(HUSAI_ERR_ARG, "cannot stream a dataset without rows");
+    if (chunk_rows < 1) return husai_error(HUSAI_ERR_ARG, "chunk_rows must be >= 1");
+    if (chunk_rows > n_rows) chunk_rows = n_rows;
+    c->n_rows = n_rows;
+    c->chunk_rows = chunk_rows;
+    c->n_chunks = (n_rows + chunk_rows - 1) / chunk_rows;
+    c->data_seed = data_seed;
+    if (c->n_chunks > UINT32_MAX) return husai_error(HUSAI_ERR_ARG, "%zu chunks are too many", c->n_chunks);
+    return HUSAI_OK;
+}
+
+void husai_chunks_range(const husai_chunks *c, size_t i, size_t *a, size_t *b) {
+    *a = i * c->chunk_rows;
+    *b = *a + c->chunk_rows < c->n_rows ? *a + c->chunk_rows : c->n_rows;
+}
+
+void husai_chunks_order(const husai_chunks *c, int epoch, uint32_t *order) {
+    husai_rng r;
+    husai_rng_init(&r, c->data_seed, HUSAI_RNG_CHUNK_ORDER, (uint64_t)epoch);
+    husai_rng_permutation(&r, order, c->n_chunks);
+}
+
+size_t husai_chunks_virtual(const husai_chunks *c, int64_t v) {
+    /* Drawing the whole order for one entry is O(n_chunks): negligible next to training on a chunk. */
+    uint32_t *order = malloc(c->n_chunks * sizeof *order);
+    if (!order) abort(); /* a few bytes per chunk; not recoverable if even this fails */
+    husai_chunks_order(c, (int)(v / (int64_t)c->n_chunks), order);
+    const size_t chunk = order[v % (int64_t)c->n_chunks];
+    free(order);
+    return chunk;
+}
+
+void husai_chunks_rows_in(const uint32_t *rows, size_t n, size_t a, size_t b, size_t *lo, size_t *hi) {
+    size_t l = 0, h = n;
+    while (l < h) { /* first index with rows[i] >= a */
+        const size_t m = l + (h - l) / 2;
+        if (rows[m] < a)
+            l = m + 1;
+        else
+            h = m;
+    }
+    *lo = l;
+    h = n;
+    while (l < h) { /* first index with rows[i] >= b */
+        const size_t m = l + (h - l) / 2;
+        if (rows[m] < b)
+            l = m + 1;
+        else
+            h = m;
+    }
+    *hi = l;
+}
