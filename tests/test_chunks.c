@@ -88,11 +88,23 @@ static void test_rows_in_matches_scan(void **state) {
         }
 }
 
+static void test_check_rows(void **state) {
+    (void)state;
+    husai_chunks c;
+    assert_int_equal(husai_chunks_make(&c, 12, 4, 1), HUSAI_OK); /* chunks [0,4) [4,8) [8,12) */
+    const uint32_t ok[] = {1, 5, 11}, gap[] = {0, 1, 2, 3, 8, 9};
+    assert_int_equal(husai_chunks_check_rows(&c, ok, 3), HUSAI_OK);
+    assert_int_equal(husai_chunks_check_rows(&c, gap, 6), HUSAI_ERR_ARG);
+    assert_non_null(strstr(husai_error_message(), "chunk 1 (rows 4..8)"));
+    assert_int_equal(husai_chunks_check_rows(&c, ok, 2), HUSAI_ERR_ARG); /* the last chunk has none */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chunks_tile_rows),
         cmocka_unit_test(test_order_is_keyed_permutation),
         cmocka_unit_test(test_rows_in_matches_scan),
+        cmocka_unit_test(test_check_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

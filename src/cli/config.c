@@ -488,8 +488,10 @@ husai_status husai_config_validate(const husai_config *c) {
     if (c->n_seeds < 2)
         return husai_error(HUSAI_ERR_ARG, "sweep.seeds: need at least 2 seeds to compare (got %d)",
                            c->n_seeds);
-    if (c->memory_budget_mb > 0.0 || c->chunk_rows > 0) /* STREAMING-WIP: removed with the sweep integration */
-        return husai_error(HUSAI_ERR_ARG, "data.memory_budget_mb / data.chunk_rows: streaming is not wired yet");
+    if ((c->memory_budget_mb > 0.0 || c->chunk_rows > 0) && consistency)
+        return husai_error(HUSAI_ERR_ARG,
+                           "data.memory_budget_mb / data.chunk_rows: the consistency protocol trains "
+                           "its reference on one rank and needs the dataset in memory");
     if (!(c->holdout < 0.9))
         return husai_error(HUSAI_ERR_ARG, "data.holdout = %g must be below 0.9", c->holdout);
     if (c->n_retrain_seeds == 1)

@@ -1,6 +1,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cli/phase.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include "sae/align.h"
 #include "sae/checkpoint.h"
 #include "sae/train.h"
+#include "common/chunks.h"
 
 #define TAG_PROGRESS 101
 #define EVAL_BATCH 4096
@@ -111,16 +113,29 @@ static void task_ckpt(const husai_run_ctx *ctx, const char *phase, int cond_inde
              (unsigned long long)seed);
 }
 
-/* Trains one SAE to completion (rank 0 keeps printing others' progress meanwhile) and evaluates it;
- * density (d_sae floats, or NULL) receives each latent's firing density on the training rows.
- * With checkpoints, a task resumes from its file and saves on stop, periodically and when done.
- * Returns 1 (and no model) when a stop was requested before the task finished. */
-static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index, const husai_condition *c,
-                     uint64_t seed, const float *ref_rows, int ref_n, husai_seed_metrics *metrics,
-                     progress_state *ps, husai_sae *out, float *density) {
+/* A finished task's progress line: printed by rank 0, sent to it by the others. */
+static void report_done(const husai_run_ctx *ctx, progress_state *ps, int task, const husai_seed_metrics *m) {
     int rank;
     MPI_Comm_rank(ctx->comm, &rank);
-    const husai_dataset *ds = ctx->ds;
+    progress_msg msg = {.task = task, .rank = rank, .mse = m->mse, .ev = m->ev, .seconds = m->seconds};
+    if (rank == 0)
+        print_progress(ps, &msg);
+    else
+        HUSAI_MPI_CHECK(MPI_Send(&msg, (int)sizeof msg, MPI_BYTE, 0, TAG_PROGRESS, ctx->comm));
+}
+
+/* One training task in progress: its trainer and checkpoint identity. */
+typedef struct {
+    husai_trainer tr;
+    char path[4200];
+    husai_ckpt_id id;
+    double t0, last_save;
+} task_state;
+
+/* The trainer options of condition c and seed (rows and epochs set by the caller's data layout). */
+static husai_train_opts task_opts(const husai_run_ctx *ctx, const husai_condition *c, uint64_t seed,
+                                  const float *ref_rows, int ref_n) {
+    const husai_config *cfg = ctx->cfg;
     husai_train_opts o = husai_train_defaults();
     o.d_sae = c->d_sae;
     o.k = c->k;
@@ -131,7 +146,6 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
     o.lambda = c->lambda;
     o.ref_rows = c->lambda > 0.0 ? ref_rows : NULL;
     o.ref_n = ref_n;
-    const husai_config *cfg = ctx->cfg;
     o.arch = (husai_arch)c->arch;
     o.relu = cfg->relu;
     o.decoder_bias = cfg->decoder_bias;
@@ -142,51 +156,66 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
     o.aux_coeff = cfg->aux_coeff;
     o.dead_after = cfg->dead_after;
     o.grad_projection = cfg->grad_projection;
-    const husai_split *sp = ctx->split;
-    o.row_index = sp->train;
-    const double t0 = MPI_Wtime();
-    husai_trainer tr;
-    if (husai_trainer_init(&tr, ds->X, sp->n_train, ds->d_model, &o))
-        husai_mpi_die("%s seed %llu: %s", c->name, (unsigned long long)seed, husai_error_message());
-    char path[4200];
-    husai_ckpt_id id;
-    if (ctx->ckpt_dir) {
-        task_ckpt(ctx, phase, cond_index, c, seed, path, sizeof path, &id);
-        husai_status st = husai_checkpoint_load(&tr, &id, path);
-        if (st == HUSAI_OK) {
-            printf("[husai] rank %d resumes %s from step %lld (epoch %d)\n", rank, id.task,
-                   (long long)tr.steps, tr.epoch);
-            fflush(stdout);
-        } else if (st != HUSAI_ERR_IO) {
-            husai_mpi_die("refusing checkpoint: %s", husai_error_message());
-        }
+    return o;
+}
+
+/* Starts a task on rows row_index[0..n_rows) of X and resumes it from its checkpoint, if any. */
+static void task_begin(const husai_run_ctx *ctx, const char *phase, int cond_index, const husai_condition *c,
+                       const husai_train_opts *o, const float *X, size_t n_rows, task_state *ts) {
+    int rank;
+    MPI_Comm_rank(ctx->comm, &rank);
+    ts->t0 = ts->last_save = MPI_Wtime();
+    if (husai_trainer_init(&ts->tr, X, n_rows, ctx->ds->d_model, o))
+        husai_mpi_die("%s seed %llu: %s", c->name, (unsigned long long)o->seed, husai_error_message());
+    if (!ctx->ckpt_dir) return;
+    task_ckpt(ctx, phase, cond_index, c, o->seed, ts->path, sizeof ts->path, &ts->id);
+    husai_status st = husai_checkpoint_load(&ts->tr, &ts->id, ts->path);
+    if (st == HUSAI_OK) {
+        printf("[husai] rank %d resumes %s from step %lld (epoch %d)\n", rank, ts->id.task,
+               (long long)ts->tr.steps, ts->tr.epoch);
+        fflush(stdout);
+    } else if (st != HUSAI_ERR_IO) {
+        husai_mpi_die("refusing checkpoint: %s", husai_error_message());
     }
-    double last_save = MPI_Wtime();
-    while (!husai_trainer_done(&tr)) {
+}
+
+static void task_save(const husai_run_ctx *ctx, task_state *ts) {
+    if (ctx->ckpt_dir && husai_checkpoint_save(&ts->tr, &ts->id, ts->path))
+        husai_mpi_die("%s", husai_error_message());
+}
+
+/* Trains until the trainer reaches epoch `until` (or is done), checkpointing periodically; on a stop
+ * request it checkpoints and returns 1. Rank 0 keeps printing others' progress meanwhile. */
+static int task_train(const husai_run_ctx *ctx, const husai_condition *c, task_state *ts, int until,
+                      progress_state *ps) {
+    int rank;
+    MPI_Comm_rank(ctx->comm, &rank);
+    while (!husai_trainer_done(&ts->tr) && ts->tr.epoch < until) {
         if (husai_stop_requested()) {
-            if (ctx->ckpt_dir && husai_checkpoint_save(&tr, &id, path))
-                husai_mpi_die("%s", husai_error_message());
-            husai_trainer_free(&tr);
+            task_save(ctx, ts);
             return 1;
         }
-        if (husai_trainer_step(&tr)) husai_mpi_die("%s: %s", c->name, husai_error_message());
+        if (husai_trainer_step(&ts->tr)) husai_mpi_die("%s: %s", c->name, husai_error_message());
         husai_stop_count_step();
         if (rank == 0 && ps) drain_progress(ps, ctx->comm);
         if (ctx->ckpt_dir && ctx->ckpt_every_seconds > 0 &&
-            MPI_Wtime() - last_save > ctx->ckpt_every_seconds) {
-            if (husai_checkpoint_save(&tr, &id, path)) husai_mpi_die("%s", husai_error_message());
-            last_save = MPI_Wtime();
+            MPI_Wtime() - ts->last_save > ctx->ckpt_every_seconds) {
+            task_save(ctx, ts);
+            ts->last_save = MPI_Wtime();
         }
     }
-    /* A finished task's checkpoint is its result on resume: it is never retrained. */
-    if (ctx->ckpt_dir && husai_checkpoint_save(&tr, &id, path)) husai_mpi_die("%s", husai_error_message());
-    /* EV, MSE and L0 on the training rows, as HUSAI reported them, and on the held-out rows if any. */
-    husai_recon rec, ho = {NAN, NAN, NAN, NAN};
-    if (husai_recon_eval_density(&tr.model, ds->X, sp->train, sp->n_train, EVAL_BATCH, &rec, density) ||
-        (sp->n_holdout > 0 &&
-         husai_recon_eval_rows(&tr.model, ds->X, sp->holdout, sp->n_holdout, EVAL_BATCH, &ho)))
-        husai_mpi_die("evaluating %s seed %llu: %s", c->name, (unsigned long long)seed,
-                      husai_error_message());
+    return 0;
+}
+
+/* Fills the seed's metrics from its reconstruction results (rec on training rows, ho on held-out rows)
+ * plus alignment and ground-truth recovery, and hands the model to *out. */
+static void task_end(const husai_run_ctx *ctx, const husai_condition *c, const float *ref_rows, int ref_n,
+                     task_state *ts, const husai_recon *rec, const husai_recon *ho,
+                     husai_seed_metrics *metrics, husai_sae *out) {
+    int rank;
+    MPI_Comm_rank(ctx->comm, &rank);
+    const uint64_t seed = ts->tr.opts.seed;
+    const int d_model = ctx->ds->d_model;
     double alignment = NAN;
     if (ref_rows) {
         float *scratch = malloc(husai_align_scratch_floats(ref_n) * sizeof(float));
@@ -194,35 +223,202 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
         float *cosv = malloc((size_t)c->d_sae * sizeof(float));
         if (!scratch || !best || !cosv) husai_mpi_die("out of memory measuring alignment");
         alignment =
-            husai_align_rows(tr.model.W_dec, c->d_sae, ref_rows, ref_n, ds->d_model, best, cosv, scratch);
+            husai_align_rows(ts->tr.model.W_dec, c->d_sae, ref_rows, ref_n, d_model, best, cosv, scratch);
         free(scratch);
         free(best);
         free(cosv);
     }
     double gt_mean = NAN, gt_rec = NAN;
-    if (ctx->gt_dict && husai_gt_recovery(ctx->gt_dict, ctx->gt_atoms, tr.model.W_dec, c->d_sae, ds->d_model,
+    if (ctx->gt_dict && husai_gt_recovery(ctx->gt_dict, ctx->gt_atoms, ts->tr.model.W_dec, c->d_sae, d_model,
                                           &gt_mean, &gt_rec))
         husai_mpi_die("ground-truth recovery of %s seed %llu: %s", c->name, (unsigned long long)seed,
                       husai_error_message());
-    *metrics = (husai_seed_metrics){.ev = rec.ev,
-                                    .mse = rec.mse,
-                                    .l0 = rec.l0,
-                                    .dead_fraction = rec.dead_fraction,
-                                    .seconds = MPI_Wtime() - t0,
-                                    .last_epoch_loss = tr.last_epoch_loss,
-                                    .steps = (double)tr.steps,
+    *metrics = (husai_seed_metrics){.ev = rec->ev,
+                                    .mse = rec->mse,
+                                    .l0 = rec->l0,
+                                    .dead_fraction = rec->dead_fraction,
+                                    .seconds = MPI_Wtime() - ts->t0,
+                                    .last_epoch_loss = ts->tr.last_epoch_loss,
+                                    .steps = (double)ts->tr.steps,
                                     .rank = rank,
                                     .alignment = alignment,
-                                    .ho_ev = ho.ev,
-                                    .ho_mse = ho.mse,
-                                    .ho_l0 = ho.l0,
-                                    .ho_dead = ho.dead_fraction,
+                                    .ho_ev = ho->ev,
+                                    .ho_mse = ho->mse,
+                                    .ho_l0 = ho->l0,
+                                    .ho_dead = ho->dead_fraction,
                                     .gt_mean_max_cos = gt_mean,
                                     .gt_recovered = gt_rec};
-    *out = tr.model;
-    memset(&tr.model, 0, sizeof tr.model); /* keep the model, free the rest */
-    husai_trainer_free(&tr);
+    *out = ts->tr.model;
+    memset(&ts->tr.model, 0, sizeof ts->tr.model); /* keep the model, free the rest */
+    husai_trainer_free(&ts->tr);
+}
+
+/* Trains one SAE on the in-memory dataset to completion and evaluates it; density (d_sae floats, or
+ * NULL) receives each latent's firing density on the training rows. With checkpoints, a task resumes
+ * from its file and saves on stop, periodically and when done. Returns 1 (and no model) when a stop
+ * was requested before the task finished. */
+static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index, const husai_condition *c,
+                     uint64_t seed, const float *ref_rows, int ref_n, husai_seed_metrics *metrics,
+                     progress_state *ps, husai_sae *out, float *density) {
+    const husai_dataset *ds = ctx->ds;
+    const husai_split *sp = ctx->split;
+    husai_train_opts o = task_opts(ctx, c, seed, ref_rows, ref_n);
+    o.row_index = sp->train;
+    task_state ts;
+    task_begin(ctx, phase, cond_index, c, &o, ds->X, sp->n_train, &ts);
+    if (task_train(ctx, c, &ts, INT_MAX, ps)) {
+        husai_trainer_free(&ts.tr);
+        return 1;
+    }
+    /* A finished task's checkpoint is its result on resume: it is never retrained. */
+    task_save(ctx, &ts);
+    /* EV, MSE and L0 on the training rows, as HUSAI reported them, and on the held-out rows if any. */
+    husai_recon rec, ho = {NAN, NAN, NAN, NAN};
+    if (husai_recon_eval_density(&ts.tr.model, ds->X, sp->train, sp->n_train, EVAL_BATCH, &rec, density) ||
+        (sp->n_holdout > 0 &&
+         husai_recon_eval_rows(&ts.tr.model, ds->X, sp->holdout, sp->n_holdout, EVAL_BATCH, &ho)))
+        husai_mpi_die("evaluating %s seed %llu: %s", c->name, (unsigned long long)seed,
+                      husai_error_message());
+    task_end(ctx, c, ref_rows, ref_n, &ts, &rec, &ho, metrics, out);
     return 0;
+}
+
+/* Streaming: fills rows (chunk-local indices, ascending) with the loaded chunk's rows of the ascending
+ * global list all[0..n_all) and returns their count. */
+static size_t chunk_rows_of(const husai_dataset *ds, const uint32_t *all, size_t n_all, uint32_t *rows) {
+    size_t lo, hi;
+    husai_chunks_rows_in(all, n_all, ds->chunk_start, ds->chunk_start + ds->chunk_n, &lo, &hi);
+    for (size_t i = lo; i < hi; i++)
+        rows[i - lo] = all[i] - (uint32_t)ds->chunk_start;
+    return hi - lo;
+}
+
+/* The virtual epoch a task's checkpoint has reached (0 without one): where it resumes in the chunk
+ * schedule. Only the header is read; husai_checkpoint_load validates the rest. */
+static int64_t checkpoint_epoch(const husai_run_ctx *ctx, const char *phase, int cond_index,
+                                const husai_condition *c, uint64_t seed) {
+    if (!ctx->ckpt_dir) return 0;
+    char path[4200];
+    husai_ckpt_id id;
+    task_ckpt(ctx, phase, cond_index, c, seed, path, sizeof path, &id);
+    int epoch = 0;
+    return husai_checkpoint_peek_epoch(path, &epoch) == HUSAI_OK ? epoch : 0;
+}
+
+/* Trains this rank's tasks on a streamed dataset. All ranks of a node move through the same chunk
+ * schedule in lockstep, wave by wave (a rank's i-th task is in wave i), so each chunk is read once per
+ * node and epoch and shared: virtual epoch v of a task is one pass over chunk husai_chunks_virtual(v).
+ * A task resumed from a checkpoint joins the schedule at its virtual epoch. After training, one more
+ * pass over the chunks evaluates the wave's models. A stop request is agreed per chunk across the node.
+ * Fills params/metrics like the in-memory loop; returns 1 if stopped, and counts finished tasks. */
+static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const husai_plan *plan,
+                          const int *local, int n_local, float **params, husai_seed_metrics *metrics,
+                          progress_state *ps, int *finished) {
+    husai_dataset *ds = ctx->ds;
+    const husai_chunks *ch = &ds->chunks;
+    const husai_split *sp = ctx->split;
+    MPI_Comm node = ds->node_comm;
+    int rank;
+    MPI_Comm_rank(ctx->comm, &rank);
+    uint32_t *trows = malloc(ch->chunk_rows * sizeof *trows), *hrows = malloc(ch->chunk_rows * sizeof *hrows);
+    if (!trows || !hrows) husai_mpi_die("out of memory for chunk row lists");
+    size_t max_rows = 0;
+    for (size_t i = 0; i < ch->n_chunks; i++) {
+        size_t a, b, lo, hi;
+        husai_chunks_range(ch, i, &a, &b);
+        husai_chunks_rows_in(sp->train, sp->n_train, a, b, &lo, &hi); /* >= 1: checked by the sweep command */
+        if (hi - lo > max_rows) max_rows = hi - lo;
+    }
+    int waves = n_local;
+    HUSAI_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &waves, 1, MPI_INT, MPI_MAX, node));
+    int stopped = 0;
+    for (int w = 0; w < waves && !stopped; w++) {
+        const husai_task *t = w < n_local ? &plan->tasks[local[w]] : NULL;
+        const husai_condition *c = t ? &ph->conds[t->condition] : NULL;
+        husai_train_opts o;
+        int64_t total = 0, start = INT64_MAX;
+        if (t) {
+            o = task_opts(ctx, c, t->seed, ph->ref_rows, ph->ref_n);
+            o.epochs = c->epochs * (int)ch->n_chunks;
+            o.max_rows = max_rows;
+            total = o.epochs;
+            start = checkpoint_epoch(ctx, ph->phase, t->condition, c, t->seed);
+        }
+        int64_t span[2] = {-start, total}; /* node-wide earliest start and latest end */
+        HUSAI_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, span, 2, MPI_INT64_T, MPI_MAX, node));
+        task_state ts;
+        int begun = 0;
+        for (int64_t v = -span[0]; v < span[1]; v++) {
+            husai_dataset_load_chunk(ds, husai_chunks_virtual(ch, v));
+            int local_stop = 0;
+            if (t && v >= start && v < total) {
+                const size_t n = chunk_rows_of(ds, sp->train, sp->n_train, trows);
+                if (!begun) {
+                    o.row_index = trows;
+                    task_begin(ctx, ph->phase, t->condition, c, &o, ds->X, n, &ts);
+                    begun = 1;
+                } else if (husai_trainer_set_rows(&ts.tr, ds->X, n, trows)) {
+                    husai_mpi_die("%s: %s", c->name, husai_error_message());
+                }
+                local_stop = task_train(ctx, c, &ts, (int)v + 1, ps);
+            }
+            int any_stop = local_stop || husai_stop_requested();
+            HUSAI_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &any_stop, 1, MPI_INT, MPI_MAX, node));
+            if (any_stop) {
+                if (begun && !local_stop && !husai_trainer_done(&ts.tr)) task_save(ctx, &ts);
+                stopped = 1;
+                break;
+            }
+        }
+        if (stopped) {
+            if (begun) husai_trainer_free(&ts.tr);
+            break;
+        }
+        if (begun) task_save(ctx, &ts); /* the finished task's result, for a resume */
+        int any_task = t != NULL;
+        HUSAI_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &any_task, 1, MPI_INT, MPI_MAX, node));
+        if (!any_task) continue;
+        /* Evaluation pass: every chunk once, in file order. */
+        husai_recon_acc acc, acc_ho;
+        husai_sae *m = NULL;
+        for (size_t i = 0; i < ch->n_chunks; i++) {
+            husai_dataset_load_chunk(ds, i);
+            if (!t) continue;
+            const size_t n = chunk_rows_of(ds, sp->train, sp->n_train, trows);
+            if (!begun) { /* finished before this run: the checkpoint holds the model */
+                o.row_index = trows;
+                task_begin(ctx, ph->phase, t->condition, c, &o, ds->X, n, &ts);
+                begun = 1;
+            }
+            if (!m) {
+                m = &ts.tr.model;
+                if (husai_recon_acc_init(&acc, m, EVAL_BATCH) || husai_recon_acc_init(&acc_ho, m, EVAL_BATCH))
+                    husai_mpi_die("%s", husai_error_message());
+            }
+            const size_t nh = chunk_rows_of(ds, sp->holdout, sp->n_holdout, hrows);
+            if (husai_recon_acc_add(&acc, ds->X, trows, n) || husai_recon_acc_add(&acc_ho, ds->X, hrows, nh))
+                husai_mpi_die("evaluating %s: %s", c->name, husai_error_message());
+        }
+        if (!t) continue;
+        const int dm = ds->d_model, dsae = c->d_sae;
+        float *p = params[t->id] = malloc(payload_floats(dm, dsae) * sizeof(float));
+        if (!p) husai_mpi_die("out of memory storing task %d", t->id);
+        husai_recon rec, ho = {NAN, NAN, NAN, NAN};
+        if (husai_recon_acc_finish(&acc, &rec, p + payload_density(dm, dsae)) ||
+            (sp->n_holdout > 0 && husai_recon_acc_finish(&acc_ho, &ho, NULL)))
+            husai_mpi_die("evaluating %s: %s", c->name, husai_error_message());
+        husai_recon_acc_free(&acc);
+        husai_recon_acc_free(&acc_ho);
+        husai_sae model;
+        task_end(ctx, c, ph->ref_rows, ph->ref_n, &ts, &rec, &ho, &metrics[t->id], &model);
+        pack_model(&model, p);
+        husai_sae_free(&model);
+        (*finished)++;
+        report_done(ctx, ps, t->id, &metrics[t->id]);
+    }
+    free(trows);
+    free(hrows);
+    return stopped;
 }
 
 /* Whether b's random baseline is a's: it depends only on the seed list and the decoder shape. */
@@ -341,7 +537,7 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
 
     progress_state ps = {.ph = ph, .plan = &plan, .total = plan.n_tasks, .t_start = MPI_Wtime()};
     int stopped = 0, finished = 0;
-    for (int i = 0; i < n_local && !stopped; i++) {
+    for (int i = 0; i < n_local && !stopped && !ds->streaming; i++) {
         const husai_task *t = &plan.tasks[local[i]];
         const husai_condition *c = &ph->conds[t->condition];
         husai_sae m;
@@ -357,16 +553,10 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
         finished++;
         pack_model(&m, p);
         husai_sae_free(&m);
-        progress_msg msg = {.task = t->id,
-                            .rank = rank,
-                            .mse = metrics[t->id].mse,
-                            .ev = metrics[t->id].ev,
-                            .seconds = metrics[t->id].seconds};
-        if (rank == 0)
-            print_progress(&ps, &msg);
-        else
-            HUSAI_MPI_CHECK(MPI_Send(&msg, (int)sizeof msg, MPI_BYTE, 0, TAG_PROGRESS, comm));
+        report_done(ctx, &ps, t->id, &metrics[t->id]);
     }
+    if (ds->streaming)
+        stopped = train_streamed(ctx, ph, &plan, local, n_local, params, metrics, &ps, &finished);
     /* Agree on stop and count finished tasks without blocking rank 0's progress printing: a
      * non-blocking reduction that rank 0 polls while it drains progress messages. */
     long local_state[2] = {stopped, finished}, global_state[2];

@@ -17,7 +17,7 @@
 
 typedef struct {
     const husai_config *cfg;
-    const husai_dataset *ds;
+    husai_dataset *ds; /* not const: a streamed dataset loads chunks into its window */
     int reverse_order; /* run each rank's tasks last-first (results must not change) */
     MPI_Comm comm;
     const char *ckpt_dir;      /* where tasks checkpoint (shared by all ranks), or NULL for none */

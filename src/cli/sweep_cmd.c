@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "cli/commands.h"
@@ -341,8 +342,17 @@ int husai_cmd_sweep(int argc, char **argv) {
     HUSAI_MPI_CHECK(MPI_Bcast(ckpt_dir, (int)sizeof ckpt_dir, MPI_CHAR, 0, comm));
 
     husai_dataset ds;
-    if ((st = husai_dataset_read(&ds, cfg.data_path, cfg.dataset, comm))) return fail(rank, &rd);
-    if (rank == 0) {
+    if ((st = husai_dataset_open(&ds, cfg.data_path, cfg.dataset, cfg.memory_budget_mb * 1e6,
+                                 (size_t)cfg.chunk_rows, cfg.split_seed, comm)))
+        return fail(rank, &rd);
+    if (rank == 0 && ds.streaming) {
+        printf(
+            "[husai] data: %s:%s %zu x %d %s, streamed: %zu chunks of %zu rows (%.1f MB per node, budget %g "
+            "MB); each node reads each chunk once per epoch\n",
+            cfg.data_path, cfg.dataset, ds.n_rows, ds.d_model, ds.dtype, ds.chunks.n_chunks,
+            ds.chunks.chunk_rows, ds.nodes[0].bytes_held / 1e6, cfg.memory_budget_mb);
+        fflush(stdout);
+    } else if (rank == 0) {
         printf("[husai] data: %s:%s %zu x %d %s (%.1f MB read once, %.2f s)\n", cfg.data_path, cfg.dataset,
                ds.n_rows, ds.d_model, ds.dtype, ds.bytes_read / 1e6, ds.read_seconds);
         for (int q = 0; q < ds.n_nodes; q++)
@@ -359,6 +369,7 @@ int husai_cmd_sweep(int argc, char **argv) {
                            cfg.dataset, cfg.data_path, ds.d_model, cfg.d_model)
              : husai_split_make(&split, ds.n_rows, cfg.holdout, cfg.split_seed);
     if (st) memset(&split, 0, sizeof split);
+    if (!st && ds.streaming) st = husai_chunks_check_rows(&ds.chunks, split.train, split.n_train);
     for (int i = 0; !st && i < cfg.n_values; i++) {
         const int batch = husai_config_condition(&cfg, i).batch_size;
         if ((size_t)batch > split.n_train)
@@ -422,6 +433,19 @@ int husai_cmd_sweep(int argc, char **argv) {
         return fail(rank, &rd);
     }
 
+    if (ds.streaming) husai_dataset_stream_totals(&ds, comm);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double rss_mb = (double)ru.ru_maxrss / 1024.0; /* Linux reports KiB */
+    HUSAI_MPI_CHECK(MPI_Reduce(rank == 0 ? MPI_IN_PLACE : &rss_mb, &rss_mb, 1, MPI_DOUBLE, MPI_MAX, 0, comm));
+    if (rank == 0 && ds.streaming) {
+        printf("[husai] streamed %.1f MB from the file (%.2f GB/s over %.2f s of chunk loads); peak RSS %.1f "
+               "MB per "
+               "rank\n",
+               ds.bytes_read / 1e6, ds.read_seconds > 0 ? ds.bytes_read / ds.read_seconds / 1e9 : 0.0,
+               ds.read_seconds, rss_mb);
+        fflush(stdout);
+    }
     /* Rank 0 writes; everyone learns the outcome so the exit status agrees. */
     st = HUSAI_OK;
     if (rank == 0) {
@@ -440,7 +464,12 @@ int husai_cmd_sweep(int argc, char **argv) {
                                .holdout_rows = split.holdout,
                                .n_holdout = split.n_holdout,
                                .n_nodes = ds.n_nodes,
-                               .nodes = ds.nodes};
+                               .nodes = ds.nodes,
+                               .peak_rss_mb = rss_mb,
+                               .chunk_rows = ds.streaming ? ds.chunks.chunk_rows : 0,
+                               .n_chunks = ds.streaming ? ds.chunks.n_chunks : 0,
+                               .bytes_read = ds.bytes_read,
+                               .read_seconds = ds.read_seconds};
         st = husai_results_write(&rd, &info, out.res, out.n, out.has_proto ? &out.proto : NULL);
         /* results.h5 holds every parameter; the checkpoints (with Adam moments) are not kept. */
         if (!st) husai_rundir_remove(&rd, "checkpoints");

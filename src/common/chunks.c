@@ -57,3 +57,18 @@ void husai_chunks_rows_in(const uint32_t *rows, size_t n, size_t a, size_t b, si
     }
     *hi = l;
 }
+
+husai_status husai_chunks_check_rows(const husai_chunks *c, const uint32_t *rows, size_t n) {
+    for (size_t i = 0; i < c->n_chunks; i++) {
+        size_t a, b, lo, hi;
+        husai_chunks_range(c, i, &a, &b);
+        husai_chunks_rows_in(rows, n, a, b, &lo, &hi);
+        if (hi == lo)
+            return husai_error(
+                HUSAI_ERR_ARG,
+                "chunk %zu (rows %zu..%zu) has no training rows; raise data.chunk_rows or lower "
+                "data.holdout",
+                i, a, b);
+    }
+    return HUSAI_OK;
+}

@@ -35,4 +35,8 @@ size_t husai_chunks_virtual(const husai_chunks *c, int64_t v);
 /* Within ascending rows[0..n), the index range [*lo, *hi) of values in [a, b) (binary search). */
 void husai_chunks_rows_in(const uint32_t *rows, size_t n, size_t a, size_t b, size_t *lo, size_t *hi);
 
+/* HUSAI_OK if every chunk holds at least one of the ascending rows[0..n) (a streamed task trains on
+ * every chunk); otherwise an error naming the first chunk without any and its row range. */
+husai_status husai_chunks_check_rows(const husai_chunks *c, const uint32_t *rows, size_t n);
+
 #endif

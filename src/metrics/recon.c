@@ -9,15 +9,28 @@ static inline const float *row_of(const float *X, const uint32_t *rows, size_t i
     return X + (size_t)(rows ? rows[i] : i) * (size_t)d;
 }
 
-husai_status husai_recon_eval_density(const husai_sae *m, const float *X, const uint32_t *rows, size_t n_rows,
-                                      int batch_rows, husai_recon *out, float *density) {
-    const int d = m->d_model;
-    if (n_rows < 2) return husai_error(HUSAI_ERR_DATA, "reconstruction metrics need at least 2 rows");
-    if (batch_rows < 1) batch_rows = 1;
-    if ((size_t)batch_rows > n_rows) batch_rows = (int)n_rows;
-    const double N = (double)n_rows * d;
+husai_status husai_recon_acc_init(husai_recon_acc *a, const husai_sae *m, int batch_rows) {
+    memset(a, 0, sizeof *a);
+    a->m = m;
+    a->batch_rows = batch_rows < 1 ? 1 : batch_rows;
+    husai_status st = husai_sae_batch_alloc(&a->b, m, a->batch_rows);
+    if (st) return st;
+    a->fired = calloc((size_t)m->d_sae, sizeof(int64_t));
+    a->gathered = malloc((size_t)a->batch_rows * m->d_model * sizeof(float));
+    if (!a->fired || !a->gathered) {
+        husai_recon_acc_free(a);
+        return husai_error(HUSAI_ERR_NOMEM, "cannot allocate evaluation buffers");
+    }
+    return HUSAI_OK;
+}
 
-    /* var(X): two passes, since activations can have a mean large next to their spread. */
+husai_status husai_recon_acc_add(husai_recon_acc *a, const float *X, const uint32_t *rows, size_t n_rows) {
+    if (n_rows == 0) return HUSAI_OK;
+    const husai_sae *m = a->m;
+    const int d = m->d_model;
+    const double N = (double)n_rows * d;
+    /* var(X): two passes over this part (activations can have a mean large next to their spread),
+     * merged into the running total with Chan et al.'s pairwise update. */
     double sx = 0.0;
     for (size_t r = 0; r < n_rows; r++) {
         const float *x = row_of(X, rows, r, d);
@@ -33,63 +46,75 @@ husai_status husai_recon_eval_density(const husai_sae *m, const float *X, const 
             ssx += c * c;
         }
     }
-    const double var_x = ssx / (N - 1.0);
-
-    husai_sae_batch b;
-    husai_status st = husai_sae_batch_alloc(&b, m, batch_rows);
-    if (st) return st;
-    int64_t *fired = calloc((size_t)m->d_sae, sizeof(int64_t)); /* rows on which each latent fires */
-    float *gathered = rows ? malloc((size_t)batch_rows * d * sizeof(float)) : NULL;
-    if (!fired || (rows && !gathered)) {
-        free(fired);
-        free(gathered);
-        husai_sae_batch_free(&b);
-        return husai_error(HUSAI_ERR_NOMEM, "cannot allocate evaluation buffers");
-    }
+    const double n0 = a->n_elems, n1 = n0 + N, delta = mx - a->mean_x;
+    a->mean_x += delta * N / n1;
+    a->m2_x += ssx + delta * delta * n0 * N / n1;
+    a->n_elems = n1;
     /* Errors have a mean near zero, so a one-pass sum of e and e^2 in double is accurate. */
-    double se = 0.0, sse = 0.0, nnz = 0.0;
-    for (size_t r0 = 0; r0 < n_rows; r0 += (size_t)batch_rows) {
-        const int n = (int)(n_rows - r0 < (size_t)batch_rows ? n_rows - r0 : (size_t)batch_rows);
+    const size_t br = (size_t)a->batch_rows;
+    for (size_t r0 = 0; r0 < n_rows; r0 += br) {
+        const int n = (int)(n_rows - r0 < br ? n_rows - r0 : br);
         const float *xb = X + r0 * d;
         if (rows) {
             for (int r = 0; r < n; r++)
-                memcpy(gathered + (size_t)r * d, row_of(X, rows, r0 + (size_t)r, d),
+                memcpy(a->gathered + (size_t)r * d, row_of(X, rows, r0 + (size_t)r, d),
                        (size_t)d * sizeof(float));
-            xb = gathered;
+            xb = a->gathered;
         }
-        if ((st = husai_sae_encode(m, xb, n, HUSAI_SAE_EVAL, &b))) break;
-        husai_sae_decode(m, &b);
+        husai_status st = husai_sae_encode(m, xb, n, HUSAI_SAE_EVAL, &a->b);
+        if (st) return st;
+        husai_sae_decode(m, &a->b);
         for (size_t i = 0; i < (size_t)n * d; i++) {
-            const double e = (double)b.x_hat[i] - (double)xb[i];
-            se += e;
-            sse += e * e;
+            const double e = (double)a->b.x_hat[i] - (double)xb[i];
+            a->se += e;
+            a->sse += e * e;
         }
-        for (int64_t a = 0; a < b.row_ptr[n]; a++)
-            if (b.val[a] != 0.0f) {
-                nnz += 1.0;
-                fired[b.idx[a]]++;
+        for (int64_t k = 0; k < a->b.row_ptr[n]; k++)
+            if (a->b.val[k] != 0.0f) {
+                a->nnz += 1.0;
+                a->fired[a->b.idx[k]]++;
             }
     }
-    if (st) {
-        free(fired);
-        free(gathered);
-        husai_sae_batch_free(&b);
-        return st;
-    }
+    a->n_rows += n_rows;
+    return HUSAI_OK;
+}
+
+husai_status husai_recon_acc_finish(const husai_recon_acc *a, husai_recon *out, float *density) {
+    if (a->n_rows < 2) return husai_error(HUSAI_ERR_DATA, "reconstruction metrics need at least 2 rows");
+    const husai_sae *m = a->m;
+    const double N = a->n_elems;
     int dead = 0;
     for (int j = 0; j < m->d_sae; j++) {
-        dead += !fired[j];
-        if (density) density[j] = (float)((double)fired[j] / (double)n_rows);
+        dead += !a->fired[j];
+        if (density) density[j] = (float)((double)a->fired[j] / (double)a->n_rows);
     }
-    const double var_e = (sse - se * se / N) / (N - 1.0);
-    out->mse = sse / N;
+    const double var_x = a->m2_x / (N - 1.0), var_e = (a->sse - a->se * a->se / N) / (N - 1.0);
+    out->mse = a->sse / N;
     out->ev = var_x > 0.0 ? 1.0 - var_e / var_x : NAN;
-    out->l0 = nnz / (double)n_rows;
+    out->l0 = a->nnz / (double)a->n_rows;
     out->dead_fraction = (double)dead / m->d_sae;
-    free(fired);
-    free(gathered);
-    husai_sae_batch_free(&b);
     return HUSAI_OK;
+}
+
+void husai_recon_acc_free(husai_recon_acc *a) {
+    if (!a) return;
+    husai_sae_batch_free(&a->b);
+    free(a->fired);
+    free(a->gathered);
+    memset(a, 0, sizeof *a);
+}
+
+husai_status husai_recon_eval_density(const husai_sae *m, const float *X, const uint32_t *rows, size_t n_rows,
+                                      int batch_rows, husai_recon *out, float *density) {
+    if (n_rows < 2) return husai_error(HUSAI_ERR_DATA, "reconstruction metrics need at least 2 rows");
+    if ((size_t)batch_rows > n_rows) batch_rows = (int)n_rows;
+    husai_recon_acc a;
+    husai_status st = husai_recon_acc_init(&a, m, batch_rows);
+    if (st) return st;
+    st = husai_recon_acc_add(&a, X, rows, n_rows);
+    if (!st) st = husai_recon_acc_finish(&a, out, density);
+    husai_recon_acc_free(&a);
+    return st;
 }
 
 husai_status husai_recon_eval_rows(const husai_sae *m, const float *X, const uint32_t *rows, size_t n_rows,

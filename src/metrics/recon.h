@@ -19,6 +19,30 @@ typedef struct {
     double ev, mse, l0, dead_fraction;
 } husai_recon;
 
+/* The same metrics accumulated over parts of a dataset (streamed chunks): init, add each part, finish. */
+typedef struct {
+    const husai_sae *m;
+    husai_sae_batch b;
+    float *gathered;
+    int batch_rows;
+    int64_t *fired; /* (d_sae) rows on which each latent fired */
+    size_t n_rows;
+    double n_elems, mean_x, m2_x; /* running mean and sum of squared deviations of X */
+    double se, sse, nnz;
+} husai_recon_acc;
+
+/* Prepares an accumulator for model m (which must outlive it), encoding batch_rows rows at a time. */
+husai_status husai_recon_acc_init(husai_recon_acc *a, const husai_sae *m, int batch_rows);
+
+/* Adds rows rows[0..n_rows) of X (X's first n_rows rows when rows is NULL). */
+husai_status husai_recon_acc_add(husai_recon_acc *a, const float *X, const uint32_t *rows, size_t n_rows);
+
+/* The metrics over every row added (at least 2); density as in husai_recon_eval_density. */
+husai_status husai_recon_acc_finish(const husai_recon_acc *a, husai_recon *out, float *density);
+
+/* Releases the accumulator; safe on a zeroed or freed one. */
+void husai_recon_acc_free(husai_recon_acc *a);
+
 /* Evaluates model m on the rows rows[0..n_rows) of X (all of X's first n_rows rows when rows is
  * NULL), in batches of batch_rows; a held-out split is evaluated this way without copying it. */
 husai_status husai_recon_eval_rows(const husai_sae *m, const float *X, const uint32_t *rows, size_t n_rows,

@@ -392,3 +392,21 @@ void husai_dataset_load_chunk(husai_dataset *ds, size_t i) {
     ds->stream_bytes += (double)n * (double)d * (double)ds->elem;
     ds->stream_seconds += MPI_Wtime() - t0;
 }
+
+void husai_dataset_stream_totals(husai_dataset *ds, MPI_Comm comm) {
+    int node_rank;
+    MPI_Comm_rank(ds->node_comm, &node_rank);
+    double *per_node = malloc((size_t)ds->n_nodes * sizeof(double));
+    if (!per_node) husai_mpi_die("out of memory for %d node totals", ds->n_nodes);
+    if (node_rank == 0) /* each node's leader counted what its node read */
+        HUSAI_MPI_CHECK(
+            MPI_Allgather(&ds->stream_bytes, 1, MPI_DOUBLE, per_node, 1, MPI_DOUBLE, ds->leader_comm));
+    HUSAI_MPI_CHECK(MPI_Bcast(per_node, ds->n_nodes, MPI_DOUBLE, 0, ds->node_comm));
+    ds->bytes_read = 0.0;
+    for (int q = 0; q < ds->n_nodes; q++) {
+        ds->nodes[q].bytes_read = per_node[q];
+        ds->bytes_read += per_node[q];
+    }
+    free(per_node);
+    HUSAI_MPI_CHECK(MPI_Allreduce(&ds->stream_seconds, &ds->read_seconds, 1, MPI_DOUBLE, MPI_MAX, comm));
+}

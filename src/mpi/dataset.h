@@ -58,6 +58,10 @@ husai_status husai_dataset_open(husai_dataset *ds, const char *path, const char 
  * failed read or a NaN/Inf value ends the job with one line naming the rows. */
 void husai_dataset_load_chunk(husai_dataset *ds, size_t i);
 
+/* Collective over comm, after streaming: fills every node's bytes_read, the job's bytes_read and
+ * read_seconds (the longest any rank spent loading chunks, barrier waits included). */
+void husai_dataset_stream_totals(husai_dataset *ds, MPI_Comm comm);
+
 /* Collective over the communicator the dataset was read on: releases the window and communicators;
  * safe on a zeroed or freed dataset. */
 void husai_dataset_free(husai_dataset *ds);

@@ -291,6 +291,7 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
         cJSON_AddItemToArray(nodes, o);
     }
     cJSON_AddNumberToObject(r, "seconds", run->seconds);
+    if (run->peak_rss_mb > 0) cJSON_AddNumberToObject(r, "peak_rss_mb", run->peak_rss_mb);
     const husai_config *cfg = run->cfg;
     cJSON *d = cJSON_AddObjectToObject(root, "data");
     cJSON_AddStringToObject(d, "path", cfg->data_path);
@@ -299,6 +300,15 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
     cJSON_AddNumberToObject(d, "rows", (double)run->n_rows);
     cJSON_AddNumberToObject(d, "d_model", run->d_model);
     if (*cfg->dictionary) cJSON_AddStringToObject(d, "dictionary", cfg->dictionary);
+    if (run->chunk_rows > 0) {
+        cJSON *st = cJSON_AddObjectToObject(d, "streamed");
+        cJSON_AddNumberToObject(st, "chunk_rows", (double)run->chunk_rows);
+        cJSON_AddNumberToObject(st, "chunks", (double)run->n_chunks);
+        cJSON_AddNumberToObject(st, "bytes_read", run->bytes_read);
+        cJSON_AddNumberToObject(st, "load_seconds", run->read_seconds);
+        cJSON_AddNumberToObject(st, "read_gb_per_s",
+                                run->read_seconds > 0 ? run->bytes_read / run->read_seconds / 1e9 : 0);
+    }
     cJSON *b = cJSON_AddObjectToObject(root, "bootstrap");
     cJSON_AddStringToObject(b, "unit", unit_name(cfg->bootstrap_unit));
     cJSON_AddNumberToObject(b, "resamples", cfg->resamples);

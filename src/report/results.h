@@ -90,6 +90,9 @@ typedef struct {
     int d_model;
     const uint32_t *holdout_rows; /* (n_holdout) rows never trained on, or NULL */
     size_t n_holdout;
+    double peak_rss_mb;          /* largest peak resident set of any rank (0: unknown) */
+    size_t chunk_rows, n_chunks; /* streamed data (0: held in memory) */
+    double bytes_read, read_seconds;
     int n_nodes;                  /* 0 when unknown (a merge) */
     const husai_node_info *nodes; /* (n_nodes) */
 } husai_run_info;

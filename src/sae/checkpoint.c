@@ -25,6 +25,12 @@ typedef struct {
     double epoch_loss_sum, last_epoch_loss, lr, lambda;
 } ckpt_header;
 
+/* The row count a checkpoint is tied to: the dataset's training rows, or for a streamed run (whose
+ * current chunk changes) the largest chunk's, fixed for the run. */
+static uint64_t rows_id(const husai_trainer *t) {
+    return t->opts.max_rows > 0 ? t->opts.max_rows : t->n_rows;
+}
+
 static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
     const unsigned char *p = data;
     for (size_t i = 0; i < n; i++) {
@@ -54,7 +60,7 @@ husai_status husai_checkpoint_save(const husai_trainer *t, const husai_ckpt_id *
     hd.epochs = t->opts.epochs;
     hd.batch_size = t->opts.batch_size;
     hd.epoch = t->epoch;
-    hd.n_rows = t->n_rows;
+    hd.n_rows = rows_id(t);
     hd.n_params = t->model.n_params;
     hd.pos = t->pos;
     hd.n_state = husai_trainer_state_len(t);
@@ -132,7 +138,7 @@ husai_status husai_checkpoint_load(husai_trainer *t, const husai_ckpt_id *id, co
         goto out;
     }
     if (hd.d_model != t->d_model || hd.d_sae != t->opts.d_sae || hd.k != t->opts.k ||
-        hd.epochs != t->opts.epochs || hd.batch_size != t->opts.batch_size || hd.n_rows != t->n_rows ||
+        hd.epochs != t->opts.epochs || hd.batch_size != t->opts.batch_size || hd.n_rows != rows_id(t) ||
         hd.n_params != t->model.n_params || hd.n_state != husai_trainer_state_len(t) ||
         hd.arch != (int32_t)t->opts.arch || hd.lr != t->opts.lr || hd.lambda != t->opts.lambda ||
         hd.epoch < 0 || hd.epoch > hd.epochs || hd.pos > hd.n_rows) {
@@ -176,4 +182,16 @@ husai_status husai_checkpoint_load(husai_trainer *t, const husai_ckpt_id *id, co
 out:
     fclose(f);
     return st;
+}
+
+husai_status husai_checkpoint_peek_epoch(const char *path, int *epoch) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return husai_error(HUSAI_ERR_IO, "cannot open checkpoint '%s': %s", path, strerror(errno));
+    ckpt_header hd;
+    const int ok = fread(&hd, sizeof hd, 1, f) == 1 && !memcmp(hd.magic, MAGIC, 8) &&
+                   hd.version == HUSAI_CKPT_VERSION && hd.header_size == sizeof hd;
+    fclose(f);
+    if (!ok) return husai_error(HUSAI_ERR_DATA, "checkpoint '%s' has no readable header", path);
+    *epoch = hd.epoch;
+    return HUSAI_OK;
 }

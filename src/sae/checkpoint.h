@@ -31,4 +31,8 @@ husai_status husai_checkpoint_save(const husai_trainer *t, const husai_ckpt_id *
  * format version, another config, another task or other shapes. HUSAI_ERR_IO if the file is missing. */
 husai_status husai_checkpoint_load(husai_trainer *t, const husai_ckpt_id *id, const char *path);
 
+/* Reads only the epoch a checkpoint has reached (where a streamed task rejoins the chunk schedule);
+ * HUSAI_ERR_IO if missing, HUSAI_ERR_DATA if the header is unreadable. Not a validation: load is. */
+husai_status husai_checkpoint_peek_epoch(const char *path, int *epoch);
+
 #endif
