@@ -6,6 +6,9 @@
 #      file, the same steps and the same number of threads: HUSAI's size (128 x 128, k 32, batch 2048)
 #      and an LLM-like size (768 x 16384, k 32, batch 4096), on 1 and 2 threads
 #   3. seed-parallel scaling: `husai sweep` with 4 seeds on P = 1 and P = 2 ranks, efficiency T1 / (P * TP)
+#   4. a dataset 4x the memory budget (256 MB of `husai synth` float32 against data.memory_budget_mb = 64):
+#      a 2-rank sweep in memory and streamed; peak RSS per rank against the budget, the streamed HDF5 read
+#      GB/s (results.json), and raw read baselines (dd O_DIRECT and page cache, h5py, husai's in-memory read)
 # Environment: BUILD (default build), BENCH_QUICK=1 for a short smoke run, BENCH_THREADS (default "1 2",
 # capped at the core count). About 3-5 minutes on 2 cores; wall-clock figures, so other load on the
 # machine lowers them (the load average is printed first).
@@ -151,5 +154,160 @@ for P, wall, run_s, seed_s in rows:
     eff = f"{T1 / (P * wall) * 100:6.1f}% (run {T1run / (P * run_s) * 100:5.1f}%)" if T1 else "-"
     print(f"{P:>2} | {wall:13.2f} | {run_s:11.2f} | {seed_s:10.2f} | {ideal:22.2f} | {eff:>20}")
 EOF
+echo
+
+echo "== 4. a dataset 4x the memory budget: peak RSS per rank and HDF5 read throughput (2 ranks, 1 BLAS thread each)"
+# 4 chunks of as many 256-float rows as the budget holds (MB = 1e6 bytes, as data.memory_budget_mb counts
+# them): 4 x the budget, to within one row per chunk.
+if [ "$QUICK" = 1 ]; then budget=4 st_epochs=1; else budget=64 st_epochs=2; fi
+st_rows=$((4 * (budget * 1000000 / (256 * 4))))
+st_dir=$(mktemp -d /tmp/husai-bench-stream.XXXXXX) # the data goes to /tmp whatever TMPDIR says
+trap 'rm -rf "$tmp" "$st_dir"' EXIT
+: >"$st_dir/figures.txt"
+if [ "$CORES" -lt 2 ]; then
+    echo "   skipped: the 2-rank runs need 2 cores (have $CORES)"
+else
+    t0=$(date +%s.%N)
+    mpirun -np 2 "$HUSAI" synth --rows "$st_rows" --d-model 256 --atoms 1024 --active 16 --noise 0.05 --seed 1 \
+        "$st_dir/big.h5" >"$st_dir/synth.log" 2>&1 || {
+        cat "$st_dir/synth.log" >&2
+        echo "bench: husai synth of the streaming dataset failed" >&2
+        exit 1
+    }
+    echo "synth_s $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')" >>"$st_dir/figures.txt"
+    echo "file_bytes $(stat -c %s "$st_dir/big.h5")" >>"$st_dir/figures.txt"
+    # Raw read baselines on the same file: dd with O_DIRECT (the device, one synchronous 16 MB request at a
+    # time; "-" where the file system refuses it), dd from the page cache (the file was just written, so it is
+    # cached: so are husai's reads unless evicted) and cold (evicted: the device with the kernel's readahead),
+    # and h5py reading the whole dataset (HDF5, one process) from the page cache and cold.
+    # evict: drops this file's pages from the page cache (fsync, then posix_fadvise DONTNEED), nothing else's.
+    evict() { "$PY" -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)' "$1"; }
+    dd_secs() { # dd_secs [FLAG]: seconds dd takes to read the file, nothing if dd fails
+        local out
+        out=$(LC_ALL=C dd if="$st_dir/big.h5" of=/dev/null bs=16M "$@" 2>&1) || return 0
+        awk '/copied/ { print $(NF-3) }' <<<"$out"
+    }
+    echo "dd_direct_s $(dd_secs iflag=direct)" >>"$st_dir/figures.txt"
+    echo "dd_cached_s $(dd_secs)" >>"$st_dir/figures.txt"
+    evict "$st_dir/big.h5"
+    echo "dd_cold_s $(dd_secs)" >>"$st_dir/figures.txt"
+    "$PY" - "$st_dir/big.h5" >>"$st_dir/figures.txt" <<'EOF'
+import sys, time
+import h5py
+best = None
+for _ in range(3):
+    t = time.perf_counter()
+    with h5py.File(sys.argv[1], "r") as f:
+        x = f["activations"][()]
+    dt = time.perf_counter() - t
+    best = dt if best is None else min(best, dt)
+print(f"h5py_s {best}")
+EOF
+    evict "$st_dir/big.h5"
+    "$PY" - "$st_dir/big.h5" >>"$st_dir/figures.txt" <<'EOF'
+import sys, time
+import h5py
+t = time.perf_counter()
+with h5py.File(sys.argv[1], "r") as f:
+    x = f["activations"][()]
+print(f"h5py_cold_s {time.perf_counter() - t}")
+EOF
+    cat >"$st_dir/stream.ini" <<EOF
+[data]
+path = $st_dir/big.h5
+
+[sae]
+d_sae = 256
+k = 16
+
+[train]
+epochs = $st_epochs
+batch_size = 4096
+lr = 0.001
+
+[sweep]
+param = k
+values = 16
+seeds = 1, 2
+
+[metrics]
+resamples = 200
+EOF
+    echo "   data $st_rows x 256 float32 ($((st_rows * 256 * 4 / 1000000)) MB, husai synth), budget $budget MB;" \
+        "d_sae 256, k 16, batch 4096, $st_epochs epoch(s), seeds 1, 2 on 2 ranks (one wave)"
+    # run_stream NAME ARGS...: a 2-rank sweep of stream.ini, timed; its log and results stay in $st_dir
+    run_stream() {
+        local name=$1 t0 t1
+        shift
+        t0=$(date +%s.%N)
+        mpirun -np 2 "$HUSAI" sweep "$st_dir/stream.ini" --out "$st_dir/$name" --run-id r "$@" \
+            >"$st_dir/$name.log" 2>&1 || {
+            cat "$st_dir/$name.log" >&2
+            echo "bench: the $name sweep failed" >&2
+            exit 1
+        }
+        t1=$(date +%s.%N)
+        echo "wall_$name $(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" >>"$st_dir/figures.txt"
+    }
+    run_stream mem
+    run_stream str --set data.memory_budget_mb="$budget"
+    # The same streamed sweep with a 16-latent SAE and 1 epoch: chunk reads are then most of the run.
+    io_set=(--set data.memory_budget_mb="$budget" --set sae.d_sae=16 --set sweep.values=4 --set train.epochs=1)
+    run_stream io "${io_set[@]}"
+    # Again with the file evicted from the page cache first: the training pass reads from the device, the
+    # evaluation pass (the same chunks) from the page cache again.
+    evict "$st_dir/big.h5"
+    run_stream cold "${io_set[@]}"
+    "$PY" - "$st_dir" "$budget" "$st_epochs" <<'EOF'
+import json, re, sys
+d, budget, epochs = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+fig = {}
+for line in open(f"{d}/figures.txt"):
+    k, *v = line.split()
+    fig[k] = float(v[0]) if v and v[0] else None
+js = {n: json.load(open(f"{d}/{n}/r/results.json")) for n in ("mem", "str", "io", "cold")}
+data_mb = js["mem"]["data"]["rows"] * js["mem"]["data"]["d_model"] * 4 / 1e6
+m = re.search(r"\(([0-9.]+) MB read once, ([0-9.]+) s\)", open(f"{d}/mem.log").read())
+mem_mb, mem_s = float(m.group(1)), float(m.group(2))
+fb = fig["file_bytes"]
+def gbs(b, s):
+    return f"{b / s / 1e9:.2f}" if s else "-"
+print(f"\n{'run':<24} | {'data MB':>7} | {'budget MB':>9} | {'chunks':>6} | {'held MB':>7} | {'peak RSS/rank MB':>16} | "
+      f"{'RSS - held MB':>13} | {'read MB':>7} | {'read s':>6} | {'read GB/s':>9} | {'mpirun wall s':>13} | {'husai run s':>11}")
+for name, label in (("mem", "in memory"), ("str", "streamed"), ("io", "streamed, d_sae 16, 1 ep."),
+                    ("cold", "same, file not cached")):
+    j = js[name]
+    st = j["data"].get("streamed")
+    node = j["run"]["nodes"][0]
+    held = node["bytes_held"] / 1e6
+    rss = j["run"]["peak_rss_mb"]
+    if st:
+        chunks, read_mb, load_s, rate = st["chunks"], st["bytes_read"] / 1e6, st["read_seconds"], f"{st['read_gb_per_s']:.2f}"
+        bud = f"{budget:g}"
+    else:
+        chunks, read_mb, load_s, rate, bud = 1, mem_mb, mem_s, gbs(mem_mb * 1e6, mem_s), "-"
+    print(f"{label:<24} | {data_mb:7.1f} | {bud:>9} | {chunks:6d} | {held:7.1f} | {rss:16.1f} | {rss - held:13.1f} | "
+          f"{read_mb:7.1f} | {load_s:6.2f} | {rate:>9} | {fig['wall_' + name]:13.2f} | {j['run']['seconds']:11.2f}")
+s, mm = js["str"]["run"]["peak_rss_mb"], js["mem"]["run"]["peak_rss_mb"]
+print("   (every run but the last reads the file from the page cache; read s and read GB/s are results.json's\n"
+      "   data.streamed read_seconds and read_gb_per_s: the slowest rank's time reading its shares of chunks (node barriers excluded);\n"
+      "   in memory: husai's one read of the file, from its log)")
+print(f"\n   streamed peak RSS per rank: {s:.1f} MB = the {budget:g} MB budget + {s - budget:.1f} MB fixed overhead "
+      f"(MPI, HDF5, BLAS, model, Adam, batch buffers); in memory {mm:.1f} MB ({mm / s:.1f}x)")
+sb = js["str"]["data"]["streamed"]["bytes_read"]
+print(f"   streamed reads: {sb / 1e6:.0f} MB = {sb / (data_mb * 1e6):.2f} x the data ({epochs} epoch(s) + 1 evaluation pass, "
+      f"once per node; a chunk already loaded is not read again)")
+lw, lc = js["io"]["data"]["streamed"]["read_seconds"], js["cold"]["data"]["streamed"]["read_seconds"]
+cold_pass = lc - lw / 2  # the cold run's training pass; its evaluation pass costs what one warm pass does
+print(f"   the cold run's training pass alone (read s minus half the warm run's): "
+      f"{gbs(data_mb * 1e6, cold_pass) if cold_pass > 0 else '-'} GB/s")
+print(f"   raw read baselines on the same {fb / 1e6:.1f} MB file: "
+      f"dd {gbs(fb, fig.get('dd_direct_s'))} GB/s O_DIRECT, {gbs(fb, fig.get('dd_cold_s'))} GB/s cold, {gbs(fb, fig.get('dd_cached_s'))} GB/s from the page cache; "
+      f"h5py whole dataset {gbs(data_mb * 1e6, fig.get('h5py_cold_s'))} GB/s cold, {gbs(data_mb * 1e6, fig.get('h5py_s'))} GB/s cached (best of 3); "
+      f"husai in-memory read (cached) {gbs(mem_mb * 1e6, mem_s)} GB/s; husai synth wrote it in {fig['synth_s']:.2f} s")
+EOF
+fi
+rm -rf "$st_dir"
 echo
 echo "   load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,14 +1,24 @@
 /* export_cmd.c: `husai export`, one trained SAE of a run directory written in the Python SAE ecosystem's
  * format: OUT_DIR/sae.safetensors with SAELens' tensor names and shapes (W_enc [d_in, d_sae], b_enc [d_sae],
- * W_dec [d_sae, d_in], b_dec [d_in], float32) and OUT_DIR/cfg.json (SAELens-style fields plus husai's
- * provenance). SAELens' SAE.load_from_disk looks for sae_weights.safetensors, so that name is written as
- * a relative symbolic link to sae.safetensors. Every file is written under a temporary name and renamed.
+ * W_dec [d_sae, d_in], b_dec [d_in], and threshold [d_sae] for "jumprelu"; float32) and OUT_DIR/cfg.json
+ * (SAELens-style fields plus husai's provenance). Each husai architecture is written as the SAELens
+ * architecture whose inference computes husai's code from pre = (x - b_dec) W_enc + b_enc:
+ *   topk, matryoshka  "topk": the k largest pre (husai's are signed unless sae.relu; SAELens' are ReLU'd)
+ *   jumprelu          "jumprelu", threshold = theta_j: pre where pre > theta_j
+ *   batchtopk         "jumprelu", threshold = the trained inference threshold for every latent (the rule
+ *                     husai's batchtopk uses at inference: pre where pre > that threshold)
+ *   relu_l1           "standard": ReLU(pre)
+ * SAELens' JumpReLU is ReLU(pre) * (pre > threshold), which is pre * (pre > threshold) because export
+ * refuses negative thresholds. apply_b_dec_to_input is true iff b_dec is non-zero. SAELens'
+ * SAE.load_from_disk looks for sae_weights.safetensors, so that name is written as a relative symbolic
+ * link to sae.safetensors. Every file is written under a temporary name and renamed.
  * One process, no MPI: HDF5 is opened with the default (serial) driver. */
 #define _POSIX_C_SOURCE 200809L /* fileno, fsync, mkdir, symlink, getpid */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <getopt.h>
 #include <hdf5.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,9 +26,11 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "cli/config.h"
 #include "cli/version.h"
 #include "report/h5attr.h"
 #include "common/status.h"
+#include "sae/model.h"
 
 #define EXPORT_EXIT_ERROR 1
 #define EXPORT_EXIT_USAGE 2
@@ -29,9 +41,14 @@ static void usage(FILE *f) {
         "usage: husai export RUN_DIR --condition NAME --seed S [--format safetensors] OUT_DIR\n"
         "Writes one trained SAE of a run directory for the Python SAE ecosystem (SAELens):\n"
         "  OUT_DIR/sae.safetensors  W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in],\n"
-        "                           float32 (W_dec rows are the unit-norm features; b_dec as trained)\n"
+        "                           (jumprelu: threshold [d_sae]) float32 (W_dec rows are the unit-norm\n"
+        "                           features; b_dec as trained)\n"
         "  OUT_DIR/sae_weights.safetensors  symbolic link to sae.safetensors (SAELens' file name)\n"
-        "  OUT_DIR/cfg.json         d_in, d_sae, architecture \"topk\", k, dtype, ... and husai provenance\n"
+        "  OUT_DIR/cfg.json         d_in, d_sae, architecture, dtype, ... and husai provenance\n"
+        "Every architecture is written as the SAELens architecture with the same inference:\n"
+        "  topk, matryoshka -> \"topk\" (k)   jumprelu -> \"jumprelu\" (threshold = theta)\n"
+        "  batchtopk -> \"jumprelu\" (threshold = its inference threshold, every latent)\n"
+        "  relu_l1 -> \"standard\" (ReLU)\n"
         "  --condition NAME  a condition of RUN_DIR/results.h5 (e.g. k=4, or search/k=4 in calibrate runs)\n"
         "  --seed S          the training seed (not its index)\n"
         "  --format F        only safetensors (the default)\n"
@@ -136,6 +153,9 @@ typedef struct {
     float *b_enc; /* [d_sae] */
     float *b_dec; /* [d_model], zeros unless the run stored a decoder bias */
     int b_dec_stored;
+    husai_arch arch_id; /* runs from before architectures existed are topk */
+    float *threshold;   /* [d_sae] jumprelu theta_j, or batchtopk's one threshold repeated; else NULL */
+    int relu;           /* the run's sae.relu: 1, 0, or -1 when its stored config does not parse */
 } export_sae;
 
 static void export_sae_free(export_sae *e) {
@@ -149,7 +169,37 @@ static void export_sae_free(export_sae *e) {
     free(e->dec);
     free(e->b_enc);
     free(e->b_dec);
+    free(e->threshold);
     memset(e, 0, sizeof *e);
+}
+
+/* sae.relu of the run's stored config text: 1 or 0, or -1 if there is none or it does not parse (a
+ * config without the key predates it and means false, as the default does). */
+static int config_relu(const char *text) {
+    if (!text || !*text) return -1;
+    husai_config *c = malloc(sizeof *c);
+    if (!c) return -1;
+    husai_config_defaults(c);
+    const int relu = husai_config_load_string(c, text, "results.h5 config") == HUSAI_OK ? c->relu != 0 : -1;
+    free(c);
+    return relu;
+}
+
+/* The SAELens architecture whose inference is husai architecture a's. */
+static const char *saelens_arch(husai_arch a) {
+    switch (a) {
+    case HUSAI_ARCH_JUMPRELU:
+    case HUSAI_ARCH_BATCHTOPK:
+        return "jumprelu";
+    case HUSAI_ARCH_RELU_L1:
+        return "standard";
+    default:
+        return "topk";
+    }
+}
+
+static int is_topk_family(husai_arch a) {
+    return a == HUSAI_ARCH_TOPK || a == HUSAI_ARCH_MATRYOSHKA;
 }
 
 /* Opens the condition group; on failure records an error naming the available conditions. */
@@ -178,6 +228,35 @@ static husai_status open_condition(hid_t file, const char *path, const char *con
     return st;
 }
 
+/* Reads seed slice s_index of `thresholds` [S, d_sae] (jumprelu's theta_j; batchtopk's one inference
+ * threshold, repeated). SAELens' JumpReLU, ReLU(pre) * (pre > t), is husai's pre * (pre > t) only for
+ * t >= 0: batchtopk's threshold is used as husai's inference uses it (t > 0 ? t : 0), and a jumprelu
+ * threshold that is negative or not finite is refused, as is a batchtopk slice that is not constant. */
+static husai_status read_thresholds(hid_t g, const char *cond, int s_index, export_sae *e) {
+    const char *a = husai_arch_name(e->arch_id);
+    hsize_t dt[2];
+    if (!dataset_dims(g, "thresholds", 2, dt) || dt[0] != (hsize_t)e->S || dt[1] != (hsize_t)e->d_sae)
+        return husai_error(HUSAI_ERR_DATA, "condition '%s' (%s) lacks thresholds [S, d_sae]", cond, a);
+    e->threshold = malloc((size_t)e->d_sae * sizeof(float));
+    if (!e->threshold) return husai_error(HUSAI_ERR_NOMEM, "cannot hold %d thresholds", e->d_sae);
+    husai_status st = read_slice(g, cond, "thresholds", 2, s_index, e->threshold);
+    for (int j = 0; j < e->d_sae && !st; j++) {
+        if (e->arch_id == HUSAI_ARCH_BATCHTOPK && !(e->threshold[j] > 0.0f)) e->threshold[j] = 0.0f;
+        const float t = e->threshold[j];
+        if (!isfinite(t) || t < 0.0f)
+            st = husai_error(HUSAI_ERR_DATA,
+                             "condition '%s' (%s): threshold of latent %d is %g; SAELens' JumpReLU matches "
+                             "husai's rule only for finite thresholds >= 0",
+                             cond, a, j, (double)t);
+        else if (e->arch_id == HUSAI_ARCH_BATCHTOPK && t != e->threshold[0])
+            st = husai_error(HUSAI_ERR_DATA,
+                             "condition '%s' (batchtopk): thresholds differ across latents (%g at 0, %g "
+                             "at %d); batchtopk stores one",
+                             cond, (double)e->threshold[0], (double)t, j);
+    }
+    return st;
+}
+
 static husai_status load_sae(const char *run_dir, const char *cond, uint64_t seed, export_sae *e) {
     struct stat sb;
     if (stat(run_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
@@ -199,10 +278,22 @@ static husai_status load_sae(const char *run_dir, const char *cond, uint64_t see
         H5Fclose(file);
         return st;
     }
+    e->arch = husai_h5_attr_read_str(g, "arch");
+    const int arch = e->arch ? husai_arch_parse(e->arch) : HUSAI_ARCH_TOPK; /* older runs: topk */
+    if (arch < 0)
+        st = husai_error(HUSAI_ERR_ARG,
+                         "condition '%s' uses architecture '%s', which export does not know (known: topk, "
+                         "batchtopk, jumprelu, relu_l1, matryoshka)",
+                         cond, e->arch);
+    else
+        e->arch_id = (husai_arch)arch;
     hsize_t ddec[3], denc[3], db[2], ds[1];
     long long k = 0, attr_dm = -1, attr_ds = -1;
-    if (!dataset_dims(g, "decoders", 3, ddec) || !dataset_dims(g, "encoders", 3, denc) ||
-        !dataset_dims(g, "b_enc", 2, db) || !dataset_dims(g, "seeds", 1, ds)) {
+    int has_k = 0;
+    if (st) {
+        /* the architecture error above */
+    } else if (!dataset_dims(g, "decoders", 3, ddec) || !dataset_dims(g, "encoders", 3, denc) ||
+               !dataset_dims(g, "b_enc", 2, db) || !dataset_dims(g, "seeds", 1, ds)) {
         st = husai_error(HUSAI_ERR_DATA,
                          "condition '%s' lacks decoders [S, d_model, d_sae], encoders, b_enc or seeds", cond);
     } else if (ddec[0] != ds[0] || denc[0] != ds[0] || db[0] != ds[0] || denc[1] != ddec[2] ||
@@ -215,7 +306,9 @@ static husai_status load_sae(const char *run_dir, const char *cond, uint64_t see
             cond, (unsigned long long)ddec[0], (unsigned long long)ddec[1], (unsigned long long)ddec[2],
             (unsigned long long)denc[0], (unsigned long long)denc[1], (unsigned long long)denc[2],
             (unsigned long long)db[0], (unsigned long long)db[1], (unsigned long long)ds[0]);
-    } else if (!attr_int(g, "k", &k) || k < 1 || (unsigned long long)k > ddec[2]) {
+    } else if (!(has_k = attr_int(g, "k", &k) && k >= 1 && (unsigned long long)k <= ddec[2]) &&
+               is_topk_family(e->arch_id)) {
+        /* k is the code's size for topk and matryoshka; the others only report it (batchtopk's target) */
         st = husai_error(HUSAI_ERR_DATA, "condition '%s' has no valid attribute k", cond);
     } else if ((attr_int(g, "d_model", &attr_dm) && attr_dm != (long long)ddec[1]) ||
                (attr_int(g, "d_sae", &attr_ds) && attr_ds != (long long)ddec[2])) {
@@ -229,16 +322,9 @@ static husai_status load_sae(const char *run_dir, const char *cond, uint64_t see
         e->S = (int)ds[0];
         e->d_model = (int)ddec[1];
         e->d_sae = (int)ddec[2];
-        e->k = (int)k;
+        e->k = has_k ? (int)k : 0;
         e->param = husai_h5_attr_read_str(g, "param");
         e->has_value = attr_double(g, "value", &e->value);
-        e->arch = husai_h5_attr_read_str(g, "arch");
-        /* matryoshka's inference is topk's: only its training loss differs */
-        if (e->arch && strcmp(e->arch, "topk") != 0 && strcmp(e->arch, "matryoshka") != 0)
-            st = husai_error(HUSAI_ERR_ARG,
-                             "condition '%s' uses architecture '%s'; export writes SAELens' topk SAE only "
-                             "(topk and matryoshka conditions)",
-                             cond, e->arch);
     }
     int s_index = -1;
     if (!st) {
@@ -283,6 +369,9 @@ static husai_status load_sae(const char *run_dir, const char *cond, uint64_t see
             st = read_slice(g, cond, "b_dec", 2, s_index, e->b_dec);
         e->b_dec_stored = 1;
     }
+    if (!st && (e->arch_id == HUSAI_ARCH_JUMPRELU || e->arch_id == HUSAI_ARCH_BATCHTOPK))
+        st = read_thresholds(g, cond, s_index, e);
+    if (!st) e->relu = config_relu(e->config);
     H5Gclose(g);
     H5Fclose(file);
     return st;
@@ -378,7 +467,8 @@ static husai_status write_safetensors(const char *out_dir, const export_sae *e) 
     cJSON *meta = hdr ? cJSON_AddObjectToObject(hdr, "__metadata__") : NULL;
     int ok = meta && cJSON_AddStringToObject(meta, "format", "pt") &&
              add_tensor(hdr, "W_enc", 2, s_enc, &offset) && add_tensor(hdr, "b_enc", 1, s_benc, &offset) &&
-             add_tensor(hdr, "W_dec", 2, s_dec, &offset) && add_tensor(hdr, "b_dec", 1, s_bdec, &offset);
+             add_tensor(hdr, "W_dec", 2, s_dec, &offset) && add_tensor(hdr, "b_dec", 1, s_bdec, &offset) &&
+             (!e->threshold || add_tensor(hdr, "threshold", 1, s_benc, &offset));
     char *json = ok ? cJSON_PrintUnformatted(hdr) : NULL;
     cJSON_Delete(hdr);
     husai_status st = HUSAI_OK;
@@ -400,7 +490,8 @@ static husai_status write_safetensors(const char *out_dir, const export_sae *e) 
             for (size_t p = len; p < padded && !bad; p++)
                 bad = fputc(' ', f) == EOF;
             bad = bad || !write_f32_le(f, W_enc, dd) || !write_f32_le(f, e->b_enc, (size_t)ds) ||
-                  !write_f32_le(f, W_dec, dd) || !write_f32_le(f, e->b_dec, (size_t)dm);
+                  !write_f32_le(f, W_dec, dd) || !write_f32_le(f, e->b_dec, (size_t)dm) ||
+                  (e->threshold && !write_f32_le(f, e->threshold, (size_t)ds));
             st = commit_temp(f, bad, tmp, final_path);
         }
         cJSON_free(json);
@@ -428,13 +519,19 @@ static husai_status write_cfg(const char *out_dir, const char *cond, const expor
     snprintf(seedbuf, sizeof seedbuf, "%llu", (unsigned long long)e->seed);
     cJSON *seed = cJSON_CreateRaw(seedbuf);
     int ok = root && kw && prov && seed;
+    const int topk = is_topk_family(e->arch_id);
     if (ok) {
-        cJSON_AddStringToObject(root, "architecture", "topk");
+        cJSON_AddStringToObject(root, "architecture", saelens_arch(e->arch_id));
         cJSON_AddNumberToObject(root, "d_in", e->d_model);
         cJSON_AddNumberToObject(root, "d_sae", e->d_sae);
-        cJSON_AddNumberToObject(root, "k", e->k);
-        cJSON_AddStringToObject(root, "activation_fn_str", "topk");
-        cJSON_AddNumberToObject(kw, "k", e->k);
+        if (topk) {
+            cJSON_AddNumberToObject(root, "k", e->k);
+            cJSON_AddStringToObject(root, "activation_fn_str", "topk");
+            cJSON_AddNumberToObject(kw, "k", e->k);
+        } else {
+            /* standard is ReLU; SAELens' JumpReLU is ReLU(pre) masked by pre > threshold */
+            cJSON_AddStringToObject(root, "activation_fn_str", "relu");
+        }
         cJSON_AddItemToObject(root, "activation_fn_kwargs", kw);
         kw = NULL;
         cJSON_AddStringToObject(root, "dtype", "float32");
@@ -457,10 +554,47 @@ static husai_status write_cfg(const char *out_dir, const char *cond, const expor
         cJSON_AddStringToObject(prov, "git_commit", e->run_commit ? e->run_commit : "unknown");
         cJSON_AddStringToObject(prov, "version", e->run_version ? e->run_version : "unknown");
         cJSON_AddStringToObject(prov, "exported_by", "husai " HUSAI_VERSION " (" HUSAI_GIT_COMMIT ")");
-        cJSON_AddStringToObject(prov, "activation",
-                                "husai's TopK keeps the k largest signed pre-activations (no ReLU); SAELens' "
-                                "TopK applies ReLU to them, so the two differ only where a kept value is "
-                                "negative");
+        cJSON_AddStringToObject(prov, "arch", husai_arch_name(e->arch_id));
+        char act[640];
+        switch (e->arch_id) {
+        case HUSAI_ARCH_JUMPRELU:
+            snprintf(act, sizeof act,
+                     "husai's JumpReLU code is pre where pre > theta_j; threshold holds theta_j (all >= 0), "
+                     "so SAELens' JumpReLU, ReLU(pre) * (pre > threshold), computes the same code");
+            break;
+        case HUSAI_ARCH_BATCHTOPK:
+            if (e->k > 0) cJSON_AddNumberToObject(prov, "k", e->k);
+            cJSON_AddNumberToObject(prov, "inference_threshold", e->threshold[0]);
+            snprintf(act, sizeof act,
+                     "husai's BatchTopK keeps the n*k largest ReLU(pre) of a batch of n rows while training; "
+                     "at inference its code is pre where pre > one threshold (%.9g, the trainer's estimate). "
+                     "threshold holds that value for every latent, so SAELens' JumpReLU computes exactly "
+                     "husai's inference code",
+                     (double)e->threshold[0]);
+            break;
+        case HUSAI_ARCH_RELU_L1:
+            snprintf(act, sizeof act,
+                     "husai's relu_l1 code is ReLU(pre) (trained with an L1 penalty on it), the activation "
+                     "of SAELens' standard SAE: the two agree exactly");
+            break;
+        default:
+            if (e->relu >= 0) cJSON_AddBoolToObject(prov, "relu", e->relu);
+            snprintf(act, sizeof act, "%s%s",
+                     e->arch_id == HUSAI_ARCH_MATRYOSHKA
+                         ? "matryoshka's inference is topk's (only its training loss differs). "
+                         : "",
+                     e->relu == 1 ? "husai's TopK keeps the k largest pre-activations and applies ReLU to "
+                                    "them (sae.relu = true), as SAELens' TopK does: the two agree exactly"
+                     : e->relu == 0
+                         ? "husai's TopK keeps the k largest signed pre-activations (no ReLU); SAELens' "
+                           "TopK applies ReLU to them, so the two differ only where a kept value is "
+                           "negative"
+                         : "husai's TopK keeps the k largest pre-activations, signed unless the run set "
+                           "sae.relu = true (its stored config could not be read); SAELens' TopK applies "
+                           "ReLU to them, so the two differ at most where a kept value is negative");
+            break;
+        }
+        cJSON_AddStringToObject(prov, "activation", act);
         cJSON_AddStringToObject(prov, "b_dec",
                                 e->b_dec_stored ? "as trained (zeros when sae.decoder_bias was off)"
                                                 : "zeros (HUSAI's recipe has no decoder bias)");
@@ -579,8 +713,10 @@ int husai_cmd_export(int argc, char **argv) {
     if (!st) st = write_safetensors(out_dir, &e);
     if (!st) st = write_cfg(out_dir, cond, &e);
     if (!st)
-        printf("husai export: %s seed %llu (d_in %d, d_sae %d, k %d) -> %s/sae.safetensors, %s/cfg.json\n",
-               cond, (unsigned long long)seed, e.d_model, e.d_sae, e.k, out_dir, out_dir);
+        printf("husai export: %s seed %llu (%s as SAELens %s, d_in %d, d_sae %d) -> %s/sae.safetensors, "
+               "%s/cfg.json\n",
+               cond, (unsigned long long)seed, husai_arch_name(e.arch_id), saelens_arch(e.arch_id), e.d_model,
+               e.d_sae, out_dir, out_dir);
     export_sae_free(&e);
     return st ? fail(EXPORT_EXIT_ERROR) : 0;
 }

@@ -439,7 +439,7 @@ int husai_cmd_sweep(int argc, char **argv) {
     double rss_mb = (double)ru.ru_maxrss / 1024.0; /* Linux reports KiB */
     HUSAI_MPI_CHECK(MPI_Reduce(rank == 0 ? MPI_IN_PLACE : &rss_mb, &rss_mb, 1, MPI_DOUBLE, MPI_MAX, 0, comm));
     if (rank == 0 && ds.streaming) {
-        printf("[husai] streamed %.1f MB from the file (%.2f GB/s over %.2f s of chunk loads); peak RSS %.1f "
+        printf("[husai] streamed %.1f MB from the file (%.2f GB/s over %.2f s of chunk reads); peak RSS %.1f "
                "MB per "
                "rank\n",
                ds.bytes_read / 1e6, ds.read_seconds > 0 ? ds.bytes_read / ds.read_seconds / 1e9 : 0.0,

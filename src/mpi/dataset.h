@@ -36,7 +36,7 @@ typedef struct {
     long long file_id, dset_id; /* HDF5 handles (hid_t) */
     size_t elem;                /* bytes per value in the file */
     double stream_bytes;        /* bytes this node has read while streaming */
-    double stream_seconds;      /* time this rank spent in chunk loads (reads and the node barrier) */
+    double stream_seconds;      /* time this rank spent reading its share of chunks */
     char path[4096], name[256];
 } husai_dataset;
 
@@ -59,7 +59,7 @@ husai_status husai_dataset_open(husai_dataset *ds, const char *path, const char 
 void husai_dataset_load_chunk(husai_dataset *ds, size_t i);
 
 /* Collective over comm, after streaming: fills every node's bytes_read, the job's bytes_read and
- * read_seconds (the longest any rank spent loading chunks, barrier waits included). */
+ * read_seconds (the longest any rank spent reading its shares of chunks). */
 void husai_dataset_stream_totals(husai_dataset *ds, MPI_Comm comm);
 
 /* Collective over the communicator the dataset was read on: releases the window and communicators;

@@ -305,7 +305,7 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
         cJSON_AddNumberToObject(st, "chunk_rows", (double)run->chunk_rows);
         cJSON_AddNumberToObject(st, "chunks", (double)run->n_chunks);
         cJSON_AddNumberToObject(st, "bytes_read", run->bytes_read);
-        cJSON_AddNumberToObject(st, "load_seconds", run->read_seconds);
+        cJSON_AddNumberToObject(st, "read_seconds", run->read_seconds);
         cJSON_AddNumberToObject(st, "read_gb_per_s",
                                 run->read_seconds > 0 ? run->bytes_read / run->read_seconds / 1e9 : 0);
     }

@@ -11,10 +11,17 @@
 #      one node with plain mpirun;
 #  (c) a husai rank on nodeB killed with SIGKILL mid-run: the job ends with a non-zero exit within 30 s,
 #      mpirun names nodeB and the signal, no process is left in either namespace, and no complete-looking
-#      run directory is left.
+#      run directory is left;
+#  (d) streamed (data.memory_budget_mb 0.02: 4 chunks of 416 rows): the sweep across the two nodes is bitwise
+#      equal to the same streamed sweep on one node; each node's bytes_read (its chunk loads) is within
+#      [epochs x file bytes, waves x (epochs + 1) x file bytes], waves = the most tasks a rank of that node
+#      trained: each node reads each chunk once per epoch (plus one evaluation pass per wave), not once per rank;
+#      each node holds one chunk;
+#      (d') with strace: the bytes of the data region each node really reads in a streamed sweep equal its
+#      bytes_read in results.json; skipped with a note without strace.
 # Exit 77 (skipped) only where namespaces cannot be created: not root, no `ip netns`, or unshare/ip netns
-# refused (an unprivileged container). The nodes are torn down on every exit. ~11 s on 2 cores (~26 s sanitized).
-# HUSAI_MN_READS=report turns a failure of (a') into a printed note (for a husai without per-node reads).
+# refused (an unprivileged container). The nodes are torn down on every exit. ~15 s on 2 cores (~41 s sanitized).
+# HUSAI_MN_READS=report turns a failure of (a') or (d') into a printed note (for a husai without per-node reads).
 set -euo pipefail
 PATH="$PATH:/usr/sbin:/sbin"
 : "${HUSAI:?set HUSAI to the path of the husai binary}"
@@ -350,10 +357,172 @@ complete=$(find "$tmp/kill" \( -name results.json -o -name results.h5 -o -name s
 [ -z "$complete" ] || fail "(c) result files were left after the kill: $complete"
 step "(c) passed: exit $rc ${t_end} s after the kill (sweep ran $(awk -v a="$t_kill" -v b="$t0" 'BEGIN { printf "%.1f", a - b }') s before it); no process left on either node; no run directory"
 
+# --- (d) a streamed sweep across the two nodes ------------------------------------------------------------
+# data.memory_budget_mb = 0.02 holds 416 rows of 12 floats: the 1500 rows stream in 4 chunks, each node
+# holding one chunk at a time in its shared window.
+step "(d) streamed (memory_budget_mb 0.02: 4 chunks of 416 rows): the same sweep across nodeA and nodeB, and on one node"
+stream_set=(--set data.memory_budget_mb=0.02)
+# Which node each rank runs on (the per-node wave count comes from the ranks' tasks).
+# shellcheck disable=SC2016 # expanded by the rank's shell
+timeout -k 5 60 bash "$HERE/mpirun.sh" "$nodes" -np 4 sh -c 'echo "$OMPI_COMM_WORLD_RANK $(hostname)"' \
+    >"$tmp/rankmap" || fail "(d) could not map ranks to nodes"
+t0=$(now)
+rc=0
+timeout -k 10 120 bash "$HERE/mpirun.sh" "$nodes" -np 4 "$HUSAI" sweep "$tmp/mn.ini" "${stream_set[@]}" \
+    --out "$tmp/stwo" --run-id stwo >"$tmp/stwo.out" 2>"$tmp/stwo.err" || rc=$?
+t_stwo=$(since "$t0")
+if [ "$rc" -ne 0 ]; then
+    cat "$tmp/stwo.out" "$tmp/stwo.err" >&2
+    fail "(d) the streamed two-node sweep exited $rc"
+fi
+t0=$(now)
+rc=0
+timeout -k 10 120 "$MPIEXEC" -np 4 --oversubscribe --bind-to none "$HUSAI" sweep "$tmp/mn.ini" "${stream_set[@]}" \
+    --out "$tmp/sone" --run-id sone >"$tmp/sone.out" 2>"$tmp/sone.err" || rc=$?
+t_sone=$(since "$t0")
+if [ "$rc" -ne 0 ]; then
+    cat "$tmp/sone.out" "$tmp/sone.err" >&2
+    fail "(d) the streamed one-node sweep exited $rc"
+fi
+grep '^\[husai\] \(data:\|streamed\)' "$tmp/stwo.out" | sed 's/^/    /'
+grep -q '^\[husai\] data: .*, streamed: 4 chunks of 416 rows' "$tmp/stwo.out" ||
+    fail "(d) the two-node log has no 'streamed: 4 chunks of 416 rows' line"
+grep -q '^\[husai\] streamed [0-9.]* MB from the file' "$tmp/stwo.out" || fail "(d) the two-node log has no streamed-bytes line"
+"$PY" - "$tmp/sone/sone" "$tmp/stwo/stwo" "$tmp/tiny.h5" "$tmp/rankmap" <<'EOF'
+import json, sys
+import h5py, numpy as np
+
+one, two, data, rankmap = sys.argv[1:5]
+def fail(msg):
+    print("multinode: FAIL: (d) " + msg, file=sys.stderr)
+    sys.exit(1)
+
+host_of = {int(r): h for r, h in (line.split() for line in open(rankmap))}
+with h5py.File(data, "r") as f:
+    d = f["activations"]
+    rows, cols, elem = d.shape[0], d.shape[1], d.dtype.itemsize
+F = rows * cols * elem  # the file's data bytes: one pass over every chunk
+chunk_rows, n_chunks = 416, 4
+
+def check_reads(label, js, host_of):
+    """Each node's bytes_read within [epochs x F, waves x (epochs + 1) x F]; returns a description."""
+    st = js["data"].get("streamed")
+    if not st: fail(f"{label}: results.json has no data.streamed")
+    if (st["chunk_rows"], st["chunks"]) != (chunk_rows, n_chunks):
+        fail(f"{label}: streamed {st['chunks']} chunks of {st['chunk_rows']} rows, expected {n_chunks} of {chunk_rows}")
+    nodes = js["run"]["nodes"]
+    if abs(sum(n["bytes_read"] for n in nodes) - st["bytes_read"]) > 0.5:
+        fail(f"{label}: data.streamed.bytes_read {st['bytes_read']} is not the sum over run.nodes {nodes}")
+    tasks = {}  # rank -> tasks it trained
+    for c in js["conditions"]:
+        for p in c["per_seed"]:
+            tasks[p["rank"]] = tasks.get(p["rank"], 0) + 1
+    E = 6  # train.epochs in mn.ini
+    out = []
+    for n in nodes:
+        ranks = [r for r, h in host_of.items() if h == n["host"]]
+        if len(ranks) != n["ranks"]: fail(f"{label}: {n['host']} has {n['ranks']} ranks, the launch put {ranks} there")
+        waves = max(tasks.get(r, 0) for r in ranks)
+        lo, hi = E * F, waves * (E + 1) * F
+        if n["bytes_held"] != chunk_rows * cols * 4:
+            fail(f"{label}: {n['host']} holds {n['bytes_held']} B, expected one chunk ({chunk_rows * cols * 4} B)")
+        if not lo <= n["bytes_read"] <= hi:
+            fail(f"{label}: {n['host']} read {n['bytes_read']:.0f} B = {n['bytes_read'] / F:.2f} x the file's {F} data bytes; "
+                 f"expected within [{lo}, {hi}] ({E} epochs, {waves} wave(s) of tasks: each chunk once per node and epoch)")
+        # What reading once per rank would have cost at least: every rank its own epochs over every chunk.
+        per_rank = sum(tasks.get(r, 0) for r in ranks) * E * F
+        out.append(f"{n['host']} {len(ranks)} ranks, {waves} wave(s): read {n['bytes_read'] / F:.2f} x the data "
+                   f"(bounds [{lo / F:.0f}, {hi / F:.0f}] x; once per rank would be >= {per_rank / F:.0f} x)")
+    return out
+
+r1, r2 = json.load(open(one + "/results.json")), json.load(open(two + "/results.json"))
+if sorted(n["host"] for n in r2["run"]["nodes"]) != ["nodeA", "nodeB"]: fail(f"run.nodes: {r2['run']['nodes']}")
+if len(r1["run"]["nodes"]) != 1 or r1["run"]["nodes"][0]["ranks"] != 4:
+    fail(f"the plain mpirun run should be one node of 4 ranks: {r1['run']['nodes']}")
+ranks = sorted({p["rank"] for c in r2["conditions"] for p in c["per_seed"]})
+if ranks != [0, 1, 2, 3]: fail(f"tasks were trained by ranks {ranks}, expected all of 0-3")
+notes = check_reads("two nodes", r2, host_of)
+notes += check_reads("one node", r1, {r: r1["run"]["nodes"][0]["host"] for r in range(4)})
+
+def load(run):
+    out = {}
+    with h5py.File(run + "/results.h5", "r") as h:
+        for c in h["conditions"]:
+            for key in h["conditions"][c]:
+                if isinstance(h["conditions"][c][key], h5py.Dataset):
+                    out[(c, key)] = h["conditions"][c][key][...]
+    return out
+a, b = load(one), load(two)
+if set(a) != set(b): fail(f"datasets differ: {sorted(set(a) ^ set(b))}")
+for need in ("decoders", "encoders", "b_enc", "pwmcc"):
+    if not any(k == need for _, k in a): fail(f"no {need} in results.h5")
+skip = {"seconds", "ranks", "rank"}  # timings and placement may differ
+for k in sorted(a):
+    if k[1] in skip: continue
+    x, y = a[k], b[k]
+    if x.dtype != y.dtype or x.shape != y.shape or not np.array_equal(x, y, equal_nan=x.dtype.kind == "f"):
+        diff = np.nanmax(np.abs(x.astype(np.float64) - y.astype(np.float64))) if x.shape == y.shape and x.dtype.kind in "fiu" else "shape/dtype"
+        fail(f"{k[0]}/{k[1]} differs between the streamed sweep on one node and on two nodes (max |diff| {diff})")
+for c1, c2 in zip(r1["conditions"], r2["conditions"]):
+    for key in ("trained_pwmcc", "random_pwmcc", "explained_variance", "delta_pwmcc"):
+        if c1[key] != c2[key]: fail(f"{c1['name']} {key}: {c1[key]} != {c2[key]}")
+for line in notes:
+    print("multinode:   " + line)
+print(f"multinode:   {len(a)} arrays over {len({c for c, _ in a})} conditions bitwise equal between one and two nodes "
+      f"(file: {F} data bytes)")
+EOF
+step "(d) passed: streamed two-node run ${t_stwo} s wall, one-node run ${t_sone} s wall"
+
+# --- (d') what each node really reads while streaming --------------------------------------------------------
+if command -v strace >/dev/null 2>&1; then
+    step "(d') the streamed two-node sweep (2 epochs) under strace: each node's reads of the data region"
+    mkdir -p "$tmp/strace_s"
+    asan=${ASAN_OPTIONS:+${ASAN_OPTIONS}:detect_leaks=0}
+    rc=0
+    ASAN_OPTIONS=$asan MN_EXPORT=${asan:+ASAN_OPTIONS} timeout -k 10 120 bash "$HERE/mpirun.sh" "$nodes" -np 4 sh -c \
+        "exec strace -ff -qq -s 0 -y -e trace=read,readv,pread64,preadv,preadv2 -o $tmp/strace_s/\$(hostname).\$OMPI_COMM_WORLD_RANK \
+         $HUSAI sweep $tmp/mn.ini ${stream_set[*]} --set train.epochs=2 --out $tmp/straced_s --run-id t" \
+        >"$tmp/straced_s.out" 2>&1 || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        cat "$tmp/straced_s.out" >&2
+        fail "(d') the traced streamed sweep exited $rc"
+    fi
+    "$PY" "$HERE/strace_reads.py" "$tmp/strace_s" "$tmp/tiny.h5" >"$tmp/strace_s.json"
+    rc=0
+    "$PY" - "$tmp/strace_s.json" "$tmp/straced_s/t/results.json" <<'EOF' || rc=$?
+import json, sys
+tr, js = (json.load(open(p)) for p in sys.argv[1:3])
+if tr["offset"] is None:
+    print("multinode:   (d') the dataset is not contiguous in the file; nothing to measure")
+    sys.exit(0)
+claimed = {n["host"]: n["bytes_read"] for n in js["run"]["nodes"]}
+size = tr["size"]
+print(f"multinode:   data region {size} B; read per rank {tr['per_rank']}")
+print(f"multinode:   read per node {tr['per_node']} ({ {h: round(v / size, 2) for h, v in tr['per_node'].items()} } x the data); "
+      f"results.json claims {claimed}")
+bad = [f"{h} read {tr['per_node'].get(h, 0)} B of the data region, results.json says {c:.0f} B"
+       for h, c in claimed.items() if tr["per_node"].get(h, 0) != c]
+for b in bad:
+    print("multinode:   (d') mismatch: " + b)
+sys.exit(1 if bad else 0)
+EOF
+    if [ "$rc" -ne 0 ]; then
+        if [ "${HUSAI_MN_READS:-}" = report ]; then
+            step "(d') NOTE: per-node streamed reads differ from results.json (HUSAI_MN_READS=report: not failing)"
+        else
+            fail "(d') the nodes' physical reads differ from their bytes_read in results.json (see above)"
+        fi
+    else
+        step "(d') passed: each node read from the file exactly the bytes_read results.json reports for it"
+    fi
+else
+    step "(d') skipped: strace is not installed, physical streamed reads per node not measured"
+fi
+
 # --- teardown, checked --------------------------------------------------------------------------------------
 bash "$HERE/teardown.sh" "$nodes" || fail "teardown.sh failed"
 ! ip netns list | grep -q "^\\($MN_NS_A\\|$MN_NS_B\\)\\b" || fail "a namespace survived teardown"
 ! ip link show "$MN_VETH_A" >/dev/null 2>&1 || fail "veth $MN_VETH_A survived teardown"
 ! ip link show "$MN_VETH_B" >/dev/null 2>&1 || fail "veth $MN_VETH_B survived teardown"
 bash "$HERE/teardown.sh" "$nodes" || fail "a second teardown.sh is not a no-op"
-step "PASS in $(since "$t_start") s (launch ${t_launch} s, two-node sweep ${t_two} s, one-node sweep ${t_one} s, kill->exit ${t_end} s)"
+step "PASS in $(since "$t_start") s (launch ${t_launch} s, two-node sweep ${t_two} s, one-node sweep ${t_one} s, kill->exit ${t_end} s, streamed two-node ${t_stwo} s, one-node ${t_sone} s)"
