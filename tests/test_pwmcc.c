@@ -141,6 +141,35 @@ static void test_matrix_agrees_with_pairs(void **state) {
     free(D);
 }
 
+/* Parts of the matrix (the pairs one rank computes) sum to the whole, bitwise, for any number of parts;
+ * every pair is in exactly one part. */
+static void test_matrix_parts_sum_to_whole(void **state) {
+    (void)state;
+    const int S = 6, d = 12, n = 18;
+    float *D = malloc((size_t)S * d * n * sizeof(float));
+    for (int s = 0; s < S; s++)
+        husai_pwmcc_random_decoder(70 + s, d, n, D + (size_t)s * d * n);
+    double M[36], P[36], sum[36];
+    assert_int_equal(husai_pwmcc_matrix(D, S, d, n, M), HUSAI_OK);
+    for (int parts = 1; parts <= 7; parts++) {
+        int owners[36] = {0};
+        for (int i = 0; i < 36; i++)
+            sum[i] = 0.0;
+        for (int part = 0; part < parts; part++) {
+            assert_int_equal(husai_pwmcc_matrix_part(D, S, d, n, part, parts, P), HUSAI_OK);
+            for (int i = 0; i < 36; i++) {
+                sum[i] += P[i];
+                owners[i] += P[i] != 0.0;
+            }
+        }
+        assert_memory_equal(sum, M, sizeof M);
+        for (int i = 0; i < 36; i++)
+            assert_int_equal(owners[i], 1);
+    }
+    assert_int_equal(husai_pwmcc_matrix_part(D, S, d, n, 3, 3, P), HUSAI_ERR_ARG);
+    free(D);
+}
+
 static void test_random_baseline_128(void **state) {
     /* DESIGN.md: expected random PWMCC at 128 x 128 is 0.2474 +- 0.0028; we allow 0.005. */
     const int S = 5, d = 128, n = 128;
@@ -177,6 +206,7 @@ int main(void) {
         cmocka_unit_test(test_unequal_widths),
         cmocka_unit_test(test_zero_column_is_harmless),
         cmocka_unit_test(test_matrix_agrees_with_pairs),
+        cmocka_unit_test(test_matrix_parts_sum_to_whole),
         cmocka_unit_test(test_random_baseline_128),
         cmocka_unit_test(test_random_decoder_deterministic),
         cmocka_unit_test(test_bad_shapes),

@@ -433,7 +433,7 @@ void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c,
                              const husai_condition_result *done, int n_done) {
     const int S = c->S;
     const size_t dd = (size_t)c->d_model * c->d_sae;
-    if (husai_pwmcc_matrix(c->decoders, S, c->d_model, c->d_sae, c->pwmcc))
+    if (!c->pwmcc_done && husai_pwmcc_matrix(c->decoders, S, c->d_model, c->d_sae, c->pwmcc))
         husai_mpi_die("%s", husai_error_message());
     husai_boot_opts bo = {.resamples = cfg->resamples,
                           .seed = cfg->bootstrap_seed,
@@ -447,6 +447,9 @@ void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c,
     if (twin) {
         memcpy(c->random_pwmcc, twin->random_pwmcc, (size_t)S * S * sizeof(double));
         c->random = twin->random;
+    } else if (c->random_done) {
+        if (husai_ci_pair_matrix(c->random_pwmcc, S, &bo, &c->random))
+            husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
     } else {
         float *rnd = malloc((size_t)S * dd * sizeof(float));
         if (!rnd) husai_mpi_die("out of memory for the random baseline");
@@ -515,6 +518,48 @@ void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c,
         free(all);
         c->has_ref = 1;
     }
+}
+
+/* Collective. Spreads condition c's PWMCC pairs over every rank (its S(S-1)/2 pairs cost
+ * 2 d_model d_sae^2 flops each, far more than training at many seeds and wide SAEs): rank 0
+ * broadcasts the decoders (from `all`, its gathered payloads of `per` floats), each rank computes every
+ * size-th pair, and a sum reduction assembles the matrix on rank 0 in *pw. The random baseline is
+ * spread the same way (every rank draws the seeds' random decoders itself) for the first condition of
+ * the phase with this d_sae, into *pw_rand; later ones reuse it on rank 0. A pair's value is the same
+ * whichever rank computes it, so the matrices equal the one-process result. */
+static void spread_pwmcc(const husai_phase *ph, int c, const float *all, size_t per, int d_model,
+                         MPI_Comm comm, double **pw, double **pw_rand) {
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    const int S = ph->n_seeds, d_sae = ph->conds[c].d_sae;
+    const size_t dd = (size_t)d_model * d_sae;
+    float *dec = malloc((size_t)S * dd * sizeof(float));
+    double *M = malloc((size_t)S * S * sizeof(double));
+    if (!dec || !M) husai_mpi_die("out of memory spreading PWMCC over ranks");
+    if (rank == 0)
+        for (int s = 0; s < S; s++)
+            memcpy(dec + (size_t)s * dd, all + (size_t)s * per, dd * sizeof(float));
+    for (int s = 0; s < S; s++) /* one seed at a time keeps each count within int */
+        HUSAI_MPI_CHECK(MPI_Bcast(dec + (size_t)s * dd, (int)dd, MPI_FLOAT, 0, comm));
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            int first = 1;
+            for (int i = 0; i < c; i++)
+                first &= ph->conds[i].d_sae != d_sae;
+            if (!first) break;
+            for (int s = 0; s < S; s++)
+                husai_pwmcc_random_decoder(ph->seeds[s], d_model, d_sae, dec + (size_t)s * dd);
+        }
+        if (husai_pwmcc_matrix_part(dec, S, d_model, d_sae, rank, size, M))
+            husai_mpi_die("%s", husai_error_message());
+        double *out = NULL;
+        if (rank == 0 && !(out = malloc((size_t)S * S * sizeof(double)))) husai_mpi_die("out of memory");
+        HUSAI_MPI_CHECK(MPI_Reduce(M, out, S * S, MPI_DOUBLE, MPI_SUM, 0, comm));
+        if (rank == 0) *(pass == 0 ? pw : pw_rand) = out;
+    }
+    free(dec);
+    free(M);
 }
 
 int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condition_result *res) {
@@ -628,6 +673,8 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
                            owner, S, per_seed, 0, comm);
         free(sendp);
         free(sendm);
+        double *pw = NULL, *pw_rand = NULL;
+        if (size > 1 && S > 2) spread_pwmcc(ph, c, all, per, ds->d_model, comm, &pw, &pw_rand);
         if (rank != 0) continue;
         *r = (husai_condition_result){.phase = ph->phase,
                                       .value = cond->value,
@@ -668,6 +715,16 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
             memcpy(r->density + s * ns, p + payload_density(ds->d_model, cond->d_sae), ns * sizeof(float));
         }
         free(all);
+        if (pw) {
+            memcpy(r->pwmcc, pw, (size_t)S * S * sizeof(double));
+            r->pwmcc_done = 1;
+            free(pw);
+        }
+        if (pw_rand) {
+            memcpy(r->random_pwmcc, pw_rand, (size_t)S * S * sizeof(double));
+            r->random_done = 1;
+            free(pw_rand);
+        }
         if (ph->ref_rows && !ref_decoder) {
             /* ref rows are feature-major [d_sae, d_model]; transpose to the file layout once */
             ref_decoder = malloc(dd * sizeof(float));

@@ -73,9 +73,11 @@ husai_status husai_pwmcc_pair(const float *A, int na, const float *B, int nb, in
     return HUSAI_OK;
 }
 
-husai_status husai_pwmcc_matrix(const float *decoders, int S, int d_model, int d_sae, double *M) {
-    if (S < 1 || d_model < 1 || d_sae < 1)
-        return husai_error(HUSAI_ERR_ARG, "PWMCC matrix needs S >= 1 decoders of positive shape");
+husai_status husai_pwmcc_matrix_part(const float *decoders, int S, int d_model, int d_sae, int part,
+                                     int n_parts, double *M) {
+    if (S < 1 || d_model < 1 || d_sae < 1 || n_parts < 1 || part < 0 || part >= n_parts)
+        return husai_error(HUSAI_ERR_ARG,
+                           "PWMCC matrix needs S >= 1 decoders of positive shape and a valid part");
     const size_t per = (size_t)d_model * d_sae;
     float *F = malloc((size_t)S * per * sizeof(float));
     float *scratch = malloc(((size_t)HUSAI_PWMCC_BLOCK + 1) * d_sae * sizeof(float));
@@ -86,9 +88,12 @@ husai_status husai_pwmcc_matrix(const float *decoders, int S, int d_model, int d
     }
     for (int s = 0; s < S; s++)
         husai_normalized_feature_rows(decoders + s * per, d_model, d_sae, F + s * per);
+    memset(M, 0, (size_t)S * S * sizeof(double));
+    long pair = 0;
     for (int p = 0; p < S; p++) {
-        M[(size_t)p * S + p] = 1.0;
-        for (int q = p + 1; q < S; q++) {
+        if (part == 0) M[(size_t)p * S + p] = 1.0;
+        for (int q = p + 1; q < S; q++, pair++) {
+            if (pair % n_parts != part) continue;
             const double v = pwmcc_rows(F + p * per, d_sae, F + q * per, d_sae, d_model, scratch);
             M[(size_t)p * S + q] = v;
             M[(size_t)q * S + p] = v;
@@ -97,6 +102,10 @@ husai_status husai_pwmcc_matrix(const float *decoders, int S, int d_model, int d
     free(F);
     free(scratch);
     return HUSAI_OK;
+}
+
+husai_status husai_pwmcc_matrix(const float *decoders, int S, int d_model, int d_sae, double *M) {
+    return husai_pwmcc_matrix_part(decoders, S, d_model, d_sae, 0, 1, M);
 }
 
 double husai_pwmcc_pair_mean(const double *M, int S) {

@@ -3,8 +3,8 @@
  * orientation is never guessed from the shape. The |A^T B| product is formed in row blocks
  * with sgemm and folded into running row/column maxima, so memory is O(block * d_sae),
  * never d_sae^2. No MPI here.
- * defines: husai_normalized_feature_rows, husai_pwmcc_pair, husai_pwmcc_matrix, husai_pwmcc_random_decoder,
- * husai_pwmcc_pair_mean */
+ * defines: husai_normalized_feature_rows, husai_pwmcc_pair, husai_pwmcc_matrix, husai_pwmcc_matrix_part,
+ * husai_pwmcc_random_decoder, husai_pwmcc_pair_mean */
 #ifndef HUSAI_METRICS_PWMCC_H
 #define HUSAI_METRICS_PWMCC_H
 
@@ -23,6 +23,12 @@ husai_status husai_pwmcc_pair(const float *A, int na, const float *B, int nb, in
 /* Fills M (S x S, row-major) with PWMCC of every pair of the S decoders (each [d_model, d_sae],
  * stored one after the other); the diagonal is exactly 1. Each column set is normalised once. */
 husai_status husai_pwmcc_matrix(const float *decoders, int S, int d_model, int d_sae, double *M);
+
+/* Part `part` of n_parts of that matrix: the pairs p < q whose index in row-major pair order is part mod
+ * n_parts, and the diagonal in part 0; every other entry is 0, so the parts of all n_parts sum to the whole
+ * matrix exactly. Each pair's value does not depend on the split. */
+husai_status husai_pwmcc_matrix_part(const float *decoders, int S, int d_model, int d_sae, int part,
+                                     int n_parts, double *M);
 
 /* Copies the n columns of D [d, n] (file layout) into feature rows out [n, d], each scaled to unit norm;
  * norms are floored at 1e-12 so an all-zero column stays zero instead of dividing by zero. */

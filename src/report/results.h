@@ -42,6 +42,7 @@ typedef struct {
     float *thresholds;            /* (S, d_sae): jumprelu theta, batchtopk's inference threshold, else 0 */
     int arch;                     /* husai_arch */
     double *pwmcc, *random_pwmcc; /* (S, S) each */
+    int pwmcc_done, random_done;  /* set when a phase already filled the matrix (spread over ranks) */
     husai_seed_metrics *per_seed; /* (S) */
     husai_ci trained, random, ev, mse, l0, dead;
     double delta, delta_lcb, ratio;
