@@ -43,10 +43,11 @@ CFLAGS="-g -O1 -std=c17 -Wall -Wextra -Wno-unused-parameter -I$ROOT/src $SAN"
 start=$(date +%s.%N)
 # shellcheck disable=SC2046,SC2086
 $CC $CFLAGS "$HERE/driver.c" "$HERE/fuzz_config.c" "$ROOT/src/cli/config.c" "$ROOT/src/common/status.c" \
-    -o "$tmp/replay_config" $(pkg-config --libs inih) -lm || die "building the config replay driver failed"
+    "$ROOT/src/sae/model.c" "$ROOT/src/common/rng.c" $(pkg-config --cflags openblas) \
+    -o "$tmp/replay_config" $(pkg-config --libs inih openblas) -lm || die "building the config replay driver failed"
 # shellcheck disable=SC2046,SC2086
 $CC $CFLAGS $(pkg-config --cflags hdf5-openmpi) "$HERE/driver.c" "$HERE/fuzz_dataset.c" \
-    "$ROOT/src/mpi/dataset.c" "$ROOT/src/mpi/mpicheck.c" "$ROOT/src/common/status.c" \
+    "$ROOT/src/mpi/dataset.c" "$ROOT/src/mpi/mpicheck.c" "$ROOT/src/common/status.c" "$ROOT/src/common/chunks.c" "$ROOT/src/common/rng.c" \
     -o "$tmp/replay_dataset" $(pkg-config --libs hdf5-openmpi) -lm || die "building the dataset replay driver failed"
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
