@@ -145,15 +145,19 @@ husai_status husai_sae_batch_alloc(husai_sae_batch *b, const husai_sae *m, int c
     b->g_val = malloc(b->nnz_cap * sizeof(float));
     b->x_hat = malloc(c * d * sizeof(float));
     b->g_xhat = malloc(c * levels * d * sizeof(float));
-    b->select = malloc((m->spec.arch == HUSAI_ARCH_BATCHTOPK ? c * s : s) * sizeof(float));
+    b->select = malloc((m->spec.arch == HUSAI_ARCH_BATCHTOPK ? c * s : 2 * s) * sizeof(float));
     b->row = malloc(2 * d * sizeof(float));
     b->aux_cand = malloc(s * sizeof(float));
     b->aux_id = malloc(s * sizeof(int32_t));
     b->aux_pos = malloc(s * sizeof(int32_t));
     b->aux_val = malloc(s * sizeof(float));
+    b->grp_end = malloc(s * sizeof(int32_t));
+    b->grp_code = malloc(b->nnz_cap * sizeof(int32_t));
+    b->grp_row = malloc(b->nnz_cap * sizeof(int32_t));
+    b->grp_val = malloc(2 * b->nnz_cap * sizeof(float));
     if (!b->pre || (m->spec.decoder_bias && !b->xc) || !b->row_ptr || !b->idx || !b->val || !b->g_val ||
         !b->x_hat || !b->g_xhat || !b->select || !b->row || !b->aux_cand || !b->aux_id || !b->aux_pos ||
-        !b->aux_val) {
+        !b->aux_val || !b->grp_end || !b->grp_code || !b->grp_row || !b->grp_val) {
         husai_sae_batch_free(b);
         return husai_error(HUSAI_ERR_NOMEM, "cannot allocate SAE batch scratch for %d rows", cap);
     }
@@ -176,24 +180,29 @@ void husai_sae_batch_free(husai_sae_batch *b) {
     free(b->aux_id);
     free(b->aux_pos);
     free(b->aux_val);
+    free(b->grp_end);
+    free(b->grp_code);
+    free(b->grp_row);
+    free(b->grp_val);
     memset(b, 0, sizeof *b);
 }
 
 /* Makes room for nnz codes (contents not kept: callers reserve before filling). */
 static husai_status reserve_codes(husai_sae_batch *b, size_t nnz) {
     if (nnz <= b->nnz_cap) return HUSAI_OK;
-    free(b->idx);
-    free(b->val);
-    free(b->g_val);
-    b->idx = malloc(nnz * sizeof(int32_t));
-    b->val = malloc(nnz * sizeof(float));
-    b->g_val = malloc(nnz * sizeof(float));
-    if (!b->idx || !b->val || !b->g_val) {
-        free(b->idx);
-        free(b->val);
-        free(b->g_val);
-        b->idx = NULL;
-        b->val = b->g_val = NULL;
+    void **arr[] = {(void **)&b->idx,      (void **)&b->val,     (void **)&b->g_val,
+                    (void **)&b->grp_code, (void **)&b->grp_row, (void **)&b->grp_val};
+    const size_t per_code[] = {4, 4, 4, 4, 4, 8}; /* bytes per code of each */
+    int ok = 1;
+    for (int a = 0; a < 6; a++) {
+        free(*arr[a]);
+        ok &= (*arr[a] = malloc(nnz * per_code[a])) != NULL;
+    }
+    if (!ok) {
+        for (int a = 0; a < 6; a++) {
+            free(*arr[a]);
+            *arr[a] = NULL;
+        }
         b->nnz_cap = 0;
         return husai_error(HUSAI_ERR_NOMEM, "cannot allocate %zu sparse codes", nnz);
     }
@@ -254,25 +263,288 @@ float husai_kth_largest(float *a, int n, int k) {
     return a[target];
 }
 
-/* Selects the k top entries of one row (signed; ties to the lower index) into idx, in ascending
- * index order, and their values into val. scratch holds d_sae floats. The k-th largest value is
- * found by quickselect; one scan in index order then takes every larger entry and, of the entries
- * equal to it, the lowest-indexed ones, so the output needs no sort. */
-static void topk_row(const float *pre, int d_sae, int k, int32_t *idx, float *val, float *scratch) {
-    for (int j = 0; j < d_sae; j++)
-        scratch[j] = isnan(pre[j]) ? -INFINITY : pre[j]; /* a NaN row still selects; the loss reports it */
-    const float v = husai_kth_largest(scratch, d_sae, k);
-    int greater = 0;
-    for (int j = 0; j < d_sae; j++)
-        greater += pre[j] > v;
-    int equal_left = k - greater, n = 0;
-    for (int j = 0; j < d_sae && n < k; j++) {
-        const float x = isnan(pre[j]) ? -INFINITY : pre[j];
-        if (x > v || (x == v && equal_left-- > 0)) {
-            idx[n] = j;
-            val[n++] = pre[j];
+/* The sparse loops are compiled twice, for AVX2 and for baseline x86-64, and picked at load time.
+ * Both give the same bits: the loops are element-wise or use dot8's fixed summation order, and
+ * contraction to FMA is off for the whole build. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define HUSAI_MULTIVERSION __attribute__((target_clones("avx2", "default")))
+#else
+#define HUSAI_MULTIVERSION
+#endif
+/* Helpers of multiversioned functions must be inlined to be compiled for each version. */
+#if defined(__GNUC__)
+#define HUSAI_INLINE static inline __attribute__((always_inline))
+#define HUSAI_NOINLINE __attribute__((noinline))
+#else
+#define HUSAI_INLINE static inline
+#define HUSAI_NOINLINE
+#endif
+
+/* Top-k selection works on integer keys that order like the floats: a > b iff key(a) > key(b) and
+ * a == b iff key(a) == key(b). NaN gets -inf's key (selection treats it as -inf) and -0 gets +0's (the
+ * two compare equal as floats), so the set, the ties and the NaN rule are those of float comparisons.
+ * Counting keys against a threshold is branch-free and vectorises; the quickselect it replaced spent
+ * most of its time on mispredicted branches. */
+static inline int32_t order_key(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) u = 0xff800000u;
+    if (u == 0x80000000u) u = 0;
+    return (int32_t)(u & 0x80000000u ? u ^ 0x7fffffffu : u);
+}
+
+/* The float of a key (key_value(order_key(x)) == x up to NaN and -0); NaN above +inf's key. */
+static inline float key_value(int64_t key) {
+    const uint32_t u = key < 0 ? (uint32_t)key ^ 0x7fffffffu : (uint32_t)key;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+HUSAI_INLINE int count_ge(const int32_t *key, int n, int32_t t) {
+    int c = 0;
+    for (int j = 0; j < n; j++)
+        c += key[j] >= t;
+    return c;
+}
+
+/* A row's top k: every key above thr, then the first `ties` keys equal to thr (in position order). */
+typedef struct {
+    int32_t thr;
+    int ties;
+} topk_cut;
+
+/* Smallest and largest of key[0..n), n >= 1. */
+HUSAI_INLINE void key_range(const int32_t *key, int n, int32_t *mn, int32_t *mx) {
+    int32_t lo = key[0], hi = key[0];
+    for (int j = 1; j < n; j++) {
+        lo = key[j] < lo ? key[j] : lo;
+        hi = key[j] > hi ? key[j] : hi;
+    }
+    *mn = lo;
+    *mx = hi;
+}
+
+/* The search for the top k of key[0..n) (1 <= k <= n): a bracket [lo, hi) of thresholds keeping
+ * count(key >= lo) = c_lo >= k > count(key >= hi) = c_hi, narrowed by counting at probes. The first
+ * probes interpolate the count linearly between the bracket's floats, which typically ends the search
+ * in about four counts; then the float midpoint, and after 24 probes the key midpoint, which bound the
+ * total by 56 whatever the values. A count of exactly k ends the search (no ties to break), as does
+ * k - 1 (the k-th is then the largest key below the probe: one more pass), as does a bracket of one
+ * key. */
+typedef struct {
+    int64_t lo, hi;
+    int c_lo, c_hi, it;
+} cut_search;
+
+/* A search over keys within [mn, mx]. */
+HUSAI_INLINE cut_search cut_start(int n, int32_t mn, int32_t mx) {
+    return (cut_search){mn, (int64_t)mx + 1, n, 0, 0};
+}
+
+/* The next probe, strictly inside the bracket (which holds more than one key). */
+HUSAI_INLINE int32_t cut_probe(const cut_search *cs, int k) {
+    int64_t mid = cs->lo + (cs->hi - cs->lo) / 2;
+    const float lf = key_value(cs->lo), hf = key_value(cs->hi);
+    if (cs->it < 24 && isfinite(lf) && isfinite(hf)) {
+        const float f = cs->it < 6 ? ((float)(cs->c_lo - k) + 0.5f) / (float)(cs->c_lo - cs->c_hi) : 0.5f;
+        const int32_t kt = order_key(lf * (1.0f - f) + hf * f);
+        if (kt > cs->lo && kt < cs->hi) mid = kt;
+    }
+    return (int32_t)mid;
+}
+
+/* Takes count c = count(key >= t) at probe t; returns 1 with *out set when the search is over. */
+HUSAI_INLINE int cut_update(cut_search *cs, const int32_t *key, int n, int k, int32_t t, int c,
+                            topk_cut *out) {
+    cs->it++;
+    if (c == k) {
+        *out = (topk_cut){t - 1, 0}; /* t > lo >= INT32_MIN */
+        return 1;
+    }
+    if (c == k - 1) {
+        int32_t below = INT32_MIN;
+        for (int j = 0; j < n; j++) {
+            const int32_t in = -(int32_t)(key[j] < t); /* masks, not ?:, so that it vectorises */
+            const int32_t q = (key[j] & in) | (INT32_MIN & ~in);
+            below = q > below ? q : below;
+        }
+        /* below > INT32_MIN: some key is below t, and every key is above INT32_MIN. A unique k-th needs
+         * no tie-breaking. */
+        *out = count_ge(key, n, below) == k ? (topk_cut){below - 1, 0} : (topk_cut){below, 1};
+        return 1;
+    }
+    if (c > k) {
+        cs->lo = t;
+        cs->c_lo = c;
+    } else {
+        cs->hi = t;
+        cs->c_hi = c;
+    }
+    if (cs->hi - cs->lo > 1) return 0;
+    *out = (topk_cut){(int32_t)cs->lo, k - cs->c_hi};
+    return 1;
+}
+
+/* The top k of key[0..n) (1 <= k <= n; keys within [mn, mx]). */
+HUSAI_INLINE topk_cut kth_cut(const int32_t *key, int n, int k, int32_t mn, int32_t mx) {
+    cut_search cs = cut_start(n, mn, mx);
+    topk_cut out = {mn, k}; /* all keys equal */
+    if (mn == mx) return out;
+    for (;;) {
+        const int32_t t = cut_probe(&cs, k);
+        if (cut_update(&cs, key, n, k, t, count_ge(key, n, t), &out)) return out;
+    }
+}
+
+/* kth_cut of two rows at once, key0 and key1 (n each): their searches are independent chains of
+ * count-then-decide, which interleaved keep the core busy while each waits on its own. */
+HUSAI_INLINE void kth_cut2(const int32_t *key0, const int32_t *key1, int n, int k, const int32_t mn[2],
+                           const int32_t mx[2], topk_cut out[2]) {
+    cut_search cs0 = cut_start(n, mn[0], mx[0]), cs1 = cut_start(n, mn[1], mx[1]);
+    out[0] = (topk_cut){mn[0], k};
+    out[1] = (topk_cut){mn[1], k};
+    int done0 = mn[0] == mx[0], done1 = mn[1] == mx[1];
+    while (!done0 && !done1) {
+        const int32_t t0 = cut_probe(&cs0, k), t1 = cut_probe(&cs1, k);
+        int c0 = 0, c1 = 0;
+        for (int j = 0; j < n; j++) {
+            c0 += key0[j] >= t0;
+            c1 += key1[j] >= t1;
+        }
+        done0 = cut_update(&cs0, key0, n, k, t0, c0, &out[0]);
+        done1 = cut_update(&cs1, key1, n, k, t1, c1, &out[1]);
+    }
+    for (; !done0;) {
+        const int32_t t = cut_probe(&cs0, k);
+        done0 = cut_update(&cs0, key0, n, k, t, count_ge(key0, n, t), &out[0]);
+    }
+    for (; !done1;) {
+        const int32_t t = cut_probe(&cs1, k);
+        done1 = cut_update(&cs1, key1, n, k, t, count_ge(key1, n, t), &out[1]);
+    }
+}
+
+/* Writes the cut's k entries of key[0..n) in position order: their latents (pos[a], or a without pos)
+ * into idx, their values pre[latent] into val. Each block of 32 keys becomes a bit mask (vectorised
+ * compares) whose set bits are walked, so the work is per kept entry, not per key. */
+HUSAI_INLINE void take_top(const int32_t *key, const int32_t *pos, int n, topk_cut cut, int k,
+                           const float *pre, int32_t *idx, float *val) {
+    int ties = cut.ties, m = 0;
+    for (int a0 = 0; m < k; a0 += 32) {
+        const int len = n - a0 < 32 ? n - a0 : 32;
+        uint32_t gt = 0, eq = 0;
+        if (len == 32) {
+            for (int i = 0; i < 32; i++)
+                gt |= (uint32_t)(key[a0 + i] > cut.thr) << i;
+        } else {
+            for (int i = 0; i < len; i++)
+                gt |= (uint32_t)(key[a0 + i] > cut.thr) << i;
+        }
+        if (ties > 0)
+            for (int i = 0; i < len; i++)
+                eq |= (uint32_t)(key[a0 + i] == cut.thr) << i;
+        for (uint32_t bits = gt | eq; bits; bits &= bits - 1) {
+            const int i = __builtin_ctz(bits);
+            if (eq >> i & 1) {
+                if (ties == 0) continue; /* the lower-positioned ties are already in */
+                ties--;
+            }
+            const int32_t j = pos ? pos[a0 + i] : a0 + i;
+            idx[m] = j;
+            val[m++] = pre[j];
         }
     }
+}
+
+/* Whether topk_row selects over the whole row (short rows) rather than bounding it first. */
+static int topk_direct(int d_sae, int k) {
+    return d_sae < 32 * (int64_t)k;
+}
+
+/* Selects the k top entries of one row (signed; ties to the lower index, NaN as -inf) into idx, in
+ * ascending index order, and their values into val. scratch holds d_sae floats (used as int32 keys).
+ * Long rows first bound the answer from below: the k-th largest of the maxima of G >= k strided
+ * groups is at most the row's k-th largest (k distinct groups each hold an entry at least as large),
+ * so one pass keeps just the entries at or above it, about k of them for G = 8k, and the exact
+ * selection runs on those. Short rows, and long rows whose bound leaves too many entries, select
+ * over the whole row. */
+HUSAI_MULTIVERSION
+static void topk_row(const float *pre, int d_sae, int k, int32_t *idx, float *val, float *scratch) {
+    int32_t *key = (int32_t *)scratch;
+    const int G = 8 * k;
+    if (!topk_direct(d_sae, k)) {
+        int32_t *gmax = key, *ck = key + G;
+        const int cap = (d_sae - G) / 2;
+        int32_t *ci = ck + cap;
+        for (int g = 0; g < G; g++)
+            gmax[g] = order_key(pre[g]);
+        for (int j0 = G; j0 < d_sae; j0 += G) {
+            const int len = d_sae - j0 < G ? d_sae - j0 : G;
+            for (int g = 0; g < len; g++) {
+                const int32_t kj = order_key(pre[j0 + g]);
+                gmax[g] = kj > gmax[g] ? kj : gmax[g];
+            }
+        }
+        int32_t mn, mx;
+        key_range(gmax, G, &mn, &mx);
+        const topk_cut gcut = kth_cut(gmax, G, k, mn, mx);
+        const int32_t bound = gcut.ties ? gcut.thr : gcut.thr + 1; /* <= the k-th largest maximum */
+        if (bound > order_key(-INFINITY)) {
+            /* bound is a float above -inf, so comparing floats against it leaves NaN out as -inf would be. */
+            const float t = key_value(bound);
+            int c = 0;
+            for (int j0 = 0; j0 < d_sae && c >= 0; j0 += 32) {
+                const int end = d_sae - j0 < 32 ? d_sae : j0 + 32;
+                int any = 0;
+                for (int j = j0; j < end; j++)
+                    any |= pre[j] >= t;
+                if (!any) continue;
+                for (int j = j0; j < end; j++)
+                    if (pre[j] >= t) {
+                        if (c == cap) {
+                            c = -1;
+                            break;
+                        }
+                        ck[c] = order_key(pre[j]);
+                        ci[c++] = j;
+                    }
+            }
+            if (c >= k) {
+                key_range(ck, c, &mn, &mx);
+                take_top(ck, ci, c, kth_cut(ck, c, k, mn, mx), k, pre, idx, val);
+                return;
+            }
+        }
+    }
+    int32_t mn = INT32_MAX, mx = INT32_MIN;
+    for (int j = 0; j < d_sae; j++) {
+        key[j] = order_key(pre[j]);
+        mn = key[j] < mn ? key[j] : mn;
+        mx = key[j] > mx ? key[j] : mx;
+    }
+    take_top(key, NULL, d_sae, kth_cut(key, d_sae, k, mn, mx), k, pre, idx, val);
+}
+
+/* topk_row for two short rows (topk_direct) at once, their searches interleaved; scratch holds
+ * 2 * d_sae floats. */
+HUSAI_MULTIVERSION
+static void topk_rows2(const float *pre0, const float *pre1, int d_sae, int k, int32_t *idx0, float *val0,
+                       int32_t *idx1, float *val1, float *scratch) {
+    int32_t *key0 = (int32_t *)scratch, *key1 = key0 + d_sae;
+    int32_t mn[2] = {INT32_MAX, INT32_MAX}, mx[2] = {INT32_MIN, INT32_MIN};
+    for (int j = 0; j < d_sae; j++) {
+        key0[j] = order_key(pre0[j]);
+        key1[j] = order_key(pre1[j]);
+        mn[0] = key0[j] < mn[0] ? key0[j] : mn[0];
+        mx[0] = key0[j] > mx[0] ? key0[j] : mx[0];
+        mn[1] = key1[j] < mn[1] ? key1[j] : mn[1];
+        mx[1] = key1[j] > mx[1] ? key1[j] : mx[1];
+    }
+    topk_cut cut[2];
+    kth_cut2(key0, key1, d_sae, k, mn, mx, cut);
+    take_top(key0, NULL, d_sae, cut[0], k, pre0, idx0, val0);
+    take_top(key1, NULL, d_sae, cut[1], k, pre1, idx1, val1);
 }
 
 /* Fills pre = W_enc (x - b_dec) + b_enc for n rows (and b->xc = x - b_dec with a decoder bias). */
@@ -295,16 +567,24 @@ static void pre_activations(const husai_sae *m, const float *x, int n, husai_sae
 static void encode_topk(const husai_sae *m, int n, husai_sae_batch *b) {
     const int s = m->d_sae, k = m->k, relu = m->spec.relu;
     int64_t nnz = 0;
-    for (int r = 0; r < n; r++) {
-        b->row_ptr[r] = nnz;
+    for (int r = 0; r < n;) {
+        /* Short rows go two at a time, the second selected into the k slots after the first's (there
+         * is room: the rows before hold at most k codes each) and moved down behind the first's kept
+         * codes, which never overtakes the reading. */
+        const int rows = topk_direct(s, k) && r + 1 < n ? 2 : 1;
         int32_t *id = b->idx + nnz;
         float *v = b->val + nnz;
-        topk_row(b->pre + (size_t)r * s, s, k, id, v, b->select);
-        int kept = k;
-        if (relu) {
-            kept = 0;
-            for (int a = 0; a < k; a++)
-                if (v[a] > 0.0f) {
+        if (rows == 2)
+            topk_rows2(b->pre + (size_t)r * s, b->pre + (size_t)(r + 1) * s, s, k, id, v, id + k, v + k,
+                       b->select);
+        else
+            topk_row(b->pre + (size_t)r * s, s, k, id, v, b->select);
+        int kept = 0; /* codes kept so far of this call's rows */
+        for (int q = 0; q < rows; q++, r++) {
+            b->row_ptr[r] = nnz + kept;
+            for (int a = q * k; a < (q + 1) * k; a++)
+                /* with relu, non-positive picks are dropped */
+                if (!relu || v[a] > 0.0f) {
                     id[kept] = id[a];
                     v[kept++] = v[a];
                 }
@@ -397,37 +677,133 @@ husai_status husai_sae_encode(const husai_sae *m, const float *x, int n, husai_s
     }
 }
 
-/* The sparse loops are compiled twice, for AVX2 and for baseline x86-64, and picked at load time.
- * Both give the same bits: the loops are element-wise or use dot8's fixed summation order, and
- * contraction to FMA is off for the whole build. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
-#define HUSAI_MULTIVERSION __attribute__((target_clones("avx2", "default")))
-#else
-#define HUSAI_MULTIVERSION
-#endif
+/* Register-blocked forms of the sparse loops. A husai_v8 is GCC's vector extension: eight floats with
+ * element-wise IEEE arithmetic. Each lane holds one element's running sum, which gets the same terms in
+ * the same order as in dot8 or a sequence of axpy calls, so the bits are the same; the sums just stay
+ * in registers across terms instead of being stored and reloaded for each. */
+typedef float husai_v8 __attribute__((vector_size(8 * sizeof(float))));
+typedef float husai_v4 __attribute__((vector_size(4 * sizeof(float))));
+typedef double husai_v4d __attribute__((vector_size(4 * sizeof(double))));
+#define V8_LOAD(v, p) memcpy(&(v), (p), sizeof(husai_v8))
+#define V8_STORE(p, v) memcpy((p), &(v), sizeof(husai_v8))
 
-HUSAI_MULTIVERSION
-void husai_sae_decode(const husai_sae *m, husai_sae_batch *b) {
-    const int d = m->d_model, n = b->n;
-    const int mat = m->spec.arch == HUSAI_ARCH_MATRYOSHKA, P = mat ? m->spec.n_prefixes : 1;
-    for (int r = 0; r < n; r++) {
-        float *xh = b->x_hat + (size_t)r * d;
-        if (m->b_dec)
-            memcpy(xh, m->b_dec, (size_t)d * sizeof(float));
-        else
-            memset(xh, 0, (size_t)d * sizeof(float));
-        int level = 0;
-        float *snap = b->g_xhat + (size_t)r * P * d;
-        for (int64_t a = b->row_ptr[r]; a < b->row_ptr[r + 1]; a++) {
-            const int j = b->idx[a];
-            /* Codes are in ascending latent order: a prefix's reconstruction is complete at its end. */
-            while (mat && j >= m->prefix[level])
-                memcpy(snap + (size_t)level++ * d, xh, (size_t)d * sizeof(float));
-            axpy(xh, b->val[a], m->W_dec + (size_t)j * d, d);
-        }
-        while (mat && level < P)
-            memcpy(snap + (size_t)level++ * d, xh, (size_t)d * sizeof(float));
+/* out[q] = dot8(a[q], w, n) for q = 0..3, in one pass: four independent latency chains. */
+HUSAI_INLINE void dot8x4(const float *const a[4], const float *restrict w, int n, float out[4]) {
+    husai_v8 c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0}, t, wv;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        V8_LOAD(wv, w + i);
+        V8_LOAD(t, a[0] + i);
+        c0 += t * wv;
+        V8_LOAD(t, a[1] + i);
+        c1 += t * wv;
+        V8_LOAD(t, a[2] + i);
+        c2 += t * wv;
+        V8_LOAD(t, a[3] + i);
+        c3 += t * wv;
     }
+    /* dot8's final sum, ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)) + tail, for the four at once:
+     * pairwise sums of adjacent lanes, twice, then the two halves. */
+    const husai_v8 p01 = __builtin_shufflevector(c0, c1, 0, 2, 8, 10, 4, 6, 12, 14) +
+                         __builtin_shufflevector(c0, c1, 1, 3, 9, 11, 5, 7, 13, 15);
+    const husai_v8 p23 = __builtin_shufflevector(c2, c3, 0, 2, 8, 10, 4, 6, 12, 14) +
+                         __builtin_shufflevector(c2, c3, 1, 3, 9, 11, 5, 7, 13, 15);
+    const husai_v8 q = __builtin_shufflevector(p01, p23, 0, 2, 8, 10, 4, 6, 12, 14) +
+                       __builtin_shufflevector(p01, p23, 1, 3, 9, 11, 5, 7, 13, 15);
+    husai_v4 tail = {0, 0, 0, 0};
+    for (; i < n; i++)
+        for (int u = 0; u < 4; u++)
+            tail[u] += a[u][i] * w[i];
+    const husai_v4 sum =
+        (__builtin_shufflevector(q, q, 0, 1, 2, 3) + __builtin_shufflevector(q, q, 4, 5, 6, 7)) + tail;
+    memcpy(out, &sum, sizeof sum);
+}
+
+/* Latent j's gradient rows from its codes e0..e1 in a block grouped by latent (rows ascending):
+ * gWd += val * G and gWe += g_val * xin, code by code, as axpy calls would, in tiles of 32 elements.
+ * Out of line (and so multiversioned itself): inlined into the backward, GCC ran short of registers
+ * and kept one of the eight sums in memory, a store-to-load chain per code that cost a fifth of the
+ * backward. */
+HUSAI_MULTIVERSION HUSAI_NOINLINE static void latent_grad_rows(float *restrict gWd, float *restrict gWe,
+                                                               const husai_sae_batch *b, int e0, int e1,
+                                                               const float *G, size_t g_stride,
+                                                               const float *xin, int d) {
+    int i0 = 0;
+    for (; i0 + 32 <= d; i0 += 32) {
+        husai_v8 D0, D1, D2, D3, E0, E1, E2, E3, t;
+        V8_LOAD(D0, gWd + i0);
+        V8_LOAD(D1, gWd + i0 + 8);
+        V8_LOAD(D2, gWd + i0 + 16);
+        V8_LOAD(D3, gWd + i0 + 24);
+        V8_LOAD(E0, gWe + i0);
+        V8_LOAD(E1, gWe + i0 + 8);
+        V8_LOAD(E2, gWe + i0 + 16);
+        V8_LOAD(E3, gWe + i0 + 24);
+        for (int e = e0; e < e1; e++) {
+            const int r = b->grp_row[e];
+            const float v = b->grp_val[2 * (size_t)e], z = b->grp_val[2 * (size_t)e + 1];
+            const float *g = G + (size_t)r * g_stride + i0, *x = xin + (size_t)r * d + i0;
+            V8_LOAD(t, g);
+            D0 += v * t;
+            V8_LOAD(t, g + 8);
+            D1 += v * t;
+            V8_LOAD(t, g + 16);
+            D2 += v * t;
+            V8_LOAD(t, g + 24);
+            D3 += v * t;
+            V8_LOAD(t, x);
+            E0 += z * t;
+            V8_LOAD(t, x + 8);
+            E1 += z * t;
+            V8_LOAD(t, x + 16);
+            E2 += z * t;
+            V8_LOAD(t, x + 24);
+            E3 += z * t;
+        }
+        V8_STORE(gWd + i0, D0);
+        V8_STORE(gWd + i0 + 8, D1);
+        V8_STORE(gWd + i0 + 16, D2);
+        V8_STORE(gWd + i0 + 24, D3);
+        V8_STORE(gWe + i0, E0);
+        V8_STORE(gWe + i0 + 8, E1);
+        V8_STORE(gWe + i0 + 16, E2);
+        V8_STORE(gWe + i0 + 24, E3);
+    }
+    for (; i0 < d; i0++) {
+        float D = gWd[i0], E = gWe[i0];
+        for (int e = e0; e < e1; e++) {
+            const int r = b->grp_row[e];
+            D += b->grp_val[2 * (size_t)e] * G[(size_t)r * g_stride + i0];
+            E += b->grp_val[2 * (size_t)e + 1] * xin[(size_t)r * d + i0];
+        }
+        gWd[i0] = D;
+        gWe[i0] = E;
+    }
+}
+
+/* Groups the codes of rows [r0, r1) by latent with a stable counting sort, so each latent's codes stay
+ * in ascending row order: latent j's are entries grp_end[j - 1] (0 for j = 0) .. grp_end[j] of
+ * grp_code (positions relative to row_ptr[r0]), grp_row and (values) grp_val. The latent-major loops below
+ * rely on that order to add each element's terms in the sequence a row-major loop would. */
+HUSAI_INLINE void group_by_latent(husai_sae_batch *b, int d_sae, int r0, int r1) {
+    const int64_t base = b->row_ptr[r0], end = b->row_ptr[r1];
+    int32_t *grp_end = b->grp_end;
+    memset(grp_end, 0, (size_t)d_sae * sizeof(int32_t));
+    for (int64_t a = base; a < end; a++)
+        grp_end[b->idx[a]]++;
+    int32_t sum = 0;
+    for (int j = 0; j < d_sae; j++) {
+        const int32_t c = grp_end[j];
+        grp_end[j] = sum; /* start for now; the scatter advances it to the end */
+        sum += c;
+    }
+    for (int r = r0; r < r1; r++)
+        for (int64_t a = b->row_ptr[r]; a < b->row_ptr[r + 1]; a++) {
+            const int32_t slot = grp_end[b->idx[a]]++;
+            b->grp_code[slot] = (int32_t)(a - base);
+            b->grp_row[slot] = r;
+            b->grp_val[2 * (size_t)slot] = b->val[a];
+        }
 }
 
 static double sq_err(const float *a, const float *x, size_t n) {
@@ -439,15 +815,204 @@ static double sq_err(const float *a, const float *x, size_t n) {
     return sse;
 }
 
+/* The forward's squared error, summed while decoding: a row's terms go into sse a few per code of the
+ * next row's decode, so that the serial chain of double additions (a fixed order, as in sq_err) runs
+ * beside the decode's arithmetic instead of after it. */
+typedef struct {
+    const float *a, *x; /* the next terms: (a - x)^2 */
+    int left;           /* terms of the pending row not yet added */
+    double sse;
+} sq_err_feed;
+
+HUSAI_INLINE void feed_terms(sq_err_feed *f, int count) {
+    for (; count > 0 && f->left > 0; count--, f->left--) {
+        const double e = (double)*f->a++ - (double)*f->x++;
+        f->sse += e * e;
+    }
+}
+
+/* feed_terms(f, 4), with the four squares computed as one vector; still added one by one, in order. */
+HUSAI_INLINE void feed_terms4(sq_err_feed *f) {
+    if (f->left < 4) {
+        feed_terms(f, 4);
+        return;
+    }
+    husai_v4 a, x;
+    memcpy(&a, f->a, sizeof a);
+    memcpy(&x, f->x, sizeof x);
+    const husai_v4d e = __builtin_convertvector(a, husai_v4d) - __builtin_convertvector(x, husai_v4d);
+    const husai_v4d sq = e * e;
+    f->sse = (((f->sse + sq[0]) + sq[1]) + sq[2]) + sq[3];
+    f->a += 4;
+    f->x += 4;
+    f->left -= 4;
+}
+
+/* Decodes one row's codes a0..a1 over the reconstruction's elements [i0, i0 + 64): eight vectors of
+ * sums held in registers (named: GCC keeps an array of them in memory); with matryoshka, snap gets each
+ * prefix's partial sum at its end. Feeds four loss terms per code. */
+HUSAI_INLINE void decode_tile64(const husai_sae *m, const husai_sae_batch *b, int64_t a0, int64_t a1, int i0,
+                                float *xh, float *snap, sq_err_feed *feed) {
+    const int d = m->d_model, mat = m->spec.arch == HUSAI_ARCH_MATRYOSHKA;
+    const int P = mat ? m->spec.n_prefixes : 1;
+    husai_v8 A0 = {0}, A1 = {0}, A2 = {0}, A3 = {0}, A4 = {0}, A5 = {0}, A6 = {0}, A7 = {0}, t;
+#define STORE_SUMS(p)                                                                                        \
+    (V8_STORE((p), A0), V8_STORE((p) + 8, A1), V8_STORE((p) + 16, A2), V8_STORE((p) + 24, A3),               \
+     V8_STORE((p) + 32, A4), V8_STORE((p) + 40, A5), V8_STORE((p) + 48, A6), V8_STORE((p) + 56, A7))
+    if (m->b_dec) {
+        const float *bd = m->b_dec + i0;
+        V8_LOAD(A0, bd);
+        V8_LOAD(A1, bd + 8);
+        V8_LOAD(A2, bd + 16);
+        V8_LOAD(A3, bd + 24);
+        V8_LOAD(A4, bd + 32);
+        V8_LOAD(A5, bd + 40);
+        V8_LOAD(A6, bd + 48);
+        V8_LOAD(A7, bd + 56);
+    }
+    int level = 0;
+    for (int64_t a = a0; a < a1; a++) {
+        const int j = b->idx[a];
+        /* Codes are in ascending latent order: a prefix's reconstruction is complete at its end. */
+        for (; mat && j >= m->prefix[level]; level++)
+            STORE_SUMS(snap + (size_t)level * d + i0);
+        const float c = b->val[a], *w = m->W_dec + (size_t)j * d + i0;
+        V8_LOAD(t, w);
+        A0 += c * t;
+        V8_LOAD(t, w + 8);
+        A1 += c * t;
+        V8_LOAD(t, w + 16);
+        A2 += c * t;
+        V8_LOAD(t, w + 24);
+        A3 += c * t;
+        V8_LOAD(t, w + 32);
+        A4 += c * t;
+        V8_LOAD(t, w + 40);
+        A5 += c * t;
+        V8_LOAD(t, w + 48);
+        A6 += c * t;
+        V8_LOAD(t, w + 56);
+        A7 += c * t;
+        feed_terms4(feed);
+    }
+    for (; mat && level < P; level++)
+        STORE_SUMS(snap + (size_t)level * d + i0);
+    STORE_SUMS(xh + i0);
+#undef STORE_SUMS
+}
+
+/* decode_tile64 over eight elements [i0, i0 + 8). */
+HUSAI_INLINE void decode_tile8(const husai_sae *m, const husai_sae_batch *b, int64_t a0, int64_t a1, int i0,
+                               float *xh, float *snap) {
+    const int d = m->d_model, mat = m->spec.arch == HUSAI_ARCH_MATRYOSHKA;
+    const int P = mat ? m->spec.n_prefixes : 1;
+    husai_v8 A = {0}, t;
+    if (m->b_dec) V8_LOAD(A, m->b_dec + i0);
+    int level = 0;
+    for (int64_t a = a0; a < a1; a++) {
+        const int j = b->idx[a];
+        for (; mat && j >= m->prefix[level]; level++)
+            V8_STORE(snap + (size_t)level * d + i0, A);
+        V8_LOAD(t, m->W_dec + (size_t)j * d + i0);
+        A += b->val[a] * t;
+    }
+    for (; mat && level < P; level++)
+        V8_STORE(snap + (size_t)level * d + i0, A);
+    V8_STORE(xh + i0, A);
+}
+
+/* Whether to decode latent by latent: for decoders of more than 16 MiB, which do not stay in cache
+ * between codes (at 768 x 16384, 50 MB, this cut the decode from 49 to 16 ms per 4096 rows; at 12.5 MB
+ * the two orders measured the same). */
+static int decode_by_latent(const husai_sae *m, int n) {
+    return n > 1 && (double)m->d_sae * m->d_model * sizeof(float) > 16.0 * 1048576.0 &&
+           (size_t)n * m->d_sae <= INT32_MAX;
+}
+
+/* x_hat = b_dec + the codes' decoder rows, in code order, over tiles of 64 elements kept in registers
+ * across the row's codes (as an axpy per code would compute them, without storing the sums between).
+ * With x, also *sse = sq_err(x_hat, x). */
+HUSAI_MULTIVERSION
+static void decode_rows(const husai_sae *m, husai_sae_batch *b, const float *x, double *sse) {
+    const int d = m->d_model, n = b->n;
+    const int mat = m->spec.arch == HUSAI_ARCH_MATRYOSHKA, P = mat ? m->spec.n_prefixes : 1;
+    if (decode_by_latent(m, n)) {
+        /* A decoder far larger than the caches would be streamed from DRAM once per code; latent by
+         * latent it is read once per batch, and the reconstructions (in cache) take its terms. */
+        group_by_latent(b, m->d_sae, 0, n);
+        for (int r = 0; r < n; r++) {
+            float *xh = b->x_hat + (size_t)r * d;
+            if (m->b_dec)
+                memcpy(xh, m->b_dec, (size_t)d * sizeof(float));
+            else
+                memset(xh, 0, (size_t)d * sizeof(float));
+        }
+        int level = 0;
+        for (int j = 0, e0 = 0; j < m->d_sae; e0 = b->grp_end[j++]) {
+            /* Latents come in ascending order: at a prefix's end every row's sum is its reconstruction. */
+            for (; mat && j >= m->prefix[level]; level++)
+                for (int r = 0; r < n; r++)
+                    memcpy(b->g_xhat + ((size_t)r * P + level) * d, b->x_hat + (size_t)r * d,
+                           (size_t)d * sizeof(float));
+            const float *w = m->W_dec + (size_t)j * d;
+            for (int e = e0; e < b->grp_end[j]; e++)
+                axpy(b->x_hat + (size_t)b->grp_row[e] * d, b->grp_val[2 * (size_t)e], w, d);
+        }
+        for (; mat && level < P; level++)
+            for (int r = 0; r < n; r++)
+                memcpy(b->g_xhat + ((size_t)r * P + level) * d, b->x_hat + (size_t)r * d,
+                       (size_t)d * sizeof(float));
+        if (x) *sse = sq_err(b->x_hat, x, (size_t)n * d);
+        return;
+    }
+    sq_err_feed feed = {NULL, NULL, 0, 0.0}; /* terms of the previous row, once it is done */
+    for (int r = 0; r < n; r++) {
+        float *xh = b->x_hat + (size_t)r * d, *snap = b->g_xhat + (size_t)r * P * d;
+        const int64_t a0 = b->row_ptr[r], a1 = b->row_ptr[r + 1];
+        int i0 = 0;
+        for (; i0 + 64 <= d; i0 += 64)
+            decode_tile64(m, b, a0, a1, i0, xh, snap, &feed);
+        for (; i0 + 8 <= d; i0 += 8)
+            decode_tile8(m, b, a0, a1, i0, xh, snap);
+        for (; i0 < d; i0++) {
+            float acc = m->b_dec ? m->b_dec[i0] : 0.0f;
+            int level = 0;
+            for (int64_t a = a0; a < a1; a++) {
+                const int j = b->idx[a];
+                for (; mat && j >= m->prefix[level]; level++)
+                    snap[(size_t)level * d + i0] = acc;
+                acc += b->val[a] * m->W_dec[(size_t)j * d + i0];
+            }
+            for (; mat && level < P; level++)
+                snap[(size_t)level * d + i0] = acc;
+            xh[i0] = acc;
+        }
+        if (x) {
+            /* the previous row's remaining terms; this row's are pending */
+            feed_terms(&feed, feed.left);
+            feed = (sq_err_feed){xh, x + (size_t)r * d, d, feed.sse};
+        }
+    }
+    if (x) {
+        feed_terms(&feed, feed.left);
+        *sse = feed.sse;
+    }
+}
+
+void husai_sae_decode(const husai_sae *m, husai_sae_batch *b) {
+    decode_rows(m, b, NULL, NULL);
+}
+
 husai_status husai_sae_forward(const husai_sae *m, const float *x, int n, husai_sae_mode mode, double coeff,
                                husai_sae_batch *b, husai_sae_loss *loss) {
     husai_status st = husai_sae_encode(m, x, n, mode, b);
     if (st) return st;
-    husai_sae_decode(m, b);
+    double sse = 0.0;
+    decode_rows(m, b, x, &sse);
     const int d = m->d_model;
     const size_t total = (size_t)n * (size_t)d;
     memset(loss, 0, sizeof *loss);
-    loss->mse = sq_err(b->x_hat, x, total) / (double)total;
+    loss->mse = sse / (double)total;
     loss->recon = loss->mse;
     if (m->spec.arch == HUSAI_ARCH_MATRYOSHKA) {
         const int P = m->spec.n_prefixes;
@@ -481,20 +1046,13 @@ static inline void encoder_grad(const husai_sae *m, int j, float gz, const float
     if (gbd) axpy(gbd, -gz, m->W_enc + (size_t)j * d, d);
 }
 
-HUSAI_MULTIVERSION
-void husai_sae_backward(const husai_sae *m, const float *x, double coeff, husai_sae_batch *b, float *grad) {
-    const int d = m->d_model, s = m->d_sae, n = b->n;
-    const size_t w = (size_t)s * (size_t)d;
-    float *gW_enc = grad, *gb_enc = grad + w, *gW_dec = grad + w + s;
-    float *gb_dec = m->b_dec ? gW_dec + w : NULL;
-    float *glog_theta = m->log_theta ? gW_dec + w + (m->b_dec ? d : 0) : NULL;
-    const int mat = m->spec.arch == HUSAI_ARCH_MATRYOSHKA, P = mat ? m->spec.n_prefixes : 1;
-    const float scale = (float)(2.0 / ((double)n * d * P));
-    const float l1 = m->spec.arch == HUSAI_ARCH_RELU_L1 ? (float)(coeff / n) : 0.0f;
-    float *gbd = gb_dec ? b->row : NULL;
-    for (int r = 0; r < n; r++) {
+/* dLoss/d(x_hat) for rows [r0, r1), in place of their reconstructions in g_xhat (matryoshka) or from
+ * x_hat. */
+HUSAI_INLINE void residual_grad(const husai_sae *m, const float *x, husai_sae_batch *b, float scale, int r0,
+                                int r1) {
+    const int d = m->d_model, mat = m->spec.arch == HUSAI_ARCH_MATRYOSHKA, P = mat ? m->spec.n_prefixes : 1;
+    for (int r = r0; r < r1; r++) {
         const float *xr = x + (size_t)r * d;
-        const float *xin = m->b_dec ? b->xc + (size_t)r * d : xr;
         float *G = b->g_xhat + (size_t)r * P * d;
         if (mat) {
             /* Latents of prefix group l appear in every reconstruction l..P-1: their residual gradient
@@ -510,24 +1068,93 @@ void husai_sae_backward(const husai_sae *m, const float *x, double coeff, husai_
             for (int i = 0; i < d; i++)
                 G[i] = scale * (xh[i] - xr[i]);
         }
-        if (gbd) memcpy(gbd, G, (size_t)d * sizeof(float)); /* b_dec is in every reconstruction */
+    }
+}
+
+/* Rows per block of the backward's latent-major pass: enough that a latent's gradient rows, fetched
+ * once per block, serve about 16 codes, and at least 64. */
+static int backward_block_rows(int n, int d_sae, int64_t nnz) {
+    const double per_row = nnz > 0 ? (double)nnz / n : 1.0;
+    double rows = 16.0 * d_sae / per_row;
+    if (rows < 64.0) rows = 64.0;
+    if (rows > (double)INT32_MAX / d_sae) rows = (double)INT32_MAX / d_sae; /* block positions fit int32 */
+    return rows < n ? (int)rows : n;
+}
+
+HUSAI_MULTIVERSION
+void husai_sae_backward(const husai_sae *m, const float *x, double coeff, husai_sae_batch *b, float *grad) {
+    const int d = m->d_model, s = m->d_sae, n = b->n;
+    const size_t w = (size_t)s * (size_t)d;
+    float *gW_enc = grad, *gb_enc = grad + w, *gW_dec = grad + w + s;
+    float *gb_dec = m->b_dec ? gW_dec + w : NULL;
+    float *glog_theta = m->log_theta ? gW_dec + w + (m->b_dec ? d : 0) : NULL;
+    const int mat = m->spec.arch == HUSAI_ARCH_MATRYOSHKA, P = mat ? m->spec.n_prefixes : 1;
+    const float scale = (float)(2.0 / ((double)n * d * P));
+    const float l1 = m->spec.arch == HUSAI_ARCH_RELU_L1 ? (float)(coeff / n) : 0.0f;
+    const float *xin_all = m->b_dec ? b->xc : x;
+    /* The code gradients and the encoder and decoder rows' gradients, latent by latent within blocks
+     * of rows: a latent's two gradient rows then stay in L1 while the block's codes of that latent add
+     * into them, instead of being fetched from L2 (or DRAM at LLM sizes) for every code. Each
+     * gradient element still receives its terms in ascending row order, as a row-by-row loop adds
+     * them, so the bits are the same. */
+    const int R = backward_block_rows(n, s, b->row_ptr[n]);
+    for (int r0 = 0; r0 < n; r0 += R) {
+        const int r1 = n - r0 < R ? n : r0 + R;
+        const int64_t base = b->row_ptr[r0];
+        residual_grad(m, x, b, scale, r0, r1); /* just before use, while it stays in cache */
+        group_by_latent(b, s, r0, r1);
+        const int32_t *grp_end = b->grp_end;
         int level = 0;
-        for (int64_t a = b->row_ptr[r]; a < b->row_ptr[r + 1]; a++) {
-            const int j = b->idx[a];
+        for (int j = 0, e0 = 0; j < s; e0 = grp_end[j++]) {
             while (mat && j >= m->prefix[level])
                 level++;
-            const float *Gj = G + (size_t)level * d;
-            float gz = dot8(Gj, m->W_dec + (size_t)j * d, d);
-            if (l1 != 0.0f) gz += l1; /* d(coeff * mean L1)/dz for a positive code */
-            b->g_val[a] = gz;
-            axpy(gW_dec + (size_t)j * d, b->val[a], Gj, d);
-            /* Every rule passes the gradient to the active pre-activations with slope 1. */
-            encoder_grad(m, j, gz, xin, gW_enc, gb_enc, gbd);
+            const int e1 = grp_end[j];
+            if (e0 == e1) continue;
+            const float *Wd = m->W_dec + (size_t)j * d;
+            const float *G = b->g_xhat + (size_t)level * d;
+            const size_t g_stride = (size_t)P * d;
+            /* The code gradients first, four independent dot products at a time (the last one to three
+             * with the last row repeated in the unused slots), summed into b_enc's gradient in order. */
+            float gbe = gb_enc[j];
+            for (int e = e0; e < e1; e += 4) {
+                const float *rows[4];
+                float gz[4];
+                for (int q = 0; q < 4; q++)
+                    rows[q] = G + (size_t)b->grp_row[e + q < e1 ? e + q : e1 - 1] * g_stride;
+                dot8x4(rows, Wd, d, gz);
+                for (int q = 0; q < 4 && e + q < e1; q++) {
+                    /* + d(coeff * mean L1)/dz for a positive code */
+                    const float g = l1 != 0.0f ? gz[q] + l1 : gz[q];
+                    b->g_val[base + b->grp_code[e + q]] = g;
+                    b->grp_val[2 * (size_t)(e + q) + 1] = g;
+                    gbe += g;
+                }
+            }
+            /* Then the two gradient rows. Every rule passes the gradient to the active pre-activations
+             * with slope 1. */
+            latent_grad_rows(gW_dec + (size_t)j * d, gW_enc + (size_t)j * d, b, e0, e1, G, g_stride, xin_all,
+                             d);
+            gb_enc[j] = gbe;
         }
-        if (glog_theta) {
-            /* Straight-through estimate (Rajamanoharan et al. 2024), rectangle kernel of width eps:
-             * d z / d theta = -(theta / eps) and d L0 / d theta = -1 / eps inside the window. */
-            const float eps = (float)m->spec.bandwidth, half = 0.5f * eps;
+    }
+    /* b_dec is in every reconstruction and is subtracted before the encoder: per row, G minus each
+     * code's gradient through W_enc, in latent order, then summed over rows in order. */
+    if (gb_dec) {
+        float *gbd = b->row;
+        for (int r = 0; r < n; r++) {
+            memcpy(gbd, b->g_xhat + (size_t)r * P * d, (size_t)d * sizeof(float));
+            for (int64_t a = b->row_ptr[r]; a < b->row_ptr[r + 1]; a++)
+                axpy(gbd, -b->g_val[a], m->W_enc + (size_t)b->idx[a] * d, d);
+            for (int i = 0; i < d; i++)
+                gb_dec[i] += gbd[i];
+        }
+    }
+    if (glog_theta) {
+        /* Straight-through estimate (Rajamanoharan et al. 2024), rectangle kernel of width eps:
+         * d z / d theta = -(theta / eps) and d L0 / d theta = -1 / eps inside the window. */
+        const float eps = (float)m->spec.bandwidth, half = 0.5f * eps;
+        for (int r = 0; r < n; r++) {
+            const float *G = b->g_xhat + (size_t)r * P * d;
             const float *p = b->pre + (size_t)r * s;
             for (int j = 0; j < s; j++) {
                 const float th = expf(m->log_theta[j]);
@@ -537,9 +1164,6 @@ void husai_sae_backward(const husai_sae *m, const float *x, double coeff, husai_
                 glog_theta[j] += dtheta * th;
             }
         }
-        if (gbd)
-            for (int i = 0; i < d; i++)
-                gb_dec[i] += gbd[i];
     }
 }
 

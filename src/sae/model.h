@@ -83,12 +83,16 @@ typedef struct {
     size_t nnz_cap;
     float *x_hat;    /* (cap, d_model) full reconstruction */
     float *g_xhat;   /* (cap, n_prefixes or 1, d_model) reconstructions per prefix, then dLoss/d(x_hat) */
-    float *select;   /* selection scratch: d_sae floats (cap * d_sae for batchtopk) */
+    float *select;   /* selection scratch: 2 * d_sae floats (cap * d_sae for batchtopk) */
     float *row;      /* (2 * d_model) per-row scratch */
     float *aux_cand; /* (d_sae) AuxK: candidate pre-activations of dead latents */
     int32_t *aux_id, *aux_pos; /* (d_sae) AuxK: their latents; the picked candidates */
     float *aux_val;            /* (d_sae) AuxK: the picked codes */
     float batch_min; /* batchtopk, training: smallest selected code (feeds the threshold estimate) */
+    /* backward: one block of rows' codes grouped by latent, rows ascending within a latent */
+    int32_t *grp_end;            /* (d_sae) end of latent j's group; it starts at grp_end[j - 1] (or 0) */
+    int32_t *grp_code, *grp_row; /* (nnz) each code's position relative to the block, and its row */
+    float *grp_val;              /* (2 nnz) each code's value, then (backward) its gradient, interleaved */
 } husai_sae_batch;
 
 /* A batch's loss parts (all means over the batch's rows). */
