@@ -187,39 +187,16 @@ if command -v strace >/dev/null 2>&1; then
         fail "(a') the traced sweep exited $rc"
     fi
     rc=0
-    "$PY" - "$tmp/strace" "$tmp/tiny.h5" "$tmp/two/two/results.json" <<'EOF' || rc=$?
-import glob, json, os, re, sys
-import h5py
-
-sdir, data, js = sys.argv[1:4]
-with h5py.File(data, "r") as f:
-    d = f["activations"]
-    off, size = d.id.get_offset(), d.id.get_storage_size()
-if off is None:
+    "$PY" "$HERE/strace_reads.py" "$tmp/strace" "$tmp/tiny.h5" >"$tmp/strace.json"
+    "$PY" - "$tmp/strace.json" "$tmp/two/two/results.json" <<'EOF' || rc=$?
+import json, sys
+tr, js = (json.load(open(p)) for p in sys.argv[1:3])
+if tr["offset"] is None:
     print("multinode:   (a') the dataset is not contiguous in the file; nothing to measure")
     sys.exit(0)
-path = os.path.realpath(data)
-pos = re.compile(r"^(pread64|preadv|preadv2)\((\d+)<([^>]*)>, .*?((?:, \d+)+)\) += (\d+)$")
-seq = re.compile(r"^(read|readv)\((\d+)<([^>]*)>, .* += (\d+)$")
-per_node, per_rank = {}, {}
-for fn in glob.glob(f"{sdir}/*"):
-    host, rank = os.path.basename(fn).split(".")[:2]
-    n = 0
-    for line in open(fn, errors="replace"):
-        m = pos.match(line)
-        if m and m.group(3) == path:
-            tail = [int(x) for x in m.group(4).split(", ")[1:]]  # pread64: count, offset; preadv2: ..., offset, flags
-            a = tail[-2] if m.group(1) == "preadv2" else tail[-1]
-            b = a + int(m.group(5))
-            n += max(0, min(b, off + size) - max(a, off))
-            continue
-        m = seq.match(line)
-        if m and m.group(3) == path:
-            n += int(m.group(4))  # offset unknown: count it all as data (an upper bound)
-    per_node[host] = per_node.get(host, 0) + n
-    per_rank[f"{host}/{rank}"] = per_rank.get(f"{host}/{rank}", 0) + n
-claimed = {n["host"]: n["bytes_read"] for n in json.load(open(js))["run"]["nodes"]}
-print(f"multinode:   data region {size} B at offset {off}; read per rank {dict(sorted(per_rank.items()))}")
+size, per_node = tr["size"], tr["per_node"]
+claimed = {n["host"]: n["bytes_read"] for n in js["run"]["nodes"]}
+print(f"multinode:   data region {size} B at offset {tr['offset']}; read per rank {dict(sorted(tr['per_rank'].items()))}")
 print(f"multinode:   read per node {dict(sorted(per_node.items()))}; results.json claims {claimed}")
 bad = []
 if sum(per_node.values()) != size:
