@@ -89,7 +89,7 @@ typedef struct {
     int32_t *aux_id, *aux_pos; /* (d_sae) AuxK: their latents; the picked candidates */
     float *aux_val;            /* (d_sae) AuxK: the picked codes */
     float batch_min; /* batchtopk, training: smallest selected code (feeds the threshold estimate) */
-    /* backward: one block of rows' codes grouped by latent, rows ascending within a latent */
+    /* backward, and decode of large decoders: a block of rows' codes grouped by latent, rows ascending */
     int32_t *grp_end;            /* (d_sae) end of latent j's group; it starts at grp_end[j - 1] (or 0) */
     int32_t *grp_code, *grp_row; /* (nnz) each code's position relative to the block, and its row */
     float *grp_val;              /* (2 nnz) each code's value, then (backward) its gradient, interleaved */
