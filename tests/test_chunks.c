@@ -49,8 +49,12 @@ static void test_order_is_keyed_permutation(void **state) {
             assert_true(o1[i] < 28 && !seen[o1[i]]);
             seen[o1[i]] = 1;
         }
+        uint32_t cache[28];
+        int cache_epoch = e == 2 ? 0 : -1; /* a stale cache must be redrawn, a fresh one filled */
+        if (e == 2) husai_chunks_order(&c, 0, cache);
         for (int i = 0; i < 28; i++) /* virtual epoch e * n + i is chunk o1[i] */
-            assert_int_equal(husai_chunks_virtual(&c, (int64_t)e * 28 + i), o1[i]);
+            assert_int_equal(husai_chunks_virtual(&c, (int64_t)e * 28 + i, cache, &cache_epoch), o1[i]);
+        assert_int_equal(cache_epoch, e);
         husai_chunks_order(&c, e + 1, o3);
         differs += memcmp(o1, o3, sizeof o1) != 0;
     }

@@ -321,7 +321,9 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
     int rank;
     MPI_Comm_rank(ctx->comm, &rank);
     uint32_t *trows = malloc(ch->chunk_rows * sizeof *trows), *hrows = malloc(ch->chunk_rows * sizeof *hrows);
-    if (!trows || !hrows) husai_mpi_die("out of memory for chunk row lists");
+    uint32_t *order = malloc(ch->n_chunks * sizeof *order);
+    int order_epoch = -1;
+    if (!trows || !hrows || !order) husai_mpi_die("out of memory for chunk row lists");
     size_t max_rows = 0;
     for (size_t i = 0; i < ch->n_chunks; i++) {
         size_t a, b, lo, hi;
@@ -349,7 +351,7 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
         task_state ts;
         int begun = 0;
         for (int64_t v = -span[0]; v < span[1]; v++) {
-            husai_dataset_load_chunk(ds, husai_chunks_virtual(ch, v));
+            husai_dataset_load_chunk(ds, husai_chunks_virtual(ch, v, order, &order_epoch));
             int local_stop = 0;
             if (t && v >= start && v < total) {
                 const size_t n = chunk_rows_of(ds, sp->train, sp->n_train, trows);
@@ -418,6 +420,7 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
     }
     free(trows);
     free(hrows);
+    free(order);
     return stopped;
 }
 

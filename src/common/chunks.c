@@ -1,7 +1,5 @@
 #include "common/chunks.h"
 
-#include <stdlib.h>
-
 #include "common/rng.h"
 
 husai_status husai_chunks_make(husai_chunks *c, size_t n_rows, size_t chunk_rows, uint64_t data_seed) {
@@ -27,14 +25,13 @@ void husai_chunks_order(const husai_chunks *c, int epoch, uint32_t *order) {
     husai_rng_permutation(&r, order, c->n_chunks);
 }
 
-size_t husai_chunks_virtual(const husai_chunks *c, int64_t v) {
-    /* Drawing the whole order for one entry is O(n_chunks): negligible next to training on a chunk. */
-    uint32_t *order = malloc(c->n_chunks * sizeof *order);
-    if (!order) abort(); /* a few bytes per chunk; not recoverable if even this fails */
-    husai_chunks_order(c, (int)(v / (int64_t)c->n_chunks), order);
-    const size_t chunk = order[v % (int64_t)c->n_chunks];
-    free(order);
-    return chunk;
+size_t husai_chunks_virtual(const husai_chunks *c, int64_t v, uint32_t *order, int *order_epoch) {
+    const int epoch = (int)(v / (int64_t)c->n_chunks);
+    if (*order_epoch != epoch) { /* drawn once per epoch, not once per chunk */
+        husai_chunks_order(c, epoch, order);
+        *order_epoch = epoch;
+    }
+    return order[v % (int64_t)c->n_chunks];
 }
 
 void husai_chunks_rows_in(const uint32_t *rows, size_t n, size_t a, size_t b, size_t *lo, size_t *hi) {

@@ -29,8 +29,9 @@ void husai_chunks_range(const husai_chunks *c, size_t i, size_t *a, size_t *b);
 /* Chunk visiting order of an epoch: order[0..n_chunks) is a permutation of the chunk indices. */
 void husai_chunks_order(const husai_chunks *c, int epoch, uint32_t *order);
 
-/* The chunk that "virtual epoch" v (= epoch * n_chunks + position) trains on. */
-size_t husai_chunks_virtual(const husai_chunks *c, int64_t v);
+/* The chunk that "virtual epoch" v (= epoch * n_chunks + position) trains on. order (n_chunks) caches the
+ * order of epoch *order_epoch (start with *order_epoch = -1); it is redrawn only when the epoch changes. */
+size_t husai_chunks_virtual(const husai_chunks *c, int64_t v, uint32_t *order, int *order_epoch);
 
 /* Within ascending rows[0..n), the index range [*lo, *hi) of values in [a, b) (binary search). */
 void husai_chunks_rows_in(const uint32_t *rows, size_t n, size_t a, size_t b, size_t *lo, size_t *hi);
