@@ -6,13 +6,17 @@
  *   3. blocked PWMCC GFLOP/s and its share of sgemm peak
  * Usage: bench_husai [--quick]. One BLAS thread unless OPENBLAS_NUM_THREADS says otherwise.
  *
+ * bench_husai --pwmcc SEEDS D_MODEL D_SAE
+ *   times all-pairs PWMCC of SEEDS random decoders of that shape (section 3 alone, any size).
+ *
  * bench_husai --train DATA.h5 D_SAE K BATCH STEPS THREADS [SEED]
  *   trains one SAE on /activations of DATA.h5 (HUSAI's recipe: per-epoch shuffle, Adam 3e-4, renorm)
- *   for STEPS optimiser steps after one warm-up step, on THREADS BLAS threads, and prints one JSON
+ *   for STEPS optimiser steps after one warm-up step, on THREADS threads, and prints one JSON
  *   line with samples/s (bench/bench.sh compares it with bench/torch_ref.py on the same file). */
 #define _POSIX_C_SOURCE 200809L
 #include <cblas.h>
 #include <hdf5.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,7 +137,10 @@ static int train_on_file(int argc, char **argv) {
         fprintf(stderr, "bench: D_SAE, K, BATCH, STEPS and THREADS must be positive\n");
         return 2;
     }
-    openblas_set_num_threads(threads);
+    /* husai's threads split the step itself, the encoder's sgemm included, so OpenBLAS runs one thread
+     * inside each (as in husai sweep with HUSAI_THREADS). */
+    openblas_set_num_threads(1);
+    omp_set_num_threads(threads);
     size_t rows = 0;
     int d_model = 0;
     float *X = read_h5(argv[2], "/activations", &rows, &d_model);
@@ -162,8 +169,7 @@ static int train_on_file(int argc, char **argv) {
         "{\"impl\": \"husai\", \"d_model\": %d, \"d_sae\": %d, \"k\": %d, \"batch\": %d, \"steps\": %d, "
         "\"threads\": %d, \"rows\": %zu, \"seconds\": %.4f, \"cpu_seconds\": %.4f, \"samples_per_s\": %.1f, "
         "\"loss\": %.6g}\n",
-        d_model, d_sae, k, batch, steps, openblas_get_num_threads(), rows, dt, cpu,
-        (double)steps * batch / dt, loss);
+        d_model, d_sae, k, batch, steps, t.batch.threads, rows, dt, cpu, (double)steps * batch / dt, loss);
     husai_trainer_free(&t);
     free(X);
     return 0;
@@ -177,8 +183,45 @@ static void bench_train(const char *label, int d_model, int d_sae, int k, int ba
            rate, peak, enc_gflops, 100.0 * enc_gflops / peak);
 }
 
+/* Times husai_pwmcc_matrix on S random decoders [d, n] and prints its GFLOP/s against sgemm on the
+ * block shape, measured just after. */
+static void bench_pwmcc(int S, int d, int n) {
+    float *D = malloc((size_t)S * d * n * sizeof(float));
+    double *M = malloc((size_t)S * S * sizeof(double));
+    if (!D || !M) {
+        fprintf(stderr, "bench: out of memory for %d decoders of %d x %d\n", S, d, n);
+        exit(1);
+    }
+    for (int s = 0; s < S; s++)
+        husai_pwmcc_random_decoder(100 + s, d, n, D + (size_t)s * d * n);
+    const double t0 = now();
+    if (husai_pwmcc_matrix(D, S, d, n, M)) {
+        fprintf(stderr, "bench: %s\n", husai_error_message());
+        exit(1);
+    }
+    const double dt = now() - t0;
+    const double flops = (double)S * (S - 1) / 2 * 2.0 * d * (double)n * n;
+    const double peak = sgemm_gflops(HUSAI_PWMCC_BLOCK, n, d, 3);
+    printf(
+        "S=%d d_model=%d d_sae=%d: %d pairs, %.2f s, %.1f GFLOP/s, %.1f%% of sgemm peak on the block shape "
+        "(%.1f GF)\n",
+        S, d, n, S * (S - 1) / 2, dt, flops / dt / 1e9, 100.0 * flops / dt / 1e9 / peak, peak);
+    free(D);
+    free(M);
+}
+
 int main(int argc, char **argv) {
+    omp_set_num_threads(1); /* the single-process figures are per core; --train sets its own count */
     if (argc > 1 && !strcmp(argv[1], "--train")) return train_on_file(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "--pwmcc")) {
+        if (argc != 5 || atoi(argv[2]) < 2 || atoi(argv[3]) < 1 || atoi(argv[4]) < 1) {
+            fprintf(stderr, "usage: bench_husai --pwmcc SEEDS D_MODEL D_SAE (SEEDS >= 2)\n");
+            return 2;
+        }
+        if (!getenv("OPENBLAS_NUM_THREADS")) openblas_set_num_threads(1);
+        bench_pwmcc(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
+        return 0;
+    }
     const int quick = argc > 1 && !strcmp(argv[1], "--quick");
     if (!getenv("OPENBLAS_NUM_THREADS")) openblas_set_num_threads(1);
     printf("husai benchmarks (%s), BLAS threads: %d\n\n", quick ? "quick" : "full",
@@ -191,20 +234,6 @@ int main(int argc, char **argv) {
     bench_train("llm-like", 768, 16384, 32, 4096, quick ? 2 : 6);
 
     printf("\nBlocked PWMCC (all pairs of S seeds; 2*d_model*d_sae^2 flops per pair):\n\n");
-    const int S = 4, d = 768, n = quick ? 2048 : 4096;
-    float *D = malloc((size_t)S * d * n * sizeof(float));
-    for (int s = 0; s < S; s++)
-        husai_pwmcc_random_decoder(100 + s, d, n, D + (size_t)s * d * n);
-    double *M = malloc((size_t)S * S * sizeof(double));
-    const double t0 = now();
-    husai_pwmcc_matrix(D, S, d, n, M);
-    const double dt = now() - t0;
-    const double flops = (double)S * (S - 1) / 2 * 2.0 * d * (double)n * n;
-    const double peak = sgemm_gflops(HUSAI_PWMCC_BLOCK, n, d, 3);
-    printf(
-        "S=%d d_model=%d d_sae=%d: %.2f s, %.1f GFLOP/s, %.1f%% of sgemm peak on the block shape (%.1f GF)\n",
-        S, d, n, dt, flops / dt / 1e9, 100.0 * flops / dt / 1e9 / peak, peak);
-    free(D);
-    free(M);
+    bench_pwmcc(4, 768, quick ? 2048 : 4096);
     return 0;
 }

@@ -19,7 +19,8 @@
 #   HUSAI              the husai binary; default $SLURM_SUBMIT_DIR/build/husai (submit from the checkout)
 #   HUSAI_OUT          where run directories go; empty: the config's [output] dir (runs by default).
 #                      A --out DIR among the extra husai flags wins over both.
-#   HUSAI_BLAS_THREADS OpenBLAS threads per rank; default 1, or --cpus-per-task when you ask for more
+#   HUSAI_THREADS      threads per rank, each splitting its SAE's step (same bits for any count); default
+#                      1, or --cpus-per-task when you ask for more
 # shellcheck shell=bash
 
 # --- submission ---------------------------------------------------------------------------------
@@ -49,13 +50,14 @@ HUSAI_SRUN_MPI=${HUSAI_SRUN_MPI:-pmix}
 HUSAI_SRUN_FLAGS=${HUSAI_SRUN_FLAGS:-}
 HUSAI_OUT=${HUSAI_OUT:-}
 
-# One OpenBLAS thread per rank: seeds run in parallel across ranks, and one thread keeps each seed's
-# bits independent of the rank count. A rank given several cores (--cpus-per-task) may use them.
+# Seeds run in parallel across ranks; a rank given several cores (--cpus-per-task) splits its SAE's step
+# over them with OpenMP (HUSAI_THREADS; the results do not depend on the count). OpenBLAS runs one thread
+# inside each: husai splits the encoder's product itself.
 if [ -n "${SLURM_CPUS_PER_TASK:-}" ] && [ "${SLURM_CPUS_PER_TASK}" -gt 1 ]; then
-    HUSAI_BLAS_THREADS=${HUSAI_BLAS_THREADS:-$SLURM_CPUS_PER_TASK}
+    HUSAI_THREADS=${HUSAI_THREADS:-${HUSAI_BLAS_THREADS:-$SLURM_CPUS_PER_TASK}}
 fi
-HUSAI_BLAS_THREADS=${HUSAI_BLAS_THREADS:-1}
-export HUSAI_BLAS_THREADS OPENBLAS_NUM_THREADS="$HUSAI_BLAS_THREADS"
+HUSAI_THREADS=${HUSAI_THREADS:-${HUSAI_BLAS_THREADS:-1}}
+export HUSAI_THREADS OPENBLAS_NUM_THREADS=1
 
 # Parallel HDF5 on NFS or Lustre may need file locking off; uncomment if opening data fails there.
 # export HDF5_USE_FILE_LOCKING=FALSE

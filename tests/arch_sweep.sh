@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # arch_sweep.sh: sweep.param = arch trains every architecture in one run. Checks: decoders are
-# bitwise equal on 1 and 3 ranks (each architecture's seed result is rank-independent, data-dependent
-# init included); numpy re-runs inference from what results.h5 stores (W_enc, b_enc, W_dec, b_dec,
+# bitwise equal on 1 rank x 1 thread and 3 ranks x 2 threads (HUSAI_THREADS: each architecture's seed
+# result is independent of ranks and threads, data-dependent init included); numpy re-runs inference from what results.h5 stores (W_enc, b_enc, W_dec, b_dec,
 # thresholds) with its own implementation of each architecture's rule and reproduces the reported
 # per-seed EV, MSE and L0; the batch rules land near the target L0; names and arch fields say which
-# architecture each condition is; a checkpointed stop and resume is bitwise equal to the plain run.
+# architecture each condition is; a checkpointed stop and resume (on 3 threads per rank) is bitwise equal
+# to the plain run.
 set -euo pipefail
 : "${HUSAI:?set HUSAI}" "${MPIEXEC:?set MPIEXEC}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
@@ -40,7 +41,7 @@ seeds = 5, 6
 resamples = 200
 INI
 for np in 1 3; do
-    "$MPIEXEC" -np "$np" --oversubscribe "$HUSAI" sweep "$tmp/a.ini" --out "$tmp/o$np" --run-id r >"$tmp/log$np" 2>&1 ||
+    HUSAI_THREADS=$((np == 1 ? 1 : 2)) "$MPIEXEC" -np "$np" --oversubscribe -x HUSAI_THREADS "$HUSAI" sweep "$tmp/a.ini" --out "$tmp/o$np" --run-id r >"$tmp/log$np" 2>&1 ||
         { cat "$tmp/log$np"; fail "sweep on $np ranks exited non-zero"; }
 done
 "$PY" - "$tmp/d.h5" "$tmp/o1/r" "$tmp/o3/r" <<'PY'
@@ -68,7 +69,7 @@ for c in j["conditions"]:
     g1, g3 = f1["conditions"][c["name"]], f3["conditions"][c["name"]]
     for ds in ("decoders", "encoders", "b_enc", "b_dec", "thresholds"):
         if not np.array_equal(g1[ds][()], g3[ds][()]):
-            sys.exit(f"{c['name']}: {ds} differ between 1 and 3 ranks")
+            sys.exit(f"{c['name']}: {ds} differ between 1 rank x 1 thread and 3 ranks x 2 threads")
     stored = g1.attrs["arch"]
     stored = stored.decode() if isinstance(stored, bytes) else str(stored)
     assert stored == a, (stored, a)
@@ -96,7 +97,8 @@ for c in j["conditions"]:
     if a in ("topk", "matryoshka"): assert l0 <= k + 1e-9, (a, l0)
     if a in ("batchtopk", "relu_l1") and not (0.5 * k <= l0 <= 1.5 * k):
         sys.exit(f"{a}: L0 {l0} is far from the target k = {k}")
-print("arch_sweep: numpy inference matches husai for all 5 architectures; 1 and 3 ranks bitwise equal")
+assert json.load(open(sys.argv[3] + "/results.json"))["run"]["threads_per_rank"] == 2
+print("arch_sweep: numpy inference matches husai for all 5 architectures; 1 rank x 1 thread and 3 ranks x 2 threads bitwise equal")
 PY
 echo "arch_sweep: stop mid-task twice (25, then 400 steps per rank), resume, compare with the uninterrupted run"
 rc=0
@@ -107,7 +109,7 @@ rc=0
 "$MPIEXEC" -np 2 --oversubscribe "$HUSAI" sweep "$tmp/a.ini" --resume "$tmp/o4/r" --stop-after-steps 400 \
     >"$tmp/log5" 2>&1 || rc=$?
 [ "$rc" = 75 ] || { cat "$tmp/log5"; fail "second stop exited $rc, expected 75"; }
-"$MPIEXEC" -np 2 --oversubscribe "$HUSAI" sweep "$tmp/a.ini" --resume "$tmp/o4/r" >"$tmp/log6" 2>&1 ||
+HUSAI_THREADS=3 "$MPIEXEC" -np 2 --oversubscribe -x HUSAI_THREADS "$HUSAI" sweep "$tmp/a.ini" --resume "$tmp/o4/r" >"$tmp/log6" 2>&1 ||
     { cat "$tmp/log6"; fail "resume exited non-zero"; }
 grep -q "resumes" "$tmp/log6" || fail "the final run did not resume from checkpoints"
 "$PY" - "$tmp/o1/r/results.h5" "$tmp/o4/r/results.h5" <<'PY'

@@ -395,7 +395,7 @@ static void test_adam_two_steps_vs_torch(void **state) {
             assert_true(isfinite(loss));
             memset(grad, 0, m.n_params * sizeof(float));
             husai_sae_backward(&m, f.x, 0.0, &b, grad);
-            husai_adam_step(&adam, m.params, grad);
+            husai_adam_step(&adam, m.params, grad, 1);
             husai_sae_normalize_decoder(&m);
         }
         assert_int_equal(adam.t, 2);

@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <math.h>
 #include <mpi.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -234,6 +235,21 @@ static void abort_rundir(void *rd) {
 }
 
 /* Prints an agreed error once (rank 0) and returns the exit status every rank uses. */
+/* The thread count HUSAI_THREADS asks for (HUSAI_BLAS_THREADS, its former name, if it is unset); 1 if
+ * neither is set. */
+static husai_status rank_threads(int *threads) {
+    const char *name = getenv("HUSAI_THREADS") ? "HUSAI_THREADS" : "HUSAI_BLAS_THREADS";
+    const char *v = getenv(name);
+    if (!v) return HUSAI_OK;
+    char *end = NULL;
+    const long t = strtol(v, &end, 10);
+    if (end == v || *end || t < 1 || t > 4096)
+        return husai_error(HUSAI_ERR_ARG, "%s='%s' must be a whole number of threads per rank, 1 to 4096",
+                           name, v);
+    *threads = (int)t;
+    return HUSAI_OK;
+}
+
 static int fail(int rank, husai_rundir *rd) {
     husai_mpi_on_die(NULL, NULL);
     if (rank == 0) {
@@ -308,10 +324,12 @@ int husai_cmd_sweep(int argc, char **argv) {
     husai_stop_install();
     husai_stop_after_steps(args.stop_after);
 
-    /* One BLAS thread per rank: seed-parallel ranks share the cores, and one thread keeps sgemm's
-     * summation order, hence every seed's bits, independent of the rank count. */
-    const char *bt = getenv("HUSAI_BLAS_THREADS");
-    openblas_set_num_threads(bt ? atoi(bt) : 1);
+    /* Threads per rank (HUSAI_THREADS, default 1) split each SAE's step, the encoder's sgemm included,
+     * in ways that leave every seed's bits unchanged; OpenBLAS runs one thread inside each. */
+    int threads = 1;
+    if ((st = rank_threads(&threads))) return fail(rank, &rd);
+    openblas_set_num_threads(1);
+    omp_set_num_threads(threads);
 
     char hosts[8192];
     int n_hosts = 1;
@@ -456,6 +474,7 @@ int husai_cmd_sweep(int argc, char **argv) {
                                .hosts = hosts,
                                .n_hosts = n_hosts,
                                .ranks = size,
+                               .threads = threads,
                                .seconds = MPI_Wtime() - t_begin,
                                .cfg = &cfg,
                                .dtype = ds.dtype,

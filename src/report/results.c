@@ -281,6 +281,7 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
     for (char *h = strtok(hostbuf, ","); h; h = strtok(NULL, ","))
         cJSON_AddItemToArray(hosts, cJSON_CreateString(h));
     cJSON_AddNumberToObject(r, "ranks", run->ranks);
+    if (run->threads > 0) cJSON_AddNumberToObject(r, "threads_per_rank", run->threads);
     cJSON *nodes = cJSON_AddArrayToObject(r, "nodes");
     for (int i = 0; i < run->n_nodes; i++) {
         cJSON *o = cJSON_CreateObject();

@@ -84,6 +84,7 @@ typedef struct {
     const char *id, *version, *commit, *command;
     const char *hosts; /* comma-separated distinct host names */
     int n_hosts, ranks;
+    int threads; /* OpenMP threads per rank (0: unknown, a merge) */
     double seconds;
     const husai_config *cfg;
     const char *dtype;

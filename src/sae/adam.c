@@ -14,7 +14,7 @@ husai_status husai_adam_alloc(husai_adam *a, size_t n, double lr, double beta1, 
     return HUSAI_OK;
 }
 
-void husai_adam_step(husai_adam *a, float *params, const float *grad) {
+void husai_adam_step(husai_adam *a, float *params, const float *grad, int threads) {
     a->t++;
     /* Bias corrections in double, as PyTorch computes them in Python floats. */
     const double bc1 = 1.0 - pow(a->beta1, (double)a->t);
@@ -24,6 +24,8 @@ void husai_adam_step(husai_adam *a, float *params, const float *grad) {
     const float b1 = (float)a->beta1, b2 = (float)a->beta2, eps = (float)a->eps;
     const float one_b1 = (float)(1.0 - a->beta1), one_b2 = (float)(1.0 - a->beta2);
     float *m = a->m, *v = a->v;
+    /* element-wise: any split of the elements gives the same bits */
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && a->n >= 65536)
     for (size_t i = 0; i < a->n; i++) {
         const float g = grad[i];
         m[i] = m[i] * b1 + g * one_b1;

@@ -22,8 +22,9 @@ typedef struct {
 /* Allocates zeroed moments for n parameters. */
 husai_status husai_adam_alloc(husai_adam *a, size_t n, double lr, double beta1, double beta2, double eps);
 
-/* Applies one update to params given grad (both length n) and advances t. */
-void husai_adam_step(husai_adam *a, float *params, const float *grad);
+/* Applies one update to params given grad (both length n) and advances t, on up to `threads` OpenMP
+ * threads; the result is the same for any count. */
+void husai_adam_step(husai_adam *a, float *params, const float *grad, int threads);
 
 /* Releases the moments; safe on a zeroed or freed struct. */
 void husai_adam_free(husai_adam *a);

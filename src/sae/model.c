@@ -5,7 +5,38 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "common/rng.h"
+
+/* OpenMP threads available to a new batch (1 without OpenMP). */
+static int max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+/* Threads in the enclosing parallel region (1 outside one). */
+static int omp_threads_here(void) {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+/* This thread's number within the enclosing parallel region (0 outside one). */
+static int thread_num(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
 
 static const char *const ARCH_NAMES[HUSAI_ARCH_COUNT] = {"topk", "batchtopk", "jumprelu", "relu_l1",
                                                          "matryoshka"};
@@ -109,6 +140,7 @@ void husai_sae_init(husai_sae *m, uint64_t seed) {
 
 void husai_sae_normalize_decoder(husai_sae *m) {
     const int d = m->d_model;
+#pragma omp parallel for schedule(static) if ((size_t)m->d_sae * d >= 65536)
     for (int j = 0; j < m->d_sae; j++) {
         float *row = m->W_dec + (size_t)j * d;
         double ss = 0.0;
@@ -131,6 +163,7 @@ void husai_sae_export_decoder(const husai_sae *m, float *out) {
 husai_status husai_sae_batch_alloc(husai_sae_batch *b, const husai_sae *m, int cap) {
     memset(b, 0, sizeof *b);
     b->cap = cap;
+    b->threads = max_threads();
     b->d_model = m->d_model;
     b->d_sae = m->d_sae;
     const size_t c = (size_t)cap, d = (size_t)m->d_model, s = (size_t)m->d_sae;
@@ -145,7 +178,11 @@ husai_status husai_sae_batch_alloc(husai_sae_batch *b, const husai_sae *m, int c
     b->g_val = malloc(b->nnz_cap * sizeof(float));
     b->x_hat = malloc(c * d * sizeof(float));
     b->g_xhat = malloc(c * levels * d * sizeof(float));
-    b->select = malloc((m->spec.arch == HUSAI_ARCH_BATCHTOPK ? c * s : 2 * s) * sizeof(float));
+    const size_t sel =
+        m->spec.arch == HUSAI_ARCH_BATCHTOPK && c > 2 * (size_t)b->threads ? c : 2 * (size_t)b->threads;
+    b->select = malloc(sel * s * sizeof(float));
+    b->row_sse = malloc(c * sizeof(double));
+    b->split = malloc(((size_t)b->threads + 1) * sizeof(int32_t));
     b->row = malloc(2 * d * sizeof(float));
     b->aux_cand = malloc(s * sizeof(float));
     b->aux_id = malloc(s * sizeof(int32_t));
@@ -156,8 +193,9 @@ husai_status husai_sae_batch_alloc(husai_sae_batch *b, const husai_sae *m, int c
     b->grp_row = malloc(b->nnz_cap * sizeof(int32_t));
     b->grp_val = malloc(2 * b->nnz_cap * sizeof(float));
     if (!b->pre || (m->spec.decoder_bias && !b->xc) || !b->row_ptr || !b->idx || !b->val || !b->g_val ||
-        !b->x_hat || !b->g_xhat || !b->select || !b->row || !b->aux_cand || !b->aux_id || !b->aux_pos ||
-        !b->aux_val || !b->grp_end || !b->grp_code || !b->grp_row || !b->grp_val) {
+        !b->x_hat || !b->g_xhat || !b->select || !b->row_sse || !b->split || !b->row || !b->aux_cand ||
+        !b->aux_id || !b->aux_pos || !b->aux_val || !b->grp_end || !b->grp_code || !b->grp_row ||
+        !b->grp_val) {
         husai_sae_batch_free(b);
         return husai_error(HUSAI_ERR_NOMEM, "cannot allocate SAE batch scratch for %d rows", cap);
     }
@@ -175,6 +213,8 @@ void husai_sae_batch_free(husai_sae_batch *b) {
     free(b->x_hat);
     free(b->g_xhat);
     free(b->select);
+    free(b->row_sse);
+    free(b->split);
     free(b->row);
     free(b->aux_cand);
     free(b->aux_id);
@@ -547,49 +587,66 @@ static void topk_rows2(const float *pre0, const float *pre1, int d_sae, int k, i
     take_top(key1, NULL, d_sae, cut[1], k, pre1, idx1, val1);
 }
 
-/* Fills pre = W_enc (x - b_dec) + b_enc for n rows (and b->xc = x - b_dec with a decoder bias). */
-static void pre_activations(const husai_sae *m, const float *x, int n, husai_sae_batch *b) {
+/* Rows per encoder product. The forward works in blocks of this many rows whatever the thread count, so
+ * every sgemm call, and with it every pre-activation's bits, is the same for any count: OpenBLAS can give a
+ * row different bits in calls of different shapes (measured for small ones). At 128 x 128, blocks of 512
+ * rows cost 1.4% over one call per 2048-row batch. */
+#define ENCODE_ROWS 512
+
+/* Fills pre = W_enc (x - b_dec) + b_enc for rows [r0, r1) (and b->xc = x - b_dec with a decoder bias). */
+static void pre_activations(const husai_sae *m, const float *x, int r0, int r1, husai_sae_batch *b) {
     const int d = m->d_model, s = m->d_sae;
     const float *in = x;
     if (m->b_dec) {
-        for (int r = 0; r < n; r++)
+        for (int r = r0; r < r1; r++)
             for (int i = 0; i < d; i++)
                 b->xc[(size_t)r * d + i] = x[(size_t)r * d + i] - m->b_dec[i];
         in = b->xc;
     }
-    for (int r = 0; r < n; r++)
+    for (int r = r0; r < r1; r++)
         memcpy(b->pre + (size_t)r * s, m->b_enc, (size_t)s * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, s, d, 1.0f, in, d, m->W_enc, d, 1.0f, b->pre, s);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, s, d, 1.0f, in + (size_t)r0 * d, d,
+                m->W_enc, d, 1.0f, b->pre + (size_t)r0 * s, s);
 }
 
-/* Per-row top-k (topk, matryoshka); with relu, non-positive picks are dropped (ReLU makes them 0 and
- * stops their gradient), so a row may hold fewer than k codes. */
-static void encode_topk(const husai_sae *m, int n, husai_sae_batch *b) {
+/* Per-row top-k (topk, matryoshka) of rows [r0, r1), row r's codes into slots r*k .. r*k + k and how many it
+ * keeps into row_ptr[r + 1]: with relu, non-positive picks are dropped (ReLU makes them 0 and stops their
+ * gradient), so a row may keep fewer than k. scratch: 2 * d_sae floats. */
+static void select_topk(const husai_sae *m, int r0, int r1, husai_sae_batch *b, float *scratch) {
     const int s = m->d_sae, k = m->k, relu = m->spec.relu;
-    int64_t nnz = 0;
-    for (int r = 0; r < n;) {
-        /* Short rows go two at a time, the second selected into the k slots after the first's (there
-         * is room: the rows before hold at most k codes each) and moved down behind the first's kept
-         * codes, which never overtakes the reading. */
-        const int rows = topk_direct(s, k) && r + 1 < n ? 2 : 1;
-        int32_t *id = b->idx + nnz;
-        float *v = b->val + nnz;
+    for (int r = r0; r < r1;) {
+        const int rows = topk_direct(s, k) && r + 1 < r1 ? 2 : 1; /* short rows go two at a time */
+        int32_t *id = b->idx + (size_t)r * k;
+        float *v = b->val + (size_t)r * k;
         if (rows == 2)
             topk_rows2(b->pre + (size_t)r * s, b->pre + (size_t)(r + 1) * s, s, k, id, v, id + k, v + k,
-                       b->select);
+                       scratch);
         else
-            topk_row(b->pre + (size_t)r * s, s, k, id, v, b->select);
-        int kept = 0; /* codes kept so far of this call's rows */
+            topk_row(b->pre + (size_t)r * s, s, k, id, v, scratch);
         for (int q = 0; q < rows; q++, r++) {
-            b->row_ptr[r] = nnz + kept;
+            int kept = 0;
             for (int a = q * k; a < (q + 1) * k; a++)
-                /* with relu, non-positive picks are dropped */
                 if (!relu || v[a] > 0.0f) {
-                    id[kept] = id[a];
-                    v[kept++] = v[a];
+                    id[q * k + kept] = id[a];
+                    v[q * k + kept++] = v[a];
                 }
+            b->row_ptr[r + 1] = kept;
         }
-        nnz += kept;
+    }
+}
+
+/* Turns select_topk's per-row counts into CSR offsets, moving each row's codes down behind the previous
+ * row's (never past unread ones: a row's codes start at or after its offset). */
+static void pack_topk(int n, int k, husai_sae_batch *b) {
+    int64_t nnz = 0;
+    for (int r = 0; r < n; r++) {
+        const int64_t c = b->row_ptr[r + 1], from = (int64_t)r * k;
+        b->row_ptr[r] = nnz;
+        if (nnz != from) {
+            memmove(b->idx + nnz, b->idx + from, (size_t)c * sizeof(int32_t));
+            memmove(b->val + nnz, b->val + from, (size_t)c * sizeof(float));
+        }
+        nnz += c;
     }
     b->row_ptr[n] = nnz;
 }
@@ -626,37 +683,49 @@ static void encode_batchtopk(const husai_sae *m, int n, husai_sae_batch *b) {
  * estimated threshold for batchtopk at inference). Counts first, so the codes fit. */
 static husai_status encode_threshold(const husai_sae *m, int n, const float *t, husai_sae_batch *b) {
     const int s = m->d_sae;
-    size_t nnz = 0;
+#pragma omp parallel for schedule(static) num_threads(b->threads) if (n >= 64)
     for (int r = 0; r < n; r++) {
         const float *p = b->pre + (size_t)r * s;
+        int64_t c = 0;
         for (int j = 0; j < s; j++)
-            nnz += p[j] > t[j];
+            c += p[j] > t[j];
+        b->row_ptr[r + 1] = c;
     }
-    husai_status st = reserve_codes(b, nnz);
+    b->row_ptr[0] = 0;
+    for (int r = 0; r < n; r++)
+        b->row_ptr[r + 1] += b->row_ptr[r];
+    husai_status st = reserve_codes(b, (size_t)b->row_ptr[n]);
     if (st) return st;
-    nnz = 0;
+#pragma omp parallel for schedule(static) num_threads(b->threads) if (n >= 64)
     for (int r = 0; r < n; r++) {
-        b->row_ptr[r] = (int64_t)nnz;
+        int64_t a = b->row_ptr[r];
         const float *p = b->pre + (size_t)r * s;
         for (int j = 0; j < s; j++)
             if (p[j] > t[j]) {
-                b->idx[nnz] = j;
-                b->val[nnz++] = p[j];
+                b->idx[a] = j;
+                b->val[a++] = p[j];
             }
     }
-    b->row_ptr[n] = (int64_t)nnz;
     return HUSAI_OK;
 }
 
 husai_status husai_sae_encode(const husai_sae *m, const float *x, int n, husai_sae_mode mode,
                               husai_sae_batch *b) {
     b->n = n;
-    pre_activations(m, x, n, b);
     const int s = m->d_sae;
+    const int topk = m->spec.arch == HUSAI_ARCH_TOPK || m->spec.arch == HUSAI_ARCH_MATRYOSHKA;
+    const int blocks = (n + ENCODE_ROWS - 1) / ENCODE_ROWS;
+    /* A block's selection right after its product, while its pre-activations are in cache. */
+#pragma omp parallel for schedule(static) num_threads(b->threads) if (blocks > 1)
+    for (int q = 0; q < blocks; q++) {
+        const int r0 = q * ENCODE_ROWS, r1 = n - r0 < ENCODE_ROWS ? n : r0 + ENCODE_ROWS;
+        pre_activations(m, x, r0, r1, b);
+        if (topk) select_topk(m, r0, r1, b, b->select + (size_t)thread_num() * 2 * s);
+    }
     switch (m->spec.arch) {
     case HUSAI_ARCH_TOPK:
     case HUSAI_ARCH_MATRYOSHKA:
-        encode_topk(m, n, b);
+        pack_topk(n, m->k, b);
         return HUSAI_OK;
     case HUSAI_ARCH_BATCHTOPK:
         if (mode == HUSAI_SAE_TRAIN) {
@@ -725,9 +794,9 @@ HUSAI_INLINE void dot8x4(const float *const a[4], const float *restrict w, int n
  * and kept one of the eight sums in memory, a store-to-load chain per code that cost a fifth of the
  * backward. */
 HUSAI_MULTIVERSION HUSAI_NOINLINE static void latent_grad_rows(float *restrict gWd, float *restrict gWe,
-                                                               const husai_sae_batch *b, int e0, int e1,
-                                                               const float *G, size_t g_stride,
-                                                               const float *xin, int d) {
+                                                               const int32_t *grp_row, const float *grp_val,
+                                                               int e0, int e1, const float *G,
+                                                               size_t g_stride, const float *xin, int d) {
     int i0 = 0;
     for (; i0 + 32 <= d; i0 += 32) {
         husai_v8 D0, D1, D2, D3, E0, E1, E2, E3, t;
@@ -740,8 +809,8 @@ HUSAI_MULTIVERSION HUSAI_NOINLINE static void latent_grad_rows(float *restrict g
         V8_LOAD(E2, gWe + i0 + 16);
         V8_LOAD(E3, gWe + i0 + 24);
         for (int e = e0; e < e1; e++) {
-            const int r = b->grp_row[e];
-            const float v = b->grp_val[2 * (size_t)e], z = b->grp_val[2 * (size_t)e + 1];
+            const int r = grp_row[e];
+            const float v = grp_val[2 * (size_t)e], z = grp_val[2 * (size_t)e + 1];
             const float *g = G + (size_t)r * g_stride + i0, *x = xin + (size_t)r * d + i0;
             V8_LOAD(t, g);
             D0 += v * t;
@@ -772,38 +841,55 @@ HUSAI_MULTIVERSION HUSAI_NOINLINE static void latent_grad_rows(float *restrict g
     for (; i0 < d; i0++) {
         float D = gWd[i0], E = gWe[i0];
         for (int e = e0; e < e1; e++) {
-            const int r = b->grp_row[e];
-            D += b->grp_val[2 * (size_t)e] * G[(size_t)r * g_stride + i0];
-            E += b->grp_val[2 * (size_t)e + 1] * xin[(size_t)r * d + i0];
+            const int r = grp_row[e];
+            D += grp_val[2 * (size_t)e] * G[(size_t)r * g_stride + i0];
+            E += grp_val[2 * (size_t)e + 1] * xin[(size_t)r * d + i0];
         }
         gWd[i0] = D;
         gWe[i0] = E;
     }
 }
 
-/* Groups the codes of rows [r0, r1) by latent with a stable counting sort, so each latent's codes stay
- * in ascending row order: latent j's are entries grp_end[j - 1] (0 for j = 0) .. grp_end[j] of
- * grp_code (positions relative to row_ptr[r0]), grp_row and (values) grp_val. The latent-major loops below
- * rely on that order to add each element's terms in the sequence a row-major loop would. */
-HUSAI_INLINE void group_by_latent(husai_sae_batch *b, int d_sae, int r0, int r1) {
+/* Groups the codes of rows [r0, r1) of latents [ja, jb) by latent with a stable counting sort, so each
+ * latent's codes stay in ascending row order: latent j's are entries grp_end[j - 1] (the returned start for
+ * j = ja) .. grp_end[j] of grp_code (positions relative to row_ptr[r0]), grp_row and (values) grp_val,
+ * each array offset by row_ptr[r0] (grp_val by twice that). Slots are those of a grouping of all latents,
+ * and each block of rows has its own part of the arrays, so threads grouping disjoint latent ranges write
+ * disjoint entries even while at different blocks. The latent-major loops below rely on the order to add each
+ * element's terms in the sequence a row-major loop would. */
+HUSAI_INLINE int32_t group_by_latent(husai_sae_batch *b, int ja, int jb, int r0, int r1) {
     const int64_t base = b->row_ptr[r0], end = b->row_ptr[r1];
-    int32_t *grp_end = b->grp_end;
-    memset(grp_end, 0, (size_t)d_sae * sizeof(int32_t));
-    for (int64_t a = base; a < end; a++)
-        grp_end[b->idx[a]]++;
-    int32_t sum = 0;
-    for (int j = 0; j < d_sae; j++) {
+    const uint32_t width = (uint32_t)(jb - ja);
+    const int all = ja == 0 && jb == b->d_sae;
+    int32_t *grp_end = b->grp_end, below = 0;
+    memset(grp_end + ja, 0, (size_t)width * sizeof(int32_t));
+    if (all)
+        for (int64_t a = base; a < end; a++)
+            grp_end[b->idx[a]]++;
+    else
+        for (int64_t a = base; a < end; a++) {
+            const int j = b->idx[a];
+            below += j < ja;
+            if ((uint32_t)(j - ja) < width) grp_end[j]++;
+        }
+    int32_t sum = below;
+    for (int j = ja; j < jb; j++) {
         const int32_t c = grp_end[j];
         grp_end[j] = sum; /* start for now; the scatter advances it to the end */
         sum += c;
     }
+    int32_t *grp_code = b->grp_code + base, *grp_row = b->grp_row + base;
+    float *grp_val = b->grp_val + 2 * base;
     for (int r = r0; r < r1; r++)
         for (int64_t a = b->row_ptr[r]; a < b->row_ptr[r + 1]; a++) {
-            const int32_t slot = grp_end[b->idx[a]]++;
-            b->grp_code[slot] = (int32_t)(a - base);
-            b->grp_row[slot] = r;
-            b->grp_val[2 * (size_t)slot] = b->val[a];
+            const int j = b->idx[a];
+            if (!all && (uint32_t)(j - ja) >= width) continue;
+            const int32_t slot = grp_end[j]++;
+            grp_code[slot] = (int32_t)(a - base);
+            grp_row[slot] = r;
+            grp_val[2 * (size_t)slot] = b->val[a];
         }
+    return below;
 }
 
 static double sq_err(const float *a, const float *x, size_t n) {
@@ -929,44 +1015,47 @@ static int decode_by_latent(const husai_sae *m, int n) {
            (size_t)n * m->d_sae <= INT32_MAX;
 }
 
-/* x_hat = b_dec + the codes' decoder rows, in code order, over tiles of 64 elements kept in registers
- * across the row's codes (as an axpy per code would compute them, without storing the sums between).
- * With x, also *sse = sq_err(x_hat, x). */
+/* Columns [i0, i1) of every row's x_hat (and matryoshka snapshots), latent by latent after
+ * group_by_latent over the whole batch: a decoder far larger than the caches would be streamed from DRAM
+ * once per code; latent by latent it is read once per batch, and the reconstructions (in cache) take its
+ * terms. Each element gets its terms in the row's code order, whatever the column range. */
 HUSAI_MULTIVERSION
-static void decode_rows(const husai_sae *m, husai_sae_batch *b, const float *x, double *sse) {
-    const int d = m->d_model, n = b->n;
+static void decode_latent_cols(const husai_sae *m, husai_sae_batch *b, int i0, int i1) {
+    const int d = m->d_model, n = b->n, w = i1 - i0;
     const int mat = m->spec.arch == HUSAI_ARCH_MATRYOSHKA, P = mat ? m->spec.n_prefixes : 1;
-    if (decode_by_latent(m, n)) {
-        /* A decoder far larger than the caches would be streamed from DRAM once per code; latent by
-         * latent it is read once per batch, and the reconstructions (in cache) take its terms. */
-        group_by_latent(b, m->d_sae, 0, n);
-        for (int r = 0; r < n; r++) {
-            float *xh = b->x_hat + (size_t)r * d;
-            if (m->b_dec)
-                memcpy(xh, m->b_dec, (size_t)d * sizeof(float));
-            else
-                memset(xh, 0, (size_t)d * sizeof(float));
-        }
-        int level = 0;
-        for (int j = 0, e0 = 0; j < m->d_sae; e0 = b->grp_end[j++]) {
-            /* Latents come in ascending order: at a prefix's end every row's sum is its reconstruction. */
-            for (; mat && j >= m->prefix[level]; level++)
-                for (int r = 0; r < n; r++)
-                    memcpy(b->g_xhat + ((size_t)r * P + level) * d, b->x_hat + (size_t)r * d,
-                           (size_t)d * sizeof(float));
-            const float *w = m->W_dec + (size_t)j * d;
-            for (int e = e0; e < b->grp_end[j]; e++)
-                axpy(b->x_hat + (size_t)b->grp_row[e] * d, b->grp_val[2 * (size_t)e], w, d);
-        }
-        for (; mat && level < P; level++)
-            for (int r = 0; r < n; r++)
-                memcpy(b->g_xhat + ((size_t)r * P + level) * d, b->x_hat + (size_t)r * d,
-                       (size_t)d * sizeof(float));
-        if (x) *sse = sq_err(b->x_hat, x, (size_t)n * d);
-        return;
-    }
-    sq_err_feed feed = {NULL, NULL, 0, 0.0}; /* terms of the previous row, once it is done */
     for (int r = 0; r < n; r++) {
+        float *xh = b->x_hat + (size_t)r * d + i0;
+        if (m->b_dec)
+            memcpy(xh, m->b_dec + i0, (size_t)w * sizeof(float));
+        else
+            memset(xh, 0, (size_t)w * sizeof(float));
+    }
+    int level = 0;
+    for (int j = 0, e0 = 0; j < m->d_sae; e0 = b->grp_end[j++]) {
+        /* Latents come in ascending order: at a prefix's end every row's sum is its reconstruction. */
+        for (; mat && j >= m->prefix[level]; level++)
+            for (int r = 0; r < n; r++)
+                memcpy(b->g_xhat + ((size_t)r * P + level) * d + i0, b->x_hat + (size_t)r * d + i0,
+                       (size_t)w * sizeof(float));
+        const float *wj = m->W_dec + (size_t)j * d + i0;
+        for (int e = e0; e < b->grp_end[j]; e++)
+            axpy(b->x_hat + (size_t)b->grp_row[e] * d + i0, b->grp_val[2 * (size_t)e], wj, w);
+    }
+    for (; mat && level < P; level++)
+        for (int r = 0; r < n; r++)
+            memcpy(b->g_xhat + ((size_t)r * P + level) * d + i0, b->x_hat + (size_t)r * d + i0,
+                   (size_t)w * sizeof(float));
+}
+
+/* x_hat = b_dec + the codes' decoder rows for rows [r0, r1), in code order, over tiles of 64 elements kept
+ * in registers across the row's codes (as an axpy per code would compute them, without storing the sums
+ * between). With x, also row_sse[r] = sq_err of each row. */
+HUSAI_MULTIVERSION
+static void decode_row_range(const husai_sae *m, husai_sae_batch *b, const float *x, int r0, int r1) {
+    const int d = m->d_model;
+    const int mat = m->spec.arch == HUSAI_ARCH_MATRYOSHKA, P = mat ? m->spec.n_prefixes : 1;
+    sq_err_feed feed = {NULL, NULL, 0, 0.0}; /* terms of the previous row, once it is done */
+    for (int r = r0; r < r1; r++) {
         float *xh = b->x_hat + (size_t)r * d, *snap = b->g_xhat + (size_t)r * P * d;
         const int64_t a0 = b->row_ptr[r], a1 = b->row_ptr[r + 1];
         int i0 = 0;
@@ -990,12 +1079,47 @@ static void decode_rows(const husai_sae *m, husai_sae_batch *b, const float *x, 
         if (x) {
             /* the previous row's remaining terms; this row's are pending */
             feed_terms(&feed, feed.left);
-            feed = (sq_err_feed){xh, x + (size_t)r * d, d, feed.sse};
+            if (r > r0) b->row_sse[r - 1] = feed.sse;
+            feed = (sq_err_feed){xh, x + (size_t)r * d, d, 0.0};
+        }
+    }
+    if (x && r1 > r0) {
+        feed_terms(&feed, feed.left);
+        b->row_sse[r1 - 1] = feed.sse;
+    }
+}
+
+/* x_hat (and matryoshka's prefix reconstructions) for the encoded rows, split over the batch's threads;
+ * with x, also *sse = the squared error, per row in element order, then over rows in row order. */
+static void decode_rows(const husai_sae *m, husai_sae_batch *b, const float *x, double *sse) {
+    const int d = m->d_model, n = b->n, T = b->threads;
+    if (decode_by_latent(m, n)) {
+        group_by_latent(b, 0, m->d_sae, 0, n);
+#pragma omp parallel num_threads(T) if (d >= 16 * T)
+        {
+            /* column ranges on 8-float boundaries, so each keeps decode's vector tiles */
+            const int t = thread_num(), nt = omp_threads_here();
+            const int i0 = t == 0 ? 0 : (int)((int64_t)d * t / nt) & ~7,
+                      i1 = t + 1 == nt ? d : (int)((int64_t)d * (t + 1) / nt) & ~7;
+            if (i1 > i0) decode_latent_cols(m, b, i0, i1);
+        }
+        if (x) {
+#pragma omp parallel for schedule(static) num_threads(T) if (n >= 64)
+            for (int r = 0; r < n; r++)
+                b->row_sse[r] = sq_err(b->x_hat + (size_t)r * d, x + (size_t)r * d, (size_t)d);
+        }
+    } else {
+#pragma omp parallel num_threads(T) if (n >= 4 * T)
+        {
+            const int t = thread_num(), nt = omp_threads_here();
+            decode_row_range(m, b, x, (int)((int64_t)n * t / nt), (int)((int64_t)n * (t + 1) / nt));
         }
     }
     if (x) {
-        feed_terms(&feed, feed.left);
-        *sse = feed.sse;
+        double total = 0.0;
+        for (int r = 0; r < n; r++)
+            total += b->row_sse[r];
+        *sse = total;
     }
 }
 
@@ -1081,7 +1205,81 @@ static int backward_block_rows(int n, int d_sae, int64_t nnz) {
     return rows < n ? (int)rows : n;
 }
 
+/* The code gradients and the encoder and decoder rows' gradients of latents [ja, jb), latent by latent
+ * within blocks of R rows: a latent's two gradient rows then stay in L1 while the block's codes of that
+ * latent add into them, instead of being fetched from L2 (or DRAM at LLM sizes) for every code. Each
+ * gradient element still receives its terms in ascending row order, as a row-by-row loop adds them, so
+ * the bits are the same for any R and any split of the latents. */
 HUSAI_MULTIVERSION
+static void backward_latents(const husai_sae *m, const float *x, husai_sae_batch *b, float l1, int R, int ja,
+                             int jb, float *gW_enc, float *gb_enc, float *gW_dec) {
+    const int d = m->d_model, n = b->n;
+    const int mat = m->spec.arch == HUSAI_ARCH_MATRYOSHKA, P = mat ? m->spec.n_prefixes : 1;
+    const float *xin_all = m->b_dec ? b->xc : x;
+    const size_t g_stride = (size_t)P * d;
+    int first_level = 0;
+    while (mat && ja >= m->prefix[first_level])
+        first_level++;
+    for (int r0 = 0; r0 < n; r0 += R) {
+        const int r1 = n - r0 < R ? n : r0 + R;
+        const int64_t base = b->row_ptr[r0];
+        const int32_t *grp_end = b->grp_end, *grp_code = b->grp_code + base, *grp_row = b->grp_row + base;
+        float *grp_val = b->grp_val + 2 * base;
+        int level = first_level;
+        for (int j = ja, e0 = group_by_latent(b, ja, jb, r0, r1); j < jb; e0 = grp_end[j++]) {
+            while (mat && j >= m->prefix[level])
+                level++;
+            const int e1 = grp_end[j];
+            if (e0 == e1) continue;
+            const float *Wd = m->W_dec + (size_t)j * d;
+            const float *G = b->g_xhat + (size_t)level * d;
+            /* The code gradients first, four independent dot products at a time (the last one to three
+             * with the last row repeated in the unused slots), summed into b_enc's gradient in order. */
+            float gbe = gb_enc[j];
+            for (int e = e0; e < e1; e += 4) {
+                const float *rows[4];
+                float gz[4];
+                for (int q = 0; q < 4; q++)
+                    rows[q] = G + (size_t)grp_row[e + q < e1 ? e + q : e1 - 1] * g_stride;
+                dot8x4(rows, Wd, d, gz);
+                for (int q = 0; q < 4 && e + q < e1; q++) {
+                    /* + d(coeff * mean L1)/dz for a positive code */
+                    const float g = l1 != 0.0f ? gz[q] + l1 : gz[q];
+                    b->g_val[base + grp_code[e + q]] = g;
+                    grp_val[2 * (size_t)(e + q) + 1] = g;
+                    gbe += g;
+                }
+            }
+            /* Then the two gradient rows. Every rule passes the gradient to the active pre-activations
+             * with slope 1. */
+            latent_grad_rows(gW_dec + (size_t)j * d, gW_enc + (size_t)j * d, grp_row, grp_val, e0, e1, G,
+                             g_stride, xin_all, d);
+            gb_enc[j] = gbe;
+        }
+    }
+}
+
+/* Splits latents [0, d_sae) into the batch's threads' ranges, about equal in codes (plus one per latent
+ * for its fixed cost), into b->split. Only the speed depends on the split. */
+static void split_latents(const husai_sae_batch *b, int T) {
+    const int s = b->d_sae, n = b->n;
+    int32_t *cnt = b->grp_end; /* free until the backward's grouping */
+    memset(cnt, 0, (size_t)s * sizeof(int32_t));
+    for (int64_t a = 0; a < b->row_ptr[n]; a++)
+        cnt[b->idx[a]]++;
+    const double total = (double)b->row_ptr[n] + s;
+    double acc = 0.0;
+    int t = 1;
+    b->split[0] = 0;
+    for (int j = 0; j < s && t < T; j++) {
+        acc += cnt[j] + 1.0;
+        while (t < T && acc >= total * t / T)
+            b->split[t++] = j + 1;
+    }
+    while (t <= T)
+        b->split[t++] = s;
+}
+
 void husai_sae_backward(const husai_sae *m, const float *x, double coeff, husai_sae_batch *b, float *grad) {
     const int d = m->d_model, s = m->d_sae, n = b->n;
     const size_t w = (size_t)s * (size_t)d;
@@ -1091,51 +1289,19 @@ void husai_sae_backward(const husai_sae *m, const float *x, double coeff, husai_
     const int mat = m->spec.arch == HUSAI_ARCH_MATRYOSHKA, P = mat ? m->spec.n_prefixes : 1;
     const float scale = (float)(2.0 / ((double)n * d * P));
     const float l1 = m->spec.arch == HUSAI_ARCH_RELU_L1 ? (float)(coeff / n) : 0.0f;
-    const float *xin_all = m->b_dec ? b->xc : x;
-    /* The code gradients and the encoder and decoder rows' gradients, latent by latent within blocks
-     * of rows: a latent's two gradient rows then stay in L1 while the block's codes of that latent add
-     * into them, instead of being fetched from L2 (or DRAM at LLM sizes) for every code. Each
-     * gradient element still receives its terms in ascending row order, as a row-by-row loop adds
-     * them, so the bits are the same. */
     const int R = backward_block_rows(n, s, b->row_ptr[n]);
-    for (int r0 = 0; r0 < n; r0 += R) {
-        const int r1 = n - r0 < R ? n : r0 + R;
-        const int64_t base = b->row_ptr[r0];
-        residual_grad(m, x, b, scale, r0, r1); /* just before use, while it stays in cache */
-        group_by_latent(b, s, r0, r1);
-        const int32_t *grp_end = b->grp_end;
-        int level = 0;
-        for (int j = 0, e0 = 0; j < s; e0 = grp_end[j++]) {
-            while (mat && j >= m->prefix[level])
-                level++;
-            const int e1 = grp_end[j];
-            if (e0 == e1) continue;
-            const float *Wd = m->W_dec + (size_t)j * d;
-            const float *G = b->g_xhat + (size_t)level * d;
-            const size_t g_stride = (size_t)P * d;
-            /* The code gradients first, four independent dot products at a time (the last one to three
-             * with the last row repeated in the unused slots), summed into b_enc's gradient in order. */
-            float gbe = gb_enc[j];
-            for (int e = e0; e < e1; e += 4) {
-                const float *rows[4];
-                float gz[4];
-                for (int q = 0; q < 4; q++)
-                    rows[q] = G + (size_t)b->grp_row[e + q < e1 ? e + q : e1 - 1] * g_stride;
-                dot8x4(rows, Wd, d, gz);
-                for (int q = 0; q < 4 && e + q < e1; q++) {
-                    /* + d(coeff * mean L1)/dz for a positive code */
-                    const float g = l1 != 0.0f ? gz[q] + l1 : gz[q];
-                    b->g_val[base + b->grp_code[e + q]] = g;
-                    b->grp_val[2 * (size_t)(e + q) + 1] = g;
-                    gbe += g;
-                }
-            }
-            /* Then the two gradient rows. Every rule passes the gradient to the active pre-activations
-             * with slope 1. */
-            latent_grad_rows(gW_dec + (size_t)j * d, gW_enc + (size_t)j * d, b, e0, e1, G, g_stride, xin_all,
-                             d);
-            gb_enc[j] = gbe;
-        }
+    /* Threads own disjoint latent ranges: each writes only its latents' gradient rows, b_enc entries and
+     * codes' gradients, so nothing is shared and nothing depends on the thread count. */
+    const int T = b->threads < s ? b->threads : s;
+#pragma omp parallel num_threads(T) if (T > 1 && (size_t)b->row_ptr[n] * d >= 65536)
+    {
+#pragma omp for schedule(static)
+        for (int r = 0; r < n; r++)
+            residual_grad(m, x, b, scale, r, r + 1);
+#pragma omp single
+        split_latents(b, omp_threads_here());
+        const int t = thread_num();
+        backward_latents(m, x, b, l1, R, b->split[t], b->split[t + 1], gW_enc, gb_enc, gW_dec);
     }
     /* b_dec is in every reconstruction and is subtracted before the encoder: per row, G minus each
      * code's gradient through W_enc, in latent order, then summed over rows in order. */

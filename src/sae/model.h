@@ -71,9 +71,12 @@ typedef struct {
 
 typedef enum { HUSAI_SAE_TRAIN, HUSAI_SAE_EVAL } husai_sae_mode;
 
-/* Scratch for one batch of up to `cap` rows; owned by the caller, reusable across steps. */
+/* Scratch for one batch of up to `cap` rows; owned by the caller, reusable across steps. Encode,
+ * decode and backward run on `threads` OpenMP threads, the count when the scratch was allocated
+ * (omp_get_max_threads()); work is split so that every result is bitwise the same for any count. */
 typedef struct {
     int cap, d_model, d_sae, n;
+    int threads;      /* OpenMP threads the batch's work uses */
     float *pre;       /* (cap, d_sae) encoder pre-activations */
     float *xc;        /* (cap, d_model) encoder input x - b_dec (decoder bias only) */
     int64_t *row_ptr; /* (cap + 1) row r's codes are [row_ptr[r], row_ptr[r+1]) */
@@ -83,7 +86,9 @@ typedef struct {
     size_t nnz_cap;
     float *x_hat;    /* (cap, d_model) full reconstruction */
     float *g_xhat;   /* (cap, n_prefixes or 1, d_model) reconstructions per prefix, then dLoss/d(x_hat) */
-    float *select;   /* selection scratch: 2 * d_sae floats (cap * d_sae for batchtopk) */
+    float *select;   /* selection scratch: 2 * d_sae floats per thread (cap * d_sae for batchtopk) */
+    double *row_sse; /* (cap) each row's squared reconstruction error, summed in row order afterwards */
+    int32_t *split;  /* (threads + 1) backward: each thread's range of latents */
     float *row;      /* (2 * d_model) per-row scratch */
     float *aux_cand; /* (d_sae) AuxK: candidate pre-activations of dead latents */
     int32_t *aux_id, *aux_pos; /* (d_sae) AuxK: their latents; the picked candidates */

@@ -73,6 +73,7 @@ static void new_epoch_order(husai_trainer *t) {
 static void gather_batch(husai_trainer *t, size_t n) {
     const int d = t->d_model;
     const uint32_t *rows = t->opts.row_index;
+#pragma omp parallel for schedule(static) num_threads(t->batch.threads) if (n * (size_t)d >= 65536)
     for (size_t r = 0; r < n; r++) {
         const uint32_t p = t->perm[t->pos + r];
         memcpy(t->xb + r * d, t->X + (size_t)(rows ? rows[p] : p) * d, (size_t)d * sizeof(float));
@@ -243,6 +244,7 @@ static void track_firing(husai_trainer *t, size_t n) {
 static void project_decoder_grad(husai_trainer *t) {
     const int d = t->d_model, s = t->opts.d_sae;
     float *g = t->grad + (size_t)s * d + s;
+#pragma omp parallel for schedule(static) num_threads(t->batch.threads) if ((size_t)s * d >= 65536)
     for (int j = 0; j < s; j++) {
         const float *u = t->model.W_dec + (size_t)j * d;
         float *gj = g + (size_t)j * d;
@@ -289,15 +291,21 @@ husai_status husai_trainer_step(husai_trainer *t) {
                              t->opts.lambda, gW_dec);
     }
     if (t->opts.grad_projection) project_decoder_grad(t);
-    husai_adam_step(&t->adam, t->model.params, t->grad);
+    husai_adam_step(&t->adam, t->model.params, t->grad, t->batch.threads);
     husai_sae_normalize_decoder(&t->model);
     /* A finite loss can still come with an overflowing gradient; catch it at the step it happens.
      * O(n_params) per step is 1/batch of the encoder's cost. */
+    int bad = 0;
+    const float *params = t->model.params;
+#pragma omp parallel for schedule(static) reduction(|                                                        \
+                                                    : bad)                                                   \
+    num_threads(t->batch.threads) if (t->model.n_params >= 65536)
     for (size_t i = 0; i < t->model.n_params; i++)
-        if (!isfinite(t->model.params[i]))
-            return husai_error(HUSAI_ERR_NUMERIC,
-                               "training diverged: parameters became NaN/Inf at step %lld (seed %llu, lr %g)",
-                               (long long)t->steps, (unsigned long long)t->opts.seed, t->opts.lr);
+        bad |= !isfinite(params[i]);
+    if (bad)
+        return husai_error(HUSAI_ERR_NUMERIC,
+                           "training diverged: parameters became NaN/Inf at step %lld (seed %llu, lr %g)",
+                           (long long)t->steps, (unsigned long long)t->opts.seed, t->opts.lr);
     if (t->opts.arch == HUSAI_ARCH_BATCHTOPK && t->batch.batch_min > 0.0f) {
         /* Inference threshold: the mean over the current epoch's batches of the smallest code the batch
          * rule kept, so the final value describes the trained model, not its early steps. */

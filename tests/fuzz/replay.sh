@@ -38,7 +38,7 @@ if ! $CC $SAN "$tmp/probe.c" -o "$tmp/probe" 2>/dev/null || ! "$tmp/probe"; then
     say "note: $CC cannot build with ASan/UBSan here; replaying without sanitizers"
     SAN=""
 fi
-CFLAGS="-g -O1 -std=c17 -Wall -Wextra -Wno-unused-parameter -I$ROOT/src $SAN"
+CFLAGS="-g -O1 -std=c17 -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas -I$ROOT/src $SAN"
 
 start=$(date +%s.%N)
 # shellcheck disable=SC2046,SC2086

@@ -37,7 +37,7 @@ if [ -z "${ASAN_SYMBOLIZER_PATH:-}" ]; then
 fi
 
 CFLAGS="-g -O1 -std=c17 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-        -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-parameter -I$ROOT/src"
+        -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas -I$ROOT/src"
 say "building with $CC into $BUILD"
 # shellcheck disable=SC2046,SC2086
 $CC $CFLAGS "$HERE/fuzz_config.c" "$ROOT/src/cli/config.c" "$ROOT/src/common/status.c" \
