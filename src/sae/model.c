@@ -850,6 +850,22 @@ HUSAI_MULTIVERSION HUSAI_NOINLINE static void latent_grad_rows(float *restrict g
     }
 }
 
+/* Row r's codes of latents [ja, jb) (all of them if `all`): one run [lo, hi), because a row's latents
+ * ascend, so a thread visits its own codes plus two counts per row, not every code of the block. */
+HUSAI_INLINE void code_run(const husai_sae_batch *b, int r, int ja, int jb, int all, int64_t *lo,
+                           int64_t *hi) {
+    *lo = b->row_ptr[r];
+    *hi = b->row_ptr[r + 1];
+    if (all) return;
+    int64_t n_lo = 0, n_hi = 0;
+    for (int64_t a = *lo; a < *hi; a++) {
+        n_lo += b->idx[a] < ja;
+        n_hi += b->idx[a] < jb;
+    }
+    *hi = *lo + n_hi;
+    *lo += n_lo;
+}
+
 /* Groups the codes of rows [r0, r1) of latents [ja, jb) by latent with a stable counting sort, so each
  * latent's codes stay in ascending row order: latent j's are entries grp_end[j - 1] (the returned start for
  * j = ja) .. grp_end[j] of grp_code (positions relative to row_ptr[r0]), grp_row and (values) grp_val,
@@ -858,20 +874,17 @@ HUSAI_MULTIVERSION HUSAI_NOINLINE static void latent_grad_rows(float *restrict g
  * disjoint entries even while at different blocks. The latent-major loops below rely on the order to add each
  * element's terms in the sequence a row-major loop would. */
 HUSAI_INLINE int32_t group_by_latent(husai_sae_batch *b, int ja, int jb, int r0, int r1) {
-    const int64_t base = b->row_ptr[r0], end = b->row_ptr[r1];
-    const uint32_t width = (uint32_t)(jb - ja);
+    const int64_t base = b->row_ptr[r0];
     const int all = ja == 0 && jb == b->d_sae;
     int32_t *grp_end = b->grp_end, below = 0;
-    memset(grp_end + ja, 0, (size_t)width * sizeof(int32_t));
-    if (all)
-        for (int64_t a = base; a < end; a++)
+    memset(grp_end + ja, 0, (size_t)(jb - ja) * sizeof(int32_t));
+    int64_t lo, hi;
+    for (int r = r0; r < r1; r++) {
+        code_run(b, r, ja, jb, all, &lo, &hi);
+        below += (int32_t)(lo - b->row_ptr[r]);
+        for (int64_t a = lo; a < hi; a++)
             grp_end[b->idx[a]]++;
-    else
-        for (int64_t a = base; a < end; a++) {
-            const int j = b->idx[a];
-            below += j < ja;
-            if ((uint32_t)(j - ja) < width) grp_end[j]++;
-        }
+    }
     int32_t sum = below;
     for (int j = ja; j < jb; j++) {
         const int32_t c = grp_end[j];
@@ -880,15 +893,15 @@ HUSAI_INLINE int32_t group_by_latent(husai_sae_batch *b, int ja, int jb, int r0,
     }
     int32_t *grp_code = b->grp_code + base, *grp_row = b->grp_row + base;
     float *grp_val = b->grp_val + 2 * base;
-    for (int r = r0; r < r1; r++)
-        for (int64_t a = b->row_ptr[r]; a < b->row_ptr[r + 1]; a++) {
-            const int j = b->idx[a];
-            if (!all && (uint32_t)(j - ja) >= width) continue;
-            const int32_t slot = grp_end[j]++;
+    for (int r = r0; r < r1; r++) {
+        code_run(b, r, ja, jb, all, &lo, &hi);
+        for (int64_t a = lo; a < hi; a++) {
+            const int32_t slot = grp_end[b->idx[a]]++;
             grp_code[slot] = (int32_t)(a - base);
             grp_row[slot] = r;
             grp_val[2 * (size_t)slot] = b->val[a];
         }
+    }
     return below;
 }
 
@@ -1195,6 +1208,13 @@ HUSAI_INLINE void residual_grad(const husai_sae *m, const float *x, husai_sae_ba
     }
 }
 
+/* residual_grad, compiled for each instruction set. */
+HUSAI_MULTIVERSION
+static void residual_grad_rows(const husai_sae *m, const float *x, husai_sae_batch *b, float scale, int r0,
+                               int r1) {
+    residual_grad(m, x, b, scale, r0, r1);
+}
+
 /* Rows per block of the backward's latent-major pass: enough that a latent's gradient rows, fetched
  * once per block, serve about 16 codes, and at least 64. */
 static int backward_block_rows(int n, int d_sae, int64_t nnz) {
@@ -1259,15 +1279,19 @@ static void backward_latents(const husai_sae *m, const float *x, husai_sae_batch
     }
 }
 
-/* Splits latents [0, d_sae) into the batch's threads' ranges, about equal in codes (plus one per latent
- * for its fixed cost), into b->split. Only the speed depends on the split. */
+/* Splits latents [0, d_sae) into T threads' ranges, about equal in codes (plus one per latent for its
+ * fixed cost), into b->split. Only the speed depends on the split, so the codes of the first 256 rows
+ * stand in for the batch's (a serial count of all of them took a tenth of a threaded backward). */
 static void split_latents(const husai_sae_batch *b, int T) {
-    const int s = b->d_sae, n = b->n;
+    const int s = b->d_sae, rows = b->n < 256 ? b->n : 256;
+    b->split[0] = 0;
+    b->split[T] = s;
+    if (T == 1) return;
     int32_t *cnt = b->grp_end; /* free until the backward's grouping */
     memset(cnt, 0, (size_t)s * sizeof(int32_t));
-    for (int64_t a = 0; a < b->row_ptr[n]; a++)
+    for (int64_t a = 0; a < b->row_ptr[rows]; a++)
         cnt[b->idx[a]]++;
-    const double total = (double)b->row_ptr[n] + s;
+    const double total = (double)b->row_ptr[rows] + s;
     double acc = 0.0;
     int t = 1;
     b->split[0] = 0;
@@ -1295,9 +1319,11 @@ void husai_sae_backward(const husai_sae *m, const float *x, double coeff, husai_
     const int T = b->threads < s ? b->threads : s;
 #pragma omp parallel num_threads(T) if (T > 1 && (size_t)b->row_ptr[n] * d >= 65536)
     {
-#pragma omp for schedule(static)
-        for (int r = 0; r < n; r++)
-            residual_grad(m, x, b, scale, r, r + 1);
+        {
+            const int t = thread_num(), nt = omp_threads_here();
+            residual_grad_rows(m, x, b, scale, (int)((int64_t)n * t / nt), (int)((int64_t)n * (t + 1) / nt));
+        }
+#pragma omp barrier
 #pragma omp single
         split_latents(b, omp_threads_here());
         const int t = thread_num();
