@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # bench.sh: husai's speed figures (what `make bench` runs). Figures are printed, not asserted.
 #   1. build/bench/bench_husai: sgemm peak on the encoder's shape, training samples/s and the encoder's
-#      share of that peak, blocked PWMCC GFLOP/s
+#      share of that peak, blocked PWMCC GFLOP/s (and, in the full run, PWMCC at 8 seeds x 768 x 16384)
 #   2. husai vs PyTorch (bench/torch_ref.py, HUSAI's recipe as HUSAI wrote it) on the same `husai synth`
-#      file, the same steps and the same number of threads: HUSAI's size (128 x 128, k 32, batch 2048)
-#      and an LLM-like size (768 x 16384, k 32, batch 4096), on 1 and 2 threads
-#   3. seed-parallel scaling: `husai sweep` with 4 seeds on P = 1 and P = 2 ranks, efficiency T1 / (P * TP)
+#      file, the same steps and the same number of threads (husai: HUSAI_THREADS-style OpenMP threads):
+#      HUSAI's size (128 x 128, k 32, batch 2048) and an LLM-like size (768 x 16384, k 32, batch 4096),
+#      on 1 and 2 threads
+#   3. seed-parallel scaling: `husai sweep` with 4 seeds on 1 rank, 2 ranks, and 1 rank x 2 threads;
+#      efficiency T1 / (cores * T)
 #   4. a dataset 4x the memory budget (256 MB of `husai synth` float32 against data.memory_budget_mb = 64):
 #      a 2-rank sweep in memory and streamed; peak RSS per rank against the budget, the streamed HDF5 read
 #      GB/s (results.json), and raw read baselines (dd O_DIRECT and page cache, h5py, husai's in-memory read)
 # Environment: BUILD (default build), BENCH_QUICK=1 for a short smoke run, BENCH_THREADS (default "1 2",
-# capped at the core count). About 3-5 minutes on 2 cores; wall-clock figures, so other load on the
+# capped at the core count). About 5-7 minutes on 2 cores; wall-clock figures, so other load on the
 # machine lowers them (the load average is printed first).
 set -euo pipefail
 
@@ -44,6 +46,12 @@ echo
 
 echo "== 1. single-process figures (bench_husai$([ "$QUICK" = 1 ] && echo ' --quick'))"
 if [ "$QUICK" = 1 ]; then "$BENCH" --quick; else "$BENCH"; fi
+if [ "$QUICK" != 1 ]; then
+    # The issue's PWMCC size: 28 pairs of 16384 x 16384 |cos| blocks, ~2 min on one core.
+    echo
+    echo "   PWMCC at 8 seeds x 768 x 16384 (1 thread):"
+    "$BENCH" --pwmcc 8 768 16384 | sed 's/^/   /'
+fi
 echo
 
 echo "== 2. husai vs PyTorch: same recipe, same husai-synth data, same steps, same threads"
@@ -98,7 +106,7 @@ for r in rows:
 EOF
 echo
 
-echo "== 3. seed-parallel scaling: husai sweep, 1 condition x 4 seeds, P ranks (1 BLAS thread each)"
+echo "== 3. seed-parallel scaling: husai sweep, 1 condition x 4 seeds, P ranks x T threads (HUSAI_THREADS)"
 if [ "$QUICK" = 1 ]; then epochs=4; else epochs=40; fi
 cat >"$tmp/scaling.ini" <<EOF
 [data]
@@ -121,38 +129,44 @@ resamples = 1000
 EOF
 echo "   data 16384 x 128 (husai synth), d_sae 128, k 32, batch 2048, $epochs epochs per seed"
 : >"$tmp/scaling.txt"
-for P in 1 2; do
-    if [ "$P" -gt "$CORES" ]; then
-        echo "   P=$P skipped: only $CORES core(s)"
+for PT in 1x1 2x1 1x2; do
+    P=${PT%x*} T=${PT#*x}
+    if [ $((P * T)) -gt "$CORES" ]; then
+        echo "   P=$P x T=$T skipped: only $CORES core(s)"
         continue
     fi
     t0=$(date +%s.%N)
-    mpirun -np "$P" "$HUSAI" sweep "$tmp/scaling.ini" --out "$tmp/runs$P" >"$tmp/sweep$P.log" 2>&1 || {
-        cat "$tmp/sweep$P.log" >&2
-        echo "bench: husai sweep on $P rank(s) failed" >&2
+    bind=()
+    [ "$T" = 1 ] || bind=(--bind-to none) # mpirun pins each rank to one core by default
+    HUSAI_THREADS=$T mpirun -np "$P" "${bind[@]}" -x HUSAI_THREADS "$HUSAI" sweep "$tmp/scaling.ini" --out "$tmp/runs$PT" \
+        >"$tmp/sweep$PT.log" 2>&1 || {
+        cat "$tmp/sweep$PT.log" >&2
+        echo "bench: husai sweep on $P rank(s) x $T thread(s) failed" >&2
         exit 1
     }
     t1=$(date +%s.%N)
-    echo "$P $t0 $t1 $(ls -d "$tmp/runs$P"/*/)" >>"$tmp/scaling.txt"
+    echo "$P $T $t0 $t1 $(ls -d "$tmp/runs$PT"/*/)" >>"$tmp/scaling.txt"
 done
 "$PY" - "$tmp/scaling.txt" <<'EOF'
 import json, math, sys
 rows = []
 for line in open(sys.argv[1]):
-    P, t0, t1, run = line.split()
+    P, T, t0, t1, run = line.split()
     js = json.load(open(f"{run}/results.json"))
     per = [s["seconds"] for c in js["conditions"] for s in c["per_seed"]]
-    rows.append((int(P), float(t1) - float(t0), js["run"]["seconds"], sum(per) / len(per)))
+    rows.append((int(P), int(T), float(t1) - float(t0), js["run"]["seconds"], sum(per) / len(per)))
 if not rows:
     sys.exit(0)
 S = 4
-print(f"\n{'P':>2} | {'mpirun wall s':>13} | {'husai run s':>11} | {'s per seed':>10} | {'ideal ceil(S/P) x seed':>22} | {'efficiency T1/(P*TP)':>20}")
-T1 = rows[0][1] if rows[0][0] == 1 else None
-T1run = rows[0][2] if rows[0][0] == 1 else None
-for P, wall, run_s, seed_s in rows:
+# cores = P x T; efficiency = the 1-core time over (cores x this time); a seed's own time shows what
+# threads do to one SAE (ranks leave it unchanged, threads shorten it)
+print(f"\n{'P x T':>5} | {'mpirun wall s':>13} | {'husai run s':>11} | {'s per seed':>10} | {'ideal ceil(S/P) x seed':>22} | {'efficiency T1/(cores*T)':>23}")
+one = rows[0] if rows[0][:2] == (1, 1) else None
+for P, T, wall, run_s, seed_s in rows:
     ideal = math.ceil(S / P) * seed_s
-    eff = f"{T1 / (P * wall) * 100:6.1f}% (run {T1run / (P * run_s) * 100:5.1f}%)" if T1 else "-"
-    print(f"{P:>2} | {wall:13.2f} | {run_s:11.2f} | {seed_s:10.2f} | {ideal:22.2f} | {eff:>20}")
+    c = P * T
+    eff = f"{one[2] / (c * wall) * 100:6.1f}% (run {one[3] / (c * run_s) * 100:5.1f}%)" if one else "-"
+    print(f"{P:>2}x{T:<2} | {wall:13.2f} | {run_s:11.2f} | {seed_s:10.2f} | {ideal:22.2f} | {eff:>23}")
 EOF
 echo
 

@@ -41,7 +41,7 @@ seeds = 5, 6
 resamples = 200
 INI
 for np in 1 3; do
-    HUSAI_THREADS=$((np == 1 ? 1 : 2)) "$MPIEXEC" -np "$np" --oversubscribe -x HUSAI_THREADS "$HUSAI" sweep "$tmp/a.ini" --out "$tmp/o$np" --run-id r >"$tmp/log$np" 2>&1 ||
+    HUSAI_THREADS=$((np == 1 ? 1 : 2)) "$MPIEXEC" -np "$np" --oversubscribe --bind-to none -x HUSAI_THREADS "$HUSAI" sweep "$tmp/a.ini" --out "$tmp/o$np" --run-id r >"$tmp/log$np" 2>&1 ||
         { cat "$tmp/log$np"; fail "sweep on $np ranks exited non-zero"; }
 done
 "$PY" - "$tmp/d.h5" "$tmp/o1/r" "$tmp/o3/r" <<'PY'
@@ -109,7 +109,7 @@ rc=0
 "$MPIEXEC" -np 2 --oversubscribe "$HUSAI" sweep "$tmp/a.ini" --resume "$tmp/o4/r" --stop-after-steps 400 \
     >"$tmp/log5" 2>&1 || rc=$?
 [ "$rc" = 75 ] || { cat "$tmp/log5"; fail "second stop exited $rc, expected 75"; }
-HUSAI_THREADS=3 "$MPIEXEC" -np 2 --oversubscribe -x HUSAI_THREADS "$HUSAI" sweep "$tmp/a.ini" --resume "$tmp/o4/r" >"$tmp/log6" 2>&1 ||
+HUSAI_THREADS=3 "$MPIEXEC" -np 2 --oversubscribe --bind-to none -x HUSAI_THREADS "$HUSAI" sweep "$tmp/a.ini" --resume "$tmp/o4/r" >"$tmp/log6" 2>&1 ||
     { cat "$tmp/log6"; fail "resume exited non-zero"; }
 grep -q "resumes" "$tmp/log6" || fail "the final run did not resume from checkpoints"
 "$PY" - "$tmp/o1/r/results.h5" "$tmp/o4/r/results.h5" <<'PY'

@@ -3,7 +3,7 @@
  * protocol (sweep, calibrate or consistency: phases of training over all ranks, metrics
  * on rank 0) -> results written and the run directory renamed into place. Deterministic errors are agreed so
  * all ranks exit 1 together; a failure only one rank sees aborts the job (never a hang). */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* sched_getaffinity */
 #include <cblas.h>
 #include <getopt.h>
 #include <hdf5.h>
@@ -11,6 +11,7 @@
 #include <math.h>
 #include <mpi.h>
 #include <omp.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -250,6 +251,20 @@ static husai_status rank_threads(int *threads) {
     return HUSAI_OK;
 }
 
+/* Warns once (rank 0) when ranks may run on fewer cores than their threads: mpirun binds each rank to
+ * one core by default, and HUSAI_THREADS threads on one core are slower than one thread. */
+static void warn_if_pinned(int threads, int rank, MPI_Comm comm) {
+    cpu_set_t set;
+    int fewest = threads;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) fewest = CPU_COUNT(&set);
+    MPI_Allreduce(MPI_IN_PLACE, &fewest, 1, MPI_INT, MPI_MIN, comm);
+    if (rank == 0 && fewest < threads)
+        fprintf(stderr,
+                "husai: warning: HUSAI_THREADS=%d but a rank may run on only %d core(s); start ranks with "
+                "`mpirun --bind-to none` or `--map-by slot:PE=%d` (srun: --cpus-per-task=%d)\n",
+                threads, fewest, threads, threads);
+}
+
 static int fail(int rank, husai_rundir *rd) {
     husai_mpi_on_die(NULL, NULL);
     if (rank == 0) {
@@ -330,6 +345,7 @@ int husai_cmd_sweep(int argc, char **argv) {
     if ((st = rank_threads(&threads))) return fail(rank, &rd);
     openblas_set_num_threads(1);
     omp_set_num_threads(threads);
+    warn_if_pinned(threads, rank, comm);
 
     char hosts[8192];
     int n_hosts = 1;
