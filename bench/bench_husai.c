@@ -6,8 +6,9 @@
  *   3. blocked PWMCC GFLOP/s and its share of sgemm peak
  * Usage: bench_husai [--quick]. One BLAS thread unless OPENBLAS_NUM_THREADS says otherwise.
  *
- * bench_husai --pwmcc SEEDS D_MODEL D_SAE
- *   times all-pairs PWMCC of SEEDS random decoders of that shape (section 3 alone, any size).
+ * bench_husai --pwmcc SEEDS D_MODEL D_SAE [THREADS]
+ *   times all-pairs PWMCC of SEEDS random decoders of that shape (section 3 alone, any size), its
+ *   blocks spread over THREADS (default 1) OpenMP threads; the % of peak is against one core's sgemm.
  *
  * bench_husai --train DATA.h5 D_SAE K BATCH STEPS THREADS [SEED]
  *   trains one SAE on /activations of DATA.h5 (HUSAI's recipe: per-epoch shuffle, Adam 3e-4, renorm)
@@ -183,8 +184,8 @@ static void bench_train(const char *label, int d_model, int d_sae, int k, int ba
            rate, peak, enc_gflops, 100.0 * enc_gflops / peak);
 }
 
-/* Times husai_pwmcc_matrix on S random decoders [d, n] and prints its GFLOP/s against sgemm on the
- * block shape, measured just after. */
+/* Times husai_pwmcc_matrix on S random decoders [d, n] (on omp_get_max_threads() threads) and prints its
+ * GFLOP/s against that many cores' worth of one-core sgemm on the block shape, measured just after. */
 static void bench_pwmcc(int S, int d, int n) {
     float *D = malloc((size_t)S * d * n * sizeof(float));
     double *M = malloc((size_t)S * S * sizeof(double));
@@ -201,11 +202,13 @@ static void bench_pwmcc(int S, int d, int n) {
     }
     const double dt = now() - t0;
     const double flops = (double)S * (S - 1) / 2 * 2.0 * d * (double)n * n;
+    const int threads = omp_get_max_threads();
     const double peak = sgemm_gflops(HUSAI_PWMCC_BLOCK, n, d, 3);
     printf(
-        "S=%d d_model=%d d_sae=%d: %d pairs, %.2f s, %.1f GFLOP/s, %.1f%% of sgemm peak on the block shape "
-        "(%.1f GF)\n",
-        S, d, n, S * (S - 1) / 2, dt, flops / dt / 1e9, 100.0 * flops / dt / 1e9 / peak, peak);
+        "S=%d d_model=%d d_sae=%d, %d thread(s): %d pairs, %.2f s, %.1f GFLOP/s, %.1f%% of %d x one core's "
+        "sgemm peak on the block shape (%.1f GF)\n",
+        S, d, n, threads, S * (S - 1) / 2, dt, flops / dt / 1e9, 100.0 * flops / dt / 1e9 / (threads * peak),
+        threads, peak);
     free(D);
     free(M);
 }
@@ -214,11 +217,13 @@ int main(int argc, char **argv) {
     omp_set_num_threads(1); /* the single-process figures are per core; --train sets its own count */
     if (argc > 1 && !strcmp(argv[1], "--train")) return train_on_file(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "--pwmcc")) {
-        if (argc != 5 || atoi(argv[2]) < 2 || atoi(argv[3]) < 1 || atoi(argv[4]) < 1) {
-            fprintf(stderr, "usage: bench_husai --pwmcc SEEDS D_MODEL D_SAE (SEEDS >= 2)\n");
+        if ((argc != 5 && argc != 6) || atoi(argv[2]) < 2 || atoi(argv[3]) < 1 || atoi(argv[4]) < 1 ||
+            (argc == 6 && atoi(argv[5]) < 1)) {
+            fprintf(stderr, "usage: bench_husai --pwmcc SEEDS D_MODEL D_SAE [THREADS] (SEEDS >= 2)\n");
             return 2;
         }
-        if (!getenv("OPENBLAS_NUM_THREADS")) openblas_set_num_threads(1);
+        openblas_set_num_threads(1);
+        omp_set_num_threads(argc == 6 ? atoi(argv[5]) : 1);
         bench_pwmcc(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
         return 0;
     }

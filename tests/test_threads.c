@@ -3,7 +3,8 @@
  * on 2 and 3 threads must reproduce the 1-thread parameters, Adam moments, losses and adaptive state
  * exactly (memcmp), over batches that span several encoder blocks, a short last batch, and model widths
  * with and without vector tails. The threaded forward's MSE is also checked against a naive
- * double-precision decode, so "equal" cannot mean "equally wrong". */
+ * double-precision decode, so "equal" cannot mean "equally wrong". PWMCC's blocks over threads: the
+ * same matrix bit for bit. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 
 #include "common/rng.h"
+#include "metrics/pwmcc.h"
 #include "sae/model.h"
 #include "sae/train.h"
 
@@ -216,11 +218,33 @@ static void test_threaded_mse_vs_naive(void **state) {
     free(X);
 }
 
+/* PWMCC with its row blocks spread over 3 threads equals the 1-thread matrix bit for bit (700 features:
+ * blocks of 256, 256 and 188), and pair by pair equals husai_pwmcc_pair. */
+static void test_pwmcc_threads(void **state) {
+    (void)state;
+    enum { S = 3, D = 24, N = 700 };
+    float *dec = xmalloc((size_t)S * D * N * sizeof(float));
+    for (int s = 0; s < S; s++)
+        husai_pwmcc_random_decoder(40 + s, D, N, dec + (size_t)s * D * N);
+    double one[S * S], three[S * S];
+    omp_set_num_threads(1);
+    assert_int_equal(husai_pwmcc_matrix(dec, S, D, N, one), HUSAI_OK);
+    omp_set_num_threads(3);
+    assert_int_equal(husai_pwmcc_matrix(dec, S, D, N, three), HUSAI_OK);
+    assert_memory_equal(one, three, sizeof one);
+    double pair;
+    assert_int_equal(husai_pwmcc_pair(dec, N, dec + (size_t)2 * D * N, N, D, &pair), HUSAI_OK);
+    assert_memory_equal(&pair, &one[2], sizeof pair);
+    assert_true(one[1] > 0.0 && one[1] < 1.0);
+    free(dec);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_arch),
         cmocka_unit_test(test_large_decoder),
         cmocka_unit_test(test_threaded_mse_vs_naive),
+        cmocka_unit_test(test_pwmcc_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

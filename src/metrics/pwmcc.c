@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/rng.h"
+#include "common/threads.h"
 
 void husai_normalized_feature_rows(const float *D, int d, int n, float *out) {
     for (int j = 0; j < n; j++) {
@@ -22,32 +23,51 @@ void husai_normalized_feature_rows(const float *D, int d, int n, float *out) {
     }
 }
 
-/* PWMCC of two sets of unit feature rows Af [na, d], Bf [nb, d]; scratch holds
- * HUSAI_PWMCC_BLOCK * nb floats for the block and nb for the column maxima. */
-static double pwmcc_rows(const float *Af, int na, const float *Bf, int nb, int d, float *scratch) {
-    float *blk = scratch;
-    float *colmax = scratch + (size_t)HUSAI_PWMCC_BLOCK * nb;
-    for (int j = 0; j < nb; j++)
-        colmax[j] = 0.0f;
-    double rowsum = 0.0;
-    for (int i0 = 0; i0 < na; i0 += HUSAI_PWMCC_BLOCK) {
-        const int bs = na - i0 < HUSAI_PWMCC_BLOCK ? na - i0 : HUSAI_PWMCC_BLOCK;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bs, nb, d, 1.0f, Af + (size_t)i0 * d, d, Bf, d,
-                    0.0f, blk, nb);
-        for (int i = 0; i < bs; i++) {
-            const float *c = blk + (size_t)i * nb;
-            float rmax = 0.0f;
-            for (int j = 0; j < nb; j++) {
-                const float v = fabsf(c[j]);
-                if (v > rmax) rmax = v;
-                if (v > colmax[j]) colmax[j] = v;
+/* Floats of pwmcc_rows' scratch for na x nb on T threads: the row maxima, and per thread a block of the
+ * |cos| matrix and its column maxima. */
+static size_t pwmcc_scratch_floats(int na, int nb, int T) {
+    return (size_t)na + (size_t)T * ((size_t)HUSAI_PWMCC_BLOCK + 1) * nb;
+}
+
+/* PWMCC of two sets of unit feature rows Af [na, d], Bf [nb, d], their row blocks spread over T threads.
+ * Each row's maximum has its own slot and the row maxima are summed in row order; each thread keeps
+ * column maxima of its blocks, merged afterwards (max is exact in any order): the value is the same for
+ * any T. */
+static double pwmcc_rows(const float *Af, int na, const float *Bf, int nb, int d, float *scratch, int T) {
+    float *rmax = scratch, *colmax_all = scratch + na, *blk_all = colmax_all + (size_t)T * nb;
+    const int n_blocks = (na + HUSAI_PWMCC_BLOCK - 1) / HUSAI_PWMCC_BLOCK;
+    memset(colmax_all, 0, (size_t)T * nb * sizeof(float));
+#pragma omp parallel num_threads(T) if (T > 1 && n_blocks > 1)
+    {
+        const int t = husai_thread_num();
+        float *colmax = colmax_all + (size_t)t * nb, *blk = blk_all + (size_t)t * HUSAI_PWMCC_BLOCK * nb;
+#pragma omp for schedule(dynamic, 1)
+        for (int q = 0; q < n_blocks; q++) {
+            const int i0 = q * HUSAI_PWMCC_BLOCK;
+            const int bs = na - i0 < HUSAI_PWMCC_BLOCK ? na - i0 : HUSAI_PWMCC_BLOCK;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bs, nb, d, 1.0f, Af + (size_t)i0 * d, d, Bf,
+                        d, 0.0f, blk, nb);
+            for (int i = 0; i < bs; i++) {
+                const float *c = blk + (size_t)i * nb;
+                float m = 0.0f;
+                for (int j = 0; j < nb; j++) {
+                    const float v = fabsf(c[j]);
+                    if (v > m) m = v;
+                    if (v > colmax[j]) colmax[j] = v;
+                }
+                rmax[i0 + i] = m;
             }
-            rowsum += rmax;
         }
     }
-    double colsum = 0.0;
+    for (int t = 1; t < T; t++)
+        for (int j = 0; j < nb; j++)
+            if (colmax_all[(size_t)t * nb + j] > colmax_all[j])
+                colmax_all[j] = colmax_all[(size_t)t * nb + j];
+    double rowsum = 0.0, colsum = 0.0;
+    for (int i = 0; i < na; i++)
+        rowsum += rmax[i];
     for (int j = 0; j < nb; j++)
-        colsum += colmax[j];
+        colsum += colmax_all[j];
     return 0.5 * (rowsum / na + colsum / nb);
 }
 
@@ -57,7 +77,8 @@ husai_status husai_pwmcc_pair(const float *A, int na, const float *B, int nb, in
                            na, nb, d_model);
     float *Af = malloc((size_t)na * d_model * sizeof(float));
     float *Bf = malloc((size_t)nb * d_model * sizeof(float));
-    float *scratch = malloc(((size_t)HUSAI_PWMCC_BLOCK + 1) * nb * sizeof(float));
+    const int T = husai_max_threads();
+    float *scratch = malloc(pwmcc_scratch_floats(na, nb, T) * sizeof(float));
     if (!Af || !Bf || !scratch) {
         free(Af);
         free(Bf);
@@ -66,7 +87,7 @@ husai_status husai_pwmcc_pair(const float *A, int na, const float *B, int nb, in
     }
     husai_normalized_feature_rows(A, d_model, na, Af);
     husai_normalized_feature_rows(B, d_model, nb, Bf);
-    *out = pwmcc_rows(Af, na, Bf, nb, d_model, scratch);
+    *out = pwmcc_rows(Af, na, Bf, nb, d_model, scratch, T);
     free(Af);
     free(Bf);
     free(scratch);
@@ -80,7 +101,8 @@ husai_status husai_pwmcc_matrix_part(const float *decoders, int S, int d_model, 
                            "PWMCC matrix needs S >= 1 decoders of positive shape and a valid part");
     const size_t per = (size_t)d_model * d_sae;
     float *F = malloc((size_t)S * per * sizeof(float));
-    float *scratch = malloc(((size_t)HUSAI_PWMCC_BLOCK + 1) * d_sae * sizeof(float));
+    const int T = husai_max_threads();
+    float *scratch = malloc(pwmcc_scratch_floats(d_sae, d_sae, T) * sizeof(float));
     if (!F || !scratch) {
         free(F);
         free(scratch);
@@ -94,7 +116,7 @@ husai_status husai_pwmcc_matrix_part(const float *decoders, int S, int d_model, 
         if (part == 0) M[(size_t)p * S + p] = 1.0;
         for (int q = p + 1; q < S; q++, pair++) {
             if (pair % n_parts != part) continue;
-            const double v = pwmcc_rows(F + p * per, d_sae, F + q * per, d_sae, d_model, scratch);
+            const double v = pwmcc_rows(F + p * per, d_sae, F + q * per, d_sae, d_model, scratch, T);
             M[(size_t)p * S + q] = v;
             M[(size_t)q * S + p] = v;
         }

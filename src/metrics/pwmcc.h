@@ -1,8 +1,9 @@
 /* pwmcc.h: pairwise mean max cosine similarity between two decoders, and the random baseline.
  * Decoders are in file layout [d_model, d_sae] (row-major), columns are features; the
  * orientation is never guessed from the shape. The |A^T B| product is formed in row blocks
- * with sgemm and folded into running row/column maxima, so memory is O(block * d_sae),
- * never d_sae^2. No MPI here.
+ * with sgemm and folded into running row/column maxima, so memory is O(block * d_sae) per
+ * OpenMP thread, never d_sae^2. The blocks are spread over omp_get_max_threads() threads, and
+ * every value is bitwise the same for any thread count. No MPI here.
  * defines: husai_normalized_feature_rows, husai_pwmcc_pair, husai_pwmcc_matrix, husai_pwmcc_matrix_part,
  * husai_pwmcc_random_decoder, husai_pwmcc_pair_mean */
 #ifndef HUSAI_METRICS_PWMCC_H

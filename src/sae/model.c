@@ -5,38 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "common/rng.h"
-
-/* OpenMP threads available to a new batch (1 without OpenMP). */
-static int max_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-/* Threads in the enclosing parallel region (1 outside one). */
-static int omp_threads_here(void) {
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
-
-/* This thread's number within the enclosing parallel region (0 outside one). */
-static int thread_num(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
+#include "common/threads.h"
 
 static const char *const ARCH_NAMES[HUSAI_ARCH_COUNT] = {"topk", "batchtopk", "jumprelu", "relu_l1",
                                                          "matryoshka"};
@@ -163,7 +133,7 @@ void husai_sae_export_decoder(const husai_sae *m, float *out) {
 husai_status husai_sae_batch_alloc(husai_sae_batch *b, const husai_sae *m, int cap) {
     memset(b, 0, sizeof *b);
     b->cap = cap;
-    b->threads = max_threads();
+    b->threads = husai_max_threads();
     b->d_model = m->d_model;
     b->d_sae = m->d_sae;
     const size_t c = (size_t)cap, d = (size_t)m->d_model, s = (size_t)m->d_sae;
@@ -720,7 +690,7 @@ husai_status husai_sae_encode(const husai_sae *m, const float *x, int n, husai_s
     for (int q = 0; q < blocks; q++) {
         const int r0 = q * ENCODE_ROWS, r1 = n - r0 < ENCODE_ROWS ? n : r0 + ENCODE_ROWS;
         pre_activations(m, x, r0, r1, b);
-        if (topk) select_topk(m, r0, r1, b, b->select + (size_t)thread_num() * 2 * s);
+        if (topk) select_topk(m, r0, r1, b, b->select + (size_t)husai_thread_num() * 2 * s);
     }
     switch (m->spec.arch) {
     case HUSAI_ARCH_TOPK:
@@ -1111,7 +1081,7 @@ static void decode_rows(const husai_sae *m, husai_sae_batch *b, const float *x, 
 #pragma omp parallel num_threads(T) if (d >= 16 * T)
         {
             /* column ranges on 8-float boundaries, so each keeps decode's vector tiles */
-            const int t = thread_num(), nt = omp_threads_here();
+            const int t = husai_thread_num(), nt = husai_threads_here();
             const int i0 = t == 0 ? 0 : (int)((int64_t)d * t / nt) & ~7,
                       i1 = t + 1 == nt ? d : (int)((int64_t)d * (t + 1) / nt) & ~7;
             if (i1 > i0) decode_latent_cols(m, b, i0, i1);
@@ -1124,7 +1094,7 @@ static void decode_rows(const husai_sae *m, husai_sae_batch *b, const float *x, 
     } else {
 #pragma omp parallel num_threads(T) if (n >= 4 * T)
         {
-            const int t = thread_num(), nt = omp_threads_here();
+            const int t = husai_thread_num(), nt = husai_threads_here();
             decode_row_range(m, b, x, (int)((int64_t)n * t / nt), (int)((int64_t)n * (t + 1) / nt));
         }
     }
@@ -1320,13 +1290,13 @@ void husai_sae_backward(const husai_sae *m, const float *x, double coeff, husai_
 #pragma omp parallel num_threads(T) if (T > 1 && (size_t)b->row_ptr[n] * d >= 65536)
     {
         {
-            const int t = thread_num(), nt = omp_threads_here();
+            const int t = husai_thread_num(), nt = husai_threads_here();
             residual_grad_rows(m, x, b, scale, (int)((int64_t)n * t / nt), (int)((int64_t)n * (t + 1) / nt));
         }
 #pragma omp barrier
 #pragma omp single
-        split_latents(b, omp_threads_here());
-        const int t = thread_num();
+        split_latents(b, husai_threads_here());
+        const int t = husai_thread_num();
         backward_latents(m, x, b, l1, R, b->split[t], b->split[t + 1], gW_enc, gb_enc, gW_dec);
     }
     /* b_dec is in every reconstruction and is subtracted before the encoder: per row, G minus each
