@@ -523,46 +523,82 @@ void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c,
     }
 }
 
-/* Collective. Spreads condition c's PWMCC pairs over every rank (its S(S-1)/2 pairs cost
- * 2 d_model d_sae^2 flops each, far more than training at many seeds and wide SAEs): rank 0
- * broadcasts the decoders (from `all`, its gathered payloads of `per` floats), each rank computes every
- * size-th pair, and a sum reduction assembles the matrix on rank 0 in *pw. The random baseline is
- * spread the same way (every rank draws the seeds' random decoders itself) for the first condition of
- * the phase with this d_sae, into *pw_rand; later ones reuse it on rank 0. A pair's value is the same
- * whichever rank computes it, so the matrices equal the one-process result. */
-static void spread_pwmcc(const husai_phase *ph, int c, const float *all, size_t per, int d_model,
-                         MPI_Comm comm, double **pw, double **pw_rand) {
-    int rank, size;
+/* Collective. Spreads condition c's PWMCC pairs over every rank (its S(S-1)/2 pairs cost 2 d_model d_sae^2
+ * flops each, far more than training at many seeds and wide SAEs): each rank computes every size-th pair,
+ * and a sum reduction assembles the matrix on rank 0 in *pw. The random baseline is spread the same way
+ * for the first condition of the phase with this d_sae, into *pw_rand; later ones reuse it on rank 0.
+ * The decoders (from `all`, rank 0's gathered payloads of `per` floats), in normalised feature-row form,
+ * live once per node in a shared window that the node's ranks fill together (each normalises, or draws
+ * for the baseline, its share of the seeds), so a node holds S decoders whatever its rank count: 64
+ * seeds at 768 x 16384 are 3.2 GB per node, not per rank. A pair's value is the same whichever rank
+ * computes it, so the matrices equal the one-process result. */
+static void spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph, int c, const float *all, size_t per,
+                         double **pw, double **pw_rand) {
+    MPI_Comm comm = ctx->comm, node = ctx->ds->node_comm, leaders = ctx->ds->leader_comm;
+    int rank, size, node_rank, node_size;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
-    const int S = ph->n_seeds, d_sae = ph->conds[c].d_sae;
+    MPI_Comm_rank(node, &node_rank);
+    MPI_Comm_size(node, &node_size);
+    const int S = ph->n_seeds, d_model = ctx->ds->d_model, d_sae = ph->conds[c].d_sae;
     const size_t dd = (size_t)d_model * d_sae;
-    float *dec = malloc((size_t)S * dd * sizeof(float));
+    MPI_Win win;
+    float *base = NULL, *F = NULL;
+    MPI_Comm_set_errhandler(node, MPI_ERRORS_RETURN);
+    const int rc = MPI_Win_allocate_shared(node_rank == 0 ? (MPI_Aint)((size_t)S * dd * sizeof(float)) : 0,
+                                           sizeof(float), MPI_INFO_NULL, node, &base, &win);
+    if (husai_mpi_agree(rc == MPI_SUCCESS
+                            ? HUSAI_OK
+                            : husai_error(HUSAI_ERR_NOMEM,
+                                          "cannot hold %d decoders of %d x %d in shared memory for "
+                                          "PWMCC",
+                                          S, d_model, d_sae),
+                        comm))
+        husai_mpi_die("%s", husai_error_message());
+    MPI_Aint qsize;
+    int disp;
+    HUSAI_MPI_CHECK(MPI_Win_shared_query(win, 0, &qsize, &disp, &F));
+    float *raw = malloc(dd * sizeof(float));
     double *M = malloc((size_t)S * S * sizeof(double));
-    if (!dec || !M) husai_mpi_die("out of memory spreading PWMCC over ranks");
-    if (rank == 0)
-        for (int s = 0; s < S; s++)
-            memcpy(dec + (size_t)s * dd, all + (size_t)s * per, dd * sizeof(float));
-    for (int s = 0; s < S; s++) /* one seed at a time keeps each count within int */
-        HUSAI_MPI_CHECK(MPI_Bcast(dec + (size_t)s * dd, (int)dd, MPI_FLOAT, 0, comm));
+    if (!raw || !M) husai_mpi_die("out of memory spreading PWMCC over ranks");
     for (int pass = 0; pass < 2; pass++) {
         if (pass == 1) {
             int first = 1;
             for (int i = 0; i < c; i++)
                 first &= ph->conds[i].d_sae != d_sae;
             if (!first) break;
-            for (int s = 0; s < S; s++)
-                husai_pwmcc_random_decoder(ph->seeds[s], d_model, d_sae, dec + (size_t)s * dd);
         }
-        if (husai_pwmcc_matrix_part(dec, S, d_model, d_sae, rank, size, M))
+        /* Seed s's rows are written by node rank s mod node_size: from the decoder rank 0 sends to each
+         * node's leader (pass 0), or drawn from the seed (pass 1). */
+        for (int s = 0; s < S; s++) {
+            const int writer = s % node_size;
+            if (pass == 0) {
+                if (node_rank == 0) {
+                    if (rank == 0) memcpy(raw, all + (size_t)s * per, dd * sizeof(float));
+                    HUSAI_MPI_CHECK(MPI_Bcast(raw, (int)dd, MPI_FLOAT, 0, leaders));
+                }
+                if (writer != 0) {
+                    if (node_rank == 0) HUSAI_MPI_CHECK(MPI_Send(raw, (int)dd, MPI_FLOAT, writer, s, node));
+                    if (node_rank == writer)
+                        HUSAI_MPI_CHECK(MPI_Recv(raw, (int)dd, MPI_FLOAT, 0, s, node, MPI_STATUS_IGNORE));
+                }
+            } else if (node_rank == writer) {
+                husai_pwmcc_random_decoder(ph->seeds[s], d_model, d_sae, raw);
+            }
+            if (node_rank == writer) husai_normalized_feature_rows(raw, d_model, d_sae, F + (size_t)s * dd);
+        }
+        HUSAI_MPI_CHECK(MPI_Win_fence(0, win)); /* every seed's rows are in place before anyone reads */
+        if (husai_pwmcc_rows_part(F, S, d_model, d_sae, rank, size, M))
             husai_mpi_die("%s", husai_error_message());
         double *out = NULL;
         if (rank == 0 && !(out = malloc((size_t)S * S * sizeof(double)))) husai_mpi_die("out of memory");
         HUSAI_MPI_CHECK(MPI_Reduce(M, out, S * S, MPI_DOUBLE, MPI_SUM, 0, comm));
         if (rank == 0) *(pass == 0 ? pw : pw_rand) = out;
+        HUSAI_MPI_CHECK(MPI_Win_fence(0, win)); /* reads done before the next pass overwrites */
     }
-    free(dec);
+    free(raw);
     free(M);
+    MPI_Win_free(&win);
 }
 
 int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condition_result *res) {
@@ -677,7 +713,7 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
         free(sendp);
         free(sendm);
         double *pw = NULL, *pw_rand = NULL;
-        if (size > 1 && S > 2) spread_pwmcc(ph, c, all, per, ds->d_model, comm, &pw, &pw_rand);
+        if (size > 1 && S > 2) spread_pwmcc(ctx, ph, c, all, per, &pw, &pw_rand);
         if (rank != 0) continue;
         *r = (husai_condition_result){.phase = ph->phase,
                                       .value = cond->value,

@@ -94,22 +94,15 @@ husai_status husai_pwmcc_pair(const float *A, int na, const float *B, int nb, in
     return HUSAI_OK;
 }
 
-husai_status husai_pwmcc_matrix_part(const float *decoders, int S, int d_model, int d_sae, int part,
-                                     int n_parts, double *M) {
+husai_status husai_pwmcc_rows_part(const float *F, int S, int d_model, int d_sae, int part, int n_parts,
+                                   double *M) {
     if (S < 1 || d_model < 1 || d_sae < 1 || n_parts < 1 || part < 0 || part >= n_parts)
         return husai_error(HUSAI_ERR_ARG,
                            "PWMCC matrix needs S >= 1 decoders of positive shape and a valid part");
     const size_t per = (size_t)d_model * d_sae;
-    float *F = malloc((size_t)S * per * sizeof(float));
     const int T = husai_max_threads();
     float *scratch = malloc(pwmcc_scratch_floats(d_sae, d_sae, T) * sizeof(float));
-    if (!F || !scratch) {
-        free(F);
-        free(scratch);
-        return husai_error(HUSAI_ERR_NOMEM, "cannot allocate PWMCC buffers for %d decoders", S);
-    }
-    for (int s = 0; s < S; s++)
-        husai_normalized_feature_rows(decoders + s * per, d_model, d_sae, F + s * per);
+    if (!scratch) return husai_error(HUSAI_ERR_NOMEM, "cannot allocate PWMCC buffers for %d threads", T);
     memset(M, 0, (size_t)S * S * sizeof(double));
     long pair = 0;
     for (int p = 0; p < S; p++) {
@@ -121,9 +114,22 @@ husai_status husai_pwmcc_matrix_part(const float *decoders, int S, int d_model, 
             M[(size_t)q * S + p] = v;
         }
     }
-    free(F);
     free(scratch);
     return HUSAI_OK;
+}
+
+husai_status husai_pwmcc_matrix_part(const float *decoders, int S, int d_model, int d_sae, int part,
+                                     int n_parts, double *M) {
+    if (S < 1 || d_model < 1 || d_sae < 1)
+        return husai_error(HUSAI_ERR_ARG, "PWMCC matrix needs S >= 1 decoders of positive shape");
+    const size_t per = (size_t)d_model * d_sae;
+    float *F = malloc((size_t)S * per * sizeof(float));
+    if (!F) return husai_error(HUSAI_ERR_NOMEM, "cannot allocate PWMCC buffers for %d decoders", S);
+    for (int s = 0; s < S; s++)
+        husai_normalized_feature_rows(decoders + s * per, d_model, d_sae, F + s * per);
+    const husai_status st = husai_pwmcc_rows_part(F, S, d_model, d_sae, part, n_parts, M);
+    free(F);
+    return st;
 }
 
 husai_status husai_pwmcc_matrix(const float *decoders, int S, int d_model, int d_sae, double *M) {

@@ -5,7 +5,7 @@
  * OpenMP thread, never d_sae^2. The blocks are spread over omp_get_max_threads() threads, and
  * every value is bitwise the same for any thread count. No MPI here.
  * defines: husai_normalized_feature_rows, husai_pwmcc_pair, husai_pwmcc_matrix, husai_pwmcc_matrix_part,
- * husai_pwmcc_random_decoder, husai_pwmcc_pair_mean */
+ * husai_pwmcc_rows_part, husai_pwmcc_random_decoder, husai_pwmcc_pair_mean */
 #ifndef HUSAI_METRICS_PWMCC_H
 #define HUSAI_METRICS_PWMCC_H
 
@@ -30,6 +30,11 @@ husai_status husai_pwmcc_matrix(const float *decoders, int S, int d_model, int d
  * matrix exactly. Each pair's value does not depend on the split. */
 husai_status husai_pwmcc_matrix_part(const float *decoders, int S, int d_model, int d_sae, int part,
                                      int n_parts, double *M);
+
+/* husai_pwmcc_matrix_part on decoders already in feature-row form: F holds S sets of d_sae unit rows of
+ * d_model floats (husai_normalized_feature_rows of each decoder), so callers can share one copy. */
+husai_status husai_pwmcc_rows_part(const float *F, int S, int d_model, int d_sae, int part, int n_parts,
+                                   double *M);
 
 /* Copies the n columns of D [d, n] (file layout) into feature rows out [n, d], each scaled to unit norm;
  * norms are floored at 1e-12 so an all-zero column stays zero instead of dividing by zero. */
