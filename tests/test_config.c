@@ -152,6 +152,45 @@ static void test_long_lists_continue_and_round_trip(void **state) {
     assert_int_equal(back.n_seeds, 60);
     assert_true(husai_config_hash(&back) == husai_config_hash(&c));
     free(printed);
+    /* ranges: "1-3, 7, 10-12" is the list 1, 2, 3, 7, 10, 11, 12 and hashes like it */
+    husai_config r, l;
+    assert_int_equal(load(GOOD, "sweep.seeds=1-3, 7, 10-12", &r), HUSAI_OK);
+    assert_int_equal(load(GOOD, "sweep.seeds=1,2,3,7,10,11,12", &l), HUSAI_OK);
+    const uint64_t want[] = {1, 2, 3, 7, 10, 11, 12};
+    assert_int_equal(r.n_seeds, 7);
+    for (int i = 0; i < 7; i++)
+        assert_true(r.seeds[i] == want[i]);
+    assert_true(husai_config_hash(&r) == husai_config_hash(&l));
+    assert_int_equal(load(GOOD, "sweep.seeds=5-5, 6", &r), HUSAI_OK);
+    assert_int_equal(r.n_seeds, 2);
+    expect_error(GOOD, "sweep.seeds=5-3", "runs backwards");
+    expect_error(GOOD, "sweep.seeds=1-3, 2", "seed 2 is listed twice");
+    expect_error(GOOD, "sweep.seeds=1-1025", "more than 1024 seeds");
+    expect_error(GOOD, "sweep.seeds=1-x", "nor a range A-B");
+    expect_error(GOOD, "sweep.seeds=1-2-3", "nor a range A-B");
+    /* One line over inih's limit is refused by its number, not cut into a confusing tail; a line of
+     * exactly the limit (199 characters, here padded with trailing blanks) still parses whole. */
+    char needle[64];
+    for (int width = 199; width <= 200; width++) {
+        char *line = text + sprintf(text, "[data]\npath = x.h5\n[sweep]\nvalues = 4\n");
+        p = line + sprintf(line, "seeds = 1");
+        for (int i = 2; p - line + 8 < width; i++)
+            p += sprintf(p, ", %d", i);
+        while (p - line < width)
+            *p++ = ' ';
+        sprintf(p, "\n");
+        assert_int_equal((int)(strchr(line, '\n') - line), width);
+        if (width == 199) {
+            assert_int_equal(load(text, NULL, &r), HUSAI_OK);
+            int n = 1;
+            for (const char *q = line; *q; q++)
+                n += *q == ',';
+            assert_int_equal(r.n_seeds, n);
+        } else {
+            snprintf(needle, sizeof needle, ":5: line is %d characters", width);
+            expect_error(text, NULL, needle);
+        }
+    }
     /* a repeated scalar key is still an error; a repeated seed across continuation lines too */
     expect_error("[data]\npath = x.h5\n[sweep]\nvalues = 4\nseeds = 1, 2\n    3, 2\n", NULL, "listed twice");
 }

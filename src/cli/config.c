@@ -75,7 +75,8 @@ static const opt OPTS[] = {
     {"sweep", "param", T_STR, F(param), S(param), 0, 0,
      "swept parameter: k, d_sae, lr, epochs, batch_size, arch (lambda in consistency mode)"},
     {"sweep", "values", T_VALUES, F(values), 0, 0, 1, "values of the swept parameter (comma separated)"},
-    {"sweep", "seeds", T_SEEDS, F(seeds), F(n_seeds), 0, 1, "training seeds (comma separated, distinct)"},
+    {"sweep", "seeds", T_SEEDS, F(seeds), F(n_seeds), 0, 1,
+     "training seeds (comma separated, distinct; A-B is the range A..B)"},
     {"metrics", "bootstrap_unit", T_UNIT, F(bootstrap_unit), 0, 0, 0, "seeds (cluster) or pairs (HUSAI)"},
     {"metrics", "resamples", T_INT, F(resamples), 0, 100, 0, "bootstrap resamples"},
     {"metrics", "bootstrap_seed", T_U64, F(bootstrap_seed), 0, 0, 0, "bootstrap generator seed"},
@@ -301,6 +302,7 @@ static husai_status assign_list(husai_config *c, const char *section, const char
         break;
     }
     case T_SEEDS: {
+        /* Items are seeds or inclusive ranges A-B (seeds = 1-64). */
         static char *items[HUSAI_MAX_SEEDS + 1];
         int *count = (int *)((char *)c + o->size);
         const int base = append ? *count : 0;
@@ -313,16 +315,32 @@ static husai_status assign_list(husai_config *c, const char *section, const char
                                HUSAI_MAX_SEEDS);
         if (n == 0) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s is empty", where, section, key);
         uint64_t *seeds = field;
-        for (int i = base; i < base + n; i++) {
-            if (parse_u64(items[i - base], &seeds[i]))
-                return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: '%s' is not a non-negative integer", where,
-                                   section, key, items[i - base]);
-            for (int j = 0; j < i; j++)
-                if (seeds[j] == seeds[i])
-                    return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: seed %s is listed twice", where, section,
-                                       key, items[i - base]);
+        int at = base;
+        for (int q = 0; q < n; q++) {
+            char *item = items[q], *dash = strchr(item + 1, '-');
+            uint64_t lo, hi;
+            if (dash) *dash = '\0';
+            if (parse_u64(item, &lo) || (dash && parse_u64(dash + 1, &hi)))
+                return husai_error(HUSAI_ERR_ARG,
+                                   "%s: %s.%s: '%s%s%s' is neither a non-negative integer nor a range A-B",
+                                   where, section, key, item, dash ? "-" : "", dash ? dash + 1 : "");
+            if (!dash) hi = lo;
+            if (hi < lo)
+                return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: range %s-%s runs backwards", where, section,
+                                   key, item, dash + 1);
+            if (hi - lo >= (uint64_t)(HUSAI_MAX_SEEDS - at))
+                return husai_error(HUSAI_ERR_ARG, "%s: %s.%s has more than %d seeds", where, section, key,
+                                   HUSAI_MAX_SEEDS);
+            for (uint64_t seed = lo;; seed++) {
+                for (int j = 0; j < at; j++)
+                    if (seeds[j] == seed)
+                        return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: seed %llu is listed twice", where,
+                                           section, key, (unsigned long long)seed);
+                seeds[at++] = seed;
+                if (seed == hi) break;
+            }
         }
-        *count = base + n;
+        *count = at;
         break;
     }
     case T_UNIT:
@@ -409,11 +427,54 @@ static int ini_handler_cb(void *user, const char *section, const char *name, con
     return ctx->st == HUSAI_OK;
 }
 
+/* Longest line, without its newline, that Debian's inih (INI_MAX_LINE 200, NUL included) reads whole
+ * (measured: 199 reads whole, 200 is cut); a longer one would be cut and its tail read as a line of its own.
+ */
+#define INI_LINE_MAX 199
+
+/* An error naming the first line of text longer than inih reads whole, HUSAI_OK if none is. */
+static husai_status check_line_lengths(const char *text, size_t len, const char *origin) {
+    size_t line = 1, start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && text[i] != '\n') continue;
+        size_t n = i - start;
+        if (n > 0 && text[i - 1] == '\r') n--;
+        if (n > INI_LINE_MAX)
+            return husai_error(
+                HUSAI_ERR_ARG,
+                "%s:%zu: line is %zu characters, more than the %d the INI reader takes; split a long "
+                "list over indented continuation lines, or give seeds as a range (seeds = 1-64)",
+                origin, line, n, INI_LINE_MAX);
+        line++;
+        start = i + 1;
+    }
+    return HUSAI_OK;
+}
+
 husai_status husai_config_load(husai_config *c, const char *path) {
     load_ctx ctx = {.c = c, .path = path, .st = HUSAI_OK};
     snprintf(c->source, sizeof c->source, "%s", path);
     FILE *f = fopen(path, "r");
     if (!f) return husai_error(HUSAI_ERR_IO, "cannot open config file '%s': %s", path, strerror(errno));
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&text, &len);
+    if (!mem) {
+        fclose(f);
+        return husai_error(HUSAI_ERR_NOMEM, "cannot read config file '%s'", path);
+    }
+    char chunk[4096];
+    size_t got;
+    while ((got = fread(chunk, 1, sizeof chunk, f)) > 0)
+        fwrite(chunk, 1, got, mem);
+    fclose(mem);
+    husai_status long_line = check_line_lengths(text, len, path);
+    free(text);
+    if (long_line) {
+        fclose(f);
+        return long_line;
+    }
+    rewind(f);
     int rc = ini_parse_file(f, ini_handler_cb, &ctx);
     fclose(f);
     if (ctx.st != HUSAI_OK) {
@@ -432,6 +493,8 @@ husai_status husai_config_load(husai_config *c, const char *path) {
 husai_status husai_config_load_string(husai_config *c, const char *text, const char *origin) {
     load_ctx ctx = {.c = c, .path = origin, .st = HUSAI_OK};
     snprintf(c->source, sizeof c->source, "%s", origin);
+    husai_status st = check_line_lengths(text, strlen(text), origin);
+    if (st) return st;
     int rc = ini_parse_string(text, ini_handler_cb, &ctx);
     if (ctx.st != HUSAI_OK) return ctx.st;
     if (rc != 0) return husai_error(HUSAI_ERR_ARG, "%s:%d: not a valid INI line", origin, rc);

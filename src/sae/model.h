@@ -73,7 +73,8 @@ typedef enum { HUSAI_SAE_TRAIN, HUSAI_SAE_EVAL } husai_sae_mode;
 
 /* Scratch for one batch of up to `cap` rows; owned by the caller, reusable across steps. Encode,
  * decode and backward run on `threads` OpenMP threads, the count when the scratch was allocated
- * (omp_get_max_threads()); work is split so that every result is bitwise the same for any count. */
+ * (omp_get_max_threads()); work is split so that every result is bitwise the same for any count. The
+ * threads call sgemm on their own row blocks, so OpenBLAS is best left at one thread (husai sweep sets it). */
 typedef struct {
     int cap, d_model, d_sae, n;
     int threads;      /* OpenMP threads the batch's work uses */
