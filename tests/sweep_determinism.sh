@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # sweep_determinism.sh: DESIGN.md section 4 "Randomness": a seed's result is bitwise identical whichever rank
 # trains it and however many ranks run. The same 2-condition x 3-seed sweep runs on 1, 2, 3 and 4 ranks
-# (oversubscribed) and with --task-order reverse on 2 ranks; every condition's decoders, encoders, b_enc and
-# PWMCC matrices (and the per-seed metrics and CIs derived from them) must be identical across all five runs,
+# (oversubscribed) and with --task-order reverse on 2 ranks; every condition's decoders, encoders, b_enc,
+# PWMCC and matched-agreement matrices (the last two spread over ranks) and the per-seed metrics and CIs
+# derived from them must be identical across all five runs,
 # while the task -> rank maps recorded in per_seed.rank do differ.
 # Needs HUSAI, MPIEXEC and /usr/bin/python3 with numpy and h5py.
 set -euo pipefail
@@ -81,8 +82,8 @@ def load(name):
     arrays = {}
     with h5py.File(run + "results.h5", "r") as h:
         for c in h["conditions"]:
-            for key in ("decoders", "encoders", "b_enc", "seeds", "pwmcc", "random_pwmcc",
-                        "explained_variance", "mse", "l0", "dead_fraction"):
+            for key in ("decoders", "encoders", "b_enc", "seeds", "pwmcc", "random_pwmcc", "matched_cosine",
+                        "matched_fraction", "explained_variance", "mse", "l0", "dead_fraction"):
                 arrays[(c, key)] = h["conditions"][c][key][...]
     return js, arrays
 

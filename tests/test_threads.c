@@ -3,8 +3,8 @@
  * on 2 and 3 threads must reproduce the 1-thread parameters, Adam moments, losses and adaptive state
  * exactly (memcmp), over batches that span several encoder blocks, a short last batch, and model widths
  * with and without vector tails. The threaded forward's MSE is also checked against a naive
- * double-precision decode, so "equal" cannot mean "equally wrong". PWMCC's blocks over threads: the
- * same matrix bit for bit. */
+ * double-precision decode, so "equal" cannot mean "equally wrong". PWMCC's blocks and matched agreement's
+ * pairs over threads: the same matrices bit for bit. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "common/rng.h"
+#include "metrics/match.h"
 #include "metrics/pwmcc.h"
 #include "sae/model.h"
 #include "sae/train.h"
@@ -239,12 +240,45 @@ static void test_pwmcc_threads(void **state) {
     free(dec);
 }
 
+/* Matched agreement's pairs over 3 threads equal 1 thread's, and 3 parts (as 3 ranks compute them) sum to
+ * the whole matrix. */
+static void test_match_threads_and_parts(void **state) {
+    (void)state;
+    enum { S = 4, D = 16, N = 60 };
+    float *dec = xmalloc((size_t)S * D * N * sizeof(float)), *F = xmalloc((size_t)S * D * N * sizeof(float));
+    for (int s = 0; s < S; s++) {
+        husai_pwmcc_random_decoder(70 + s, D, N, dec + (size_t)s * D * N);
+        husai_normalized_feature_rows(dec + (size_t)s * D * N, D, N, F + (size_t)s * D * N);
+    }
+    double cos1[S * S], frac1[S * S], cos3[S * S], frac3[S * S], pc[S * S], pf[S * S];
+    omp_set_num_threads(1);
+    assert_int_equal(husai_match_matrix(dec, S, D, N, cos1, frac1), HUSAI_OK);
+    omp_set_num_threads(3);
+    assert_int_equal(husai_match_matrix(dec, S, D, N, cos3, frac3), HUSAI_OK);
+    assert_memory_equal(cos1, cos3, sizeof cos1);
+    assert_memory_equal(frac1, frac3, sizeof frac1);
+    double sc[S * S] = {0}, sf[S * S] = {0};
+    for (int part = 0; part < 3; part++) {
+        assert_int_equal(husai_match_rows_part(F, S, D, N, part, 3, pc, pf), HUSAI_OK);
+        for (int i = 0; i < S * S; i++) {
+            sc[i] += pc[i];
+            sf[i] += pf[i];
+        }
+    }
+    assert_memory_equal(sc, cos1, sizeof sc);
+    assert_memory_equal(sf, frac1, sizeof sf);
+    assert_true(cos1[1] > 0.0 && cos1[1] < 1.0);
+    free(dec);
+    free(F);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_arch),
         cmocka_unit_test(test_large_decoder),
         cmocka_unit_test(test_threaded_mse_vs_naive),
         cmocka_unit_test(test_pwmcc_threads),
+        cmocka_unit_test(test_match_threads_and_parts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

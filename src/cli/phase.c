@@ -494,11 +494,14 @@ void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c,
     }
     free(v);
     if (c->d_sae <= cfg->matching_max_d_sae) {
-        c->match_cos = malloc((size_t)S * S * sizeof(double));
-        c->match_frac = malloc((size_t)S * S * sizeof(double));
-        if (!c->match_cos || !c->match_frac) husai_mpi_die("out of memory for matched agreement");
-        if (husai_match_matrix(c->decoders, S, c->d_model, c->d_sae, c->match_cos, c->match_frac) ||
-            husai_ci_pair_matrix(c->match_cos, S, &bo, &c->matched_cos) ||
+        if (!c->match_done) {
+            c->match_cos = malloc((size_t)S * S * sizeof(double));
+            c->match_frac = malloc((size_t)S * S * sizeof(double));
+            if (!c->match_cos || !c->match_frac) husai_mpi_die("out of memory for matched agreement");
+            if (husai_match_matrix(c->decoders, S, c->d_model, c->d_sae, c->match_cos, c->match_frac))
+                husai_mpi_die("matched agreement of %s: %s", c->name, husai_error_message());
+        }
+        if (husai_ci_pair_matrix(c->match_cos, S, &bo, &c->matched_cos) ||
             husai_ci_pair_matrix(c->match_frac, S, &bo, &c->matched_frac))
             husai_mpi_die("matched agreement of %s: %s", c->name, husai_error_message());
         c->has_match = 1;
@@ -530,10 +533,11 @@ void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c,
  * The decoders (from `all`, rank 0's gathered payloads of `per` floats), in normalised feature-row form,
  * live once per node in a shared window that the node's ranks fill together (each normalises, or draws
  * for the baseline, its share of the seeds), so a node holds S decoders whatever its rank count: 64
- * seeds at 768 x 16384 are 3.2 GB per node, not per rank. A pair's value is the same whichever rank
- * computes it, so the matrices equal the one-process result. */
+ * seeds at 768 x 16384 are 3.2 GB per node, not per rank. Matched agreement (when d_sae is at most
+ * metrics.matching_max_d_sae) is spread the same way into *match_cos and *match_frac. A pair's value is
+ * the same whichever rank computes it, so the matrices equal the one-process result. */
 static void spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph, int c, const float *all, size_t per,
-                         double **pw, double **pw_rand) {
+                         double **pw, double **pw_rand, double **match_cos, double **match_frac) {
     MPI_Comm comm = ctx->comm, node = ctx->ds->node_comm, leaders = ctx->ds->leader_comm;
     int rank, size, node_rank, node_size;
     MPI_Comm_rank(comm, &rank);
@@ -594,6 +598,23 @@ static void spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph, int c,
         if (rank == 0 && !(out = malloc((size_t)S * S * sizeof(double)))) husai_mpi_die("out of memory");
         HUSAI_MPI_CHECK(MPI_Reduce(M, out, S * S, MPI_DOUBLE, MPI_SUM, 0, comm));
         if (rank == 0) *(pass == 0 ? pw : pw_rand) = out;
+        if (pass == 0 && d_sae <= ctx->cfg->matching_max_d_sae) {
+            /* Matched agreement's pairs (a cubic assignment each) are spread the same way. */
+            double *Mf = malloc((size_t)S * S * sizeof(double)), *oc = NULL, *of = NULL;
+            if (!Mf) husai_mpi_die("out of memory spreading matched agreement over ranks");
+            if (husai_mpi_agree(husai_match_rows_part(F, S, d_model, d_sae, rank, size, M, Mf), comm))
+                husai_mpi_die("matched agreement of %s: %s", ph->conds[c].name, husai_error_message());
+            if (rank == 0 && (!(oc = malloc((size_t)S * S * sizeof(double))) ||
+                              !(of = malloc((size_t)S * S * sizeof(double)))))
+                husai_mpi_die("out of memory");
+            HUSAI_MPI_CHECK(MPI_Reduce(M, oc, S * S, MPI_DOUBLE, MPI_SUM, 0, comm));
+            HUSAI_MPI_CHECK(MPI_Reduce(Mf, of, S * S, MPI_DOUBLE, MPI_SUM, 0, comm));
+            free(Mf);
+            if (rank == 0) {
+                *match_cos = oc;
+                *match_frac = of;
+            }
+        }
         HUSAI_MPI_CHECK(MPI_Win_fence(0, win)); /* reads done before the next pass overwrites */
     }
     free(raw);
@@ -712,8 +733,8 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
                            owner, S, per_seed, 0, comm);
         free(sendp);
         free(sendm);
-        double *pw = NULL, *pw_rand = NULL;
-        if (size > 1 && S > 2) spread_pwmcc(ctx, ph, c, all, per, &pw, &pw_rand);
+        double *pw = NULL, *pw_rand = NULL, *mc = NULL, *mf = NULL;
+        if (size > 1 && S > 2) spread_pwmcc(ctx, ph, c, all, per, &pw, &pw_rand, &mc, &mf);
         if (rank != 0) continue;
         *r = (husai_condition_result){.phase = ph->phase,
                                       .value = cond->value,
@@ -763,6 +784,11 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
             memcpy(r->random_pwmcc, pw_rand, (size_t)S * S * sizeof(double));
             r->random_done = 1;
             free(pw_rand);
+        }
+        if (mc) {
+            r->match_cos = mc;
+            r->match_frac = mf;
+            r->match_done = 1;
         }
         if (ph->ref_rows && !ref_decoder) {
             /* ref rows are feature-major [d_sae, d_model]; transpose to the file layout once */

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/threads.h"
+
 /* ---------- the assignment solver ---------- */
 
 /* Scratch of the shortest augmenting path solver for n rows <= m columns. */
@@ -246,6 +248,78 @@ done:
     return st;
 }
 
+husai_status husai_match_rows_part(const float *F, int S, int d_model, int d_sae, int part, int n_parts,
+                                   double *M_mean, double *M_frac) {
+    if (S < 1 || d_model < 1 || d_sae < 1 || n_parts < 1 || part < 0 || part >= n_parts)
+        return husai_error(
+            HUSAI_ERR_ARG,
+            "matched-agreement matrix needs S >= 1 decoders of positive shape and a valid part");
+    husai_status st = check_cells(d_sae, d_sae);
+    if (st) return st;
+    const size_t per = (size_t)d_model * d_sae;
+    /* This part's pairs, in row-major pair order. */
+    const long n_pairs = (long)S * (S - 1) / 2;
+    int *pp = malloc(((size_t)n_pairs / n_parts + 1) * 2 * sizeof(int));
+    int n_mine = 0;
+    if (!pp) return husai_error(HUSAI_ERR_NOMEM, "cannot allocate the matched-agreement pair list");
+    long pair = 0;
+    for (int p = 0; p < S; p++)
+        for (int q = p + 1; q < S; q++, pair++)
+            if (pair % n_parts == part) {
+                pp[2 * n_mine] = p;
+                pp[2 * n_mine++ + 1] = q;
+            }
+    if (M_mean) memset(M_mean, 0, (size_t)S * S * sizeof(double));
+    if (M_frac) memset(M_frac, 0, (size_t)S * S * sizeof(double));
+    for (int p = 0; p < S && part == 0; p++) {
+        if (M_mean) M_mean[(size_t)p * S + p] = 1.0;
+        if (M_frac) M_frac[(size_t)p * S + p] = 1.0;
+    }
+    /* Pairs go to threads whole (each thread has its own |cos| matrix and solver state), so a pair's
+     * value does not depend on the thread count. A failed pair is redone below on this thread, where its
+     * message is kept (messages are per thread). */
+    int failed = n_mine, nomem = 0; /* the first failed pair, n_mine for none */
+    const int T = n_mine < husai_max_threads() ? n_mine : husai_max_threads();
+#pragma omp parallel num_threads(T) if (T > 1) reduction(min : failed) reduction(| : nomem)
+    {
+        float *C = malloc((size_t)d_sae * d_sae * sizeof(float));
+        lsap_work w;
+        const int have_w = lsap_alloc(&w, d_sae, d_sae);
+        if (!C || !have_w) nomem = 1;
+#pragma omp for schedule(dynamic, 1)
+        for (int i = 0; i < n_mine; i++) {
+            if (nomem) continue;
+            const int p = pp[2 * i], q = pp[2 * i + 1];
+            double mean = 0.0, frac = 0.0;
+            if (match_rows(F + p * per, d_sae, F + q * per, d_sae, d_model, HUSAI_MATCH_THRESHOLD, C, &w,
+                           &mean, &frac)) {
+                failed = failed < i ? failed : i;
+                continue;
+            }
+            if (M_mean) M_mean[(size_t)p * S + q] = M_mean[(size_t)q * S + p] = mean;
+            if (M_frac) M_frac[(size_t)p * S + q] = M_frac[(size_t)q * S + p] = frac;
+        }
+        free(C);
+        if (have_w) lsap_free(&w);
+    }
+    if (nomem)
+        st = husai_error(HUSAI_ERR_NOMEM, "cannot allocate matched-agreement buffers for %d threads", T);
+    if (!st && failed < n_mine) {
+        float *C = malloc((size_t)d_sae * d_sae * sizeof(float));
+        lsap_work w;
+        const int have_w = lsap_alloc(&w, d_sae, d_sae);
+        double mean, frac;
+        const int p = pp[2 * failed], q = pp[2 * failed + 1];
+        st = !C || !have_w ? husai_error(HUSAI_ERR_NOMEM, "cannot allocate matched-agreement buffers")
+                           : match_rows(F + p * per, d_sae, F + q * per, d_sae, d_model,
+                                        HUSAI_MATCH_THRESHOLD, C, &w, &mean, &frac);
+        free(C);
+        if (have_w) lsap_free(&w);
+    }
+    free(pp);
+    return st;
+}
+
 husai_status husai_match_matrix(const float *decoders, int S, int d_model, int d_sae, double *M_mean,
                                 double *M_frac) {
     if (S < 1 || d_model < 1 || d_sae < 1)
@@ -254,30 +328,11 @@ husai_status husai_match_matrix(const float *decoders, int S, int d_model, int d
     if (st) return st;
     const size_t per = (size_t)d_model * d_sae;
     float *F = malloc((size_t)S * per * sizeof(float));
-    float *C = malloc((size_t)d_sae * d_sae * sizeof(float));
-    lsap_work w;
-    const int have_w = lsap_alloc(&w, d_sae, d_sae);
-    if (!F || !C || !have_w) {
-        st = husai_error(HUSAI_ERR_NOMEM, "cannot allocate matched-agreement buffers for %d decoders", S);
-        goto done;
-    }
+    if (!F)
+        return husai_error(HUSAI_ERR_NOMEM, "cannot allocate matched-agreement buffers for %d decoders", S);
     for (int s = 0; s < S; s++)
         husai_normalized_feature_rows(decoders + s * per, d_model, d_sae, F + s * per);
-    for (int p = 0; p < S && !st; p++) {
-        if (M_mean) M_mean[(size_t)p * S + p] = 1.0;
-        if (M_frac) M_frac[(size_t)p * S + p] = 1.0;
-        for (int q = p + 1; q < S && !st; q++) {
-            double mean = 0.0, frac = 0.0;
-            st = match_rows(F + p * per, d_sae, F + q * per, d_sae, d_model, HUSAI_MATCH_THRESHOLD, C, &w,
-                            &mean, &frac);
-            if (st) break;
-            if (M_mean) M_mean[(size_t)p * S + q] = M_mean[(size_t)q * S + p] = mean;
-            if (M_frac) M_frac[(size_t)p * S + q] = M_frac[(size_t)q * S + p] = frac;
-        }
-    }
-done:
+    st = husai_match_rows_part(F, S, d_model, d_sae, 0, 1, M_mean, M_frac);
     free(F);
-    free(C);
-    if (have_w) lsap_free(&w);
     return st;
 }

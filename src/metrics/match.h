@@ -13,14 +13,14 @@
  * - Deterministic: the same input gives the same assignment. Ties go, at every step of the search,
  *   to an unassigned column first, then to the lowest column index (a constant matrix gives the
  *   identity).
- * - Memory: unlike PWMCC, the whole na x nb |cos| matrix is held as float (formed with one sgemm):
- *   1 GiB at 16384 x 16384, which is the limit (HUSAI_MATCH_MAX_CELLS); larger pairs are refused
+ * - Memory: unlike PWMCC, the whole na x nb |cos| matrix is held as float (formed with one sgemm), one
+ *   per thread: 1 GiB at 16384 x 16384, which is the limit (HUSAI_MATCH_MAX_CELLS); larger pairs are refused
  *   with HUSAI_ERR_ARG, never attempted. Time grows roughly as n^3 in the worst case; measured on one
  *   core for random decoders (d_model 128): n = 1024 0.1 s, 4096 3 s, 8192 10 s, 16384 46 s.
  * - Non-finite weights (NaN/Inf in a decoder) are HUSAI_ERR_DATA, never a wrong matching.
  * No MPI here.
  * defines: HUSAI_MATCH_THRESHOLD, HUSAI_MATCH_MAX_CELLS, husai_assign_max, husai_match_pair,
- *          husai_match_matrix */
+ *          husai_match_matrix, husai_match_rows_part */
 #ifndef HUSAI_METRICS_MATCH_H
 #define HUSAI_METRICS_MATCH_H
 
@@ -52,5 +52,13 @@ husai_status husai_match_pair(const float *A, int na, const float *B, int nb, in
  * diagonals are exactly 1. Each column set is normalised once; one |cos| matrix is reused. */
 husai_status husai_match_matrix(const float *decoders, int S, int d_model, int d_sae, double *M_mean,
                                 double *M_frac);
+
+/* Part `part` of n_parts of that matrix, on decoders already in feature-row form (F: S sets of d_sae unit
+ * rows of d_model floats, husai_normalized_feature_rows of each): the pairs p < q whose index in
+ * row-major pair order is part mod n_parts, and the diagonal in part 0; every other entry is 0, so the
+ * parts of all n_parts sum to the whole matrix. The part's pairs are spread over omp_get_max_threads()
+ * threads, each holding its own d_sae x d_sae |cos| matrix; every value is the same for any split. */
+husai_status husai_match_rows_part(const float *F, int S, int d_model, int d_sae, int part, int n_parts,
+                                   double *M_mean, double *M_frac);
 
 #endif

@@ -52,6 +52,7 @@ typedef struct {
     /* matched agreement: one-to-one matching of features, mean matched |cos| and share >= 0.7 */
     int has_match;
     double *match_cos, *match_frac; /* (S, S) each */
+    int match_done;                 /* set when a phase already filled both (spread over ranks) */
     husai_ci matched_cos, matched_frac;
     int has_ref;
     double lambda;
