@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # slurm_test.sh: the slurm/ scripts on a real (private, single-node) Slurm cluster.
 #  (a) slurm/sweep.sbatch with 2 tasks completes job-<id> (2 ranks, output dir from the config);
+#  (a') 1 task with --cpus-per-task=2 runs 2 threads (site.sh's HUSAI_THREADS), bitwise equal to (a);
 #  (b) SIGUSR1 to the batch shell, as Slurm sends before a time limit: the job checkpoints, requeues
 #      itself, resumes under the same job id and ends with decoders, encoders, b_enc and PWMCC
 #      bitwise equal to an uninterrupted mpirun sweep;
@@ -163,6 +164,21 @@ assert r["ranks"] == 2, f"ranks {r['ranks']}"
 PY
 grep -q "^\[slurm\] .*job $id: 2 rank(s)" "slurm-husai-$id.out" || fail "(a) log lacks the launch line"
 step "  job $id COMPLETED (0:0) in $((SECONDS - t0)) s: $run with 2 ranks"
+
+# --- (a') one task with 2 CPUs: site.sh gives the rank 2 threads, with the same bits ----------------
+step "(a') sbatch --ntasks=1 --cpus-per-task=2: HUSAI_THREADS=2 from site.sh, bitwise equal to (a)"
+write_ini "$tmp/a2.ini" 30 3 "$tmp/runs2"
+id2=$(sbatch --parsable --ntasks=1 --cpus-per-task=2 slurm/sweep.sbatch "$tmp/a2.ini")
+wait_gone "$id2" 120
+expect_done "$id2" "(a')"
+"$PY" - "$tmp/runs2/job-$id2/results.json" <<'PY' || fail "(a') results.json"
+import json, sys
+r = json.load(open(sys.argv[1]))["run"]
+assert r["ranks"] == 1 and r["threads_per_rank"] == 2, f"ranks {r['ranks']}, threads {r.get('threads_per_rank')}"
+PY
+if grep -q "HUSAI_THREADS=2 but" "slurm-husai-$id2.out"; then fail "(a') the rank did not get its 2 CPUs"; fi
+compare_h5 "$run/results.h5" "$tmp/runs2/job-$id2/results.h5" decoders encoders b_enc pwmcc ||
+    fail "(a') 1 rank x 2 threads differs from 2 ranks x 1 thread"
 
 # --- (b) SIGUSR1 -> checkpoint -> requeue -> resume --------------------------------------------------
 step "(b) SIGUSR1 to the batch shell mid-training: checkpoint, requeue, resume, bitwise result"
