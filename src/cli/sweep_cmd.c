@@ -235,7 +235,6 @@ static void abort_rundir(void *rd) {
     husai_rundir_abort(rd);
 }
 
-/* Prints an agreed error once (rank 0) and returns the exit status every rank uses. */
 /* The thread count HUSAI_THREADS asks for (HUSAI_BLAS_THREADS, its former name, if it is unset); 1 if
  * neither is set. */
 static husai_status rank_threads(int *threads) {
@@ -265,6 +264,7 @@ static void warn_if_pinned(int threads, int rank, MPI_Comm comm) {
                 threads, fewest, threads, threads);
 }
 
+/* Prints an agreed error once (rank 0) and returns the exit status every rank uses. */
 static int fail(int rank, husai_rundir *rd) {
     husai_mpi_on_die(NULL, NULL);
     if (rank == 0) {

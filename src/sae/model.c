@@ -701,7 +701,7 @@ husai_status husai_sae_encode(const husai_sae *m, const float *x, int n, husai_s
     if ((size_t)s * m->d_model > ENCODE_WIDE_FLOATS) {
         const int col_blocks = (s + ENCODE_COLS - 1) / ENCODE_COLS;
         const float *in = m->b_dec ? b->xc : x;
-#pragma omp parallel num_threads(b->threads) if (blocks > 1)
+#pragma omp parallel num_threads(b->threads) if (blocks > 1 || col_blocks > 1)
         {
 #pragma omp for schedule(static)
             for (int q = 0; q < blocks; q++) {

@@ -297,10 +297,10 @@ husai_status husai_trainer_step(husai_trainer *t) {
      * O(n_params) per step is 1/batch of the encoder's cost. */
     int bad = 0;
     const float *params = t->model.params;
-#pragma omp parallel for schedule(static) reduction(|                                                        \
-                                                    : bad)                                                   \
-    num_threads(t->batch.threads) if (t->model.n_params >= 65536)
-    for (size_t i = 0; i < t->model.n_params; i++)
+    const size_t np = t->model.n_params;
+    const int T = t->batch.threads;
+#pragma omp parallel for reduction(| : bad) num_threads(T) if (np >= 65536)
+    for (size_t i = 0; i < np; i++)
         bad |= !isfinite(params[i]);
     if (bad)
         return husai_error(HUSAI_ERR_NUMERIC,
