@@ -158,4 +158,11 @@ bad "cannot hold one row" --set data.chunk_rows=0 --set data.memory_budget_mb=0.
 bad "over data.memory_budget_mb" --set data.chunk_rows=700 --set data.memory_budget_mb=0.01
 bad "no training rows" --set data.chunk_rows=2 --set data.holdout=0.5
 bad "consistency protocol" --set sweep.mode=consistency --set sweep.param=lambda
+step "a chunk whose training rows end in a tiny batch gets one warning naming a chunk_rows that would not"
+run tail 1 "$tmp/s.ini" --out "$tmp/tail" --set data.chunk_rows=717 --set train.epochs=1 --set sweep.values=4
+# 717 rows x 0.9 trained = 645.3 = 5 x 128 + 5.3; 640 / 0.9 = 711.1
+[ "$(grep -c 'husai: warning: each streamed chunk' "$tmp/tail.log")" = 1 ] || fail "no single chunk-tail warning"
+grep -q "end in a batch of ~5 rows (train.batch_size 128); data.chunk_rows = 711 would" "$tmp/tail.log" ||
+    fail "the chunk-tail warning lacks its figures: $(grep warning "$tmp/tail.log")"
+if grep -q "husai: warning: each streamed chunk" "$tmp/o1.log"; then fail "chunk_rows = 700 (a 118-row tail) was warned about"; fi
 echo "stream: all checks passed"

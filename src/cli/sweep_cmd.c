@@ -385,6 +385,16 @@ int husai_cmd_sweep(int argc, char **argv) {
             "MB); each node reads each chunk once per epoch\n",
             cfg.data_path, cfg.dataset, ds.n_rows, ds.d_model, ds.dtype, ds.chunks.n_chunks,
             ds.chunks.chunk_rows, ds.nodes[0].bytes_held / 1e6, cfg.memory_budget_mb);
+        /* Batches do not cross chunks, so each chunk's training rows end in a batch of the remainder; a
+         * few rows there are a step on almost no data (and a noisy gradient) once per chunk per epoch. */
+        const double train_rows = (double)ds.chunks.chunk_rows * (1.0 - cfg.holdout);
+        const double tail = fmod(train_rows, (double)cfg.batch_size);
+        if (ds.chunks.n_chunks > 1 && tail >= 1.0 && tail < cfg.batch_size / 8.0)
+            fprintf(stderr,
+                    "husai: warning: each streamed chunk's ~%.0f training rows end in a batch of ~%.0f rows "
+                    "(train.batch_size %d); data.chunk_rows = %.0f would end them on whole batches\n",
+                    train_rows, tail, cfg.batch_size,
+                    floor(train_rows / cfg.batch_size) * cfg.batch_size / (1.0 - cfg.holdout));
         fflush(stdout);
     } else if (rank == 0) {
         printf("[husai] data: %s:%s %zu x %d %s (%.1f MB read once, %.2f s)\n", cfg.data_path, cfg.dataset,
