@@ -17,6 +17,7 @@
 #include "cli/version.h"
 #include "cli/config.h"
 #include "cli/phase.h"
+#include "cli/threads.h"
 #include "report/h5attr.h"
 #include "report/results.h"
 #include "report/rundir.h"
@@ -296,7 +297,8 @@ int husai_cmd_merge(int argc, char **argv) {
     const double t0 = (double)clock() / CLOCKS_PER_SEC;
     merge_state ms;
     memset(&ms, 0, sizeof ms);
-    husai_status st = HUSAI_OK;
+    int threads = 1; /* the metrics' pairs (PWMCC, matched agreement) run on HUSAI_THREADS threads */
+    husai_status st = husai_threads_setup(MPI_COMM_WORLD, &threads);
     for (int i = optind; i < argc && !st; i++)
         st = load_part(&ms, argv[i]);
     if (!st && ms.n == 0) st = husai_error(HUSAI_ERR_DATA, "the parts hold no conditions");

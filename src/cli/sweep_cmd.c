@@ -3,15 +3,12 @@
  * protocol (sweep, calibrate or consistency: phases of training over all ranks, metrics
  * on rank 0) -> results written and the run directory renamed into place. Deterministic errors are agreed so
  * all ranks exit 1 together; a failure only one rank sees aborts the job (never a hang). */
-#define _GNU_SOURCE /* sched_getaffinity */
-#include <cblas.h>
+#define _POSIX_C_SOURCE 200809L
 #include <getopt.h>
 #include <hdf5.h>
 #include <limits.h>
 #include <math.h>
 #include <mpi.h>
-#include <omp.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +20,7 @@
 #include "cli/config.h"
 #include "cli/phase.h"
 #include "cli/protocols.h"
+#include "cli/threads.h"
 #include "metrics/groundtruth.h"
 #include "mpi/dataset.h"
 #include "mpi/mpicheck.h"
@@ -235,35 +233,6 @@ static void abort_rundir(void *rd) {
     husai_rundir_abort(rd);
 }
 
-/* The thread count HUSAI_THREADS asks for (HUSAI_BLAS_THREADS, its former name, if it is unset); 1 if
- * neither is set. */
-static husai_status rank_threads(int *threads) {
-    const char *name = getenv("HUSAI_THREADS") ? "HUSAI_THREADS" : "HUSAI_BLAS_THREADS";
-    const char *v = getenv(name);
-    if (!v) return HUSAI_OK;
-    char *end = NULL;
-    const long t = strtol(v, &end, 10);
-    if (end == v || *end || t < 1 || t > 4096)
-        return husai_error(HUSAI_ERR_ARG, "%s='%s' must be a whole number of threads per rank, 1 to 4096",
-                           name, v);
-    *threads = (int)t;
-    return HUSAI_OK;
-}
-
-/* Warns once (rank 0) when ranks may run on fewer cores than their threads: mpirun binds each rank to
- * one core by default, and HUSAI_THREADS threads on one core are slower than one thread. */
-static void warn_if_pinned(int threads, int rank, MPI_Comm comm) {
-    cpu_set_t set;
-    int fewest = threads;
-    if (sched_getaffinity(0, sizeof set, &set) == 0) fewest = CPU_COUNT(&set);
-    MPI_Allreduce(MPI_IN_PLACE, &fewest, 1, MPI_INT, MPI_MIN, comm);
-    if (rank == 0 && fewest < threads)
-        fprintf(stderr,
-                "husai: warning: HUSAI_THREADS=%d but a rank may run on only %d core(s); start ranks with "
-                "`mpirun --bind-to none` or `--map-by slot:PE=%d` (srun: --cpus-per-task=%d)\n",
-                threads, fewest, threads, threads);
-}
-
 /* Prints an agreed error once (rank 0) and returns the exit status every rank uses. */
 static int fail(int rank, husai_rundir *rd) {
     husai_mpi_on_die(NULL, NULL);
@@ -342,10 +311,7 @@ int husai_cmd_sweep(int argc, char **argv) {
     /* Threads per rank (HUSAI_THREADS, default 1) split each SAE's step, the encoder's sgemm included,
      * in ways that leave every seed's bits unchanged; OpenBLAS runs one thread inside each. */
     int threads = 1;
-    if ((st = rank_threads(&threads))) return fail(rank, &rd);
-    openblas_set_num_threads(1);
-    omp_set_num_threads(threads);
-    warn_if_pinned(threads, rank, comm);
+    if ((st = husai_threads_setup(comm, &threads))) return fail(rank, &rd);
 
     char hosts[8192];
     int n_hosts = 1;
