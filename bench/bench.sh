@@ -12,7 +12,7 @@
 #      a 2-rank sweep in memory and streamed; peak RSS per rank against the budget, the streamed HDF5 read
 #      GB/s (results.json), and raw read baselines (dd O_DIRECT and page cache, h5py, husai's in-memory read)
 # Environment: BUILD (default build), BENCH_QUICK=1 for a short smoke run, BENCH_THREADS (default "1 2",
-# capped at the core count). About 5-7 minutes on 2 cores; wall-clock figures, so other load on the
+# capped at the core count). About 4-6 minutes on 2 cores; wall-clock figures, so other load on the
 # machine lowers them (the load average is printed first).
 set -euo pipefail
 
