@@ -82,7 +82,9 @@ typedef struct {
     double last_epoch_loss;
 } husai_trainer;
 
-/* Prepares training of a freshly initialised model on X; X must stay alive while the trainer does. */
+/* Prepares training of a freshly initialised model on X; X must stay alive while the trainer does. Its
+ * steps run on omp_get_max_threads() threads at this call (t->batch.threads), bitwise the same for any
+ * count. */
 husai_status husai_trainer_init(husai_trainer *t, const float *X, size_t n_rows, int d_model,
                                 const husai_train_opts *o);
 
