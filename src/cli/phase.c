@@ -839,14 +839,6 @@ int husai_train_reference(const husai_run_ctx *ctx, const husai_condition *cond,
     HUSAI_MPI_CHECK(MPI_Bcast(ref_rows, (int)dd, MPI_FLOAT, 0, ctx->comm));
     /* Exact unit rows, so the penalty's cosine is a plain dot product. */
     const int d = ctx->ds->d_model;
-    for (int j = 0; j < cond->d_sae; j++) {
-        float *r = ref_rows + (size_t)j * d;
-        double ss = 0;
-        for (int i = 0; i < d; i++)
-            ss += (double)r[i] * r[i];
-        const double norm = ss > 1e-24 ? sqrt(ss) : 1e-12;
-        for (int i = 0; i < d; i++)
-            r[i] = (float)(r[i] / norm);
-    }
+    husai_unit_rows(ref_rows, cond->d_sae, d, (size_t)d, 1, ref_rows);
     return 0;
 }

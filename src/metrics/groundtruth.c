@@ -1,9 +1,9 @@
 #include "metrics/groundtruth.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 
+#include "metrics/pwmcc.h"
 #include "sae/align.h"
 
 husai_status husai_gt_check(const float *dict, int n_atoms, int d, const char *what) {
@@ -22,21 +22,6 @@ husai_status husai_gt_check(const float *dict, int n_atoms, int d, const char *w
         if (!(ss > 0.0)) return husai_error(HUSAI_ERR_DATA, "%s: atom %d is all zeros", what, a);
     }
     return HUSAI_OK;
-}
-
-/* Copies the rows of M [n, d] into out, each scaled to unit norm (norm floored at 1e-12). */
-static void unit_rows(const float *M, int n, int d, float *out) {
-    for (int r = 0; r < n; r++) {
-        const float *in = M + (size_t)r * d;
-        double ss = 0.0;
-        for (int i = 0; i < d; i++)
-            ss += (double)in[i] * in[i];
-        double norm = sqrt(ss);
-        if (norm < 1e-12) norm = 1e-12;
-        float *o = out + (size_t)r * d;
-        for (int i = 0; i < d; i++)
-            o[i] = (float)(in[i] / norm);
-    }
 }
 
 husai_status husai_gt_recovery(const float *dict, int n_atoms, const float *feat, int n_feat, int d,
@@ -58,8 +43,8 @@ husai_status husai_gt_recovery(const float *dict, int n_atoms, const float *feat
         free(best);
         return husai_error(HUSAI_ERR_NOMEM, "cannot allocate ground-truth recovery buffers");
     }
-    unit_rows(dict, n_atoms, d, A);
-    unit_rows(feat, n_feat, d, F);
+    husai_unit_rows(dict, n_atoms, d, (size_t)d, 1, A);
+    husai_unit_rows(feat, n_feat, d, (size_t)d, 1, F);
     /* The consistency penalty's blocked max-|cos| search, with the atoms as the rows to match. */
     *mean_max = husai_align_rows(A, n_atoms, F, n_feat, d, best, cosv, scratch);
     long hits = 0;

@@ -8,19 +8,24 @@
 #include "common/rng.h"
 #include "common/threads.h"
 
-void husai_normalized_feature_rows(const float *D, int d, int n, float *out) {
+void husai_unit_rows(const float *src, int n, int d, size_t row_step, size_t elem_step, float *out) {
     for (int j = 0; j < n; j++) {
+        const float *in = src + (size_t)j * row_step;
         double ss = 0.0;
         for (int i = 0; i < d; i++) {
-            const double v = D[(size_t)i * n + j];
+            const double v = in[(size_t)i * elem_step];
             ss += v * v;
         }
         double norm = sqrt(ss);
         if (norm < 1e-12) norm = 1e-12;
         float *row = out + (size_t)j * d;
         for (int i = 0; i < d; i++)
-            row[i] = (float)(D[(size_t)i * n + j] / norm);
+            row[i] = (float)(in[(size_t)i * elem_step] / norm);
     }
+}
+
+void husai_normalized_feature_rows(const float *D, int d, int n, float *out) {
+    husai_unit_rows(D, n, d, 1, (size_t)n, out);
 }
 
 /* Floats of pwmcc_rows' scratch for na x nb on T threads: the row maxima, and per thread a block of the

@@ -5,7 +5,7 @@
  * OpenMP thread, never d_sae^2. The blocks are spread over omp_get_max_threads() threads, and
  * every value is bitwise the same for any thread count. No MPI here.
  * defines: husai_normalized_feature_rows, husai_pwmcc_pair, husai_pwmcc_matrix, husai_pwmcc_matrix_part,
- * husai_pwmcc_rows_part, husai_pwmcc_random_decoder, husai_pwmcc_pair_mean */
+ * husai_pwmcc_rows_part, husai_unit_rows, husai_pwmcc_random_decoder, husai_pwmcc_pair_mean */
 #ifndef HUSAI_METRICS_PWMCC_H
 #define HUSAI_METRICS_PWMCC_H
 
@@ -35,6 +35,11 @@ husai_status husai_pwmcc_matrix_part(const float *decoders, int S, int d_model, 
  * d_model floats (husai_normalized_feature_rows of each decoder), so callers can share one copy. */
 husai_status husai_pwmcc_rows_part(const float *F, int S, int d_model, int d_sae, int part, int n_parts,
                                    double *M);
+
+/* Writes n unit rows of d floats into out [n, d]: row j is src's elements j * row_step + i * elem_step
+ * (i < d), scaled by 1 / max(norm, 1e-12) with the norm summed in double. out may be src when the rows are
+ * contiguous (row_step d, elem_step 1): each row is read whole before it is written. */
+void husai_unit_rows(const float *src, int n, int d, size_t row_step, size_t elem_step, float *out);
 
 /* Copies the n columns of D [d, n] (file layout) into feature rows out [n, d], each scaled to unit norm;
  * norms are floored at 1e-12 so an all-zero column stays zero instead of dividing by zero. */
