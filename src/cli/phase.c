@@ -436,7 +436,16 @@ void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c,
                              const husai_condition_result *done, int n_done) {
     const int S = c->S;
     const size_t dd = (size_t)c->d_model * c->d_sae;
-    if (!c->pwmcc_done && husai_pwmcc_matrix(c->decoders, S, c->d_model, c->d_sae, c->pwmcc))
+    /* The decoders as unit feature rows, once, for PWMCC and matched agreement when this rank computes
+     * them (a spread phase has already filled both). */
+    const int match_here = c->d_sae <= cfg->matching_max_d_sae && !c->match_done;
+    float *F = NULL;
+    if (!c->pwmcc_done || match_here) {
+        if (!(F = malloc((size_t)S * dd * sizeof(float)))) husai_mpi_die("out of memory for %d decoders", S);
+        for (int s = 0; s < S; s++)
+            husai_normalized_feature_rows(c->decoders + s * dd, c->d_model, c->d_sae, F + s * dd);
+    }
+    if (!c->pwmcc_done && husai_pwmcc_rows_part(F, S, c->d_model, c->d_sae, 0, 1, c->pwmcc))
         husai_mpi_die("%s", husai_error_message());
     husai_boot_opts bo = {.resamples = cfg->resamples,
                           .seed = cfg->bootstrap_seed,
@@ -494,11 +503,11 @@ void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c,
     }
     free(v);
     if (c->d_sae <= cfg->matching_max_d_sae) {
-        if (!c->match_done) {
+        if (match_here) {
             c->match_cos = malloc((size_t)S * S * sizeof(double));
             c->match_frac = malloc((size_t)S * S * sizeof(double));
             if (!c->match_cos || !c->match_frac) husai_mpi_die("out of memory for matched agreement");
-            if (husai_match_matrix(c->decoders, S, c->d_model, c->d_sae, c->match_cos, c->match_frac))
+            if (husai_match_rows_part(F, S, c->d_model, c->d_sae, 0, 1, c->match_cos, c->match_frac))
                 husai_mpi_die("matched agreement of %s: %s", c->name, husai_error_message());
         }
         if (husai_ci_pair_matrix(c->match_cos, S, &bo, &c->matched_cos) ||
@@ -506,22 +515,27 @@ void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c,
             husai_mpi_die("matched agreement of %s: %s", c->name, husai_error_message());
         c->has_match = 1;
     }
+    free(F);
     c->delta = c->trained.mean - c->random.mean;
     c->delta_lcb = c->trained.lo - c->random.hi;
     c->ratio = c->trained.mean / c->random.mean;
     if (ref_decoder) {
-        /* The reference joins as model S, so pairs that involve it are counted too. */
+        /* The reference joins as model S, so pairs that involve it are counted too; the others are the
+         * S x S matrix already computed. */
         const int S1 = S + 1;
-        float *all = malloc((size_t)S1 * dd * sizeof(float));
-        c->pwmcc_with_ref = malloc((size_t)S1 * S1 * sizeof(double));
-        if (!all || !c->pwmcc_with_ref) husai_mpi_die("out of memory");
-        memcpy(all, c->decoders, (size_t)S * dd * sizeof(float));
-        memcpy(all + (size_t)S * dd, ref_decoder, dd * sizeof(float));
-        if (husai_pwmcc_matrix(all, S1, c->d_model, c->d_sae, c->pwmcc_with_ref))
-            husai_mpi_die("%s", husai_error_message());
-        if (husai_ci_pair_matrix(c->pwmcc_with_ref, S1, &bo, &c->trained_with_ref))
+        double *M = c->pwmcc_with_ref = malloc((size_t)S1 * S1 * sizeof(double));
+        if (!M) husai_mpi_die("out of memory");
+        for (int p = 0; p < S; p++)
+            memcpy(M + (size_t)p * S1, c->pwmcc + (size_t)p * S, (size_t)S * sizeof(double));
+        M[(size_t)S * S1 + S] = 1.0;
+        for (int p = 0; p < S; p++) {
+            double *pair = &M[(size_t)p * S1 + S];
+            if (husai_pwmcc_pair(c->decoders + p * dd, c->d_sae, ref_decoder, c->d_sae, c->d_model, pair))
+                husai_mpi_die("%s", husai_error_message());
+            M[(size_t)S * S1 + p] = *pair;
+        }
+        if (husai_ci_pair_matrix(M, S1, &bo, &c->trained_with_ref))
             husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
-        free(all);
         c->has_ref = 1;
     }
 }
