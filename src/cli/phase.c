@@ -381,7 +381,8 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
         HUSAI_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &any_task, 1, MPI_INT, MPI_MAX, node));
         if (!any_task) continue;
         /* Evaluation pass: every chunk once, in file order. */
-        husai_recon_acc acc, acc_ho;
+        husai_recon_acc acc, acc_ho = {0}; /* acc_ho's scratch only with a holdout */
+        const int has_ho = sp->n_holdout > 0;
         husai_sae *m = NULL;
         for (size_t i = 0; i < ch->n_chunks; i++) {
             husai_dataset_load_chunk(ds, i);
@@ -394,11 +395,13 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
             }
             if (!m) {
                 m = &ts.tr.model;
-                if (husai_recon_acc_init(&acc, m, EVAL_BATCH) || husai_recon_acc_init(&acc_ho, m, EVAL_BATCH))
+                if (husai_recon_acc_init(&acc, m, EVAL_BATCH) ||
+                    (has_ho && husai_recon_acc_init(&acc_ho, m, EVAL_BATCH)))
                     husai_mpi_die("%s", husai_error_message());
             }
-            const size_t nh = chunk_rows_of(ds, sp->holdout, sp->n_holdout, hrows);
-            if (husai_recon_acc_add(&acc, ds->X, trows, n) || husai_recon_acc_add(&acc_ho, ds->X, hrows, nh))
+            const size_t nh = has_ho ? chunk_rows_of(ds, sp->holdout, sp->n_holdout, hrows) : 0;
+            if (husai_recon_acc_add(&acc, ds->X, trows, n) ||
+                (nh && husai_recon_acc_add(&acc_ho, ds->X, hrows, nh)))
                 husai_mpi_die("evaluating %s: %s", c->name, husai_error_message());
         }
         if (!t) continue;
@@ -407,7 +410,7 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
         if (!p) husai_mpi_die("out of memory storing task %d", t->id);
         husai_recon rec, ho = {NAN, NAN, NAN, NAN};
         if (husai_recon_acc_finish(&acc, &rec, p + payload_density(dm, dsae)) ||
-            (sp->n_holdout > 0 && husai_recon_acc_finish(&acc_ho, &ho, NULL)))
+            (has_ho && husai_recon_acc_finish(&acc_ho, &ho, NULL)))
             husai_mpi_die("evaluating %s: %s", c->name, husai_error_message());
         husai_recon_acc_free(&acc);
         husai_recon_acc_free(&acc_ho);
