@@ -761,20 +761,50 @@ typedef double husai_v4d __attribute__((vector_size(4 * sizeof(double))));
 #define V8_LOAD(v, p) memcpy(&(v), (p), sizeof(husai_v8))
 #define V8_STORE(p, v) memcpy((p), &(v), sizeof(husai_v8))
 
-/* out[q] = dot8(a[q], w, n) for q = 0..3, in one pass: four independent latency chains. */
-HUSAI_INLINE void dot8x4(const float *const a[4], const float *restrict w, int n, float out[4]) {
-    husai_v8 c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0}, t, wv;
+/* Four codes of one latent at once, in one pass over their residual-gradient rows a[0..3]: out[q] =
+ * dot8(a[q], w, n), four independent latency chains, and gWd += v[q] * a[q] for the first nq of them
+ * (1 <= nq <= 4; the other slots may repeat a row, whose dot is then not used), code by code as axpy
+ * calls would add them. The two share each row's loads: as separate passes over the rows the backward
+ * read every residual gradient twice. */
+HUSAI_INLINE void dot8x4_axpy(const float *const a[4], const float *restrict w, int n, const float v[4],
+                              int nq, float *restrict gWd, float out[4]) {
+    husai_v8 c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0}, t0, t1, t2, t3, wv, D;
     int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        V8_LOAD(wv, w + i);
-        V8_LOAD(t, a[0] + i);
-        c0 += t * wv;
-        V8_LOAD(t, a[1] + i);
-        c1 += t * wv;
-        V8_LOAD(t, a[2] + i);
-        c2 += t * wv;
-        V8_LOAD(t, a[3] + i);
-        c3 += t * wv;
+    if (nq == 4) {
+        for (; i + 8 <= n; i += 8) {
+            V8_LOAD(wv, w + i);
+            V8_LOAD(D, gWd + i);
+            V8_LOAD(t0, a[0] + i);
+            V8_LOAD(t1, a[1] + i);
+            V8_LOAD(t2, a[2] + i);
+            V8_LOAD(t3, a[3] + i);
+            c0 += t0 * wv;
+            c1 += t1 * wv;
+            c2 += t2 * wv;
+            c3 += t3 * wv;
+            D += v[0] * t0;
+            D += v[1] * t1;
+            D += v[2] * t2;
+            D += v[3] * t3;
+            V8_STORE(gWd + i, D);
+        }
+    } else {
+        for (; i + 8 <= n; i += 8) {
+            V8_LOAD(wv, w + i);
+            V8_LOAD(D, gWd + i);
+            V8_LOAD(t0, a[0] + i);
+            V8_LOAD(t1, a[1] + i);
+            V8_LOAD(t2, a[2] + i);
+            V8_LOAD(t3, a[3] + i);
+            c0 += t0 * wv;
+            c1 += t1 * wv;
+            c2 += t2 * wv;
+            c3 += t3 * wv;
+            D += v[0] * t0;
+            if (nq > 1) D += v[1] * t1;
+            if (nq > 2) D += v[2] * t2;
+            V8_STORE(gWd + i, D);
+        }
     }
     /* dot8's final sum, ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)) + tail, for the four at once:
      * pairwise sums of adjacent lanes, twice, then the two halves. */
@@ -785,46 +815,38 @@ HUSAI_INLINE void dot8x4(const float *const a[4], const float *restrict w, int n
     const husai_v8 q = __builtin_shufflevector(p01, p23, 0, 2, 8, 10, 4, 6, 12, 14) +
                        __builtin_shufflevector(p01, p23, 1, 3, 9, 11, 5, 7, 13, 15);
     husai_v4 tail = {0, 0, 0, 0};
-    for (; i < n; i++)
+    for (; i < n; i++) {
         for (int u = 0; u < 4; u++)
             tail[u] += a[u][i] * w[i];
+        for (int u = 0; u < nq; u++)
+            gWd[i] += v[u] * a[u][i];
+    }
     const husai_v4 sum =
         (__builtin_shufflevector(q, q, 0, 1, 2, 3) + __builtin_shufflevector(q, q, 4, 5, 6, 7)) + tail;
     memcpy(out, &sum, sizeof sum);
 }
 
-/* Latent j's gradient rows from its codes e0..e1 in a block grouped by latent (rows ascending):
- * gWd += val * G and gWe += g_val * xin, code by code, as axpy calls would, in tiles of 32 elements.
+/* Latent j's encoder gradient row from its codes e0..e1 in a block grouped by latent (rows ascending):
+ * gWe += g_val * xin, code by code, as axpy calls would, in tiles of 64 elements held in registers.
  * Out of line (and so multiversioned itself): inlined into the backward, GCC ran short of registers
- * and kept one of the eight sums in memory, a store-to-load chain per code that cost a fifth of the
- * backward. */
-HUSAI_MULTIVERSION HUSAI_NOINLINE static void latent_grad_rows(float *restrict gWd, float *restrict gWe,
-                                                               const int32_t *grp_row, const float *grp_val,
-                                                               int e0, int e1, const float *G,
-                                                               size_t g_stride, const float *xin, int d) {
+ * and kept one of the sums in memory, a store-to-load chain per code. */
+HUSAI_MULTIVERSION HUSAI_NOINLINE static void encoder_grad_row(float *restrict gWe, const int32_t *grp_row,
+                                                               const float *grp_val, int e0, int e1,
+                                                               const float *xin, int d) {
     int i0 = 0;
-    for (; i0 + 32 <= d; i0 += 32) {
-        husai_v8 D0, D1, D2, D3, E0, E1, E2, E3, t;
-        V8_LOAD(D0, gWd + i0);
-        V8_LOAD(D1, gWd + i0 + 8);
-        V8_LOAD(D2, gWd + i0 + 16);
-        V8_LOAD(D3, gWd + i0 + 24);
+    for (; i0 + 64 <= d; i0 += 64) {
+        husai_v8 E0, E1, E2, E3, E4, E5, E6, E7, t;
         V8_LOAD(E0, gWe + i0);
         V8_LOAD(E1, gWe + i0 + 8);
         V8_LOAD(E2, gWe + i0 + 16);
         V8_LOAD(E3, gWe + i0 + 24);
+        V8_LOAD(E4, gWe + i0 + 32);
+        V8_LOAD(E5, gWe + i0 + 40);
+        V8_LOAD(E6, gWe + i0 + 48);
+        V8_LOAD(E7, gWe + i0 + 56);
         for (int e = e0; e < e1; e++) {
-            const int r = grp_row[e];
-            const float v = grp_val[2 * (size_t)e], z = grp_val[2 * (size_t)e + 1];
-            const float *g = G + (size_t)r * g_stride + i0, *x = xin + (size_t)r * d + i0;
-            V8_LOAD(t, g);
-            D0 += v * t;
-            V8_LOAD(t, g + 8);
-            D1 += v * t;
-            V8_LOAD(t, g + 16);
-            D2 += v * t;
-            V8_LOAD(t, g + 24);
-            D3 += v * t;
+            const float z = grp_val[2 * (size_t)e + 1];
+            const float *x = xin + (size_t)grp_row[e] * d + i0;
             V8_LOAD(t, x);
             E0 += z * t;
             V8_LOAD(t, x + 8);
@@ -833,24 +855,37 @@ HUSAI_MULTIVERSION HUSAI_NOINLINE static void latent_grad_rows(float *restrict g
             E2 += z * t;
             V8_LOAD(t, x + 24);
             E3 += z * t;
+            V8_LOAD(t, x + 32);
+            E4 += z * t;
+            V8_LOAD(t, x + 40);
+            E5 += z * t;
+            V8_LOAD(t, x + 48);
+            E6 += z * t;
+            V8_LOAD(t, x + 56);
+            E7 += z * t;
         }
-        V8_STORE(gWd + i0, D0);
-        V8_STORE(gWd + i0 + 8, D1);
-        V8_STORE(gWd + i0 + 16, D2);
-        V8_STORE(gWd + i0 + 24, D3);
         V8_STORE(gWe + i0, E0);
         V8_STORE(gWe + i0 + 8, E1);
         V8_STORE(gWe + i0 + 16, E2);
         V8_STORE(gWe + i0 + 24, E3);
+        V8_STORE(gWe + i0 + 32, E4);
+        V8_STORE(gWe + i0 + 40, E5);
+        V8_STORE(gWe + i0 + 48, E6);
+        V8_STORE(gWe + i0 + 56, E7);
+    }
+    for (; i0 + 8 <= d; i0 += 8) {
+        husai_v8 E, t;
+        V8_LOAD(E, gWe + i0);
+        for (int e = e0; e < e1; e++) {
+            V8_LOAD(t, xin + (size_t)grp_row[e] * d + i0);
+            E += grp_val[2 * (size_t)e + 1] * t;
+        }
+        V8_STORE(gWe + i0, E);
     }
     for (; i0 < d; i0++) {
-        float D = gWd[i0], E = gWe[i0];
-        for (int e = e0; e < e1; e++) {
-            const int r = grp_row[e];
-            D += grp_val[2 * (size_t)e] * G[(size_t)r * g_stride + i0];
-            E += grp_val[2 * (size_t)e + 1] * xin[(size_t)r * d + i0];
-        }
-        gWd[i0] = D;
+        float E = gWe[i0];
+        for (int e = e0; e < e1; e++)
+            E += grp_val[2 * (size_t)e + 1] * xin[(size_t)grp_row[e] * d + i0];
         gWe[i0] = E;
     }
 }
@@ -1258,16 +1293,21 @@ static void backward_latents(const husai_sae *m, const float *x, husai_sae_batch
             if (e0 == e1) continue;
             const float *Wd = m->W_dec + (size_t)j * d;
             const float *G = b->g_xhat + (size_t)level * d;
-            /* The code gradients first, four independent dot products at a time (the last one to three
-             * with the last row repeated in the unused slots), summed into b_enc's gradient in order. */
-            float gbe = gb_enc[j];
+            /* The code gradients, four independent dot products at a time (the last one to three with
+             * the last row repeated in the unused slots), summed into b_enc's gradient in order, and in the
+             * same pass over the residual gradients the decoder's gradient row. */
+            float gbe = gb_enc[j], *gWd = gW_dec + (size_t)j * d;
             for (int e = e0; e < e1; e += 4) {
                 const float *rows[4];
-                float gz[4];
-                for (int q = 0; q < 4; q++)
-                    rows[q] = G + (size_t)grp_row[e + q < e1 ? e + q : e1 - 1] * g_stride;
-                dot8x4(rows, Wd, d, gz);
-                for (int q = 0; q < 4 && e + q < e1; q++) {
+                float gz[4], v[4];
+                const int nq = e1 - e < 4 ? e1 - e : 4;
+                for (int q = 0; q < 4; q++) {
+                    const int eq = q < nq ? e + q : e1 - 1;
+                    rows[q] = G + (size_t)grp_row[eq] * g_stride;
+                    v[q] = grp_val[2 * (size_t)eq];
+                }
+                dot8x4_axpy(rows, Wd, d, v, nq, gWd, gz);
+                for (int q = 0; q < nq; q++) {
                     /* + d(coeff * mean L1)/dz for a positive code */
                     const float g = l1 != 0.0f ? gz[q] + l1 : gz[q];
                     b->g_val[base + grp_code[e + q]] = g;
@@ -1275,10 +1315,9 @@ static void backward_latents(const husai_sae *m, const float *x, husai_sae_batch
                     gbe += g;
                 }
             }
-            /* Then the two gradient rows. Every rule passes the gradient to the active pre-activations
-             * with slope 1. */
-            latent_grad_rows(gW_dec + (size_t)j * d, gW_enc + (size_t)j * d, grp_row, grp_val, e0, e1, G,
-                             g_stride, xin_all, d);
+            /* Then the encoder's gradient row. Every rule passes the gradient to the active
+             * pre-activations with slope 1. */
+            encoder_grad_row(gW_enc + (size_t)j * d, grp_row, grp_val, e0, e1, xin_all, d);
             gb_enc[j] = gbe;
         }
     }

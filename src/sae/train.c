@@ -76,6 +76,15 @@ static void gather_batch(husai_trainer *t, size_t n) {
 #pragma omp parallel for schedule(static) num_threads(t->batch.threads) if (n * (size_t)d >= 65536)
     for (size_t r = 0; r < n; r++) {
         const uint32_t p = t->perm[t->pos + r];
+        /* Rows are 512 B-4 KB at random places of a dataset that other steps' data push out of cache
+         * between epochs: fetch every line of the row 16 ahead (at 128 x 128 this took the gather from
+         * 6.5% to 3.5% of a step). */
+        if (r + 16 < n) {
+            const uint32_t q = t->perm[t->pos + r + 16];
+            const char *src = (const char *)(t->X + (size_t)(rows ? rows[q] : q) * d);
+            for (size_t o = 0; o < (size_t)d * sizeof(float); o += 64)
+                __builtin_prefetch(src + o);
+        }
         memcpy(t->xb + r * d, t->X + (size_t)(rows ? rows[p] : p) * d, (size_t)d * sizeof(float));
     }
 }
