@@ -770,41 +770,23 @@ HUSAI_INLINE void dot8x4_axpy(const float *const a[4], const float *restrict w, 
                               int nq, float *restrict gWd, float out[4]) {
     husai_v8 c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0}, t0, t1, t2, t3, wv, D;
     int i = 0;
-    if (nq == 4) {
-        for (; i + 8 <= n; i += 8) {
-            V8_LOAD(wv, w + i);
-            V8_LOAD(D, gWd + i);
-            V8_LOAD(t0, a[0] + i);
-            V8_LOAD(t1, a[1] + i);
-            V8_LOAD(t2, a[2] + i);
-            V8_LOAD(t3, a[3] + i);
-            c0 += t0 * wv;
-            c1 += t1 * wv;
-            c2 += t2 * wv;
-            c3 += t3 * wv;
-            D += v[0] * t0;
-            D += v[1] * t1;
-            D += v[2] * t2;
-            D += v[3] * t3;
-            V8_STORE(gWd + i, D);
-        }
-    } else {
-        for (; i + 8 <= n; i += 8) {
-            V8_LOAD(wv, w + i);
-            V8_LOAD(D, gWd + i);
-            V8_LOAD(t0, a[0] + i);
-            V8_LOAD(t1, a[1] + i);
-            V8_LOAD(t2, a[2] + i);
-            V8_LOAD(t3, a[3] + i);
-            c0 += t0 * wv;
-            c1 += t1 * wv;
-            c2 += t2 * wv;
-            c3 += t3 * wv;
-            D += v[0] * t0;
-            if (nq > 1) D += v[1] * t1;
-            if (nq > 2) D += v[2] * t2;
-            V8_STORE(gWd + i, D);
-        }
+    for (; i + 8 <= n; i += 8) {
+        V8_LOAD(wv, w + i);
+        V8_LOAD(D, gWd + i);
+        V8_LOAD(t0, a[0] + i);
+        V8_LOAD(t1, a[1] + i);
+        V8_LOAD(t2, a[2] + i);
+        V8_LOAD(t3, a[3] + i);
+        c0 += t0 * wv;
+        c1 += t1 * wv;
+        c2 += t2 * wv;
+        c3 += t3 * wv;
+        /* nq is loop-invariant: GCC unswitches the loop on it */
+        D += v[0] * t0;
+        if (nq > 1) D += v[1] * t1;
+        if (nq > 2) D += v[2] * t2;
+        if (nq > 3) D += v[3] * t3;
+        V8_STORE(gWd + i, D);
     }
     /* dot8's final sum, ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)) + tail, for the four at once:
      * pairwise sums of adjacent lanes, twice, then the two halves. */
