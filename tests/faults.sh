@@ -115,23 +115,45 @@ rc=0
 }
 step "  checkpoints written on SIGTERM (mpirun exit $rc0); --resume continues from them"
 
-step "2. disk full while writing results (a 240 KiB file-size limit: checkpoints fit, results.h5 does not)"
-# d_sae 512: a checkpoint is 203 KB and the node's shared data window ~130 KB, both under the limit;
-# results.h5 is ~280 KB and is not.
+# d_sae 512: a checkpoint is 203 KB and the node's shared data window ~130 KB; results.h5 needs
+# 256 KiB of metadata allowance on creation and ~540 KB once the condition (4 x 2 x 16 x 512 floats) lands.
 sed -e 's/^epochs = 400/epochs = 2/' -e 's/^d_sae = 48/d_sae = 512/' "$tmp/f.ini" >"$tmp/small.ini"
-rc=0
-# The limit applies to the ranks only; TCP instead of shared memory and PMIx's hash store keep
-# Open MPI's own files out of its way.
-PMIX_MCA_gds=hash timeout 120 "$MPIEXEC" --mca btl self,tcp -np 2 bash -c 'ulimit -f 240; exec "$0" "$@"' "$HUSAI" sweep \
-    "$tmp/small.ini" --out "$tmp/full" --run-id full >"$tmp/full.out" 2>"$tmp/full.err" || rc=$?
-[ "$rc" -eq 1 ] || {
-    cat "$tmp/full.err"
-    fail "a write beyond the file-size limit: expected a clean exit 1, got $rc"
+# Runs the small job under a file-size limit of $1 KiB into run id $2; checks one clear error line, exit 1
+# from the job, and no run directory under the final name.
+limited_run() {
+    local rc=0
+    # The limit applies to the ranks only; TCP instead of shared memory and PMIx's hash store keep
+    # Open MPI's own files out of its way.
+    PMIX_MCA_gds=hash timeout 120 "$MPIEXEC" --mca btl self,tcp -np 2 bash -c "ulimit -f $1; exec \"\$0\" \"\$@\"" \
+        "$HUSAI" sweep "$tmp/small.ini" --out "$tmp/full" --run-id "$2" >"$tmp/$2.out" 2>"$tmp/$2.err" || rc=$?
+    [ "$rc" -eq 1 ] || {
+        cat "$tmp/$2.err"
+        fail "a write beyond the $1 KiB file-size limit: expected exit 1, got $rc"
+    }
+    grep -q "^husai: error.*\(failed\|disk full\|cannot\)" "$tmp/$2.err" || {
+        cat "$tmp/$2.err"
+        fail "no clear error line for the failed write"
+    }
+    [ ! -e "$tmp/full/$2" ] || fail "a failed write left a run directory under the final name"
+    step "  exit $rc: $(grep -m1 '^husai: error' "$tmp/$2.err")"
 }
-grep -q "^husai: error.*\(failed\|disk full\|cannot\)" "$tmp/full.err" || {
-    cat "$tmp/full.err"
-    fail "no clear error line for the failed write"
-}
-[ ! -e "$tmp/full/full" ] || fail "a failed write left a run directory under the final name"
-step "  exit $rc: $(grep -m1 '^husai: error' "$tmp/full.err")"
+step "2. disk full for results.h5 at its creation (240 KiB limit): fails before any training"
+limited_run 240 early
+! grep -q "\[husai\] task .* done" "$tmp/early.out" || fail "the job trained before finding the disk full"
+step "2b. disk full when a condition's parameters land in results.h5 (400 KiB limit), after training"
+limited_run 400 late
+grep -q "\[husai\] task .* done" "$tmp/late.out" || fail "the job failed before training; expected the write to fail after"
+[ ! -e "$tmp/full/.late.partial/results.h5" ] && [ ! -e "$tmp/full/.late.partial/results.json" ] ||
+    fail "a failed write left results that look complete in the staging directory"
+n_ck=$(ls "$tmp/full/.late.partial/checkpoints" 2>/dev/null | grep -c ckpt$ || true)
+[ "$n_ck" -eq 4 ] || fail "expected the 4 trained tasks' checkpoints kept for --resume, found $n_ck"
+step "  staging kept $n_ck checkpoints for --resume; no results.h5 or results.json in it"
+"$MPIEXEC" -np 2 "$HUSAI" sweep "$tmp/small.ini" --resume "$tmp/full/late" >"$tmp/late2.log" 2>&1 ||
+    fail "--resume without the limit did not finish: $(tail -3 "$tmp/late2.log")"
+"$PY" - "$tmp/full/late/results.h5" <<'PY' || fail "the resumed run's results.h5 is incomplete"
+import sys, h5py
+with h5py.File(sys.argv[1], "r") as f:
+    assert f["conditions/k=4/decoders"].shape == (4, 16, 512), f["conditions/k=4/decoders"].shape
+PY
+step "  --resume without the limit finished from the checkpoints; results.h5 holds the 4 decoders"
 step "all fault checks passed"

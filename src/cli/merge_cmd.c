@@ -339,7 +339,7 @@ int husai_cmd_merge(int argc, char **argv) {
                                .n_rows = ms.n_rows,
                                .d_model = ms.d_model};
         st = husai_rundir_begin(&rd, out, run_id, force, 0);
-        if (!st) st = husai_results_write(&rd, &info, ms.res, ms.n, NULL);
+        if (!st) st = husai_results_write(&rd, &info, NULL, ms.res, ms.n, NULL);
         if (!st) husai_rundir_remove(&rd, "checkpoints");
         if (!st) st = husai_rundir_commit(&rd, force);
         if (!st)

@@ -547,13 +547,13 @@ void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c,
  * flops each, far more than training at many seeds and wide SAEs): each rank computes every size-th pair,
  * and a sum reduction assembles the matrix on rank 0 in *pw. The random baseline is spread the same way
  * for the first condition of the phase with this d_sae, into *pw_rand; later ones reuse it on rank 0.
- * The decoders (from `all`, rank 0's gathered payloads of `per` floats), in normalised feature-row form,
+ * The decoders (rank 0's gathered `decoders`, S of d_model x d_sae), in normalised feature-row form,
  * live once per node in a shared window that the node's ranks fill together (each normalises, or draws
  * for the baseline, its share of the seeds), so a node holds S decoders whatever its rank count: 64
  * seeds at 768 x 16384 are 3.2 GB per node, not per rank. Matched agreement (when d_sae is at most
  * metrics.matching_max_d_sae) is spread the same way into *match_cos and *match_frac. A pair's value is
  * the same whichever rank computes it, so the matrices equal the one-process result. */
-static void spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph, int c, const float *all, size_t per,
+static void spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph, int c, const float *decoders,
                          double **pw, double **pw_rand, double **match_cos, double **match_frac) {
     MPI_Comm comm = ctx->comm, node = ctx->ds->node_comm, leaders = ctx->ds->leader_comm;
     int rank, size, node_rank, node_size;
@@ -595,7 +595,7 @@ static void spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph, int c,
             const int writer = s % node_size;
             if (pass == 0) {
                 if (node_rank == 0) {
-                    if (rank == 0) memcpy(raw, all + (size_t)s * per, dd * sizeof(float));
+                    if (rank == 0) memcpy(raw, decoders + (size_t)s * dd, dd * sizeof(float));
                     HUSAI_MPI_CHECK(MPI_Bcast(raw, (int)dd, MPI_FLOAT, 0, leaders));
                 }
                 if (writer != 0) {
@@ -719,40 +719,45 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
     float *ref_decoder = NULL;
     const int S = ph->n_seeds;
     int *owner = malloc((size_t)S * sizeof(int));
-    if (!owner) husai_mpi_die("out of memory");
+    const void **from = malloc((size_t)S * sizeof *from);
+    if (!owner || !from) husai_mpi_die("out of memory");
     for (int c = 0; c < ph->n_conds; c++) {
         const husai_condition *cond = &ph->conds[c];
         const size_t per = payload_floats(ds->d_model, cond->d_sae), dd = (size_t)ds->d_model * cond->d_sae;
-        int mine = 0;
         for (int s = 0; s < S; s++)
-            mine += (owner[s] = plan.tasks[c * S + s].rank) == rank;
-        float *sendp = malloc(per * (size_t)(mine ? mine : 1) * sizeof(float));
-        husai_seed_metrics *sendm = malloc((size_t)(mine ? mine : 1) * sizeof *sendm);
-        if (!sendp || !sendm) husai_mpi_die("out of memory packing %s", cond->name);
-        for (int s = 0, j = 0; s < S; s++)
-            if (owner[s] == rank) {
-                const int id = c * S + s;
-                memcpy(sendp + (size_t)j * per, params[id], per * sizeof(float));
-                sendm[j++] = metrics[id];
-                free(params[id]);
-                params[id] = NULL;
-            }
-        float *all = NULL;
-        husai_condition_result *r = rank == 0 ? &res[c] : NULL;
+            owner[s] = plan.tasks[c * S + s].rank;
+        /* The payloads go in three pieces, decoders | encoders | the rest, each from the trained task's
+         * own buffer straight into rank 0's arrays: no packed copy on any rank, no gathered copy of the
+         * whole condition next to the arrays on rank 0. */
+        const size_t rest_n = per - 2 * dd; /* b_enc | b_dec | thresholds | density */
+        float *dec = NULL, *enc = NULL, *rest = NULL;
         husai_seed_metrics *per_seed = NULL;
         if (rank == 0) {
-            all = malloc(per * (size_t)S * sizeof(float));
+            dec = malloc((size_t)S * dd * sizeof(float));
+            enc = malloc((size_t)S * dd * sizeof(float));
+            rest = malloc((size_t)S * rest_n * sizeof(float));
             per_seed = malloc((size_t)S * sizeof(husai_seed_metrics));
-            if (!all || !per_seed) husai_mpi_die("out of memory gathering %s", cond->name);
+            if (!dec || !enc || !rest || !per_seed) husai_mpi_die("out of memory gathering %s", cond->name);
         }
-        husai_gather_tasks(sendp, per, MPI_FLOAT, sizeof(float), owner, S, all, 0, comm);
-        husai_gather_tasks(sendm, sizeof(husai_seed_metrics) / sizeof(double), MPI_DOUBLE, sizeof(double),
+        const size_t off[3] = {0, dd, 2 * dd}, count[3] = {dd, dd, rest_n};
+        float *into[3] = {dec, enc, rest};
+        for (int piece = 0; piece < 3; piece++) {
+            for (int s = 0; s < S; s++)
+                from[s] = owner[s] == rank ? params[c * S + s] + off[piece] : NULL;
+            husai_gather_tasks(from, count[piece], MPI_FLOAT, sizeof(float), owner, S, into[piece], 0, comm);
+        }
+        for (int s = 0; s < S; s++)
+            from[s] = owner[s] == rank ? &metrics[c * S + s] : NULL;
+        husai_gather_tasks(from, sizeof(husai_seed_metrics) / sizeof(double), MPI_DOUBLE, sizeof(double),
                            owner, S, per_seed, 0, comm);
-        free(sendp);
-        free(sendm);
+        for (int s = 0; s < S; s++) {
+            free(params[c * S + s]);
+            params[c * S + s] = NULL;
+        }
         double *pw = NULL, *pw_rand = NULL, *mc = NULL, *mf = NULL;
-        if (size > 1 && S > 2) spread_pwmcc(ctx, ph, c, all, per, &pw, &pw_rand, &mc, &mf);
+        if (size > 1 && S > 2) spread_pwmcc(ctx, ph, c, dec, &pw, &pw_rand, &mc, &mf);
         if (rank != 0) continue;
+        husai_condition_result *r = &res[c];
         *r = (husai_condition_result){.phase = ph->phase,
                                       .value = cond->value,
                                       .S = S,
@@ -765,33 +770,31 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
                                       .lambda = cond->lambda,
                                       .arch = cond->arch,
                                       .seeds = ph->seeds,
-                                      .per_seed = per_seed};
+                                      .per_seed = per_seed,
+                                      .decoders = dec,
+                                      .encoders = enc};
         snprintf(r->param, sizeof r->param, "%s", cond->param);
         if (snprintf(r->name, sizeof r->name, "%s%s%s", ph->prefix_names ? ph->phase : "",
                      ph->prefix_names ? "/" : "", cond->name) >= (int)sizeof r->name)
             husai_mpi_die("condition name '%s/%s' is too long", ph->phase, cond->name);
-        r->decoders = malloc((size_t)S * dd * sizeof(float));
-        r->encoders = malloc((size_t)S * dd * sizeof(float));
-        r->b_enc = malloc((size_t)S * cond->d_sae * sizeof(float));
-        r->b_dec = malloc((size_t)S * ds->d_model * sizeof(float));
-        r->thresholds = malloc((size_t)S * cond->d_sae * sizeof(float));
+        const size_t ns = (size_t)cond->d_sae, nm = (size_t)ds->d_model;
+        r->b_enc = malloc((size_t)S * ns * sizeof(float));
+        r->b_dec = malloc((size_t)S * nm * sizeof(float));
+        r->thresholds = malloc((size_t)S * ns * sizeof(float));
         r->pwmcc = malloc((size_t)S * S * sizeof(double));
         r->random_pwmcc = malloc((size_t)S * S * sizeof(double));
-        r->density = malloc((size_t)S * cond->d_sae * sizeof(float));
-        if (!r->decoders || !r->encoders || !r->b_enc || !r->b_dec || !r->thresholds || !r->pwmcc ||
-            !r->random_pwmcc || !r->density)
+        r->density = malloc((size_t)S * ns * sizeof(float));
+        if (!r->b_enc || !r->b_dec || !r->thresholds || !r->pwmcc || !r->random_pwmcc || !r->density)
             husai_mpi_die("out of memory");
         for (int s = 0; s < S; s++) {
-            const float *p = all + (size_t)s * per;
-            const size_t ns = (size_t)cond->d_sae, nm = (size_t)ds->d_model;
-            memcpy(r->decoders + (size_t)s * dd, p, dd * sizeof(float));
-            memcpy(r->encoders + (size_t)s * dd, p + dd, dd * sizeof(float));
-            memcpy(r->b_enc + s * ns, p + 2 * dd, ns * sizeof(float));
-            memcpy(r->b_dec + s * nm, p + 2 * dd + ns, nm * sizeof(float));
-            memcpy(r->thresholds + s * ns, p + 2 * dd + ns + nm, ns * sizeof(float));
-            memcpy(r->density + s * ns, p + payload_density(ds->d_model, cond->d_sae), ns * sizeof(float));
+            const float *p = rest + (size_t)s * rest_n;
+            memcpy(r->b_enc + s * ns, p, ns * sizeof(float));
+            memcpy(r->b_dec + s * nm, p + ns, nm * sizeof(float));
+            memcpy(r->thresholds + s * ns, p + ns + nm, ns * sizeof(float));
+            memcpy(r->density + s * ns, p + payload_density(ds->d_model, cond->d_sae) - 2 * dd,
+                   ns * sizeof(float));
         }
-        free(all);
+        free(rest);
         if (pw) {
             memcpy(r->pwmcc, pw, (size_t)S * S * sizeof(double));
             r->pwmcc_done = 1;
@@ -816,9 +819,13 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
                     ref_decoder[(size_t)i * cond->d_sae + j] = ph->ref_rows[(size_t)j * ds->d_model + i];
         }
         husai_condition_metrics(ctx->cfg, r, ph->ref_rows ? ref_decoder : NULL, res, c);
+        /* On disk now, so rank 0 holds one condition's parameters at a time. A failure ends the run
+         * here, not after the remaining conditions' training; the checkpoints stay for --resume. */
+        if (ctx->sink && husai_results_h5_condition(ctx->sink, r)) husai_mpi_die("%s", husai_error_message());
     }
     free(ref_decoder);
     free(owner);
+    free(from);
     free(local);
     free(params);
     free(metrics);

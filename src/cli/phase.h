@@ -26,6 +26,7 @@ typedef struct {
     const husai_split *split;  /* training and held-out rows of ds, shared by every task */
     const float *gt_dict; /* (gt_atoms, d_model) true dictionary on every rank (data.dictionary), or NULL */
     int gt_atoms;
+    husai_results_h5 *sink; /* rank 0: results.h5, which takes each condition as it completes; or NULL */
 } husai_run_ctx;
 
 typedef struct {

@@ -419,10 +419,27 @@ int husai_cmd_sweep(int argc, char **argv) {
                          .ckpt_every_seconds = cfg.checkpoint_seconds,
                          .gt_dict = gt_dict,
                          .gt_atoms = gt_atoms};
+    /* results.h5 takes each condition as it completes (rank 0); creating it first also finds an
+     * unwritable or full disk before any training. */
+    if (rank == 0) {
+        char path[4200];
+        husai_rundir_path(&rd, "results.h5", path, sizeof path);
+        const husai_run_info head = {
+            .id = run_id, .version = HUSAI_VERSION, .commit = HUSAI_GIT_COMMIT, .cfg = &cfg};
+        st = husai_results_h5_open(&ctx.sink, path, &head);
+    }
+    if ((st = husai_mpi_agree(st, comm))) {
+        husai_results_h5_abort(ctx.sink);
+        free(gt_dict);
+        husai_split_free(&split);
+        husai_dataset_free(&ds);
+        return fail(rank, &rd);
+    }
     /* From here on checkpoints accumulate: a dying rank leaves the staging directory for --resume. */
     husai_mpi_on_die(NULL, NULL);
     husai_protocol_output out;
     st = husai_protocol_run(&ctx, &out);
+    if (st) husai_results_h5_abort(ctx.sink);
     if (st == HUSAI_STOPPED) {
         if (rank == 0) {
             printf("[husai] stopped on request; continue with: husai sweep %s --resume %s\n",
@@ -481,7 +498,7 @@ int husai_cmd_sweep(int argc, char **argv) {
                                .n_chunks = ds.streaming ? ds.chunks.n_chunks : 0,
                                .bytes_read = ds.bytes_read,
                                .read_seconds = ds.read_seconds};
-        st = husai_results_write(&rd, &info, out.res, out.n, out.has_proto ? &out.proto : NULL);
+        st = husai_results_write(&rd, &info, ctx.sink, out.res, out.n, out.has_proto ? &out.proto : NULL);
         /* results.h5 holds every parameter; the checkpoints (with Adam moments) are not kept. */
         if (!st) husai_rundir_remove(&rd, "checkpoints");
         if (!st) st = husai_rundir_commit(&rd, args.force);

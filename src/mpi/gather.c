@@ -6,43 +6,37 @@
 
 #include "mpi/mpicheck.h"
 
-void husai_gather_tasks(const void *local, size_t per_task, MPI_Datatype elem, size_t elem_size,
+/* Message tags TAG_BASE + g: clear of the progress messages' tag (101), and unique per task, so each
+ * receive matches its task whatever order the messages arrive in. */
+#define TAG_BASE 1000
+
+void husai_gather_tasks(const void *const *local, size_t count, MPI_Datatype elem, size_t elem_size,
                         const int *owner, int n_group, void *out, int root, MPI_Comm comm) {
-    int rank, size;
+    int rank, flag, *tag_ub = NULL;
     MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
-    if (per_task > INT_MAX)
-        husai_mpi_die("a task payload of %zu elements is too large for one MPI type", per_task);
-    /* One payload is one element of a derived type, so counts are task counts. */
-    MPI_Datatype payload;
-    HUSAI_MPI_CHECK(MPI_Type_contiguous((int)per_task, elem, &payload));
-    HUSAI_MPI_CHECK(MPI_Type_commit(&payload));
-    int *counts = calloc((size_t)size, sizeof(int)), *displs = calloc((size_t)size, sizeof(int));
-    if (!counts || !displs) husai_mpi_die("out of memory in gather");
-    for (int g = 0; g < n_group; g++)
-        counts[owner[g]]++;
-    for (int q = 1; q < size; q++)
-        displs[q] = displs[q - 1] + counts[q - 1];
-    const size_t bytes = per_task * elem_size;
-    char *staging = NULL;
+    if (count > INT_MAX)
+        husai_mpi_die("a task payload of %zu elements is too large for one MPI message", count);
+    HUSAI_MPI_CHECK(MPI_Comm_get_attr(comm, MPI_TAG_UB, &tag_ub, &flag));
+    if (flag && TAG_BASE + (long)n_group > (long)*tag_ub)
+        husai_mpi_die("%d tasks in one group exceed this MPI's largest message tag (%d)", n_group, *tag_ub);
+    const size_t bytes = count * elem_size;
     if (rank == root) {
-        staging = malloc(bytes * (size_t)(n_group > 0 ? n_group : 1));
-        if (!staging) husai_mpi_die("out of memory gathering %d task payloads of %zu bytes", n_group, bytes);
-    }
-    HUSAI_MPI_CHECK(MPI_Gatherv(local, counts[rank], payload, staging, counts, displs, payload, root, comm));
-    if (rank == root) {
-        /* Staging is rank-major; within a rank, tasks arrive in increasing g. */
-        int *next = calloc((size_t)size, sizeof(int));
-        if (!next) husai_mpi_die("out of memory in gather");
+        MPI_Request *req = malloc((size_t)(n_group > 0 ? n_group : 1) * sizeof *req);
+        if (!req) husai_mpi_die("out of memory in gather");
+        int n_req = 0;
         for (int g = 0; g < n_group; g++) {
-            const int q = owner[g];
-            memcpy((char *)out + (size_t)g * bytes, staging + (size_t)(displs[q] + next[q]) * bytes, bytes);
-            next[q]++;
+            char *dst = (char *)out + (size_t)g * bytes;
+            if (owner[g] == root)
+                memcpy(dst, local[g], bytes);
+            else
+                HUSAI_MPI_CHECK(
+                    MPI_Irecv(dst, (int)count, elem, owner[g], TAG_BASE + g, comm, &req[n_req++]));
         }
-        free(next);
+        HUSAI_MPI_CHECK(MPI_Waitall(n_req, req, MPI_STATUSES_IGNORE));
+        free(req);
+    } else {
+        for (int g = 0; g < n_group; g++)
+            if (owner[g] == rank)
+                HUSAI_MPI_CHECK(MPI_Send(local[g], (int)count, elem, root, TAG_BASE + g, comm));
     }
-    free(staging);
-    free(counts);
-    free(displs);
-    MPI_Type_free(&payload);
 }

@@ -5,11 +5,14 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "metrics/groundtruth.h"
 #include "metrics/recon.h"
@@ -48,115 +51,221 @@ static char *config_text(const husai_config *cfg) {
     return text;
 }
 
-static husai_status write_h5(const char *path, const husai_run_info *run, const husai_condition_result *cs,
-                             int n, const husai_protocol_result *proto) {
-    /* Build the file in memory and write its image ourselves: a failed write (disk full, quota) is
-     * then an ordinary checked fwrite, never an HDF5 file left half-open (HDF5 1.10 crashes at exit
-     * on a file whose close failed). */
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_fapl_core(fapl, 1 << 20, 0);
-    hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    H5Pclose(fapl);
-    if (file < 0) return husai_error(HUSAI_ERR_IO, "cannot create '%s' in memory", path);
-    herr_t rc = 0;
-    char *cfg = config_text(run->cfg);
-    rc |= husai_h5_attr_write_str(file, "run_id", run->id);
-    rc |= husai_h5_attr_write_str(file, "version", run->version);
-    rc |= husai_h5_attr_write_str(file, "git_commit", run->commit);
-    rc |= husai_h5_attr_write_str(file, "config", cfg ? cfg : "");
-    rc |= husai_h5_attr_write_str(file, "decoder_layout",
-                                  "decoders[s] is [d_model, d_sae]; column j is feature j");
-    free(cfg);
-    hid_t conds = H5Gcreate2(file, "conditions", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-    H5Pset_create_intermediate_group(lcpl, 1); /* protocol names nest: conditions/search/k=4 */
-    for (int i = 0; i < n && conds >= 0; i++) {
-        const husai_condition_result *c = &cs[i];
-        hid_t g = H5Gcreate2(conds, c->name, lcpl, H5P_DEFAULT, H5P_DEFAULT);
-        if (g < 0) {
-            rc = -1;
-            break;
-        }
-        const hsize_t S = (hsize_t)c->S, dm = (hsize_t)c->d_model, ds = (hsize_t)c->d_sae;
-        const hsize_t d_dec[3] = {S, dm, ds}, d_enc[3] = {S, ds, dm}, d_b[2] = {S, ds}, d_s[1] = {S},
-                      d_m[2] = {S, S};
-        rc |= write_ds(g, "decoders", H5T_NATIVE_FLOAT, 3, d_dec, c->decoders);
-        rc |= write_ds(g, "encoders", H5T_NATIVE_FLOAT, 3, d_enc, c->encoders);
-        rc |= write_ds(g, "b_enc", H5T_NATIVE_FLOAT, 2, d_b, c->b_enc);
-        const hsize_t d_bd[2] = {S, dm};
-        if (c->b_dec) rc |= write_ds(g, "b_dec", H5T_NATIVE_FLOAT, 2, d_bd, c->b_dec);
-        if (c->thresholds) rc |= write_ds(g, "thresholds", H5T_NATIVE_FLOAT, 2, d_b, c->thresholds);
-        rc |= write_ds(g, "seeds", H5T_NATIVE_UINT64, 1, d_s, c->seeds);
-        rc |= write_ds(g, "pwmcc", H5T_NATIVE_DOUBLE, 2, d_m, c->pwmcc);
-        rc |= write_ds(g, "random_pwmcc", H5T_NATIVE_DOUBLE, 2, d_m, c->random_pwmcc);
-        double *col = malloc((size_t)c->S * sizeof(double));
-        if (!col) {
-            rc = -1;
-        } else {
-            const char *names[] = {"explained_variance",
-                                   "mse",
-                                   "l0",
-                                   "dead_fraction",
-                                   "steps",
-                                   "seconds",
-                                   "rank",
-                                   "last_epoch_loss",
-                                   "alignment_to_reference",
-                                   "heldout_explained_variance",
-                                   "heldout_mse",
-                                   "heldout_l0",
-                                   "heldout_dead_fraction"};
-            for (int m = 0; m < 13; m++) {
-                if (m == 8 && !c->has_ref) continue;
-                if (m >= 9 && !c->has_holdout) break;
-                for (int s = 0; s < c->S; s++) {
-                    const husai_seed_metrics *p = &c->per_seed[s];
-                    const double v[13] = {p->ev,        p->mse,     p->l0,     p->dead_fraction,
-                                          p->steps,     p->seconds, p->rank,   p->last_epoch_loss,
-                                          p->alignment, p->ho_ev,   p->ho_mse, p->ho_l0,
-                                          p->ho_dead};
-                    col[s] = v[m];
-                }
-                rc |= write_ds(g, names[m], H5T_NATIVE_DOUBLE, 1, d_s, col);
-            }
-            free(col);
-        }
-        rc |= husai_h5_attr_write_str(g, "param", c->param);
-        rc |= husai_h5_attr_write(g, "value", H5T_NATIVE_DOUBLE, &c->value);
-        rc |= husai_h5_attr_write(g, "k", H5T_NATIVE_INT, &c->k);
-        rc |= husai_h5_attr_write_str(g, "arch", husai_arch_name(c->arch));
-        rc |= husai_h5_attr_write(g, "d_sae", H5T_NATIVE_INT, &c->d_sae);
-        rc |= husai_h5_attr_write(g, "d_model", H5T_NATIVE_INT, &c->d_model);
-        if (c->has_match) {
-            rc |= write_ds(g, "matched_cosine", H5T_NATIVE_DOUBLE, 2, d_m, c->match_cos);
-            rc |= write_ds(g, "matched_fraction", H5T_NATIVE_DOUBLE, 2, d_m, c->match_frac);
-        }
-        if (c->has_gt) {
-            double *col2 = malloc((size_t)c->S * sizeof(double));
-            for (int m = 0; m < 2 && col2; m++) {
-                for (int s = 0; s < c->S; s++)
-                    col2[s] = m == 0 ? c->per_seed[s].gt_mean_max_cos : c->per_seed[s].gt_recovered;
-                rc |=
-                    write_ds(g, m == 0 ? "gt_mean_max_cos" : "gt_recovered", H5T_NATIVE_DOUBLE, 1, d_s, col2);
-            }
-            if (!col2) rc = -1;
-            free(col2);
-        }
-        if (c->density) rc |= write_ds(g, "density", H5T_NATIVE_FLOAT, 2, d_b, c->density);
-        if (c->has_ref) {
-            const hsize_t d_r[2] = {S + 1, S + 1};
-            rc |= write_ds(g, "pwmcc_with_reference", H5T_NATIVE_DOUBLE, 2, d_r, c->pwmcc_with_ref);
-            rc |= husai_h5_attr_write(g, "lambda", H5T_NATIVE_DOUBLE, &c->lambda);
-        }
-        H5Gclose(g);
+/* results.h5 is written on disk as the run goes, one condition at a time, so rank 0 holds one
+ * condition's parameters, not the whole sweep's. HDF5 1.10 crashes (at exit, or at MPI_Finalize)
+ * when a file's close fails, as it does on a full disk; so before HDF5 writes anything, the bytes it
+ * will need are reserved with posix_fallocate, and a full disk or file-size limit fails there, as a
+ * checked error, with the file still closable. */
+struct husai_results_h5 {
+    char path[4200]; /* the final name */
+    char tmp[4300];  /* written as path + ".partial", renamed when complete */
+    int fd;          /* the same file, for reservations */
+    hid_t file, conds, lcpl;
+    off_t reserved;   /* bytes reserved so far */
+    husai_status err; /* the first failure: later writes are skipped, finish reports it */
+};
+
+/* Metadata allowance per reservation (object headers, group indexes, attributes): measured ~12 KiB
+ * per condition (jobs/architectures.ini, every optional dataset); 256 KiB leaves room. */
+#define RESERVE_SLACK ((off_t)256 << 10)
+
+/* Makes sure the file has room for `bytes` more beyond what HDF5 has allocated so far. */
+static husai_status reserve(husai_results_h5 *h, size_t bytes) {
+    haddr_t eoa = 0;
+    if (H5Fget_eoa(h->file, &eoa) < 0) return husai_error(HUSAI_ERR_IO, "cannot query '%s'", h->path);
+    const off_t want = (off_t)eoa + (off_t)bytes + RESERVE_SLACK;
+    if (want <= h->reserved) return HUSAI_OK;
+    const int e = posix_fallocate(h->fd, h->reserved, want - h->reserved);
+    if (e)
+        return husai_error(HUSAI_ERR_IO, "writing '%s' failed (disk full? %s; it needs %.1f MB)", h->path,
+                           strerror(e), (double)want / 1e6);
+    h->reserved = want;
+    return HUSAI_OK;
+}
+
+husai_status husai_results_h5_open(husai_results_h5 **out, const char *path, const husai_run_info *run) {
+    *out = NULL;
+    husai_results_h5 *h = calloc(1, sizeof *h);
+    if (!h) return husai_error(HUSAI_ERR_NOMEM, "out of memory");
+    snprintf(h->path, sizeof h->path, "%s", path);
+    snprintf(h->tmp, sizeof h->tmp, "%s.partial", path);
+    h->fd = -1;
+    h->conds = h->lcpl = H5I_INVALID_HID;
+    h->file = H5Fcreate(h->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (h->file < 0) {
+        free(h);
+        return husai_error(HUSAI_ERR_IO, "cannot create '%s'", path);
     }
-    H5Pclose(lcpl);
-    if (conds < 0)
+    h->fd = open(h->tmp, O_WRONLY);
+    char *cfg = config_text(run->cfg);
+    husai_status st = h->fd < 0 ? husai_error(HUSAI_ERR_IO, "cannot open '%s': %s", path, strerror(errno))
+                                : reserve(h, cfg ? strlen(cfg) : 0);
+    herr_t rc = 0;
+    if (!st) {
+        rc |= husai_h5_attr_write_str(h->file, "run_id", run->id);
+        rc |= husai_h5_attr_write_str(h->file, "version", run->version);
+        rc |= husai_h5_attr_write_str(h->file, "git_commit", run->commit);
+        rc |= husai_h5_attr_write_str(h->file, "config", cfg ? cfg : "");
+        rc |= husai_h5_attr_write_str(h->file, "decoder_layout",
+                                      "decoders[s] is [d_model, d_sae]; column j is feature j");
+        h->conds = H5Gcreate2(h->file, "conditions", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        h->lcpl = H5Pcreate(H5P_LINK_CREATE);
+        H5Pset_create_intermediate_group(h->lcpl, 1); /* protocol names nest: conditions/search/k=4 */
+        if (rc < 0 || h->conds < 0 || h->lcpl < 0)
+            st = husai_error(HUSAI_ERR_IO, "writing '%s' failed", path);
+    }
+    free(cfg);
+    h->err = st;
+    *out = h;
+    return st;
+}
+
+/* The bytes of a condition's datasets. */
+static size_t condition_bytes(const husai_condition_result *c) {
+    const size_t S = (size_t)c->S, dd = (size_t)c->d_model * c->d_sae;
+    return S * (2 * dd + 3 * (size_t)c->d_sae + (size_t)c->d_model) * sizeof(float) +
+           (S + 1) * (S + 1) * 5 * sizeof(double) + S * 24 * sizeof(double);
+}
+
+static herr_t write_condition(hid_t conds, hid_t lcpl, const husai_condition_result *c) {
+    hid_t g = H5Gcreate2(conds, c->name, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0) return -1;
+    herr_t rc = 0;
+    const hsize_t S = (hsize_t)c->S, dm = (hsize_t)c->d_model, ds = (hsize_t)c->d_sae;
+    const hsize_t d_dec[3] = {S, dm, ds}, d_enc[3] = {S, ds, dm}, d_b[2] = {S, ds}, d_s[1] = {S},
+                  d_m[2] = {S, S};
+    rc |= write_ds(g, "decoders", H5T_NATIVE_FLOAT, 3, d_dec, c->decoders);
+    rc |= write_ds(g, "encoders", H5T_NATIVE_FLOAT, 3, d_enc, c->encoders);
+    rc |= write_ds(g, "b_enc", H5T_NATIVE_FLOAT, 2, d_b, c->b_enc);
+    const hsize_t d_bd[2] = {S, dm};
+    if (c->b_dec) rc |= write_ds(g, "b_dec", H5T_NATIVE_FLOAT, 2, d_bd, c->b_dec);
+    if (c->thresholds) rc |= write_ds(g, "thresholds", H5T_NATIVE_FLOAT, 2, d_b, c->thresholds);
+    rc |= write_ds(g, "seeds", H5T_NATIVE_UINT64, 1, d_s, c->seeds);
+    rc |= write_ds(g, "pwmcc", H5T_NATIVE_DOUBLE, 2, d_m, c->pwmcc);
+    rc |= write_ds(g, "random_pwmcc", H5T_NATIVE_DOUBLE, 2, d_m, c->random_pwmcc);
+    double *col = malloc((size_t)c->S * sizeof(double));
+    if (!col) {
         rc = -1;
-    else
-        H5Gclose(conds);
-    if (proto && proto->reference_decoder && n > 0) {
-        hid_t g = H5Gcreate2(file, "reference", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    } else {
+        const char *names[] = {"explained_variance",
+                               "mse",
+                               "l0",
+                               "dead_fraction",
+                               "steps",
+                               "seconds",
+                               "rank",
+                               "last_epoch_loss",
+                               "alignment_to_reference",
+                               "heldout_explained_variance",
+                               "heldout_mse",
+                               "heldout_l0",
+                               "heldout_dead_fraction"};
+        for (int m = 0; m < 13; m++) {
+            if (m == 8 && !c->has_ref) continue;
+            if (m >= 9 && !c->has_holdout) break;
+            for (int s = 0; s < c->S; s++) {
+                const husai_seed_metrics *p = &c->per_seed[s];
+                const double v[13] = {p->ev,        p->mse,     p->l0,     p->dead_fraction,
+                                      p->steps,     p->seconds, p->rank,   p->last_epoch_loss,
+                                      p->alignment, p->ho_ev,   p->ho_mse, p->ho_l0,
+                                      p->ho_dead};
+                col[s] = v[m];
+            }
+            rc |= write_ds(g, names[m], H5T_NATIVE_DOUBLE, 1, d_s, col);
+        }
+        free(col);
+    }
+    rc |= husai_h5_attr_write_str(g, "param", c->param);
+    rc |= husai_h5_attr_write(g, "value", H5T_NATIVE_DOUBLE, &c->value);
+    rc |= husai_h5_attr_write(g, "k", H5T_NATIVE_INT, &c->k);
+    rc |= husai_h5_attr_write_str(g, "arch", husai_arch_name(c->arch));
+    rc |= husai_h5_attr_write(g, "d_sae", H5T_NATIVE_INT, &c->d_sae);
+    rc |= husai_h5_attr_write(g, "d_model", H5T_NATIVE_INT, &c->d_model);
+    if (c->has_match) {
+        rc |= write_ds(g, "matched_cosine", H5T_NATIVE_DOUBLE, 2, d_m, c->match_cos);
+        rc |= write_ds(g, "matched_fraction", H5T_NATIVE_DOUBLE, 2, d_m, c->match_frac);
+    }
+    if (c->has_gt) {
+        double *col2 = malloc((size_t)c->S * sizeof(double));
+        for (int m = 0; m < 2 && col2; m++) {
+            for (int s = 0; s < c->S; s++)
+                col2[s] = m == 0 ? c->per_seed[s].gt_mean_max_cos : c->per_seed[s].gt_recovered;
+            rc |= write_ds(g, m == 0 ? "gt_mean_max_cos" : "gt_recovered", H5T_NATIVE_DOUBLE, 1, d_s, col2);
+        }
+        if (!col2) rc = -1;
+        free(col2);
+    }
+    if (c->density) rc |= write_ds(g, "density", H5T_NATIVE_FLOAT, 2, d_b, c->density);
+    if (c->has_ref) {
+        const hsize_t d_r[2] = {S + 1, S + 1};
+        rc |= write_ds(g, "pwmcc_with_reference", H5T_NATIVE_DOUBLE, 2, d_r, c->pwmcc_with_ref);
+        rc |= husai_h5_attr_write(g, "lambda", H5T_NATIVE_DOUBLE, &c->lambda);
+    }
+    H5Gclose(g);
+    return rc;
+}
+
+husai_status husai_results_h5_condition(husai_results_h5 *h, husai_condition_result *c) {
+    if (h->err) return h->err;
+    husai_status st = reserve(h, condition_bytes(c));
+    if (!st && (write_condition(h->conds, h->lcpl, c) < 0 || H5Fflush(h->file, H5F_SCOPE_LOCAL) < 0))
+        st = husai_error(HUSAI_ERR_IO, "writing condition '%s' to '%s' failed", c->name, h->path);
+    h->err = st;
+    if (!st) {
+        /* The parameters are on disk: release them (the reports need only the metrics). */
+        free(c->decoders);
+        free(c->encoders);
+        free(c->b_enc);
+        free(c->b_dec);
+        free(c->thresholds);
+        c->decoders = c->encoders = c->b_enc = c->b_dec = c->thresholds = NULL;
+        c->written = 1;
+    }
+    return st;
+}
+
+/* Closes everything; on success trims the reservation's unused tail (HDF5 needs only its EOA) and
+ * gives the file its final name. */
+static husai_status close_h5(husai_results_h5 *h) {
+    husai_status st = h->err;
+    haddr_t eoa = 0;
+    if (h->lcpl >= 0) H5Pclose(h->lcpl);
+    if (h->conds >= 0 && H5Gclose(h->conds) < 0 && !st)
+        st = husai_error(HUSAI_ERR_IO, "closing '%s'", h->path);
+    if (!st && H5Fflush(h->file, H5F_SCOPE_LOCAL) < 0)
+        st = husai_error(HUSAI_ERR_IO, "writing '%s' failed (disk full?)", h->path);
+    if (H5Fget_eoa(h->file, &eoa) < 0) eoa = 0;
+    if (H5Fclose(h->file) < 0 && !st) st = husai_error(HUSAI_ERR_IO, "closing '%s' failed", h->path);
+    if (!st && eoa > 0 && h->reserved > (off_t)eoa && ftruncate(h->fd, (off_t)eoa) != 0)
+        st = husai_error(HUSAI_ERR_IO, "trimming '%s': %s", h->path, strerror(errno));
+    if (h->fd >= 0 && close(h->fd) != 0 && !st)
+        st = husai_error(HUSAI_ERR_IO, "writing '%s' failed (disk full?)", h->path);
+    if (!st && rename(h->tmp, h->path) != 0)
+        st = husai_error(HUSAI_ERR_IO, "cannot rename '%s': %s", h->tmp, strerror(errno));
+    if (st) unlink(h->tmp);
+    free(h);
+    return st;
+}
+
+void husai_results_h5_abort(husai_results_h5 *h) {
+    if (!h) return;
+    if (!h->err) h->err = HUSAI_ERR_IO; /* close_h5 then deletes rather than renames */
+    close_h5(h);
+}
+
+/* Writes what is left (conditions not yet written, the reference, the held-out rows, the protocol's
+ * choice) and closes the file. */
+static husai_status finish_h5(husai_results_h5 *h, const husai_run_info *run, husai_condition_result *cs,
+                              int n, const husai_protocol_result *proto) {
+    for (int i = 0; i < n && !h->err; i++)
+        if (!cs[i].written) husai_results_h5_condition(h, &cs[i]);
+    size_t extra = run->n_holdout * sizeof(uint32_t);
+    if (proto && proto->reference_decoder && n > 0)
+        extra += (size_t)cs[0].d_model * cs[0].d_sae * sizeof(float);
+    if (!h->err) h->err = reserve(h, extra);
+    herr_t rc = 0;
+    if (!h->err && proto && proto->reference_decoder && n > 0) {
+        hid_t g = H5Gcreate2(h->file, "reference", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         const hsize_t dd[2] = {(hsize_t)cs[0].d_model, (hsize_t)cs[0].d_sae};
         rc |= g < 0 ? -1 : write_ds(g, "decoder", H5T_NATIVE_FLOAT, 2, dd, proto->reference_decoder);
         if (g >= 0) {
@@ -164,26 +273,17 @@ static husai_status write_h5(const char *path, const husai_run_info *run, const 
             H5Gclose(g);
         }
     }
-    if (run->holdout_rows && run->n_holdout > 0) {
+    if (!h->err && run->holdout_rows && run->n_holdout > 0) {
         const hsize_t dh[1] = {(hsize_t)run->n_holdout};
-        rc |= write_ds(file, "holdout_rows", H5T_NATIVE_UINT32, 1, dh, run->holdout_rows);
+        rc |= write_ds(h->file, "holdout_rows", H5T_NATIVE_UINT32, 1, dh, run->holdout_rows);
     }
-    if (proto) {
-        rc |= husai_h5_attr_write_str(file, "protocol", proto->mode);
-        if (proto->selected >= 0) rc |= husai_h5_attr_write_str(file, "selected", cs[proto->selected].name);
+    if (!h->err && proto) {
+        rc |= husai_h5_attr_write_str(h->file, "protocol", proto->mode);
+        if (proto->selected >= 0)
+            rc |= husai_h5_attr_write_str(h->file, "selected", cs[proto->selected].name);
     }
-    void *image = NULL;
-    ssize_t size = -1;
-    if (rc >= 0 && H5Fflush(file, H5F_SCOPE_GLOBAL) >= 0 && (size = H5Fget_file_image(file, NULL, 0)) > 0 &&
-        (image = malloc((size_t)size)) != NULL && H5Fget_file_image(file, image, (size_t)size) == size) {
-        H5Fclose(file);
-        husai_status st = write_bytes(path, image, (size_t)size);
-        free(image);
-        return st;
-    }
-    free(image);
-    H5Fclose(file);
-    return husai_error(HUSAI_ERR_IO, "building '%s' failed (out of memory?)", path);
+    if (!h->err && rc < 0) h->err = husai_error(HUSAI_ERR_IO, "writing '%s' failed", h->path);
+    return close_h5(h);
 }
 
 /* ---------- results.json ---------- */
@@ -673,12 +773,16 @@ static husai_status write_csv(const char *path, const husai_condition_result *cs
     return st;
 }
 
-husai_status husai_results_write(const husai_rundir *rd, const husai_run_info *run,
-                                 const husai_condition_result *c, int n, const husai_protocol_result *proto) {
+husai_status husai_results_write(const husai_rundir *rd, const husai_run_info *run, husai_results_h5 *h5,
+                                 husai_condition_result *c, int n, const husai_protocol_result *proto) {
     char path[4200];
     husai_status st;
     husai_rundir_path(rd, "results.h5", path, sizeof path);
-    if ((st = write_h5(path, run, c, n, proto))) return st;
+    if (!h5 && (st = husai_results_h5_open(&h5, path, run))) {
+        husai_results_h5_abort(h5);
+        return st;
+    }
+    if ((st = finish_h5(h5, run, c, n, proto))) return st;
     husai_rundir_path(rd, "conditions.csv", path, sizeof path);
     if ((st = write_csv(path, c, n))) return st;
     husai_rundir_path(rd, "summary.md", path, sizeof path);
@@ -697,9 +801,16 @@ husai_status husai_results_write(const husai_rundir *rd, const husai_run_info *r
                  husai_svg_density(path, c, n, "Feature density (share of training rows a latent fires on)")))
             return st;
     }
+    /* The peak resident set includes writing the results (rank 0's largest step before results.h5
+     * went to disk condition by condition). */
+    husai_run_info final = *run;
+    struct rusage ru;
+    if (final.peak_rss_mb > 0 && getrusage(RUSAGE_SELF, &ru) == 0 &&
+        (double)ru.ru_maxrss / 1024.0 > final.peak_rss_mb)
+        final.peak_rss_mb = (double)ru.ru_maxrss / 1024.0; /* Linux reports KiB */
     /* results.json last: its presence marks a complete set even inside staging. */
     husai_rundir_path(rd, "results.json", path, sizeof path);
-    return write_json(path, run, c, n, proto);
+    return write_json(path, &final, c, n, proto);
 }
 
 void husai_condition_result_free(husai_condition_result *r) {

@@ -3,7 +3,8 @@
  * results.json (provenance and per-condition summaries with CIs), summary.md (HUSAI's
  * table), conditions.csv and the plots (svg.h). Every write is checked, so a full disk is an error, not a
  * silently short file.
- * defines: husai_seed_metrics, husai_condition_result, husai_run_info, husai_results_write */
+ * defines: husai_seed_metrics, husai_condition_result, husai_run_info, husai_results_h5 and its
+ * open/condition/abort, husai_results_write */
 #ifndef HUSAI_REPORT_RESULTS_H
 #define HUSAI_REPORT_RESULTS_H
 
@@ -62,6 +63,7 @@ typedef struct {
     int has_gt;
     husai_ci gt_mean_max_cos, gt_recovered;
     float *density; /* (S, d_sae): share of training rows on which each latent fires, or NULL */
+    int written;    /* in results.h5 already; decoders .. thresholds are then released (NULL) */
 } husai_condition_result;
 
 /* What a protocol decided, beyond its conditions (NULL for a plain sweep). */
@@ -93,16 +95,34 @@ typedef struct {
     int d_model;
     const uint32_t *holdout_rows; /* (n_holdout) rows never trained on, or NULL */
     size_t n_holdout;
-    double peak_rss_mb;          /* largest peak resident set of any rank (0: unknown) */
+    double peak_rss_mb; /* largest peak resident set of any rank, results writing included (0: unknown) */
     size_t chunk_rows, n_chunks; /* streamed data (0: held in memory) */
     double bytes_read, read_seconds;
     int n_nodes;                  /* 0 when unknown (a merge) */
     const husai_node_info *nodes; /* (n_nodes) */
 } husai_run_info;
 
-/* Writes results.h5, results.json, summary.md and conditions.csv into rd's staging directory. */
-husai_status husai_results_write(const husai_rundir *rd, const husai_run_info *run,
-                                 const husai_condition_result *c, int n, const husai_protocol_result *proto);
+/* results.h5 being written while the run goes on (rank 0): each condition lands as it completes, so
+ * only one condition's parameters are ever held. The disk space each write needs is reserved first,
+ * so a full disk is a one-line error, not a crash. */
+typedef struct husai_results_h5 husai_results_h5;
+
+/* Creates the file at path with the run's attributes (run id, version, commit, config); on failure
+ * *h is still set (or NULL) and must be given to husai_results_h5_abort. */
+husai_status husai_results_h5_open(husai_results_h5 **h, const char *path, const husai_run_info *run);
+
+/* Writes condition c's group and then releases its parameters (decoders, encoders, b_enc, b_dec,
+ * thresholds), marking it written. After a failure every later call returns the same error. */
+husai_status husai_results_h5_condition(husai_results_h5 *h, husai_condition_result *c);
+
+/* Closes and deletes an unfinished file (after a stop or an error); NULL is a no-op. */
+void husai_results_h5_abort(husai_results_h5 *h);
+
+/* Completes results.h5 (h5: opened by husai_results_h5_open on rd's staging results.h5, or NULL to
+ * write it all here), consuming h5 either way, then writes results.json, summary.md, conditions.csv
+ * and the plots into rd's staging directory. */
+husai_status husai_results_write(const husai_rundir *rd, const husai_run_info *run, husai_results_h5 *h5,
+                                 husai_condition_result *c, int n, const husai_protocol_result *proto);
 
 /* Releases the arrays of a condition result (rank 0 owns them after a phase); safe twice. */
 void husai_condition_result_free(husai_condition_result *r);
