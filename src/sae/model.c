@@ -890,12 +890,12 @@ HUSAI_INLINE void code_run(const husai_sae_batch *b, int r, int ja, int jb, int 
 
 /* Groups the codes of rows [r0, r1) of latents [ja, jb) by latent with a stable counting sort, so each
  * latent's codes stay in ascending row order: latent j's are entries grp_end[j - 1] (the returned start for
- * j = ja) .. grp_end[j] of grp_code (positions relative to row_ptr[r0]), grp_row and (values) grp_val,
- * each array offset by row_ptr[r0] (grp_val by twice that). Slots are those of a grouping of all latents,
- * and each block of rows has its own part of the arrays, so threads grouping disjoint latent ranges write
- * disjoint entries even while at different blocks. The latent-major loops below rely on the order to add each
- * element's terms in the sequence a row-major loop would. */
-HUSAI_INLINE int32_t group_by_latent(husai_sae_batch *b, int ja, int jb, int r0, int r1) {
+ * j = ja) .. grp_end[j] of grp_code (positions relative to row_ptr[r0]; written only if with_code),
+ * grp_row and (values) grp_val, each array offset by row_ptr[r0] (grp_val by twice that). Slots are those
+ * of a grouping of all latents, and each block of rows has its own part of the arrays, so threads grouping
+ * disjoint latent ranges write disjoint entries even while at different blocks. The latent-major loops below
+ * rely on the order to add each element's terms in the sequence a row-major loop would. */
+HUSAI_INLINE int32_t group_by_latent(husai_sae_batch *b, int ja, int jb, int r0, int r1, int with_code) {
     const int64_t base = b->row_ptr[r0];
     const int all = ja == 0 && jb == b->d_sae;
     int32_t *grp_end = b->grp_end, below = 0;
@@ -919,7 +919,7 @@ HUSAI_INLINE int32_t group_by_latent(husai_sae_batch *b, int ja, int jb, int r0,
         code_run(b, r, ja, jb, all, &lo, &hi);
         for (int64_t a = lo; a < hi; a++) {
             const int32_t slot = grp_end[b->idx[a]]++;
-            grp_code[slot] = (int32_t)(a - base);
+            if (with_code) grp_code[slot] = (int32_t)(a - base);
             grp_row[slot] = r;
             grp_val[2 * (size_t)slot] = b->val[a];
         }
@@ -1129,7 +1129,7 @@ static void decode_row_range(const husai_sae *m, husai_sae_batch *b, const float
 static void decode_rows(const husai_sae *m, husai_sae_batch *b, const float *x, double *sse) {
     const int d = m->d_model, n = b->n, T = b->threads;
     if (decode_by_latent(m, n)) {
-        group_by_latent(b, 0, m->d_sae, 0, n);
+        group_by_latent(b, 0, m->d_sae, 0, n, 0);
 #pragma omp parallel num_threads(T) if (d >= 16 * T)
         {
             /* column ranges on 8-float boundaries, so each keeps decode's vector tiles */
@@ -1259,6 +1259,8 @@ static void backward_latents(const husai_sae *m, const float *x, husai_sae_batch
     const int mat = m->spec.arch == HUSAI_ARCH_MATRYOSHKA, P = mat ? m->spec.n_prefixes : 1;
     const float *xin_all = m->b_dec ? b->xc : x;
     const size_t g_stride = (size_t)P * d;
+    /* b_dec's gradient is the only reader of the row-major code gradients (g_val) */
+    const int keep_gval = m->b_dec != NULL;
     int first_level = 0;
     while (mat && ja >= m->prefix[first_level])
         first_level++;
@@ -1268,7 +1270,7 @@ static void backward_latents(const husai_sae *m, const float *x, husai_sae_batch
         const int32_t *grp_end = b->grp_end, *grp_code = b->grp_code + base, *grp_row = b->grp_row + base;
         float *grp_val = b->grp_val + 2 * base;
         int level = first_level;
-        const int32_t first = group_by_latent(b, ja, jb, r0, r1);
+        const int32_t first = group_by_latent(b, ja, jb, r0, r1, keep_gval);
         for (int j = ja, e0 = first; j < jb; e0 = grp_end[j++]) {
             while (mat && j >= m->prefix[level])
                 level++;
@@ -1293,7 +1295,7 @@ static void backward_latents(const husai_sae *m, const float *x, husai_sae_batch
                 for (int q = 0; q < nq; q++) {
                     /* + d(coeff * mean L1)/dz for a positive code */
                     const float g = l1 != 0.0f ? gz[q] + l1 : gz[q];
-                    b->g_val[base + grp_code[e + q]] = g;
+                    if (keep_gval) b->g_val[base + grp_code[e + q]] = g;
                     grp_val[2 * (size_t)(e + q) + 1] = g;
                     gbe += g;
                 }

@@ -74,7 +74,8 @@ typedef enum { HUSAI_SAE_TRAIN, HUSAI_SAE_EVAL } husai_sae_mode;
 /* Scratch for one batch of up to `cap` rows; owned by the caller, reusable across steps. Encode,
  * decode and backward run on `threads` OpenMP threads, the count when the scratch was allocated
  * (omp_get_max_threads()); work is split so that every result is bitwise the same for any count. The
- * threads call sgemm on their own row blocks, so OpenBLAS is best left at one thread (husai sweep sets it). */
+ * threads call sgemm on their own row blocks, so OpenBLAS is best left at one thread (husai sweep sets it).
+ */
 typedef struct {
     int cap, d_model, d_sae, n;
     int threads;      /* OpenMP threads the batch's work uses */
@@ -83,7 +84,7 @@ typedef struct {
     int64_t *row_ptr; /* (cap + 1) row r's codes are [row_ptr[r], row_ptr[r+1]) */
     int32_t *idx;     /* (nnz) active latents, ascending within a row */
     float *val;       /* (nnz) their codes */
-    float *g_val;     /* (nnz) dLoss/d(code) */
+    float *g_val;     /* (nnz) dLoss/d(code), filled by the backward only with a decoder bias */
     size_t nnz_cap;
     float *x_hat;    /* (cap, d_model) full reconstruction */
     float *g_xhat;   /* (cap, n_prefixes or 1, d_model) reconstructions per prefix, then dLoss/d(x_hat) */
