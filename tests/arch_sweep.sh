@@ -6,17 +6,10 @@
 # per-seed EV, MSE and L0; the batch rules land near the target L0; names and arch fields say which
 # architecture each condition is; a checkpointed stop and resume (on 3 threads per rank) is bitwise equal
 # to the plain run.
-set -euo pipefail
-: "${HUSAI:?set HUSAI}" "${MPIEXEC:?set MPIEXEC}"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
-PY=/usr/bin/python3
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() {
-    echo "arch_sweep: FAIL: $*" >&2
-    exit 1
-}
+# shellcheck source=tests/lib.sh
+. "$HERE/lib.sh"
+husai_test_init arch_sweep --openblas
 echo "arch_sweep: 5 architectures x 2 seeds, decoder bias + ReLU, on 1 and 3 ranks"
 "$PY" "$HERE/data/make_tiny.py" "$tmp/d.h5" 1200 12 24 4
 cat >"$tmp/a.ini" <<INI

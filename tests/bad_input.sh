@@ -2,17 +2,10 @@
 # bad_input.sh: the bad inputs of issue 7 that tests/sweep_errors.sh does not already cover, each
 # under mpirun with 2 ranks: one line "husai: error: ..." naming the problem, exit 1 from every rank
 # within the time limit, no MPI_Abort banner, and nothing under the output directory.
-set -euo pipefail
-: "${HUSAI:?set HUSAI}" "${MPIEXEC:?set MPIEXEC}"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-PY=/usr/bin/python3
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() {
-    echo "bad_input: FAIL: $*" >&2
-    exit 1
-}
+# shellcheck source=tests/lib.sh
+. "$HERE/lib.sh"
+husai_test_init bad_input
 
 "$PY" "$HERE/data/make_tiny.py" "$tmp/good.h5" 400 8 12 2
 "$PY" - "$tmp" <<'PY'

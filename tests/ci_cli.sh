@@ -2,18 +2,11 @@
 # ci_cli.sh: end-to-end checks of `husai ci`: HUSAI's published CI reproduced from the command line,
 # stdin input, --diff against an independent numpy computation, and one clear stderr line with a
 # non-zero exit for each kind of bad input. Needs HUSAI (the binary) and /usr/bin/python3 with numpy.
-set -u
-
-: "${HUSAI:?set HUSAI to the path of the husai binary}"
-PY=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-step() { echo "ci_cli: $*"; }
-fail() {
-    echo "ci_cli: FAIL: $*" >&2
-    exit 1
-}
+# No mpirun here, and expect_error reads exit statuses itself, so no errexit.
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/lib.sh
+. "$HERE/lib.sh"
+husai_test_init ci_cli --no-mpi --no-errexit
 
 # DESIGN.md section 5: HUSAI's committed pair values, seed 13, CI [0.2923336489498615, 0.29615735478699207].
 cat >"$tmp/design.txt" <<'EOF'

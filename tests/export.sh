@@ -12,21 +12,11 @@
 # semantics and cfg.json alone reproduces husai's per-seed L0, EV and MSE; sae.relu reaches the
 # provenance; missing, negative or non-constant (batchtopk) thresholds are refused.
 # Needs HUSAI, MPIEXEC and /usr/bin/python3 with numpy and h5py.
-set -euo pipefail
 
-: "${HUSAI:?set HUSAI to the path of the husai binary}"
-: "${MPIEXEC:?set MPIEXEC to mpirun/mpiexec}"
-export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1} OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
-PY=/usr/bin/python3
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-step() { echo "export: $*"; }
-fail() {
-    echo "export: FAIL: $*" >&2
-    exit 1
-}
+# shellcheck source=tests/lib.sh
+. "$HERE/lib.sh"
+husai_test_init export --keep-env
 
 step "tiny 2-rank sweep: k {4, 8} x seeds {11, 22}, 2000 x 16, d_sae 32"
 "$PY" "$HERE/data/make_tiny.py" "$tmp/tiny.h5" 2000 16 24 1

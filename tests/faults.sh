@@ -3,25 +3,17 @@
 #  1. One rank killed with SIGKILL mid-training: mpirun exits non-zero within seconds, nothing
 #     looks complete, and --resume finishes the run with decoders bitwise equal to an
 #     uninterrupted run (periodic checkpoints + finished-task checkpoints).
-#  2. The disk fills while results are written (a file-size limit stands in for it): one clear
-#     error line, exit 1, nothing half-written under the final name.
-set -euo pipefail
-: "${HUSAI:?set HUSAI}" "${MPIEXEC:?set MPIEXEC}"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-PY=/usr/bin/python3
+#  2. The disk is full for results (a file-size limit stands in for it): one clear error line and
+#     exit 1, before any training when results.h5 cannot even be created, after it when a condition's
+#     parameters do not fit (then the checkpoints stay and --resume finishes); nothing half-written
+#     under the final name.
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-tmp=$(mktemp -d)
+# shellcheck source=tests/lib.sh
+. "$HERE/lib.sh"
 pid=""
-cleanup() {
-    [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-step() { echo "faults: $*"; }
-fail() {
-    echo "faults: FAIL: $*" >&2
-    exit 1
-}
+husai_test_init faults
+# A background mpirun still running when the test fails would keep writing into $tmp.
+husai_test_cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true; }
 
 "$PY" "$HERE/data/make_tiny.py" "$tmp/tiny.h5" 2000 16 24 5
 cat >"$tmp/f.ini" <<INI

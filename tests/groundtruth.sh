@@ -17,18 +17,10 @@
 #   - a sweep without a dictionary has no ground-truth fields but still has densities;
 #   - a bad dictionary (missing dataset, wrong width, 1-D, non-float, NaN atom) fails before training with
 #     exactly one "husai: error" line naming data.dictionary, a non-zero exit, and no run directory.
-set -euo pipefail
-: "${HUSAI:?set HUSAI}" "${MPIEXEC:?set MPIEXEC}"
-export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1} OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
-export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
-PY=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-step() { echo "groundtruth: $*"; }
-fail() {
-    echo "groundtruth: FAIL: $*" >&2
-    exit 1
-}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/lib.sh
+. "$HERE/lib.sh"
+husai_test_init groundtruth --keep-env --openblas
 
 step "synth 4000 x 16 (32 atoms, 3 active, noise 0.01); sweep k = 3, 8 x 2 seeds on 2 ranks with the dictionary"
 "$MPIEXEC" -np 2 --oversubscribe "$HUSAI" synth --rows 4000 --d-model 16 --atoms 32 --active 3 --noise 0.01 \

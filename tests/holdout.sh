@@ -3,13 +3,10 @@
 # are recorded in results.h5; numpy recomputes EV and MSE on them (and on the training rows) from
 # the stored parameters and must match results.json; the split is the same for every seed and rank
 # count; training EV stays computed on training rows only.
-set -euo pipefail
-: "${HUSAI:?set HUSAI}" "${MPIEXEC:?set MPIEXEC}"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-PY=/usr/bin/python3
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+# shellcheck source=tests/lib.sh
+. "$HERE/lib.sh"
+husai_test_init holdout
 echo "holdout: sweep with data.holdout = 0.25 on 2 and 3 ranks"
 "$PY" "$HERE/data/make_tiny.py" "$tmp/d.h5" 1000 12 20 4
 cat >"$tmp/h.ini" <<INI

@@ -9,22 +9,11 @@
 # Second case: an unreachable EV floor (0.99) must fail loudly: non-zero exit, exactly one "husai: error" line
 # naming the EV floor, no results.json anywhere under --out, no hang.
 # Needs HUSAI, MPIEXEC and /usr/bin/python3 with numpy and h5py.
-set -euo pipefail
 
-: "${HUSAI:?set HUSAI to the path of the husai binary}"
-: "${MPIEXEC:?set MPIEXEC to mpirun/mpiexec}"
-export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1} OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
-export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
-PY=/usr/bin/python3
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-step() { echo "protocol_calibrate: $*"; }
-fail() {
-    echo "protocol_calibrate: FAIL: $*" >&2
-    exit 1
-}
+# shellcheck source=tests/lib.sh
+. "$HERE/lib.sh"
+husai_test_init protocol_calibrate --keep-env --openblas
 
 step "generating tiny data: 2000 x 16, 24 atoms"
 "$PY" "$HERE/data/make_tiny.py" "$tmp/tiny.h5" 2000 16 24 1

@@ -7,22 +7,11 @@
 # models are bitwise those of a plain `mode = sweep` run with the same settings (the penalty is exactly off),
 # and the reference decoder is bitwise that sweep's seed-42 decoder.
 # Needs HUSAI, MPIEXEC and /usr/bin/python3 with numpy and h5py.
-set -euo pipefail
 
-: "${HUSAI:?set HUSAI to the path of the husai binary}"
-: "${MPIEXEC:?set MPIEXEC to mpirun/mpiexec}"
-export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1} OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
-export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
-PY=/usr/bin/python3
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-step() { echo "protocol_consistency: $*"; }
-fail() {
-    echo "protocol_consistency: FAIL: $*" >&2
-    exit 1
-}
+# shellcheck source=tests/lib.sh
+. "$HERE/lib.sh"
+husai_test_init protocol_consistency --keep-env --openblas
 
 # run NAME CONFIG: a 2-rank husai sweep into $tmp/out_NAME that must succeed without writing to stderr.
 run() {

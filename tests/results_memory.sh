@@ -6,22 +6,14 @@
 # each extra condition) plus one condition in flight, 4 conditions' worth in all. Before results.h5 was
 # written condition by condition, rank 0 grew by ~16 (each condition's parameters kept, gathered twice,
 # then the whole file built in memory and copied once more to write it).
-set -euo pipefail
-: "${HUSAI:?set HUSAI}" "${MPIEXEC:?set MPIEXEC}"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-PY=/usr/bin/python3
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() {
-    echo "results_memory: FAIL: $*" >&2
-    exit 1
-}
+# shellcheck source=tests/lib.sh
+. "$HERE/lib.sh"
+husai_test_init results_memory
 
 # AddressSanitizer keeps freed memory in quarantine, so resident sizes say nothing about what is held.
 if [[ "$(ldd "$HUSAI" 2>/dev/null)" == *libasan* ]]; then
-    echo "results_memory: SKIP: $HUSAI is built with AddressSanitizer (freed memory stays resident)"
-    exit 77
+    skip "$HUSAI is built with AddressSanitizer (freed memory stays resident)"
 fi
 "$PY" "$HERE/data/make_tiny.py" "$tmp/tiny.h5" 2048 128 256 3
 for n in 1 6; do

@@ -7,18 +7,10 @@
 # reads each chunk once per epoch (bytes read stay within one pass per epoch plus one evaluation pass
 # per wave, whatever the rank count); on a dataset 4x the budget, a streamed rank's peak RSS is far
 # below an in-memory rank's; bad streaming settings fail with one line.
-set -euo pipefail
-: "${HUSAI:?set HUSAI}" "${MPIEXEC:?set MPIEXEC}"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
-PY=/usr/bin/python3
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() {
-    echo "stream: FAIL: $*" >&2
-    exit 1
-}
-step() { echo "stream: $*"; }
+# shellcheck source=tests/lib.sh
+. "$HERE/lib.sh"
+husai_test_init stream --openblas
 run() { # run NAME NP ARGS...: a sweep whose log is kept; exits the test on failure
     local name=$1 np=$2
     shift 2

@@ -6,21 +6,11 @@
 # derived from them must be identical across all five runs,
 # while the task -> rank maps recorded in per_seed.rank do differ.
 # Needs HUSAI, MPIEXEC and /usr/bin/python3 with numpy and h5py.
-set -euo pipefail
 
-: "${HUSAI:?set HUSAI to the path of the husai binary}"
-: "${MPIEXEC:?set MPIEXEC to mpirun/mpiexec}"
-export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1} OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
-PY=/usr/bin/python3
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-step() { echo "sweep_determinism: $*"; }
-fail() {
-    echo "sweep_determinism: FAIL: $*" >&2
-    exit 1
-}
+# shellcheck source=tests/lib.sh
+. "$HERE/lib.sh"
+husai_test_init sweep_determinism --keep-env
 
 step "generating tiny data: 1500 x 12, 20 atoms"
 "$PY" "$HERE/data/make_tiny.py" "$tmp/tiny.h5" 1500 12 20 7

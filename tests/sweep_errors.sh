@@ -7,22 +7,17 @@
 # Also: float16 and float64 datasets are accepted; an existing run directory is refused without --force and
 # replaced with it.
 # Needs HUSAI, MPIEXEC and /usr/bin/python3 with numpy and h5py.
-set -euo pipefail
 
-: "${HUSAI:?set HUSAI to the path of the husai binary}"
-: "${MPIEXEC:?set MPIEXEC to mpirun/mpiexec}"
-export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1} OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
-PY=/usr/bin/python3
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/lib.sh
+. "$HERE/lib.sh"
+husai_test_init sweep_errors --keep-env
 MAKE="$HERE/data/make_tiny.py"
-tmp=$(mktemp -d)
-# On an early failure, let the background cases (each bounded by its timeout) end before removing their files.
-trap 'wait 2>/dev/null; chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
-
-step() { echo "sweep_errors: $*"; }
-fail() {
-    echo "sweep_errors: FAIL: $*" >&2
-    exit 1
+# On an early failure, let the background cases (each bounded by its timeout) end before removing their
+# files; the read-only output case (non-root) leaves a directory rm may not empty.
+husai_test_cleanup() {
+    wait 2>/dev/null
+    chmod -R u+w "$tmp" 2>/dev/null
 }
 
 # ini FILE [DATA]: a valid small config; callers edit it for their case.

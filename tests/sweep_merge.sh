@@ -2,18 +2,10 @@
 # sweep_merge.sh: a sweep split into one run per value (as Slurm array tasks run it) and joined
 # with `husai merge` carries the same parameters, metrics and firing densities as the single job; parts
 # with other settings or overlapping values are refused.
-set -euo pipefail
-: "${HUSAI:?set HUSAI}" "${MPIEXEC:?set MPIEXEC}"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-PY=/usr/bin/python3
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-step() { echo "sweep_merge: $*"; }
-fail() {
-    echo "sweep_merge: FAIL: $*" >&2
-    exit 1
-}
+# shellcheck source=tests/lib.sh
+. "$HERE/lib.sh"
+husai_test_init sweep_merge
 
 "$PY" "$HERE/data/make_tiny.py" "$tmp/tiny.h5" 1200 12 20 9
 cat >"$tmp/m.ini" <<INI

@@ -4,18 +4,10 @@
 # number of ranks finishes it, and every decoder, encoder and b_enc is bitwise identical to an
 # uninterrupted run. Corrupt, truncated, other-version and foreign checkpoints are refused with
 # a clear message.
-set -euo pipefail
-: "${HUSAI:?set HUSAI}" "${MPIEXEC:?set MPIEXEC}"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-PY=/usr/bin/python3
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-step() { echo "sweep_resume: $*"; }
-fail() {
-    echo "sweep_resume: FAIL: $*" >&2
-    exit 1
-}
+# shellcheck source=tests/lib.sh
+. "$HERE/lib.sh"
+husai_test_init sweep_resume
 
 "$PY" "$HERE/data/make_tiny.py" "$tmp/tiny.h5" 1500 12 20 3
 cat >"$tmp/r.ini" <<INI

@@ -5,21 +5,11 @@
 # independent numpy recomputation of every metric (tests/check_results.py). A second run with HUSAI's pair
 # bootstrap on the numpy generator must reproduce numpy's CIs.
 # Needs HUSAI, MPIEXEC and /usr/bin/python3 with numpy and h5py.
-set -euo pipefail
 
-: "${HUSAI:?set HUSAI to the path of the husai binary}"
-: "${MPIEXEC:?set MPIEXEC to mpirun/mpiexec}"
-export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1} OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
-PY=/usr/bin/python3
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-step() { echo "sweep_smoke: $*"; }
-fail() {
-    echo "sweep_smoke: FAIL: $*" >&2
-    exit 1
-}
+# shellcheck source=tests/lib.sh
+. "$HERE/lib.sh"
+husai_test_init sweep_smoke --keep-env
 
 step "generating tiny data: 2000 x 16, 24 atoms"
 "$PY" "$HERE/data/make_tiny.py" "$tmp/tiny.h5" 2000 16 24 1

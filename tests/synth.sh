@@ -7,21 +7,11 @@
 # same rows rounded; bad arguments fail with one `husai: error:` line and exit 1 on every rank, and
 # leave no file; an existing file needs --force; `husai sweep` trains on the result (2 ranks).
 # Needs HUSAI, MPIEXEC and /usr/bin/python3 with numpy and h5py.
-set -euo pipefail
 
-: "${HUSAI:?set HUSAI to the path of the husai binary}"
-: "${MPIEXEC:?set MPIEXEC to mpirun/mpiexec}"
-export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1} OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
-export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
-PY=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-step() { echo "synth: $*"; }
-fail() {
-    echo "synth: FAIL: $*" >&2
-    exit 1
-}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/lib.sh
+. "$HERE/lib.sh"
+husai_test_init synth --keep-env --openblas
 
 # 1001 rows over 3 ranks: blocks of 334, 334, 333; with --chunk-rows 100 rank 2 writes nothing in its last step.
 ARGS=(--rows 1001 --d-model 64 --atoms 96 --active 3 --noise 0.02 --seed 2024)
