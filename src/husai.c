@@ -2,7 +2,11 @@
  * their features are. This file only dispatches to a subcommand. */
 #include <mpi.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "cli/commands.h"
 
@@ -21,7 +25,18 @@ static void usage(FILE *f) {
                "run `husai <command> --help` for a command's options\n");
 }
 
+/* Large buffers (a task's parameters, a condition's decoders) come and go all run long. glibc raises
+ * its mmap threshold to the size of each large block freed, so later ones come from the heap and stay
+ * resident after free: a 64-seed sweep at 768 x 2048 held 1.23 GB on rank 0 that way, 0.85 GB with the
+ * threshold fixed at 1 MiB. A threshold the user set (MALLOC_MMAP_THRESHOLD_) is left alone. */
+static void fix_mmap_threshold(void) {
+#if defined(__GLIBC__)
+    if (!getenv("MALLOC_MMAP_THRESHOLD_")) mallopt(M_MMAP_THRESHOLD, 1 << 20);
+#endif
+}
+
 int main(int argc, char **argv) {
+    fix_mmap_threshold();
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

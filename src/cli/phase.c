@@ -639,6 +639,17 @@ static void spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph, int c,
     MPI_Win_free(&win);
 }
 
+/* Gathers floats [off, off + count) of condition c's S task payloads (params, on their owners) into
+ * rank 0's `into` (S x count, seed order); `from` is S pointers of scratch. */
+static void gather_piece(float *const *params, int c, int S, const int *owner, size_t off, size_t count,
+                         float *into, const void **from, MPI_Comm comm) {
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    for (int s = 0; s < S; s++)
+        from[s] = owner[s] == rank ? params[c * S + s] + off : NULL;
+    husai_gather_tasks(from, count, MPI_FLOAT, sizeof(float), owner, S, into, 0, comm);
+}
+
 int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condition_result *res) {
     MPI_Comm comm = ctx->comm;
     int rank, size;
@@ -726,57 +737,55 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
         const size_t per = payload_floats(ds->d_model, cond->d_sae), dd = (size_t)ds->d_model * cond->d_sae;
         for (int s = 0; s < S; s++)
             owner[s] = plan.tasks[c * S + s].rank;
-        /* The payloads go in three pieces, decoders | encoders | the rest, each from the trained task's
-         * own buffer straight into rank 0's arrays: no packed copy on any rank, no gathered copy of the
-         * whole condition next to the arrays on rank 0. */
+        /* The payloads go in pieces, each from the trained task's own buffer straight into rank 0's arrays
+         * (no packed copy on any rank): first the encoders, which go on to results.h5 at once, then the
+         * rest and the decoders. Rank 0 so holds at most two of the condition's S x d_model x d_sae
+         * arrays at a time: its tasks' buffers and the encoders, then the decoders and the PWMCC window. */
+        husai_condition_result *r = rank == 0 ? &res[c] : NULL;
         const size_t rest_n = per - 2 * dd; /* b_enc | b_dec | thresholds | density */
-        float *dec = NULL, *enc = NULL, *rest = NULL;
-        husai_seed_metrics *per_seed = NULL;
+        float *rest = NULL;
         if (rank == 0) {
-            dec = malloc((size_t)S * dd * sizeof(float));
-            enc = malloc((size_t)S * dd * sizeof(float));
+            *r = (husai_condition_result){.phase = ph->phase,
+                                          .value = cond->value,
+                                          .S = S,
+                                          .d_model = ds->d_model,
+                                          .d_sae = cond->d_sae,
+                                          .k = cond->k,
+                                          .epochs = cond->epochs,
+                                          .batch_size = cond->batch_size,
+                                          .lr = cond->lr,
+                                          .lambda = cond->lambda,
+                                          .arch = cond->arch,
+                                          .seeds = ph->seeds};
+            snprintf(r->param, sizeof r->param, "%s", cond->param);
+            if (snprintf(r->name, sizeof r->name, "%s%s%s", ph->prefix_names ? ph->phase : "",
+                         ph->prefix_names ? "/" : "", cond->name) >= (int)sizeof r->name)
+                husai_mpi_die("condition name '%s/%s' is too long", ph->phase, cond->name);
+            r->encoders = malloc((size_t)S * dd * sizeof(float));
             rest = malloc((size_t)S * rest_n * sizeof(float));
-            per_seed = malloc((size_t)S * sizeof(husai_seed_metrics));
-            if (!dec || !enc || !rest || !per_seed) husai_mpi_die("out of memory gathering %s", cond->name);
+            r->per_seed = malloc((size_t)S * sizeof(husai_seed_metrics));
+            if (!r->encoders || !rest || !r->per_seed)
+                husai_mpi_die("out of memory gathering %s", cond->name);
         }
-        const size_t off[3] = {0, dd, 2 * dd}, count[3] = {dd, dd, rest_n};
-        float *into[3] = {dec, enc, rest};
-        for (int piece = 0; piece < 3; piece++) {
-            for (int s = 0; s < S; s++)
-                from[s] = owner[s] == rank ? params[c * S + s] + off[piece] : NULL;
-            husai_gather_tasks(from, count[piece], MPI_FLOAT, sizeof(float), owner, S, into[piece], 0, comm);
-        }
+        gather_piece(params, c, S, owner, dd, dd, rank == 0 ? r->encoders : NULL, from, comm);
+        if (rank == 0 && ctx->sink && husai_results_h5_encoders(ctx->sink, r))
+            husai_mpi_die("%s", husai_error_message());
+        if (rank == 0 && !(r->decoders = malloc((size_t)S * dd * sizeof(float))))
+            husai_mpi_die("out of memory gathering %s", cond->name);
+        gather_piece(params, c, S, owner, 2 * dd, rest_n, rest, from, comm);
+        gather_piece(params, c, S, owner, 0, dd, rank == 0 ? r->decoders : NULL, from, comm);
         for (int s = 0; s < S; s++)
             from[s] = owner[s] == rank ? &metrics[c * S + s] : NULL;
         husai_gather_tasks(from, sizeof(husai_seed_metrics) / sizeof(double), MPI_DOUBLE, sizeof(double),
-                           owner, S, per_seed, 0, comm);
+                           owner, S, rank == 0 ? r->per_seed : NULL, 0, comm);
         for (int s = 0; s < S; s++) {
             free(params[c * S + s]);
             params[c * S + s] = NULL;
         }
         double *pw = NULL, *pw_rand = NULL, *mc = NULL, *mf = NULL;
-        if (size > 1 && S > 2) spread_pwmcc(ctx, ph, c, dec, &pw, &pw_rand, &mc, &mf);
+        if (size > 1 && S > 2)
+            spread_pwmcc(ctx, ph, c, rank == 0 ? r->decoders : NULL, &pw, &pw_rand, &mc, &mf);
         if (rank != 0) continue;
-        husai_condition_result *r = &res[c];
-        *r = (husai_condition_result){.phase = ph->phase,
-                                      .value = cond->value,
-                                      .S = S,
-                                      .d_model = ds->d_model,
-                                      .d_sae = cond->d_sae,
-                                      .k = cond->k,
-                                      .epochs = cond->epochs,
-                                      .batch_size = cond->batch_size,
-                                      .lr = cond->lr,
-                                      .lambda = cond->lambda,
-                                      .arch = cond->arch,
-                                      .seeds = ph->seeds,
-                                      .per_seed = per_seed,
-                                      .decoders = dec,
-                                      .encoders = enc};
-        snprintf(r->param, sizeof r->param, "%s", cond->param);
-        if (snprintf(r->name, sizeof r->name, "%s%s%s", ph->prefix_names ? ph->phase : "",
-                     ph->prefix_names ? "/" : "", cond->name) >= (int)sizeof r->name)
-            husai_mpi_die("condition name '%s/%s' is too long", ph->phase, cond->name);
         const size_t ns = (size_t)cond->d_sae, nm = (size_t)ds->d_model;
         r->b_enc = malloc((size_t)S * ns * sizeof(float));
         r->b_dec = malloc((size_t)S * nm * sizeof(float));

@@ -127,15 +127,21 @@ static size_t condition_bytes(const husai_condition_result *c) {
            (S + 1) * (S + 1) * 5 * sizeof(double) + S * 24 * sizeof(double);
 }
 
-static herr_t write_condition(hid_t conds, hid_t lcpl, const husai_condition_result *c) {
-    hid_t g = H5Gcreate2(conds, c->name, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+/* Condition c's group: created, or opened when its encoders went ahead. */
+static hid_t condition_group(const husai_results_h5 *h, const husai_condition_result *c) {
+    return c->encoders_written ? H5Gopen2(h->conds, c->name, H5P_DEFAULT)
+                               : H5Gcreate2(h->conds, c->name, h->lcpl, H5P_DEFAULT, H5P_DEFAULT);
+}
+
+static herr_t write_condition(const husai_results_h5 *h, const husai_condition_result *c) {
+    hid_t g = condition_group(h, c);
     if (g < 0) return -1;
     herr_t rc = 0;
     const hsize_t S = (hsize_t)c->S, dm = (hsize_t)c->d_model, ds = (hsize_t)c->d_sae;
     const hsize_t d_dec[3] = {S, dm, ds}, d_enc[3] = {S, ds, dm}, d_b[2] = {S, ds}, d_s[1] = {S},
                   d_m[2] = {S, S};
     rc |= write_ds(g, "decoders", H5T_NATIVE_FLOAT, 3, d_dec, c->decoders);
-    rc |= write_ds(g, "encoders", H5T_NATIVE_FLOAT, 3, d_enc, c->encoders);
+    if (!c->encoders_written) rc |= write_ds(g, "encoders", H5T_NATIVE_FLOAT, 3, d_enc, c->encoders);
     rc |= write_ds(g, "b_enc", H5T_NATIVE_FLOAT, 2, d_b, c->b_enc);
     const hsize_t d_bd[2] = {S, dm};
     if (c->b_dec) rc |= write_ds(g, "b_dec", H5T_NATIVE_FLOAT, 2, d_bd, c->b_dec);
@@ -205,10 +211,28 @@ static herr_t write_condition(hid_t conds, hid_t lcpl, const husai_condition_res
     return rc;
 }
 
+husai_status husai_results_h5_encoders(husai_results_h5 *h, husai_condition_result *c) {
+    if (h->err) return h->err;
+    const hsize_t d_enc[3] = {(hsize_t)c->S, (hsize_t)c->d_sae, (hsize_t)c->d_model};
+    husai_status st = reserve(h, (size_t)c->S * c->d_sae * c->d_model * sizeof(float));
+    hid_t g = st ? H5I_INVALID_HID : condition_group(h, c);
+    if (!st && (g < 0 || write_ds(g, "encoders", H5T_NATIVE_FLOAT, 3, d_enc, c->encoders) < 0 ||
+                H5Fflush(h->file, H5F_SCOPE_LOCAL) < 0))
+        st = husai_error(HUSAI_ERR_IO, "writing condition '%s' to '%s' failed", c->name, h->path);
+    if (g >= 0) H5Gclose(g);
+    h->err = st;
+    if (!st) {
+        free(c->encoders);
+        c->encoders = NULL;
+        c->encoders_written = 1;
+    }
+    return st;
+}
+
 husai_status husai_results_h5_condition(husai_results_h5 *h, husai_condition_result *c) {
     if (h->err) return h->err;
     husai_status st = reserve(h, condition_bytes(c));
-    if (!st && (write_condition(h->conds, h->lcpl, c) < 0 || H5Fflush(h->file, H5F_SCOPE_LOCAL) < 0))
+    if (!st && (write_condition(h, c) < 0 || H5Fflush(h->file, H5F_SCOPE_LOCAL) < 0))
         st = husai_error(HUSAI_ERR_IO, "writing condition '%s' to '%s' failed", c->name, h->path);
     h->err = st;
     if (!st) {

@@ -4,7 +4,7 @@
  * table), conditions.csv and the plots (svg.h). Every write is checked, so a full disk is an error, not a
  * silently short file.
  * defines: husai_seed_metrics, husai_condition_result, husai_run_info, husai_results_h5 and its
- * open/condition/abort, husai_results_write */
+ * open/encoders/condition/abort, husai_results_write */
 #ifndef HUSAI_REPORT_RESULTS_H
 #define HUSAI_REPORT_RESULTS_H
 
@@ -62,8 +62,9 @@ typedef struct {
     /* ground-truth recovery CIs over seeds, when a dictionary was given (has_gt) */
     int has_gt;
     husai_ci gt_mean_max_cos, gt_recovered;
-    float *density; /* (S, d_sae): share of training rows on which each latent fires, or NULL */
-    int written;    /* in results.h5 already; decoders .. thresholds are then released (NULL) */
+    float *density;       /* (S, d_sae): share of training rows on which each latent fires, or NULL */
+    int written;          /* in results.h5 already; decoders .. thresholds are then released (NULL) */
+    int encoders_written; /* the encoders went ahead into results.h5 (and were released) */
 } husai_condition_result;
 
 /* What a protocol decided, beyond its conditions (NULL for a plain sweep). */
@@ -111,8 +112,13 @@ typedef struct husai_results_h5 husai_results_h5;
  * *h is still set (or NULL) and must be given to husai_results_h5_abort. */
 husai_status husai_results_h5_open(husai_results_h5 **h, const char *path, const husai_run_info *run);
 
-/* Writes condition c's group and then releases its parameters (decoders, encoders, b_enc, b_dec,
- * thresholds), marking it written. After a failure every later call returns the same error. */
+/* Writes condition c's encoders (c->name, S, d_sae, d_model and encoders set) into its group ahead of
+ * the rest, then releases them, so rank 0 need not hold them beside the decoders. */
+husai_status husai_results_h5_encoders(husai_results_h5 *h, husai_condition_result *c);
+
+/* Writes condition c's group (what husai_results_h5_encoders has not) and then releases its parameters
+ * (decoders, encoders, b_enc, b_dec, thresholds), marking it written. After a failure every later call
+ * returns the same error. */
 husai_status husai_results_h5_condition(husai_results_h5 *h, husai_condition_result *c);
 
 /* Closes and deletes an unfinished file (after a stop or an error); NULL is a no-op. */
