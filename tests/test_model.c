@@ -334,6 +334,71 @@ static void test_select_random_vs_reference(void **state) {
     free(x);
 }
 
+/* ---------- the backward's blocking, fusing and latent-major order keep a row loop's bits ---------- */
+
+/* dot8's documented order: lane l sums elements i = l mod 8 of the first n & ~7 in order; the lanes add
+ * as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)); then the remaining n mod 8 terms in order. */
+static float dot8_reference(const float *a, const float *b, int n) {
+    float lane[8] = {0};
+    const int n8 = n & ~7;
+    for (int i = 0; i < n8; i++)
+        lane[i % 8] += a[i] * b[i];
+    float tail = 0.0f;
+    for (int i = n8; i < n; i++)
+        tail += a[i] * b[i];
+    return (((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]))) + tail;
+}
+
+/* TopK's gradients, as the obvious loop computes them row by row in float: residual gradient, then
+ * each code (ascending latent) adds into b_enc, W_dec's and W_enc's rows in turn. The backward groups
+ * codes by latent within blocks of rows, fuses the code gradients with the decoder rows and makes the
+ * encoder rows a second pass; each element must still get the same terms in the same order, so the bits
+ * must match exactly (and for any d_model, whatever its vector tails). */
+static void test_backward_bitwise_vs_row_loop(void **state) {
+    (void)state;
+    const int dims[3] = {5, 20, 72}; /* tails only; 16 + 4; the 64-wide tile + 8 */
+    for (int c = 0; c < 3; c++) {
+        const int d = dims[c], s = 48, k = 7, n = 300; /* 300 rows: several backward blocks */
+        husai_sae m;
+        husai_sae_batch b;
+        assert_int_equal(alloc_topk(&m, d, s, k), HUSAI_OK);
+        husai_sae_init(&m, 11 + (uint64_t)c);
+        assert_int_equal(husai_sae_batch_alloc(&b, &m, n), HUSAI_OK);
+        husai_rng r;
+        husai_rng_init(&r, 5, "test-backward-bitwise", (uint64_t)c);
+        float *x = xcalloc((size_t)n * d);
+        for (size_t i = 0; i < (size_t)n * d; i++)
+            x[i] = (float)husai_rng_normal(&r);
+        forward_mse(&m, x, n, &b);
+        float *grad = xcalloc(m.n_params), *ref = xcalloc(m.n_params), *G = xcalloc((size_t)d);
+        husai_sae_backward(&m, x, 0.0, &b, grad);
+        const size_t w = (size_t)s * d;
+        float *gWe = ref, *gbe = ref + w, *gWd = ref + w + s;
+        const float scale = (float)(2.0 / ((double)n * d));
+        for (int row = 0; row < n; row++) {
+            for (int i = 0; i < d; i++)
+                G[i] = scale * (b.x_hat[(size_t)row * d + i] - x[(size_t)row * d + i]);
+            for (int64_t a = b.row_ptr[row]; a < b.row_ptr[row + 1]; a++) {
+                const int j = b.idx[a];
+                const float gz = dot8_reference(G, m.W_dec + (size_t)j * d, d);
+                gbe[j] += gz;
+                for (int i = 0; i < d; i++)
+                    gWd[(size_t)j * d + i] += b.val[a] * G[i];
+                for (int i = 0; i < d; i++)
+                    gWe[(size_t)j * d + i] += gz * x[(size_t)row * d + i];
+            }
+        }
+        print_message("d_model %d: %lld codes over %d rows\n", d, (long long)b.row_ptr[n], n);
+        assert_memory_equal(grad, ref, (2 * w + s) * sizeof(float));
+        free(G);
+        free(ref);
+        free(grad);
+        free(x);
+        husai_sae_batch_free(&b);
+        husai_sae_free(&m);
+    }
+}
+
 /* ---------- forward/backward and Adam vs PyTorch ---------- */
 
 static void test_forward_backward_vs_torch(void **state) {
@@ -594,6 +659,7 @@ int main(void) {
         cmocka_unit_test(test_select_negative_values),
         cmocka_unit_test(test_select_ties_lower_index),
         cmocka_unit_test(test_select_random_vs_reference),
+        cmocka_unit_test(test_backward_bitwise_vs_row_loop),
         cmocka_unit_test(test_forward_backward_vs_torch),
         cmocka_unit_test(test_adam_two_steps_vs_torch),
         cmocka_unit_test(test_gradient_finite_differences),
