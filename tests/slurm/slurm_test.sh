@@ -182,7 +182,9 @@ compare_h5 "$run/results.h5" "$tmp/runs2/job-$id2/results.h5" decoders encoders 
 
 # --- (b) SIGUSR1 -> checkpoint -> requeue -> resume --------------------------------------------------
 step "(b) SIGUSR1 to the batch shell mid-training: checkpoint, requeue, resume, bitwise result"
-write_ini "$tmp/b.ini" 1500 "3, 6" "$tmp/unused"
+# 8000 epochs: ~2.5 s per task here, so the signal (sent half a second into the second wave) lands
+# mid-task even on a faster machine (at 1500 epochs a task took 0.4-0.6 s and the job could finish first).
+write_ini "$tmp/b.ini" 8000 "3, 6" "$tmp/unused"
 "$MPIEXEC" -np 2 "$HUSAI" sweep "$tmp/b.ini" --out "$tmp/ref" --run-id b >"$tmp/ref_b.log" 2>&1 || {
     cat "$tmp/ref_b.log"
     fail "(b) reference mpirun sweep failed"
@@ -208,6 +210,8 @@ for _ in $(seq 300); do # wait for the requeue; the stopped run's staging must h
         ckpts=$(find "$tmp/preempt/.job-$id.partial/checkpoints" -type f 2>/dev/null | wc -l)
         break
     fi
+    grep -q "husai exited with status 0" "$log" 2>/dev/null &&
+        fail "(b) job $id finished before the signal took effect; raise the epochs"
     sleep 0.1
 done
 grep -q "DUE TO JOB REQUEUE" "$log" || fail "(b) the job did not requeue within 30 s of SIGUSR1"
