@@ -16,6 +16,8 @@ husai_test_init faults
 husai_test_cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true; }
 
 "$PY" "$HERE/data/make_tiny.py" "$tmp/tiny.h5" 2000 16 24 5
+# 2000 epochs: a run of several seconds, so the SIGKILL sent once two checkpoints exist lands mid-run even
+# on a faster machine (400 epochs took ~1 s here, leaving half a second of margin).
 cat >"$tmp/f.ini" <<INI
 [data]
 path = $tmp/tiny.h5
@@ -23,7 +25,7 @@ path = $tmp/tiny.h5
 d_sae = 48
 k = 4
 [train]
-epochs = 400
+epochs = 2000
 batch_size = 50
 lr = 0.002
 [sweep]
@@ -75,7 +77,7 @@ print("faults:   decoders, encoders, b_enc and PWMCC identical")
 PY
 
 step "1b. SIGTERM to the whole job (mpirun forwards it): every rank checkpoints; --resume continues"
-sed -e 's/^epochs = 400/epochs = 100000/' "$tmp/f.ini" >"$tmp/long.ini"
+sed -e 's/^epochs = 2000/epochs = 100000/' "$tmp/f.ini" >"$tmp/long.ini"
 "$MPIEXEC" -np 2 "$HUSAI" sweep "$tmp/long.ini" --out "$tmp/t" --run-id job >"$tmp/t.log" 2>&1 &
 pid=$!
 for _ in $(seq 300); do
@@ -109,7 +111,7 @@ step "  checkpoints written on SIGTERM (mpirun exit $rc0); --resume continues fr
 
 # d_sae 512: a checkpoint is 203 KB and the node's shared data window ~130 KB; results.h5 needs
 # 256 KiB of metadata allowance on creation and ~540 KB once the condition (4 x 2 x 16 x 512 floats) lands.
-sed -e 's/^epochs = 400/epochs = 2/' -e 's/^d_sae = 48/d_sae = 512/' "$tmp/f.ini" >"$tmp/small.ini"
+sed -e 's/^epochs = 2000/epochs = 2/' -e 's/^d_sae = 48/d_sae = 512/' "$tmp/f.ini" >"$tmp/small.ini"
 # Runs the small job under a file-size limit of $1 KiB into run id $2; checks one clear error line, exit 1
 # from the job, and no run directory under the final name.
 limited_run() {
