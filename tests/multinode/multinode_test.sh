@@ -30,6 +30,11 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_TH
 PY=/usr/bin/python3
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 HUSAI=$(cd "$(dirname "$HUSAI")" && pwd)/$(basename "$HUSAI") # ranks on nodeB start in $HOME
+# Sanitized builds: no leak check inside the simulated nodes. LeakSanitizer stops the process with a
+# ptrace-based tracer at exit, and that tracer crashed there once in a clean-clone CI run ("Tracer caught
+# signal 11" in both ranks of a node, after a complete run); this test is about topology, and every other
+# sanitized test still checks leaks.
+if [ -n "${ASAN_OPTIONS:-}" ]; then export ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=0"; fi
 step() { echo "multinode: $*"; }
 skip() {
     echo "multinode: SKIP: $*"
