@@ -211,6 +211,16 @@ static herr_t write_condition(const husai_results_h5 *h, const husai_condition_r
     return rc;
 }
 
+/* Frees a condition's parameter arrays (decoders, encoders, b_enc, b_dec, thresholds); safe twice. */
+static void release_params(husai_condition_result *c) {
+    free(c->decoders);
+    free(c->encoders);
+    free(c->b_enc);
+    free(c->b_dec);
+    free(c->thresholds);
+    c->decoders = c->encoders = c->b_enc = c->b_dec = c->thresholds = NULL;
+}
+
 husai_status husai_results_h5_encoders(husai_results_h5 *h, husai_condition_result *c) {
     if (h->err) return h->err;
     const hsize_t d_enc[3] = {(hsize_t)c->S, (hsize_t)c->d_sae, (hsize_t)c->d_model};
@@ -237,12 +247,7 @@ husai_status husai_results_h5_condition(husai_results_h5 *h, husai_condition_res
     h->err = st;
     if (!st) {
         /* The parameters are on disk: release them (the reports need only the metrics). */
-        free(c->decoders);
-        free(c->encoders);
-        free(c->b_enc);
-        free(c->b_dec);
-        free(c->thresholds);
-        c->decoders = c->encoders = c->b_enc = c->b_dec = c->thresholds = NULL;
+        release_params(c);
         c->written = 1;
     }
     return st;
@@ -839,11 +844,7 @@ husai_status husai_results_write(const husai_rundir *rd, const husai_run_info *r
 
 void husai_condition_result_free(husai_condition_result *r) {
     if (!r) return;
-    free(r->decoders);
-    free(r->encoders);
-    free(r->b_enc);
-    free(r->b_dec);
-    free(r->thresholds);
+    release_params(r);
     free(r->pwmcc);
     free(r->random_pwmcc);
     free(r->per_seed);
@@ -853,7 +854,6 @@ void husai_condition_result_free(husai_condition_result *r) {
     free(r->density);
     r->density = NULL;
     r->match_cos = r->match_frac = NULL;
-    r->decoders = r->encoders = r->b_enc = r->b_dec = r->thresholds = NULL;
     r->pwmcc = r->random_pwmcc = r->pwmcc_with_ref = NULL;
     r->per_seed = NULL;
 }
