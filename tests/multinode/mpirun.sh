@@ -8,7 +8,7 @@
 # node, mpirun starts from a clean environment and every variable the ranks need is passed with -x, so
 # the ranks on nodeA and on nodeB see the same environment: OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM),
 # OPENBLAS_NUM_THREADS (default 1), and, when set, HUSAI_THREADS, HUSAI_BLAS_THREADS, OMP_NUM_THREADS, LD_LIBRARY_PATH,
-# ASAN_OPTIONS, LSAN_OPTIONS, UBSAN_OPTIONS and the names listed in MN_EXPORT (space-separated).
+# ASAN_OPTIONS, LSAN_OPTIONS, UBSAN_OPTIONS, HWLOC_PLUGINS_BLACKLIST and the names listed in MN_EXPORT (space-separated).
 # Execs mpirun (same PID as this script), so a signal to this script reaches mpirun.
 set -euo pipefail
 PATH="$PATH:/usr/sbin:/sbin"
@@ -29,7 +29,7 @@ if [ "$(id -u)" -eq 0 ]; then
     envs+=(OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1)
     xs+=(-x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM)
 fi
-for v in HUSAI_THREADS HUSAI_BLAS_THREADS OMP_NUM_THREADS LD_LIBRARY_PATH ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS ${MN_EXPORT:-}; do
+for v in HUSAI_THREADS HUSAI_BLAS_THREADS OMP_NUM_THREADS LD_LIBRARY_PATH ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS HWLOC_PLUGINS_BLACKLIST ${MN_EXPORT:-}; do
     if [ -n "${!v+x}" ]; then
         envs+=("$v=${!v}")
         xs+=(-x "$v")
