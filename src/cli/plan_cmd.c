@@ -64,7 +64,7 @@ static int parse_args(int argc, char **argv, plan_args *a) {
     optind = 1;
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "s:o:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "s:o:fh", longopts, NULL)) != -1) {
         switch (c) {
         case 's':
             a->sets[a->n_sets++] = optarg;
@@ -79,6 +79,7 @@ static int parse_args(int argc, char **argv, plan_args *a) {
             a->get = optarg;
             break;
         case 'I':
+        case 'f': /* sweep-only flags: nothing to plan differently */
             break;
         case 'h':
             plan_usage(stdout);
@@ -119,6 +120,10 @@ static husai_status resolve_config(husai_config *cfg, const plan_args *a) {
 /* The shortest %g text that reads back as exactly v, so `--set sweep.values=TEXT` in an array task gives
  * the very condition of the whole grid (10 digits would change an lr in its last bits). */
 static void exact_text(double v, char *buf, size_t n) {
+    if (v == floor(v) && fabs(v) < 1e15) { /* integers as integers: %.1g would write 20 as 2e+01 */
+        snprintf(buf, n, "%.0f", v);
+        return;
+    }
     for (int digits = 1; digits <= 17; digits++) {
         snprintf(buf, n, "%.*g", digits, v);
         if (strtod(buf, NULL) == v) return;
