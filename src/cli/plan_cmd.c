@@ -445,7 +445,7 @@ static husai_status print_field(FILE *f, const cJSON *doc, const char *name) {
     } else {
         bad = print_scalar(f, item);
     }
-    return bad ? husai_error(HUSAI_ERR_IO, "husai plan: cannot write to stdout") : HUSAI_OK;
+    return bad ? husai_error(HUSAI_ERR_IO, "plan: cannot write to stdout") : HUSAI_OK;
 }
 
 int husai_cmd_plan(int argc, char **argv) {
@@ -465,21 +465,21 @@ int husai_cmd_plan(int argc, char **argv) {
         if (args.json || args.get) {
             doc = plan_json(&cfg, &p);
             if (!doc || cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(doc, "config")))
-                st = husai_error(HUSAI_ERR_NOMEM, "husai plan: cannot build the plan document");
+                st = husai_error(HUSAI_ERR_NOMEM, "plan: cannot build the plan document");
         }
     }
     if (!st && args.get) {
         st = print_field(stdout, doc, args.get);
     } else if (!st && args.json) {
         char *s = cJSON_Print(doc);
-        if (!s || printf("%s\n", s) < 0) st = husai_error(HUSAI_ERR_IO, "husai plan: cannot write to stdout");
+        if (!s || printf("%s\n", s) < 0) st = husai_error(HUSAI_ERR_IO, "plan: cannot write to stdout");
         free(s);
     } else if (!st) {
         print_human(stdout, &cfg, &p);
     }
     cJSON_Delete(doc);
     if (!st && (fflush(stdout) || ferror(stdout)))
-        st = husai_error(HUSAI_ERR_IO, "husai plan: cannot write to stdout");
+        st = husai_error(HUSAI_ERR_IO, "plan: cannot write to stdout");
     if (st) {
         fprintf(stderr, "husai: error: %s\n", husai_error_message());
         return PLAN_EXIT_ERROR;
