@@ -3,6 +3,10 @@
 #   husai_log MESSAGE...                    one "[slurm] time message" line on stdout
 #   husai_split_flags FLAGS...              sets HUSAI_FLAG_OUT, HUSAI_FLAG_RUN_ID, HUSAI_FLAG_RESUME
 #                                           and HUSAI_PASS (the other flags, in order)
+#   husai_plan_get CONFIG NAME FLAGS...     prints field NAME of `husai plan CONFIG` under the sweep's
+#                                           flags (--set, --out; --run-id and --resume dropped): every
+#                                           setting a script needs comes from husai, never from an INI
+#                                           parser of its own (see `husai plan --help` for the names)
 #   husai_resolve_out CONFIG FLAGS...       prints the output directory husai will use
 #   husai_run_sweep OUT RUN_ID CONFIG FLAGS...
 #       runs `srun husai sweep` for the run OUT/RUN_ID: fresh when nothing exists yet, with --resume
@@ -44,20 +48,31 @@ husai_split_flags() {
     done
 }
 
+husai_plan_get() {
+    local config=$1 name=$2
+    shift 2
+    husai_split_flags "$@" || return
+    local -a flags=("${HUSAI_PASS[@]}")
+    if [ -n "$HUSAI_FLAG_OUT" ]; then flags+=(--out "$HUSAI_FLAG_OUT"); fi
+    if [ ! -x "$HUSAI" ]; then
+        echo "husai (slurm): husai binary '$HUSAI' not found or not executable (set HUSAI, see slurm/site.sh)" >&2
+        return 1
+    fi
+    # husai validates the whole config here too, so a bad one fails at submission, not in the queue.
+    "$HUSAI" plan "$config" --get "$name" "${flags[@]}"
+}
+
 # Where husai writes: --out among the flags, else $HUSAI_OUT, else the config's [output] dir (with
-# any --set output.dir=...), else husai's default "runs".
+# any --set output.dir=...) as husai resolves it.
 husai_resolve_out() {
-    local config=$1 out
+    local config=$1
     shift
     husai_split_flags "$@" || return
-    if [ -n "$HUSAI_FLAG_OUT" ]; then
-        out=$HUSAI_FLAG_OUT
-    elif [ -n "${HUSAI_OUT:-}" ]; then
-        out=$HUSAI_OUT
+    if [ -z "$HUSAI_FLAG_OUT" ] && [ -n "${HUSAI_OUT:-}" ]; then
+        husai_plan_get "$config" out_dir "$@" --out "$HUSAI_OUT"
     else
-        out=$("$HUSAI_SLURM_DIR/ini_get.sh" "$config" output.dir "$@") || return
+        husai_plan_get "$config" out_dir "$@"
     fi
-    printf '%s\n' "${out:-runs}"
 }
 
 husai_on_signal() { # SIG: remember it and pass it on to the running step
@@ -81,10 +96,12 @@ husai_run_sweep() {
         run_args=(--out "$out" --run-id "$id")
     fi
     read -r -a extra <<<"${HUSAI_SRUN_FLAGS:-}"
-    srun_args=(--mpi="$HUSAI_SRUN_MPI" --kill-on-bad-exit=1)
+    srun_args=(--mpi="$HUSAI_SRUN_MPI")
     # Slurm 22.05's srun no longer inherits --cpus-per-task from the allocation: pass it on.
     if [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then srun_args+=(--cpus-per-task="$SLURM_CPUS_PER_TASK"); fi
-    srun_args+=("${extra[@]}")
+    # Last, so no site flag undoes it: a rank that fails exits 1 without MPI_Abort, and only this ends
+    # the step instead of leaving the other ranks waiting for it in a collective.
+    srun_args+=("${extra[@]}" --kill-on-bad-exit=1)
     if [ ! -x "$HUSAI" ]; then
         husai_log "error: husai binary '$HUSAI' not found or not executable (set HUSAI, see slurm/site.sh)"
         return 1

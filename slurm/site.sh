@@ -16,7 +16,10 @@
 #   HUSAI_SRUN_MPI     srun's MPI plugin (srun --mpi=...): pmix for Open MPI 4/5 built with PMIx (the
 #                      Debian build); pmi2 or pmix_v4 on some sites (`srun --mpi=list` shows them)
 #   HUSAI_SRUN_FLAGS   extra srun flags, space-separated, e.g. "--cpu-bind=cores" or "--overcommit"
-#   HUSAI              the husai binary; default $SLURM_SUBMIT_DIR/build/husai (submit from the checkout)
+#                      (launch.sh always adds --kill-on-bad-exit=1, after these)
+#   HUSAI              the husai binary; default $SLURM_SUBMIT_DIR/build/husai (submit from the checkout).
+#                      The scripts also take every config setting they need from it (`husai plan`), at
+#                      submission and in the job, so it must run on the login node too
 #   HUSAI_OUT          where run directories go; empty: the config's [output] dir (runs by default).
 #                      A --out DIR among the extra husai flags wins over both.
 #   HUSAI_THREADS      threads per rank, each splitting its SAE's step (same bits for any count); default

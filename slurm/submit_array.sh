@@ -36,12 +36,17 @@ export HUSAI="${HUSAI:-$(dirname "$here")/build/husai}"
 # shellcheck source=slurm/launch.sh
 . "$here/launch.sh"
 
-mode=$("$here/ini_get.sh" "$config" sweep.mode "$@")
-if [ -n "$mode" ] && [ "$mode" != sweep ]; then
+# The config as husai resolves it (husai plan): a bad config fails here, before anything is queued.
+mode=$(husai_plan_get "$config" mode "$@")
+if [ "$mode" != sweep ]; then
     echo "submit_array.sh: $config has mode = $mode; only plain sweeps can be split (use slurm/sweep.sbatch)" >&2
     exit 1
 fi
-n=$("$here/values.sh" "$config" "$@" | wc -l)
+n=$(husai_plan_get "$config" n_conditions "$@")
+[[ "$n" =~ ^[1-9][0-9]*$ ]] || {
+    echo "submit_array.sh: husai plan gave '$n' conditions for $config" >&2
+    exit 1
+}
 out=$(husai_resolve_out "$config" "$@")
 max=${HUSAI_ARRAY_MAX_RUNNING:-4}
 

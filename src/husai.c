@@ -15,6 +15,8 @@ static void usage(FILE *f) {
                "commands:\n"
                "  sweep CONFIG.ini [--set section.key=value ...] [--out DIR]\n"
                "                    train conditions x seeds under MPI and report consistency\n"
+               "  plan CONFIG.ini [--set section.key=value ...] [--json | --get NAME]\n"
+               "                    what a sweep would run: resolved conditions and tasks (no MPI)\n"
                "  merge --out DIR PART_RUN_DIR...\n"
                "                    join run directories of a sweep split over its values (Slurm arrays)\n"
                "  synth --rows N --d-model D --atoms A --active K [--noise S] [--seed SEED] OUT.h5\n"
@@ -43,6 +45,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "ci")) return husai_cmd_ci(argc - 1, argv + 1);
     if (!strcmp(argv[1], "export")) return husai_cmd_export(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "plan")) return husai_cmd_plan(argc - 1, argv + 1);
     if (!strcmp(argv[1], "sweep") || !strcmp(argv[1], "merge") || !strcmp(argv[1], "synth")) {
         MPI_Init(&argc, &argv);
         const int rc = !strcmp(argv[1], "sweep")   ? husai_cmd_sweep(argc - 1, argv + 1)

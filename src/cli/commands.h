@@ -1,5 +1,6 @@
 /* commands.h: husai's subcommands; each returns the process exit status.
- * defines: husai_cmd_ci, husai_cmd_sweep, husai_cmd_merge, husai_cmd_synth, husai_cmd_export */
+ * defines: husai_cmd_ci, husai_cmd_sweep, husai_cmd_merge, husai_cmd_synth, husai_cmd_export, husai_cmd_plan
+ */
 #ifndef HUSAI_CLI_COMMANDS_H
 #define HUSAI_CLI_COMMANDS_H
 
@@ -8,6 +9,10 @@ int husai_cmd_ci(int argc, char **argv);
 
 /* `husai export`: one trained SAE of a run directory as SAELens safetensors + cfg.json. No MPI. */
 int husai_cmd_export(int argc, char **argv);
+
+/* `husai plan`: the conditions and tasks a sweep of a config would run, human-readable, as JSON or one
+ * field at a time (for job scripts). No MPI; the data file is not opened. */
+int husai_cmd_plan(int argc, char **argv);
 
 /* `husai sweep`: the seed-parallel sweep; must be called between MPI_Init and MPI_Finalize. */
 int husai_cmd_sweep(int argc, char **argv);

@@ -5,8 +5,8 @@
 #  (b) SIGUSR1 to the batch shell, as Slurm sends before a time limit: the job checkpoints, requeues
 #      itself, resumes under the same job id and ends with decoders, encoders, b_enc and PWMCC
 #      bitwise equal to an uninterrupted mpirun sweep;
-#  (c) slurm/submit_array.sh: one array task per sweep value, then husai merge after them; the merged
-#      run equals a single sweep over both values bitwise.
+#  (c) slurm/submit_array.sh: one array task per sweep value (written over two lines), then husai merge
+#      after them; the merged run equals a single sweep over both values bitwise.
 # Exit 77 (skipped) without Slurm and munge installed or without root. Needs 2 CPUs. ~1 minute.
 set -euo pipefail
 PATH="$PATH:/usr/sbin:/sbin" # the daemons live in sbin, often not on a user's PATH
@@ -239,7 +239,8 @@ if ! "$HUSAI" merge --help >/dev/null 2>&1; then
     step "(c) skipped: this husai has no 'merge' command"
 else
     step "(c) slurm/submit_array.sh: one array task per value, then husai merge (HUSAI_OUT)"
-    write_ini "$tmp/c.ini" 40 "3, 6" "$tmp/unused"
+    # The values over two lines: the scripts must take both from husai (a shell INI parser saw one).
+    write_ini "$tmp/c.ini" 40 $'3\n    6' "$tmp/unused"
     "$MPIEXEC" -np 2 "$HUSAI" sweep "$tmp/c.ini" --out "$tmp/ref" --run-id c >"$tmp/ref_c.log" 2>&1 || {
         cat "$tmp/ref_c.log"
         fail "(c) reference mpirun sweep failed"
