@@ -276,7 +276,8 @@ static void test_few_seeds_interval_is_pair_range(void **state) {
         o.unit = HUSAI_BOOT_PAIRS;
         assert_int_equal(husai_ci_pair_matrix(M, S, &o, &ci), HUSAI_OK);
         assert_true(ci.hi > ci.lo);
-        if (S == 3) assert_true(ci.lo == lo && ci.hi == hi);
+        /* (v + v + v) / 3 may differ from v in the last bit */
+        if (S == 3) assert_true(fabs(ci.lo - lo) < 1e-15 && fabs(ci.hi - hi) < 1e-15);
     }
     /* husai_ci_withhold keeps the point estimate and drops only the interval, below 3 seeds only */
     husai_ci c = {.mean = 0.5, .std = 0.1, .lo = 0.4, .hi = 0.6, .n = 2};

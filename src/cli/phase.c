@@ -540,10 +540,22 @@ void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c,
     }
     /* Every interval here resamples the S seeds (the reference is not exchangeable with seeds trained
      * towards it), so below HUSAI_CI_MIN_SEEDS none is reported, and nor is the LCB built from them. */
-    husai_ci *cis[] = {&c->trained,      &c->random,       &c->ev,          &c->mse,
-                       &c->l0,           &c->dead,         &c->alignment,   &c->ho_ev,
-                       &c->ho_mse,       &c->ho_l0,        &c->ho_dead,     &c->matched_cos,
-                       &c->matched_frac, &c->trained_with_ref, &c->gt_mean_max_cos, &c->gt_recovered};
+    husai_ci *cis[] = {&c->trained,
+                       &c->random,
+                       &c->ev,
+                       &c->mse,
+                       &c->l0,
+                       &c->dead,
+                       &c->alignment,
+                       &c->ho_ev,
+                       &c->ho_mse,
+                       &c->ho_l0,
+                       &c->ho_dead,
+                       &c->matched_cos,
+                       &c->matched_frac,
+                       &c->trained_with_ref,
+                       &c->gt_mean_max_cos,
+                       &c->gt_recovered};
     for (size_t i = 0; i < sizeof cis / sizeof *cis; i++)
         husai_ci_withhold(cis[i], S);
     c->delta = c->trained.mean - c->random.mean;

@@ -144,11 +144,12 @@ static husai_status run_calibrate(const husai_run_ctx *ctx, husai_protocol_outpu
         free(xa);
         free(xb);
         if (n_rs < HUSAI_CI_MIN_SEEDS)
-            printf("[husai] direct effect %s vs control k=%d: %+.5f (no interval: %d retrain seeds, needs >= %d)\n",
+            printf("[husai] direct effect %s vs control k=%d: %+.5f (no interval: %d retrain seeds, needs >= "
+                   "%d)\n",
                    a->name, cfg->control_k, p->effect_paired.diff, n_rs, HUSAI_CI_MIN_SEEDS);
         else
-            printf("[husai] direct effect %s vs control k=%d: %+.5f, paired seed CI [%+.5f, %+.5f], HUSAI's pair "
-                   "CI [%+.5f, %+.5f]\n",
+            printf("[husai] direct effect %s vs control k=%d: %+.5f, paired seed CI [%+.5f, %+.5f], "
+                   "HUSAI's pair CI [%+.5f, %+.5f]\n",
                    a->name, cfg->control_k, p->effect_paired.diff, p->effect_paired.lo, p->effect_paired.hi,
                    p->effect_unpaired.lo, p->effect_unpaired.hi);
         fflush(stdout);
@@ -219,10 +220,11 @@ static husai_status run_consistency(const husai_run_ctx *ctx, husai_protocol_out
  * every rank returns the same error without communicating. */
 static husai_status check_selection_seeds(const husai_config *cfg) {
     if (cfg->n_seeds >= HUSAI_CI_MIN_SEEDS) return HUSAI_OK;
-    return husai_error(HUSAI_ERR_ARG,
-                       "%s: sweep.seeds has %d seeds, but selecting by the conservative delta LCB needs a confidence "
-                       "interval, which needs at least %d seeds",
-                       cfg->mode, cfg->n_seeds, HUSAI_CI_MIN_SEEDS);
+    return husai_error(
+        HUSAI_ERR_ARG,
+        "%s: sweep.seeds has %d seeds, but selecting by the conservative delta LCB needs a confidence "
+        "interval, which needs at least %d seeds",
+        cfg->mode, cfg->n_seeds, HUSAI_CI_MIN_SEEDS);
 }
 
 husai_status husai_protocol_run(const husai_run_ctx *ctx, husai_protocol_output *out) {

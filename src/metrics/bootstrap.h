@@ -5,8 +5,8 @@
  * Two generators: native (stream (seed, "bootstrap")) and numpy (bit-exact default_rng).
  * Small samples: with 2 seeds there is one pair, and no seed-level interval exists (see
  * HUSAI_CI_MIN_SEEDS); a withheld interval has lo = hi = NaN. No MPI here.
- * defines: husai_boot_*, husai_ci, husai_ci_*, HUSAI_CI_MIN_SEEDS, HUSAI_CI_FEW_SEEDS, husai_diff_ci_withhold,
- * husai_percentile_sorted */
+ * defines: husai_boot_*, husai_ci, husai_ci_*, HUSAI_CI_MIN_SEEDS, HUSAI_CI_FEW_SEEDS,
+ * husai_diff_ci_withhold, husai_percentile_sorted */
 #ifndef HUSAI_METRICS_BOOTSTRAP_H
 #define HUSAI_METRICS_BOOTSTRAP_H
 

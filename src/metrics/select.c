@@ -4,8 +4,8 @@
 
 #include "metrics/bootstrap.h"
 
-husai_status husai_select_by_lcb(const double *lcb, const double *delta, const double *ev, int n, double ev_floor,
-                                 int *selected) {
+husai_status husai_select_by_lcb(const double *lcb, const double *delta, const double *ev, int n,
+                                 double ev_floor, int *selected) {
     int best = -1;
     *selected = -1;
     for (int i = 0; i < n; i++) {

@@ -12,7 +12,7 @@
  * ev[i] >= ev_floor (the caller must then fail loudly rather than fall back to all conditions, as HUSAI
  * did). A condition that reaches the floor without a finite LCB (its interval was withheld: too few
  * seeds) is an error naming it, since the rule cannot rank it; *selected is then -1. */
-husai_status husai_select_by_lcb(const double *lcb, const double *delta, const double *ev, int n, double ev_floor,
-                                 int *selected);
+husai_status husai_select_by_lcb(const double *lcb, const double *delta, const double *ev, int n,
+                                 double ev_floor, int *selected);
 
 #endif

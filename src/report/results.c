@@ -703,11 +703,12 @@ static void reading(FILE *f, const husai_condition_result *cs, int n) {
         resolved += cs[i].delta_lcb > 0;
     }
     if (best < 0 && n > 0) {
-        fprintf(f,
-                "\n**Reading.** With %d seeds there is one pair per setting, so no interval and no conservative "
-                "bound exist and nothing is claimed about agreement beyond random decoders; the PWMCC values "
-                "are single-pair observations (%s: trained %.4f, random %.4f).\n",
-                cs[0].S, cs[0].name, cs[0].trained.mean, cs[0].random.mean);
+        fprintf(
+            f,
+            "\n**Reading.** With %d seeds there is one pair per setting, so no interval and no conservative "
+            "bound exist and nothing is claimed about agreement beyond random decoders; the PWMCC values "
+            "are single-pair observations (%s: trained %.4f, random %.4f).\n",
+            cs[0].S, cs[0].name, cs[0].trained.mean, cs[0].random.mean);
         return;
     }
     if (best < 0) return;
@@ -735,22 +736,26 @@ static void reading(FILE *f, const husai_condition_result *cs, int n) {
             resolved, n);
 }
 
-/* One sentence when the intervals rest on fewer than HUSAI_CI_FEW_SEEDS seeds (bootstrap.h says why). */
+/* One sentence when the intervals rest on fewer than HUSAI_CI_FEW_SEEDS seeds (bootstrap.h says why), one
+ * more when some conditions have too few for any interval (a calibrate retrain on 2 seeds). */
 static void few_seeds_note(FILE *f, const husai_condition_result *cs, int n, husai_boot_unit unit) {
-    int S = 0;
-    for (int i = 0; i < n; i++)
-        if (S == 0 || cs[i].S < S) S = cs[i].S;
-    if (S <= 0 || S >= HUSAI_CI_FEW_SEEDS) return;
-    if (S < HUSAI_CI_MIN_SEEDS)
+    int least = 0, least_ci = 0, withheld = 0; /* fewest seeds overall, and among conditions with intervals */
+    for (int i = 0; i < n; i++) {
+        if (least == 0 || cs[i].S < least) least = cs[i].S;
+        if (cs[i].S >= HUSAI_CI_MIN_SEEDS && (least_ci == 0 || cs[i].S < least_ci)) least_ci = cs[i].S;
+        withheld += cs[i].S < HUSAI_CI_MIN_SEEDS;
+    }
+    if (withheld)
+        fprintf(
+            f,
+            "Few seeds: %s %d seeds (one pair) no interval, conservative LCB or claim beyond random decoders "
+            "is reported (" NA_FEW_SEEDS ").\n\n",
+            withheld == n ? "with" : "for the conditions with", least);
+    if (least_ci > 0 && least_ci < HUSAI_CI_FEW_SEEDS)
         fprintf(f,
-                "Few seeds: with %d seeds (one pair) no interval, conservative LCB or claim beyond random "
-                "decoders is reported (" NA_FEW_SEEDS ").\n\n",
-                S);
-    else
-        fprintf(f,
-                "Few seeds: these intervals rest on only %d seeds (%d or more advised)%s, so read them as rough "
+                "Few seeds: %s intervals rest on only %d seeds (%d or more advised)%s, so read them as rough "
                 "bounds.\n\n",
-                S, HUSAI_CI_FEW_SEEDS,
+                withheld ? "the other" : "these", least_ci, HUSAI_CI_FEW_SEEDS,
                 unit == HUSAI_BOOT_SEEDS
                     ? "; with 3 or 4 seeds a PWMCC interval is just the range of the pair values"
                     : "");
@@ -810,10 +815,11 @@ static husai_status write_summary(const char *path, const husai_run_info *run,
                 "|---|---|---|\n| %+.5f | %s | %s |\n",
                 pe->diff, ci_text(pci, sizeof pci, pe->lo, pe->hi, 5, 1),
                 ci_text(uci, sizeof uci, ue->lo, ue->hi, 5, 1));
-        fprintf(f,
-                "\n**Reading.** Retrained on %d seeds, k=%d gives trained PWMCC %.4f against %.4f for the k=%d "
-                "control (EV %.3f vs %.3f). ",
-                a->S, a->k, a->trained.mean, b->trained.mean, b->k, a->ev.mean, b->ev.mean);
+        fprintf(
+            f,
+            "\n**Reading.** Retrained on %d seeds, k=%d gives trained PWMCC %.4f against %.4f for the k=%d "
+            "control (EV %.3f vs %.3f). ",
+            a->S, a->k, a->trained.mean, b->trained.mean, b->k, a->ev.mean, b->ev.mean);
         if (isfinite(pe->lo) && isfinite(pe->hi))
             fprintf(f,
                     "The difference %+.4f has a seed-level paired CI [%+.4f, %+.4f], which %s zero; HUSAI's "
@@ -895,8 +901,8 @@ static husai_status write_csv(const char *path, const husai_condition_result *cs
         const husai_condition_result *c = &cs[i];
         fprintf(f, "%s,%s,%.17g,%d,", c->name, c->param, c->value, c->S);
         const double cols[] = {c->trained.mean, c->trained.lo, c->trained.hi, c->random.mean, c->random.lo,
-                               c->random.hi,    c->delta,      c->delta_lcb,  c->ratio,      c->ev.mean,
-                               c->ev.lo,        c->ev.hi,      c->mse.mean,   c->l0.mean,    c->dead.mean};
+                               c->random.hi,    c->delta,      c->delta_lcb,  c->ratio,       c->ev.mean,
+                               c->ev.lo,        c->ev.hi,      c->mse.mean,   c->l0.mean,     c->dead.mean};
         /* the interval ends and the LCB (columns 1, 2, 4, 5, 7, 10, 11 above) are NaN when withheld */
         const unsigned interval_cols = 1u << 1 | 1u << 2 | 1u << 4 | 1u << 5 | 1u << 7 | 1u << 10 | 1u << 11;
         for (size_t j = 0; j < sizeof cols / sizeof *cols; j++)

@@ -123,8 +123,10 @@ husai_status husai_svg_pwmcc_vs_param(const char *path, const husai_condition_re
         char ci[64] = " (no interval: too few seeds)";
         if (isfinite(c[i].trained.lo) && isfinite(c[i].trained.hi))
             snprintf(ci, sizeof ci, " [%.5f, %.5f]", c[i].trained.lo, c[i].trained.hi);
-        fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"5\" fill=\"#1f5fbf\"><title>%s: %.5f%s</title></circle>\n",
-                x + 6, map(c[i].trained.mean, y, H - MB, MT), c[i].name, c[i].trained.mean, ci);
+        fprintf(
+            f,
+            "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"5\" fill=\"#1f5fbf\"><title>%s: %.5f%s</title></circle>\n",
+            x + 6, map(c[i].trained.mean, y, H - MB, MT), c[i].name, c[i].trained.mean, ci);
     }
     legend(f);
     return finish(f, path);
