@@ -752,13 +752,15 @@ static void few_seeds_note(FILE *f, const husai_condition_result *cs, int n, hus
             "is reported (" NA_FEW_SEEDS ").\n\n",
             withheld == n ? "with" : "for the conditions with", least);
     if (least_ci > 0 && least_ci < HUSAI_CI_FEW_SEEDS)
-        fprintf(f,
-                "Few seeds: %s intervals rest on only %d seeds (%d or more advised)%s, so read them as rough "
-                "bounds.\n\n",
-                withheld ? "the other" : "these", least_ci, HUSAI_CI_FEW_SEEDS,
-                unit == HUSAI_BOOT_SEEDS
-                    ? "; with 3 or 4 seeds a PWMCC interval is just the range of the pair values"
-                    : "");
+        fprintf(
+            f,
+            "Few seeds: %s intervals rest on only %d seeds (%d or more advised)%s, so read them as rough "
+            "bounds.\n\n",
+            withheld ? "the other" : "these", least_ci, HUSAI_CI_FEW_SEEDS,
+            unit == HUSAI_BOOT_SEEDS
+                ? "; with 3 or 4 seeds a PWMCC interval is just the range of the pair values (with 3, an EV "
+                  "interval the range of the 3 values)"
+                : "");
 }
 
 static husai_status write_summary(const char *path, const husai_run_info *run,
