@@ -319,6 +319,10 @@ static husai_status finish_h5(husai_results_h5 *h, const husai_run_info *run, hu
 
 /* Writes v with the fewest significant digits (15, 16 or 17) that read back as exactly v; 17 always do. */
 static void exact_text(char *buf, size_t n, double v) {
+    if (v == 0.0 && signbit(v)) { /* "-0" reads back as the integer 0 in many JSON readers */
+        snprintf(buf, n, "-0.0");
+        return;
+    }
     for (int digits = 15; digits <= 17; digits++) {
         snprintf(buf, n, "%.*g", digits, v);
         const double back = strtod(buf, NULL);
