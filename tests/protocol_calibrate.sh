@@ -5,7 +5,8 @@
 # tests/check_protocol.py then checks the selection against the rule recomputed from the search conditions,
 # the retrain/control conditions, the direct effect and its paired seed CI recomputed with numpy from the two
 # stored PWMCC matrices in husai's draw order (bootstrap_rng = numpy, so the two must agree to 1e-9), every
-# condition's CIs the same way, summary.md and the SVG plots.
+# condition's CIs the same way, summary.md and the SVG plots; tests/check_results.py --exact-only that every
+# number of results.json equals its results.h5 counterpart bit for bit.
 # Second case: an unreachable EV floor (0.99) must fail loudly: non-zero exit, exactly one "husai: error" line
 # naming the EV floor, no results.json anywhere under --out, no hang.
 # Needs HUSAI, MPIEXEC and /usr/bin/python3 with numpy and h5py.
@@ -74,6 +75,7 @@ step "independent checks (tests/check_protocol.py calibrate)"
 checks_ok=1
 "$PY" "$HERE/check_protocol.py" calibrate "$run" --ev-floor 0.3 --control-k 8 --retrain-seeds 11,22,33,44,55 \
     --retrain-epochs 12 --search-seeds 11,22,33 --search-epochs 10 --n-search 4 || checks_ok=0
+"$PY" "$HERE/check_results.py" "$run" --exact-only || checks_ok=0
 
 step "unreachable EV floor 0.99: non-zero exit, one 'husai: error' line naming the EV floor, no results.json"
 rc=0

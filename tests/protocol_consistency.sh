@@ -5,7 +5,8 @@
 # per-seed alignment recomputed with numpy from the stored decoders and /reference/decoder, the with-reference
 # PWMCC matrix and mean, the selection rule under EV(lambda=0) - max_ev_drop, and determinism: the lambda = 0
 # models are bitwise those of a plain `mode = sweep` run with the same settings (the penalty is exactly off),
-# and the reference decoder is bitwise that sweep's seed-42 decoder.
+# and the reference decoder is bitwise that sweep's seed-42 decoder; every number of results.json equals its
+# results.h5 counterpart bit for bit (tests/check_results.py --exact-only).
 # Needs HUSAI, MPIEXEC and /usr/bin/python3 with numpy and h5py.
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -91,5 +92,7 @@ run sweep "$tmp/sweep.ini"
 step "independent checks (tests/check_protocol.py consistency)"
 "$PY" "$HERE/check_protocol.py" consistency "$tmp/out_consistency" --sweep "$tmp/out_sweep" --reference-seed 42 \
     --seeds 1,2,3 --max-ev-drop 0.05 || fail "check_protocol.py found a problem"
+"$PY" "$HERE/check_results.py" "$tmp"/out_consistency/*/ --exact-only ||
+    fail "results.json and results.h5 differ (tests/check_results.py --exact-only)"
 
 step "PASS"

@@ -225,7 +225,8 @@ static void test_native_contains_mean_and_is_deterministic(void **state) {
     assert_memory_equal(&m1.hi, &m2.hi, sizeof m1.hi);
 }
 
-/* A single value: std 0 and a degenerate CI; the smallest matrix, S = 2, has one pair. */
+/* A single value: std 0 and a degenerate CI; the smallest matrix, S = 2, has one pair, so its interval is
+ * withheld (NaN), under either unit, and so is a paired difference over 2 seeds. */
 static void test_degenerate_sizes(void **state) {
     (void)state;
     const husai_boot_opts o = husai_boot_defaults();
@@ -233,9 +234,60 @@ static void test_degenerate_sizes(void **state) {
     const double one = 0.3;
     assert_int_equal(husai_ci_mean(&one, 1, &o, &ci), HUSAI_OK);
     assert_true(ci.std == 0.0 && ci.lo == 0.3 && ci.hi == 0.3 && ci.n == 1);
-    const double M2[4] = {1, 0.25, 0.25, 1};
-    assert_int_equal(husai_ci_pair_matrix(M2, 2, &o, &ci), HUSAI_OK);
-    assert_true(ci.mean == 0.25 && ci.lo == 0.25 && ci.hi == 0.25);
+    const double M2[4] = {1, 0.25, 0.25, 1}, N2[4] = {1, 0.2, 0.2, 1};
+    husai_boot_opts op = o;
+    op.unit = HUSAI_BOOT_PAIRS;
+    for (int u = 0; u < 2; u++) {
+        assert_int_equal(husai_ci_pair_matrix(M2, 2, u ? &op : &o, &ci), HUSAI_OK);
+        assert_true(ci.mean == 0.25 && ci.n == 2 && isnan(ci.std) && isnan(ci.lo) && isnan(ci.hi));
+    }
+    husai_diff_ci d;
+    assert_int_equal(husai_ci_diff_paired_matrix(M2, N2, 2, &o, &d), HUSAI_OK);
+    assert_true(fabs(d.diff - 0.05) < 1e-15 && isnan(d.lo) && isnan(d.hi));
+}
+
+/* The few-seed caveat (bootstrap.h): with 3 or 4 seeds the seed-cluster interval of a pair statistic is
+ * exactly [smallest pair, largest pair], a draw of two distinct seeds having probability 6/24 (S = 3)
+ * or 14/252 (S = 4) per pair, above 2.5%; with 5 seeds (30/3120 < 2.5%) it is inside that range. Never
+ * zero width while the pairs differ. The pair unit at S = 3 resamples 3 values: also their range. */
+static void test_few_seeds_interval_is_pair_range(void **state) {
+    (void)state;
+    husai_boot_opts o = husai_boot_defaults();
+    for (int S = 3; S <= 5; S++) {
+        double M[25];
+        double lo = INFINITY, hi = -INFINITY;
+        for (int p = 0; p < S; p++)
+            for (int q = 0; q < S; q++) {
+                const double v = p == q ? 1.0 : 0.2 + 0.01 * (p + q) + 0.003 * p * q;
+                M[p * S + q] = v;
+                if (p < q) {
+                    lo = fmin(lo, v);
+                    hi = fmax(hi, v);
+                }
+            }
+        husai_ci ci;
+        o.unit = HUSAI_BOOT_SEEDS;
+        assert_int_equal(husai_ci_pair_matrix(M, S, &o, &ci), HUSAI_OK);
+        assert_true(ci.hi > ci.lo);
+        if (S < 5)
+            assert_true(ci.lo == lo && ci.hi == hi);
+        else
+            assert_true(ci.lo > lo && ci.hi < hi);
+        o.unit = HUSAI_BOOT_PAIRS;
+        assert_int_equal(husai_ci_pair_matrix(M, S, &o, &ci), HUSAI_OK);
+        assert_true(ci.hi > ci.lo);
+        /* (v + v + v) / 3 may differ from v in the last bit */
+        if (S == 3) assert_true(fabs(ci.lo - lo) < 1e-15 && fabs(ci.hi - hi) < 1e-15);
+    }
+    /* husai_ci_withhold keeps the point estimate and drops only the interval, below 3 seeds only */
+    husai_ci c = {.mean = 0.5, .std = 0.1, .lo = 0.4, .hi = 0.6, .n = 2};
+    husai_ci_withhold(&c, 3);
+    assert_true(c.lo == 0.4 && c.hi == 0.6);
+    husai_ci_withhold(&c, 2);
+    assert_true(c.mean == 0.5 && c.std == 0.1 && c.n == 2 && isnan(c.lo) && isnan(c.hi));
+    husai_diff_ci d = {.diff = 0.1, .lo = 0.0, .hi = 0.2};
+    husai_diff_ci_withhold(&d, 2);
+    assert_true(d.diff == 0.1 && isnan(d.lo) && isnan(d.hi));
 }
 
 static void expect_error(husai_status st) {
@@ -283,6 +335,7 @@ int main(void) {
         cmocka_unit_test(test_paired_narrower_than_unpaired),
         cmocka_unit_test(test_native_contains_mean_and_is_deterministic),
         cmocka_unit_test(test_degenerate_sizes),
+        cmocka_unit_test(test_few_seeds_interval_is_pair_range),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -519,9 +519,6 @@ void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c,
         c->has_match = 1;
     }
     free(F);
-    c->delta = c->trained.mean - c->random.mean;
-    c->delta_lcb = c->trained.lo - c->random.hi;
-    c->ratio = c->trained.mean / c->random.mean;
     if (ref_decoder) {
         /* The reference joins as model S, so pairs that involve it are counted too; the others are the
          * S x S matrix already computed. */
@@ -541,6 +538,29 @@ void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c,
             husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
         c->has_ref = 1;
     }
+    /* Every interval here resamples the S seeds (the reference is not exchangeable with seeds trained
+     * towards it), so below HUSAI_CI_MIN_SEEDS none is reported, and nor is the LCB built from them. */
+    husai_ci *cis[] = {&c->trained,
+                       &c->random,
+                       &c->ev,
+                       &c->mse,
+                       &c->l0,
+                       &c->dead,
+                       &c->alignment,
+                       &c->ho_ev,
+                       &c->ho_mse,
+                       &c->ho_l0,
+                       &c->ho_dead,
+                       &c->matched_cos,
+                       &c->matched_frac,
+                       &c->trained_with_ref,
+                       &c->gt_mean_max_cos,
+                       &c->gt_recovered};
+    for (size_t i = 0; i < sizeof cis / sizeof *cis; i++)
+        husai_ci_withhold(cis[i], S);
+    c->delta = c->trained.mean - c->random.mean;
+    c->delta_lcb = c->trained.lo - c->random.hi;
+    c->ratio = c->trained.mean / c->random.mean;
 }
 
 /* Collective. Spreads condition c's PWMCC pairs over every rank (its S(S-1)/2 pairs cost 2 d_model d_sae^2

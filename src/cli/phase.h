@@ -48,7 +48,7 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
 
 /* One process: every per-condition metric (PWMCC and random matrices, bootstrap CIs, delta, LCB, ratio)
  * from c's decoders and per-seed metrics; with ref_decoder ([d_model, d_sae]) also the with-reference
- * PWMCC and alignment CIs. The random baseline is copied from any of done[0..n_done) with the same
+ * PWMCC and alignment CIs. Below HUSAI_CI_MIN_SEEDS seeds every interval and the LCB are NaN (withheld). The random baseline is copied from any of done[0..n_done) with the same
  * seeds and shape instead of recomputed. Aborts the job on allocation failure. */
 void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c, const float *ref_decoder,
                              const husai_condition_result *done, int n_done);

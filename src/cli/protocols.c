@@ -76,8 +76,8 @@ static husai_status run_calibrate(const husai_run_ctx *ctx, husai_protocol_outpu
             ev[i] = out->res[i].ev.mean;
         }
         print_table(out->res, n_search, "search results:");
-        selected = husai_select_by_lcb(lcb, delta, ev, n_search, cfg->ev_floor);
-        if (selected < 0) {
+        st = husai_select_by_lcb(lcb, delta, ev, n_search, cfg->ev_floor, &selected);
+        if (st == HUSAI_OK && selected < 0) {
             double best = -INFINITY;
             for (int i = 0; i < n_search; i++)
                 best = fmax(best, ev[i]);
@@ -86,7 +86,7 @@ static husai_status run_calibrate(const husai_run_ctx *ctx, husai_protocol_outpu
                 "calibrate: no k reaches the EV floor %.3f (best mean EV %.4f); lower calibrate.ev_floor or "
                 "train longer -- refusing to fall back to all k",
                 cfg->ev_floor, best);
-        } else {
+        } else if (st == HUSAI_OK) {
             printf("[husai] selected %s: conservative LCB %+.5f, EV %.4f (floor %.2f); retraining it and the "
                    "control "
                    "k=%d\n",
@@ -139,13 +139,19 @@ static husai_status run_calibrate(const husai_run_ctx *ctx, husai_protocol_outpu
             }
         if (husai_ci_diff_unpaired(xa, (size_t)np, xb, (size_t)np, &bo, &p->effect_unpaired))
             husai_mpi_die("direct effect: %s", husai_error_message());
+        /* With 2 retrain seeds each side is one pair value: every resample is the same difference. */
+        husai_diff_ci_withhold(&p->effect_unpaired, n_rs);
         free(xa);
         free(xb);
-        printf(
-            "[husai] direct effect %s vs control k=%d: %+.5f, paired seed CI [%+.5f, %+.5f], HUSAI's pair CI "
-            "[%+.5f, %+.5f]\n",
-            a->name, cfg->control_k, p->effect_paired.diff, p->effect_paired.lo, p->effect_paired.hi,
-            p->effect_unpaired.lo, p->effect_unpaired.hi);
+        if (n_rs < HUSAI_CI_MIN_SEEDS)
+            printf("[husai] direct effect %s vs control k=%d: %+.5f (no interval: %d retrain seeds, needs >= "
+                   "%d)\n",
+                   a->name, cfg->control_k, p->effect_paired.diff, n_rs, HUSAI_CI_MIN_SEEDS);
+        else
+            printf("[husai] direct effect %s vs control k=%d: %+.5f, paired seed CI [%+.5f, %+.5f], "
+                   "HUSAI's pair CI [%+.5f, %+.5f]\n",
+                   a->name, cfg->control_k, p->effect_paired.diff, p->effect_paired.lo, p->effect_paired.hi,
+                   p->effect_unpaired.lo, p->effect_unpaired.hi);
         fflush(stdout);
     }
     return HUSAI_OK;
@@ -193,10 +199,13 @@ static husai_status run_consistency(const husai_run_ctx *ctx, husai_protocol_out
         delta[i] = out->res[i].delta;
         ev[i] = out->res[i].ev.mean;
     }
+    int selected = -1;
+    const husai_status st = husai_select_by_lcb(lcb, delta, ev, n, floor, &selected);
+    if (st) return st;
     out->has_proto = 1;
     out->proto = (husai_protocol_result){.mode = "consistency",
                                          .n_first = n,
-                                         .selected = husai_select_by_lcb(lcb, delta, ev, n, floor),
+                                         .selected = selected,
                                          .floor = floor,
                                          .baseline = baseline,
                                          .reference_seed = cfg->reference_seed,
@@ -206,11 +215,27 @@ static husai_status run_consistency(const husai_run_ctx *ctx, husai_protocol_out
     return HUSAI_OK;
 }
 
+/* Both protocols select by the conservative delta LCB, which needs an interval over the search seeds:
+ * refuse before any training rather than select on nothing. Every rank sees the same configuration, so
+ * every rank returns the same error without communicating. */
+static husai_status check_selection_seeds(const husai_config *cfg) {
+    if (cfg->n_seeds >= HUSAI_CI_MIN_SEEDS) return HUSAI_OK;
+    return husai_error(
+        HUSAI_ERR_ARG,
+        "%s: sweep.seeds has %d seeds, but selecting by the conservative delta LCB needs a confidence "
+        "interval, which needs at least %d seeds",
+        cfg->mode, cfg->n_seeds, HUSAI_CI_MIN_SEEDS);
+}
+
 husai_status husai_protocol_run(const husai_run_ctx *ctx, husai_protocol_output *out) {
     memset(out, 0, sizeof *out);
     int rank;
     MPI_Comm_rank(ctx->comm, &rank);
     const char *mode = ctx->cfg->mode;
+    if (!strcmp(mode, "calibrate") || !strcmp(mode, "consistency")) {
+        const husai_status st = check_selection_seeds(ctx->cfg);
+        if (st) return st;
+    }
     if (!strcmp(mode, "calibrate")) return run_calibrate(ctx, out, rank);
     if (!strcmp(mode, "consistency")) return run_consistency(ctx, out, rank);
     return run_sweep(ctx, out, rank);

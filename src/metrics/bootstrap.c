@@ -218,6 +218,15 @@ husai_status husai_ci_pair_matrix(const double *M, int S, const husai_boot_opts 
     size_t np = 0;
     double *pv = pair_values(M, S, &np);
     if (!pv) return husai_error(HUSAI_ERR_NOMEM, "cannot allocate %d seeds' pair values", S);
+    if (S < HUSAI_CI_MIN_SEEDS) {
+        /* One pair: every resample, under either unit, is that pair, and one value has no spread. */
+        out->mean = mean_of(pv, np);
+        out->std = NAN;
+        out->n = S;
+        free(pv);
+        husai_ci_withhold(out, S);
+        return HUSAI_OK;
+    }
     if (o->unit == HUSAI_BOOT_PAIRS) {
         st = husai_ci_mean(pv, np, o, out);
         free(pv);
@@ -317,6 +326,11 @@ husai_status husai_ci_diff_paired_matrix(const double *Mx, const double *My, int
     if (!isfinite(diff))
         return husai_error(HUSAI_ERR_DATA,
                            "paired bootstrap difference: values too large for double arithmetic");
+    out->diff = diff;
+    if (S < HUSAI_CI_MIN_SEEDS) {
+        husai_diff_ci_withhold(out, S);
+        return HUSAI_OK;
+    }
 
     const int B = o->resamples;
     double *stat = malloc((size_t)B * sizeof *stat);
@@ -339,6 +353,13 @@ husai_status husai_ci_diff_paired_matrix(const double *Mx, const double *My, int
     free(stat);
     free(count);
     free(seen);
-    out->diff = diff;
     return HUSAI_OK;
+}
+
+void husai_ci_withhold(husai_ci *ci, int n_seeds) {
+    if (n_seeds < HUSAI_CI_MIN_SEEDS) ci->lo = ci->hi = NAN;
+}
+
+void husai_diff_ci_withhold(husai_diff_ci *d, int n_seeds) {
+    if (n_seeds < HUSAI_CI_MIN_SEEDS) d->lo = d->hi = NAN;
 }

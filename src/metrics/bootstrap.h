@@ -3,8 +3,10 @@
  * anti-conservative since pairs share seeds) and `seeds` (a cluster bootstrap over seeds,
  * the default). Percentiles use linear interpolation at h = q (B - 1) (numpy's default).
  * Two generators: native (stream (seed, "bootstrap")) and numpy (bit-exact default_rng).
- * No MPI here.
- * defines: husai_boot_*, husai_ci, husai_ci_*, husai_percentile_sorted */
+ * Small samples: with 2 seeds there is one pair, and no seed-level interval exists (see
+ * HUSAI_CI_MIN_SEEDS); a withheld interval has lo = hi = NaN. No MPI here.
+ * defines: husai_boot_*, husai_ci, husai_ci_*, HUSAI_CI_MIN_SEEDS, HUSAI_CI_FEW_SEEDS,
+ * husai_diff_ci_withhold, husai_percentile_sorted */
 #ifndef HUSAI_METRICS_BOOTSTRAP_H
 #define HUSAI_METRICS_BOOTSTRAP_H
 
@@ -12,6 +14,15 @@
 #include <stdint.h>
 
 #include "common/status.h"
+
+/* The fewest seeds behind a reported seed-level interval. With 2 seeds every cluster resample of a pair
+ * statistic is the one pair (zero width), and the bootstrap of a mean of 2 values is their range, which
+ * covers the mean about half the time, not 95%. */
+#define HUSAI_CI_MIN_SEEDS 3
+/* Below this many seeds the reports say the intervals rest on few seeds: with 3 or 4 seeds the 2.5 and
+ * 97.5 percentiles of the seed-cluster bootstrap of a pair statistic are the smallest and largest pair
+ * value (a draw of two distinct seeds, whose statistic is that one pair, has probability above 2.5%). */
+#define HUSAI_CI_FEW_SEEDS 5
 
 typedef enum { HUSAI_BOOT_SEEDS = 0, HUSAI_BOOT_PAIRS = 1 } husai_boot_unit;
 typedef enum { HUSAI_BOOT_NATIVE = 0, HUSAI_BOOT_NUMPY = 1 } husai_boot_rng;
@@ -24,8 +35,8 @@ typedef struct {
 } husai_boot_opts;
 
 typedef struct {
-    double mean, std; /* point estimate and sample std (n-1) of the underlying values */
-    double lo, hi;    /* 2.5 and 97.5 percentiles of the bootstrap distribution */
+    double mean, std; /* point estimate and sample std (n-1) of the underlying values; NaN for one pair */
+    double lo, hi;    /* 2.5 and 97.5 percentiles of the bootstrap distribution; NaN when withheld */
     int n;            /* number of values (or seeds for a matrix statistic) */
 } husai_ci;
 
@@ -42,7 +53,7 @@ husai_status husai_ci_mean(const double *v, size_t n, const husai_boot_opts *o, 
 /* CI of the mean over pairs p < q of a symmetric S x S matrix M (e.g. PWMCC). Unit pairs:
  * resample the S(S-1)/2 pair values. Unit seeds: draw S seed positions with replacement and
  * average M over position pairs whose drawn seeds differ (a draw of one repeated seed is redrawn).
- * S < 2 is an error. */
+ * S < 2 is an error; S = 2 gives the mean of the one pair, std, lo and hi NaN (withheld). */
 husai_status husai_ci_pair_matrix(const double *M, int S, const husai_boot_opts *o, husai_ci *out);
 
 typedef struct {
@@ -56,8 +67,15 @@ husai_status husai_ci_diff_unpaired(const double *x, size_t nx, const double *y,
 
 /* Paired difference of the pair-mean statistic of two S x S matrices over the same seeds:
  * each resample draws one set of seed positions (as husai_ci_pair_matrix with unit seeds)
- * and applies it to both matrices. */
+ * and applies it to both matrices. S = 2 gives the difference with lo = hi = NaN (one pair). */
 husai_status husai_ci_diff_paired_matrix(const double *Mx, const double *My, int S, const husai_boot_opts *o,
                                          husai_diff_ci *out);
+
+/* Withholds ci's interval (lo = hi = NaN) when it rests on fewer than HUSAI_CI_MIN_SEEDS seeds;
+ * mean, std and n stay. */
+void husai_ci_withhold(husai_ci *ci, int n_seeds);
+
+/* The same for a difference's interval; diff stays. */
+void husai_diff_ci_withhold(husai_diff_ci *d, int n_seeds);
 
 #endif

@@ -6,8 +6,13 @@
 #ifndef HUSAI_METRICS_SELECT_H
 #define HUSAI_METRICS_SELECT_H
 
-/* Returns the index of the selected condition among n, or -1 when no condition has ev[i] >= ev_floor
- * (the caller must then fail loudly rather than fall back to all conditions, as HUSAI did). */
-int husai_select_by_lcb(const double *lcb, const double *delta, const double *ev, int n, double ev_floor);
+#include "common/status.h"
+
+/* Sets *selected to the index of the selected condition among n, or to -1 when no condition has
+ * ev[i] >= ev_floor (the caller must then fail loudly rather than fall back to all conditions, as HUSAI
+ * did). A condition that reaches the floor without a finite LCB (its interval was withheld: too few
+ * seeds) is an error naming it, since the rule cannot rank it; *selected is then -1. */
+husai_status husai_select_by_lcb(const double *lcb, const double *delta, const double *ev, int n,
+                                 double ev_floor, int *selected);
 
 #endif

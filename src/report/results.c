@@ -317,6 +317,51 @@ static husai_status finish_h5(husai_results_h5 *h, const husai_run_info *run, hu
 
 /* ---------- results.json ---------- */
 
+/* Writes v with the fewest significant digits (15, 16 or 17) that read back as exactly v; 17 always do. */
+static void exact_text(char *buf, size_t n, double v) {
+    if (v == 0.0 && signbit(v)) { /* "-0" reads back as the integer 0 in many JSON readers */
+        snprintf(buf, n, "-0.0");
+        return;
+    }
+    for (int digits = 15; digits <= 17; digits++) {
+        snprintf(buf, n, "%.*g", digits, v);
+        const double back = strtod(buf, NULL);
+        if (memcmp(&back, &v, sizeof v) == 0) return;
+    }
+}
+
+/* cJSON prints a number with 15 significant digits whenever those read back within a relative
+ * DBL_EPSILON of it, so some values came back 1 ulp off. Replaces every number under node by raw text
+ * that reads back bit for bit (exact_text), and a non-finite one (a withheld interval) by null.
+ * Returns 0 when out of memory. */
+static int exact_numbers(cJSON *node) {
+    for (cJSON *it = node->child, *next; it; it = next) {
+        next = it->next;
+        if (cJSON_IsObject(it) || cJSON_IsArray(it)) {
+            if (!exact_numbers(it)) return 0;
+            continue;
+        }
+        if (!cJSON_IsNumber(it)) continue;
+        char text[40];
+        if (isfinite(it->valuedouble)) exact_text(text, sizeof text, it->valuedouble);
+        cJSON *rep = isfinite(it->valuedouble) ? cJSON_CreateRaw(text) : cJSON_CreateNull();
+        if (!rep) return 0;
+        /* the key moves to the replacement, so the old item is deleted without it */
+        rep->string = it->string;
+        rep->type |= it->type & cJSON_StringIsConst;
+        it->string = NULL;
+        cJSON_ReplaceItemViaPointer(node, it, rep);
+    }
+    return 1;
+}
+
+/* A 64-bit integer (a seed) as exact JSON text: a double holds integers exactly only up to 2^53. */
+static void add_u64(cJSON *o, const char *key, uint64_t v) {
+    char text[24];
+    snprintf(text, sizeof text, "%llu", (unsigned long long)v);
+    cJSON_AddRawToObject(o, key, text);
+}
+
 static cJSON *ci_json(const husai_ci *ci) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "mean", ci->mean);
@@ -385,7 +430,7 @@ static cJSON *protocol_json(const husai_protocol_result *p, const husai_conditio
         cJSON_AddItemToObject(e, "paired_seeds", diff_json(&p->effect_paired));
         cJSON_AddItemToObject(e, "husai_unpaired_pairs", diff_json(&p->effect_unpaired));
     } else {
-        cJSON_AddNumberToObject(o, "reference_seed", (double)p->reference_seed);
+        add_u64(o, "reference_seed", p->reference_seed);
         cJSON_AddStringToObject(o, "baseline", cs[p->baseline].name);
         cJSON_AddNumberToObject(o, "max_ev_drop", cfg->max_ev_drop);
         cJSON *r = cJSON_AddObjectToObject(o, "reference");
@@ -442,7 +487,8 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
     cJSON *b = cJSON_AddObjectToObject(root, "bootstrap");
     cJSON_AddStringToObject(b, "unit", unit_name(cfg->bootstrap_unit));
     cJSON_AddNumberToObject(b, "resamples", cfg->resamples);
-    cJSON_AddNumberToObject(b, "seed", (double)cfg->bootstrap_seed);
+    add_u64(b, "seed", cfg->bootstrap_seed);
+    cJSON_AddNumberToObject(b, "min_seeds_for_interval", HUSAI_CI_MIN_SEEDS);
     cJSON_AddStringToObject(b, "rng", cfg->bootstrap_rng == HUSAI_BOOT_NUMPY ? "numpy" : "native");
     char *cfgtext = config_text(cfg);
     cJSON_AddStringToObject(root, "config", cfgtext ? cfgtext : "");
@@ -497,7 +543,7 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
         for (int s = 0; s < c->S; s++) {
             const husai_seed_metrics *m = &c->per_seed[s];
             cJSON *e = cJSON_CreateObject();
-            cJSON_AddNumberToObject(e, "seed", (double)c->seeds[s]);
+            add_u64(e, "seed", c->seeds[s]);
             cJSON_AddNumberToObject(e, "explained_variance", m->ev);
             cJSON_AddNumberToObject(e, "mse", m->mse);
             cJSON_AddNumberToObject(e, "l0", m->l0);
@@ -521,7 +567,7 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
         }
         cJSON_AddItemToArray(arr, o);
     }
-    char *text = cJSON_Print(root);
+    char *text = exact_numbers(root) ? cJSON_Print(root) : NULL;
     cJSON_Delete(root);
     if (!text) return husai_error(HUSAI_ERR_NOMEM, "cannot format results.json");
     size_t len = strlen(text);
@@ -541,6 +587,38 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
 }
 
 /* ---------- summary.md and conditions.csv ---------- */
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+/* What a table or conditions.csv shows for a withheld interval or LCB (bootstrap.h). */
+#define NA_FEW_SEEDS "n/a (needs >= " STR(HUSAI_CI_MIN_SEEDS) " seeds)"
+
+/* "[lo, hi]" with prec decimals (signed when sign), or "[n/a (needs >= 3 seeds)]" when withheld. */
+static const char *ci_text(char *buf, size_t n, double lo, double hi, int prec, int sign) {
+    if (!isfinite(lo) || !isfinite(hi))
+        snprintf(buf, n, "[" NA_FEW_SEEDS "]");
+    else if (sign)
+        snprintf(buf, n, "[%+.*f, %+.*f]", prec, lo, prec, hi);
+    else
+        snprintf(buf, n, "[%.*f, %.*f]", prec, lo, prec, hi);
+    return buf;
+}
+
+/* "mean [lo, hi]" of a CI with prec decimals. */
+static const char *ci_cell(char *buf, size_t n, const husai_ci *ci, int prec) {
+    char iv[64];
+    snprintf(buf, n, "%.*f %s", prec, ci->mean, ci_text(iv, sizeof iv, ci->lo, ci->hi, prec, 0));
+    return buf;
+}
+
+/* A signed value with 5 decimals (the LCB), or the withheld marker. */
+static const char *lcb_cell(char *buf, size_t n, double v) {
+    if (isfinite(v))
+        snprintf(buf, n, "%+.5f", v);
+    else
+        snprintf(buf, n, NA_FEW_SEEDS);
+    return buf;
+}
 
 static void table_header(FILE *f, const char *param, int with_ref) {
     if (with_ref) {
@@ -567,23 +645,18 @@ static void table_row(FILE *f, const husai_condition_result *c, const char *labe
         snprintf(value, sizeof value, "%s", husai_arch_name(c->arch));
     else
         snprintf(value, sizeof value, "%.6g", c->value);
+    char tr[96], rn[96], wr[96], al[96], ev[96], lcb[48];
+    ci_cell(tr, sizeof tr, &c->trained, 5);
+    ci_cell(ev, sizeof ev, &c->ev, 4);
+    lcb_cell(lcb, sizeof lcb, c->delta_lcb);
     if (c->has_ref) {
-        fprintf(f,
-                "| %s | %.5f [%.5f, %.5f] | %.5f [%.5f, %.5f] | %.5f [%.5f, %.5f] | %.5f | %+.5f | %+.5f | "
-                "%.4f [%.4f, "
-                "%.4f] | %.4g | %.2f |\n",
-                value, c->trained.mean, c->trained.lo, c->trained.hi, c->trained_with_ref.mean,
-                c->trained_with_ref.lo, c->trained_with_ref.hi, c->alignment.mean, c->alignment.lo,
-                c->alignment.hi, c->random.mean, c->delta, c->delta_lcb, c->ev.mean, c->ev.lo, c->ev.hi,
-                c->mse.mean, c->l0.mean);
+        fprintf(f, "| %s | %s | %s | %s | %.5f | %+.5f | %s | %s | %.4g | %.2f |\n", value, tr,
+                ci_cell(wr, sizeof wr, &c->trained_with_ref, 5), ci_cell(al, sizeof al, &c->alignment, 5),
+                c->random.mean, c->delta, lcb, ev, c->mse.mean, c->l0.mean);
         return;
     }
-    fprintf(f,
-            "| %s | %.5f [%.5f, %.5f] | %.5f [%.5f, %.5f] | %+.5f | %+.5f | %.3f | %.4f [%.4f, %.4f] | %.4g "
-            "| %.2f "
-            "| %.3f |\n",
-            value, c->trained.mean, c->trained.lo, c->trained.hi, c->random.mean, c->random.lo, c->random.hi,
-            c->delta, c->delta_lcb, c->ratio, c->ev.mean, c->ev.lo, c->ev.hi, c->mse.mean, c->l0.mean,
+    fprintf(f, "| %s | %s | %s | %+.5f | %s | %.3f | %s | %.4g | %.2f | %.3f |\n", value, tr,
+            ci_cell(rn, sizeof rn, &c->random, 5), c->delta, lcb, c->ratio, ev, c->mse.mean, c->l0.mean,
             c->dead.mean);
 }
 
@@ -593,10 +666,10 @@ static void match_table(FILE *f, const husai_condition_result *cs, int n) {
     fprintf(f,
             "\nMatched agreement (one-to-one Hungarian matching of features on |cos|):\n\n| condition | mean "
             "matched cos [95%% CI] | share of features matched >= 0.7 [95%% CI] |\n|---|---|---|\n");
+    char a[96], b[96];
     for (int i = 0; i < n; i++)
-        fprintf(f, "| %s | %.4f [%.4f, %.4f] | %.3f [%.3f, %.3f] |\n", cs[i].name, cs[i].matched_cos.mean,
-                cs[i].matched_cos.lo, cs[i].matched_cos.hi, cs[i].matched_frac.mean, cs[i].matched_frac.lo,
-                cs[i].matched_frac.hi);
+        fprintf(f, "| %s | %s | %s |\n", cs[i].name, ci_cell(a, sizeof a, &cs[i].matched_cos, 4),
+                ci_cell(b, sizeof b, &cs[i].matched_frac, 3));
 }
 
 /* Quality on rows never trained on, when a held-out split is configured. */
@@ -604,9 +677,10 @@ static void holdout_table(FILE *f, const husai_condition_result *cs, int n) {
     if (n < 1 || !cs[0].has_holdout) return;
     fprintf(f, "\nOn held-out rows (never trained on):\n\n| condition | EV [95%% CI] | MSE | L0 | dead |\n"
                "|---|---|---|---|---|\n");
+    char a[96];
     for (int i = 0; i < n; i++)
-        fprintf(f, "| %s | %.4f [%.4f, %.4f] | %.4g | %.2f | %.3f |\n", cs[i].name, cs[i].ho_ev.mean,
-                cs[i].ho_ev.lo, cs[i].ho_ev.hi, cs[i].ho_mse.mean, cs[i].ho_l0.mean, cs[i].ho_dead.mean);
+        fprintf(f, "| %s | %s | %.4g | %.2f | %.3f |\n", cs[i].name, ci_cell(a, sizeof a, &cs[i].ho_ev, 4),
+                cs[i].ho_mse.mean, cs[i].ho_l0.mean, cs[i].ho_dead.mean);
 }
 
 /* Recovery of the known dictionary (data.dictionary), when one was given. */
@@ -617,19 +691,29 @@ static void gt_table(FILE *f, const husai_condition_result *cs, int n) {
             "| condition | mean best abs(cos) [95%% CI] | share of atoms recovered (>= %.2g) [95%% CI] |\n"
             "|---|---|---|\n",
             HUSAI_GT_RECOVERED);
+    char a[96], b[96];
     for (int i = 0; i < n; i++)
         if (cs[i].has_gt)
-            fprintf(f, "| %s | %.4f [%.4f, %.4f] | %.3f [%.3f, %.3f] |\n", cs[i].name,
-                    cs[i].gt_mean_max_cos.mean, cs[i].gt_mean_max_cos.lo, cs[i].gt_mean_max_cos.hi,
-                    cs[i].gt_recovered.mean, cs[i].gt_recovered.lo, cs[i].gt_recovered.hi);
+            fprintf(f, "| %s | %s | %s |\n", cs[i].name, ci_cell(a, sizeof a, &cs[i].gt_mean_max_cos, 4),
+                    ci_cell(b, sizeof b, &cs[i].gt_recovered, 3));
 }
 
 /* A plain-language reading of a grid: which setting is most reproducible and whether it is resolved. */
 static void reading(FILE *f, const husai_condition_result *cs, int n) {
     int best = -1, resolved = 0;
     for (int i = 0; i < n; i++) {
+        if (!isfinite(cs[i].delta_lcb)) continue; /* withheld: too few seeds */
         if (best < 0 || cs[i].delta_lcb > cs[best].delta_lcb) best = i;
         resolved += cs[i].delta_lcb > 0;
+    }
+    if (best < 0 && n > 0) {
+        fprintf(
+            f,
+            "\n**Reading.** With %d seeds there is one pair per setting, so no interval and no conservative "
+            "bound exist and nothing is claimed about agreement beyond random decoders; the PWMCC values "
+            "are single-pair observations (%s: trained %.4f, random %.4f).\n",
+            cs[0].S, cs[0].name, cs[0].trained.mean, cs[0].random.mean);
+        return;
     }
     if (best < 0) return;
     const husai_condition_result *b = &cs[best];
@@ -656,6 +740,33 @@ static void reading(FILE *f, const husai_condition_result *cs, int n) {
             resolved, n);
 }
 
+/* One sentence when the intervals rest on fewer than HUSAI_CI_FEW_SEEDS seeds (bootstrap.h says why), one
+ * more when some conditions have too few for any interval (a calibrate retrain on 2 seeds). */
+static void few_seeds_note(FILE *f, const husai_condition_result *cs, int n, husai_boot_unit unit) {
+    int least = 0, least_ci = 0, withheld = 0; /* fewest seeds overall, and among conditions with intervals */
+    for (int i = 0; i < n; i++) {
+        if (least == 0 || cs[i].S < least) least = cs[i].S;
+        if (cs[i].S >= HUSAI_CI_MIN_SEEDS && (least_ci == 0 || cs[i].S < least_ci)) least_ci = cs[i].S;
+        withheld += cs[i].S < HUSAI_CI_MIN_SEEDS;
+    }
+    if (withheld)
+        fprintf(
+            f,
+            "Few seeds: %s %d seeds (one pair) no interval, conservative LCB or claim beyond random decoders "
+            "is reported (" NA_FEW_SEEDS ").\n\n",
+            withheld == n ? "with" : "for the conditions with", least);
+    if (least_ci > 0 && least_ci < HUSAI_CI_FEW_SEEDS)
+        fprintf(
+            f,
+            "Few seeds: %s intervals rest on only %d seeds (%d or more advised)%s, so read them as rough "
+            "bounds.\n\n",
+            withheld ? "the other" : "these", least_ci, HUSAI_CI_FEW_SEEDS,
+            unit == HUSAI_BOOT_SEEDS
+                ? "; with 3 or 4 seeds a PWMCC interval is just the range of the pair values (with 3, an EV "
+                  "interval the range of the 3 values)"
+                : "");
+}
+
 static husai_status write_summary(const char *path, const husai_run_info *run,
                                   const husai_condition_result *cs, int n,
                                   const husai_protocol_result *proto) {
@@ -675,6 +786,7 @@ static husai_status write_summary(const char *path, const husai_run_info *run,
         cfg->resamples, unit_name(cfg->bootstrap_unit),
         cfg->bootstrap_unit == HUSAI_BOOT_SEEDS ? " (cluster over seeds)" : " (HUSAI's; anti-conservative)",
         cfg->bootstrap_rng == HUSAI_BOOT_NUMPY ? "numpy" : "native", (unsigned long long)cfg->bootstrap_seed);
+    few_seeds_note(f, cs, n, cfg->bootstrap_unit);
     if (!proto) {
         fprintf(f, "Seeds (%d):", cfg->n_seeds);
         for (int s = 0; s < cfg->n_seeds; s++)
@@ -702,25 +814,34 @@ static husai_status write_summary(const char *path, const husai_run_info *run,
         table_row(f, b, b->name);
         const husai_diff_ci *pe = &proto->effect_paired, *ue = &proto->effect_unpaired;
         fprintf(f, "\n## Direct effect: trained PWMCC of k=%d minus control k=%d\n\n", a->k, b->k);
+        char pci[64], uci[64];
         fprintf(f,
                 "| estimate | paired seed bootstrap 95%% CI (ours) | unpaired pair bootstrap 95%% CI "
                 "(HUSAI's) |\n"
-                "|---|---|---|\n| %+.5f | [%+.5f, %+.5f] | [%+.5f, %+.5f] |\n",
-                pe->diff, pe->lo, pe->hi, ue->lo, ue->hi);
+                "|---|---|---|\n| %+.5f | %s | %s |\n",
+                pe->diff, ci_text(pci, sizeof pci, pe->lo, pe->hi, 5, 1),
+                ci_text(uci, sizeof uci, ue->lo, ue->hi, 5, 1));
         fprintf(
             f,
             "\n**Reading.** Retrained on %d seeds, k=%d gives trained PWMCC %.4f against %.4f for the k=%d "
-            "control (EV %.3f vs %.3f). The difference %+.4f has a seed-level paired CI [%+.4f, %+.4f], "
-            "which %s "
-            "zero; HUSAI's pair-level CI [%+.4f, %+.4f] resamples the %d pairs as if independent although "
-            "they "
-            "share seeds, so it is shown for comparison only. %s\n",
-            a->S, a->k, a->trained.mean, b->trained.mean, b->k, a->ev.mean, b->ev.mean, pe->diff, pe->lo,
-            pe->hi, (pe->lo > 0 || pe->hi < 0) ? "excludes" : "includes", ue->lo, ue->hi,
-            a->S * (a->S - 1) / 2,
-            a->ev.mean < b->ev.mean
-                ? "The gain in consistency is paid for in reconstruction quality (lower EV)."
-                : "");
+            "control (EV %.3f vs %.3f). ",
+            a->S, a->k, a->trained.mean, b->trained.mean, b->k, a->ev.mean, b->ev.mean);
+        if (isfinite(pe->lo) && isfinite(pe->hi))
+            fprintf(f,
+                    "The difference %+.4f has a seed-level paired CI [%+.4f, %+.4f], which %s zero; HUSAI's "
+                    "pair-level CI %s resamples the %d pairs as if independent although they share seeds, so "
+                    "it is shown for comparison only. ",
+                    pe->diff, pe->lo, pe->hi, (pe->lo > 0 || pe->hi < 0) ? "excludes" : "includes",
+                    ci_text(uci, sizeof uci, ue->lo, ue->hi, 4, 1), a->S * (a->S - 1) / 2);
+        else
+            fprintf(f,
+                    "The difference %+.4f is one pair of seeds' value: no interval exists, so whether k=%d "
+                    "changes consistency is not resolved (" NA_FEW_SEEDS "). ",
+                    pe->diff, a->k);
+        fprintf(f, "%s\n",
+                a->ev.mean < b->ev.mean
+                    ? "The gain in consistency is paid for in reconstruction quality (lower EV)."
+                    : "");
     } else {
         fprintf(f, "## Consistency regularization (HUSAI table 5.3): reference seed %llu, %d other seeds\n\n",
                 (unsigned long long)proto->reference_seed, cfg->n_seeds);
@@ -784,12 +905,18 @@ static husai_status write_csv(const char *path, const husai_condition_result *cs
                "gt_recovered\n");
     for (int i = 0; i < n; i++) {
         const husai_condition_result *c = &cs[i];
-        fprintf(f,
-                "%s,%s,%.17g,%d,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%."
-                "17g,%.17g,%.17g,%s,",
-                c->name, c->param, c->value, c->S, c->trained.mean, c->trained.lo, c->trained.hi,
-                c->random.mean, c->random.lo, c->random.hi, c->delta, c->delta_lcb, c->ratio, c->ev.mean,
-                c->ev.lo, c->ev.hi, c->mse.mean, c->l0.mean, c->dead.mean, husai_arch_name(c->arch));
+        fprintf(f, "%s,%s,%.17g,%d,", c->name, c->param, c->value, c->S);
+        const double cols[] = {c->trained.mean, c->trained.lo, c->trained.hi, c->random.mean, c->random.lo,
+                               c->random.hi,    c->delta,      c->delta_lcb,  c->ratio,       c->ev.mean,
+                               c->ev.lo,        c->ev.hi,      c->mse.mean,   c->l0.mean,     c->dead.mean};
+        /* the interval ends and the LCB (columns 1, 2, 4, 5, 7, 10, 11 above) are NaN when withheld */
+        const unsigned interval_cols = 1u << 1 | 1u << 2 | 1u << 4 | 1u << 5 | 1u << 7 | 1u << 10 | 1u << 11;
+        for (size_t j = 0; j < sizeof cols / sizeof *cols; j++)
+            if (!isfinite(cols[j]) && (interval_cols >> j & 1u))
+                fprintf(f, NA_FEW_SEEDS ",");
+            else
+                fprintf(f, "%.17g,", cols[j]);
+        fprintf(f, "%s,", husai_arch_name(c->arch));
         /* the ground-truth columns come last and stay empty without a dictionary */
         if (c->has_gt)
             fprintf(f, "%.17g,%.17g\n", c->gt_mean_max_cos.mean, c->gt_recovered.mean);

@@ -59,7 +59,9 @@ static void axes(FILE *f, const char *title, const char *xlabel, const char *yla
     }
 }
 
+/* A withheld interval (NaN ends: too few seeds) draws no bar. */
 static void errbar_v(FILE *f, double x, double y0, double y1, const char *color) {
+    if (!isfinite(y0) || !isfinite(y1)) return;
     fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"1.5\"/>\n",
             x, y0, x, y1, color);
     fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", x - 5, y0, x + 5,
@@ -96,8 +98,9 @@ husai_status husai_svg_pwmcc_vs_param(const char *path, const husai_condition_re
     if (!f) return husai_error(HUSAI_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
     double lo = INFINITY, hi = -INFINITY;
     for (int i = 0; i < n; i++) {
-        lo = fmin(lo, fmin(c[i].trained.lo, c[i].random.lo));
-        hi = fmax(hi, fmax(c[i].trained.hi, c[i].random.hi));
+        /* fmin/fmax skip a withheld (NaN) end; the means keep the range defined */
+        lo = fmin(fmin(lo, c[i].random.mean), fmin(c[i].trained.lo, c[i].random.lo));
+        hi = fmax(fmax(hi, c[i].trained.mean), fmax(c[i].trained.hi, c[i].random.hi));
     }
     const range y = pad(lo, hi);
     char xlabel[64];
@@ -117,11 +120,13 @@ husai_status husai_svg_pwmcc_vs_param(const char *path, const husai_condition_re
                 map(c[i].random.mean, y, H - MB, MT) - 4.5);
         errbar_v(f, x + 6, map(c[i].trained.lo, y, H - MB, MT), map(c[i].trained.hi, y, H - MB, MT),
                  "#1f5fbf");
-        fprintf(f,
-                "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"5\" fill=\"#1f5fbf\"><title>%s: %.5f [%.5f, "
-                "%.5f]</title></circle>\n",
-                x + 6, map(c[i].trained.mean, y, H - MB, MT), c[i].name, c[i].trained.mean, c[i].trained.lo,
-                c[i].trained.hi);
+        char ci[64] = " (no interval: too few seeds)";
+        if (isfinite(c[i].trained.lo) && isfinite(c[i].trained.hi))
+            snprintf(ci, sizeof ci, " [%.5f, %.5f]", c[i].trained.lo, c[i].trained.hi);
+        fprintf(
+            f,
+            "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"5\" fill=\"#1f5fbf\"><title>%s: %.5f%s</title></circle>\n",
+            x + 6, map(c[i].trained.mean, y, H - MB, MT), c[i].name, c[i].trained.mean, ci);
     }
     legend(f);
     return finish(f, path);
@@ -133,10 +138,10 @@ husai_status husai_svg_pwmcc_vs_ev(const char *path, const husai_condition_resul
     if (!f) return husai_error(HUSAI_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
     double ylo = INFINITY, yhi = -INFINITY, xlo = INFINITY, xhi = -INFINITY;
     for (int i = 0; i < n; i++) {
-        ylo = fmin(ylo, c[i].trained.lo);
-        yhi = fmax(yhi, c[i].trained.hi);
-        xlo = fmin(xlo, c[i].ev.lo);
-        xhi = fmax(xhi, c[i].ev.hi);
+        ylo = fmin(fmin(ylo, c[i].trained.mean), c[i].trained.lo);
+        yhi = fmax(fmax(yhi, c[i].trained.mean), c[i].trained.hi);
+        xlo = fmin(fmin(xlo, c[i].ev.mean), c[i].ev.lo);
+        xhi = fmax(fmax(xhi, c[i].ev.mean), c[i].ev.hi);
     }
     const range y = pad(ylo, yhi), x = pad(xlo, xhi);
     axes(f, title, "explained variance (EV)", "trained PWMCC", y, 5);
@@ -147,8 +152,9 @@ husai_status husai_svg_pwmcc_vs_ev(const char *path, const husai_condition_resul
     for (int i = 0; i < n; i++) {
         const double px = map(c[i].ev.mean, x, ML, W - MR), py = map(c[i].trained.mean, y, H - MB, MT);
         errbar_v(f, px, map(c[i].trained.lo, y, H - MB, MT), map(c[i].trained.hi, y, H - MB, MT), "#1f5fbf");
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#1f5fbf\"/>\n",
-                map(c[i].ev.lo, x, ML, W - MR), py, map(c[i].ev.hi, x, ML, W - MR), py);
+        if (isfinite(c[i].ev.lo) && isfinite(c[i].ev.hi))
+            fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#1f5fbf\"/>\n",
+                    map(c[i].ev.lo, x, ML, W - MR), py, map(c[i].ev.hi, x, ML, W - MR), py);
         fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"5\" fill=\"#1f5fbf\"/>\n", px, py);
         fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">%s</text>\n", px + 8, py - 8, c[i].name);
     }
