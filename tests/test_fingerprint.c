@@ -1,15 +1,22 @@
 /* The data fingerprint (src/common/fingerprint.c): equal to an independent computation with python3-xxhash
  * (the expected strings below), the same for every split of the rows into reads in any order, and changed
- * by one flipped bit, two swapped rows, another shape or another dtype. */
+ * by one flipped bit, two swapped rows, another shape or another dtype. A checkpoint records it and its
+ * load refuses other data, naming both fingerprints (src/sae/checkpoint.c). */
+#define _POSIX_C_SOURCE 200809L
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/fingerprint.h"
+#include "common/status.h"
+#include "sae/checkpoint.h"
 
 enum { ROWS = 7, COLS = 5 };
 
@@ -92,11 +99,47 @@ static void test_changes_are_seen(void **state) {
     assert_string_not_equal(fp, base);
 }
 
+static void test_checkpoint_records_data(void **state) {
+    (void)state;
+    enum { N = 64, D = 8 };
+    float X[N * D];
+    for (int i = 0; i < N * D; i++)
+        X[i] = (float)((i * 37) % 11) - 5.0f;
+    husai_train_opts o = husai_train_defaults();
+    o.d_sae = 16;
+    o.k = 2;
+    o.epochs = 2;
+    o.batch_size = 16;
+    o.seed = 3;
+    husai_trainer t;
+    assert_int_equal(husai_trainer_init(&t, X, N, D, &o), HUSAI_OK);
+    assert_int_equal(husai_trainer_step(&t), HUSAI_OK);
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/husai_fp_ckpt_XXXXXX");
+    const int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    husai_ckpt_id id = {.config_hash = 7, .task = "fp", .data_fp = "xxh3:00000000000000aa"};
+    assert_int_equal(husai_checkpoint_save(&t, &id, path), HUSAI_OK);
+    char fp[HUSAI_FP_LEN];
+    assert_int_equal(husai_checkpoint_peek_data(path, fp), HUSAI_OK);
+    assert_string_equal(fp, "xxh3:00000000000000aa");
+    snprintf(id.data_fp, sizeof id.data_fp, "xxh3:00000000000000bb");
+    assert_int_equal(husai_checkpoint_load(&t, &id, path), HUSAI_ERR_DATA);
+    assert_non_null(strstr(husai_error_message(), "xxh3:00000000000000aa"));
+    assert_non_null(strstr(husai_error_message(), "xxh3:00000000000000bb"));
+    snprintf(id.data_fp, sizeof id.data_fp, "xxh3:00000000000000aa");
+    assert_int_equal(husai_checkpoint_load(&t, &id, path), HUSAI_OK);
+    unlink(path);
+    husai_trainer_free(&t);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches_python_xxhash),
         cmocka_unit_test(test_split_independent),
         cmocka_unit_test(test_changes_are_seen),
+        cmocka_unit_test(test_checkpoint_records_data),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

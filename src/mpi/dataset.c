@@ -407,13 +407,17 @@ void husai_dataset_load_chunk(husai_dataset *ds, size_t i) {
                       a + r1, ds->name, ds->path);
     /* Only the read itself is timed: fence waits measure other ranks' training, not the file. */
     ds->stream_seconds += MPI_Wtime() - t0;
+    /* The rows' hash against the fingerprint pass's; agreed on the node so that one rank reports it. */
     const uint64_t h = husai_fp_rows(X + r0 * d, d * sizeof(float), a + r0, r1 - r0);
-    if (!ds->chunk_fp_known)
-        ds->chunk_fp[i] = h;
-    else if (h != ds->chunk_fp[i])
+    int changed = ds->chunk_fp_known && h != ds->chunk_fp[i], any_changed;
+    if (!ds->chunk_fp_known) ds->chunk_fp[i] = h;
+    HUSAI_MPI_CHECK(MPI_Allreduce(&changed, &any_changed, 1, MPI_INT, MPI_MAX, ds->node_comm));
+    if (any_changed && node_rank == 0)
         husai_mpi_die("data file '%s' changed during the run: rows %zu..%zu of '%s' differ from what the run "
-                      "read at its start",
-                      ds->path, a + r0, a + r1, ds->name);
+                      "read at its start (fingerprint %s)",
+                      ds->path, a, b, ds->name, ds->fingerprint);
+    if (any_changed) /* the node's rank 0 is ending the job */
+        HUSAI_MPI_CHECK(MPI_Barrier(ds->node_comm));
     long long bad = LLONG_MAX;
     for (size_t r = r0; r < r1 && bad == LLONG_MAX; r++)
         for (size_t c = 0; c < d; c++)
