@@ -391,9 +391,10 @@ int husai_cmd_sweep(int argc, char **argv) {
                     floor(train_rows / cfg.batch_size) * cfg.batch_size / (1.0 - cfg.holdout));
         fflush(stdout);
     } else if (rank == 0) {
-        printf("[husai] data: %s:%s %zu x %d %s (%.1f MB read once, %.2f s), fingerprint %s\n", cfg.data_path,
-               cfg.dataset, ds.n_rows, ds.d_model, ds.dtype, ds.bytes_read / 1e6, ds.read_seconds,
-               ds.fingerprint);
+        printf("[husai] data: %s:%s %zu x %d %s (%.1f MB read once, %.2f s), fingerprint %s (hashed in %.4f "
+               "s)\n",
+               cfg.data_path, cfg.dataset, ds.n_rows, ds.d_model, ds.dtype, ds.bytes_read / 1e6,
+               ds.read_seconds, ds.fingerprint, ds.fp_seconds);
         for (int q = 0; q < ds.n_nodes; q++)
             printf(
                 "[husai] node %d/%d %s: %d rank(s), read %.2f MB, holds one %.2f MB copy in shared memory\n",

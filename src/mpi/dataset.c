@@ -190,10 +190,11 @@ static husai_status setup_stream(husai_dataset *ds, const char *path, const char
                                  MPI_Comm comm);
 
 /* Collective over comm, on which every row was hashed by exactly one rank: sums the ranks' shares
- * (mine) and writes ds->fingerprint. */
-static void fingerprint_finish(husai_dataset *ds, uint64_t mine, MPI_Comm comm) {
+ * (mine) into ds->fingerprint; ds->fp_seconds becomes the longest any rank took (seconds). */
+static void fingerprint_finish(husai_dataset *ds, uint64_t mine, double seconds, MPI_Comm comm) {
     uint64_t sum;
     HUSAI_MPI_CHECK(MPI_Allreduce(&mine, &sum, 1, MPI_UINT64_T, MPI_SUM, comm));
+    HUSAI_MPI_CHECK(MPI_Allreduce(&seconds, &ds->fp_seconds, 1, MPI_DOUBLE, MPI_MAX, comm));
     husai_fp_format(sum, ds->n_rows, (uint64_t)ds->d_model, ds->dtype, ds->fingerprint);
 }
 
@@ -261,8 +262,7 @@ husai_status husai_dataset_open(husai_dataset *ds, const char *path, const char 
     if (st) goto done;
     const double t_fp = MPI_Wtime();
     const uint64_t fp_mine = husai_fp_rows(X + r0 * d, d * sizeof(float), r0, r1 - r0);
-    ds->fp_seconds = MPI_Wtime() - t_fp;
-    fingerprint_finish(ds, fp_mine, comm);
+    fingerprint_finish(ds, fp_mine, MPI_Wtime() - t_fp, comm);
 
     /* The first non-finite row anywhere, agreed by a MIN reduction so every rank names the same one. */
     long long bad = LLONG_MAX;
@@ -384,8 +384,7 @@ static husai_status setup_stream(husai_dataset *ds, const char *path, const char
     ds->chunk_fp_known = 1;
     ds->stream_bytes = bytes;
     ds->stream_seconds = secs;
-    fingerprint_finish(ds, mine, ds->node_comm); /* each node hashed every row */
-    ds->fp_seconds = MPI_Wtime() - t0;
+    fingerprint_finish(ds, mine, MPI_Wtime() - t0, ds->node_comm); /* each node hashed every row */
     return HUSAI_OK;
 }
 

@@ -43,7 +43,8 @@ typedef struct {
     /* The data's identity (common/fingerprint.h), the same on every rank, rank count and read mode. A
      * streamed dataset gets it from one hashing pass over its chunks at open; each rank keeps the hash of
      * its share of each chunk (chunk_fp) and checks it on every later load, so a file that changes under a
-     * running job is an error, not new data. fp_seconds: this rank's time spent on the fingerprint. */
+     * running job is an error, not new data. fp_seconds: the longest any rank spent hashing (streamed: the
+     * whole pass, reads included). */
     char fingerprint[HUSAI_FP_LEN];
     uint64_t *chunk_fp;
     int chunk_fp_known;
