@@ -313,8 +313,8 @@ print("   (every run but the last reads the file from the page cache; read s and
 print(f"\n   streamed peak RSS per rank: {s:.1f} MB = the {budget:g} MB budget + {s - budget:.1f} MB fixed overhead "
       f"(MPI, HDF5, BLAS, model, Adam, batch buffers); in memory {mm:.1f} MB ({mm / s:.1f}x)")
 sb = js["str"]["data"]["streamed"]["bytes_read"]
-print(f"   streamed reads: {sb / 1e6:.0f} MB = {sb / (data_mb * 1e6):.2f} x the data ({epochs} epoch(s) + 1 evaluation pass, "
-      f"once per node; a chunk already loaded is not read again)")
+print(f"   streamed reads: {sb / 1e6:.0f} MB = {sb / (data_mb * 1e6):.2f} x the data ({epochs} epoch(s) + 1 evaluation pass + "
+      f"the fingerprint's start-up pass, once per node; a chunk already loaded is not read again)")
 lw, lc = js["io"]["data"]["streamed"]["read_seconds"], js["cold"]["data"]["streamed"]["read_seconds"]
 cold_pass = lc - lw / 2  # the cold run's training pass; its evaluation pass costs what one warm pass does
 print(f"   the cold run's training pass alone (read s minus half the warm run's): "

@@ -374,16 +374,14 @@ static husai_status setup_stream(husai_dataset *ds, const char *path, const char
                          comm);
     if (st) return st;
     /* The fingerprint needs every row before training (--resume compares it first), so each node reads
-     * each chunk once now; these reads stay out of stream_bytes, which counts training's reads. */
-    const double t0 = MPI_Wtime(), bytes = ds->stream_bytes, secs = ds->stream_seconds;
+     * each chunk once now; these reads count in stream_bytes like any other (they are real reads). */
+    const double t0 = MPI_Wtime();
     uint64_t mine = 0;
     for (size_t i = 0; i < ds->chunks.n_chunks; i++) {
         husai_dataset_load_chunk(ds, i);
         mine += ds->chunk_fp[i];
     }
     ds->chunk_fp_known = 1;
-    ds->stream_bytes = bytes;
-    ds->stream_seconds = secs;
     fingerprint_finish(ds, mine, MPI_Wtime() - t0, ds->node_comm); /* each node hashed every row */
     return HUSAI_OK;
 }
