@@ -11,6 +11,9 @@
 #   4. a dataset 4x the memory budget (256 MB of `husai synth` float32 against data.memory_budget_mb = 64):
 #      a 2-rank sweep in memory and streamed; peak RSS per rank against the budget, the streamed HDF5 read
 #      GB/s (results.json), and raw read baselines (dd O_DIRECT and page cache, h5py, husai's in-memory read)
+#   5. the data fingerprint's cost: `make demo`'s own command (2 ranks, jobs/demo.ini), its wall time against
+#      the fingerprint's hashing time from its log (budget 2%); bench_husai (section 1) prints the per-step
+#      ratio at 768 x 16384 (budget 1%)
 # Environment: BUILD (default build), BENCH_QUICK=1 for a short smoke run, BENCH_THREADS (default "1 2",
 # capped at the core count). About 4-6 minutes on 2 cores; wall-clock figures, so other load on the
 # machine lowers them (the load average is printed first).
@@ -310,8 +313,8 @@ print("   (every run but the last reads the file from the page cache; read s and
 print(f"\n   streamed peak RSS per rank: {s:.1f} MB = the {budget:g} MB budget + {s - budget:.1f} MB fixed overhead "
       f"(MPI, HDF5, BLAS, model, Adam, batch buffers); in memory {mm:.1f} MB ({mm / s:.1f}x)")
 sb = js["str"]["data"]["streamed"]["bytes_read"]
-print(f"   streamed reads: {sb / 1e6:.0f} MB = {sb / (data_mb * 1e6):.2f} x the data ({epochs} epoch(s) + 1 evaluation pass, "
-      f"once per node; a chunk already loaded is not read again)")
+print(f"   streamed reads: {sb / 1e6:.0f} MB = {sb / (data_mb * 1e6):.2f} x the data ({epochs} epoch(s) + 1 evaluation pass + "
+      f"the fingerprint's start-up pass, once per node; a chunk already loaded is not read again)")
 lw, lc = js["io"]["data"]["streamed"]["read_seconds"], js["cold"]["data"]["streamed"]["read_seconds"]
 cold_pass = lc - lw / 2  # the cold run's training pass; its evaluation pass costs what one warm pass does
 print(f"   the cold run's training pass alone (read s minus half the warm run's): "
@@ -323,5 +326,28 @@ print(f"   raw read baselines on the same {fb / 1e6:.1f} MB file: "
 EOF
 fi
 rm -rf "$st_dir"
+echo
+
+echo "== 5. data fingerprint: share of \`make demo\` (the same command: 2 ranks, jobs/demo.ini)"
+demo_set=()
+[ "$QUICK" = 1 ] && demo_set=(--set train.epochs=4) # quick: a shorter demo, so a larger share
+t0=$(date +%s.%N)
+(cd "$ROOT" && mpirun --oversubscribe -np 2 "$HUSAI" sweep jobs/demo.ini --out "$tmp/demo" "${demo_set[@]}") \
+    >"$tmp/demo.log" 2>&1 || {
+    cat "$tmp/demo.log" >&2
+    echo "bench: the demo sweep failed" >&2
+    exit 1
+}
+t1=$(date +%s.%N)
+"$PY" - "$tmp/demo.log" "$t0" "$t1" "${demo_set[*]:-}" <<'EOF'
+import re, sys
+log, t0, t1, extra = open(sys.argv[1]).read(), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+m = re.search(r"data: (\S+) (\d+) x (\d+) (\w+) .*fingerprint (xxh3:[0-9a-f]+) \(hashed in ([0-9.]+) s\)", log)
+if not m:
+    sys.exit("bench: the demo log has no fingerprint line")
+wall, fp_s = t1 - t0, float(m.group(6))
+print(f"   demo{' (' + extra + ')' if extra else ''}: {m.group(2)} x {m.group(3)} {m.group(4)}, fingerprint {m.group(5)}")
+print(f"   hashing {fp_s * 1e3:.2f} ms (slowest rank) of {wall:.1f} s mpirun wall time: {100 * fp_s / wall:.4f}% (budget 2%)")
+EOF
 echo
 echo "   load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -4,6 +4,7 @@
  *   2. training throughput (samples/s) and the encoder's share of sgemm peak, at HUSAI's size
  *      (d_model 128, d_sae 128, k 32, batch 2048) and an LLM-like size (768 x 16384, k 32)
  *   3. blocked PWMCC GFLOP/s and its share of sgemm peak
+ *   4. the data fingerprint's hashing of one batch of rows against one training step on them, at both sizes
  * Usage: bench_husai [--quick]. One BLAS thread unless OPENBLAS_NUM_THREADS says otherwise.
  *
  * bench_husai --pwmcc SEEDS D_MODEL D_SAE [THREADS]
@@ -23,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/fingerprint.h"
 #include "common/rng.h"
 #include "metrics/pwmcc.h"
 #include "sae/train.h"
@@ -176,12 +178,33 @@ static int train_on_file(int argc, char **argv) {
     return 0;
 }
 
-static void bench_train(const char *label, int d_model, int d_sae, int k, int batch, int steps) {
+/* Prints one training row; returns the samples/s measured. */
+static double bench_train(const char *label, int d_model, int d_sae, int k, int batch, int steps) {
     const double peak = sgemm_gflops(batch, d_sae, d_model, 3);
     const double rate = train_rate(d_model, d_sae, k, batch, steps);
     const double enc_gflops = rate * 2.0 * d_model * d_sae / 1e9;
     printf("%-10s %6d %6d %4d %6d | %12.0f | %8.1f | %8.1f | %6.1f%%\n", label, d_model, d_sae, k, batch,
            rate, peak, enc_gflops, 100.0 * enc_gflops / peak);
+    return rate;
+}
+
+/* The fingerprint hashes every row once per read (and a streamed run once per chunk load, i.e. once
+ * per epoch), while training spends one step per batch of rows: so hashing a batch's rows against one
+ * step on them (samples_per_s measured above) bounds its share of training time. Best of 20. */
+static void bench_fingerprint(const char *label, int d_model, int d_sae, int batch, double samples_per_s) {
+    float *X = random_floats((size_t)batch * d_model, 4);
+    double best = 1e30;
+    volatile uint64_t sink = 0;
+    for (int r = 0; r < 20; r++) {
+        const double t0 = now();
+        sink += husai_fp_rows(X, (size_t)d_model * sizeof(float), 0, (size_t)batch);
+        const double dt = now() - t0;
+        if (dt < best) best = dt;
+    }
+    free(X);
+    const double step = batch / samples_per_s;
+    printf("%-10s %6d %6d %6d | %9.3f ms | %6.2f GB/s | %10.1f ms | %8.4f%%\n", label, d_model, d_sae, batch,
+           best * 1e3, (double)batch * d_model * sizeof(float) / best / 1e9, step * 1e3, 100.0 * best / step);
 }
 
 /* Times husai_pwmcc_matrix on S random decoders [d, n] (on omp_get_max_threads() threads) and prints its
@@ -235,8 +258,16 @@ int main(int argc, char **argv) {
            "sgemm on the same shape measured just before (the roofline).\n\n");
     printf("%-10s %6s %6s %4s %6s | %12s | %8s | %8s | %7s\n", "size", "d_mod", "d_sae", "k", "batch",
            "samples/s", "sgemm GF", "enc GF", "of peak");
-    bench_train("husai", 128, 128, 32, 2048, quick ? 20 : 200);
-    bench_train("llm-like", 768, 16384, 32, 4096, quick ? 2 : 6);
+    const double small = bench_train("husai", 128, 128, 32, 2048, quick ? 20 : 200);
+    const double large = bench_train("llm-like", 768, 16384, 32, 4096, quick ? 2 : 6);
+
+    printf("\nData fingerprint (XXH3-64 per row, libxxhash): hashing one batch of rows against one training "
+           "step\n"
+           "on them, both measured in this run (budget: 1%% of a step at 768 x 16384):\n\n");
+    printf("%-10s %6s %6s %6s | %12s | %11s | %13s | %9s\n", "size", "d_mod", "d_sae", "batch", "hash batch",
+           "hash rate", "training step", "hash/step");
+    bench_fingerprint("husai", 128, 128, 2048, small);
+    bench_fingerprint("llm-like", 768, 16384, 4096, large);
 
     printf("\nBlocked PWMCC (all pairs of S seeds; 2*d_model*d_sae^2 flops per pair):\n\n");
     bench_pwmcc(4, 768, quick ? 2048 : 4096);

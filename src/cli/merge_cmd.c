@@ -18,6 +18,7 @@
 #include "cli/config.h"
 #include "cli/phase.h"
 #include "cli/threads.h"
+#include "common/fingerprint.h"
 #include "report/h5attr.h"
 #include "report/results.h"
 #include "report/rundir.h"
@@ -75,6 +76,8 @@ typedef struct {
     int ranks;
     double seconds;
     char dtype[16];
+    char fingerprint[HUSAI_FP_LEN]; /* the first part's data fingerprint; every part must have it */
+    const char *first_dir;
     size_t n_rows;
     int d_model;
 } merge_state;
@@ -192,6 +195,30 @@ static husai_status load_condition(merge_state *ms, hid_t conds, const char *nam
     return HUSAI_OK;
 }
 
+/* Refuses a part trained on other data than the first part (or whose data is unknown): its conditions
+ * would be compared as if they had seen the same rows. */
+static husai_status check_fingerprint(merge_state *ms, const cJSON *data, const char *dir) {
+    const char *fp = cJSON_GetStringValue(cJSON_GetObjectItem(data, "fingerprint"));
+    const char *path = cJSON_GetStringValue(cJSON_GetObjectItem(data, "path"));
+    if (!fp || strlen(fp) >= HUSAI_FP_LEN)
+        return husai_error(
+            HUSAI_ERR_DATA,
+            "'%s' records no data fingerprint (made by an older husai?): cannot check that the "
+            "parts were trained on the same data",
+            dir);
+    if (!ms->first_dir) {
+        snprintf(ms->fingerprint, sizeof ms->fingerprint, "%s", fp);
+        ms->first_dir = dir;
+    } else if (strcmp(fp, ms->fingerprint)) {
+        return husai_error(
+            HUSAI_ERR_DATA,
+            "the parts were trained on different data: '%s' has data fingerprint %s, '%s' has %s "
+            "(data file '%s')",
+            ms->first_dir, ms->fingerprint, dir, fp, path ? path : "?");
+    }
+    return HUSAI_OK;
+}
+
 static husai_status load_part(merge_state *ms, const char *dir) {
     char path[4200];
     snprintf(path, sizeof path, "%s/results.json", dir);
@@ -215,6 +242,7 @@ static husai_status load_part(merge_state *ms, const char *dir) {
         }
         ms->ranks += (int)cJSON_GetNumberValue(cJSON_GetObjectItem(run, "ranks"));
         ms->seconds += cJSON_GetNumberValue(cJSON_GetObjectItem(run, "seconds"));
+        st = check_fingerprint(ms, data, dir);
         const char *dtype = cJSON_GetStringValue(cJSON_GetObjectItem(data, "dtype"));
         snprintf(ms->dtype, sizeof ms->dtype, "%s", dtype ? dtype : "?");
         ms->n_rows = (size_t)cJSON_GetNumberValue(cJSON_GetObjectItem(data, "rows"));
@@ -336,6 +364,7 @@ int husai_cmd_merge(int argc, char **argv) {
                                .seconds = ms.seconds,
                                .cfg = &ms.cfg,
                                .dtype = ms.dtype,
+                               .fingerprint = ms.fingerprint,
                                .n_rows = ms.n_rows,
                                .d_model = ms.d_model};
         st = husai_rundir_begin(&rd, out, run_id, force, 0);

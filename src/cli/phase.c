@@ -109,6 +109,7 @@ static void task_ckpt(const husai_run_ctx *ctx, const char *phase, int cond_inde
     snprintf(path, n, "%s/%s-c%d-seed%llu.ckpt", ctx->ckpt_dir, *phase ? phase : "main", cond_index,
              (unsigned long long)seed);
     id->config_hash = ctx->config_hash;
+    snprintf(id->data_fp, sizeof id->data_fp, "%s", ctx->ds->fingerprint);
     snprintf(id->task, sizeof id->task, "%s%s%.40s seed=%llu", phase, *phase ? "/" : "", c->name,
              (unsigned long long)seed);
 }

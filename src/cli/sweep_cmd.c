@@ -4,6 +4,7 @@
  * on rank 0) -> results written and the run directory renamed into place. Deterministic errors are agreed so
  * all ranks exit 1 together; a failure only one rank sees aborts the job (never a hang). */
 #define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
 #include <getopt.h>
 #include <hdf5.h>
 #include <limits.h>
@@ -27,6 +28,7 @@
 #include "mpi/stop.h"
 #include "report/results.h"
 #include "report/rundir.h"
+#include "sae/checkpoint.h"
 
 typedef struct {
     const char *config_path;
@@ -229,6 +231,30 @@ static husai_status load_dictionary(const char *path, const char *name, int d_mo
     return HUSAI_OK;
 }
 
+/* Rank 0, on --resume: refuses data whose fingerprint differs from the one any checkpoint of the run was
+ * trained on, before any training (a checkpoint with an unreadable header is left to its load to refuse). */
+static husai_status check_resume_data(const char *ckpt_dir, const husai_dataset *ds,
+                                      const husai_config *cfg) {
+    DIR *dir = opendir(ckpt_dir);
+    if (!dir) return HUSAI_OK; /* no checkpoints: nothing was trained on any data yet */
+    husai_status st = HUSAI_OK;
+    const struct dirent *e;
+    while (!st && (e = readdir(dir))) {
+        const size_t len = strlen(e->d_name);
+        if (len < 5 || strcmp(e->d_name + len - 5, ".ckpt")) continue;
+        char path[8400], fp[HUSAI_FP_LEN];
+        snprintf(path, sizeof path, "%s/%s", ckpt_dir, e->d_name);
+        if (husai_checkpoint_peek_data(path, fp) == HUSAI_OK && strcmp(fp, ds->fingerprint))
+            st = husai_error(
+                HUSAI_ERR_DATA,
+                "data changed since the run began: '%s' (dataset '%s') has fingerprint %s, but the "
+                "run being resumed was trained on data with fingerprint %s (checkpoint '%s')",
+                cfg->data_path, cfg->dataset, ds->fingerprint, fp, path);
+    }
+    closedir(dir);
+    return st;
+}
+
 static void abort_rundir(void *rd) {
     husai_rundir_abort(rd);
 }
@@ -348,9 +374,11 @@ int husai_cmd_sweep(int argc, char **argv) {
     if (rank == 0 && ds.streaming) {
         printf(
             "[husai] data: %s:%s %zu x %d %s, streamed: %zu chunks of %zu rows (%.1f MB per node, budget %g "
-            "MB); each node reads each chunk once per epoch\n",
+            "MB); each node reads each chunk once per epoch\n"
+            "[husai] data fingerprint %s (one pass over the chunks, %.2f s)\n",
             cfg.data_path, cfg.dataset, ds.n_rows, ds.d_model, ds.dtype, ds.chunks.n_chunks,
-            ds.chunks.chunk_rows, ds.nodes[0].bytes_held / 1e6, cfg.memory_budget_mb);
+            ds.chunks.chunk_rows, ds.nodes[0].bytes_held / 1e6, cfg.memory_budget_mb, ds.fingerprint,
+            ds.fp_seconds);
         /* Batches do not cross chunks, so each chunk's training rows end in a batch of the remainder; a
          * few rows there are a step on almost no data (and a noisy gradient) once per chunk per epoch. */
         const double train_rows = (double)ds.chunks.chunk_rows * (1.0 - cfg.holdout);
@@ -363,14 +391,21 @@ int husai_cmd_sweep(int argc, char **argv) {
                     floor(train_rows / cfg.batch_size) * cfg.batch_size / (1.0 - cfg.holdout));
         fflush(stdout);
     } else if (rank == 0) {
-        printf("[husai] data: %s:%s %zu x %d %s (%.1f MB read once, %.2f s)\n", cfg.data_path, cfg.dataset,
-               ds.n_rows, ds.d_model, ds.dtype, ds.bytes_read / 1e6, ds.read_seconds);
+        printf("[husai] data: %s:%s %zu x %d %s (%.1f MB read once, %.2f s), fingerprint %s (hashed in %.4f "
+               "s)\n",
+               cfg.data_path, cfg.dataset, ds.n_rows, ds.d_model, ds.dtype, ds.bytes_read / 1e6,
+               ds.read_seconds, ds.fingerprint, ds.fp_seconds);
         for (int q = 0; q < ds.n_nodes; q++)
             printf(
                 "[husai] node %d/%d %s: %d rank(s), read %.2f MB, holds one %.2f MB copy in shared memory\n",
                 q + 1, ds.n_nodes, ds.nodes[q].host, ds.nodes[q].ranks, ds.nodes[q].bytes_read / 1e6,
                 ds.nodes[q].bytes_held / 1e6);
         fflush(stdout);
+    }
+    if (args.resume &&
+        (st = husai_mpi_agree(rank == 0 ? check_resume_data(ckpt_dir, &ds, &cfg) : HUSAI_OK, comm))) {
+        husai_dataset_free(&ds);
+        return fail(rank, &rd);
     }
     /* Every rank derives the same split from (rows, fraction, seed): no communication needed. */
     husai_split split;
@@ -424,8 +459,11 @@ int husai_cmd_sweep(int argc, char **argv) {
     if (rank == 0) {
         char path[4200];
         husai_rundir_path(&rd, "results.h5", path, sizeof path);
-        const husai_run_info head = {
-            .id = run_id, .version = HUSAI_VERSION, .commit = HUSAI_GIT_COMMIT, .cfg = &cfg};
+        const husai_run_info head = {.id = run_id,
+                                     .version = HUSAI_VERSION,
+                                     .commit = HUSAI_GIT_COMMIT,
+                                     .cfg = &cfg,
+                                     .fingerprint = ds.fingerprint};
         st = husai_results_h5_open(&ctx.sink, path, &head);
     }
     if ((st = husai_mpi_agree(st, comm))) {
@@ -487,6 +525,7 @@ int husai_cmd_sweep(int argc, char **argv) {
                                .seconds = MPI_Wtime() - t_begin,
                                .cfg = &cfg,
                                .dtype = ds.dtype,
+                               .fingerprint = ds.fingerprint,
                                .n_rows = ds.n_rows,
                                .d_model = ds.d_model,
                                .holdout_rows = split.holdout,

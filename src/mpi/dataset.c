@@ -189,6 +189,15 @@ static husai_status setup_stream(husai_dataset *ds, const char *path, const char
                                  hid_t dset, size_t elem, size_t chunk_rows, uint64_t data_seed,
                                  MPI_Comm comm);
 
+/* Collective over comm, on which every row was hashed by exactly one rank: sums the ranks' shares
+ * (mine) into ds->fingerprint; ds->fp_seconds becomes the longest any rank took (seconds). */
+static void fingerprint_finish(husai_dataset *ds, uint64_t mine, double seconds, MPI_Comm comm) {
+    uint64_t sum;
+    HUSAI_MPI_CHECK(MPI_Allreduce(&mine, &sum, 1, MPI_UINT64_T, MPI_SUM, comm));
+    HUSAI_MPI_CHECK(MPI_Allreduce(&seconds, &ds->fp_seconds, 1, MPI_DOUBLE, MPI_MAX, comm));
+    husai_fp_format(sum, ds->n_rows, (uint64_t)ds->d_model, ds->dtype, ds->fingerprint);
+}
+
 husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char *name, MPI_Comm comm) {
     return husai_dataset_open(ds, path, name, 0.0, 0, 0, comm);
 }
@@ -251,6 +260,9 @@ husai_status husai_dataset_open(husai_dataset *ds, const char *path, const char 
                : HUSAI_OK,
         comm);
     if (st) goto done;
+    const double t_fp = MPI_Wtime();
+    const uint64_t fp_mine = husai_fp_rows(X + r0 * d, d * sizeof(float), r0, r1 - r0);
+    fingerprint_finish(ds, fp_mine, MPI_Wtime() - t_fp, comm);
 
     /* The first non-finite row anywhere, agreed by a MIN reduction so every rank names the same one. */
     long long bad = LLONG_MAX;
@@ -332,6 +344,7 @@ void husai_dataset_free(husai_dataset *ds) {
     if (ds->leader_comm != MPI_COMM_NULL && ds->leader_comm != 0) MPI_Comm_free(&ds->leader_comm);
     if (ds->node_comm != MPI_COMM_NULL && ds->node_comm != 0) MPI_Comm_free(&ds->node_comm);
     free(ds->nodes);
+    free(ds->chunk_fp);
     memset(ds, 0, sizeof *ds);
     ds->node_comm = ds->leader_comm = MPI_COMM_NULL;
 }
@@ -354,6 +367,22 @@ static husai_status setup_stream(husai_dataset *ds, const char *path, const char
         ds->nodes[q].bytes_held = (double)ds->chunks.chunk_rows * ds->d_model * sizeof(float);
         ds->nodes[q].bytes_read = 0.0; /* counted as chunks load */
     }
+    ds->chunk_fp = calloc(ds->chunks.n_chunks, sizeof *ds->chunk_fp);
+    st = husai_mpi_agree(ds->chunk_fp ? HUSAI_OK
+                                      : husai_error(HUSAI_ERR_NOMEM, "out of memory for %zu chunk hashes",
+                                                    ds->chunks.n_chunks),
+                         comm);
+    if (st) return st;
+    /* The fingerprint needs every row before training (--resume compares it first), so each node reads
+     * each chunk once now; these reads count in stream_bytes like any other (they are real reads). */
+    const double t0 = MPI_Wtime();
+    uint64_t mine = 0;
+    for (size_t i = 0; i < ds->chunks.n_chunks; i++) {
+        husai_dataset_load_chunk(ds, i);
+        mine += ds->chunk_fp[i];
+    }
+    ds->chunk_fp_known = 1;
+    fingerprint_finish(ds, mine, MPI_Wtime() - t0, ds->node_comm); /* each node hashed every row */
     return HUSAI_OK;
 }
 
@@ -375,6 +404,17 @@ void husai_dataset_load_chunk(husai_dataset *ds, size_t i) {
                       a + r1, ds->name, ds->path);
     /* Only the read itself is timed: fence waits measure other ranks' training, not the file. */
     ds->stream_seconds += MPI_Wtime() - t0;
+    /* The rows' hash against the fingerprint pass's; agreed on the node so that one rank reports it. */
+    const uint64_t h = husai_fp_rows(X + r0 * d, d * sizeof(float), a + r0, r1 - r0);
+    int changed = ds->chunk_fp_known && h != ds->chunk_fp[i], any_changed;
+    if (!ds->chunk_fp_known) ds->chunk_fp[i] = h;
+    HUSAI_MPI_CHECK(MPI_Allreduce(&changed, &any_changed, 1, MPI_INT, MPI_MAX, ds->node_comm));
+    if (any_changed && node_rank == 0)
+        husai_mpi_die("data file '%s' changed during the run: rows %zu..%zu of '%s' differ from what the run "
+                      "read at its start (fingerprint %s)",
+                      ds->path, a, b, ds->name, ds->fingerprint);
+    if (any_changed) /* the node's rank 0 is ending the job */
+        HUSAI_MPI_CHECK(MPI_Barrier(ds->node_comm));
     long long bad = LLONG_MAX;
     for (size_t r = r0; r < r1 && bad == LLONG_MAX; r++)
         for (size_t c = 0; c < d; c++)

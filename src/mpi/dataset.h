@@ -3,7 +3,8 @@
  * node with 64 ranks holds one copy, not 64. Each node reads a contiguous slab of rows, split
  * among its ranks, with independent MPI-IO reads (float16/float64 converted to float32); node
  * leaders then exchange slabs (MPI_Allgatherv) so every node holds every row: the file is read
- * once per job. Shape, dtype and finiteness are validated and every rank returns the same verdict.
+ * once per job. Shape, dtype and finiteness are validated and every rank returns the same verdict;
+ * the rows read are fingerprinted (common/fingerprint.h) as they arrive.
  * defines: husai_dataset, husai_dataset_read, husai_dataset_free */
 #ifndef HUSAI_MPI_DATASET_H
 #define HUSAI_MPI_DATASET_H
@@ -12,6 +13,7 @@
 #include <stddef.h>
 
 #include "common/chunks.h"
+#include "common/fingerprint.h"
 #include "common/nodeinfo.h"
 #include "common/status.h"
 
@@ -38,6 +40,15 @@ typedef struct {
     double stream_bytes;        /* bytes this node has read while streaming */
     double stream_seconds;      /* time this rank spent reading its share of chunks */
     char path[4096], name[256];
+    /* The data's identity (common/fingerprint.h), the same on every rank, rank count and read mode. A
+     * streamed dataset gets it from one hashing pass over its chunks at open; each rank keeps the hash of
+     * its share of each chunk (chunk_fp) and checks it on every later load, so a file that changes under a
+     * running job is an error, not new data. fp_seconds: the longest any rank spent hashing (streamed: the
+     * whole pass, reads included). */
+    char fingerprint[HUSAI_FP_LEN];
+    uint64_t *chunk_fp;
+    int chunk_fp_known;
+    double fp_seconds;
 } husai_dataset;
 
 /* Collective over comm: reads dataset `name` of the HDF5 file `path`. On error every rank gets the
@@ -49,13 +60,15 @@ husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char 
  * and chunk_rows is 0; otherwise opens it for streaming in chunks of chunk_rows (0: as many as the
  * budget holds; husai_chunks, order keyed by data_seed): each node then holds one chunk at a time in
  * a shared window and the file stays open. A streamed dataset is validated like a read one, except
- * that non-finite values are found when their chunk loads and constant data is not refused. */
+ * that constant data is not refused; its fingerprint takes one pass over the chunks, which also finds
+ * non-finite values before training. */
 husai_status husai_dataset_open(husai_dataset *ds, const char *path, const char *name, double budget_bytes,
                                 size_t chunk_rows, uint64_t data_seed, MPI_Comm comm);
 
 /* Collective over the node (every rank of ds->node_comm): makes chunk i the content of X, reading it
  * once per node, each rank its share with independent MPI-IO reads. A no-op if chunk i is loaded. A
- * failed read or a NaN/Inf value ends the job with one line naming the rows. */
+ * failed read, a NaN/Inf value or rows whose hash changed since the fingerprint pass end the job with
+ * one line naming the rows. */
 void husai_dataset_load_chunk(husai_dataset *ds, size_t i);
 
 /* Collective over comm, after streaming: fills every node's bytes_read, the job's bytes_read and

@@ -92,6 +92,7 @@ typedef struct {
     double seconds;
     const husai_config *cfg;
     const char *dtype;
+    const char *fingerprint; /* the data's, "xxh3:..." (common/fingerprint.h); NULL: unknown */
     size_t n_rows;
     int d_model;
     const uint32_t *holdout_rows; /* (n_holdout) rows never trained on, or NULL */

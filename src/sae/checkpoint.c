@@ -17,6 +17,7 @@ typedef struct {
     uint32_t version, header_size;
     uint64_t config_hash;
     char task[96];
+    char data_fp[HUSAI_FP_LEN];
     uint64_t seed;
     int32_t d_model, d_sae, k, epochs, batch_size, epoch;
     uint64_t n_rows, n_params, pos, n_state;
@@ -53,6 +54,7 @@ husai_status husai_checkpoint_save(const husai_trainer *t, const husai_ckpt_id *
     hd.header_size = (uint32_t)sizeof hd;
     hd.config_hash = id->config_hash;
     snprintf(hd.task, sizeof hd.task, "%s", id->task);
+    snprintf(hd.data_fp, sizeof hd.data_fp, "%s", id->data_fp);
     hd.seed = t->opts.seed;
     hd.d_model = t->d_model;
     hd.d_sae = t->opts.d_sae;
@@ -131,6 +133,13 @@ husai_status husai_checkpoint_load(husai_trainer *t, const husai_ckpt_id *id, co
                          path, (unsigned long long)hd.config_hash, (unsigned long long)id->config_hash);
         goto out;
     }
+    hd.data_fp[sizeof hd.data_fp - 1] = '\0';
+    if (strcmp(hd.data_fp, id->data_fp)) {
+        st = husai_error(HUSAI_ERR_DATA,
+                         "checkpoint '%s' was trained on data with fingerprint %s, but the data now has %s",
+                         path, hd.data_fp, id->data_fp);
+        goto out;
+    }
     hd.task[sizeof hd.task - 1] = '\0';
     if (strcmp(hd.task, id->task) || hd.seed != t->opts.seed) {
         st = husai_error(HUSAI_ERR_DATA, "checkpoint '%s' is for task '%s', expected '%s'", path, hd.task,
@@ -184,14 +193,27 @@ out:
     return st;
 }
 
-husai_status husai_checkpoint_peek_epoch(const char *path, int *epoch) {
+/* Reads a checkpoint's header alone, refusing another magic, version or header size. */
+static husai_status peek_header(const char *path, ckpt_header *hd) {
     FILE *f = fopen(path, "rb");
     if (!f) return husai_error(HUSAI_ERR_IO, "cannot open checkpoint '%s': %s", path, strerror(errno));
-    ckpt_header hd;
-    const int ok = fread(&hd, sizeof hd, 1, f) == 1 && !memcmp(hd.magic, MAGIC, 8) &&
-                   hd.version == HUSAI_CKPT_VERSION && hd.header_size == sizeof hd;
+    const int ok = fread(hd, sizeof *hd, 1, f) == 1 && !memcmp(hd->magic, MAGIC, 8) &&
+                   hd->version == HUSAI_CKPT_VERSION && hd->header_size == sizeof *hd;
     fclose(f);
     if (!ok) return husai_error(HUSAI_ERR_DATA, "checkpoint '%s' has no readable header", path);
-    *epoch = hd.epoch;
     return HUSAI_OK;
+}
+
+husai_status husai_checkpoint_peek_epoch(const char *path, int *epoch) {
+    ckpt_header hd;
+    const husai_status st = peek_header(path, &hd);
+    if (!st) *epoch = hd.epoch;
+    return st;
+}
+
+husai_status husai_checkpoint_peek_data(const char *path, char fp[HUSAI_FP_LEN]) {
+    ckpt_header hd;
+    const husai_status st = peek_header(path, &hd);
+    if (!st) snprintf(fp, HUSAI_FP_LEN, "%.*s", HUSAI_FP_LEN - 1, hd.data_fp);
+    return st;
 }

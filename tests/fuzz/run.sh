@@ -46,8 +46,8 @@ $CC $CFLAGS "$HERE/fuzz_config.c" "$ROOT/src/cli/config.c" "$ROOT/src/common/sta
     die "building fuzz_config failed (is libclang-rt-14-dev installed? it provides -fsanitize=fuzzer)"
 # shellcheck disable=SC2046,SC2086
 $CC $CFLAGS $(pkg-config --cflags hdf5-openmpi) "$HERE/fuzz_dataset.c" "$ROOT/src/mpi/dataset.c" \
-    "$ROOT/src/mpi/mpicheck.c" "$ROOT/src/common/status.c" "$ROOT/src/common/chunks.c" "$ROOT/src/common/rng.c" \
-    -o "$BUILD/fuzz_dataset" $(pkg-config --libs hdf5-openmpi) -lm || die "building fuzz_dataset failed"
+    "$ROOT/src/mpi/mpicheck.c" "$ROOT/src/common/status.c" "$ROOT/src/common/chunks.c" "$ROOT/src/common/fingerprint.c" "$ROOT/src/common/rng.c" \
+    -o "$BUILD/fuzz_dataset" $(pkg-config --libs hdf5-openmpi libxxhash) -lm || die "building fuzz_dataset failed"
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 export ASAN_OPTIONS="fast_unwind_on_malloc=0:detect_leaks=1:abort_on_error=0"

@@ -14,8 +14,9 @@
 #      run directory is left;
 #  (d) streamed (data.memory_budget_mb 0.02: 4 chunks of 416 rows): the sweep across the two nodes is bitwise
 #      equal to the same streamed sweep on one node; each node's bytes_read (its chunk loads) is within
-#      [epochs x file bytes, waves x (epochs + 1) x file bytes], waves = the most tasks a rank of that node
-#      trained: each node reads each chunk once per epoch (plus one evaluation pass per wave), not once per rank;
+#      [epochs x file bytes, (waves x (epochs + 1) + 1) x file bytes], waves = the most tasks a rank of that
+#      node trained: each node reads each chunk once per epoch (plus one evaluation pass per wave and the
+#      fingerprint's start-up pass), not once per rank;
 #      each node holds one chunk;
 #      (d') with strace: the bytes of the data region each node really reads in a streamed sweep equal its
 #      bytes_read in results.json; skipped with a note without strace.
@@ -387,7 +388,8 @@ F = rows * cols * elem  # the file's data bytes: one pass over every chunk
 chunk_rows, n_chunks = 416, 4
 
 def check_reads(label, js, host_of):
-    """Each node's bytes_read within [epochs x F, waves x (epochs + 1) x F]; returns a description."""
+    """Each node's bytes_read within [epochs x F, (waves x (epochs + 1) + 1) x F] (the + 1: the fingerprint's
+    start-up pass); returns a description."""
     st = js["data"].get("streamed")
     if not st: fail(f"{label}: results.json has no data.streamed")
     if (st["chunk_rows"], st["chunks"]) != (chunk_rows, n_chunks):
@@ -405,7 +407,7 @@ def check_reads(label, js, host_of):
         ranks = [r for r, h in host_of.items() if h == n["host"]]
         if len(ranks) != n["ranks"]: fail(f"{label}: {n['host']} has {n['ranks']} ranks, the launch put {ranks} there")
         waves = max(tasks.get(r, 0) for r in ranks)
-        lo, hi = E * F, waves * (E + 1) * F
+        lo, hi = E * F, (waves * (E + 1) + 1) * F
         if n["bytes_held"] != chunk_rows * cols * 4:
             fail(f"{label}: {n['host']} holds {n['bytes_held']} B, expected one chunk ({chunk_rows * cols * 4} B)")
         if not lo <= n["bytes_read"] <= hi:
