@@ -467,6 +467,10 @@ static void test_number_rule(void **state) {
     expect_error(GOOD, "sweep.values=1e300", "out of range");
     expect_error("[data]\npath = x.h5\n[sweep]\nparam = d_sae\nvalues = 2147483647\nseeds = 1, 2\n", NULL,
                  "d_sae = 2147483647 is out of range: it exceeds the limit 1000000000");
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s[train]\nlr_width_ref = 1000000000\n", GOOD);
+    expect_error(buf, "train.lr=3e38",
+                 "after width scaling (train.lr_width_ref = 1000000000) is out of range");
     /* exact exponent forms are integers wherever integers are read */
     assert_int_equal(load(GOOD, "sae.d_sae=1e3", &c), HUSAI_OK);
     assert_int_equal(c.d_sae, 1000);

@@ -625,6 +625,12 @@ husai_status husai_config_validate(const husai_config *c) {
                     "sweep.values: %.17g and %.17g both name condition '%s'; use values that differ "
                     "in their first 10 significant digits",
                     c->values[j], v, cond.name);
+        if (!(cond.lr <= FLT_MAX && cond.lr >= FLT_MIN))
+            return husai_error(
+                HUSAI_ERR_ARG,
+                "condition %s: lr = %g after width scaling (train.lr_width_ref = %d) is out of "
+                "range for float32 training",
+                cond.name, cond.lr, c->lr_width_ref);
         if (cond.k > cond.d_sae)
             return husai_error(HUSAI_ERR_ARG, "k = %d exceeds d_sae = %d (condition %s)", cond.k, cond.d_sae,
                                cond.name);
