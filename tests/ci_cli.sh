@@ -127,6 +127,12 @@ expect_error "one value for --diff" "one.txt: needs at least 2 values" /dev/null
     printf '\n0.3\n'
 } >"$tmp/long.txt"
 expect_error "over-long line" "long.txt:3: line is longer than 1048576 bytes" /dev/null "$tmp/long.txt"
+# the cap's boundary: a value line of exactly 1048576 bytes is read whole (0.5 and zeros), one byte more is refused
+{ printf '0.1\n0.5'; head -c 1048573 /dev/zero | tr '\0' '0'; printf '\n'; } >"$tmp/at_cap.txt"
+out=$("$HUSAI" ci "$tmp/at_cap.txt") || fail "a 1048576-byte value line was refused"
+check_json "$out" 'd["n"] == 2 and abs(d["mean"] - 0.3) < 1e-15' || fail "1048576-byte value line read as $out"
+{ printf '0.1\n0.5'; head -c 1048574 /dev/zero | tr '\0' '0'; printf '\n'; } >"$tmp/over_cap.txt"
+expect_error "line one byte over the cap" "over_cap.txt:2: line is longer than 1048576 bytes" /dev/null "$tmp/over_cap.txt"
 expect_error "/dev/zero" "/dev/zero:1: line contains a NUL byte" /dev/null /dev/zero
 # an endless stream of digits with no newline and no NUL ends at the line cap, within seconds
 expect_error "endless line on stdin" "stdin:1: line is longer than" <(yes 1 | tr -d '\n') -
