@@ -186,6 +186,10 @@ for t in "${targets[@]}"; do
     bad 2 "'$path' is $kind; --force replaces only a regular file" "${B[@]}" --active 2 --force "$path"
     [ ! -e "$path.partial" ] || fail "a refused --force left $path.partial"
 done
+# a FIFO under the staging name would block the create: refused, kept
+mkfifo "$tmp/staged.h5.partial"
+bad 2 "'$tmp/staged.h5.partial' is a FIFO; husai synth stages its output under that name" "${B[@]}" --active 2 "$tmp/staged.h5"
+[ -p "$tmp/staged.h5.partial" ] && [ ! -e "$tmp/staged.h5" ] || fail "the staging FIFO was replaced or an output written"
 [ -d "$tmp/adir" ] && [ -p "$tmp/afifo" ] && [ -S "$tmp/asock" ] || fail "a refused --force changed its target"
 [ ! -e "$tmp/anull" ] || [ -c "$tmp/anull" ] || fail "a refused --force replaced the device node"
 

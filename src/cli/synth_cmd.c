@@ -391,6 +391,7 @@ static const char *file_kind(mode_t m) {
            : S_ISCHR(m)  ? "a character device"
            : S_ISBLK(m)  ? "a block device"
            : S_ISSOCK(m) ? "a socket"
+           : S_ISLNK(m)  ? "a symbolic link"
                          : "not a regular file";
 }
 
@@ -437,8 +438,12 @@ static husai_status reserve(const char *partial, int *fd, off_t *reserved, const
 /* Rank 0's checks before anything is written: an existing OUT is replaced only with --force and only if
  * it is a regular file (renaming over a device node or a directory is never what was meant), and the
  * output's file system has room for the whole file (staged next to OUT, so an old OUT is not counted). */
-static husai_status check_output(const synth_args *a) {
+static husai_status check_output(const synth_args *a, const char *partial) {
     struct stat sb;
+    /* the staging name is truncated and renamed: a FIFO there would block the create, a device be written */
+    if (lstat(partial, &sb) == 0 && !S_ISREG(sb.st_mode))
+        return husai_error(HUSAI_ERR_IO, "'%s' is %s; husai synth stages its output under that name", partial,
+                           file_kind(sb.st_mode));
     if (stat(a->out, &sb) == 0) {
         if (!a->force) return husai_error(HUSAI_ERR_IO, "'%s' exists; pass --force to replace it", a->out);
         if (!S_ISREG(sb.st_mode))
@@ -495,7 +500,7 @@ int husai_cmd_synth(int argc, char **argv) {
     snprintf(partial, plen, "%s.partial", a.out);
 
     /* Rank 0 checks the target; every rank learns the verdict. */
-    husai_status st = rank == 0 ? check_output(&a) : HUSAI_OK;
+    husai_status st = rank == 0 ? check_output(&a, partial) : HUSAI_OK;
     if ((st = husai_mpi_agree(st, comm))) goto done;
 
     const size_t n_dict = (size_t)a.atoms * d;
