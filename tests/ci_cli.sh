@@ -78,6 +78,11 @@ print("  max |husai - numpy| =", err)
 sys.exit(0 if err < 1e-12 and set(d) == {"diff", "ci95_low", "ci95_high"} else 1)
 ' "$tmp/x.txt" "$tmp/y.txt" || fail "--diff disagrees with numpy: $out"
 
+step "--resamples 1e3 is the integer 1000: same result as --resamples 1000"
+a=$("$HUSAI" ci --resamples 1e3 "$tmp/design.txt") || fail "--resamples 1e3 exited $?"
+b=$("$HUSAI" ci --resamples 1000 "$tmp/design.txt") || fail "--resamples 1000 exited $?"
+[ "$a" = "$b" ] || fail "--resamples 1e3 gave $a, 1000 gave $b"
+
 step "--help prints the usage on stdout and exits 0"
 "$HUSAI" ci --help >"$tmp/help.out" || fail "--help exited $?"
 grep -q '^usage: husai ci' "$tmp/help.out" || fail "--help output has no usage line"
@@ -88,8 +93,9 @@ expect_error() {
     local name=$1 needle=$2 input=$3
     shift 3
     step "bad input ($name) fails with one stderr line mentioning '$needle'"
-    "$HUSAI" ci "$@" <"$input" >"$tmp/err.out" 2>"$tmp/err.txt"
+    timeout 30 "$HUSAI" ci "$@" <"$input" >"$tmp/err.out" 2>"$tmp/err.txt"
     local rc=$?
+    [ "$rc" -ne 124 ] || fail "$name: still running after 30 s"
     [ "$rc" -ne 0 ] || fail "$name: exit status 0"
     [ ! -s "$tmp/err.out" ] || fail "$name: wrote to stdout: $(cat "$tmp/err.out")"
     local lines
@@ -109,10 +115,41 @@ expect_error "missing file" "$tmp/nope.txt" /dev/null "$tmp/nope.txt"
 expect_error "non-numeric line" "text.txt:3" /dev/null "$tmp/text.txt"
 expect_error "NaN line" "nan.txt:4" /dev/null "$tmp/nan.txt"
 expect_error "NaN on stdin" "stdin:4" "$tmp/nan.txt" -
-expect_error "empty file" "no values" /dev/null "$tmp/empty.txt"
-expect_error "blank-only file" "no values" /dev/null "$tmp/blank.txt"
+expect_error "empty file" "needs at least 2 values for an interval, got 0" /dev/null "$tmp/empty.txt"
+expect_error "blank-only file" "needs at least 2 values for an interval, got 0" /dev/null "$tmp/blank.txt"
+printf '0.25\n' >"$tmp/one.txt"
+expect_error "one value" "needs at least 2 values for an interval, got 1" /dev/null "$tmp/one.txt"
+expect_error "one value for --diff" "one.txt: needs at least 2 values" /dev/null --diff "$tmp/design.txt" "$tmp/one.txt"
+# An over-long line in the middle (2 MB of digits) is refused by its number, not skipped or read in part.
+{
+    printf '0.1\n0.2\n'
+    head -c 2000000 /dev/zero | tr '\0' '5'
+    printf '\n0.3\n'
+} >"$tmp/long.txt"
+expect_error "over-long line" "long.txt:3: line is longer than 1048576 bytes" /dev/null "$tmp/long.txt"
+# the cap's boundary: a value line of exactly 1048576 bytes is read whole (0.5 and zeros), one byte more is refused
+{ printf '0.1\n0.5'; head -c 1048573 /dev/zero | tr '\0' '0'; printf '\n'; } >"$tmp/at_cap.txt"
+out=$("$HUSAI" ci "$tmp/at_cap.txt") || fail "a 1048576-byte value line was refused"
+check_json "$out" 'd["n"] == 2 and abs(d["mean"] - 0.3) < 1e-15' || fail "1048576-byte value line read as $out"
+{ printf '0.1\n0.5'; head -c 1048574 /dev/zero | tr '\0' '0'; printf '\n'; } >"$tmp/over_cap.txt"
+expect_error "line one byte over the cap" "over_cap.txt:2: line is longer than 1048576 bytes" /dev/null "$tmp/over_cap.txt"
+expect_error "/dev/zero" "/dev/zero:1: line contains a NUL byte" /dev/null /dev/zero
+# an endless stream of digits with no newline and no NUL ends at the line cap, within seconds
+expect_error "endless line on stdin" "stdin:1: line is longer than" <(yes 1 | tr -d '\n') -
+expect_error "a directory" "read error" /dev/null "$tmp"
+printf '0.1\n0x1p-3\n' >"$tmp/hex.txt"
+expect_error "hexadecimal value" "hex.txt:2: value = '0x1p-3' is hexadecimal" /dev/null "$tmp/hex.txt"
+printf '0.1\n1e999\n' >"$tmp/huge.txt"
+expect_error "overflowing value" "huge.txt:2: value = 1e999 is out of range" /dev/null "$tmp/huge.txt"
+printf '0.1\n1e-320\n' >"$tmp/sub.txt"
+expect_error "subnormal value" "sub.txt:2: value = 1e-320 is out of range" /dev/null "$tmp/sub.txt"
+printf '0.1\n0.2 0.3\n' >"$tmp/two.txt"
+expect_error "two numbers on a line" "two.txt:2: value = '0.2 0.3' is not a finite number" /dev/null "$tmp/two.txt"
+expect_error "hexadecimal --seed" "--seed = '0x5' is hexadecimal" /dev/null --seed 0x5 "$tmp/design.txt"
+expect_error "negative --seed" "--seed = -1 is negative" /dev/null --seed -1 "$tmp/design.txt"
+expect_error "--resamples over INT_MAX" "--resamples = 1e10 is out of range" /dev/null --resamples 1e10 "$tmp/design.txt"
 expect_error "bad --rng value" "--rng" /dev/null --rng mt19937 "$tmp/design.txt"
-expect_error "bad --resamples value" "--resamples" /dev/null --resamples 10 "$tmp/design.txt"
+expect_error "bad --resamples value" "--resamples = 10 must be >= 100" /dev/null --resamples 10 "$tmp/design.txt"
 expect_error "--unit seeds on a flat list" "seed" /dev/null --unit seeds "$tmp/design.txt"
 expect_error "unknown option" "--bogus" /dev/null --bogus "$tmp/design.txt"
 expect_error "--diff with one file" "two files" /dev/null --diff "$tmp/design.txt"

@@ -192,6 +192,23 @@ expect_error "a single seed" "at least 2 seeds" "$tmp/c.ini"
 ini "$tmp/c.ini"
 edit "$tmp/c.ini" 's|^lr = .*|lr = abc|'
 expect_error "non-numeric value (lr = abc)" "lr.*abc" "$tmp/c.ini"
+# one number rule (src/common/parse.c): out of range says so, hex is refused everywhere
+ini "$tmp/c.ini"
+edit "$tmp/c.ini" 's|^lr = .*|lr = 1e300|'
+expect_error "lr beyond float32 (1e300)" "train\.lr = 1e300 is out of range" "$tmp/c.ini"
+ini "$tmp/c.ini"
+edit "$tmp/c.ini" 's|^d_sae = .*|d_sae = 2147483647|'
+expect_error "d_sae = 2147483647" "sae\.d_sae = 2147483647 is out of range: it exceeds the limit 1000000000" "$tmp/c.ini"
+ini "$tmp/c.ini"
+edit "$tmp/c.ini" 's|^values = .*|values = 2, 0x4|'
+expect_error "hex in a list (values = 0x4)" "sweep\.values = '0x4' is hexadecimal" "$tmp/c.ini"
+# a key given twice, list or not: the second non-indented line is not appended to the first
+ini "$tmp/c.ini"
+edit "$tmp/c.ini" 's|^seeds = .*|seeds = 1, 2\nseeds = 3, 4|'
+expect_error "seeds given twice" "c\.ini:[0-9]+: key sweep\.seeds is given twice \(first on line [0-9]+\)" "$tmp/c.ini"
+ini "$tmp/c.ini"
+edit "$tmp/c.ini" 's|^values = .*|values = 2\nvalues = 4|'
+expect_error "values given twice" "key sweep\.values is given twice" "$tmp/c.ini"
 
 step "bad config files"
 ini "$tmp/c.ini"

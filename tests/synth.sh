@@ -135,12 +135,13 @@ bad() {
     shift 2
     local rc=0
     if [ "$np" -eq 1 ]; then
-        "$HUSAI" synth "$@" >"$tmp/bad_out" 2>"$tmp/bad_err" || rc=$?
+        timeout 60 "$HUSAI" synth "$@" >"$tmp/bad_out" 2>"$tmp/bad_err" || rc=$?
         [ "$rc" -eq 1 ] || fail "synth $* exited $rc, expected 1: $(cat "$tmp/bad_err")"
     else
-        "$MPIEXEC" -np "$np" --oversubscribe "$HUSAI" synth "$@" >"$tmp/bad_out" 2>"$tmp/bad_err" || rc=$?
-        [ "$rc" -ne 0 ] || fail "accepted on $np ranks: synth $*"
+        timeout 60 "$MPIEXEC" -np "$np" --oversubscribe "$HUSAI" synth "$@" >"$tmp/bad_out" 2>"$tmp/bad_err" || rc=$?
+        [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "exit $rc (0: accepted, 124: hung) on $np ranks: synth $*"
     fi
+    ! grep -q "MPI_ABORT\|HDF5-DIAG" "$tmp/bad_err" || fail "synth $*: banner or HDF5 stack: $(cat "$tmp/bad_err")"
     local n
     n=$(grep -c '^husai: error: ' "$tmp/bad_err" || true)
     [ "$n" -eq 1 ] || fail "expected one 'husai: error:' line for: synth $* (got $n): $(cat "$tmp/bad_err")"
@@ -156,7 +157,11 @@ bad 1 "--noise" "${B[@]}" --active 2 --noise -0.1 "$tmp/bad.h5"
 bad 1 "--noise" "${B[@]}" --active 2 --noise nan "$tmp/bad.h5"
 bad 2 "--dtype" "${B[@]}" --active 2 --dtype int8 "$tmp/bad.h5"
 bad 1 "--chunk-rows" "${B[@]}" --active 2 --chunk-rows 0 "$tmp/bad.h5"
-bad 1 "--rows" "${B[@]}" --active 2 --rows 12x "$tmp/bad.h5"
+bad 1 "--rows = '12x' is not an integer" "${B[@]}" --active 2 --rows 12x "$tmp/bad.h5"
+bad 1 "--rows = '0x10' is hexadecimal" "${B[@]}" --active 2 --rows 0x10 "$tmp/bad.h5"
+bad 1 "--d-model = 1e9 is out of range: it exceeds the limit 16777216" "${B[@]}" --active 2 --d-model 1e9 "$tmp/bad.h5"
+bad 1 "--noise = 1e300 is out of range" "${B[@]}" --active 2 --noise 1e300 "$tmp/bad.h5"
+bad 1 "--seed = -1 is negative" "${B[@]}" --active 2 --seed -1 "$tmp/bad.h5"
 bad 1 "missing --active" "${B[@]}" "$tmp/bad.h5"
 bad 1 "output file" "${B[@]}" --active 2
 bad 1 "unknown" "${B[@]}" --active 2 --bogus "$tmp/bad.h5"
@@ -167,6 +172,54 @@ bad 2 "exists" "${B[@]}" --active 2 "$tmp/one.h5"
 "$PY" -c "import h5py,sys; f=h5py.File(sys.argv[1],'r'); sys.exit(0 if f['activations'].shape==(10,8) else 1)" \
     "$tmp/one.h5" || fail "--force did not write the new file"
 "$HUSAI" synth --help | grep -q -- "--active" || fail "--help does not describe --active"
+"$HUSAI" synth --rows 1e1 --d-model 8 --atoms 4 --active 2 --seed 1 --force "$tmp/one.h5" >/dev/null ||
+    fail "--rows 1e1 (an exact exponent form) was refused"
+
+step "--force replaces only a regular file: a directory, a FIFO, a socket and a device node are refused and kept"
+mkdir "$tmp/adir"
+mkfifo "$tmp/afifo"
+"$PY" -c "import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])" "$tmp/asock"
+targets=("$tmp/adir:a directory" "$tmp/afifo:a FIFO" "$tmp/asock:a socket")
+if mknod "$tmp/anull" c 1 3 2>/dev/null; then targets+=("$tmp/anull:a character device"); else step "  (no mknod here: device case skipped)"; fi
+for t in "${targets[@]}"; do
+    path=${t%%:*} kind=${t#*:}
+    bad 2 "'$path' is $kind; --force replaces only a regular file" "${B[@]}" --active 2 --force "$path"
+    [ ! -e "$path.partial" ] || fail "a refused --force left $path.partial"
+done
+# a FIFO under the staging name would block the create: refused, kept
+mkfifo "$tmp/staged.h5.partial"
+bad 2 "'$tmp/staged.h5.partial' is a FIFO; husai synth stages its output under that name" "${B[@]}" --active 2 "$tmp/staged.h5"
+[ -p "$tmp/staged.h5.partial" ] && [ ! -e "$tmp/staged.h5" ] || fail "the staging FIFO was replaced or an output written"
+[ -d "$tmp/adir" ] && [ -p "$tmp/afifo" ] && [ -S "$tmp/asock" ] || fail "a refused --force changed its target"
+[ ! -e "$tmp/anull" ] || [ -c "$tmp/anull" ] || fail "a refused --force replaced the device node"
+
+step "free space is checked before writing: --rows 99999999999 (3.2 TB) is refused at once"
+avail_kb=$(df -Pk "$tmp" | awk 'NR == 2 { print $4 }')
+if [ "$avail_kb" -lt 3000000000 ]; then
+    # the file-size limit is a safety net: were the check missing, the write would fail at 1 MB instead
+    rc=0
+    (ulimit -f 1024 && PMIX_MCA_gds=hash OMPI_MCA_btl=self,tcp timeout 60 "$HUSAI" synth --rows 99999999999 --d-model 8 --atoms 4 --active 2 "$tmp/huge.h5") \
+        >"$tmp/huge_out" 2>"$tmp/huge_err" || rc=$?
+    [ "$rc" -eq 1 ] || fail "--rows 99999999999 exited $rc: $(cat "$tmp/huge_err")"
+    [ "$(grep -c '^husai: error' "$tmp/huge_err")" -eq 1 ] && [ "$(wc -l <"$tmp/huge_err")" -eq 1 ] &&
+        grep -q "needs about 3.2 TB but only .* is free" "$tmp/huge_err" || fail "free-space refusal: $(cat "$tmp/huge_err")"
+    [ ! -e "$tmp/huge.h5" ] && [ ! -e "$tmp/huge.h5.partial" ] || fail "the refused synth left a file"
+    step "  $(cat "$tmp/huge_err")"
+else
+    step "  (more than 3 TB free here: the 3.2 TB case is skipped)"
+fi
+
+step "disk full while writing (a 2 MiB file-size limit on 2 ranks): one error line, exit 1, no file, no banner"
+rc=0
+# as in faults.sh: the limit binds the ranks only; TCP and PMIx's hash store keep Open MPI's own files out of it
+PMIX_MCA_gds=hash timeout 120 "$MPIEXEC" --oversubscribe --mca btl self,tcp -np 2 bash -c 'ulimit -f 2048; exec "$0" "$@"' \
+    "$HUSAI" synth --rows 200000 --d-model 64 --atoms 96 --active 3 "$tmp/full.h5" >"$tmp/full_out" 2>"$tmp/full_err" || rc=$?
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "disk full: exit $rc (124: hung): $(cat "$tmp/full_err")"
+[ "$(grep -c '^husai: error' "$tmp/full_err")" -eq 1 ] && grep -q "^husai: error: writing '$tmp/full.h5' failed (disk full?" "$tmp/full_err" ||
+    fail "disk full: expected one 'husai: error: writing ... failed (disk full?' line: $(cat "$tmp/full_err")"
+! grep -q "MPI_ABORT\|HDF5-DIAG" "$tmp/full_err" || fail "disk full: banner or HDF5 stack: $(cat "$tmp/full_err")"
+[ ! -e "$tmp/full.h5" ] && [ ! -e "$tmp/full.h5.partial" ] || fail "disk full left a file"
+step "  exit $rc: $(grep '^husai: error' "$tmp/full_err")"
 
 step "husai sweep trains on a synth dataset (2 ranks, float16 storage)"
 "$MPIEXEC" -np 2 --oversubscribe "$HUSAI" synth --rows 4000 --d-model 32 --atoms 48 --active 3 --noise 0.02 \

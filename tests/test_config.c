@@ -402,6 +402,86 @@ static void test_plan_round_robin(void **state) {
     husai_plan_free(&p); /* freeing twice is harmless */
 }
 
+/* A key given twice is an error whether it is a list or not, naming both lines; a list's indented
+ * continuation lines (also after a blank line) still extend it, exactly as inih joins them. */
+static void test_repeated_keys_and_continuations(void **state) {
+    (void)state;
+    husai_config c;
+    const char *head = "[data]\npath = x.h5\n[sweep]\n";
+    char buf[1024];
+    static const char *const cases[][2] = {
+        {"values = 4\nseeds = 1, 2\nseeds = 3, 4\n", ":6: key sweep.seeds is given twice (first on line 5)"},
+        {"values = 4, 8\nvalues = 16\nseeds = 1, 2\n",
+         ":5: key sweep.values is given twice (first on line 4)"},
+        /* the same list again in a second [sweep] block, indented or not */
+        {"values = 4\nseeds = 1, 2\n[sae]\nk = 4\n[sweep]\nseeds = 3\n",
+         ":9: key sweep.seeds is given twice (first on line 5)"},
+        {"values = 4\nseeds = 1, 2\n[sweep]\n  seeds = 3\n",
+         ":7: key sweep.seeds is given twice (first on line 5)"},
+        /* a scalar cannot continue, nor be given twice */
+        {"values = 4\nseeds = 1, 2\n[train]\nlr = 0.001\n    0.002\n",
+         ":8: train.lr continues on an indented line"},
+        {"values = 4\nseeds = 1, 2\n[train]\nepochs = 3\nepochs = 3\n",
+         "key train.epochs is given twice (first on line 7)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(buf, sizeof buf, "%s%s", head, cases[i][0]);
+        expect_error(buf, NULL, cases[i][1]);
+    }
+    /* continuation lines: values over three lines (one after a blank line and a comment), seeds over two */
+    snprintf(buf, sizeof buf, "%svalues = 4, 8\n    16\n\n; more\n\t32\nseeds = 1\n  2, 3\n", head);
+    assert_int_equal(load(buf, NULL, &c), HUSAI_OK);
+    assert_int_equal(c.n_values, 4);
+    const double want[] = {4, 8, 16, 32};
+    for (int i = 0; i < 4; i++)
+        assert_true(c.values[i] == want[i]);
+    assert_int_equal(c.n_seeds, 3);
+    assert_true(c.seeds[2] == 3);
+    /* the same text through husai_config_load_string reaches the same verdict */
+    husai_config_defaults(&c);
+    assert_int_equal(husai_config_load_string(&c, buf, "text"), HUSAI_OK);
+    assert_int_equal(c.n_values, 4);
+    snprintf(buf, sizeof buf, "%svalues = 4\nseeds = 1, 2\nseeds = 3, 4\n", head);
+    husai_config_defaults(&c);
+    assert_int_equal(husai_config_load_string(&c, buf, "text"), HUSAI_ERR_ARG);
+    assert_non_null(
+        strstr(husai_error_message(), "text:6: key sweep.seeds is given twice (first on line 5)"));
+}
+
+/* Numbers follow the one rule of src/common/parse.c, with messages that say what is wrong. */
+static void test_number_rule(void **state) {
+    (void)state;
+    husai_config c;
+    expect_error(GOOD, "sae.d_sae=2147483647",
+                 "sae.d_sae = 2147483647 is out of range: it exceeds the limit 1000000000");
+    expect_error(GOOD, "train.lr=1e300",
+                 "train.lr = 1e300 is out of range: it exceeds the limit 3.4028235e+38");
+    expect_error(GOOD, "train.lr=1e-50", "underflow");
+    expect_error(GOOD, "sae.d_sae=0x40", "hexadecimal");
+    expect_error(GOOD, "sweep.values=4, 0x8", "sweep.values = '0x8' is hexadecimal");
+    expect_error(GOOD, "sweep.seeds=0x1, 2", "hexadecimal");
+    expect_error(GOOD, "metrics.bootstrap_seed=0x1", "hexadecimal");
+    expect_error(GOOD, "sae.d_sae=64.5", "not a whole number");
+    expect_error(GOOD, "train.epochs=3x", "'x' follows the number");
+    expect_error(GOOD, "metrics.bootstrap_seed=-1", "is negative");
+    expect_error(GOOD, "sweep.values=1e300", "out of range");
+    expect_error("[data]\npath = x.h5\n[sweep]\nparam = d_sae\nvalues = 2147483647\nseeds = 1, 2\n", NULL,
+                 "d_sae = 2147483647 is out of range: it exceeds the limit 1000000000");
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s[train]\nlr_width_ref = 1000000000\n", GOOD);
+    expect_error(buf, "train.lr=3e38",
+                 "after width scaling (train.lr_width_ref = 1000000000) is out of range");
+    /* exact exponent forms are integers wherever integers are read */
+    assert_int_equal(load(GOOD, "sae.d_sae=1e3", &c), HUSAI_OK);
+    assert_int_equal(c.d_sae, 1000);
+    assert_int_equal(load(GOOD, "sweep.seeds=1e3, 2e3", &c), HUSAI_OK);
+    assert_true(c.seeds[0] == 1000 && c.seeds[1] == 2000);
+    /* a file that is not a configuration is refused by size, not read until memory runs out */
+    husai_config_defaults(&c);
+    assert_int_equal(husai_config_load(&c, "/dev/zero"), HUSAI_ERR_ARG);
+    assert_non_null(strstr(husai_error_message(), "larger than"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_good_file_and_defaults),
@@ -414,6 +494,8 @@ int main(void) {
         cmocka_unit_test(test_arch_print_round_trip),
         cmocka_unit_test(test_lr_width_ref),
         cmocka_unit_test(test_plan_round_robin),
+        cmocka_unit_test(test_repeated_keys_and_continuations),
+        cmocka_unit_test(test_number_rule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

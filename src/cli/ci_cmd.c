@@ -1,10 +1,11 @@
 /* `husai ci`: a command-line front end to the bootstrap, so CIs of any value list (HUSAI's
  * published pair values, a column of a CSV) can be computed and checked against numpy. */
-#define _GNU_SOURCE /* getopt_long and getline under -std=c17 */
+#define _GNU_SOURCE /* getopt_long under -std=c17 */
 #include "cli/commands.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <float.h>
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
@@ -12,11 +13,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/parse.h"
 #include "common/status.h"
 #include "metrics/bootstrap.h"
 
 #define CI_EXIT_ERROR 1
 #define CI_EXIT_USAGE 2
+/* How much of a file name a value's message quotes. */
+#define HUSAI_CI_NAME_MAX 1024
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -63,39 +67,54 @@ static int is_space(char c) {
     return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
 }
 
-/* Parses one line (already trimmed, NUL-free) into a finite double, or says why it is not one. */
-static husai_status parse_line(const char *name, size_t lineno, const char *s, size_t len, double *x) {
-    char *end = NULL;
-    errno = 0;
-    const double v = strtod(s, &end);
-    if (end == s || (size_t)(end - s) != len)
-        return husai_error(HUSAI_ERR_DATA, "%s:%zu: '%.40s' is not a number", name, lineno, s);
-    if (isnan(v)) return husai_error(HUSAI_ERR_DATA, "%s:%zu: value is NaN", name, lineno);
-    /* strtod turns an overflow into +-HUGE_VAL, so "1e999" is caught here as well as "inf". */
-    if (!isfinite(v))
-        return husai_error(HUSAI_ERR_DATA, "%s:%zu: value '%.40s' is not finite", name, lineno, s);
-    *x = v;
-    return HUSAI_OK;
+/* Longest line read, newline excluded: a value needs a few dozen bytes, so anything this long is not a
+ * value file (or is /dev/zero), and reading it must not grow without bound. */
+#define CI_LINE_MAX (1u << 20)
+
+/* Reads one line of f into buf (capacity CI_LINE_MAX + 1, newline dropped, NUL-terminated) and its length
+ * into *len: 1 for a line, 0 at the end of the file, or an error naming name:lineno (too long, NUL byte,
+ * read error). */
+static int read_line(FILE *f, const char *name, size_t lineno, char *buf, size_t *len, husai_status *st) {
+    size_t n = 0;
+    int ch;
+    while ((ch = getc(f)) != EOF && ch != '\n') {
+        if (ch == '\0') {
+            *st =
+                husai_error(HUSAI_ERR_DATA, "%s:%zu: line contains a NUL byte (binary file?)", name, lineno);
+            return -1;
+        }
+        if (n == CI_LINE_MAX) {
+            *st = husai_error(HUSAI_ERR_DATA, "%s:%zu: line is longer than %u bytes; not a file of values",
+                              name, lineno, CI_LINE_MAX);
+            return -1;
+        }
+        buf[n++] = (char)ch;
+    }
+    if (ch == EOF && ferror(f)) {
+        *st = husai_error(HUSAI_ERR_IO, "%s:%zu: read error: %s", name, lineno, strerror(errno));
+        return -1;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return ch != EOF || n > 0;
 }
 
-/* Reads one value per line from path ("-" = stdin) into out, naming the file and line of any problem. */
+/* Reads one value per line from path ("-" = stdin) into out, naming the file and line of any problem;
+ * a bootstrap needs at least 2 values (one gives a zero-width interval that means nothing). */
 static husai_status read_values(const char *path, value_list *out) {
     const int use_stdin = strcmp(path, "-") == 0;
     const char *name = use_stdin ? "stdin" : path;
     FILE *f = use_stdin ? stdin : fopen(path, "r");
     if (!f) return husai_error(HUSAI_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
-
+    char *line = malloc(CI_LINE_MAX + 1);
+    if (!line) {
+        if (!use_stdin) fclose(f);
+        return husai_error(HUSAI_ERR_NOMEM, "cannot read '%s': out of memory", name);
+    }
     husai_status st = HUSAI_OK;
-    char *line = NULL;
-    size_t linecap = 0, lineno = 0;
-    ssize_t got;
-    while (st == HUSAI_OK && (got = getline(&line, &linecap, f)) >= 0) {
-        lineno++;
-        size_t len = (size_t)got;
-        if (memchr(line, '\0', len)) {
-            st = husai_error(HUSAI_ERR_DATA, "%s:%zu: line contains a NUL byte (binary file?)", name, lineno);
-            break;
-        }
+    size_t lineno = 0, len = 0;
+    int got;
+    while ((got = read_line(f, name, ++lineno, line, &len, &st)) > 0) {
         while (len > 0 && is_space(line[len - 1]))
             len--;
         line[len] = '\0';
@@ -103,15 +122,18 @@ static husai_status read_values(const char *path, value_list *out) {
         while (start < len && is_space(line[start]))
             start++;
         if (start == len) continue; /* blank line */
+        char what[64 + HUSAI_CI_NAME_MAX];
+        snprintf(what, sizeof what, "%.*s:%zu: value", HUSAI_CI_NAME_MAX, name, lineno);
         double x = 0.0;
-        st = parse_line(name, lineno, line + start, len - start, &x);
+        st = husai_parse_real(what, line + start, -DBL_MAX, DBL_MAX, DBL_MIN, &x);
         if (st == HUSAI_OK) st = push_value(out, x);
+        if (st) break;
     }
-    if (st == HUSAI_OK && ferror(f))
-        st = husai_error(HUSAI_ERR_IO, "error reading '%s': %s", name, strerror(errno));
     free(line);
     if (!use_stdin) fclose(f);
-    if (st == HUSAI_OK && out->n == 0) st = husai_error(HUSAI_ERR_DATA, "%s: no values", name);
+    if (st == HUSAI_OK && out->n < 2)
+        st =
+            husai_error(HUSAI_ERR_DATA, "%s: needs at least 2 values for an interval, got %zu", name, out->n);
     return st;
 }
 
@@ -151,26 +173,6 @@ static int emit(cJSON *obj, int built) {
     return 0;
 }
 
-static int parse_seed(const char *s, uint64_t *seed) {
-    /* strtoull accepts "-1" and wraps it; a seed is a plain non-negative integer. */
-    if (!*s || *s == '-' || *s == '+' || is_space(*s)) return 0;
-    char *end = NULL;
-    errno = 0;
-    const unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end) return 0;
-    *seed = (uint64_t)v;
-    return 1;
-}
-
-static int parse_resamples(const char *s, int *b) {
-    char *end = NULL;
-    errno = 0;
-    const long v = strtol(s, &end, 10);
-    if (end == s || *end || errno || v < 100 || v > INT_MAX) return 0;
-    *b = (int)v;
-    return 1;
-}
-
 enum { OPT_SEED = 256, OPT_RESAMPLES, OPT_RNG, OPT_UNIT, OPT_DIFF };
 
 int husai_cmd_ci(int argc, char **argv) {
@@ -190,19 +192,14 @@ int husai_cmd_ci(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         switch (c) {
         case OPT_SEED:
-            if (!parse_seed(optarg, &o.seed)) {
-                fprintf(stderr, "husai ci: --seed must be a non-negative integer below 2^64, got '%s'\n",
-                        optarg);
-                return CI_EXIT_ERROR;
-            }
+            if (husai_parse_u64("--seed", optarg, UINT64_MAX, &o.seed)) return fail(CI_EXIT_ERROR);
             break;
-        case OPT_RESAMPLES:
-            if (!parse_resamples(optarg, &o.resamples)) {
-                fprintf(stderr, "husai ci: --resamples must be an integer from 100 to %d, got '%s'\n",
-                        INT_MAX, optarg);
-                return CI_EXIT_ERROR;
-            }
+        case OPT_RESAMPLES: {
+            long long b;
+            if (husai_parse_int("--resamples", optarg, 100, INT_MAX, &b)) return fail(CI_EXIT_ERROR);
+            o.resamples = (int)b;
             break;
+        }
         case OPT_RNG:
             if (!strcmp(optarg, "numpy"))
                 o.rng = HUSAI_BOOT_NUMPY;

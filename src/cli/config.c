@@ -3,12 +3,14 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <ini.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/parse.h"
 #include "sae/model.h"
 
 typedef enum {
@@ -141,34 +143,14 @@ static const char *trim(char *s) {
     return s;
 }
 
-/* Parses a whole-string number; rejects trailing junk, empty strings, NaN and Inf. */
-static int parse_double(const char *s, double *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v)) return -1;
-    *out = v;
-    return 0;
+/* Real-valued keys reach float32 arithmetic (lr, coefficients) or could (budgets, intervals): one range
+ * for all of them, float32's normal numbers, so a value is never silently rounded to infinity or zero. */
+static husai_status parse_real_key(const char *what, const char *text, double *out) {
+    return husai_parse_real(what, text, -FLT_MAX, FLT_MAX, FLT_MIN, out);
 }
 
-static int parse_long(const char *s, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end != '\0' || errno == ERANGE) return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_u64(const char *s, uint64_t *out) {
-    if (*s == '-' || *s == '+') return -1;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (end == s || *end != '\0' || errno == ERANGE) return -1;
-    *out = (uint64_t)v;
-    return 0;
-}
+/* Largest integer key value: a width or count beyond this is a typo, not a plan. */
+#define INT_KEY_MAX 1000000000L
 
 /* Splits a comma/whitespace separated list in place; returns the count, -1 if over max, -2 if an
  * item between commas is empty ("4,,8" is a typo, not two values). */
@@ -231,6 +213,8 @@ static husai_status assign_list(husai_config *c, const char *section, const char
     snprintf(buf, sizeof buf, "%s", raw);
     const char *v = trim(buf);
     void *field = (char *)c + o->offset;
+    char what[HUSAI_PATH_MAX + 160]; /* "FILE:LINE: section.key", the subject of number messages */
+    snprintf(what, sizeof what, "%s: %s.%s", where, section, key);
     switch (o->type) {
     case T_STR:
         if (!*v) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s must not be empty", where, section, key);
@@ -239,20 +223,16 @@ static husai_status assign_list(husai_config *c, const char *section, const char
         snprintf((char *)field, o->size, "%s", v);
         break;
     case T_INT: {
-        long x;
-        if (parse_long(v, &x) || x > 1000000000L)
-            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' is not an integer", where, section, key, v);
-        if (x < o->min)
-            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = %ld must be >= %ld", where, section, key, x,
-                               o->min);
+        long long x;
+        husai_status st = husai_parse_int(what, v, o->min, INT_KEY_MAX, &x);
+        if (st) return st;
         *(int *)field = (int)x;
         break;
     }
     case T_DOUBLE: {
         double x;
-        if (parse_double(v, &x))
-            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' is not a finite number", where, section, key,
-                               v);
+        husai_status st = parse_real_key(what, v, &x);
+        if (st) return st;
         if (!(x > 0.0))
             return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = %g must be > 0", where, section, key, x);
         *(double *)field = x;
@@ -260,18 +240,17 @@ static husai_status assign_list(husai_config *c, const char *section, const char
     }
     case T_NONNEG: {
         double x;
-        if (parse_double(v, &x))
-            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' is not a finite number", where, section, key,
-                               v);
+        husai_status st = parse_real_key(what, v, &x);
+        if (st) return st;
         if (x < 0.0) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = %g must be >= 0", where, section, key, x);
         *(double *)field = x;
         break;
     }
-    case T_U64:
-        if (parse_u64(v, (uint64_t *)field))
-            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' is not a non-negative integer", where,
-                               section, key, v);
+    case T_U64: {
+        husai_status st = husai_parse_u64(what, v, UINT64_MAX, (uint64_t *)field);
+        if (st) return st;
         break;
+    }
     case T_VALUES: {
         char *items[HUSAI_MAX_VALUES + 1];
         const int base = append ? c->n_values : 0;
@@ -289,9 +268,12 @@ static husai_status assign_list(husai_config *c, const char *section, const char
             if (arch >= 0) {
                 c->values[i] = arch; /* an architecture name stands for its index */
                 c->values_named = 1;
-            } else if (parse_double(items[i - base], &c->values[i])) {
+            } else if (!strchr("0123456789+-.", items[i - base][0])) {
                 return husai_error(HUSAI_ERR_ARG, "%s: %s.%s: '%s' is neither a number nor an architecture",
                                    where, section, key, items[i - base]);
+            } else {
+                husai_status st = parse_real_key(what, items[i - base], &c->values[i]);
+                if (st) return st;
             }
             for (int j = 0; j < i; j++)
                 if (c->values[j] == c->values[i])
@@ -320,7 +302,11 @@ static husai_status assign_list(husai_config *c, const char *section, const char
             char *item = items[q], *dash = strchr(item + 1, '-');
             uint64_t lo, hi;
             if (dash) *dash = '\0';
-            if (parse_u64(item, &lo) || (dash && parse_u64(dash + 1, &hi)))
+            if (!dash) {
+                husai_status st = husai_parse_u64(what, item, UINT64_MAX, &lo);
+                if (st) return st;
+            } else if (husai_parse_u64(what, item, UINT64_MAX, &lo) ||
+                       husai_parse_u64(what, dash + 1, UINT64_MAX, &hi))
                 return husai_error(HUSAI_ERR_ARG,
                                    "%s: %s.%s: '%s%s%s' is neither a non-negative integer nor a range A-B",
                                    where, section, key, item, dash ? "-" : "", dash ? dash + 1 : "");
@@ -385,11 +371,41 @@ static husai_status assign_list(husai_config *c, const char *section, const char
     return HUSAI_OK;
 }
 
+/* Hands inih one line at a time from text in memory, remembering which line it is and whether it is
+ * indented, so the handler can tell a list's continuation line from a key given again. */
+typedef struct {
+    const char *next, *end;
+    int line;         /* number of the line last handed to inih */
+    int indented;     /* it starts with a blank: inih's continuation of the key before it */
+    int after_header; /* a [section] line came since the handler last ran */
+} line_reader;
+
+static char *read_line(char *str, int num, void *stream) {
+    line_reader *r = stream;
+    if (r->next >= r->end || num < 1) return NULL;
+    const char *nl = memchr(r->next, '\n', (size_t)(r->end - r->next));
+    const size_t whole = nl ? (size_t)(nl - r->next) + 1 : (size_t)(r->end - r->next);
+    /* check_line_lengths has refused any line longer than inih's buffer, so nothing is cut here */
+    const size_t n = whole < (size_t)num - 1 ? whole : (size_t)num - 1;
+    memcpy(str, r->next, n);
+    str[n] = '\0';
+    r->next += whole;
+    r->line++;
+    r->indented = n > 0 && isspace((unsigned char)str[0]) && str[0] != '\n';
+    const char *p = str;
+    while (isspace((unsigned char)*p))
+        p++;
+    if (*p == '[') r->after_header = 1;
+    return str;
+}
+
 typedef struct {
     husai_config *c;
     const char *path;
     husai_status st;
-    unsigned char seen[N_OPTS];
+    line_reader rd;
+    int last;               /* option index of the handler's previous call (-1: none) */
+    int first_line[N_OPTS]; /* line where each key was given, 0 if not yet */
 } load_ctx;
 
 /* Printable ASCII or UTF-8 bytes only, so messages that quote the file stay one clean line. */
@@ -405,24 +421,39 @@ static int is_text(const char *s) {
 static int ini_handler_cb(void *user, const char *section, const char *name, const char *value) {
     load_ctx *ctx = user;
     if (ctx->st != HUSAI_OK) return 0; /* keep the first error; inih goes on parsing */
+    const int line = ctx->rd.line;
     if (!is_text(section) || !is_text(name) || !is_text(value)) {
-        ctx->st = husai_error(HUSAI_ERR_ARG, "%s: contains non-text bytes; not an INI file", ctx->path);
+        ctx->st =
+            husai_error(HUSAI_ERR_ARG, "%s:%d: contains non-text bytes; not an INI file", ctx->path, line);
         return 0;
     }
     char where[HUSAI_PATH_MAX + 32];
-    snprintf(where, sizeof where, "%s", ctx->path);
-    int index, append = 0;
+    snprintf(where, sizeof where, "%s:%d", ctx->path, line);
+    int index = -1, append = 0;
     if (known_section(section) && find_opt(section, name, &index)) {
         const int is_list = OPTS[index].type == T_VALUES || OPTS[index].type == T_SEEDS;
-        /* inih reports an indented continuation line as the same key again: lists continue, the
-         * rest may be given once. */
-        if (ctx->seen[index] && !is_list) {
-            ctx->st = husai_error(HUSAI_ERR_ARG, "%s: key %s.%s is given twice", ctx->path, section, name);
+        /* inih reports an indented line after a key as that key again (a continuation); any other
+         * repetition is the key given twice, list or not. */
+        const int continuation = ctx->rd.indented && !ctx->rd.after_header && ctx->last == index;
+        if (continuation && !is_list) {
+            ctx->st = husai_error(HUSAI_ERR_ARG,
+                                  "%s: %s.%s continues on an indented line, but only lists (values, seeds) "
+                                  "may continue",
+                                  where, section, name);
             return 0;
         }
-        append = ctx->seen[index];
-        ctx->seen[index] = 1;
+        if (ctx->first_line[index] && !continuation) {
+            ctx->st = husai_error(HUSAI_ERR_ARG,
+                                  "%s: key %s.%s is given twice (first on line %d); a list continues on "
+                                  "indented lines",
+                                  where, section, name, ctx->first_line[index]);
+            return 0;
+        }
+        append = continuation;
+        if (!ctx->first_line[index]) ctx->first_line[index] = line;
     }
+    ctx->last = index;
+    ctx->rd.after_header = 0;
     ctx->st = assign_list(ctx->c, section, name, value, where, append);
     return ctx->st == HUSAI_OK;
 }
@@ -431,6 +462,8 @@ static int ini_handler_cb(void *user, const char *section, const char *name, con
  * (measured: 199 reads whole, 200 is cut); a longer one would be cut and its tail read as a line of its own.
  */
 #define INI_LINE_MAX 199
+/* A configuration is a page of text; anything this large is the wrong file (or /dev/zero). */
+#define CONFIG_BYTES_MAX (1u << 20)
 
 /* An error naming the first line of text longer than inih reads whole, HUSAI_OK if none is. */
 static husai_status check_line_lengths(const char *text, size_t len, const char *origin) {
@@ -451,54 +484,52 @@ static husai_status check_line_lengths(const char *text, size_t len, const char 
     return HUSAI_OK;
 }
 
-husai_status husai_config_load(husai_config *c, const char *path) {
-    load_ctx ctx = {.c = c, .path = path, .st = HUSAI_OK};
-    snprintf(c->source, sizeof c->source, "%s", path);
-    FILE *f = fopen(path, "r");
-    if (!f) return husai_error(HUSAI_ERR_IO, "cannot open config file '%s': %s", path, strerror(errno));
-    char *text = NULL;
-    size_t len = 0;
-    FILE *mem = open_memstream(&text, &len);
-    if (!mem) {
-        fclose(f);
-        return husai_error(HUSAI_ERR_NOMEM, "cannot read config file '%s'", path);
-    }
-    char chunk[4096];
-    size_t got;
-    while ((got = fread(chunk, 1, sizeof chunk, f)) > 0)
-        fwrite(chunk, 1, got, mem);
-    fclose(mem);
-    husai_status long_line = check_line_lengths(text, len, path);
-    free(text);
-    if (long_line) {
-        fclose(f);
-        return long_line;
-    }
-    rewind(f);
-    int rc = ini_parse_file(f, ini_handler_cb, &ctx);
-    fclose(f);
-    if (ctx.st != HUSAI_OK) {
-        /* inih reports the failing line; prefix it to the handler's message. */
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", husai_error_message());
-        const char *rest = strncmp(msg, path, strlen(path)) == 0 ? msg + strlen(path) : msg;
-        return husai_error(ctx.st, "%s:%d%s", path, rc, rest);
-    }
+/* Parses len bytes of INI text over c; origin names it in errors. The file and string loaders share it,
+ * so both reach the same verdict with the same message. */
+static husai_status parse_text(husai_config *c, const char *text, size_t len, const char *origin) {
+    snprintf(c->source, sizeof c->source, "%s", origin);
+    husai_status st = check_line_lengths(text, len, origin);
+    if (st) return st;
+    load_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return husai_error(HUSAI_ERR_NOMEM, "cannot parse '%s': out of memory", origin);
+    ctx->c = c;
+    ctx->path = origin;
+    ctx->last = -1;
+    ctx->rd = (line_reader){.next = text, .end = text + len};
+    const int rc = ini_parse_stream(read_line, &ctx->rd, ini_handler_cb, ctx);
+    st = ctx->st;
+    free(ctx);
+    if (st) return st;
     if (rc != 0)
         return husai_error(HUSAI_ERR_ARG,
-                           "%s:%d: not a valid INI line (expected 'key = value' or '[section]')", path, rc);
+                           "%s:%d: not a valid INI line (expected 'key = value' or '[section]')", origin, rc);
     return HUSAI_OK;
 }
 
+husai_status husai_config_load(husai_config *c, const char *path) {
+    snprintf(c->source, sizeof c->source, "%s", path);
+    FILE *f = fopen(path, "r");
+    if (!f) return husai_error(HUSAI_ERR_IO, "cannot open config file '%s': %s", path, strerror(errno));
+    char *text = malloc(CONFIG_BYTES_MAX + 1);
+    if (!text) {
+        fclose(f);
+        return husai_error(HUSAI_ERR_NOMEM, "cannot read config file '%s': out of memory", path);
+    }
+    const size_t len = fread(text, 1, CONFIG_BYTES_MAX + 1, f);
+    husai_status st = HUSAI_OK;
+    if (ferror(f))
+        st = husai_error(HUSAI_ERR_IO, "cannot read config file '%s': %s", path, strerror(errno));
+    else if (len > CONFIG_BYTES_MAX)
+        st = husai_error(HUSAI_ERR_ARG, "config file '%s' is larger than %u bytes; not a configuration", path,
+                         CONFIG_BYTES_MAX);
+    fclose(f);
+    if (!st) st = parse_text(c, text, len, path);
+    free(text);
+    return st;
+}
+
 husai_status husai_config_load_string(husai_config *c, const char *text, const char *origin) {
-    load_ctx ctx = {.c = c, .path = origin, .st = HUSAI_OK};
-    snprintf(c->source, sizeof c->source, "%s", origin);
-    husai_status st = check_line_lengths(text, strlen(text), origin);
-    if (st) return st;
-    int rc = ini_parse_string(text, ini_handler_cb, &ctx);
-    if (ctx.st != HUSAI_OK) return ctx.st;
-    if (rc != 0) return husai_error(HUSAI_ERR_ARG, "%s:%d: not a valid INI line", origin, rc);
-    return HUSAI_OK;
+    return parse_text(c, text, strlen(text), origin);
 }
 
 husai_status husai_config_set(husai_config *c, const char *assignment) {
@@ -571,7 +602,11 @@ husai_status husai_config_validate(const husai_config *c) {
                            c->d_sae);
     for (int i = 0; i < c->n_values; i++) {
         const double v = c->values[i];
-        if (param_is_integer(c->param) && (v != floor(v) || v < 1 || v > 1e9))
+        if (param_is_integer(c->param) && v > (double)INT_KEY_MAX)
+            return husai_error(HUSAI_ERR_ARG,
+                               "sweep.values: %s = %.17g is out of range: it exceeds the limit %ld", c->param,
+                               v, INT_KEY_MAX);
+        if (param_is_integer(c->param) && (v != floor(v) || v < 1))
             return husai_error(HUSAI_ERR_ARG, "sweep.values: %s = %g must be a positive integer", c->param,
                                v);
         if (is_arch && (v != floor(v) || v < 0 || v >= HUSAI_ARCH_COUNT))
@@ -590,6 +625,12 @@ husai_status husai_config_validate(const husai_config *c) {
                     "sweep.values: %.17g and %.17g both name condition '%s'; use values that differ "
                     "in their first 10 significant digits",
                     c->values[j], v, cond.name);
+        if (!(cond.lr <= FLT_MAX && cond.lr >= FLT_MIN))
+            return husai_error(
+                HUSAI_ERR_ARG,
+                "condition %s: lr = %g after width scaling (train.lr_width_ref = %d) is out of "
+                "range for float32 training",
+                cond.name, cond.lr, c->lr_width_ref);
         if (cond.k > cond.d_sae)
             return husai_error(HUSAI_ERR_ARG, "k = %d exceeds d_sae = %d (condition %s)", cond.k, cond.d_sae,
                                cond.name);

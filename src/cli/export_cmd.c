@@ -29,6 +29,7 @@
 #include "cli/config.h"
 #include "cli/version.h"
 #include "report/h5attr.h"
+#include "common/parse.h"
 #include "common/status.h"
 #include "sae/model.h"
 
@@ -636,17 +637,6 @@ static husai_status ensure_dir(const char *dir) {
     return HUSAI_OK;
 }
 
-/* Parses a seed: a plain non-negative decimal integer below 2^64. */
-static int parse_seed(const char *s, uint64_t *seed) {
-    if (*s < '0' || *s > '9') return 0;
-    char *end = NULL;
-    errno = 0;
-    const unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end) return 0;
-    *seed = (uint64_t)v;
-    return 1;
-}
-
 enum { OPT_CONDITION = 256, OPT_SEED, OPT_FORMAT };
 
 int husai_cmd_export(int argc, char **argv) {
@@ -695,8 +685,8 @@ int husai_cmd_export(int argc, char **argv) {
         return EXPORT_EXIT_USAGE;
     }
     uint64_t seed = 0;
-    if (!parse_seed(seed_arg, &seed)) {
-        fprintf(stderr, "husai export: --seed must be a non-negative integer, got '%s'\n", seed_arg);
+    if (husai_parse_u64("--seed", seed_arg, UINT64_MAX, &seed)) {
+        fprintf(stderr, "husai export: %s\n", husai_error_message());
         return EXPORT_EXIT_USAGE;
     }
     if (strcmp(format, "safetensors") != 0) {

@@ -22,6 +22,7 @@
 #include "cli/phase.h"
 #include "cli/protocols.h"
 #include "cli/threads.h"
+#include "common/parse.h"
 #include "metrics/groundtruth.h"
 #include "mpi/dataset.h"
 #include "mpi/mpicheck.h"
@@ -92,9 +93,15 @@ static int parse_args(int argc, char **argv, sweep_args *a, int rank) {
         case 'i':
             a->run_id = optarg;
             break;
-        case 'S':
-            a->stop_after = atol(optarg);
+        case 'S': {
+            long long n;
+            if (husai_parse_int("--stop-after-steps", optarg, 1, LONG_MAX, &n)) {
+                if (rank == 0) fprintf(stderr, "husai sweep: %s\n", husai_error_message());
+                return 2;
+            }
+            a->stop_after = (long)n;
             break;
+        }
         case 't':
             if (!strcmp(optarg, "reverse"))
                 a->reverse_order = 1;

@@ -10,6 +10,7 @@
  * /activations. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <float.h>
 #include <getopt.h>
 #include <hdf5.h>
 #include <limits.h>
@@ -20,11 +21,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "cli/commands.h"
 #include "report/h5attr.h"
 #include "common/rng.h"
+#include "common/parse.h"
 #include "common/status.h"
 #include "mpi/mpicheck.h"
 
@@ -63,33 +70,8 @@ static void synth_usage(FILE *f) {
             "Run under MPI to generate in parallel: mpirun -np P husai synth ... OUT.h5\n");
 }
 
-/* Strict decimal parse of an unsigned 64-bit value; 0 on success. */
-static int parse_u64(const char *s, uint64_t *v) {
-    if (!s || !*s || *s == '-' || *s == '+' || *s == ' ') return -1;
-    char *end = NULL;
-    errno = 0;
-    unsigned long long x = strtoull(s, &end, 10);
-    if (errno || *end) return -1;
-    *v = (uint64_t)x;
-    return 0;
-}
-
-static int parse_int(const char *s, int *v) {
-    uint64_t x;
-    if (parse_u64(s, &x) || x > INT_MAX) return -1;
-    *v = (int)x;
-    return 0;
-}
-
-static int parse_double(const char *s, double *v) {
-    if (!s || !*s) return -1;
-    char *end = NULL;
-    errno = 0;
-    double x = strtod(s, &end);
-    if (errno || *end || !isfinite(x)) return -1;
-    *v = x;
-    return 0;
-}
+/* Largest --noise: far beyond any useful level, and small enough that rows stay finite in float32. */
+#define NOISE_MAX 1e30
 
 /* Prints one error line (rank 0 only) and returns the exit status 1. */
 static int arg_error(int rank, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -103,6 +85,12 @@ static int arg_error(int rank, const char *fmt, ...) {
         va_end(ap);
     }
     return 1;
+}
+
+/* Parses an option's value by the shared number rule into *v (in [lo, hi]); 0 on success, else the
+ * exit status 1 after rank 0 printed why. */
+static int opt_int(int rank, const char *opt, const char *text, long long lo, long long hi, long long *v) {
+    return husai_parse_int(opt, text, lo, hi, v) ? arg_error(rank, "%s", husai_error_message()) : 0;
 }
 
 /* Returns 0 to go on, -1 after --help, or the exit status 1. Every rank parses the same argv. */
@@ -123,38 +111,39 @@ static int parse_args(int argc, char **argv, synth_args *a, int rank) {
     a->seed = 1;
     a->elem = 4;
     int have_rows = 0, have_d = 0, have_atoms = 0, have_active = 0;
+    long long x;
     optind = 1;
     opterr = 0;
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
         case 'n':
-            if (parse_u64(optarg, &a->rows) || a->rows < 1)
-                return arg_error(rank, "--rows must be a positive integer, got '%s'", optarg);
+            if (opt_int(rank, "--rows", optarg, 1, LLONG_MAX, &x)) return 1;
+            a->rows = (uint64_t)x;
             have_rows = 1;
             break;
         case 'd':
-            if (parse_int(optarg, &a->d_model) || a->d_model < 1)
-                return arg_error(rank, "--d-model must be a positive integer, got '%s'", optarg);
+            if (opt_int(rank, "--d-model", optarg, 1, 1 << 24, &x)) return 1;
+            a->d_model = (int)x;
             have_d = 1;
             break;
         case 'a':
-            if (parse_int(optarg, &a->atoms) || a->atoms < 1)
-                return arg_error(rank, "--atoms must be a positive integer, got '%s'", optarg);
+            if (opt_int(rank, "--atoms", optarg, 1, INT_MAX, &x)) return 1;
+            a->atoms = (int)x;
             have_atoms = 1;
             break;
         case 'k':
-            if (parse_int(optarg, &a->active) || a->active < 1)
-                return arg_error(rank, "--active must be a positive integer, got '%s'", optarg);
+            if (opt_int(rank, "--active", optarg, 1, INT_MAX, &x)) return 1;
+            a->active = (int)x;
             have_active = 1;
             break;
         case 's':
-            if (parse_double(optarg, &a->noise) || a->noise < 0.0)
-                return arg_error(rank, "--noise must be a finite number >= 0, got '%s'", optarg);
+            if (husai_parse_real("--noise", optarg, 0.0, NOISE_MAX, DBL_MIN, &a->noise))
+                return arg_error(rank, "%s", husai_error_message());
             break;
         case 'S':
-            if (parse_u64(optarg, &a->seed))
-                return arg_error(rank, "--seed must be an integer in [0, 2^64), got '%s'", optarg);
+            if (husai_parse_u64("--seed", optarg, UINT64_MAX, &a->seed))
+                return arg_error(rank, "%s", husai_error_message());
             break;
         case 't':
             if (!strcmp(optarg, "float32"))
@@ -167,8 +156,8 @@ static int parse_args(int argc, char **argv, synth_args *a, int rank) {
                 return arg_error(rank, "--dtype must be float32, float16 or float64, got '%s'", optarg);
             break;
         case 'c':
-            if (parse_u64(optarg, &a->chunk_rows) || a->chunk_rows < 1)
-                return arg_error(rank, "--chunk-rows must be a positive integer, got '%s'", optarg);
+            if (opt_int(rank, "--chunk-rows", optarg, 1, LLONG_MAX, &x)) return 1;
+            a->chunk_rows = (uint64_t)x;
             break;
         case 'f':
             a->force = 1;
@@ -188,7 +177,6 @@ static int parse_args(int argc, char **argv, synth_args *a, int rank) {
         return arg_error(rank, "--active %d exceeds --atoms %d (the atoms of a row are distinct)", a->active,
                          a->atoms);
     }
-    if (a->d_model > (1 << 24)) return arg_error(rank, "--d-model %d exceeds 16777216", a->d_model);
     if (a->rows > UINT64_MAX / 8 / (uint64_t)a->d_model) {
         return arg_error(rank, "--rows %llu x --d-model %d is too large", (unsigned long long)a->rows,
                          a->d_model);
@@ -378,6 +366,113 @@ static void make_dictionary(const synth_args *a, float *dict, double *tmp, MPI_C
     free(displs);
 }
 
+/* Closes whichever of the datasets and the half type are open (HDF5 keeps a file open while they are). */
+static void close_objects(hid_t *act, hid_t *dic, hid_t *half) {
+    if (*act >= 0) H5Dclose(*act);
+    if (*dic >= 0) H5Dclose(*dic);
+    if (*half >= 0) H5Tclose(*half);
+    *act = *dic = *half = -1;
+}
+
+/* "3.2 TB": a size in decimal units for messages. */
+static void format_bytes(double b, char *out, size_t n) {
+    static const char *const unit[] = {"bytes", "kB", "MB", "GB", "TB", "PB", "EB"};
+    int u = 0;
+    while (b >= 1000.0 && u < 6) {
+        b /= 1000.0;
+        u++;
+    }
+    snprintf(out, n, u ? "%.1f %s" : "%.0f %s", b, unit[u]);
+}
+
+static const char *file_kind(mode_t m) {
+    return S_ISDIR(m)    ? "a directory"
+           : S_ISFIFO(m) ? "a FIFO"
+           : S_ISCHR(m)  ? "a character device"
+           : S_ISBLK(m)  ? "a block device"
+           : S_ISSOCK(m) ? "a socket"
+           : S_ISLNK(m)  ? "a symbolic link"
+                         : "not a regular file";
+}
+
+/* Rows per HDF5 storage chunk of /activations (~1 MiB). */
+static uint64_t storage_chunk_rows(const synth_args *a) {
+    uint64_t chunk = STORAGE_CHUNK_BYTES / ((uint64_t)a->d_model * (uint64_t)a->elem);
+    if (chunk < 1) chunk = 1;
+    return chunk < a->rows ? chunk : a->rows;
+}
+
+/* Slack for HDF5's metadata: object headers, attributes and a fixed allowance, plus the chunk index
+ * per chunk (a version-1 B-tree spends ~40 bytes per chunk). */
+#define METADATA_BYTES ((uint64_t)1 << 20)
+#define INDEX_BYTES_PER_CHUNK 64u
+
+/* Bytes the finished file takes at most: every storage chunk (the last one whole), the dictionary and
+ * the metadata slack. parse_args bounds rows x d_model x 8, so this cannot overflow. */
+static uint64_t file_bytes(const synth_args *a) {
+    const uint64_t chunk = storage_chunk_rows(a), n_chunks = (a->rows + chunk - 1) / chunk;
+    const uint64_t row = (uint64_t)a->d_model * (uint64_t)a->elem;
+    return n_chunks * chunk * row + (uint64_t)a->atoms * (uint64_t)a->d_model * 4u + METADATA_BYTES +
+           n_chunks * INDEX_BYTES_PER_CHUNK;
+}
+
+/* Rank 0: reserves the whole file's bytes on disk before HDF5 writes anything, as results.h5 does. HDF5
+ * 1.10 cannot close a parallel file whose writes failed on some ranks (the ranks part ways inside
+ * H5Fclose and wait for each other forever), so a full disk or file-size limit must fail here, while the
+ * file is still a closable skeleton. */
+static husai_status reserve(const char *partial, int *fd, off_t *reserved, const synth_args *a) {
+    *fd = open(partial, O_WRONLY);
+    if (*fd < 0) return husai_error(HUSAI_ERR_IO, "cannot open '%s': %s", partial, strerror(errno));
+    const uint64_t need = file_bytes(a);
+    const int e = posix_fallocate(*fd, 0, (off_t)need);
+    if (e) {
+        char n[32];
+        format_bytes((double)need, n, sizeof n);
+        return husai_error(HUSAI_ERR_IO, "writing '%s' failed (disk full? %s; it needs %s); nothing written",
+                           a->out, strerror(e), n);
+    }
+    *reserved = (off_t)need;
+    return HUSAI_OK;
+}
+
+/* Rank 0's checks before anything is written: an existing OUT is replaced only with --force and only if
+ * it is a regular file (renaming over a device node or a directory is never what was meant), and the
+ * output's file system has room for the whole file (staged next to OUT, so an old OUT is not counted). */
+static husai_status check_output(const synth_args *a, const char *partial) {
+    struct stat sb;
+    /* the staging name is truncated and renamed: a FIFO there would block the create, a device be written */
+    if (lstat(partial, &sb) == 0 && !S_ISREG(sb.st_mode))
+        return husai_error(HUSAI_ERR_IO, "'%s' is %s; husai synth stages its output under that name", partial,
+                           file_kind(sb.st_mode));
+    if (stat(a->out, &sb) == 0) {
+        if (!a->force) return husai_error(HUSAI_ERR_IO, "'%s' exists; pass --force to replace it", a->out);
+        if (!S_ISREG(sb.st_mode))
+            return husai_error(HUSAI_ERR_IO, "'%s' is %s; --force replaces only a regular file", a->out,
+                               file_kind(sb.st_mode));
+    } else if (errno != ENOENT) {
+        return husai_error(HUSAI_ERR_IO, "cannot check '%s': %s", a->out, strerror(errno));
+    }
+    char *copy = strdup(a->out);
+    if (!copy) return husai_error(HUSAI_ERR_NOMEM, "out of memory");
+    const char *dir = dirname(copy);
+    struct statvfs vfs;
+    husai_status st = HUSAI_OK;
+    /* a missing directory is reported when the file is created */
+    if (statvfs(dir, &vfs) == 0) {
+        const double need = (double)file_bytes(a);
+        const double avail = (double)vfs.f_bavail * (double)vfs.f_frsize;
+        if (need > avail) {
+            char n[32], f[32];
+            format_bytes(need, n, sizeof n);
+            format_bytes(avail, f, sizeof f);
+            st = husai_error(HUSAI_ERR_IO, "'%s' needs about %s but only %s is free in '%s'; nothing written",
+                             a->out, n, f, dir);
+        }
+    }
+    free(copy);
+    return st;
+}
+
 int husai_cmd_synth(int argc, char **argv) {
     int rank, size;
     MPI_Comm comm = MPI_COMM_WORLD;
@@ -396,15 +491,16 @@ int husai_cmd_synth(int argc, char **argv) {
     uint64_t *mark = NULL;
     double *acc = NULL, *z = NULL;
     void *buf = NULL;
-    hid_t file = -1;
-    int rc = 1;
+    hid_t file = -1, act = -1, dic = -1, half = -1;
+    int rc = 1, fd = -1; /* rank 0's descriptor of the staging file, for the space reservation */
+    off_t reserved = 0;
+    /* A file-size limit or quota must surface as a failed write with a message, not kill the rank. */
+    signal(SIGXFSZ, SIG_IGN);
     if (!partial) husai_mpi_die("out of memory");
     snprintf(partial, plen, "%s.partial", a.out);
 
     /* Rank 0 checks the target; every rank learns the verdict. */
-    husai_status st = HUSAI_OK;
-    if (rank == 0 && !a.force && access(a.out, F_OK) == 0)
-        st = husai_error(HUSAI_ERR_IO, "'%s' exists; pass --force to replace it", a.out);
+    husai_status st = rank == 0 ? check_output(&a, partial) : HUSAI_OK;
     if ((st = husai_mpi_agree(st, comm))) goto done;
 
     const size_t n_dict = (size_t)a.atoms * d;
@@ -440,39 +536,45 @@ int husai_cmd_synth(int argc, char **argv) {
     if (rank == 0) {
         g_partial_path = partial;
         husai_mpi_on_die(remove_partial, NULL);
+        st = reserve(partial, &fd, &reserved, &a);
     }
+    if ((st = husai_mpi_agree(st, comm))) goto done;
 
-    const hid_t half = a.elem == 2 ? make_half_type() : -1;
+    half = a.elem == 2 ? make_half_type() : -1;
     const hid_t ftype = a.elem == 2 ? half : a.elem == 8 ? H5T_IEEE_F64LE : H5T_IEEE_F32LE;
     const hid_t mtype = a.elem == 2 ? half : a.elem == 8 ? H5T_NATIVE_DOUBLE : H5T_NATIVE_FLOAT;
     hsize_t dims[2] = {a.rows, d};
-    uint64_t chunk = STORAGE_CHUNK_BYTES / (d * (size_t)a.elem);
-    if (chunk < 1) chunk = 1;
-    if (chunk > a.rows) chunk = a.rows;
-    hsize_t cdims[2] = {chunk, d};
+    hsize_t cdims[2] = {storage_chunk_rows(&a), d};
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_chunk(dcpl, 2, cdims);
     H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER); /* every element is written once */
     hid_t space = H5Screate_simple(2, dims, NULL);
-    hid_t act = H5Dcreate2(file, "/activations", ftype, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    act = H5Dcreate2(file, "/activations", ftype, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     H5Sclose(space);
     H5Pclose(dcpl);
     hsize_t ddims[2] = {(hsize_t)a.atoms, d};
     space = H5Screate_simple(2, ddims, NULL);
     dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
-    hid_t dic = H5Dcreate2(file, "/dictionary", H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    dic = H5Dcreate2(file, "/dictionary", H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     H5Sclose(space);
     H5Pclose(dcpl);
-    if (act < 0 || dic < 0 || write_attrs(file, &a) < 0 || write_attrs(act, &a) < 0)
-        husai_mpi_die("cannot create the datasets and attributes of '%s'", partial);
+    /* Write failures are agreed after each collective call, so a full disk on any rank ends every rank
+     * with one line (and rank 0 removes the staging file) instead of an abort. */
+    st = act < 0 || dic < 0 || write_attrs(file, &a) < 0 || write_attrs(act, &a) < 0
+             ? husai_error(HUSAI_ERR_IO, "cannot create the datasets and attributes of '%s' (disk full?)",
+                           partial)
+             : HUSAI_OK;
+    if ((st = husai_mpi_agree(st, comm))) goto done;
 
     /* The dictionary: each rank writes its block of atoms. */
     {
         uint64_t a0, an;
         block_range((uint64_t)a.atoms, rank, size, &a0, &an);
-        if (write_rows(dic, H5T_NATIVE_FLOAT, a0, an, an > 0 ? an : 1, d, dict + a0 * d) < 0)
-            husai_mpi_die("writing the dictionary to '%s' failed", partial);
+        st = write_rows(dic, H5T_NATIVE_FLOAT, a0, an, an > 0 ? an : 1, d, dict + a0 * d) < 0
+                 ? husai_error(HUSAI_ERR_IO, "writing the dictionary to '%s' failed (disk full?)", partial)
+                 : HUSAI_OK;
+        if ((st = husai_mpi_agree(st, comm))) goto done;
     }
 
     /* The rows: every rank makes the same number of collective calls; the last ones may be empty. */
@@ -494,16 +596,22 @@ int husai_cmd_synth(int argc, char **argv) {
                     o[j] = half_bits(acc[j]);
             }
         }
-        if (write_rows(act, mtype, r0 + lo, cnt, cap, d, buf) < 0)
-            husai_mpi_die("writing rows %llu..%llu to '%s' failed (disk full?)",
-                          (unsigned long long)(r0 + lo), (unsigned long long)(r0 + lo + cnt), partial);
+        st = write_rows(act, mtype, r0 + lo, cnt, cap, d, buf) < 0
+                 ? husai_error(HUSAI_ERR_IO, "writing rows %llu..%llu to '%s' failed (disk full?)",
+                               (unsigned long long)(r0 + lo), (unsigned long long)(r0 + lo + cnt), partial)
+                 : HUSAI_OK;
+        if ((st = husai_mpi_agree(st, comm))) goto done;
     }
-    H5Dclose(act);
-    H5Dclose(dic);
-    if (half >= 0) H5Tclose(half);
+    close_objects(&act, &dic, &half);
+    haddr_t eoa = 0;
+    if (H5Fget_eoa(file, &eoa) < 0) eoa = 0;
     herr_t closed = H5Fclose(file);
     file = -1;
-    if (closed < 0) husai_mpi_die("closing '%s' failed (disk full?)", partial);
+    st = closed < 0 ? husai_error(HUSAI_ERR_IO, "closing '%s' failed (disk full?)", partial) : HUSAI_OK;
+    /* the reservation's unused tail goes: HDF5 needs only its end of allocation */
+    if (!st && rank == 0 && eoa > 0 && (off_t)eoa < reserved && ftruncate(fd, (off_t)eoa) != 0)
+        st = husai_error(HUSAI_ERR_IO, "trimming '%s': %s", partial, strerror(errno));
+    if ((st = husai_mpi_agree(st, comm))) goto done;
 
     if (rank == 0) {
         husai_mpi_on_die(NULL, NULL);
@@ -530,7 +638,14 @@ int husai_cmd_synth(int argc, char **argv) {
     }
 done:
     if (st && rank == 0) fprintf(stderr, "husai: error: %s\n", husai_error_message());
-    if (file >= 0) H5Fclose(file);
+    close_objects(&act, &dic, &half);
+    if (file >= 0) H5Fclose(file); /* collective: every rank is here after an agreed error */
+    if (fd >= 0) close(fd);
+    if (rc && rank == 0 && g_partial_path) {
+        husai_mpi_on_die(NULL, NULL);
+        remove(partial);
+        g_partial_path = NULL;
+    }
     free(dict);
     free(mark);
     free(acc);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "common/parse.h"
 #include "mpi/mpicheck.h"
 
 /* The count HUSAI_THREADS (else HUSAI_BLAS_THREADS) asks for, left at *threads if neither is set. */
@@ -14,9 +15,8 @@ static husai_status requested(int *threads) {
     const char *name = getenv("HUSAI_THREADS") ? "HUSAI_THREADS" : "HUSAI_BLAS_THREADS";
     const char *v = getenv(name);
     if (!v) return HUSAI_OK;
-    char *end = NULL;
-    const long t = strtol(v, &end, 10);
-    if (end == v || *end || t < 1 || t > 4096)
+    long long t;
+    if (husai_parse_int(name, v, 1, 4096, &t))
         return husai_error(HUSAI_ERR_ARG, "%s='%s' must be a whole number of threads per rank, 1 to 4096",
                            name, v);
     *threads = (int)t;
