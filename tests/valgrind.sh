@@ -2,7 +2,7 @@
 # valgrind.sh (ctest valgrind_sweep): husai under valgrind memcheck, on tiny data.
 #   1. a 1-rank sweep (600 x 8 rows, d_sae 16, k {4, 8}, 2 seeds, 2 epochs, 100 resamples), run as
 #      `mpirun -np 1 valgrind ... husai sweep`; it must finish and leave a complete run directory;
-#   2. the same in consistency mode (lambda {0, 0.1}: the reference-seed and alignment paths);
+#   2. the same in consistency mode (lambda {0, 0.1}, 3 seeds since consistency needs 3 for its selection: the reference-seed and alignment paths);
 #   3. a sweep on data with a NaN row: the error path must exit 1 and free what it allocated;
 #   4. `husai ci` (no MPI) on a small file: native and numpy generators, --diff, and a bad file.
 # valgrind runs with --leak-check=full --errors-for-leak-kinds=definite --track-origins=yes, Open MPI's
@@ -100,7 +100,7 @@ resamples = 100
 [checkpoint]
 every_seconds = 0
 EOF
-sed -e 's/^param = k/mode = consistency\nparam = lambda/' -e 's/^values = 4, 8/values = 0, 0.1/' \
+sed -e 's/^seeds = 1, 2$/seeds = 1, 2, 3/' -e 's/^param = k/mode = consistency\nparam = lambda/' -e 's/^values = 4, 8/values = 0, 0.1/' \
     -e 's/^d_sae = 16/d_sae = 16\nk = 4/' "$tmp/sweep.ini" >"$tmp/consistency.ini"
 printf '\n[consistency]\nreference_seed = 42\n' >>"$tmp/consistency.ini"
 sed "s|^path = .*|path = $tmp/nan.h5|" "$tmp/sweep.ini" >"$tmp/nan.ini"
