@@ -173,8 +173,11 @@ static husai_status check_external(hid_t dset, hid_t dcpl, int n_files, hsize_t 
         if (!external_path(ename, prefix, path, full, sizeof full) || stat(full, &sb) != 0)
             return husai_error(HUSAI_ERR_DATA,
                                "external raw data file '%s' of dataset '%s' in '%s' is missing (looked for "
-                               "'%s')",
-                               ename, name, path, full);
+                               "'%s'%s)",
+                               ename, name, path, full,
+                               full[0] == '/' ? ""
+                                              : "; HDF5 looks for relative names in the working directory "
+                                                "unless HDF5_EXTFILE_PREFIX is set, e.g. to ${ORIGIN}");
         if (!S_ISREG(sb.st_mode))
             return husai_error(
                 HUSAI_ERR_DATA,
