@@ -117,7 +117,8 @@ static husai_status check_storage(hid_t file, hid_t dset, const char *path, cons
 
 /* Every chunk of the dataset's extent must exist: an unwritten chunk reads as the fill value. Counting
  * chunks (H5Dget_num_chunks walks the chunk index) is exact where H5Dget_space_status is not: that
- * compares allocated bytes with the dataset's size, so compressed or partial edge chunks look partial. */
+ * compares allocated bytes with the dataset's size, so it says "partly allocated" for fully written
+ * gzip chunks or a partial edge chunk (measured on 400 x 8 in chunks of 64 rows). */
 static husai_status check_chunks(hid_t dset, hid_t dcpl, int nd, const hsize_t *dims, const char *path,
                                  const char *name) {
     hsize_t cdims[H5S_MAX_RANK];
@@ -423,17 +424,18 @@ husai_status husai_datacheck_window(size_t rows, size_t d, const char *path, con
     if (statvfs(dir, &vfs) == 0) {
         const double free_bytes = (double)vfs.f_bavail * (double)vfs.f_frsize;
         if (need > free_bytes)
-            return husai_error(HUSAI_ERR_NOMEM,
-                               "dataset '%s' in '%s' needs %.2f GB of node shared memory (%zu x %zu float32) "
-                               "but %s has %.2f GB free; set data.memory_budget_mb to stream it in chunks",
-                               name, path, need / 1e9, rows, d, dir, free_bytes / 1e9);
+            return husai_error(
+                HUSAI_ERR_NOMEM,
+                "dataset '%s' in '%s' needs %.2f GB of node shared memory (%zu x %zu float32) "
+                "but %s has %.2f GB free; set data.memory_budget_mb below that to stream it in chunks",
+                name, path, need / 1e9, rows, d, dir, free_bytes / 1e9);
     }
     const double avail = mem_available();
     if (avail >= 0.0 && need > avail)
         return husai_error(
             HUSAI_ERR_NOMEM,
             "dataset '%s' in '%s' needs %.2f GB of node shared memory (%zu x %zu float32) but "
-            "the node has %.2f GB available (MemAvailable); set data.memory_budget_mb to stream "
+            "the node has %.2f GB available (MemAvailable); set data.memory_budget_mb below that to stream "
             "it in chunks",
             name, path, need / 1e9, rows, d, avail / 1e9);
     return HUSAI_OK;
