@@ -51,7 +51,7 @@ run() {
     n=$((n + 1))
     out="$tmp/out$n"
     rc=0
-    (cd "$cwd" && timeout 60 "$MPIEXEC" -np "$np" --oversubscribe "$HUSAI" sweep "$tmp/base.ini" --out "$out" \
+    (cd "$cwd" && timeout -k 10 60 "$MPIEXEC" -np "$np" --oversubscribe "$HUSAI" sweep "$tmp/base.ini" --out "$out" \
         --set data.path="$data" "$@") >"$tmp/o" 2>"$tmp/e" || rc=$?
 }
 
