@@ -414,6 +414,10 @@ static double mem_available(void) {
     return kb < 0.0 ? -1.0 : kb * 1024.0;
 }
 
+/* Room left beside the window: Open MPI's segment adds its own header and per-rank state to the request,
+ * and a window filling the last byte of memory leaves none for training. */
+#define WINDOW_SLACK 64e6
+
 husai_status husai_datacheck_window(size_t rows, size_t d, const char *path, const char *name) {
     const double need = (double)rows * (double)d * (double)sizeof(float);
     /* Open MPI's osc/sm maps a file there; its shmem layer refuses a file the file system has no room
@@ -423,7 +427,7 @@ husai_status husai_datacheck_window(size_t rows, size_t d, const char *path, con
     struct statvfs vfs;
     if (statvfs(dir, &vfs) == 0) {
         const double free_bytes = (double)vfs.f_bavail * (double)vfs.f_frsize;
-        if (need > free_bytes)
+        if (need + WINDOW_SLACK > free_bytes)
             return husai_error(
                 HUSAI_ERR_NOMEM,
                 "dataset '%s' in '%s' needs %.2f GB of node shared memory (%zu x %zu float32) "
@@ -431,7 +435,7 @@ husai_status husai_datacheck_window(size_t rows, size_t d, const char *path, con
                 name, path, need / 1e9, rows, d, dir, free_bytes / 1e9);
     }
     const double avail = mem_available();
-    if (avail >= 0.0 && need > avail)
+    if (avail >= 0.0 && need + WINDOW_SLACK > avail)
         return husai_error(
             HUSAI_ERR_NOMEM,
             "dataset '%s' in '%s' needs %.2f GB of node shared memory (%zu x %zu float32) but "

@@ -35,8 +35,8 @@ husai_status husai_datacheck_path(const char *path);
 husai_status husai_datacheck_storage(const char *path, const char *name, int *is_virtual);
 
 /* Refuses a node-shared window of rows x d float32 values for dataset `name` in `path` that the node
- * cannot hold: more than the free space of Open MPI's shared-memory backing directory (osc_sm's,
- * /dev/shm unless OMPI_MCA_osc_sm_backing_directory says otherwise) or than MemAvailable. */
+ * cannot hold: within 64 MB of the free space of Open MPI's shared-memory backing directory (osc_sm's,
+ * /dev/shm unless OMPI_MCA_osc_sm_backing_directory says otherwise) or of MemAvailable. */
 husai_status husai_datacheck_window(size_t rows, size_t d, const char *path, const char *name);
 
 /* Collective over comm: X holds at least rows [r0, r1) of a (rows, d) float32 copy of dataset `name`
