@@ -22,7 +22,7 @@ s = os.statvfs("/dev/shm")
 m = [int(l.split()[1]) * 1024 for l in open("/proc/meminfo") if l.startswith("MemAvailable:")][0]
 print(2 * max(s.f_bavail * s.f_frsize, m))')
 "$PY" "$HERE/data/make_storage.py" "$d" "$big"
-mkfifo "$d/fifo.h5"
+mkfifo "$d/fifo.h5" "$d/vds_pipe.h5"
 "$PY" -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$d/sock.h5"
 mkdir "$d/dir.h5"
 
@@ -124,6 +124,7 @@ refuse 2 "external raw file missing" "ext_gone\.bin.*missing" "$d/ext_missing.h5
 refuse 2 "external raw file not where HDF5 looks" "ext_full\.bin.*missing" "$d/ext_rel.h5" /
 refuse 2 "VDS source file missing" "missing source.*vds_nowhere\.h5" "$d/vds_nofile.h5"
 refuse 1 "VDS source file missing" "missing source.*vds_nowhere\.h5" "$d/vds_nofile.h5"
+refuse 2 "VDS source file is a FIFO" "vds_pipe\.h5.*FIFO" "$d/vds_fifo.h5"
 refuse 2 "VDS source dataset missing" "missing source.*'x' not found" "$d/vds_nodset.h5"
 refuse 2 "VDS region mapped to nothing" "maps only 2400 of its 3200" "$d/vds_gap.h5"
 refuse 2 "VDS source smaller than its mapping" "vds_short\.h5.*fill value" "$d/vds_small.h5"

@@ -34,10 +34,12 @@ husai_status husai_datacheck_path(const char *path) {
                        file_kind(sb.st_mode));
 }
 
-/* stat() before H5Fis_hdf5: a FIFO among the candidates must not block the search. */
-static int is_hdf5_file(const char *p) {
+/* Whether HDF5's search for a source file ends at candidate p: an HDF5 file, or something that is not a
+ * regular file (HDF5 would open it, and a FIFO would block it; the caller refuses it). stat() comes
+ * first so that H5Fis_hdf5 never opens a FIFO. */
+static int ends_search(const char *p) {
     struct stat sb;
-    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode) && H5Fis_hdf5(p) > 0;
+    return stat(p, &sb) == 0 && (!S_ISREG(sb.st_mode) || H5Fis_hdf5(p) > 0);
 }
 
 /* vsnprintf into out; 1 if the whole path fitted (a cut path would name another file). */
@@ -90,14 +92,14 @@ static void vds_source_path(const char *name, const char *vds_path, hid_t dapl, 
     dir_of(vds_path, origin, sizeof origin);
     const char *base = name;
     if (name[0] == '/') {
-        if (format_path(out, n, "%s", name) && is_hdf5_file(out)) return;
+        if (format_path(out, n, "%s", name) && ends_search(out)) return;
         base = strrchr(name, '/') + 1;
     }
     const char *env = getenv("HDF5_VDS_PREFIX");
     if (env && *env) {
         char *list = strdup(env), *save = NULL;
         for (char *p = list ? strtok_r(list, ":", &save) : NULL; p; p = strtok_r(NULL, ":", &save))
-            if (prefixed(out, n, p, origin, base) && is_hdf5_file(out)) {
+            if (prefixed(out, n, p, origin, base) && ends_search(out)) {
                 free(list);
                 return;
             }
@@ -105,10 +107,10 @@ static void vds_source_path(const char *name, const char *vds_path, hid_t dapl, 
     }
     char prefix[PATH_LEN];
     const ssize_t len = H5Pget_virtual_prefix(dapl, prefix, sizeof prefix);
-    if (len > 0 && (size_t)len < sizeof prefix && prefixed(out, n, prefix, origin, base) && is_hdf5_file(out))
+    if (len > 0 && (size_t)len < sizeof prefix && prefixed(out, n, prefix, origin, base) && ends_search(out))
         return;
-    if (format_path(out, n, "%s/%s", origin, base) && is_hdf5_file(out)) return;
-    if (format_path(out, n, "%s", base) && is_hdf5_file(out)) return;
+    if (format_path(out, n, "%s/%s", origin, base) && ends_search(out)) return;
+    if (format_path(out, n, "%s", base) && ends_search(out)) return;
     out[0] = '\0';
 }
 
@@ -247,6 +249,12 @@ static husai_status check_mapping(hid_t file, hid_t dcpl, hid_t dapl, size_t i, 
         snprintf(src, sizeof src, "%s", path);
     } else {
         vds_source_path(fname, path, dapl, src, sizeof src);
+        struct stat sb;
+        if (*src && stat(src, &sb) == 0 && !S_ISREG(sb.st_mode))
+            return husai_error(HUSAI_ERR_DATA,
+                               "virtual dataset '%s' in '%s': source file '%s' (mapping %zu) is %s, not a "
+                               "regular file",
+                               name, path, src, i, file_kind(sb.st_mode));
         if (!*src)
             return husai_error(HUSAI_ERR_DATA,
                                "virtual dataset '%s' in '%s' has a missing source: file '%s' (mapping %zu) "

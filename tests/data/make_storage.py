@@ -11,6 +11,7 @@ Reads DIR/good.h5 (/activations, contiguous, from make_tiny.py) and writes into 
   ext_missing.h5    external raw file that does not exist
   vds.h5            virtual: rows 0-199 from vds_a.h5, 200-399 from vds_b.h5 (relative names): valid
   vds_nofile.h5     virtual, second source file missing
+  vds_fifo.h5       virtual, second source file vds_pipe.h5 (which the caller makes a FIFO)
   vds_nodset.h5     virtual, second source file lacks the dataset
   vds_gap.h5        virtual, rows 300-399 mapped to nothing
   vds_small.h5      virtual, second source holds 100 rows where the mapping reads 200
@@ -65,6 +66,7 @@ def main():
 
     vds("vds.h5", "vds_b.h5")
     vds("vds_nofile.h5", "vds_nowhere.h5")
+    vds("vds_fifo.h5", "vds_pipe.h5")  # the caller makes vds_pipe.h5 a FIFO
     vds("vds_nodset.h5", "vds_nodset_src.h5")
     vds("vds_gap.h5", "vds_b.h5", rows_mapped=300)
     vds("vds_small.h5", "vds_short.h5")
