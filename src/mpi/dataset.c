@@ -9,10 +9,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mpi/datacheck.h"
 #include "mpi/mpicheck.h"
 
 /* Checks everything a rank can check alone, before any collective HDF5 call. */
 static husai_status precheck(const char *path) {
+    husai_status st = husai_datacheck_path(path); /* before anything opens it: a FIFO would block */
+    if (st) return st;
     if (access(path, R_OK) != 0)
         return husai_error(HUSAI_ERR_IO, "cannot read data file '%s': %s", path, strerror(errno));
     htri_t is = H5Fis_hdf5(path);
@@ -110,8 +113,16 @@ static husai_status open_common(husai_dataset *ds, const char *path, const char 
     *file_out = *dset_out = -1;
     husai_status st = husai_mpi_agree(precheck(path), comm);
     if (st) return st;
+    /* Storage checks walk chunk indexes and source files: once, on rank 0, before anything collective. */
+    int rank, is_virtual = 0;
+    MPI_Comm_rank(comm, &rank);
+    st = husai_mpi_agree(rank == 0 ? husai_datacheck_storage(path, name, &is_virtual) : HUSAI_OK, comm);
+    if (st) return st;
+    HUSAI_MPI_CHECK(MPI_Bcast(&is_virtual, 1, MPI_INT, 0, comm));
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
+    /* Parallel HDF5 1.10 cannot read a virtual dataset through MPI-IO: every rank opens such a file on
+     * its own with the default driver (reads are independent anyway). */
+    if (!is_virtual) H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
     st = file < 0 ? husai_error(HUSAI_ERR_DATA,
@@ -144,11 +155,16 @@ static husai_status alloc_window(husai_dataset *ds, size_t rows, MPI_Comm comm) 
     int node_rank;
     MPI_Comm_rank(ds->node_comm, &node_rank);
     const size_t d = (size_t)ds->d_model;
+    /* A node leader whose allocation fails leaves its node's other ranks inside the collective call:
+     * check that the node can hold the window, and agree on it, first. */
+    husai_status st = husai_mpi_agree(
+        node_rank == 0 ? husai_datacheck_window(rows, d, ds->path, ds->name) : HUSAI_OK, comm);
+    if (st) return st;
     const MPI_Aint bytes = node_rank == 0 ? (MPI_Aint)(rows * d * sizeof(float)) : 0;
     float *base = NULL, *X = NULL;
     MPI_Comm_set_errhandler(ds->node_comm, MPI_ERRORS_RETURN);
     int rc = MPI_Win_allocate_shared(bytes, sizeof(float), MPI_INFO_NULL, ds->node_comm, &base, &ds->win);
-    husai_status st = husai_mpi_agree(
+    st = husai_mpi_agree(
         rc == MPI_SUCCESS
             ? HUSAI_OK
             : husai_error(HUSAI_ERR_NOMEM, "cannot hold %zu x %zu floats in shared memory", rows, d),
@@ -208,6 +224,8 @@ husai_status husai_dataset_open(husai_dataset *ds, const char *path, const char 
     ds->node_comm = ds->leader_comm = MPI_COMM_NULL;
     ds->file_id = ds->dset_id = -1;
     ds->loaded = -1;
+    snprintf(ds->path, sizeof ds->path, "%s", path);
+    snprintf(ds->name, sizeof ds->name, "%s", name);
     const double t0 = MPI_Wtime();
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* we report errors ourselves, in one line */
 
@@ -264,21 +282,8 @@ husai_status husai_dataset_open(husai_dataset *ds, const char *path, const char 
     const uint64_t fp_mine = husai_fp_rows(X + r0 * d, d * sizeof(float), r0, r1 - r0);
     fingerprint_finish(ds, fp_mine, MPI_Wtime() - t_fp, comm);
 
-    /* The first non-finite row anywhere, agreed by a MIN reduction so every rank names the same one. */
-    long long bad = LLONG_MAX;
-    for (size_t r = r0; r < r1 && bad == LLONG_MAX; r++)
-        for (size_t c = 0; c < d; c++)
-            if (!isfinite(X[r * d + c])) {
-                bad = (long long)r;
-                break;
-            }
-    long long first_bad;
-    HUSAI_MPI_CHECK(MPI_Allreduce(&bad, &first_bad, 1, MPI_LONG_LONG, MPI_MIN, comm));
-    if (first_bad != LLONG_MAX) {
-        st = husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' has a NaN or Inf value in row %lld (0-based)",
-                         name, path, first_bad);
-        goto done;
-    }
+    /* NaN/Inf (the first row anywhere), values too large or too close to zero for float32 training. */
+    if ((st = husai_datacheck_values(X, r0, r1, d, dset, path, name, comm))) goto done;
 
     /* Node leaders exchange slabs; counts are in rows (a derived type) so they stay small integers
      * however large d_model is. */

@@ -3,8 +3,10 @@
  * node with 64 ranks holds one copy, not 64. Each node reads a contiguous slab of rows, split
  * among its ranks, with independent MPI-IO reads (float16/float64 converted to float32); node
  * leaders then exchange slabs (MPI_Allgatherv) so every node holds every row: the file is read
- * once per job. Shape, dtype and finiteness are validated and every rank returns the same verdict;
- * the rows read are fingerprinted (common/fingerprint.h) as they arrive.
+ * once per job. Shape, dtype and finiteness are validated, and (datacheck.h) that the path is a regular
+ * file, the storage holds real data, the node can hold the window and the scale suits float32; every
+ * rank returns the same verdict. A virtual dataset is opened by each rank with HDF5's default driver.
+ * The rows read are fingerprinted (common/fingerprint.h) as they arrive.
  * defines: husai_dataset, husai_dataset_read, husai_dataset_free */
 #ifndef HUSAI_MPI_DATASET_H
 #define HUSAI_MPI_DATASET_H
@@ -52,8 +54,9 @@ typedef struct {
 } husai_dataset;
 
 /* Collective over comm: reads dataset `name` of the HDF5 file `path`. On error every rank gets the
- * same status and message (missing file, not HDF5, missing dataset, not 2-D, not float, fewer than
- * 2 rows, constant data, the first row holding NaN/Inf). */
+ * same status and message (missing file, not a regular file, not HDF5, missing dataset, storage that
+ * would read as the fill value, not 2-D, not float, fewer than 2 rows, more than the node's free shared
+ * memory, constant data, the first row holding NaN/Inf, values out of float32 training's range). */
 husai_status husai_dataset_read(husai_dataset *ds, const char *path, const char *name, MPI_Comm comm);
 
 /* Collective over comm: husai_dataset_read when the dataset fits budget_bytes of float32 (0: no limit)

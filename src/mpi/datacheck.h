@@ -1,0 +1,50 @@
+/* datacheck.h: makes sure what husai trains on is the user's data. HDF5 reads the fill value, silently,
+ * wherever a dataset has no stored values (chunks never written, an external raw file shorter than
+ * declared, a virtual dataset region with no source), and a FIFO as the data path blocks open() forever;
+ * these checks refuse such input with one line before any collective open or allocation. They also
+ * refuse a node-shared window the node cannot hold (a failed allocation on one rank would leave the
+ * others waiting inside MPI_Win_allocate_shared) and data whose scale float32 training cannot handle.
+ * defines: husai_datacheck_path, husai_datacheck_storage, husai_datacheck_window, husai_datacheck_values,
+ *          HUSAI_DATA_MAX_ABS, HUSAI_DATA_MIN_VAR */
+#ifndef HUSAI_MPI_DATACHECK_H
+#define HUSAI_MPI_DATACHECK_H
+
+#include <mpi.h>
+#include <stddef.h>
+
+#include "common/status.h"
+
+/* Largest |value| accepted: measured, data scaled to |x| ~ 1e20 diverges at step 0 (squares pass
+ * float32's 3.4e38), while 1e19 still trains like unscaled data. */
+#define HUSAI_DATA_MAX_ABS 1e18
+/* Smallest variance (over the flattened data) accepted: below it values are float32 subnormals or
+ * nearly so, their squares underflow, and EV comes out as nonsense like -3.4e12. */
+#define HUSAI_DATA_MIN_VAR 1e-30
+
+/* Refuses a data path that exists but is not a regular file (FIFO, device, socket, directory), using
+ * stat() only: a FIFO is never opened. A path that does not exist passes (the caller reports it). */
+husai_status husai_datacheck_path(const char *path);
+
+/* This rank alone, before the collective open: opens `path` with HDF5's default (serial) driver and
+ * refuses dataset `name` if any of its values would read as the fill value instead of stored data:
+ * chunks never written, contiguous storage never allocated, external raw files missing or shorter than
+ * declared, virtual datasets with a missing source file or dataset, a source smaller than its mapping,
+ * or regions no mapping covers (sources are checked the same way). Sets *is_virtual for a virtual
+ * dataset, which parallel HDF5 1.10 cannot read through MPI-IO. A file or dataset that cannot be opened
+ * passes: the collective open names that problem. */
+husai_status husai_datacheck_storage(const char *path, const char *name, int *is_virtual);
+
+/* Refuses a node-shared window of rows x d float32 values for dataset `name` in `path` that the node
+ * cannot hold: within 64 MB of the free space of Open MPI's shared-memory backing directory (osc_sm's,
+ * /dev/shm unless OMPI_MCA_osc_sm_backing_directory says otherwise) or of MemAvailable. */
+husai_status husai_datacheck_window(size_t rows, size_t d, const char *path, const char *name);
+
+/* Collective over comm: X holds at least rows [r0, r1) of a (rows, d) float32 copy of dataset `name`
+ * (open as dset, an hid_t) in `path`, and the ranks' ranges cover every row exactly once. Refuses,
+ * with the same message on every rank: a NaN/Inf (the first row; a float64 value beyond float32's
+ * range is named as such), a value above HUSAI_DATA_MAX_ABS, or a variance below HUSAI_DATA_MIN_VAR
+ * (constant data passes here: the caller names it). */
+husai_status husai_datacheck_values(const float *X, size_t r0, size_t r1, size_t d, long long dset,
+                                    const char *path, const char *name, MPI_Comm comm);
+
+#endif
