@@ -88,7 +88,7 @@ step "--help prints the usage on stdout and exits 0"
 grep -q '^usage: husai ci' "$tmp/help.out" || fail "--help output has no usage line"
 
 # expect_error NAME NEEDLE INPUT_FILE ARGS...: non-zero exit, nothing on stdout, exactly one stderr
-# line, starting with "husai ci: " and containing NEEDLE.
+# line, starting with "husai: error: ci: " and containing NEEDLE.
 expect_error() {
     local name=$1 needle=$2 input=$3
     shift 3
@@ -101,7 +101,7 @@ expect_error() {
     local lines
     lines=$(wc -l <"$tmp/err.txt")
     [ "$lines" -eq 1 ] || fail "$name: $lines stderr lines: $(cat "$tmp/err.txt")"
-    grep -q '^husai ci: ' "$tmp/err.txt" || fail "$name: stderr does not start with 'husai ci: '"
+    grep -q '^husai: error: ci: ' "$tmp/err.txt" || fail "$name: stderr does not start with 'husai: error: ci: '"
     grep -qF -- "$needle" "$tmp/err.txt" || fail "$name: stderr lacks '$needle': $(cat "$tmp/err.txt")"
     echo "  exit $rc: $(cat "$tmp/err.txt")"
 }

@@ -42,7 +42,7 @@ static void usage(FILE *f) {
 
 /* Prints the calling thread's error detail as the command's one stderr line. */
 static int fail(int code) {
-    fprintf(stderr, "husai ci: %s\n", husai_error_message());
+    fprintf(stderr, "husai: error: ci: %s\n", husai_error_message());
     return code;
 }
 
@@ -188,7 +188,7 @@ int husai_cmd_ci(int argc, char **argv) {
     int diff = 0, c;
 
     optind = 1;
-    opterr = 0; /* report problems ourselves, as one "husai ci: " line */
+    opterr = 0; /* report problems ourselves, as one "husai: error: ci: " line */
     while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         switch (c) {
         case OPT_SEED:
@@ -206,19 +206,19 @@ int husai_cmd_ci(int argc, char **argv) {
             else if (!strcmp(optarg, "native"))
                 o.rng = HUSAI_BOOT_NATIVE;
             else {
-                fprintf(stderr, "husai ci: --rng must be 'numpy' or 'native', got '%s'\n", optarg);
+                fprintf(stderr, "husai: error: ci: --rng must be 'numpy' or 'native', got '%s'\n", optarg);
                 return CI_EXIT_ERROR;
             }
             break;
         case OPT_UNIT:
             if (!strcmp(optarg, "seeds")) {
                 fprintf(stderr,
-                        "husai ci: --unit seeds needs a seed x seed pair matrix; a plain value list has "
+                        "husai: error: ci: --unit seeds needs a seed x seed pair matrix; a plain value list has "
                         "no seed structure, so only --unit pairs applies\n");
                 return CI_EXIT_ERROR;
             }
             if (strcmp(optarg, "pairs")) {
-                fprintf(stderr, "husai ci: --unit must be 'pairs' for a value list, got '%s'\n", optarg);
+                fprintf(stderr, "husai: error: ci: --unit must be 'pairs' for a value list, got '%s'\n", optarg);
                 return CI_EXIT_ERROR;
             }
             o.unit = HUSAI_BOOT_PAIRS;
@@ -230,13 +230,13 @@ int husai_cmd_ci(int argc, char **argv) {
             usage(stdout);
             return 0;
         case ':':
-            fprintf(stderr, "husai ci: option '%s' needs a value (see husai ci --help)\n", argv[optind - 1]);
+            fprintf(stderr, "husai: error: ci: option '%s' needs a value (see husai ci --help)\n", argv[optind - 1]);
             return CI_EXIT_USAGE;
         default:
             if (optopt)
-                fprintf(stderr, "husai ci: unknown option '-%c' (see husai ci --help)\n", optopt);
+                fprintf(stderr, "husai: error: ci: unknown option '-%c' (see husai ci --help)\n", optopt);
             else
-                fprintf(stderr, "husai ci: unknown or ambiguous option '%s' (see husai ci --help)\n",
+                fprintf(stderr, "husai: error: ci: unknown or ambiguous option '%s' (see husai ci --help)\n",
                         argv[optind - 1]);
             return CI_EXIT_USAGE;
         }
@@ -244,13 +244,13 @@ int husai_cmd_ci(int argc, char **argv) {
 
     const int want = diff ? 2 : 1, got = argc - optind;
     if (got != want) {
-        fprintf(stderr, "husai ci: expected %s, got %d file argument%s (see husai ci --help)\n",
+        fprintf(stderr, "husai: error: ci: expected %s, got %d file argument%s (see husai ci --help)\n",
                 diff ? "two files (X and Y) with --diff" : "one FILE (two only with --diff)", got,
                 got == 1 ? "" : "s");
         return CI_EXIT_USAGE;
     }
     if (diff && !strcmp(argv[optind], "-") && !strcmp(argv[optind + 1], "-")) {
-        fprintf(stderr, "husai ci: stdin ('-') can be only one of the two files\n");
+        fprintf(stderr, "husai: error: ci: stdin ('-') can be only one of the two files\n");
         return CI_EXIT_USAGE;
     }
 

@@ -47,7 +47,7 @@ $CC $CFLAGS "$HERE/driver.c" "$HERE/fuzz_config.c" "$ROOT/src/cli/config.c" "$RO
     -o "$tmp/replay_config" $(pkg-config --libs inih openblas) -lm || die "building the config replay driver failed"
 # shellcheck disable=SC2046,SC2086
 $CC $CFLAGS $(pkg-config --cflags hdf5-openmpi) "$HERE/driver.c" "$HERE/fuzz_dataset.c" \
-    "$ROOT/src/mpi/dataset.c" "$ROOT/src/mpi/mpicheck.c" "$ROOT/src/common/status.c" "$ROOT/src/common/chunks.c" "$ROOT/src/common/fingerprint.c" "$ROOT/src/common/rng.c" \
+    "$ROOT/src/mpi/dataset.c" "$ROOT/src/mpi/datacheck.c" "$ROOT/src/mpi/mpicheck.c" "$ROOT/src/common/status.c" "$ROOT/src/common/chunks.c" "$ROOT/src/common/fingerprint.c" "$ROOT/src/common/rng.c" \
     -o "$tmp/replay_dataset" $(pkg-config --libs hdf5-openmpi libxxhash) -lm || die "building the dataset replay driver failed"
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

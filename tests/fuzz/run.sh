@@ -45,7 +45,7 @@ $CC $CFLAGS "$HERE/fuzz_config.c" "$ROOT/src/cli/config.c" "$ROOT/src/common/par
     -o "$BUILD/fuzz_config" $(pkg-config --libs inih openblas) -lm ||
     die "building fuzz_config failed (is libclang-rt-14-dev installed? it provides -fsanitize=fuzzer)"
 # shellcheck disable=SC2046,SC2086
-$CC $CFLAGS $(pkg-config --cflags hdf5-openmpi) "$HERE/fuzz_dataset.c" "$ROOT/src/mpi/dataset.c" \
+$CC $CFLAGS $(pkg-config --cflags hdf5-openmpi) "$HERE/fuzz_dataset.c" "$ROOT/src/mpi/dataset.c" "$ROOT/src/mpi/datacheck.c" \
     "$ROOT/src/mpi/mpicheck.c" "$ROOT/src/common/status.c" "$ROOT/src/common/chunks.c" "$ROOT/src/common/fingerprint.c" "$ROOT/src/common/rng.c" \
     -o "$BUILD/fuzz_dataset" $(pkg-config --libs hdf5-openmpi libxxhash) -lm || die "building fuzz_dataset failed"
 
