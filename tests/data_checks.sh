@@ -55,10 +55,13 @@ run() {
         --set data.path="$data" "$@") >"$tmp/o" 2>"$tmp/e" || rc=$?
 }
 
-# refuse NP LABEL PATTERN DATA [CWD]: the run must fail cleanly with PATTERN (grep -E -i) in its one line.
+# refuse NP LABEL PATTERN DATA [CWD [sweep args...]]: the run must fail cleanly with PATTERN (grep -E -i) in
+# its one line.
 refuse() {
     local np=$1 label="$2 (np $1)" pattern=$3 data=$4 cwd=${5:-$d}
-    run "$np" "$cwd" "$data"
+    shift 4
+    [ $# -eq 0 ] || shift
+    run "$np" "$cwd" "$data" "$@"
     local why=""
     if [ "$rc" -eq 124 ]; then
         why="timed out after 60 s (hang)"
@@ -138,6 +141,14 @@ refuse 2 "subnormal data" "near-zero variance" "$d/subnormal.h5"
 refuse 2 "data scaled by 1e37" "too large for float32" "$d/scaled.h5"
 refuse 2 "float64 1e300" "out of float32 range.*row 5.*column 3" "$d/f64_1e300.h5"
 refuse 1 "float64 1e300" "out of float32 range.*row 5.*column 3" "$d/f64_1e300.h5"
+# Streamed in chunks, the same values are judged in the start-up pass (the fingerprint's), before training.
+S=(--set data.chunk_rows=100)
+refuse 2 "subnormal data, streamed" "near-zero variance" "$d/subnormal.h5" "$d" "${S[@]}"
+refuse 2 "data scaled by 1e37, streamed" "too large for float32" "$d/scaled.h5" "$d" "${S[@]}"
+refuse 2 "float64 1e300, streamed" "out of float32 range.*row 5.*column 3" "$d/f64_1e300.h5" "$d" "${S[@]}"
+refuse 2 "NaN in row 250, streamed" "NaN or Inf.*row 250" "$d/nan250.h5" "$d" "${S[@]}"
+refuse 1 "NaN in row 250, streamed" "NaN or Inf.*row 250" "$d/nan250.h5" "$d" "${S[@]}"
+refuse 2 "constant data, streamed" "constant" "$d/constant.h5" "$d" "${S[@]}"
 
 step "valid storage that is not contiguous reads the same rows"
 accept 2 "contiguous reference" "$d/good.h5"

@@ -483,6 +483,23 @@ static husai_status nonfinite_error(hid_t dset, const float *xrow, size_t row, s
     return st;
 }
 
+/* The refusal of a value above HUSAI_DATA_MAX_ABS (big) in row `row`. */
+static husai_status big_value_error(double big, size_t row, const char *path, const char *name) {
+    return husai_error(HUSAI_ERR_DATA,
+                       "dataset '%s' in '%s' has a value of %g in row %zu (0-based): values above %g are too "
+                       "large for float32 training (squared errors overflow); rescale the data",
+                       name, path, big, row, HUSAI_DATA_MAX_ABS);
+}
+
+/* The refusal of data whose variance is below HUSAI_DATA_MIN_VAR (largest: the largest |value|). */
+static husai_status low_variance_error(double var, double largest, const char *path, const char *name) {
+    return husai_error(
+        HUSAI_ERR_DATA,
+        "dataset '%s' in '%s' has near-zero variance %.3g (below %g; largest |value| %.3g): "
+        "float32 arithmetic underflows at this scale and EV would be meaningless; rescale the data",
+        name, path, var, HUSAI_DATA_MIN_VAR, largest);
+}
+
 husai_status husai_datacheck_values(const float *X, size_t r0, size_t r1, size_t d, long long dset,
                                     const char *path, const char *name, MPI_Comm comm) {
     /* first[0]: first row holding a NaN/Inf; first[1]: first row holding |x| > HUSAI_DATA_MAX_ABS. */
@@ -520,11 +537,7 @@ husai_status husai_datacheck_values(const float *X, size_t r0, size_t r1, size_t
             double big = 0.0;
             for (size_t c = 0; c < d; c++)
                 big = fmax(big, fabs(x[c]));
-            st = husai_error(
-                HUSAI_ERR_DATA,
-                "dataset '%s' in '%s' has a value of %g in row %lld (0-based): values above %g are "
-                "too large for float32 training (squared errors overflow); rescale the data",
-                name, path, big, gfirst[1], HUSAI_DATA_MAX_ABS);
+            st = big_value_error(big, (size_t)gfirst[1], path, name);
         }
         return husai_mpi_agree(st, comm);
     }
@@ -536,12 +549,92 @@ husai_status husai_datacheck_values(const float *X, size_t r0, size_t r1, size_t
     HUSAI_MPI_CHECK(MPI_Allreduce(&m2, &gm2, 1, MPI_DOUBLE, MPI_SUM, comm));
     const double var = gm2 / (gsums[1] - 1.0);
     /* Sums may differ in the last bits between ranks; the agreement keeps the verdict one. */
-    return husai_mpi_agree(var < HUSAI_DATA_MIN_VAR
-                               ? husai_error(HUSAI_ERR_DATA,
-                                             "dataset '%s' in '%s' has near-zero variance %.3g (below %g; "
-                                             "largest |value| %.3g): float32 arithmetic underflows at this "
-                                             "scale and EV would be meaningless; rescale the data",
-                                             name, path, var, HUSAI_DATA_MIN_VAR, fmax(gext[0], gext[1]))
-                               : HUSAI_OK,
-                           comm);
+    return husai_mpi_agree(
+        var < HUSAI_DATA_MIN_VAR ? low_variance_error(var, fmax(gext[0], gext[1]), path, name) : HUSAI_OK,
+        comm);
+}
+
+void husai_datacheck_scan_init(husai_datacheck_scan *s) {
+    memset(s, 0, sizeof *s);
+    s->first_bad = s->first_big = LLONG_MAX;
+    s->lo = INFINITY;
+    s->hi = -INFINITY;
+}
+
+/* Merges a block of nb values with mean mb and squared deviations m2b into (n, mean, m2). */
+static void merge_moments(double *n, double *mean, double *m2, double nb, double mb, double m2b) {
+    if (nb == 0.0) return;
+    const double total = *n + nb, delta = mb - *mean;
+    *mean += delta * nb / total;
+    *m2 += m2b + delta * delta * *n * nb / total;
+    *n = total;
+}
+
+void husai_datacheck_scan_rows(husai_datacheck_scan *s, const float *X, size_t rows, size_t d, size_t row0,
+                               long long dset, const char *path, const char *name) {
+    if (s->first_bad != LLONG_MAX) return; /* rows arrive in order: an earlier bad row was found */
+    double sum = 0.0;
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c = 0; c < d; c++) {
+            const double x = X[r * d + c];
+            if (!isfinite(x)) {
+                s->first_bad = (long long)(row0 + r);
+                nonfinite_error((hid_t)dset, X + r * d, row0 + r, d, path, name);
+                snprintf(s->bad_msg, sizeof s->bad_msg, "%s", husai_error_message());
+                return;
+            }
+            if (fabs(x) > HUSAI_DATA_MAX_ABS && s->first_big == LLONG_MAX) {
+                s->first_big = (long long)(row0 + r);
+                big_value_error(fabs(x), row0 + r, path, name);
+                snprintf(s->big_msg, sizeof s->big_msg, "%s", husai_error_message());
+            }
+            s->lo = fmin(s->lo, x);
+            s->hi = fmax(s->hi, x);
+            sum += x;
+        }
+    const double nb = (double)rows * (double)d, mb = nb > 0.0 ? sum / nb : 0.0;
+    double m2b = 0.0;
+    for (size_t i = 0; i < rows * d; i++)
+        m2b += ((double)X[i] - mb) * ((double)X[i] - mb);
+    merge_moments(&s->n, &s->mean, &s->m2, nb, mb, m2b);
+}
+
+/* Agrees on the message of the rank holding the smallest `row` (LLONG_MAX: none). */
+static husai_status agree_first(long long row, const char *msg, MPI_Comm comm) {
+    long long first;
+    HUSAI_MPI_CHECK(MPI_Allreduce(&row, &first, 1, MPI_LONG_LONG, MPI_MIN, comm));
+    if (first == LLONG_MAX) return HUSAI_OK;
+    return husai_mpi_agree(row == first ? husai_error(HUSAI_ERR_DATA, "%s", msg) : HUSAI_OK, comm);
+}
+
+husai_status husai_datacheck_scan_finish(const husai_datacheck_scan *s, const char *path, const char *name,
+                                         MPI_Comm node, MPI_Comm comm) {
+    husai_status st = agree_first(s->first_bad, s->bad_msg, comm);
+    if (!st) st = agree_first(s->first_big, s->big_msg, comm);
+    if (st) return st;
+    /* The node's ranks hold disjoint shares of every row: merge them in rank order. */
+    int size;
+    MPI_Comm_size(node, &size);
+    double mine[5] = {s->n, s->mean, s->m2, s->lo, s->hi};
+    double *all = malloc((size_t)size * sizeof mine);
+    st = husai_mpi_agree(all ? HUSAI_OK : husai_error(HUSAI_ERR_NOMEM, "out of memory checking the data"),
+                         comm);
+    if (st) return st;
+    HUSAI_MPI_CHECK(MPI_Allgather(mine, 5, MPI_DOUBLE, all, 5, MPI_DOUBLE, node));
+    double n = 0.0, mean = 0.0, m2 = 0.0, lo = INFINITY, hi = -INFINITY;
+    for (int q = 0; q < size; q++) {
+        merge_moments(&n, &mean, &m2, all[5 * q], all[5 * q + 1], all[5 * q + 2]);
+        lo = fmin(lo, all[5 * q + 3]);
+        hi = fmax(hi, all[5 * q + 4]);
+    }
+    free(all);
+    const double var = n > 1.0 ? m2 / (n - 1.0) : 0.0;
+    if (lo == hi)
+        st =
+            husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' is constant (every value is %g): zero variance",
+                        name, path, lo);
+    else if (var < HUSAI_DATA_MIN_VAR)
+        st = low_variance_error(var, fmax(-lo, hi), path, name);
+    /* Nodes merge in their own order, so a verdict at the threshold could differ: agree on one. */
+    return husai_mpi_agree(st, comm);
 }

@@ -5,7 +5,8 @@
  * refuse a node-shared window the node cannot hold (a failed allocation on one rank would leave the
  * others waiting inside MPI_Win_allocate_shared) and data whose scale float32 training cannot handle.
  * defines: husai_datacheck_path, husai_datacheck_storage, husai_datacheck_window, husai_datacheck_values,
- *          HUSAI_DATA_MAX_ABS, HUSAI_DATA_MIN_VAR */
+ *          husai_datacheck_scan, husai_datacheck_scan_init, husai_datacheck_scan_rows,
+ *          husai_datacheck_scan_finish, HUSAI_DATA_MAX_ABS, HUSAI_DATA_MIN_VAR */
 #ifndef HUSAI_MPI_DATACHECK_H
 #define HUSAI_MPI_DATACHECK_H
 
@@ -46,5 +47,30 @@ husai_status husai_datacheck_window(size_t rows, size_t d, const char *path, con
  * (constant data passes here: the caller names it). */
 husai_status husai_datacheck_values(const float *X, size_t r0, size_t r1, size_t d, long long dset,
                                     const char *path, const char *name, MPI_Comm comm);
+
+/* The same judgement for streamed data, which is never in memory at once: each rank scans its share of
+ * every chunk as it passes (husai_datacheck_scan_rows), and husai_datacheck_scan_finish judges the whole.
+ * Mean and spread are merged chunk by chunk with the pairwise update of Chan, Golub and LeVeque, so
+ * no sum of squares of large values cancels. */
+typedef struct {
+    long long first_bad, first_big;  /* first global row with a NaN/Inf, with |x| > HUSAI_DATA_MAX_ABS */
+    char bad_msg[640], big_msg[640]; /* this rank's message for each (set with the row) */
+    double lo, hi;                   /* smallest and largest value seen */
+    double n, mean, m2;              /* values seen, their mean and sum of squared deviations */
+} husai_datacheck_scan;
+
+/* Starts an empty scan. */
+void husai_datacheck_scan_init(husai_datacheck_scan *s);
+
+/* Adds rows [row0, row0 + rows) of dataset `name` (open as dset) in `path`, held as float32 in X; after
+ * the first non-finite row it only looks for earlier ones. Not collective. */
+void husai_datacheck_scan_rows(husai_datacheck_scan *s, const float *X, size_t rows, size_t d, size_t row0,
+                               long long dset, const char *path, const char *name);
+
+/* Collective over node (whose ranks together scanned every row once) and then all of comm: the verdict
+ * of husai_datacheck_values over the scanned rows, and constant data refused too, the same on every
+ * rank. */
+husai_status husai_datacheck_scan_finish(const husai_datacheck_scan *s, const char *path, const char *name,
+                                         MPI_Comm node, MPI_Comm comm);
 
 #endif

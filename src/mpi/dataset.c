@@ -379,16 +379,29 @@ static husai_status setup_stream(husai_dataset *ds, const char *path, const char
                          comm);
     if (st) return st;
     /* The fingerprint needs every row before training (--resume compares it first), so each node reads
-     * each chunk once now; these reads count in stream_bytes like any other (they are real reads). */
+     * each chunk once now; these reads count in stream_bytes like any other (they are real reads).
+     * The same pass judges the values as the in-memory path does (NaN/Inf, scale, variance, constant),
+     * so a streamed run refuses what an in-memory run refuses, before any training. */
     const double t0 = MPI_Wtime();
     uint64_t mine = 0;
+    husai_datacheck_scan scan;
+    husai_datacheck_scan_init(&scan);
+    int node_rank, node_size;
+    MPI_Comm_rank(ds->node_comm, &node_rank);
+    MPI_Comm_size(ds->node_comm, &node_size);
     for (size_t i = 0; i < ds->chunks.n_chunks; i++) {
         husai_dataset_load_chunk(ds, i);
         mine += ds->chunk_fp[i];
+        size_t a, b;
+        husai_chunks_range(&ds->chunks, i, &a, &b);
+        const size_t n = b - a, r0 = n * (size_t)node_rank / (size_t)node_size,
+                     r1 = n * (size_t)(node_rank + 1) / (size_t)node_size, d = (size_t)ds->d_model;
+        husai_datacheck_scan_rows(&scan, (const float *)ds->X + r0 * d, r1 - r0, d, a + r0, ds->dset_id, path,
+                                  name);
     }
     ds->chunk_fp_known = 1;
     fingerprint_finish(ds, mine, MPI_Wtime() - t0, ds->node_comm); /* each node hashed every row */
-    return HUSAI_OK;
+    return husai_datacheck_scan_finish(&scan, path, name, ds->node_comm, comm);
 }
 
 void husai_dataset_load_chunk(husai_dataset *ds, size_t i) {
@@ -420,8 +433,10 @@ void husai_dataset_load_chunk(husai_dataset *ds, size_t i) {
                       ds->path, a, b, ds->name, ds->fingerprint);
     if (any_changed) /* the node's rank 0 is ending the job */
         HUSAI_MPI_CHECK(MPI_Barrier(ds->node_comm));
+    /* The start-up pass judges the values itself (one agreed line, float64 overflow named); later loads
+     * of a file that changed were caught just above, so this check is a last line of defence. */
     long long bad = LLONG_MAX;
-    for (size_t r = r0; r < r1 && bad == LLONG_MAX; r++)
+    for (size_t r = r0; r < r1 && bad == LLONG_MAX && ds->chunk_fp_known; r++)
         for (size_t c = 0; c < d; c++)
             if (!isfinite(X[r * d + c])) {
                 bad = (long long)(a + r);

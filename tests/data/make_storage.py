@@ -22,6 +22,8 @@ Reads DIR/good.h5 (/activations, contiguous, from make_tiny.py) and writes into 
   subnormal.h5      the rows times 1e-40 (float32 subnormals)
   scaled.h5         the rows times 1e37
   f64_1e300.h5      float64, row 5 column 3 is 1e300 (beyond float32's range)
+  nan250.h5         the rows with a NaN in row 250
+  constant.h5       every value 0.5
 """
 import os
 import sys
@@ -91,6 +93,10 @@ def main():
     Y = X.astype("f8")
     Y[5, 3] = 1e300
     put("f64_1e300.h5", data=Y)
+    Z = X.copy()
+    Z[250, 1] = np.nan
+    put("nan250.h5", data=Z)
+    put("constant.h5", data=np.full_like(X, 0.5))
 
 
 if __name__ == "__main__":
