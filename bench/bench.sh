@@ -11,6 +11,7 @@
 #   4. a dataset 4x the memory budget (256 MB of `husai synth` float32 against data.memory_budget_mb = 64):
 #      a 2-rank sweep in memory and streamed; peak RSS per rank against the budget, the streamed HDF5 read
 #      GB/s (results.json), and raw read baselines (dd O_DIRECT and page cache, h5py, husai's in-memory read)
+#   5. the per-step stop check's cost (bench_stop, 2 ranks over shared memory and over TCP)
 # Environment: BUILD (default build), BENCH_QUICK=1 for a short smoke run, BENCH_THREADS (default "1 2",
 # capped at the core count). About 4-6 minutes on 2 cores; wall-clock figures, so other load on the
 # machine lowers them (the load average is printed first).
@@ -323,5 +324,12 @@ print(f"   raw read baselines on the same {fb / 1e6:.1f} MB file: "
 EOF
 fi
 rm -rf "$st_dir"
+echo
+
+echo "== 5. the stop check every optimizer step pays (husai_stop_requested), shared memory and TCP"
+for btl in vader tcp; do
+    printf '   %-6s ' "$btl:"
+    mpirun -np 2 --mca btl "self,$btl" "$BUILD/bench/bench_stop" 2>&1 | tail -1
+done
 echo
 echo "   load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -191,6 +191,12 @@ static int task_failed(husai_status st) {
     return 1;
 }
 
+/* The error for a task whose trained parameters cannot be held for the gather. */
+static husai_status no_room(const husai_condition *c, uint64_t seed, int d_model) {
+    return husai_error(HUSAI_ERR_NOMEM, "%s seed %llu: out of memory for its parameters (%.2f GB at d_sae %d)",
+                       c->name, (unsigned long long)seed, payload_floats(d_model, c->d_sae) * 4e-9, c->d_sae);
+}
+
 /* Starts a task on rows row_index[0..n_rows) of X and resumes it from its checkpoint, if any; returns 1
  * (task_failed, nothing to free) if the trainer cannot start or the checkpoint is refused. */
 static int task_begin(const husai_run_ctx *ctx, const char *phase, int cond_index, const husai_condition *c,
@@ -501,7 +507,13 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
         if (!t) continue;
         const int dm = ds->d_model, dsae = c->d_sae;
         float *p = params[t->id] = malloc(payload_floats(dm, dsae) * sizeof(float));
-        if (!p) husai_mpi_die("out of memory storing task %d", t->id);
+        if (!p) { /* every rank stops at the next wave's first chunk and agrees on it */
+            task_failed(no_room(c, t->seed, dm));
+            husai_recon_acc_free(&acc);
+            husai_recon_acc_free(&acc_ho);
+            husai_trainer_free(&ts.tr);
+            continue;
+        }
         husai_recon rec, ho = {NAN, NAN, NAN, NAN};
         if (husai_recon_acc_finish(&acc, &rec, p + payload_density(dm, dsae)) ||
             (has_ho && husai_recon_acc_finish(&acc_ho, &ho, NULL)))
@@ -805,7 +817,10 @@ husai_status husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, hu
         husai_sae m;
         const int dm = ds->d_model, dsae = c->d_sae;
         float *p = params[t->id] = malloc(payload_floats(dm, dsae) * sizeof(float));
-        if (!p) husai_mpi_die("out of memory storing task %d", t->id);
+        if (!p) {
+            stopped = task_failed(no_room(c, t->seed, dm));
+            break;
+        }
         if ((stopped = train_one(ctx, ph->phase, t->condition, c, t->seed, ph->ref_rows, ph->ref_n,
                                  &metrics[t->id], &ps, &m, p + payload_density(dm, dsae)))) {
             free(p);
