@@ -34,7 +34,8 @@ int main(int argc, char **argv) {
             polls++;
     const double reach = MPI_Wtime() - t1;
     if (rank == 0)
-        printf("stop check: %.0f ns per call (worst rank, %ld calls, %ld stops seen); a stop from rank %d reached "
+        printf("stop check: %.0f ns per call (worst rank, %ld calls, %ld stops seen); a stop from rank %d "
+               "reached "
                "rank 0 after %.1f us (%ld polls)\n",
                worst * 1e9, calls, seen, size - 1, reach * 1e6, polls);
     husai_stop_disconnect();

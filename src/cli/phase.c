@@ -193,8 +193,9 @@ static int task_failed(husai_status st) {
 
 /* The error for a task whose trained parameters cannot be held for the gather. */
 static husai_status no_room(const husai_condition *c, uint64_t seed, int d_model) {
-    return husai_error(HUSAI_ERR_NOMEM, "%s seed %llu: out of memory for its parameters (%.2f GB at d_sae %d)",
-                       c->name, (unsigned long long)seed, payload_floats(d_model, c->d_sae) * 4e-9, c->d_sae);
+    return husai_error(HUSAI_ERR_NOMEM,
+                       "%s seed %llu: out of memory for its parameters (%.2f GB at d_sae %d)", c->name,
+                       (unsigned long long)seed, payload_floats(d_model, c->d_sae) * 4e-9, c->d_sae);
 }
 
 /* Starts a task on rows row_index[0..n_rows) of X and resumes it from its checkpoint, if any; returns 1
