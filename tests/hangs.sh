@@ -6,7 +6,8 @@
 #     with decoders, encoders, b_enc and PWMCC bitwise equal to an uninterrupted run.
 #  2. SIGTERM to rank 0 of 2: the same within 5 s.
 #  3. SIGKILL to one rank ends the job within 5 s with a non-zero status (the resume after it: faults.sh).
-#  4. d_sae = 1e9 under a memory limit (ulimit -v): one "husai: error" line, exit 1, nothing left.
+#  4. d_sae = 1e9 under a memory limit (ulimit -v), and lr = 1e300 (every rank diverges): one
+#     "husai: error" line, exit 1, nothing left.
 #  5. A second sweep into the directory of a live run, or a --resume of the live run, is refused with one
 #     line saying another run is using it (and leaves the live run alone).
 #  6. --resume misuse: a config file, an empty directory, a complete run, an empty .partial directory:
@@ -173,6 +174,10 @@ sed -e 's/^d_sae = 48/d_sae = 1000000000/' -e 's/^epochs = 3000/epochs = 1/' "$t
 expect_error huge "out of memory" "$MPIEXEC" -np 2 bash -c 'ulimit -v 4000000; exec "$0" "$@"' \
     "$HUSAI" sweep "$tmp/huge.ini" --out "$tmp/huge"
 [ -z "$(ls -A "$tmp/huge")" ] || fail "huge: left $(ls -A "$tmp/huge") under --out"
+
+step "4b. lr = 1e300: training diverges on every rank at its first step; one agreed line"
+expect_error diverged "training diverged" "$MPIEXEC" -np 2 "$HUSAI" sweep "$tmp/h.ini" --set train.lr=1e300 --out "$tmp/div"
+[ -z "$(ls -A "$tmp/div")" ] || fail "diverged: left $(ls -A "$tmp/div") under --out"
 
 step "5. a second run into the directory of a live run is refused, and the live run goes on"
 name=live
