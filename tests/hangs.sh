@@ -22,7 +22,8 @@ husai_test_init hangs --openblas
 husai_test_cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true; }
 
 "$PY" "$HERE/data/make_tiny.py" "$tmp/tiny.h5" 2000 16 24 5
-# 3000 epochs: a task takes several seconds here, so a signal sent 1.5 s into training lands mid-task.
+# 5000 epochs: a task takes ~10 s here, so a signal sent 0.7 s into training lands mid-task even on a much
+# faster machine (each task checkpoints itself when it stops).
 cat >"$tmp/h.ini" <<INI
 [data]
 path = $tmp/tiny.h5
@@ -30,7 +31,7 @@ path = $tmp/tiny.h5
 d_sae = 48
 k = 4
 [train]
-epochs = 3000
+epochs = 5000
 batch_size = 50
 lr = 0.002
 [sweep]
@@ -55,7 +56,7 @@ start() {
         kill -0 "$pid" 2>/dev/null || fail "$name: the job ended before training: $(tail -3 "$tmp/$name.log")"
         sleep 0.1
     done
-    sleep 1.5
+    sleep 0.7
 }
 
 # rank_pid R: the pid of rank R of the job $pid (mpirun starts the ranks as its children).
@@ -170,7 +171,7 @@ expect_error() {
 }
 
 step "4. d_sae = 1e9 under a 4 GB address-space limit: one line, nothing left"
-sed -e 's/^d_sae = 48/d_sae = 1000000000/' -e 's/^epochs = 3000/epochs = 1/' "$tmp/h.ini" >"$tmp/huge.ini"
+sed -e 's/^d_sae = 48/d_sae = 1000000000/' -e 's/^epochs = 5000/epochs = 1/' "$tmp/h.ini" >"$tmp/huge.ini"
 expect_error huge "out of memory" "$MPIEXEC" -np 2 bash -c 'ulimit -v 4000000; exec "$0" "$@"' \
     "$HUSAI" sweep "$tmp/huge.ini" --out "$tmp/huge"
 [ -z "$(ls -A "$tmp/huge")" ] || fail "huge: left $(ls -A "$tmp/huge") under --out"
