@@ -2,7 +2,8 @@
  * Flow: config -> run directory staging (rank 0) -> dataset (parallel HDF5, shared) ->
  * protocol (sweep, calibrate or consistency: phases of training over all ranks, metrics
  * on rank 0) -> results written and the run directory renamed into place. Deterministic errors are agreed so
- * all ranks exit 1 together; a failure only one rank sees aborts the job (never a hang). */
+ * all ranks exit 1 together, failures in training too (phase.c); a failure only one rank sees elsewhere ends
+ * that rank and the launcher ends the rest (never a hang). A stop on any rank reaches all (stop.h). */
 #define _DEFAULT_SOURCE /* flock */
 #include <dirent.h>
 #include <errno.h>
