@@ -659,9 +659,11 @@ void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c,
  * for the baseline, its share of the seeds), so a node holds S decoders whatever its rank count: 64
  * seeds at 768 x 16384 are 3.2 GB per node, not per rank. Matched agreement (when d_sae is at most
  * metrics.matching_max_d_sae) is spread the same way into *match_cos and *match_frac. A pair's value is
- * the same whichever rank computes it, so the matrices equal the one-process result. */
-static void spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph, int c, const float *decoders,
-                         double **pw, double **pw_rand, double **match_cos, double **match_frac) {
+ * the same whichever rank computes it, so the matrices equal the one-process result. Returns the agreed
+ * error (the same on every rank) if the shared window cannot be had or matched agreement fails. */
+static husai_status spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph, int c,
+                                 const float *decoders, double **pw, double **pw_rand, double **match_cos,
+                                 double **match_frac) {
     MPI_Comm comm = ctx->comm, node = ctx->ds->node_comm, leaders = ctx->ds->leader_comm;
     int rank, size, node_rank, node_size;
     MPI_Comm_rank(comm, &rank);
@@ -675,14 +677,14 @@ static void spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph, int c,
     MPI_Comm_set_errhandler(node, MPI_ERRORS_RETURN);
     const int rc = MPI_Win_allocate_shared(node_rank == 0 ? (MPI_Aint)((size_t)S * dd * sizeof(float)) : 0,
                                            sizeof(float), MPI_INFO_NULL, node, &base, &win);
-    if (husai_mpi_agree(rc == MPI_SUCCESS
-                            ? HUSAI_OK
-                            : husai_error(HUSAI_ERR_NOMEM,
-                                          "cannot hold %d decoders of %d x %d in shared memory for "
-                                          "PWMCC",
-                                          S, d_model, d_sae),
-                        comm))
-        husai_mpi_die("%s", husai_error_message());
+    /* Agreed, and returned rather than died on: every rank would print the same line. */
+    husai_status st = husai_mpi_agree(rc == MPI_SUCCESS ? HUSAI_OK
+                                                        : husai_error(HUSAI_ERR_NOMEM,
+                                                                      "cannot hold %d decoders of %d x %d in "
+                                                                      "shared memory for PWMCC",
+                                                                      S, d_model, d_sae),
+                                      comm);
+    if (st) return st;
     MPI_Aint qsize;
     int disp;
     HUSAI_MPI_CHECK(MPI_Win_shared_query(win, 0, &qsize, &disp, &F));
@@ -726,8 +728,14 @@ static void spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph, int c,
             /* Matched agreement's pairs (a cubic assignment each) are spread the same way. */
             double *Mf = malloc((size_t)S * S * sizeof(double)), *oc = NULL, *of = NULL;
             if (!Mf) husai_mpi_die("out of memory spreading matched agreement over ranks");
-            if (husai_mpi_agree(husai_match_rows_part(F, S, d_model, d_sae, rank, size, M, Mf), comm))
-                husai_mpi_die("matched agreement of %s: %s", ph->conds[c].name, husai_error_message());
+            if ((st =
+                     husai_mpi_agree(husai_match_rows_part(F, S, d_model, d_sae, rank, size, M, Mf), comm))) {
+                free(Mf);
+                free(raw);
+                free(M);
+                MPI_Win_free(&win);
+                return in_context(st, "matched agreement of %s", ph->conds[c].name);
+            }
             if (rank == 0 && (!(oc = malloc((size_t)S * S * sizeof(double))) ||
                               !(of = malloc((size_t)S * S * sizeof(double)))))
                 husai_mpi_die("out of memory");
@@ -744,6 +752,7 @@ static void spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph, int c,
     free(raw);
     free(M);
     MPI_Win_free(&win);
+    return HUSAI_OK;
 }
 
 /* Gathers floats [off, off + count) of condition c's S task payloads (params, on their owners) into
@@ -914,8 +923,11 @@ husai_status husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, hu
                 husai_mpi_die("out of memory gathering %s", cond->name);
         }
         gather_piece(params, c, S, owner, dd, dd, rank == 0 ? r->encoders : NULL, from, comm);
-        if (rank == 0 && ctx->sink && husai_results_h5_encoders(ctx->sink, r))
-            husai_mpi_die("%s", husai_error_message());
+        if (rank == 0 && ctx->sink) st = husai_results_h5_encoders(ctx->sink, r);
+        if ((st = husai_mpi_agree(st, comm))) { /* a full disk: every rank ends, with one line */
+            free(rest);
+            break;
+        }
         if (rank == 0 && !(r->decoders = malloc((size_t)S * dd * sizeof(float))))
             husai_mpi_die("out of memory gathering %s", cond->name);
         gather_piece(params, c, S, owner, 2 * dd, rest_n, rest, from, comm);
@@ -929,8 +941,12 @@ husai_status husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, hu
             params[c * S + s] = NULL;
         }
         double *pw = NULL, *pw_rand = NULL, *mc = NULL, *mf = NULL;
-        if (size > 1 && S > 2)
-            spread_pwmcc(ctx, ph, c, rank == 0 ? r->decoders : NULL, &pw, &pw_rand, &mc, &mf);
+        if (size > 1 && S > 2 &&
+            (st = spread_pwmcc(ctx, ph, c, rank == 0 ? r->decoders : NULL, &pw, &pw_rand, &mc, &mf))) {
+            free(pw);
+            free(rest);
+            break;
+        }
         if (rank != 0) continue;
         const size_t ns = (size_t)cond->d_sae, nm = (size_t)ds->d_model;
         r->b_enc = malloc((size_t)S * ns * sizeof(float));
