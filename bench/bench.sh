@@ -14,6 +14,7 @@
 #   5. the data fingerprint's cost: `make demo`'s own command (2 ranks, jobs/demo.ini), its wall time against
 #      the fingerprint's hashing time from its log (budget 2%); bench_husai (section 1) prints the per-step
 #      ratio at 768 x 16384 (budget 1%)
+#   6. the per-step stop check's cost (bench_stop, 2 ranks over shared memory and over TCP)
 # Environment: BUILD (default build), BENCH_QUICK=1 for a short smoke run, BENCH_THREADS (default "1 2",
 # capped at the core count). About 4-6 minutes on 2 cores; wall-clock figures, so other load on the
 # machine lowers them (the load average is printed first).
@@ -349,5 +350,10 @@ wall, fp_s = t1 - t0, float(m.group(6))
 print(f"   demo{' (' + extra + ')' if extra else ''}: {m.group(2)} x {m.group(3)} {m.group(4)}, fingerprint {m.group(5)}")
 print(f"   hashing {fp_s * 1e3:.2f} ms (slowest rank) of {wall:.1f} s mpirun wall time: {100 * fp_s / wall:.4f}% (budget 2%)")
 EOF
+echo "== 6. the stop check every optimizer step pays (husai_stop_requested), shared memory and TCP"
+for btl in vader tcp; do
+    printf '   %-6s ' "$btl:"
+    mpirun -np 2 --mca btl "self,$btl" "$BUILD/bench/bench_stop" 2>&1 | tail -1
+done
 echo
 echo "   load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -6,7 +6,8 @@
 #  2. The disk is full for results (a file-size limit stands in for it): one clear error line and
 #     exit 1, before any training when results.h5 cannot even be created, after it when a condition's
 #     parameters do not fit (then the checkpoints stay and --resume finishes); nothing half-written
-#     under the final name.
+#     under the final name. Also at d_sae 2048, and for the checkpoints themselves: every rank's write
+#     fails, and the ranks agree on one line instead of each dying with its own.
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/lib.sh
 . "$HERE/lib.sh"
@@ -115,18 +116,22 @@ sed -e 's/^epochs = 2000/epochs = 2/' -e 's/^d_sae = 48/d_sae = 512/' "$tmp/f.in
 # Runs the small job under a file-size limit of $1 KiB into run id $2; checks one clear error line, exit 1
 # from the job, and no run directory under the final name.
 limited_run() {
-    local rc=0
+    local rc=0 ini=${3:-$tmp/small.ini}
     # The limit applies to the ranks only; TCP instead of shared memory and PMIx's hash store keep
     # Open MPI's own files out of its way.
     PMIX_MCA_gds=hash timeout 120 "$MPIEXEC" --mca btl self,tcp -np 2 bash -c "ulimit -f $1; exec \"\$0\" \"\$@\"" \
-        "$HUSAI" sweep "$tmp/small.ini" --out "$tmp/full" --run-id "$2" >"$tmp/$2.out" 2>"$tmp/$2.err" || rc=$?
+        "$HUSAI" sweep "$ini" --out "$tmp/full" --run-id "$2" >"$tmp/$2.out" 2>"$tmp/$2.err" || rc=$?
     [ "$rc" -eq 1 ] || {
         cat "$tmp/$2.err"
         fail "a write beyond the $1 KiB file-size limit: expected exit 1, got $rc"
     }
-    grep -q "^husai: error.*\(failed\|disk full\|cannot\)" "$tmp/$2.err" || {
+    [ "$(grep -c '^husai: error' "$tmp/$2.err")" -eq 1 ] && grep -q "^husai: error.*\(failed\|disk full\|cannot\)" "$tmp/$2.err" || {
         cat "$tmp/$2.err"
-        fail "no clear error line for the failed write"
+        fail "no single clear error line for the failed write"
+    }
+    ! grep -q "MPI_ABORT\|ORTE_ERROR_LOG" "$tmp/$2.err" || {
+        cat "$tmp/$2.err"
+        fail "an MPI_ABORT banner or ORTE lines after the failed write"
     }
     [ ! -e "$tmp/full/$2" ] || fail "a failed write left a run directory under the final name"
     step "  exit $rc: $(grep -m1 '^husai: error' "$tmp/$2.err")"
@@ -150,4 +155,14 @@ with h5py.File(sys.argv[1], "r") as f:
     assert f["conditions/k=4/decoders"].shape == (4, 16, 512), f["conditions/k=4/decoders"].shape
 PY
 step "  --resume without the limit finished from the checkpoints; results.h5 holds the 4 decoders"
+# d_sae 2048: a checkpoint is ~0.8 MB, results.h5 ~1.9 MB once the condition lands.
+sed -e 's/^d_sae = 512/d_sae = 2048/' "$tmp/small.ini" >"$tmp/wide.ini"
+step "2c. disk full for the checkpoints at d_sae 2048 (600 KiB limit): every rank stops, one line for all"
+limited_run 600 ckfull "$tmp/wide.ini"
+grep -q "^husai: error.*checkpoint" "$tmp/ckfull.err" || fail "the error line does not name the checkpoint"
+[ ! -e "$tmp/full/.ckfull.partial" ] || fail "a run that checkpointed nothing left its staging directory"
+step "2d. disk full for results.h5 at d_sae 2048 (1200 KiB limit): one line; the checkpoints stay for --resume"
+limited_run 1200 widefull "$tmp/wide.ini"
+n_ck=$(ls "$tmp/full/.widefull.partial/checkpoints" 2>/dev/null | grep -c ckpt$ || true)
+[ "$n_ck" -eq 4 ] || fail "expected the 4 trained tasks' checkpoints kept for --resume, found $n_ck"
 step "all fault checks passed"

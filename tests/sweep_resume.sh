@@ -2,8 +2,9 @@
 # sweep_resume.sh: a run stopped mid-training (the --stop-after-steps hook, then a real SIGUSR1)
 # checkpoints, exits 75 and leaves only a hidden staging directory; --resume with a different
 # number of ranks finishes it, and every decoder, encoder and b_enc is bitwise identical to an
-# uninterrupted run. Corrupt, truncated, other-version and foreign checkpoints are refused with
-# a clear message.
+# uninterrupted run. Corrupt (first, middle or last byte), empty, truncated, other-version, swapped,
+# directory and foreign (other config, seeds or resamples) checkpoints are refused before training with
+# one clear line naming the file, exit 1, no MPI_ABORT banner.
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/lib.sh
 . "$HERE/lib.sh"
@@ -114,26 +115,61 @@ wait "$pid" || rc=$?
 [ "$(ls "$tmp/sig/.s.partial/checkpoints" | wc -l)" -eq 2 ] || fail "SIGUSR1: expected 2 checkpoints"
 step "  exit 75 with 2 checkpoints"
 
-step "bad checkpoints are refused with one clear line"
-ck=$(ls "$tmp/sig/.s.partial/checkpoints"/*.ckpt | head -1)
+step "bad checkpoints are refused before training: one clear line naming the file, exit 1 on every rank"
+cks=$(ls "$tmp/sig/.s.partial/checkpoints"/*.ckpt)
+ck=$(echo "$cks" | head -1)
+ck2=$(echo "$cks" | tail -1)
+[ "$ck" != "$ck2" ] || fail "expected two checkpoints to swap"
 cp "$ck" "$tmp/good.ckpt"
+cp "$ck2" "$tmp/good2.ckpt"
 expect_refusal() { # label pattern [extra args]
     local label=$1 pattern=$2 rc=0
     shift 2
-    "$MPIEXEC" -np 2 "$HUSAI" sweep "$tmp/long.ini" "$@" --resume "$tmp/sig/s" >"$tmp/bad.out" 2>"$tmp/bad.err" || rc=$?
-    { [ "$rc" -ne 0 ] && [ "$rc" -ne 75 ]; } || fail "$label: expected a failure, got exit $rc"
-    grep -q "$pattern" "$tmp/bad.err" || {
+    timeout 120 "$MPIEXEC" -np 2 "$HUSAI" sweep "$tmp/long.ini" "$@" --resume "$tmp/sig/s" >"$tmp/bad.out" 2>"$tmp/bad.err" || rc=$?
+    [ "$rc" -ne 124 ] || fail "$label: hung (killed by the 120 s timeout)"
+    [ "$rc" -eq 1 ] || {
         cat "$tmp/bad.err"
-        fail "$label: message lacks '$pattern'"
+        fail "$label: expected exit 1, got $rc"
     }
+    [ "$(grep -c '^husai: error' "$tmp/bad.err")" -eq 1 ] && grep -q "^husai: error.*$pattern" "$tmp/bad.err" || {
+        cat "$tmp/bad.err"
+        fail "$label: expected exactly one 'husai: error' line saying '$pattern'"
+    }
+    ! grep -q "MPI_ABORT\|ORTE_ERROR_LOG" "$tmp/bad.err" || {
+        cat "$tmp/bad.err"
+        fail "$label: MPI_ABORT banner or ORTE lines"
+    }
+    ! grep -q "\[husai\] rank .* resumes" "$tmp/bad.out" || fail "$label: training began before the refusal"
     step "  ok [$label]: $(grep -m1 'husai: error' "$tmp/bad.err")"
+    rm -rf "$ck" "$ck2"
     cp "$tmp/good.ckpt" "$ck"
+    cp "$tmp/good2.ckpt" "$ck2"
 }
-"$PY" -c "import sys; p=sys.argv[1]; b=bytearray(open(p,'rb').read()); b[400]^=0xff; open(p,'wb').write(b)" "$ck"
-expect_refusal "corrupt checkpoint" "corrupt"
+flip() { # file offset
+    "$PY" -c "import sys; p=sys.argv[1]; b=bytearray(open(p,'rb').read()); b[int(sys.argv[2])]^=0xff; open(p,'wb').write(b)" "$@"
+}
+# The second checkpoint belongs to rank 1: its refusal must reach rank 0 as the one line.
+flip "$ck2" 400
+expect_refusal "corrupt checkpoint (rank 1's)" "$(basename "$ck2")' is corrupt"
+flip "$ck" 0
+expect_refusal "first byte flipped" "not a husai checkpoint"
+flip "$ck2" -1
+expect_refusal "last byte flipped" "$(basename "$ck2")"
+: >"$ck2"
+expect_refusal "zero length" "$(basename "$ck2")' is not a husai checkpoint"
 "$PY" -c "import sys; p=sys.argv[1]; b=open(p,'rb').read(); open(p,'wb').write(b[:len(b)//2])" "$ck"
 expect_refusal "truncated checkpoint" "truncated"
 "$PY" -c "import sys; p=sys.argv[1]; b=bytearray(open(p,'rb').read()); b[8]=9; open(p,'wb').write(b)" "$ck"
 expect_refusal "other format version" "format version"
+mv "$ck" "$tmp/swap"
+mv "$ck2" "$ck"
+mv "$tmp/swap" "$ck2"
+expect_refusal "seeds swapped" "is for task"
+rm "$ck2"
+mkdir "$ck2"
+expect_refusal "a directory" "not a regular file"
 expect_refusal "checkpoint from another configuration" "another configuration" --set train.lr=0.01
+expect_refusal "changed seeds" "another configuration" --set sweep.seeds=1,2,5
+expect_refusal "changed resamples" "another configuration" --set metrics.resamples=300
+[ -d "$tmp/sig/.s.partial/checkpoints" ] || fail "a refused resume removed the interrupted run"
 step "all resume checks passed"

@@ -3,9 +3,11 @@
 
 #include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "metrics/bootstrap.h"
@@ -160,29 +162,70 @@ static husai_train_opts task_opts(const husai_run_ctx *ctx, const husai_conditio
     return o;
 }
 
-/* Starts a task on rows row_index[0..n_rows) of X and resumes it from its checkpoint, if any. */
-static void task_begin(const husai_run_ctx *ctx, const char *phase, int cond_index, const husai_condition *c,
-                       const husai_train_opts *o, const float *X, size_t n_rows, task_state *ts) {
+/* The first failure this rank met inside a phase's training (a refused or unwritable checkpoint, a
+ * trainer that cannot be allocated or diverged), kept for the phase's agreement. */
+static husai_status g_failed = HUSAI_OK;
+static char g_failed_msg[1024];
+
+/* Prefixes the calling thread's error message with a context ("<context>: <message>") and returns st. */
+static husai_status in_context(husai_status st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static husai_status in_context(husai_status st, const char *fmt, ...) {
+    char context[512], message[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(context, sizeof context, fmt, ap);
+    va_end(ap);
+    snprintf(message, sizeof message, "%s", husai_error_message());
+    return husai_error(st, "%s: %s", context, message);
+}
+
+/* Records a failure (st and the calling thread's message) that only this rank sees mid-phase and stops
+ * every rank at its next step: the ranks then agree on it at the end of the phase (one message, exit 1
+ * everywhere) instead of this rank dying alone while the others wait for it. Returns 1, for callers that
+ * end the task like a stop. */
+static int task_failed(husai_status st) {
+    if (!g_failed) {
+        g_failed = st;
+        snprintf(g_failed_msg, sizeof g_failed_msg, "%s", husai_error_message());
+    }
+    husai_stop_request();
+    return 1;
+}
+
+/* The error for a task whose trained parameters cannot be held for the gather. */
+static husai_status no_room(const husai_condition *c, uint64_t seed, int d_model) {
+    return husai_error(HUSAI_ERR_NOMEM,
+                       "%s seed %llu: out of memory for its parameters (%.2f GB at d_sae %d)", c->name,
+                       (unsigned long long)seed, payload_floats(d_model, c->d_sae) * 4e-9, c->d_sae);
+}
+
+/* Starts a task on rows row_index[0..n_rows) of X and resumes it from its checkpoint, if any; returns 1
+ * (task_failed, nothing to free) if the trainer cannot start or the checkpoint is refused. */
+static int task_begin(const husai_run_ctx *ctx, const char *phase, int cond_index, const husai_condition *c,
+                      const husai_train_opts *o, const float *X, size_t n_rows, task_state *ts) {
     int rank;
     MPI_Comm_rank(ctx->comm, &rank);
     ts->t0 = ts->last_save = MPI_Wtime();
-    if (husai_trainer_init(&ts->tr, X, n_rows, ctx->ds->d_model, o))
-        husai_mpi_die("%s seed %llu: %s", c->name, (unsigned long long)o->seed, husai_error_message());
-    if (!ctx->ckpt_dir) return;
+    husai_status st = husai_trainer_init(&ts->tr, X, n_rows, ctx->ds->d_model, o);
+    if (st) return task_failed(in_context(st, "%s seed %llu", c->name, (unsigned long long)o->seed));
+    if (!ctx->ckpt_dir) return 0;
     task_ckpt(ctx, phase, cond_index, c, o->seed, ts->path, sizeof ts->path, &ts->id);
-    husai_status st = husai_checkpoint_load(&ts->tr, &ts->id, ts->path);
+    st = husai_checkpoint_load(&ts->tr, &ts->id, ts->path);
     if (st == HUSAI_OK) {
         printf("[husai] rank %d resumes %s from step %lld (epoch %d)\n", rank, ts->id.task,
                (long long)ts->tr.steps, ts->tr.epoch);
         fflush(stdout);
     } else if (st != HUSAI_ERR_IO) {
-        husai_mpi_die("refusing checkpoint: %s", husai_error_message());
+        husai_trainer_free(&ts->tr);
+        return task_failed(in_context(st, "refusing checkpoint"));
     }
+    return 0;
 }
 
-static void task_save(const husai_run_ctx *ctx, task_state *ts) {
-    if (ctx->ckpt_dir && husai_checkpoint_save(&ts->tr, &ts->id, ts->path))
-        husai_mpi_die("%s", husai_error_message());
+/* Saves the task's checkpoint; 1 (task_failed) if it cannot be written. */
+static int task_save(const husai_run_ctx *ctx, task_state *ts) {
+    husai_status st = ctx->ckpt_dir ? husai_checkpoint_save(&ts->tr, &ts->id, ts->path) : HUSAI_OK;
+    return st ? task_failed(st) : 0;
 }
 
 /* Trains until the trainer reaches epoch `until` (or is done), checkpointing periodically; on a stop
@@ -196,12 +239,13 @@ static int task_train(const husai_run_ctx *ctx, const husai_condition *c, task_s
             task_save(ctx, ts);
             return 1;
         }
-        if (husai_trainer_step(&ts->tr)) husai_mpi_die("%s: %s", c->name, husai_error_message());
+        husai_status st = husai_trainer_step(&ts->tr);
+        if (st) return task_failed(in_context(st, "%s", c->name));
         husai_stop_count_step();
         if (rank == 0 && ps) drain_progress(ps, ctx->comm);
         if (ctx->ckpt_dir && ctx->ckpt_every_seconds > 0 &&
             MPI_Wtime() - ts->last_save > ctx->ckpt_every_seconds) {
-            task_save(ctx, ts);
+            if (task_save(ctx, ts)) return 1;
             ts->last_save = MPI_Wtime();
         }
     }
@@ -257,7 +301,7 @@ static void task_end(const husai_run_ctx *ctx, const husai_condition *c, const f
 /* Trains one SAE on the in-memory dataset to completion and evaluates it; density (d_sae floats, or
  * NULL) receives each latent's firing density on the training rows. With checkpoints, a task resumes
  * from its file and saves on stop, periodically and when done. Returns 1 (and no model) when a stop
- * was requested before the task finished. */
+ * was requested or a failure recorded (task_failed) before the task finished. */
 static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index, const husai_condition *c,
                      uint64_t seed, const float *ref_rows, int ref_n, husai_seed_metrics *metrics,
                      progress_state *ps, husai_sae *out, float *density) {
@@ -266,13 +310,12 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
     husai_train_opts o = task_opts(ctx, c, seed, ref_rows, ref_n);
     o.row_index = sp->train;
     task_state ts;
-    task_begin(ctx, phase, cond_index, c, &o, ds->X, sp->n_train, &ts);
-    if (task_train(ctx, c, &ts, INT_MAX, ps)) {
+    if (task_begin(ctx, phase, cond_index, c, &o, ds->X, sp->n_train, &ts)) return 1;
+    /* A finished task's checkpoint is its result on resume: it is never retrained. */
+    if (task_train(ctx, c, &ts, INT_MAX, ps) || task_save(ctx, &ts)) {
         husai_trainer_free(&ts.tr);
         return 1;
     }
-    /* A finished task's checkpoint is its result on resume: it is never retrained. */
-    task_save(ctx, &ts);
     /* EV, MSE and L0 on the training rows, as HUSAI reported them, and on the held-out rows if any. */
     husai_recon rec, ho = {NAN, NAN, NAN, NAN};
     if (husai_recon_eval_density(&ts.tr.model, ds->X, sp->train, sp->n_train, EVAL_BATCH, &rec, density) ||
@@ -306,6 +349,67 @@ static int64_t checkpoint_epoch(const husai_run_ctx *ctx, const char *phase, int
     return husai_checkpoint_peek_epoch(path, &epoch) == HUSAI_OK ? epoch : 0;
 }
 
+/* Streaming: the most training rows any chunk holds (what a streamed task's checkpoint is tied to). */
+static size_t streamed_max_rows(const husai_dataset *ds, const husai_split *sp) {
+    size_t max_rows = 0;
+    for (size_t i = 0; i < ds->chunks.n_chunks; i++) {
+        size_t a, b, lo, hi;
+        husai_chunks_range(&ds->chunks, i, &a, &b);
+        husai_chunks_rows_in(sp->train, sp->n_train, a, b, &lo, &hi); /* >= 1: checked by the sweep command */
+        if (hi - lo > max_rows) max_rows = hi - lo;
+    }
+    return max_rows;
+}
+
+/* Loads every checkpoint this rank's tasks of the phase will resume into a scratch trainer, exactly as
+ * task_begin will, and returns the first refusal: the caller agrees on it before any training, so a
+ * damaged, foreign or misplaced checkpoint ends the run in seconds with one message naming the file. */
+static husai_status check_resumable(const husai_run_ctx *ctx, const husai_phase *ph, const husai_plan *plan,
+                                    const int *local, int n_local) {
+    if (!ctx->ckpt_dir) return HUSAI_OK;
+    const husai_dataset *ds = ctx->ds;
+    const husai_split *sp = ctx->split;
+    /* A streamed task's trainer is tied to the largest chunk, not to rows: one zero row stands in. */
+    float *zero = ds->streaming ? calloc((size_t)ds->d_model, sizeof(float)) : NULL;
+    if (ds->streaming && !zero) return husai_error(HUSAI_ERR_NOMEM, "out of memory checking checkpoints");
+    husai_status st = HUSAI_OK;
+    for (int i = 0; i < n_local && !st; i++) {
+        const husai_task *t = &plan->tasks[local[i]];
+        const husai_condition *c = &ph->conds[t->condition];
+        char path[4200];
+        husai_ckpt_id id;
+        task_ckpt(ctx, ph->phase, t->condition, c, t->seed, path, sizeof path, &id);
+        struct stat sb;
+        if (stat(path, &sb) != 0) continue; /* not begun yet */
+        if (!S_ISREG(sb.st_mode)) {
+            st = husai_error(HUSAI_ERR_DATA, "refusing checkpoint: '%s' is not a regular file%s", path,
+                             S_ISDIR(sb.st_mode) ? " (a directory)" : "");
+            break;
+        }
+        husai_train_opts o = task_opts(ctx, c, t->seed, ph->ref_rows, ph->ref_n);
+        o.row_index = ds->streaming ? NULL : sp->train;
+        if (ds->streaming) {
+            o.epochs = c->epochs * (int)ds->chunks.n_chunks;
+            o.max_rows = streamed_max_rows(ds, sp);
+        }
+        husai_trainer tr;
+        st = husai_trainer_init(&tr, ds->streaming ? zero : ds->X, ds->streaming ? 1 : sp->n_train,
+                                ds->d_model, &o);
+        if (st) {
+            st = in_context(st, "%s seed %llu", c->name, (unsigned long long)t->seed);
+            break;
+        }
+        st = husai_checkpoint_load(&tr, &id, path);
+        husai_trainer_free(&tr);
+        if (st == HUSAI_ERR_IO)
+            st = HUSAI_OK; /* unreadable: task_begin starts it afresh, as it always has */
+        else if (st)
+            st = in_context(st, "refusing checkpoint");
+    }
+    free(zero);
+    return st;
+}
+
 /* Trains this rank's tasks on a streamed dataset. All ranks of a node move through the same chunk
  * schedule in lockstep, wave by wave (a rank's i-th task is in wave i), so each chunk is read once per
  * node and epoch and shared: virtual epoch v of a task is one pass over chunk husai_chunks_virtual(v).
@@ -325,13 +429,7 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
     uint32_t *order = malloc(ch->n_chunks * sizeof *order);
     int order_epoch = -1;
     if (!trows || !hrows || !order) husai_mpi_die("out of memory for chunk row lists");
-    size_t max_rows = 0;
-    for (size_t i = 0; i < ch->n_chunks; i++) {
-        size_t a, b, lo, hi;
-        husai_chunks_range(ch, i, &a, &b);
-        husai_chunks_rows_in(sp->train, sp->n_train, a, b, &lo, &hi); /* >= 1: checked by the sweep command */
-        if (hi - lo > max_rows) max_rows = hi - lo;
-    }
+    const size_t max_rows = streamed_max_rows(ds, sp);
     int waves = n_local;
     HUSAI_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &waves, 1, MPI_INT, MPI_MAX, node));
     int stopped = 0;
@@ -358,12 +456,12 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
                 const size_t n = chunk_rows_of(ds, sp->train, sp->n_train, trows);
                 if (!begun) {
                     o.row_index = trows;
-                    task_begin(ctx, ph->phase, t->condition, c, &o, ds->X, n, &ts);
-                    begun = 1;
+                    local_stop = task_begin(ctx, ph->phase, t->condition, c, &o, ds->X, n, &ts);
+                    begun = !local_stop;
                 } else if (husai_trainer_set_rows(&ts.tr, ds->X, n, trows)) {
-                    husai_mpi_die("%s: %s", c->name, husai_error_message());
+                    local_stop = task_failed(in_context(HUSAI_ERR_ARG, "%s", c->name));
                 }
-                local_stop = task_train(ctx, c, &ts, (int)v + 1, ps);
+                if (!local_stop) local_stop = task_train(ctx, c, &ts, (int)v + 1, ps);
             }
             int any_stop = local_stop || husai_stop_requested();
             HUSAI_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &any_stop, 1, MPI_INT, MPI_MAX, node));
@@ -377,7 +475,8 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
             if (begun) husai_trainer_free(&ts.tr);
             break;
         }
-        if (begun) task_save(ctx, &ts); /* the finished task's result, for a resume */
+        /* The finished task's result, for a resume; a failure stops every rank at the next chunk. */
+        if (begun) task_save(ctx, &ts);
         int any_task = t != NULL;
         HUSAI_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &any_task, 1, MPI_INT, MPI_MAX, node));
         if (!any_task) continue;
@@ -391,7 +490,9 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
             const size_t n = chunk_rows_of(ds, sp->train, sp->n_train, trows);
             if (!begun) { /* finished before this run: the checkpoint holds the model */
                 o.row_index = trows;
-                task_begin(ctx, ph->phase, t->condition, c, &o, ds->X, n, &ts);
+                /* Validated before training (check_resumable), so only memory can fail here. */
+                if (task_begin(ctx, ph->phase, t->condition, c, &o, ds->X, n, &ts))
+                    husai_mpi_die("%s", g_failed_msg);
                 begun = 1;
             }
             if (!m) {
@@ -408,7 +509,13 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
         if (!t) continue;
         const int dm = ds->d_model, dsae = c->d_sae;
         float *p = params[t->id] = malloc(payload_floats(dm, dsae) * sizeof(float));
-        if (!p) husai_mpi_die("out of memory storing task %d", t->id);
+        if (!p) { /* every rank stops at the next wave's first chunk and agrees on it */
+            task_failed(no_room(c, t->seed, dm));
+            husai_recon_acc_free(&acc);
+            husai_recon_acc_free(&acc_ho);
+            husai_trainer_free(&ts.tr);
+            continue;
+        }
         husai_recon rec, ho = {NAN, NAN, NAN, NAN};
         if (husai_recon_acc_finish(&acc, &rec, p + payload_density(dm, dsae)) ||
             (has_ho && husai_recon_acc_finish(&acc_ho, &ho, NULL)))
@@ -573,9 +680,11 @@ void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c,
  * for the baseline, its share of the seeds), so a node holds S decoders whatever its rank count: 64
  * seeds at 768 x 16384 are 3.2 GB per node, not per rank. Matched agreement (when d_sae is at most
  * metrics.matching_max_d_sae) is spread the same way into *match_cos and *match_frac. A pair's value is
- * the same whichever rank computes it, so the matrices equal the one-process result. */
-static void spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph, int c, const float *decoders,
-                         double **pw, double **pw_rand, double **match_cos, double **match_frac) {
+ * the same whichever rank computes it, so the matrices equal the one-process result. Returns the agreed
+ * error (the same on every rank) if the shared window cannot be had or matched agreement fails. */
+static husai_status spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph, int c,
+                                 const float *decoders, double **pw, double **pw_rand, double **match_cos,
+                                 double **match_frac) {
     MPI_Comm comm = ctx->comm, node = ctx->ds->node_comm, leaders = ctx->ds->leader_comm;
     int rank, size, node_rank, node_size;
     MPI_Comm_rank(comm, &rank);
@@ -589,14 +698,14 @@ static void spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph, int c,
     MPI_Comm_set_errhandler(node, MPI_ERRORS_RETURN);
     const int rc = MPI_Win_allocate_shared(node_rank == 0 ? (MPI_Aint)((size_t)S * dd * sizeof(float)) : 0,
                                            sizeof(float), MPI_INFO_NULL, node, &base, &win);
-    if (husai_mpi_agree(rc == MPI_SUCCESS
-                            ? HUSAI_OK
-                            : husai_error(HUSAI_ERR_NOMEM,
-                                          "cannot hold %d decoders of %d x %d in shared memory for "
-                                          "PWMCC",
-                                          S, d_model, d_sae),
-                        comm))
-        husai_mpi_die("%s", husai_error_message());
+    /* Agreed, and returned rather than died on: every rank would print the same line. */
+    husai_status st = husai_mpi_agree(rc == MPI_SUCCESS ? HUSAI_OK
+                                                        : husai_error(HUSAI_ERR_NOMEM,
+                                                                      "cannot hold %d decoders of %d x %d in "
+                                                                      "shared memory for PWMCC",
+                                                                      S, d_model, d_sae),
+                                      comm);
+    if (st) return st;
     MPI_Aint qsize;
     int disp;
     HUSAI_MPI_CHECK(MPI_Win_shared_query(win, 0, &qsize, &disp, &F));
@@ -640,8 +749,14 @@ static void spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph, int c,
             /* Matched agreement's pairs (a cubic assignment each) are spread the same way. */
             double *Mf = malloc((size_t)S * S * sizeof(double)), *oc = NULL, *of = NULL;
             if (!Mf) husai_mpi_die("out of memory spreading matched agreement over ranks");
-            if (husai_mpi_agree(husai_match_rows_part(F, S, d_model, d_sae, rank, size, M, Mf), comm))
-                husai_mpi_die("matched agreement of %s: %s", ph->conds[c].name, husai_error_message());
+            if ((st =
+                     husai_mpi_agree(husai_match_rows_part(F, S, d_model, d_sae, rank, size, M, Mf), comm))) {
+                free(Mf);
+                free(raw);
+                free(M);
+                MPI_Win_free(&win);
+                return in_context(st, "matched agreement of %s", ph->conds[c].name);
+            }
             if (rank == 0 && (!(oc = malloc((size_t)S * S * sizeof(double))) ||
                               !(of = malloc((size_t)S * S * sizeof(double)))))
                 husai_mpi_die("out of memory");
@@ -658,6 +773,7 @@ static void spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph, int c,
     free(raw);
     free(M);
     MPI_Win_free(&win);
+    return HUSAI_OK;
 }
 
 /* Gathers floats [off, off + count) of condition c's S task payloads (params, on their owners) into
@@ -671,7 +787,34 @@ static void gather_piece(float *const *params, int c, int S, const int *owner, s
     husai_gather_tasks(from, count, MPI_FLOAT, sizeof(float), owner, S, into, 0, comm);
 }
 
-int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condition_result *res) {
+/* Waits for the non-blocking collective req while rank 0 keeps printing progress (ps, if any) and every
+ * rank keeps passing stops on: a rank idle here may be the one that was signalled. */
+static void wait_polling(MPI_Request *req, progress_state *ps, MPI_Comm comm) {
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    for (int flag = 0;;) {
+        HUSAI_MPI_CHECK(MPI_Test(req, &flag, MPI_STATUS_IGNORE));
+        if (flag) return;
+        if (rank == 0 && ps) drain_progress(ps, comm);
+        husai_stop_requested();
+        const struct timespec nap = {0, 1000000};
+        nanosleep(&nap, NULL);
+    }
+}
+
+/* Collective, after training: the agreed outcome of a phase's (or the reference's) training from this
+ * rank's view (stopped: a task was interrupted here). A failure recorded on any rank wins, with the
+ * message of the lowest such rank; else HUSAI_STOPPED if any rank stopped; else HUSAI_OK. */
+static husai_status training_outcome(long stopped, long failed) {
+    if (failed) {
+        husai_status mine = g_failed ? husai_error(g_failed, "%s", g_failed_msg) : HUSAI_OK;
+        g_failed = HUSAI_OK;
+        return mine;
+    }
+    return stopped ? husai_error(HUSAI_STOPPED, "stopped on request; checkpoints written") : HUSAI_OK;
+}
+
+husai_status husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condition_result *res) {
     MPI_Comm comm = ctx->comm;
     int rank, size;
     MPI_Comm_rank(comm, &rank);
@@ -688,6 +831,14 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
     husai_seed_metrics *metrics = calloc((size_t)plan.n_tasks, sizeof(husai_seed_metrics));
     if (!local || !params || !metrics) husai_mpi_die("out of memory");
     const int n_local = husai_plan_local(&plan, rank, ctx->reverse_order, local);
+    husai_status st = husai_mpi_agree(check_resumable(ctx, ph, &plan, local, n_local), comm);
+    if (st) {
+        free(local);
+        free(params);
+        free(metrics);
+        husai_plan_free(&plan);
+        return st;
+    }
 
     progress_state ps = {.ph = ph, .plan = &plan, .total = plan.n_tasks, .t_start = MPI_Wtime()};
     int stopped = 0, finished = 0;
@@ -697,7 +848,10 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
         husai_sae m;
         const int dm = ds->d_model, dsae = c->d_sae;
         float *p = params[t->id] = malloc(payload_floats(dm, dsae) * sizeof(float));
-        if (!p) husai_mpi_die("out of memory storing task %d", t->id);
+        if (!p) {
+            stopped = task_failed(no_room(c, t->seed, dm));
+            break;
+        }
         if ((stopped = train_one(ctx, ph->phase, t->condition, c, t->seed, ph->ref_rows, ph->ref_n,
                                  &metrics[t->id], &ps, &m, p + payload_density(dm, dsae)))) {
             free(p);
@@ -711,19 +865,12 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
     }
     if (ds->streaming)
         stopped = train_streamed(ctx, ph, &plan, local, n_local, params, metrics, &ps, &finished);
-    /* Agree on stop and count finished tasks without blocking rank 0's progress printing: a
+    /* Agree on stop and failure and count finished tasks without blocking rank 0's progress printing: a
      * non-blocking reduction that rank 0 polls while it drains progress messages. */
-    long local_state[2] = {stopped, finished}, global_state[2];
+    long local_state[3] = {stopped, finished, g_failed != HUSAI_OK}, global_state[3];
     MPI_Request req;
-    HUSAI_MPI_CHECK(MPI_Iallreduce(local_state, global_state, 2, MPI_LONG, MPI_SUM, comm, &req));
-    for (int flag = 0; !flag;) {
-        HUSAI_MPI_CHECK(MPI_Test(&req, &flag, MPI_STATUS_IGNORE));
-        if (!flag && rank == 0) drain_progress(&ps, comm);
-        if (!flag) {
-            const struct timespec nap = {0, 1000000};
-            nanosleep(&nap, NULL);
-        }
-    }
+    HUSAI_MPI_CHECK(MPI_Iallreduce(local_state, global_state, 3, MPI_LONG, MPI_SUM, comm, &req));
+    wait_polling(&req, &ps, comm);
     if (rank == 0)
         while (ps.done < global_state[1]) {
             progress_msg m;
@@ -731,8 +878,13 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
                 MPI_Recv(&m, (int)sizeof m, MPI_BYTE, MPI_ANY_SOURCE, TAG_PROGRESS, comm, MPI_STATUS_IGNORE));
             print_progress(&ps, &m);
         }
-    if (global_state[0] > 0) {
-        if (rank == 0) {
+    st = training_outcome(global_state[0], global_state[2]);
+    if (global_state[2] > 0) {
+        st = husai_mpi_agree(st, comm);
+        if (ctx->keep_checkpoints) *ctx->keep_checkpoints = 1;
+    }
+    if (st) {
+        if (rank == 0 && st == HUSAI_STOPPED) {
             printf("[husai] stop requested: %ld of %d tasks of this phase finished; the others are "
                    "checkpointed\n",
                    global_state[1], plan.n_tasks);
@@ -744,7 +896,7 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
         free(params);
         free(metrics);
         husai_plan_free(&plan);
-        return 1;
+        return st;
     }
 
     /* Reference decoder in file layout, for the with-reference PWMCC (rank 0). */
@@ -753,7 +905,10 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
     int *owner = malloc((size_t)S * sizeof(int));
     const void **from = malloc((size_t)S * sizeof *from);
     if (!owner || !from) husai_mpi_die("out of memory");
-    for (int c = 0; c < ph->n_conds; c++) {
+    int c = 0;
+    for (; c < ph->n_conds; c++) {
+        /* Rank 0's results.h5 write of the previous condition, agreed before the next collective. */
+        if (c > 0 && (st = husai_mpi_agree(st, comm))) break;
         const husai_condition *cond = &ph->conds[c];
         const size_t per = payload_floats(ds->d_model, cond->d_sae), dd = (size_t)ds->d_model * cond->d_sae;
         for (int s = 0; s < S; s++)
@@ -789,8 +944,11 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
                 husai_mpi_die("out of memory gathering %s", cond->name);
         }
         gather_piece(params, c, S, owner, dd, dd, rank == 0 ? r->encoders : NULL, from, comm);
-        if (rank == 0 && ctx->sink && husai_results_h5_encoders(ctx->sink, r))
-            husai_mpi_die("%s", husai_error_message());
+        if (rank == 0 && ctx->sink) st = husai_results_h5_encoders(ctx->sink, r);
+        if ((st = husai_mpi_agree(st, comm))) { /* a full disk: every rank ends, with one line */
+            free(rest);
+            break;
+        }
         if (rank == 0 && !(r->decoders = malloc((size_t)S * dd * sizeof(float))))
             husai_mpi_die("out of memory gathering %s", cond->name);
         gather_piece(params, c, S, owner, 2 * dd, rest_n, rest, from, comm);
@@ -804,8 +962,12 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
             params[c * S + s] = NULL;
         }
         double *pw = NULL, *pw_rand = NULL, *mc = NULL, *mf = NULL;
-        if (size > 1 && S > 2)
-            spread_pwmcc(ctx, ph, c, rank == 0 ? r->decoders : NULL, &pw, &pw_rand, &mc, &mf);
+        if (size > 1 && S > 2 &&
+            (st = spread_pwmcc(ctx, ph, c, rank == 0 ? r->decoders : NULL, &pw, &pw_rand, &mc, &mf))) {
+            free(pw);
+            free(rest);
+            break;
+        }
         if (rank != 0) continue;
         const size_t ns = (size_t)cond->d_sae, nm = (size_t)ds->d_model;
         r->b_enc = malloc((size_t)S * ns * sizeof(float));
@@ -851,8 +1013,12 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
         husai_condition_metrics(ctx->cfg, r, ph->ref_rows ? ref_decoder : NULL, res, c);
         /* On disk now, so rank 0 holds one condition's parameters at a time. A failure ends the run
          * here, not after the remaining conditions' training; the checkpoints stay for --resume. */
-        if (ctx->sink && husai_results_h5_condition(ctx->sink, r)) husai_mpi_die("%s", husai_error_message());
+        if (ctx->sink) st = husai_results_h5_condition(ctx->sink, r);
     }
+    if (c == ph->n_conds) st = husai_mpi_agree(st, comm);
+    if (st && ctx->keep_checkpoints) *ctx->keep_checkpoints = 1;
+    for (int t = 0; t < plan.n_tasks; t++)
+        free(params[t]); /* the later conditions' payloads, after a failed write */
     free(ref_decoder);
     free(owner);
     free(from);
@@ -860,11 +1026,11 @@ int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condi
     free(params);
     free(metrics);
     husai_plan_free(&plan);
-    return 0;
+    return st;
 }
 
-int husai_train_reference(const husai_run_ctx *ctx, const husai_condition *cond, uint64_t seed,
-                          float *ref_rows, float *ref_decoder, husai_seed_metrics *m) {
+husai_status husai_train_reference(const husai_run_ctx *ctx, const husai_condition *cond, uint64_t seed,
+                                   float *ref_rows, float *ref_decoder, husai_seed_metrics *m) {
     int rank, stopped = 0;
     MPI_Comm_rank(ctx->comm, &rank);
     const size_t dd = (size_t)ctx->ds->d_model * cond->d_sae;
@@ -885,14 +1051,19 @@ int husai_train_reference(const husai_run_ctx *ctx, const husai_condition *cond,
             fflush(stdout);
         }
     }
-    /* Ranks other than 0 may also have been asked to stop while they waited here. */
-    int any_stop = stopped || husai_stop_requested();
-    HUSAI_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &any_stop, 1, MPI_INT, MPI_MAX, ctx->comm));
-    if (any_stop) return 1;
+    /* Ranks other than 0 may be signalled while they wait here: polling passes that on to rank 0, whose
+     * training then stops at its next step. */
+    long state[2] = {stopped || husai_stop_requested(), g_failed != HUSAI_OK};
+    MPI_Request req;
+    HUSAI_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, state, 2, MPI_LONG, MPI_MAX, ctx->comm, &req));
+    wait_polling(&req, NULL, ctx->comm);
+    husai_status st = training_outcome(state[0], state[1]);
+    if (state[1]) st = husai_mpi_agree(st, ctx->comm);
+    if (st) return st;
     if (dd > (size_t)INT32_MAX) husai_mpi_die("reference decoder too large to broadcast in one call");
     HUSAI_MPI_CHECK(MPI_Bcast(ref_rows, (int)dd, MPI_FLOAT, 0, ctx->comm));
     /* Exact unit rows, so the penalty's cosine is a plain dot product. */
     const int d = ctx->ds->d_model;
     husai_unit_rows(ref_rows, cond->d_sae, d, (size_t)d, 1, ref_rows);
-    return 0;
+    return HUSAI_OK;
 }

@@ -2,7 +2,9 @@
  * A phase is conditions x seeds = tasks (plan.h). Each rank trains its tasks, rank 0
  * prints a progress line as any task finishes, then one gather per condition brings the
  * seeds' parameters and metrics to rank 0, which computes PWMCC, the random baseline and
- * the bootstrap CIs. Failures only one rank sees abort the job.
+ * the bootstrap CIs. A failure one rank meets while training (a refused or unwritable
+ * checkpoint, a trainer that cannot start or diverges) stops every rank and is agreed at
+ * the end of the training; other failures only one rank sees end the job (husai_mpi_die).
  * defines: husai_run_ctx, husai_phase, husai_phase_run, husai_train_reference */
 #ifndef HUSAI_CLI_PHASE_H
 #define HUSAI_CLI_PHASE_H
@@ -27,6 +29,8 @@ typedef struct {
     const float *gt_dict; /* (gt_atoms, d_model) true dictionary on every rank (data.dictionary), or NULL */
     int gt_atoms;
     husai_results_h5 *sink; /* rank 0: results.h5, which takes each condition as it completes; or NULL */
+    int *keep_checkpoints;  /* or NULL: set to 1 on every rank by a failure that leaves checkpoints worth
+                             * resuming (training, checkpointing or results.h5 failed, not the inputs) */
 } husai_run_ctx;
 
 typedef struct {
@@ -42,9 +46,11 @@ typedef struct {
 
 /* Collective. Trains the phase's tasks (resuming any checkpointed ones) and, on rank 0, fills
  * res[0..n_conds) (zeroed by the caller) with every per-condition metric; free each with
- * husai_condition_result_free. Returns 1 on every rank if a stop was requested on any rank (tasks in
- * progress were checkpointed and nothing was gathered), 0 when the phase completed. */
-int husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condition_result *res);
+ * husai_condition_result_free. Checkpoints the phase will resume are validated first. Returns, agreed on
+ * every rank: HUSAI_OK when the phase completed; HUSAI_STOPPED if a stop was requested on any rank (tasks
+ * in progress were checkpointed and nothing was gathered); else the error (message set on every rank)
+ * of the lowest rank that refused a checkpoint or failed to train or checkpoint a task. */
+husai_status husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condition_result *res);
 
 /* One process: every per-condition metric (PWMCC and random matrices, bootstrap CIs, delta, LCB, ratio)
  * from c's decoders and per-seed metrics; with ref_decoder ([d_model, d_sae]) also the with-reference
@@ -55,9 +61,9 @@ void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c,
 
 /* Collective. Rank 0 trains the reference SAE (condition cond, seed) and broadcasts its unit feature
  * rows into ref_rows (d_sae x d_model, allocated by every caller); on rank 0 also writes the decoder in
- * file layout to ref_decoder ([d_model, d_sae]) and its metrics to *m. Returns 1 on every rank if a stop
- * was requested (the reference is then checkpointed), else 0. */
-int husai_train_reference(const husai_run_ctx *ctx, const husai_condition *cond, uint64_t seed,
-                          float *ref_rows, float *ref_decoder, husai_seed_metrics *m);
+ * file layout to ref_decoder ([d_model, d_sae]) and its metrics to *m. Returns, agreed on every rank,
+ * HUSAI_OK, HUSAI_STOPPED (the reference is then checkpointed) or rank 0's training failure. */
+husai_status husai_train_reference(const husai_run_ctx *ctx, const husai_condition *cond, uint64_t seed,
+                                   float *ref_rows, float *ref_decoder, husai_seed_metrics *m);
 
 #endif

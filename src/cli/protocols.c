@@ -23,10 +23,6 @@ static husai_boot_opts boot_opts(const husai_config *cfg) {
                              .unit = cfg->bootstrap_unit};
 }
 
-static husai_status stopped(void) {
-    return husai_error(HUSAI_STOPPED, "stopped on request; checkpoints written");
-}
-
 static husai_status run_sweep(const husai_run_ctx *ctx, husai_protocol_output *out, int rank) {
     const husai_config *cfg = ctx->cfg;
     husai_condition conds[HUSAI_MAX_VALUES];
@@ -36,7 +32,7 @@ static husai_status run_sweep(const husai_run_ctx *ctx, husai_protocol_output *o
         .phase = "", .conds = conds, .n_conds = cfg->n_values, .seeds = cfg->seeds, .n_seeds = cfg->n_seeds};
     out->n = cfg->n_values;
     out->res = alloc_results(out->n, rank);
-    return husai_phase_run(ctx, &ph, out->res) ? stopped() : HUSAI_OK;
+    return husai_phase_run(ctx, &ph, out->res);
 }
 
 /* Rank 0 prints a compact table of a phase so a log shows what the selection saw. */
@@ -63,11 +59,11 @@ static husai_status run_calibrate(const husai_run_ctx *ctx, husai_protocol_outpu
                           .n_seeds = cfg->n_seeds};
     out->n = n_search + 2;
     out->res = alloc_results(out->n, rank);
-    if (husai_phase_run(ctx, &search, out->res)) return stopped();
+    husai_status st = husai_phase_run(ctx, &search, out->res);
+    if (st) return st;
 
     /* Rank 0 selects; everyone learns the choice (or that there is none). */
     int selected = -1;
-    husai_status st = HUSAI_OK;
     if (rank == 0) {
         double lcb[HUSAI_MAX_VALUES], delta[HUSAI_MAX_VALUES], ev[HUSAI_MAX_VALUES];
         for (int i = 0; i < n_search; i++) {
@@ -113,7 +109,7 @@ static husai_status run_calibrate(const husai_run_ctx *ctx, husai_protocol_outpu
     snprintf(retrain[1].name, sizeof retrain[1].name, "control/k=%d", retrain[1].k);
     husai_phase ph = {
         .phase = "retrain", .conds = retrain, .n_conds = 2, .seeds = out->retrain_seeds, .n_seeds = n_rs};
-    if (husai_phase_run(ctx, &ph, rank == 0 ? out->res + n_search : NULL)) return stopped();
+    if ((st = husai_phase_run(ctx, &ph, rank == 0 ? out->res + n_search : NULL))) return st;
 
     if (rank == 0) {
         husai_protocol_result *p = &out->proto;
@@ -168,10 +164,11 @@ static husai_status run_consistency(const husai_run_ctx *ctx, husai_protocol_out
     out->reference_decoder = malloc((size_t)cfg->d_sae * d * sizeof(float));
     if (!ref_rows || !out->reference_decoder) husai_mpi_die("out of memory for the reference decoder");
     husai_seed_metrics ref_metrics = {0};
-    if (husai_train_reference(ctx, &base, cfg->reference_seed, ref_rows, out->reference_decoder,
-                              &ref_metrics)) {
+    husai_status st = husai_train_reference(ctx, &base, cfg->reference_seed, ref_rows, out->reference_decoder,
+                                            &ref_metrics);
+    if (st) {
         free(ref_rows);
-        return stopped();
+        return st;
     }
 
     husai_phase ph = {.phase = "lambda",
@@ -183,9 +180,9 @@ static husai_status run_consistency(const husai_run_ctx *ctx, husai_protocol_out
                       .ref_n = cfg->d_sae};
     out->n = n;
     out->res = alloc_results(n, rank);
-    const int was_stopped = husai_phase_run(ctx, &ph, out->res);
+    st = husai_phase_run(ctx, &ph, out->res);
     free(ref_rows);
-    if (was_stopped) return stopped();
+    if (st) return st;
     if (rank != 0) return HUSAI_OK;
 
     /* Baseline: lambda = 0 if swept, else the smallest lambda (said in the report). */
@@ -200,7 +197,7 @@ static husai_status run_consistency(const husai_run_ctx *ctx, husai_protocol_out
         ev[i] = out->res[i].ev.mean;
     }
     int selected = -1;
-    const husai_status st = husai_select_by_lcb(lcb, delta, ev, n, floor, &selected);
+    st = husai_select_by_lcb(lcb, delta, ev, n, floor, &selected);
     if (st) return st;
     out->has_proto = 1;
     out->proto = (husai_protocol_result){.mode = "consistency",
@@ -236,9 +233,11 @@ husai_status husai_protocol_run(const husai_run_ctx *ctx, husai_protocol_output 
         const husai_status st = check_selection_seeds(ctx->cfg);
         if (st) return st;
     }
-    if (!strcmp(mode, "calibrate")) return run_calibrate(ctx, out, rank);
-    if (!strcmp(mode, "consistency")) return run_consistency(ctx, out, rank);
-    return run_sweep(ctx, out, rank);
+    const husai_status st = !strcmp(mode, "calibrate")     ? run_calibrate(ctx, out, rank)
+                            : !strcmp(mode, "consistency") ? run_consistency(ctx, out, rank)
+                                                           : run_sweep(ctx, out, rank);
+    /* Selection runs on rank 0 alone: its verdict must reach every rank before the next collective. */
+    return husai_mpi_agree(st, ctx->comm);
 }
 
 void husai_protocol_output_free(husai_protocol_output *out) {

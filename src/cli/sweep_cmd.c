@@ -2,9 +2,12 @@
  * Flow: config -> run directory staging (rank 0) -> dataset (parallel HDF5, shared) ->
  * protocol (sweep, calibrate or consistency: phases of training over all ranks, metrics
  * on rank 0) -> results written and the run directory renamed into place. Deterministic errors are agreed so
- * all ranks exit 1 together; a failure only one rank sees aborts the job (never a hang). */
-#define _POSIX_C_SOURCE 200809L
+ * all ranks exit 1 together, failures in training too (phase.c); a failure only one rank sees elsewhere ends
+ * that rank and the launcher ends the rest (never a hang). A stop on any rank reaches all (stop.h). */
+#define _DEFAULT_SOURCE /* flock */
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <hdf5.h>
 #include <limits.h>
@@ -13,8 +16,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/commands.h"
 #include "cli/version.h"
@@ -262,6 +268,107 @@ static husai_status check_resume_data(const char *ckpt_dir, const husai_dataset 
     return st;
 }
 
+/* A staging directory's lock file: rank 0 holds an flock on it while its run lives, so a second run into
+ * the same directory, or a --resume of a run that is not interrupted, is refused instead of writing over
+ * the live one's files. It holds "<pid> <host>" for the message. */
+#define LOCK_FILE ".lock"
+static int g_lock_fd = -1;
+
+/* Rank 0: an error if a live run holds the lock of staging directory `staging` (a lock left by a run
+ * that ended, however it ended, is free: the kernel drops an flock with its process). */
+static husai_status check_not_live(const char *staging) {
+    char path[HUSAI_PATH_MAX + 400];
+    snprintf(path, sizeof path, "%s/" LOCK_FILE, staging);
+    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return HUSAI_OK;
+    husai_status st = HUSAI_OK;
+    if (flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+        char holder[300] = "";
+        const ssize_t n = read(fd, holder, sizeof holder - 1);
+        holder[n > 0 ? n : 0] = '\0';
+        holder[strcspn(holder, "\n")] = '\0';
+        st = husai_error(
+            HUSAI_ERR_IO,
+            "another husai run (pid and host: %s) is using '%s' right now; it is not interrupted: "
+            "wait for it, or stop it (SIGTERM checkpoints it) and then --resume",
+            *holder ? holder : "unknown", staging);
+    }
+    close(fd);
+    return st;
+}
+
+/* Rank 0: takes the lock of the run's staging directory for the life of this process (*fd, or -1 where
+ * the file system has no flock: the run then goes on unguarded); an error if another run took it first. */
+static husai_status lock_run(const char *staging, int *fd) {
+    char path[HUSAI_PATH_MAX + 400];
+    snprintf(path, sizeof path, "%s/" LOCK_FILE, staging);
+    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (*fd < 0) return HUSAI_OK;
+    if (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
+        const int taken = errno == EWOULDBLOCK;
+        close(*fd);
+        *fd = -1;
+        return taken ? check_not_live(staging) : HUSAI_OK;
+    }
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    if (ftruncate(*fd, 0) == 0) dprintf(*fd, "%ld %s\n", (long)getpid(), host);
+    return HUSAI_OK;
+}
+
+/* Rank 0, --resume: what is wrong with the run directory `arg` names (final and staging: the complete
+ * and the interrupted form of that run), said before anything is touched. */
+static husai_status check_resume_target(const char *arg, const char *final, const char *staging) {
+    struct stat sb;
+    char path[HUSAI_PATH_MAX + 400];
+    if (stat(arg, &sb) == 0 && !S_ISDIR(sb.st_mode))
+        return husai_error(HUSAI_ERR_ARG,
+                           "--resume '%s' is a file, not a run directory (give the directory a stopped run "
+                           "printed after 'continue with')",
+                           arg);
+    const int has_staging = stat(staging, &sb) == 0 && S_ISDIR(sb.st_mode);
+    if (stat(final, &sb) == 0) {
+        snprintf(path, sizeof path, "%s/results.json", final);
+        if (access(path, F_OK) == 0)
+            return husai_error(HUSAI_ERR_ARG, "run '%s' is already complete; nothing to resume", final);
+        if (has_staging)
+            return husai_error(
+                HUSAI_ERR_ARG,
+                "'%s' exists but is not a complete run (no results.json); move it away to resume "
+                "the interrupted run '%s'",
+                final, staging);
+        return husai_error(
+            HUSAI_ERR_ARG,
+            "--resume '%s': not a husai run directory (no results.json) and no interrupted run "
+            "'%s' beside it",
+            arg, staging);
+    }
+    if (!has_staging)
+        return husai_error(HUSAI_ERR_IO, "nothing to resume: no interrupted run at '%s'", staging);
+    snprintf(path, sizeof path, "%s/checkpoints", staging);
+    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return husai_error(HUSAI_ERR_IO,
+                           "nothing to resume in '%s': it has no checkpoints directory (not a run husai "
+                           "staged, or emptied); remove it and start a new run",
+                           staging);
+    return HUSAI_OK;
+}
+
+/* Rank 0, after a failure that leaves work worth resuming: keeps the staging directory (fail() would
+ * remove it) if any task's checkpoint is in it. */
+static void keep_staging(husai_rundir *rd, const char *ckpt_dir) {
+    DIR *d = rd->active ? opendir(ckpt_dir) : NULL;
+    if (!d) return;
+    for (const struct dirent *e; (e = readdir(d));) {
+        const size_t n = strlen(e->d_name);
+        if (n > 5 && !strcmp(e->d_name + n - 5, ".ckpt")) {
+            rd->active = 0;
+            break;
+        }
+    }
+    closedir(d);
+}
+
 static void abort_rundir(void *rd) {
     husai_rundir_abort(rd);
 }
@@ -276,7 +383,7 @@ static int fail(int rank, husai_rundir *rd) {
     return 1;
 }
 
-int husai_cmd_sweep(int argc, char **argv) {
+static int sweep(int argc, char **argv) {
     MPI_Comm comm = MPI_COMM_WORLD;
     int rank, size;
     MPI_Comm_rank(comm, &rank);
@@ -366,7 +473,17 @@ int husai_cmd_sweep(int argc, char **argv) {
         husai_rundir_default_id(config_hash, run_id, sizeof run_id);
     }
     HUSAI_MPI_CHECK(MPI_Bcast(run_id, (int)sizeof run_id, MPI_CHAR, 0, comm));
-    st = rank == 0 ? husai_rundir_begin(&rd, cfg.out_dir, run_id, args.force, args.resume != NULL) : HUSAI_OK;
+    if (rank == 0) {
+        /* What is wrong with the target is said first, in its own words: a live run using it, or a
+         * --resume argument that names no interrupted run. */
+        char final[HUSAI_PATH_MAX + 300], staging[HUSAI_PATH_MAX + 320];
+        snprintf(final, sizeof final, "%s/%s", cfg.out_dir, run_id);
+        snprintf(staging, sizeof staging, "%s/.%s.partial", cfg.out_dir, run_id);
+        st = check_not_live(staging);
+        if (!st && args.resume) st = check_resume_target(args.resume, final, staging);
+        if (!st) st = husai_rundir_begin(&rd, cfg.out_dir, run_id, args.force, args.resume != NULL);
+        if (!st) st = lock_run(rd.staging_path, &g_lock_fd);
+    }
     if ((st = husai_mpi_agree(st, comm))) return fail(rank, &rd);
     if (rank == 0) husai_mpi_on_die(abort_rundir, &rd);
     /* Every rank needs the staging path for its checkpoints; rank 0 made it. */
@@ -451,6 +568,7 @@ int husai_cmd_sweep(int argc, char **argv) {
         fflush(stdout);
     }
 
+    int keep_checkpoints = 0;
     husai_run_ctx ctx = {.cfg = &cfg,
                          .ds = &ds,
                          .reverse_order = args.reverse_order,
@@ -460,7 +578,8 @@ int husai_cmd_sweep(int argc, char **argv) {
                          .config_hash = config_hash,
                          .ckpt_every_seconds = cfg.checkpoint_seconds,
                          .gt_dict = gt_dict,
-                         .gt_atoms = gt_atoms};
+                         .gt_atoms = gt_atoms,
+                         .keep_checkpoints = &keep_checkpoints};
     /* results.h5 takes each condition as it completes (rank 0); creating it first also finds an
      * unwritable or full disk before any training. */
     if (rank == 0) {
@@ -502,6 +621,7 @@ int husai_cmd_sweep(int argc, char **argv) {
         free(gt_dict);
         husai_split_free(&split);
         husai_dataset_free(&ds);
+        if (keep_checkpoints) keep_staging(&rd, ckpt_dir);
         return fail(rank, &rd);
     }
 
@@ -547,6 +667,7 @@ int husai_cmd_sweep(int argc, char **argv) {
         st = husai_results_write(&rd, &info, ctx.sink, out.res, out.n, out.has_proto ? &out.proto : NULL);
         /* results.h5 holds every parameter; the checkpoints (with Adam moments) are not kept. */
         if (!st) husai_rundir_remove(&rd, "checkpoints");
+        if (!st) husai_rundir_remove(&rd, LOCK_FILE);
         if (!st) st = husai_rundir_commit(&rd, args.force);
         if (!st) {
             char path[4200];
@@ -569,6 +690,16 @@ int husai_cmd_sweep(int argc, char **argv) {
     husai_split_free(&split);
     husai_dataset_free(&ds);
     husai_mpi_on_die(NULL, NULL);
+    if (st) keep_staging(&rd, ckpt_dir); /* training is done: its checkpoints let --resume write again */
     if (st) return fail(rank, &rd);
     return 0;
+}
+
+int husai_cmd_sweep(int argc, char **argv) {
+    /* Open before anything can stop, closed on every way out: a stop on any rank reaches all. */
+    husai_stop_connect(MPI_COMM_WORLD);
+    const int rc = sweep(argc, argv);
+    if (g_lock_fd >= 0) close(g_lock_fd);
+    husai_stop_disconnect();
+    return rc;
 }

@@ -1,8 +1,10 @@
 #include "mpi/mpicheck.h"
 
+#define _POSIX_C_SOURCE 200809L
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 void husai_mpi_check(int rc, const char *what, const char *file, int line) {
     if (rc == MPI_SUCCESS) return;
@@ -32,9 +34,11 @@ void husai_mpi_die(const char *fmt, ...) {
     fflush(stderr);
     fflush(stdout);
     if (g_on_die) g_on_die(g_on_die_arg);
-    MPI_Abort(MPI_COMM_WORLD, 1);
-    for (;;) {
-    } /* MPI_Abort does not return */
+    /* Not MPI_Abort: under mpirun a rank that exits non-zero without finalizing ends the job just the
+     * same (mpirun signals the others), but with mpirun's one-paragraph notice instead of the MPI_ABORT
+     * banner; srun does the same with --kill-on-bad-exit (the Slurm scripts pass it). _exit, not exit:
+     * no atexit handler may enter MPI or HDF5 in a half-failed state. */
+    _exit(1);
 }
 
 husai_status husai_mpi_agree(husai_status local, MPI_Comm comm) {

@@ -83,6 +83,19 @@ static husai_status reserve(husai_results_h5 *h, size_t bytes) {
     return HUSAI_OK;
 }
 
+static herr_t innermost_error(unsigned n, const H5E_error2_t *e, void *buf) {
+    if (n == 0) snprintf(buf, 512, "%s", e->desc ? e->desc : "");
+    return 0;
+}
+
+/* Why the HDF5 call that just failed failed, from the innermost entry of its error stack (the system's
+ * reason when there is one, e.g. "unable to lock file, errno = 11, ..."). */
+static const char *h5_reason(char buf[512]) {
+    snprintf(buf, 512, "unknown reason");
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost_error, buf);
+    return buf;
+}
+
 husai_status husai_results_h5_open(husai_results_h5 **out, const char *path, const husai_run_info *run) {
     *out = NULL;
     husai_results_h5 *h = calloc(1, sizeof *h);
@@ -94,7 +107,8 @@ husai_status husai_results_h5_open(husai_results_h5 **out, const char *path, con
     h->file = H5Fcreate(h->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (h->file < 0) {
         free(h);
-        return husai_error(HUSAI_ERR_IO, "cannot create '%s'", path);
+        char why[512];
+        return husai_error(HUSAI_ERR_IO, "cannot create '%s': %s", path, h5_reason(why));
     }
     h->fd = open(h->tmp, O_WRONLY);
     char *cfg = config_text(run->cfg);
