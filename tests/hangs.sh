@@ -181,8 +181,9 @@ else
     [ -z "$(ls -A "$tmp/huge")" ] || fail "huge: left $(ls -A "$tmp/huge") under --out"
 fi
 
-step "4b. lr = 1e300: training diverges on every rank at its first step; one agreed line"
-expect_error diverged "training diverged" "$MPIEXEC" -np 2 "$HUSAI" sweep "$tmp/h.ini" --set train.lr=1e300 --out "$tmp/div"
+step "4b. lr = 1e300 is out of float32's range: refused before training; lr = 1e30 diverges on every rank: one agreed line"
+expect_error lr-range "train.lr = 1e300 is out of range" "$MPIEXEC" -np 2 "$HUSAI" sweep "$tmp/h.ini" --set train.lr=1e300 --out "$tmp/div"
+expect_error diverged "training diverged" "$MPIEXEC" -np 2 "$HUSAI" sweep "$tmp/h.ini" --set train.lr=1e30 --out "$tmp/div"
 [ -z "$(ls -A "$tmp/div")" ] || fail "diverged: left $(ls -A "$tmp/div") under --out"
 
 step "5. a second run into the directory of a live run is refused, and the live run goes on"
