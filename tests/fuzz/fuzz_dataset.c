@@ -14,6 +14,9 @@
  *     subnormals, -0; all of them scaled (1, tiny: 1e-40..1e-14, huge: 1e17..1e30);
  *   - which values are written: all of them when small, else none (contiguous) or only a corner
  *     (chunked), so the rest has no storage and would read as the fill value;
+ *   - where they are stored: in the file, in an external raw file (complete, cut to half, deleted),
+ *     or behind a virtual dataset (VDS) mapping a source dataset in another file (all of it, only
+ *     the first half of the rows, or with the source file deleted);
  *   - optionally the finished file truncated at a fuzzed length.
  * Then two independent readers judge the file:
  *   - the harness's own checks, written here (H5Fis_hdf5, H5Fopen with the default driver,
@@ -46,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/status.h"
@@ -61,7 +65,14 @@
 #define CHUNK_SCAN_CAP (1u << 16) /* chunks looked up one by one; beyond, only the first and last */
 #define VAR_BAND 1e-3             /* relative: a variance this close to the limit is left unjudged */
 
-static char g_path[256], g_other[256];
+static char g_path[256], g_other[256], g_ext[256], g_src[256];
+
+/* Removes the files one input makes, so that none outlives it into the next. */
+static void remove_files(void) {
+    unlink(g_path);
+    unlink(g_ext);
+    unlink(g_src);
+}
 static int g_verbose;
 
 /* ---------------------------------------------------------------- recipe ---- */
@@ -105,6 +116,7 @@ enum {
     DT_BITFIELD,
     DT_COUNT
 };
+enum { ST_PLAIN, ST_EXT, ST_EXT_SHORT, ST_EXT_MISSING, ST_VDS, ST_VDS_HALF, ST_VDS_MISSING, ST_COUNT };
 enum { PL_NAN, PL_PINF, PL_NINF, PL_HUGE, PL_TINY, PL_NEGZERO, PL_HALF_OVERFLOW, PL_DBL_OVER_FLT, PL_COUNT };
 
 typedef struct {
@@ -122,6 +134,7 @@ typedef struct {
     int truncate;
     unsigned trunc_frac; /* keep trunc_frac/256 of the file */
     double scale;        /* multiplies the random or constant values (not the planted ones) */
+    int storage;         /* ST_*: where the values live */
 } recipe;
 
 static hsize_t dim_from(unsigned v) {
@@ -168,15 +181,17 @@ static void parse_recipe(const uint8_t *data, size_t size, recipe *rc) {
     static const double scales[8] = {1e-20, 1e-14, 1e-40, 1e17, 2.5e17, 1e19, 1e30, 1e-7};
     const unsigned sc = u8(&r);
     rc->scale = sc < 0x80 ? 1.0 : scales[(sc - 0x80) % 8];
+    const unsigned sb = u8(&r);
+    rc->storage = sb < 0xc0 ? ST_PLAIN : 1 + (int)((sb - 0xc0) % (ST_COUNT - 1));
 }
 
 static void describe(const recipe *rc, FILE *f) {
     fprintf(f,
             "recipe: space=%d rank=%d dims=%llu,%llu,%llu dtype=%d link=%d layout=%d fill=%d latest=%d "
-            "constant=%d(%g) plants=%d truncate=%d(%u/256) scale=%g\n",
+            "constant=%d(%g) plants=%d truncate=%d(%u/256) scale=%g storage=%d\n",
             rc->space, rc->rank, (unsigned long long)rc->dims[0], (unsigned long long)rc->dims[1],
             (unsigned long long)rc->dims[2], rc->dtype, rc->link, rc->layout, rc->fill, rc->latest,
-            rc->constant, rc->constval, rc->nplant, rc->truncate, rc->trunc_frac, rc->scale);
+            rc->constant, rc->constval, rc->nplant, rc->truncate, rc->trunc_frac, rc->scale, rc->storage);
 }
 
 /* ------------------------------------------------------------- generator ---- */
@@ -355,8 +370,47 @@ static void write_values(const recipe *rc, hid_t dset, hid_t space, hsize_t tota
     free(buf);
 }
 
+/* A virtual dataset `name` in file mapping dataset /src of g_src, which is built here with the
+ * recipe's type, dataspace, layout and values: all of it, or (ST_VDS_HALF) only its first half of rows
+ * when it has at least 2. Returns the virtual dataset, or -1. */
+static hid_t make_virtual(const recipe *rc, hid_t file, const char *name, hid_t type, hid_t space,
+                          hid_t src_dcpl, hsize_t total) {
+    hid_t sfile = H5Fcreate(g_src, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (sfile < 0) return -1;
+    hid_t sdset = H5Dcreate2(sfile, "/src", type, space, H5P_DEFAULT, src_dcpl, H5P_DEFAULT);
+    if (sdset >= 0) {
+        write_values(rc, sdset, space, total);
+        H5Dclose(sdset);
+    }
+    H5Fclose(sfile);
+    if (sdset < 0) return -1;
+    hid_t vspace = H5Screate_simple(rc->rank, rc->dims, NULL), sel = H5Scopy(vspace);
+    if (rc->storage == ST_VDS_HALF && rc->dims[0] >= 2) {
+        hsize_t start[3] = {0, 0, 0}, count[3];
+        for (int i = 0; i < rc->rank; i++)
+            count[i] = rc->dims[i];
+        count[0] = rc->dims[0] / 2;
+        H5Sselect_hyperslab(sel, H5S_SELECT_SET, start, NULL, count, NULL);
+    }
+    hid_t vdcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_virtual(vdcpl, sel, g_src, "/src", sel);
+    hid_t dset = H5Dcreate2(file, name, type, vspace, H5P_DEFAULT, vdcpl, H5P_DEFAULT);
+    H5Pclose(vdcpl);
+    H5Sclose(sel);
+    H5Sclose(vspace);
+    return dset;
+}
+
 /* Builds the recipe's file at g_path; returns 0 on success (-1: HDF5 refused the recipe itself). */
-static int generate(const recipe *rc) {
+static int generate(const recipe *rc_in) {
+    /* External raw storage is contiguous, a virtual dataset needs a simple dataspace. */
+    recipe eff = *rc_in;
+    const recipe *rc = &eff;
+    if (rc->space != SP_SIMPLE) eff.storage = ST_PLAIN;
+    const int external = rc->storage >= ST_EXT && rc->storage <= ST_EXT_MISSING;
+    const int virtual = rc->storage >= ST_VDS;
+    if (external) eff.layout = LY_CONTIG;
+    remove_files();
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (rc->latest) H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
     hid_t file = H5Fcreate(g_path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
@@ -422,16 +476,26 @@ static int generate(const recipe *rc) {
         const double fills[4] = {0, NAN, INFINITY, 1.5};
         H5Pset_fill_value(dcpl, H5T_NATIVE_DOUBLE, &fills[rc->fill]);
     }
-    hid_t dset = H5Dcreate2(file, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    if (dset >= 0) {
-        write_values(rc, dset, space, total);
-        H5Dclose(dset);
+    if (external && total > 0) H5Pset_external(dcpl, g_ext, 0, total * H5Tget_size(type));
+    hid_t dset;
+    if (virtual) {
+        dset = make_virtual(rc, file, name, type, space, dcpl, total);
+    } else {
+        dset = H5Dcreate2(file, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+        if (dset >= 0) write_values(rc, dset, space, total);
     }
+    if (dset >= 0) H5Dclose(dset);
     H5Pclose(dcpl);
     H5Tclose(type);
     H5Sclose(space);
     H5Fclose(file);
     if (dset < 0) return -1;
+    if (rc->storage == ST_EXT_MISSING) unlink(g_ext);
+    if (rc->storage == ST_VDS_MISSING) unlink(g_src);
+    if (rc->storage == ST_EXT_SHORT) {
+        struct stat sb;
+        if (stat(g_ext, &sb) == 0 && truncate(g_ext, sb.st_size / 2) != 0) return -1;
+    }
 
     if (rc->truncate) {
         FILE *f = fopen(g_path, "r+b");
@@ -479,16 +543,112 @@ typedef struct {
     long long bad_row; /* V_NONFINITE, V_TOO_LARGE: the first such row */
     long long f32_col; /* V_NONFINITE: column of a float64 beyond float32's range; -1 none; -2 unknown */
     long double var;   /* sample variance (n - 1) of the full read */
+    const char *why;   /* V_UNWRITTEN: what husai's message must say */
     int full;          /* the data was read in full (X valid) */
     float *X;
 } verdict;
 
-/* Whether some of the dataset's values have no storage and would read as the fill value: 1 yes, 0 no,
- * -1 cannot tell. Asked otherwise than husai (which counts chunks and asks for the space status): each
- * chunk is looked up by its coordinates, a contiguous dataset by its address. */
-static int unwritten_storage(hid_t dset, hid_t space) {
+static int unwritten_storage(hid_t dset, hid_t space, const char **why);
+
+/* External raw files (absolute names only, as the generator writes them): 1 if one is missing or
+ * shorter than its share of the dataset's bytes, 0 if all are long enough, -1 cannot tell. */
+static int unwritten_external(hid_t dset, hid_t dcpl, hsize_t npoints, const char **why) {
+    hid_t type = H5Dget_type(dset);
+    hsize_t need = npoints * H5Tget_size(type);
+    H5Tclose(type);
+    const int n = H5Pget_external_count(dcpl);
+    for (int i = 0; i < n && need > 0; i++) {
+        char ename[512];
+        off_t off = 0;
+        hsize_t size = 0;
+        if (H5Pget_external(dcpl, (unsigned)i, sizeof ename, ename, &off, &size) < 0 || ename[0] != '/')
+            return -1;
+        const hsize_t share = size < need ? size : need;
+        need -= share;
+        struct stat sb;
+        if (stat(ename, &sb) != 0) {
+            *why = "is missing";
+            return 1;
+        }
+        if ((hsize_t)sb.st_size < (hsize_t)off + share) {
+            *why = "shorter than declared";
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* One mapping's source (absolute file name fname, dataset dname, source selection ss): 1 if it is
+ * missing, smaller than what the mapping reads, or itself has unwritten storage; 0 no; -1 cannot tell. */
+static int unwritten_source(const char *fname, const char *dname, hid_t ss, hid_t vs, const char **why) {
+    struct stat sb;
+    if (stat(fname, &sb) != 0 || H5Fis_hdf5(fname) <= 0) {
+        *why = "missing source";
+        return 1;
+    }
+    hid_t f = H5Fopen(fname, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return -1;
+    hid_t d = H5Lexists(f, dname, H5P_DEFAULT) > 0 ? H5Dopen2(f, dname, H5P_DEFAULT) : -1;
+    int unwritten = 1;
+    *why = "missing source";
+    if (d >= 0) {
+        hid_t sp = H5Dget_space(d);
+        hsize_t sdims[H5S_MAX_RANK], lo[H5S_MAX_RANK], hi[H5S_MAX_RANK];
+        const int nd = H5Sget_simple_extent_dims(sp, sdims, NULL);
+        if (H5Sget_select_type(ss) == H5S_SEL_ALL) {
+            unwritten = H5Sget_simple_extent_npoints(sp) < H5Sget_select_npoints(vs);
+        } else if (nd == H5Sget_simple_extent_ndims(ss) && H5Sget_select_bounds(ss, lo, hi) >= 0) {
+            unwritten = 0;
+            for (int k = 0; k < nd; k++)
+                unwritten |= hi[k] >= sdims[k];
+        } else {
+            unwritten = -1;
+        }
+        *why = "the rest would read as the fill value";
+        if (unwritten == 0) unwritten = unwritten_storage(d, sp, why);
+        H5Sclose(sp);
+        H5Dclose(d);
+    }
+    H5Fclose(f);
+    return unwritten;
+}
+
+/* A virtual dataset of npoints values: 1 if a source is missing or unwritten or the mappings (which
+ * the generator never overlaps) cover fewer values, 0 no, -1 cannot tell. */
+static int unwritten_virtual(hid_t dcpl, hsize_t npoints, const char **why) {
+    size_t n = 0;
+    if (H5Pget_virtual_count(dcpl, &n) < 0) return -1;
+    hsize_t covered = 0;
+    int unwritten = 0;
+    for (size_t i = 0; i < n && unwritten == 0; i++) {
+        char fname[512], dname[512];
+        hid_t vs = H5Pget_virtual_vspace(dcpl, i), ss = H5Pget_virtual_srcspace(dcpl, i);
+        const hssize_t m = H5Sget_select_npoints(vs);
+        covered += m > 0 ? (hsize_t)m : 0;
+        if (H5Pget_virtual_filename(dcpl, i, fname, sizeof fname) < 0 ||
+            H5Pget_virtual_dsetname(dcpl, i, dname, sizeof dname) < 0 || fname[0] != '/')
+            unwritten = -1;
+        else
+            unwritten = unwritten_source(fname, dname, ss, vs, why);
+        H5Sclose(ss);
+        H5Sclose(vs);
+    }
+    if (unwritten == 0 && covered < npoints) {
+        *why = "maps only";
+        unwritten = 1;
+    }
+    return unwritten;
+}
+
+/* Whether some of the dataset's values have no storage and would read as the fill value: 1 yes (*why:
+ * what husai's message must say), 0 no, -1 cannot tell. Asked otherwise than husai (which counts chunks
+ * and asks for the space status): each chunk is looked up by its coordinates, a contiguous dataset by
+ * its address, external files and virtual sources by stat() and opening them. */
+static int unwritten_storage(hid_t dset, hid_t space, const char **why) {
     const int nd = H5Sget_simple_extent_ndims(space);
-    if (nd <= 0 || H5Sget_simple_extent_npoints(space) <= 0) return 0; /* nothing to store */
+    const hssize_t npoints = H5Sget_simple_extent_npoints(space);
+    if (nd <= 0 || npoints <= 0) return 0; /* nothing to store */
+    *why = "unallocated storage";
     hsize_t dims[H5S_MAX_RANK];
     H5Sget_simple_extent_dims(space, dims, NULL);
     hid_t dcpl = H5Dget_create_plist(dset);
@@ -498,7 +658,13 @@ static int unwritten_storage(hid_t dset, hid_t space) {
         unwritten = 0; /* in the object header, allocated with it */
         break;
     case H5D_CONTIGUOUS:
-        if (H5Pget_external_count(dcpl) == 0) unwritten = H5Dget_offset(dset) == HADDR_UNDEF;
+        if (H5Pget_external_count(dcpl) > 0)
+            unwritten = unwritten_external(dset, dcpl, (hsize_t)npoints, why);
+        else
+            unwritten = H5Dget_offset(dset) == HADDR_UNDEF;
+        break;
+    case H5D_VIRTUAL:
+        unwritten = unwritten_virtual(dcpl, (hsize_t)npoints, why);
         break;
     case H5D_CHUNKED: {
         hsize_t cdims[H5S_MAX_RANK], grid[H5S_MAX_RANK], idx[H5S_MAX_RANK] = {0}, off[H5S_MAX_RANK];
@@ -544,7 +710,7 @@ static int unwritten_storage(hid_t dset, hid_t space) {
         break;
     }
     default:
-        break; /* virtual: the generator makes none */
+        break;
     }
     H5Pclose(dcpl);
     return unwritten;
@@ -627,7 +793,7 @@ static void judge(const char *path, const char *name, verdict *v) {
     if (H5Sget_simple_extent_type(space) == H5S_SIMPLE)
         v->npoints = (hsize_t)H5Sget_simple_extent_npoints(space);
     /* Storage first: husai refuses values that were never written whatever their type or shape. */
-    const int unwritten = unwritten_storage(dset, space);
+    const int unwritten = unwritten_storage(dset, space, &v->why);
     if (unwritten == 1) {
         v->kind = V_UNWRITTEN;
         goto done;
@@ -742,16 +908,18 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     H5open();
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     const char *tmp = getenv("TMPDIR");
-    if (!tmp || !*tmp) tmp = "/tmp";
+    if (!tmp || tmp[0] != '/') tmp = "/tmp"; /* external and virtual sources are named absolutely */
     snprintf(g_path, sizeof g_path, "%s/husai_fuzz_ds_%ld.h5", tmp, (long)getpid());
     snprintf(g_other, sizeof g_other, "%s/husai_fuzz_ds_%ld_missing.h5", tmp, (long)getpid());
+    snprintf(g_ext, sizeof g_ext, "%s/husai_fuzz_ds_%ld.raw", tmp, (long)getpid());
+    snprintf(g_src, sizeof g_src, "%s/husai_fuzz_ds_%ld_src.h5", tmp, (long)getpid());
     g_verbose = getenv("HUSAI_FUZZ_VERBOSE") != NULL;
     return 0;
 }
 
 /* Called by tests/fuzz/driver.c after the last input (libFuzzer exits without it). */
 void husai_fuzz_finish(void) {
-    unlink(g_path);
+    remove_files();
     if (g_mpi_started) MPI_Finalize();
 }
 
@@ -786,7 +954,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     parse_recipe(data, size, &rc);
     if (g_verbose) describe(&rc, stderr);
     if (generate(&rc) != 0) {
-        unlink(g_path);
+        remove_files();
         return 0; /* a recipe HDF5 itself refuses to build */
     }
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -801,7 +969,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const hsize_t cap = v.kind == V_UNWRITTEN ? BIG_CAP : header_ok ? FULL_CAP : (hsize_t)-1;
     if (v.npoints > cap) {
         free(v.X);
-        unlink(g_path);
+        remove_files();
         return 0;
     }
 
@@ -842,7 +1010,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (v.sure && st) {
         switch (v.kind) {
         case V_UNWRITTEN:
-            expect_in_message(&rc, &v, st, "husai does not name unwritten storage", "unallocated storage");
+            expect_in_message(&rc, &v, st, "husai does not name the unwritten storage", "%s", v.why);
             break;
         case V_NONFINITE:
             expect_in_message(&rc, &v, st, "husai names another first NaN/Inf row", "row %lld ", v.bad_row);
@@ -877,10 +1045,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (rc.link != LK_DATASET && rc.link != LK_SOFT) fail(&rc, &v, st, "husai accepts a missing dataset");
         if (rc.dims[0] * rc.dims[1] > WRITE_CAP)
             fail(&rc, &v, st, "husai accepts a dataset whose values were not all written");
+        if (rc.storage != ST_PLAIN && rc.storage != ST_EXT && rc.storage != ST_VDS)
+            fail(&rc, &v, st, "husai accepts a cut or missing external file or virtual source");
         husai_dataset_free(&ds);
     }
 
     free(v.X);
-    unlink(g_path);
+    remove_files();
     return 0;
 }
