@@ -26,7 +26,8 @@
  *     a non-finite float, |x| > HUSAI_DATA_MAX_ABS, the constant check and the variance in long
  *     double against HUSAI_DATA_MIN_VAR);
  *   - husai's own husai_dataset_read (src/mpi/dataset.c) over MPI_COMM_SELF, exactly as a 1-rank
- *     job calls it, whenever it would not need more than FULL_CAP floats of memory.
+ *     job calls it, whenever it would not need more than FULL_CAP floats of memory (BIG_CAP where
+ *     it must refuse unwritten storage before reading anything).
  * Properties (an abort() if violated, so libFuzzer reports the input):
  *   - the two verdicts agree: ok, or a bad-data error; unwritten storage, a too large value, a
  *     near-zero variance and a constant dataset are refused as such; a NaN/Inf or too-large verdict
@@ -43,8 +44,8 @@
 #include <float.h>
 #include <hdf5.h>
 #include <math.h>
-#include <stdarg.h>
 #include <mpi.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +67,7 @@
 #define VAR_BAND 1e-3             /* relative: a variance this close to the limit is left unjudged */
 
 static char g_path[256], g_other[256], g_ext[256], g_src[256];
+static int g_verbose;
 
 /* Removes the files one input makes, so that none outlives it into the next. */
 static void remove_files(void) {
@@ -73,7 +75,6 @@ static void remove_files(void) {
     unlink(g_ext);
     unlink(g_src);
 }
-static int g_verbose;
 
 /* ---------------------------------------------------------------- recipe ---- */
 
