@@ -12,7 +12,8 @@
  * Round trip (HUSAI_FUZZ_ROUNDTRIP=1 in the environment): a configuration whose file and overrides
  * are all accepted and that validates must print to INI text that loads back (husai_config_load_string, as
  * `husai merge` does with the text stored in results.h5), validates, and prints and hashes identically. Off
- * by default because the parser has known round-trip gaps (see tests/fuzz/README.md).
+ * by default because the parser has known round-trip gaps (see tests/fuzz/README.md); replay.sh and run.sh
+ * turn it on for the seed corpus and regressions/config/, which must all round-trip.
  *
  * Built with clang -fsanitize=fuzzer (make fuzz) or with tests/fuzz/driver.c (replay.sh, ctest). */
 #define _GNU_SOURCE
