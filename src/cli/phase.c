@@ -814,6 +814,13 @@ static husai_status training_outcome(long stopped, long failed) {
     return stopped ? husai_error(HUSAI_STOPPED, "stopped on request; checkpoints written") : HUSAI_OK;
 }
 
+/* After an agreed failure st: the checkpoints are worth keeping when the same configuration can go on
+ * once the cause is fixed (a full disk, memory taken by something else), not after a divergence or a
+ * refused input, which need another configuration. */
+static void note_resumable(const husai_run_ctx *ctx, husai_status st) {
+    if (ctx->keep_checkpoints && (st == HUSAI_ERR_IO || st == HUSAI_ERR_NOMEM)) *ctx->keep_checkpoints = 1;
+}
+
 husai_status husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condition_result *res) {
     MPI_Comm comm = ctx->comm;
     int rank, size;
@@ -881,7 +888,7 @@ husai_status husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, hu
     st = training_outcome(global_state[0], global_state[2]);
     if (global_state[2] > 0) {
         st = husai_mpi_agree(st, comm);
-        if (ctx->keep_checkpoints) *ctx->keep_checkpoints = 1;
+        note_resumable(ctx, st);
     }
     if (st) {
         if (rank == 0 && st == HUSAI_STOPPED) {
@@ -1016,7 +1023,7 @@ husai_status husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, hu
         if (ctx->sink) st = husai_results_h5_condition(ctx->sink, r);
     }
     if (c == ph->n_conds) st = husai_mpi_agree(st, comm);
-    if (st && ctx->keep_checkpoints) *ctx->keep_checkpoints = 1;
+    note_resumable(ctx, st);
     for (int t = 0; t < plan.n_tasks; t++)
         free(params[t]); /* the later conditions' payloads, after a failed write */
     free(ref_decoder);

@@ -29,8 +29,8 @@ typedef struct {
     const float *gt_dict; /* (gt_atoms, d_model) true dictionary on every rank (data.dictionary), or NULL */
     int gt_atoms;
     husai_results_h5 *sink; /* rank 0: results.h5, which takes each condition as it completes; or NULL */
-    int *keep_checkpoints;  /* or NULL: set to 1 on every rank by a failure that leaves checkpoints worth
-                             * resuming (training, checkpointing or results.h5 failed, not the inputs) */
+    int *keep_checkpoints;  /* or NULL: set to 1 on every rank by a failure after which the same
+                             * configuration can resume (disk full, out of memory), not the inputs' fault */
 } husai_run_ctx;
 
 typedef struct {
