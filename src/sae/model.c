@@ -7,19 +7,8 @@
 
 #include "common/rng.h"
 #include "common/threads.h"
-
-static const char *const ARCH_NAMES[HUSAI_ARCH_COUNT] = {"topk", "batchtopk", "jumprelu", "relu_l1",
-                                                         "matryoshka"};
-
-const char *husai_arch_name(int arch) {
-    return arch >= 0 && arch < HUSAI_ARCH_COUNT ? ARCH_NAMES[arch] : "?";
-}
-
-int husai_arch_parse(const char *name) {
-    for (int a = 0; a < HUSAI_ARCH_COUNT; a++)
-        if (!strcmp(name, ARCH_NAMES[a])) return a;
-    return -1;
-}
+#include "sae/arch.h"
+#include "sae/kernels.h"
 
 husai_sae_spec husai_sae_spec_topk(int d_model, int d_sae, int k) {
     return (husai_sae_spec){.arch = HUSAI_ARCH_TOPK,
@@ -31,13 +20,13 @@ husai_sae_spec husai_sae_spec_topk(int d_model, int d_sae, int k) {
 }
 
 husai_status husai_sae_spec_check(const husai_sae_spec *s) {
-    if (s->arch < 0 || s->arch >= HUSAI_ARCH_COUNT)
-        return husai_error(HUSAI_ERR_ARG, "unknown SAE architecture %d", (int)s->arch);
+    const husai_arch_ops *ops = husai_arch_ops_of(s);
+    if (!ops) return husai_error(HUSAI_ERR_ARG, "unknown SAE architecture %d", (int)s->arch);
     if (s->d_model < 1 || s->d_sae < 1)
         return husai_error(HUSAI_ERR_ARG, "d_model=%d and d_sae=%d must be >= 1", s->d_model, s->d_sae);
     if (s->k < 1 || s->k > s->d_sae)
         return husai_error(HUSAI_ERR_ARG, "k=%d must be between 1 and d_sae=%d", s->k, s->d_sae);
-    if (s->arch == HUSAI_ARCH_MATRYOSHKA) {
+    if (ops->nested) {
         if (s->n_prefixes < 1 || s->n_prefixes > HUSAI_MAX_PREFIXES)
             return husai_error(HUSAI_ERR_ARG, "matryoshka prefixes=%d must be between 1 and %d",
                                s->n_prefixes, HUSAI_MAX_PREFIXES);
@@ -45,15 +34,7 @@ husai_status husai_sae_spec_check(const husai_sae_spec *s) {
             return husai_error(HUSAI_ERR_ARG, "d_sae=%d is too small for %d matryoshka prefixes (halving)",
                                s->d_sae, s->n_prefixes);
     }
-    if (s->arch == HUSAI_ARCH_JUMPRELU && !(s->bandwidth > 0.0 && isfinite(s->bandwidth)))
-        return husai_error(HUSAI_ERR_ARG, "jumprelu bandwidth=%g must be > 0", s->bandwidth);
-    return HUSAI_OK;
-}
-
-/* Whether codes are non-negative (ReLU'd) under this spec. */
-static int code_is_relu(const husai_sae_spec *s) {
-    return s->relu || s->arch == HUSAI_ARCH_BATCHTOPK || s->arch == HUSAI_ARCH_JUMPRELU ||
-           s->arch == HUSAI_ARCH_RELU_L1;
+    return ops->check ? ops->check(s) : HUSAI_OK;
 }
 
 husai_status husai_sae_alloc(husai_sae *m, const husai_sae_spec *spec) {
@@ -61,6 +42,7 @@ husai_status husai_sae_alloc(husai_sae *m, const husai_sae_spec *spec) {
     husai_status st = husai_sae_spec_check(spec);
     if (st) return st;
     m->spec = *spec;
+    m->ops = husai_arch_ops_of(spec);
     const int d_model = spec->d_model, d_sae = spec->d_sae;
     const size_t w = (size_t)d_sae * (size_t)d_model;
     m->d_model = d_model;
@@ -68,7 +50,7 @@ husai_status husai_sae_alloc(husai_sae *m, const husai_sae_spec *spec) {
     m->k = spec->k;
     m->n_params = 2 * w + (size_t)d_sae;
     if (spec->decoder_bias) m->n_params += (size_t)d_model;
-    if (spec->arch == HUSAI_ARCH_JUMPRELU) m->n_params += (size_t)d_sae;
+    if (m->ops->thresholds) m->n_params += (size_t)d_sae;
     m->params = calloc(m->n_params, sizeof(float));
     if (!m->params) return husai_error(HUSAI_ERR_NOMEM, "cannot allocate %zu SAE parameters", m->n_params);
     m->W_enc = m->params;
@@ -79,8 +61,8 @@ husai_status husai_sae_alloc(husai_sae *m, const husai_sae_spec *spec) {
         m->b_dec = next;
         next += d_model;
     }
-    if (spec->arch == HUSAI_ARCH_JUMPRELU) m->log_theta = next;
-    if (spec->arch == HUSAI_ARCH_MATRYOSHKA)
+    if (m->ops->thresholds) m->log_theta = next;
+    if (m->ops->nested)
         for (int l = 0; l < spec->n_prefixes; l++)
             m->prefix[l] = d_sae >> (spec->n_prefixes - 1 - l);
     return HUSAI_OK;
@@ -137,7 +119,7 @@ husai_status husai_sae_batch_alloc(husai_sae_batch *b, const husai_sae *m, int c
     b->d_model = m->d_model;
     b->d_sae = m->d_sae;
     const size_t c = (size_t)cap, d = (size_t)m->d_model, s = (size_t)m->d_sae;
-    const size_t levels = m->spec.arch == HUSAI_ARCH_MATRYOSHKA ? (size_t)m->spec.n_prefixes : 1;
+    const size_t levels = m->ops->nested ? (size_t)m->spec.n_prefixes : 1;
     /* Selection rules with a fixed count know their codes' size; threshold rules grow on demand. */
     b->nnz_cap = c * (size_t)m->k;
     b->pre = malloc(c * s * sizeof(float));
@@ -148,8 +130,7 @@ husai_status husai_sae_batch_alloc(husai_sae_batch *b, const husai_sae *m, int c
     b->g_val = malloc(b->nnz_cap * sizeof(float));
     b->x_hat = malloc(c * d * sizeof(float));
     b->g_xhat = malloc(c * levels * d * sizeof(float));
-    const size_t sel =
-        m->spec.arch == HUSAI_ARCH_BATCHTOPK && c > 2 * (size_t)b->threads ? c : 2 * (size_t)b->threads;
+    const size_t sel = m->ops->batch_select && c > 2 * (size_t)b->threads ? c : 2 * (size_t)b->threads;
     b->select = malloc(sel * s * sizeof(float));
     b->row_sse = malloc(c * sizeof(double));
     b->split = malloc(((size_t)b->threads + 1) * sizeof(int32_t));
@@ -218,26 +199,6 @@ static husai_status reserve_codes(husai_sae_batch *b, size_t nnz) {
     }
     b->nnz_cap = nnz;
     return HUSAI_OK;
-}
-
-/* Dot product with 8 fixed partial sums: vectorisable without -ffast-math, and the summation
- * order is set by this code, not by the compiler, so results stay reproducible. */
-static inline float dot8(const float *restrict a, const float *restrict b, int n) {
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++)
-            acc[j] += a[i + j] * b[i + j];
-    float tail = 0.0f;
-    for (; i < n; i++)
-        tail += a[i] * b[i];
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail;
-}
-
-/* y += a * x over n elements (element-wise, so vectorising it does not change any bit). */
-static inline void axpy(float *restrict y, float a, const float *restrict x, int n) {
-    for (int i = 0; i < n; i++)
-        y[i] += a * x[i];
 }
 
 /* Value of the k-th largest of a[0..n) (1 <= k <= n), reordering a (Hoare quickselect, median-of-3
@@ -592,10 +553,7 @@ static void encoder_product(const husai_sae *m, const float *in, int r0, int r1,
                 m->W_enc + (size_t)j0 * d, d, 1.0f, b->pre + (size_t)r0 * s + j0, s);
 }
 
-/* Per-row top-k (topk, matryoshka) of rows [r0, r1), row r's codes into slots r*k .. r*k + k and how many it
- * keeps into row_ptr[r + 1]: with relu, non-positive picks are dropped (ReLU makes them 0 and stops their
- * gradient), so a row may keep fewer than k. scratch: 2 * d_sae floats. */
-static void select_topk(const husai_sae *m, int r0, int r1, husai_sae_batch *b, float *scratch) {
+void husai_select_topk_rows(const husai_sae *m, int r0, int r1, husai_sae_batch *b, float *scratch) {
     const int s = m->d_sae, k = m->k, relu = m->spec.relu;
     for (int r = r0; r < r1;) {
         const int rows = topk_direct(s, k) && r + 1 < r1 ? 2 : 1; /* short rows go two at a time */
@@ -618,9 +576,11 @@ static void select_topk(const husai_sae *m, int r0, int r1, husai_sae_batch *b, 
     }
 }
 
-/* Turns select_topk's per-row counts into CSR offsets, moving each row's codes down behind the previous
- * row's (never past unread ones: a row's codes start at or after its offset). */
-static void pack_topk(int n, int k, husai_sae_batch *b) {
+/* Turns the per-row counts into CSR offsets, moving each row's codes down behind the previous row's (never
+ * past unread ones: a row's codes start at or after its offset). */
+husai_status husai_codes_topk(const husai_sae *m, int n, husai_sae_mode mode, husai_sae_batch *b) {
+    (void)mode;
+    const int k = m->k;
     int64_t nnz = 0;
     for (int r = 0; r < n; r++) {
         const int64_t c = b->row_ptr[r + 1], from = (int64_t)r * k;
@@ -632,39 +592,11 @@ static void pack_topk(int n, int k, husai_sae_batch *b) {
         nnz += c;
     }
     b->row_ptr[n] = nnz;
+    return HUSAI_OK;
 }
 
-/* The n*k largest positive pre-activations of the whole batch (ties to the lower flat index). */
-static void encode_batchtopk(const husai_sae *m, int n, husai_sae_batch *b) {
-    const int s = m->d_sae;
-    const size_t total = (size_t)n * s;
-    const int K = n * m->k;
-    for (size_t i = 0; i < total; i++)
-        b->select[i] = b->pre[i] > 0.0f ? b->pre[i] : 0.0f; /* NaN lands on 0: never selected */
-    float v = husai_kth_largest(b->select, (int)total, K);
-    if (v < 0.0f) v = 0.0f;
-    int64_t greater = 0;
-    for (size_t i = 0; i < total; i++)
-        greater += b->pre[i] > v;
-    int64_t equal_left = v > 0.0f ? K - greater : 0, nnz = 0;
-    float lo = INFINITY;
-    for (int r = 0; r < n; r++) {
-        b->row_ptr[r] = nnz;
-        const float *p = b->pre + (size_t)r * s;
-        for (int j = 0; j < s; j++)
-            if (p[j] > v || (p[j] == v && equal_left-- > 0)) {
-                b->idx[nnz] = j;
-                b->val[nnz++] = p[j];
-                if (p[j] < lo) lo = p[j];
-            }
-    }
-    b->row_ptr[n] = nnz;
-    b->batch_min = nnz ? lo : 0.0f;
-}
-
-/* Threshold rules: z_j = pre_j where pre_j > t_j (t = 0 for relu_l1, theta for jumprelu, the
- * estimated threshold for batchtopk at inference). Counts first, so the codes fit. */
-static husai_status encode_threshold(const husai_sae *m, int n, const float *t, husai_sae_batch *b) {
+/* Counts first, so the codes fit. */
+husai_status husai_codes_threshold(const husai_sae *m, int n, const float *t, husai_sae_batch *b) {
     const int s = m->d_sae;
 #pragma omp parallel for schedule(static) num_threads(b->threads) if (n >= 64)
     for (int r = 0; r < n; r++) {
@@ -696,7 +628,7 @@ husai_status husai_sae_encode(const husai_sae *m, const float *x, int n, husai_s
                               husai_sae_batch *b) {
     b->n = n;
     const int s = m->d_sae;
-    const int topk = m->spec.arch == HUSAI_ARCH_TOPK || m->spec.arch == HUSAI_ARCH_MATRYOSHKA;
+    void (*const select_rows)(const husai_sae *, int, int, husai_sae_batch *, float *) = m->ops->select_rows;
     const int blocks = (n + ENCODE_ROWS - 1) / ENCODE_ROWS;
     if ((size_t)s * m->d_model > ENCODE_WIDE_FLOATS) {
         const int col_blocks = (s + ENCODE_COLS - 1) / ENCODE_COLS;
@@ -715,7 +647,7 @@ husai_status husai_sae_encode(const husai_sae *m, const float *x, int n, husai_s
 #pragma omp for schedule(static)
             for (int q = 0; q < blocks; q++) {
                 const int r0 = q * ENCODE_ROWS, r1 = n - r0 < ENCODE_ROWS ? n : r0 + ENCODE_ROWS;
-                if (topk) select_topk(m, r0, r1, b, b->select + (size_t)husai_thread_num() * 2 * s);
+                if (select_rows) select_rows(m, r0, r1, b, b->select + (size_t)husai_thread_num() * 2 * s);
             }
         }
     } else {
@@ -724,31 +656,10 @@ husai_status husai_sae_encode(const husai_sae *m, const float *x, int n, husai_s
         for (int q = 0; q < blocks; q++) {
             const int r0 = q * ENCODE_ROWS, r1 = n - r0 < ENCODE_ROWS ? n : r0 + ENCODE_ROWS;
             encoder_product(m, encoder_input(m, x, r0, r1, b), r0, r1, 0, s, b);
-            if (topk) select_topk(m, r0, r1, b, b->select + (size_t)husai_thread_num() * 2 * s);
+            if (select_rows) select_rows(m, r0, r1, b, b->select + (size_t)husai_thread_num() * 2 * s);
         }
     }
-    switch (m->spec.arch) {
-    case HUSAI_ARCH_TOPK:
-    case HUSAI_ARCH_MATRYOSHKA:
-        pack_topk(n, m->k, b);
-        return HUSAI_OK;
-    case HUSAI_ARCH_BATCHTOPK:
-        if (mode == HUSAI_SAE_TRAIN) {
-            encode_batchtopk(m, n, b);
-            return HUSAI_OK;
-        }
-        for (int j = 0; j < s; j++)
-            b->select[j] = m->threshold > 0.0 ? (float)m->threshold : 0.0f;
-        return encode_threshold(m, n, b->select, b);
-    case HUSAI_ARCH_JUMPRELU:
-        for (int j = 0; j < s; j++)
-            b->select[j] = expf(m->log_theta[j]);
-        return encode_threshold(m, n, b->select, b);
-    case HUSAI_ARCH_RELU_L1:
-    default:
-        memset(b->select, 0, (size_t)s * sizeof(float));
-        return encode_threshold(m, n, b->select, b);
-    }
+    return m->ops->codes(m, n, mode, b);
 }
 
 /* Register-blocked forms of the sparse loops. A husai_v8 is GCC's vector extension: eight floats with
@@ -762,7 +673,7 @@ typedef double husai_v4d __attribute__((vector_size(4 * sizeof(double))));
 #define V8_STORE(p, v) memcpy((p), &(v), sizeof(husai_v8))
 
 /* Four codes of one latent at once, in one pass over their residual-gradient rows a[0..3]: out[q] =
- * dot8(a[q], w, n), four independent latency chains, and gWd += v[q] * a[q] for the first nq of them
+ * husai_dot8(a[q], w, n), four independent latency chains, and gWd += v[q] * a[q] for the first nq of them
  * (1 <= nq <= 4; the other slots may repeat a row, whose dot is then not used), code by code as axpy
  * calls would add them. The two share each row's loads: as separate passes over the rows the backward
  * read every residual gradient twice. */
@@ -974,7 +885,7 @@ HUSAI_INLINE void feed_terms4(sq_err_feed *f) {
  * prefix's partial sum at its end. Feeds four loss terms per code. */
 HUSAI_INLINE void decode_tile64(const husai_sae *m, const husai_sae_batch *b, int64_t a0, int64_t a1, int i0,
                                 float *xh, float *snap, sq_err_feed *feed) {
-    const int d = m->d_model, mat = m->spec.arch == HUSAI_ARCH_MATRYOSHKA;
+    const int d = m->d_model, mat = m->ops->nested;
     const int P = mat ? m->spec.n_prefixes : 1;
     husai_v8 A0 = {0}, A1 = {0}, A2 = {0}, A3 = {0}, A4 = {0}, A5 = {0}, A6 = {0}, A7 = {0}, t;
 #define STORE_SUMS(p)                                                                                        \
@@ -1025,7 +936,7 @@ HUSAI_INLINE void decode_tile64(const husai_sae *m, const husai_sae_batch *b, in
 /* decode_tile64 over eight elements [i0, i0 + 8). */
 HUSAI_INLINE void decode_tile8(const husai_sae *m, const husai_sae_batch *b, int64_t a0, int64_t a1, int i0,
                                float *xh, float *snap) {
-    const int d = m->d_model, mat = m->spec.arch == HUSAI_ARCH_MATRYOSHKA;
+    const int d = m->d_model, mat = m->ops->nested;
     const int P = mat ? m->spec.n_prefixes : 1;
     husai_v8 A = {0}, t;
     if (m->b_dec) V8_LOAD(A, m->b_dec + i0);
@@ -1057,7 +968,7 @@ static int decode_by_latent(const husai_sae *m, int n) {
 HUSAI_MULTIVERSION
 static void decode_latent_cols(const husai_sae *m, husai_sae_batch *b, int i0, int i1) {
     const int d = m->d_model, n = b->n, w = i1 - i0;
-    const int mat = m->spec.arch == HUSAI_ARCH_MATRYOSHKA, P = mat ? m->spec.n_prefixes : 1;
+    const int mat = m->ops->nested, P = mat ? m->spec.n_prefixes : 1;
     for (int r = 0; r < n; r++) {
         float *xh = b->x_hat + (size_t)r * d + i0;
         if (m->b_dec)
@@ -1074,7 +985,7 @@ static void decode_latent_cols(const husai_sae *m, husai_sae_batch *b, int i0, i
                        (size_t)w * sizeof(float));
         const float *wj = m->W_dec + (size_t)j * d + i0;
         for (int e = e0; e < b->grp_end[j]; e++)
-            axpy(b->x_hat + (size_t)b->grp_row[e] * d + i0, b->grp_val[2 * (size_t)e], wj, w);
+            husai_axpy(b->x_hat + (size_t)b->grp_row[e] * d + i0, b->grp_val[2 * (size_t)e], wj, w);
     }
     for (; mat && level < P; level++)
         for (int r = 0; r < n; r++)
@@ -1088,7 +999,7 @@ static void decode_latent_cols(const husai_sae *m, husai_sae_batch *b, int i0, i
 HUSAI_MULTIVERSION
 static void decode_row_range(const husai_sae *m, husai_sae_batch *b, const float *x, int r0, int r1) {
     const int d = m->d_model;
-    const int mat = m->spec.arch == HUSAI_ARCH_MATRYOSHKA, P = mat ? m->spec.n_prefixes : 1;
+    const int mat = m->ops->nested, P = mat ? m->spec.n_prefixes : 1;
     sq_err_feed feed = {NULL, NULL, 0, 0.0}; /* terms of the previous row, once it is done */
     for (int r = r0; r < r1; r++) {
         float *xh = b->x_hat + (size_t)r * d, *snap = b->g_xhat + (size_t)r * P * d;
@@ -1173,7 +1084,7 @@ husai_status husai_sae_forward(const husai_sae *m, const float *x, int n, husai_
     memset(loss, 0, sizeof *loss);
     loss->mse = sse / (double)total;
     loss->recon = loss->mse;
-    if (m->spec.arch == HUSAI_ARCH_MATRYOSHKA) {
+    if (m->ops->nested) {
         const int P = m->spec.n_prefixes;
         double sum = 0.0;
         for (int r = 0; r < n; r++)
@@ -1183,14 +1094,7 @@ husai_status husai_sae_forward(const husai_sae *m, const float *x, int n, husai_
     }
     const int64_t nnz = b->row_ptr[n];
     loss->l0 = (double)nnz / n;
-    if (m->spec.arch == HUSAI_ARCH_RELU_L1) {
-        double l1 = 0.0;
-        for (int64_t a = 0; a < nnz; a++)
-            l1 += b->val[a];
-        loss->sparsity = l1 / n;
-    } else if (m->spec.arch == HUSAI_ARCH_JUMPRELU) {
-        loss->sparsity = loss->l0;
-    }
+    loss->sparsity = m->ops->sparsity ? m->ops->sparsity(m, b, loss->l0) : 0.0;
     loss->total = loss->recon + coeff * loss->sparsity;
     return HUSAI_OK;
 }
@@ -1201,15 +1105,15 @@ static inline void encoder_grad(const husai_sae *m, int j, float gz, const float
                                 float *gb_enc, float *gbd) {
     const int d = m->d_model;
     gb_enc[j] += gz;
-    axpy(gW_enc + (size_t)j * d, gz, xin, d);
-    if (gbd) axpy(gbd, -gz, m->W_enc + (size_t)j * d, d);
+    husai_axpy(gW_enc + (size_t)j * d, gz, xin, d);
+    if (gbd) husai_axpy(gbd, -gz, m->W_enc + (size_t)j * d, d);
 }
 
 /* dLoss/d(x_hat) for rows [r0, r1), in place of their reconstructions in g_xhat (matryoshka) or from
  * x_hat. */
 HUSAI_INLINE void residual_grad(const husai_sae *m, const float *x, husai_sae_batch *b, float scale, int r0,
                                 int r1) {
-    const int d = m->d_model, mat = m->spec.arch == HUSAI_ARCH_MATRYOSHKA, P = mat ? m->spec.n_prefixes : 1;
+    const int d = m->d_model, mat = m->ops->nested, P = mat ? m->spec.n_prefixes : 1;
     for (int r = r0; r < r1; r++) {
         const float *xr = x + (size_t)r * d;
         float *G = b->g_xhat + (size_t)r * P * d;
@@ -1256,7 +1160,7 @@ HUSAI_MULTIVERSION
 static void backward_latents(const husai_sae *m, const float *x, husai_sae_batch *b, float l1, int R, int ja,
                              int jb, float *gW_enc, float *gb_enc, float *gW_dec) {
     const int d = m->d_model, n = b->n;
-    const int mat = m->spec.arch == HUSAI_ARCH_MATRYOSHKA, P = mat ? m->spec.n_prefixes : 1;
+    const int mat = m->ops->nested, P = mat ? m->spec.n_prefixes : 1;
     const float *xin_all = m->b_dec ? b->xc : x;
     const size_t g_stride = (size_t)P * d;
     /* b_dec's gradient is the only reader of the row-major code gradients (g_val) */
@@ -1342,10 +1246,9 @@ void husai_sae_backward(const husai_sae *m, const float *x, double coeff, husai_
     const size_t w = (size_t)s * (size_t)d;
     float *gW_enc = grad, *gb_enc = grad + w, *gW_dec = grad + w + s;
     float *gb_dec = m->b_dec ? gW_dec + w : NULL;
-    float *glog_theta = m->log_theta ? gW_dec + w + (m->b_dec ? d : 0) : NULL;
-    const int mat = m->spec.arch == HUSAI_ARCH_MATRYOSHKA, P = mat ? m->spec.n_prefixes : 1;
+    const int mat = m->ops->nested, P = mat ? m->spec.n_prefixes : 1;
     const float scale = (float)(2.0 / ((double)n * d * P));
-    const float l1 = m->spec.arch == HUSAI_ARCH_RELU_L1 ? (float)(coeff / n) : 0.0f;
+    const float l1 = m->ops->code_grad ? m->ops->code_grad(coeff, n) : 0.0f;
     const int R = backward_block_rows(n, s, b->row_ptr[n]);
     /* Threads own disjoint latent ranges: each writes only its latents' gradient rows, b_enc entries and
      * codes' gradients, so nothing is shared and nothing depends on the thread count. */
@@ -1366,27 +1269,12 @@ void husai_sae_backward(const husai_sae *m, const float *x, double coeff, husai_
         for (int r = 0; r < n; r++) {
             memcpy(gbd, b->g_xhat + (size_t)r * P * d, (size_t)d * sizeof(float));
             for (int64_t a = b->row_ptr[r]; a < b->row_ptr[r + 1]; a++)
-                axpy(gbd, -b->g_val[a], m->W_enc + (size_t)b->idx[a] * d, d);
+                husai_axpy(gbd, -b->g_val[a], m->W_enc + (size_t)b->idx[a] * d, d);
             for (int i = 0; i < d; i++)
                 gb_dec[i] += gbd[i];
         }
     }
-    if (glog_theta) {
-        /* Straight-through estimate (Rajamanoharan et al. 2024), rectangle kernel of width eps:
-         * d z / d theta = -(theta / eps) and d L0 / d theta = -1 / eps inside the window. */
-        const float eps = (float)m->spec.bandwidth, half = 0.5f * eps;
-        for (int r = 0; r < n; r++) {
-            const float *G = b->g_xhat + (size_t)r * P * d;
-            const float *p = b->pre + (size_t)r * s;
-            for (int j = 0; j < s; j++) {
-                const float th = expf(m->log_theta[j]);
-                if (!(fabsf(p[j] - th) < half)) continue;
-                const float dz = dot8(G, m->W_dec + (size_t)j * d, d);
-                const float dtheta = dz * (-th / eps) + (float)(coeff / n) * (-1.0f / eps);
-                glog_theta[j] += dtheta * th;
-            }
-        }
-    }
+    if (m->ops->backward) m->ops->backward(m, coeff, b, grad);
 }
 
 double husai_sae_auxk(const husai_sae *m, const float *x, const unsigned char *dead, int k_aux, double coeff,
@@ -1396,7 +1284,7 @@ double husai_sae_auxk(const husai_sae *m, const float *x, const unsigned char *d
     for (int j = 0; j < s; j++)
         if (dead[j]) b->aux_id[n_dead++] = j;
     if (n_dead == 0 || k_aux < 1) return 0.0;
-    const int ka = k_aux < n_dead ? k_aux : n_dead, relu = code_is_relu(&m->spec);
+    const int ka = k_aux < n_dead ? k_aux : n_dead, relu = m->spec.relu || m->ops->always_relu;
     const size_t w = (size_t)s * (size_t)d;
     float *gW_enc = grad, *gb_enc = grad + w, *gW_dec = grad + w + s;
     float *gb_dec = m->b_dec ? gW_dec + w : NULL;
@@ -1416,7 +1304,7 @@ double husai_sae_auxk(const husai_sae *m, const float *x, const unsigned char *d
         for (int i = 0; i < d; i++)
             diff[i] = xh[i] - xr[i];
         for (int a = 0; a < ka; a++)
-            axpy(diff, b->aux_val[a], m->W_dec + (size_t)b->aux_id[b->aux_pos[a]] * d, d);
+            husai_axpy(diff, b->aux_val[a], m->W_dec + (size_t)b->aux_id[b->aux_pos[a]] * d, d);
         for (int i = 0; i < d; i++) {
             sse += (double)diff[i] * diff[i];
             diff[i] *= scale;
@@ -1425,8 +1313,8 @@ double husai_sae_auxk(const husai_sae *m, const float *x, const unsigned char *d
         for (int a = 0; a < ka; a++) {
             if (relu && b->aux_val[a] == 0.0f) continue; /* a ReLU'd zero has no gradient */
             const int j = b->aux_id[b->aux_pos[a]];
-            const float gz = dot8(diff, m->W_dec + (size_t)j * d, d);
-            axpy(gW_dec + (size_t)j * d, b->aux_val[a], diff, d);
+            const float gz = husai_dot8(diff, m->W_dec + (size_t)j * d, d);
+            husai_axpy(gW_dec + (size_t)j * d, b->aux_val[a], diff, d);
             encoder_grad(m, j, gz, xin, gW_enc, gb_enc, gbd);
         }
         if (gbd)
