@@ -1,6 +1,7 @@
 /* model.h: one sparse autoencoder of any supported architecture, forward and backward.
  * Every architecture shares one shape: pre = W_enc (x - b_dec) + b_enc, a sparse code z
- * chosen from pre by the architecture's rule, x_hat = sum_j z_j D_j + b_dec. The rules:
+ * chosen from pre by the architecture's rule, x_hat = sum_j z_j D_j + b_dec. The rules, one file each
+ * (arch_<name>.c filling a husai_arch_ops table, arch.h), over the shared kernels of kernels.h:
  *   topk        the k largest pre per row (signed, HUSAI's recipe; with relu, then ReLU)
  *   batchtopk   the n*k largest ReLU(pre) over a batch of n rows; at inference pre > threshold (the
  *               trainer's mean, over the last epoch, of each batch's smallest kept code)
@@ -13,7 +14,8 @@
  * gradient touch only the active rows; husai_sae_export_decoder gives the file layout
  * [d_model, d_sae]. Codes are kept per batch in CSR form (row_ptr, idx, val), idx ascending
  * within a row. No MPI here.
- * defines: husai_arch, husai_sae_spec, husai_sae, husai_sae_batch, husai_sae_loss, husai_sae_* */
+ * defines: husai_arch, husai_arch_name, husai_arch_parse, husai_arch_ops (declared), husai_sae_spec,
+ *          husai_sae, husai_sae_batch, husai_sae_loss, husai_sae_*, husai_kth_largest */
 #ifndef HUSAI_SAE_MODEL_H
 #define HUSAI_SAE_MODEL_H
 

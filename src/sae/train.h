@@ -24,9 +24,10 @@ typedef struct {
     int ref_n;
     /* Train on X's rows row_index[0..n_rows) only (a held-out split); NULL: rows 0..n_rows-1. */
     const uint32_t *row_index;
-    /* Architecture (model.h). The data-dependent init is done here: b_dec starts at the training rows'
-     * mean; jumprelu's theta_j at the (k / d_sae) upper quantile of latent j's pre-activations on the
-     * first batch, so every architecture starts near L0 = k. */
+    /* Architecture (model.h, arch.h). The data-dependent init is done here and by the architecture's
+     * train_init hook: b_dec starts at the training rows' mean; jumprelu's theta_j at the (k / d_sae)
+     * upper quantile of latent j's pre-activations on the first batch, so every architecture starts near
+     * L0 = k. */
     husai_arch arch;
     const husai_arch_ops *ops; /* NULL: arch's registered table; else this one (sae/arch.h) */
     int relu, decoder_bias, n_prefixes;
