@@ -32,7 +32,7 @@ static double sparsity(const husai_sae *m, const husai_sae_batch *b, double l0) 
  * d z / d theta = -(theta / eps) and d L0 / d theta = -1 / eps inside the window. */
 static void backward(const husai_sae *m, double coeff, const husai_sae_batch *b, float *grad) {
     const int d = m->d_model, s = m->d_sae, n = b->n;
-    const int P = m->ops->nested ? m->spec.n_prefixes : 1;
+    const int P = m->nested ? m->spec.n_prefixes : 1;
     float *glog_theta = grad + (m->log_theta - m->params);
     const float eps = (float)m->spec.bandwidth, half = 0.5f * eps;
     for (int r = 0; r < n; r++) {

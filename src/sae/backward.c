@@ -132,7 +132,7 @@ static inline void encoder_grad(const husai_sae *m, int j, float gz, const float
  * x_hat. */
 HUSAI_INLINE void residual_grad(const husai_sae *m, const float *x, husai_sae_batch *b, float scale, int r0,
                                 int r1) {
-    const int d = m->d_model, mat = m->ops->nested, P = mat ? m->spec.n_prefixes : 1;
+    const int d = m->d_model, mat = m->nested, P = mat ? m->spec.n_prefixes : 1;
     for (int r = r0; r < r1; r++) {
         const float *xr = x + (size_t)r * d;
         float *G = b->g_xhat + (size_t)r * P * d;
@@ -179,7 +179,7 @@ HUSAI_MULTIVERSION
 static void backward_latents(const husai_sae *m, const float *x, husai_sae_batch *b, float l1, int R, int ja,
                              int jb, float *gW_enc, float *gb_enc, float *gW_dec) {
     const int d = m->d_model, n = b->n;
-    const int mat = m->ops->nested, P = mat ? m->spec.n_prefixes : 1;
+    const int mat = m->nested, P = mat ? m->spec.n_prefixes : 1;
     const float *xin_all = m->b_dec ? b->xc : x;
     const size_t g_stride = (size_t)P * d;
     /* b_dec's gradient is the only reader of the row-major code gradients (g_val) */
@@ -265,7 +265,7 @@ void husai_sae_backward(const husai_sae *m, const float *x, double coeff, husai_
     const size_t w = (size_t)s * (size_t)d;
     float *gW_enc = grad, *gb_enc = grad + w, *gW_dec = grad + w + s;
     float *gb_dec = m->b_dec ? gW_dec + w : NULL;
-    const int mat = m->ops->nested, P = mat ? m->spec.n_prefixes : 1;
+    const int mat = m->nested, P = mat ? m->spec.n_prefixes : 1;
     const float scale = (float)(2.0 / ((double)n * d * P));
     const float l1 = m->ops->code_grad ? m->ops->code_grad(coeff, n) : 0.0f;
     const int R = backward_block_rows(n, s, b->row_ptr[n]);

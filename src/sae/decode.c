@@ -54,7 +54,7 @@ HUSAI_INLINE void feed_terms4(sq_err_feed *f) {
  * prefix's partial sum at its end. Feeds four loss terms per code. */
 HUSAI_INLINE void decode_tile64(const husai_sae *m, const husai_sae_batch *b, int64_t a0, int64_t a1, int i0,
                                 float *xh, float *snap, sq_err_feed *feed) {
-    const int d = m->d_model, mat = m->ops->nested;
+    const int d = m->d_model, mat = m->nested;
     const int P = mat ? m->spec.n_prefixes : 1;
     husai_v8 A0 = {0}, A1 = {0}, A2 = {0}, A3 = {0}, A4 = {0}, A5 = {0}, A6 = {0}, A7 = {0}, t;
 #define STORE_SUMS(p)                                                                                        \
@@ -105,7 +105,7 @@ HUSAI_INLINE void decode_tile64(const husai_sae *m, const husai_sae_batch *b, in
 /* decode_tile64 over eight elements [i0, i0 + 8). */
 HUSAI_INLINE void decode_tile8(const husai_sae *m, const husai_sae_batch *b, int64_t a0, int64_t a1, int i0,
                                float *xh, float *snap) {
-    const int d = m->d_model, mat = m->ops->nested;
+    const int d = m->d_model, mat = m->nested;
     const int P = mat ? m->spec.n_prefixes : 1;
     husai_v8 A = {0}, t;
     if (m->b_dec) V8_LOAD(A, m->b_dec + i0);
@@ -137,7 +137,7 @@ static int decode_by_latent(const husai_sae *m, int n) {
 HUSAI_MULTIVERSION
 static void decode_latent_cols(const husai_sae *m, husai_sae_batch *b, int i0, int i1) {
     const int d = m->d_model, n = b->n, w = i1 - i0;
-    const int mat = m->ops->nested, P = mat ? m->spec.n_prefixes : 1;
+    const int mat = m->nested, P = mat ? m->spec.n_prefixes : 1;
     for (int r = 0; r < n; r++) {
         float *xh = b->x_hat + (size_t)r * d + i0;
         if (m->b_dec)
@@ -168,7 +168,7 @@ static void decode_latent_cols(const husai_sae *m, husai_sae_batch *b, int i0, i
 HUSAI_MULTIVERSION
 static void decode_row_range(const husai_sae *m, husai_sae_batch *b, const float *x, int r0, int r1) {
     const int d = m->d_model;
-    const int mat = m->ops->nested, P = mat ? m->spec.n_prefixes : 1;
+    const int mat = m->nested, P = mat ? m->spec.n_prefixes : 1;
     sq_err_feed feed = {NULL, NULL, 0, 0.0}; /* terms of the previous row, once it is done */
     for (int r = r0; r < r1; r++) {
         float *xh = b->x_hat + (size_t)r * d, *snap = b->g_xhat + (size_t)r * P * d;
@@ -253,7 +253,7 @@ husai_status husai_sae_forward(const husai_sae *m, const float *x, int n, husai_
     memset(loss, 0, sizeof *loss);
     loss->mse = sse / (double)total;
     loss->recon = loss->mse;
-    if (m->ops->nested) {
+    if (m->nested) {
         const int P = m->spec.n_prefixes;
         double sum = 0.0;
         for (int r = 0; r < n; r++)

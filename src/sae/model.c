@@ -42,6 +42,7 @@ husai_status husai_sae_alloc(husai_sae *m, const husai_sae_spec *spec) {
     if (st) return st;
     m->spec = *spec;
     m->ops = husai_arch_ops_of(spec);
+    m->nested = m->ops->nested;
     const int d_model = spec->d_model, d_sae = spec->d_sae;
     const size_t w = (size_t)d_sae * (size_t)d_model;
     m->d_model = d_model;

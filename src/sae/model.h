@@ -65,6 +65,7 @@ typedef struct {
     husai_sae_spec spec;
     const husai_arch_ops *ops; /* the architecture's rules (static, not owned) */
     int d_model, d_sae, k;     /* copies of spec's, read in every loop */
+    int nested;                /* copy of ops->nested: the decode and backward loops read it per tile */
     size_t n_params;
     float *params;    /* owner of the views below */
     float *W_enc;     /* (d_sae, d_model) */
