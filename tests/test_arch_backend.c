@@ -8,7 +8,8 @@
  * - "toy_topk": topk's shared kernels under another name, given to a spec whose arch says batchtopk:
  *   training must give parameters bitwise equal to the registered topk, so the table, not the enum,
  *   decides every rule.
- * - the registry: every husai_arch has a table whose name parses back to it. */
+ * - the registry: every husai_arch has a table whose name parses back to it; a table without a code rule
+ *   is refused. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdarg.h>
 #include <stddef.h>
@@ -203,6 +204,12 @@ static void test_registry(void **state) {
     const husai_sae_spec own = {.arch = HUSAI_ARCH_COUNT, .ops = &toy_capped};
     assert_ptr_equal(husai_arch_ops_of(&own), &toy_capped);
     assert_int_equal(husai_arch_parse("toy_capped"), -1);
+    /* a table without a code rule is refused by the spec check, not followed into a NULL call */
+    static const husai_arch_ops no_rule = {.name = "no_rule"};
+    const husai_sae_spec broken = {.d_model = DM, .d_sae = DS, .k = KK, .ops = &no_rule};
+    assert_int_equal(husai_sae_spec_check(&broken), HUSAI_ERR_ARG);
+    husai_sae m;
+    assert_int_equal(husai_sae_alloc(&m, &broken), HUSAI_ERR_ARG);
 }
 
 int main(void) {

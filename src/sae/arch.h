@@ -3,12 +3,14 @@
  * pre-activations become codes, what its loss adds beyond the reconstruction, and how the trainer
  * initialises and steers it. The shared kernels (encoder product, top-k selection, sparse decode and
  * backward: kernels.h; Adam: adam.h) do the work and call these hooks where the architectures differ; a
- * NULL hook means the shared path alone. Adding an architecture: one arch_<name>.c, one husai_arch value
- * (model.h) and one entry in husai_arch_registry (arch.c). A spec (or train options) may instead carry
- * its own table in .ops, which runs an architecture nobody registered (tests/test_arch_backend.c does).
- * Tables are constant and static-lifetime; nothing here allocates or owns memory. No MPI here.
- * defines: husai_arch_ops, husai_arch_registry, husai_arch_ops_of, husai_arch_{topk,batchtopk,jumprelu,
- *          relu_l1,matryoshka}, husai_trainer_scale_encoder, husai_trainer_sparsity_error */
+ * NULL hook means the shared path alone. Adding an architecture: one arch_<name>.c (and its line in
+ * CMakeLists.txt), one husai_arch value (model.h) and one entry in husai_arch_registry (arch.c). A spec
+ * (or train options) may instead carry its own table in .ops, which runs an architecture nobody
+ * registered (tests/test_arch_backend.c does). Tables are constant and static-lifetime; nothing here
+ * allocates or owns memory. No MPI here.
+ * defines: husai_arch_ops, husai_arch_registry, husai_arch_ops_of, husai_arch_topk, husai_arch_batchtopk,
+ *          husai_arch_jumprelu, husai_arch_relu_l1, husai_arch_matryoshka, husai_trainer_scale_encoder,
+ *          husai_trainer_sparsity_error */
 #ifndef HUSAI_SAE_ARCH_H
 #define HUSAI_SAE_ARCH_H
 

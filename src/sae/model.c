@@ -1,3 +1,6 @@
+/* model.c: a model's lifecycle, for any architecture: spec checks, the one parameter buffer and its views,
+ * the init, decoder normalisation and export, and batch scratch. The rules live in arch_*.c, the kernels
+ * in select.c, encode.c, decode.c and backward.c. */
 #include "sae/model.h"
 
 #include <math.h>
@@ -21,6 +24,7 @@ husai_sae_spec husai_sae_spec_topk(int d_model, int d_sae, int k) {
 husai_status husai_sae_spec_check(const husai_sae_spec *s) {
     const husai_arch_ops *ops = husai_arch_ops_of(s);
     if (!ops) return husai_error(HUSAI_ERR_ARG, "unknown SAE architecture %d", (int)s->arch);
+    if (!ops->codes) return husai_error(HUSAI_ERR_ARG, "SAE architecture '%s' has no code rule", ops->name);
     if (s->d_model < 1 || s->d_sae < 1)
         return husai_error(HUSAI_ERR_ARG, "d_model=%d and d_sae=%d must be >= 1", s->d_model, s->d_sae);
     if (s->k < 1 || s->k > s->d_sae)
