@@ -53,9 +53,8 @@ HUSAI_INLINE void feed_terms4(sq_err_feed *f) {
  * sums held in registers (named: GCC keeps an array of them in memory); with matryoshka, snap gets each
  * prefix's partial sum at its end. Feeds four loss terms per code. */
 HUSAI_INLINE void decode_tile64(const husai_sae *m, const husai_sae_batch *b, int64_t a0, int64_t a1, int i0,
-                                float *xh, float *snap, sq_err_feed *feed) {
-    const int d = m->d_model, mat = m->nested;
-    const int P = mat ? m->spec.n_prefixes : 1;
+                                const int mat, float *xh, float *snap, sq_err_feed *feed) {
+    const int d = m->d_model, P = mat ? m->spec.n_prefixes : 1;
     husai_v8 A0 = {0}, A1 = {0}, A2 = {0}, A3 = {0}, A4 = {0}, A5 = {0}, A6 = {0}, A7 = {0}, t;
 #define STORE_SUMS(p)                                                                                        \
     (V8_STORE((p), A0), V8_STORE((p) + 8, A1), V8_STORE((p) + 16, A2), V8_STORE((p) + 24, A3),               \
@@ -104,9 +103,8 @@ HUSAI_INLINE void decode_tile64(const husai_sae *m, const husai_sae_batch *b, in
 
 /* decode_tile64 over eight elements [i0, i0 + 8). */
 HUSAI_INLINE void decode_tile8(const husai_sae *m, const husai_sae_batch *b, int64_t a0, int64_t a1, int i0,
-                               float *xh, float *snap) {
-    const int d = m->d_model, mat = m->nested;
-    const int P = mat ? m->spec.n_prefixes : 1;
+                               const int mat, float *xh, float *snap) {
+    const int d = m->d_model, P = mat ? m->spec.n_prefixes : 1;
     husai_v8 A = {0}, t;
     if (m->b_dec) V8_LOAD(A, m->b_dec + i0);
     int level = 0;
@@ -164,20 +162,20 @@ static void decode_latent_cols(const husai_sae *m, husai_sae_batch *b, int i0, i
 
 /* x_hat = b_dec + the codes' decoder rows for rows [r0, r1), in code order, over tiles of 64 elements kept
  * in registers across the row's codes (as an axpy per code would compute them, without storing the sums
- * between). With x, also row_sse[r] = sq_err of each row. */
-HUSAI_MULTIVERSION
-static void decode_row_range(const husai_sae *m, husai_sae_batch *b, const float *x, int r0, int r1) {
-    const int d = m->d_model;
-    const int mat = m->nested, P = mat ? m->spec.n_prefixes : 1;
+ * between). With x, also row_sse[r] = sq_err of each row. mat (nested prefixes) is a constant of each
+ * inlined copy (decode_row_range), so the per-code prefix test is compiled out of the other. */
+HUSAI_INLINE void decode_rows_of(const husai_sae *m, husai_sae_batch *b, const float *x, int r0, int r1,
+                                 const int mat) {
+    const int d = m->d_model, P = mat ? m->spec.n_prefixes : 1;
     sq_err_feed feed = {NULL, NULL, 0, 0.0}; /* terms of the previous row, once it is done */
     for (int r = r0; r < r1; r++) {
         float *xh = b->x_hat + (size_t)r * d, *snap = b->g_xhat + (size_t)r * P * d;
         const int64_t a0 = b->row_ptr[r], a1 = b->row_ptr[r + 1];
         int i0 = 0;
         for (; i0 + 64 <= d; i0 += 64)
-            decode_tile64(m, b, a0, a1, i0, xh, snap, &feed);
+            decode_tile64(m, b, a0, a1, i0, mat, xh, snap, &feed);
         for (; i0 + 8 <= d; i0 += 8)
-            decode_tile8(m, b, a0, a1, i0, xh, snap);
+            decode_tile8(m, b, a0, a1, i0, mat, xh, snap);
         for (; i0 < d; i0++) {
             float acc = m->b_dec ? m->b_dec[i0] : 0.0f;
             int level = 0;
@@ -202,6 +200,15 @@ static void decode_row_range(const husai_sae *m, husai_sae_batch *b, const float
         feed_terms(&feed, feed.left);
         b->row_sse[r1 - 1] = feed.sse;
     }
+}
+
+/* decode_rows_of, for nested and for plain models. */
+HUSAI_MULTIVERSION
+static void decode_row_range(const husai_sae *m, husai_sae_batch *b, const float *x, int r0, int r1) {
+    if (m->nested)
+        decode_rows_of(m, b, x, r0, r1, 1);
+    else
+        decode_rows_of(m, b, x, r0, r1, 0);
 }
 
 /* x_hat (and matryoshka's prefix reconstructions) for the encoded rows, split over the batch's threads;
