@@ -1,4 +1,5 @@
-/* test_arch.c: the multi-architecture SAE (src/sae/model.c) and its trainer (src/sae/train.c).
+/* test_arch.c: the five architectures (src/sae/arch_*.c over the kernels of model.c, select.c, encode.c,
+ * decode.c, backward.c) and their trainer (src/sae/train.c).
  * Every check compares the library with an independent computation written here:
  * - encode rules (topk +-relu, batchtopk train/eval, jumprelu, relu_l1, matryoshka) against naive
  *   per-rule selections on the library's pre-activations, which are themselves checked against a

@@ -1,4 +1,5 @@
-/* test_topk.c: the TopK SAE model (src/sae/topk.c) and its Adam step (src/sae/adam.c).
+/* test_model.c: the TopK SAE model (src/sae/model.c and its kernels select.c, encode.c, decode.c,
+ * backward.c) and its Adam step (src/sae/adam.c).
  * - top-k selection: signed values, ties to the lower index, ascending indices, L0 == k,
  *   checked against a brute-force reference on random and tie-heavy rows;
  * - forward/backward and two Adam steps + decoder renormalisation against the PyTorch

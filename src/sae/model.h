@@ -1,6 +1,7 @@
 /* model.h: one sparse autoencoder of any supported architecture, forward and backward.
  * Every architecture shares one shape: pre = W_enc (x - b_dec) + b_enc, a sparse code z
- * chosen from pre by the architecture's rule, x_hat = sum_j z_j D_j + b_dec. The rules:
+ * chosen from pre by the architecture's rule, x_hat = sum_j z_j D_j + b_dec. The rules, one file each
+ * (arch_<name>.c filling a husai_arch_ops table, arch.h), over the shared kernels of kernels.h:
  *   topk        the k largest pre per row (signed, HUSAI's recipe; with relu, then ReLU)
  *   batchtopk   the n*k largest ReLU(pre) over a batch of n rows; at inference pre > threshold (the
  *               trainer's mean, over the last epoch, of each batch's smallest kept code)
@@ -13,7 +14,8 @@
  * gradient touch only the active rows; husai_sae_export_decoder gives the file layout
  * [d_model, d_sae]. Codes are kept per batch in CSR form (row_ptr, idx, val), idx ascending
  * within a row. No MPI here.
- * defines: husai_arch, husai_sae_spec, husai_sae, husai_sae_batch, husai_sae_loss, husai_sae_* */
+ * defines: husai_arch, husai_arch_name, husai_arch_parse, husai_arch_ops (declared), husai_sae_spec,
+ *          husai_sae, husai_sae_batch, husai_sae_loss, husai_sae_*, husai_kth_largest */
 #ifndef HUSAI_SAE_MODEL_H
 #define HUSAI_SAE_MODEL_H
 
@@ -39,6 +41,9 @@ int husai_arch_parse(const char *name);
 
 #define HUSAI_MAX_PREFIXES 8
 
+/* An architecture's table of rules (sae/arch.h). */
+typedef struct husai_arch_ops husai_arch_ops;
+
 /* What a model is; fixed for its lifetime. */
 typedef struct {
     husai_arch arch;
@@ -47,6 +52,7 @@ typedef struct {
     int decoder_bias; /* learn b_dec, subtracted before the encoder and added to the output */
     int n_prefixes;   /* matryoshka: prefixes d_sae/2^(n-1), ..., d_sae/2, d_sae */
     double bandwidth; /* jumprelu: width of the rectangle kernel of the straight-through estimator */
+    const husai_arch_ops *ops; /* NULL: the registered table of arch; else this one (arch is then unused) */
 } husai_sae_spec;
 
 /* HUSAI's TopK: signed top-k, no decoder bias. */
@@ -57,7 +63,9 @@ husai_status husai_sae_spec_check(const husai_sae_spec *s);
 
 typedef struct {
     husai_sae_spec spec;
-    int d_model, d_sae, k; /* copies of spec's, read in every loop */
+    const husai_arch_ops *ops; /* the architecture's rules (static, not owned) */
+    int d_model, d_sae, k;     /* copies of spec's, read in every loop */
+    int nested;                /* copy of ops->nested: the decode and backward loops read it per tile */
     size_t n_params;
     float *params;    /* owner of the views below */
     float *W_enc;     /* (d_sae, d_model) */
@@ -65,7 +73,7 @@ typedef struct {
     float *W_dec;     /* (d_sae, d_model): row j is feature j, i.e. column j of the decoder matrix */
     float *b_dec;     /* (d_model), or NULL without decoder bias */
     float *log_theta; /* (d_sae) jumprelu thresholds theta_j = exp(log_theta_j), or NULL */
-    int prefix[HUSAI_MAX_PREFIXES]; /* matryoshka prefix ends, ascending, the last d_sae */
+    int prefix[HUSAI_MAX_PREFIXES]; /* nested (matryoshka) prefix ends, ascending, the last d_sae */
     double threshold; /* batchtopk inference threshold (estimated while training, not a gradient parameter) */
 } husai_sae;
 
@@ -88,7 +96,7 @@ typedef struct {
     size_t nnz_cap;
     float *x_hat;    /* (cap, d_model) full reconstruction */
     float *g_xhat;   /* (cap, n_prefixes or 1, d_model) reconstructions per prefix, then dLoss/d(x_hat) */
-    float *select;   /* selection scratch: 2 * d_sae floats per thread (cap * d_sae for batchtopk) */
+    float *select;   /* selection scratch: 2 * d_sae floats per thread (cap * d_sae: ops->batch_select) */
     double *row_sse; /* (cap) each row's squared reconstruction error, summed in row order afterwards */
     int32_t *split;  /* (threads + 1) backward: each thread's range of latents */
     float *row;      /* (2 * d_model) per-row scratch */

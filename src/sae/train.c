@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "common/rng.h"
+#include "sae/arch.h"
 
 husai_train_opts husai_train_defaults(void) {
     return (husai_train_opts){.d_sae = 128,
@@ -26,6 +27,7 @@ husai_train_opts husai_train_defaults(void) {
 
 husai_sae_spec husai_train_spec(const husai_train_opts *o, int d_model) {
     return (husai_sae_spec){.arch = o->arch,
+                            .ops = o->ops,
                             .d_model = d_model,
                             .d_sae = o->d_sae,
                             .k = o->k,
@@ -94,10 +96,11 @@ static size_t batch_rows(const husai_trainer *t) {
     return n > (size_t)t->batch.cap ? (size_t)t->batch.cap : n;
 }
 
-/* The data-dependent part of the init (see husai_train_opts): b_dec, theta and the sparsity weight.
- * Every sum runs over the training rows in row order, so the result does not depend on the rank. */
+/* The data-dependent part of the init (see husai_train_opts): b_dec and the sparsity weight here, the
+ * rest (thresholds, encoder scale) by the architecture. Every sum runs over the training rows in row
+ * order, so the result does not depend on the rank. */
 static husai_status data_init(husai_trainer *t) {
-    const int d = t->d_model, s = t->opts.d_sae;
+    const int d = t->d_model;
     const uint32_t *rows = t->opts.row_index;
     husai_sae *m = &t->model;
     double *mean = calloc((size_t)d, sizeof(double)), sq = 0.0;
@@ -118,16 +121,19 @@ static husai_status data_init(husai_trainer *t) {
     t->coeff =
         t->opts.sparsity_coeff > 0.0 ? t->opts.sparsity_coeff : 2.0 * sqrt(sq / ((double)t->n_rows * d)) / d;
     t->coeff_unit = t->coeff;
-    const int threshold_rule = t->opts.arch == HUSAI_ARCH_JUMPRELU || t->opts.arch == HUSAI_ARCH_RELU_L1;
-    if (!threshold_rule) return HUSAI_OK;
-    const size_t n = batch_rows(t);
+    return m->ops->train_init ? m->ops->train_init(t) : HUSAI_OK;
+}
+
+husai_status husai_trainer_scale_encoder(husai_trainer *t, size_t *n_out) {
+    const int d = t->d_model, s = t->opts.d_sae;
+    husai_sae *m = &t->model;
+    const size_t n = *n_out = batch_rows(t);
     gather_batch(t, n);
     husai_sae_loss parts;
     husai_status st = husai_sae_forward(m, t->xb, (int)n, HUSAI_SAE_TRAIN, 0.0, &t->batch, &parts);
     if (st) return st;
-    /* Every positive pre-activation fires under these rules, so HUSAI's encoder scale starts with
-     * reconstructions several times the size of x. Scale W_enc (b_enc is 0, so the firing pattern
-     * stays) until the first batch's mean reconstruction norm matches the centred data's. */
+    /* HUSAI's encoder scale starts with reconstructions several times the size of x when every positive
+     * pre-activation fires. Scale W_enc (b_enc is 0, so the firing pattern stays). */
     double norm_x = 0.0, norm_h = 0.0;
     for (size_t r = 0; r < n; r++) {
         double sx = 0.0, sh = 0.0;
@@ -147,24 +153,12 @@ static husai_status data_init(husai_trainer *t) {
         for (size_t i = 0; i < n * (size_t)s; i++)
             t->batch.pre[i] *= scale; /* what encode would now give (b_enc = 0) */
     }
-    if (t->opts.arch != HUSAI_ARCH_JUMPRELU) return HUSAI_OK;
-    float *col = malloc(n * sizeof(float));
-    if (!col) return husai_error(HUSAI_ERR_NOMEM, "cannot allocate the threshold init buffer");
-    int rank = (int)ceil((double)t->opts.k / s * (double)n);
-    if (rank < 1) rank = 1;
-    double theta_sum = 0.0;
-    for (int j = 0; j < s; j++) {
-        for (size_t r = 0; r < n; r++)
-            col[r] = t->batch.pre[r * s + j];
-        float th = husai_kth_largest(col, (int)n, rank);
-        if (!(th > (float)t->opts.bandwidth)) th = (float)t->opts.bandwidth; /* theta must stay positive */
-        m->log_theta[j] = logf(th);
-        theta_sum += th;
-    }
-    free(col);
-    if (t->opts.sparsity_coeff == 0.0) t->coeff *= theta_sum / s; /* L0's gradient acts through theta */
-    t->coeff_unit = t->coeff;
     return HUSAI_OK;
+}
+
+double husai_trainer_sparsity_error(const husai_trainer *t, double l0) {
+    const double u = 0.05 * (l0 - t->opts.k) / t->opts.k;
+    return u > 0.05 ? 0.05 : u < -0.05 ? -0.05 : u;
 }
 
 husai_status husai_trainer_init(husai_trainer *t, const float *X, size_t n_rows, int d_model,
@@ -315,25 +309,7 @@ husai_status husai_trainer_step(husai_trainer *t) {
         return husai_error(HUSAI_ERR_NUMERIC,
                            "training diverged: parameters became NaN/Inf at step %lld (seed %llu, lr %g)",
                            (long long)t->steps, (unsigned long long)t->opts.seed, t->opts.lr);
-    if (t->opts.arch == HUSAI_ARCH_BATCHTOPK && t->batch.batch_min > 0.0f) {
-        /* Inference threshold: the mean over the current epoch's batches of the smallest code the batch
-         * rule kept, so the final value describes the trained model, not its early steps. */
-        t->thr_sum += t->batch.batch_min;
-        t->thr_n += 1.0;
-        t->model.threshold = t->thr_sum / t->thr_n;
-    }
-    const int adapt = t->opts.sparsity_coeff == 0.0 &&
-                      (t->opts.arch == HUSAI_ARCH_RELU_L1 || t->opts.arch == HUSAI_ARCH_JUMPRELU);
-    if (adapt) {
-        double u = 0.05 * (parts.l0 - t->opts.k) / t->opts.k;
-        u = u > 0.05 ? 0.05 : u < -0.05 ? -0.05 : u;
-        if (t->opts.arch == HUSAI_ARCH_JUMPRELU)
-            /* A Lagrange multiplier for E[L0] = k, free in sign: the reconstruction term alone pushes
-             * thresholds up early in training, and only a negative weight can pull L0 back to k. */
-            t->coeff += t->coeff_unit * u;
-        else
-            t->coeff *= exp(u);
-    }
+    if (t->model.ops->train_step) t->model.ops->train_step(t, &parts);
     t->last_l0 = parts.l0;
     t->steps++;
     t->epoch_loss_sum += loss;

@@ -24,10 +24,12 @@ typedef struct {
     int ref_n;
     /* Train on X's rows row_index[0..n_rows) only (a held-out split); NULL: rows 0..n_rows-1. */
     const uint32_t *row_index;
-    /* Architecture (model.h). The data-dependent init is done here: b_dec starts at the training rows'
-     * mean; jumprelu's theta_j at the (k / d_sae) upper quantile of latent j's pre-activations on the
-     * first batch, so every architecture starts near L0 = k. */
+    /* Architecture (model.h, arch.h). The data-dependent init is done here and by the architecture's
+     * train_init hook: b_dec starts at the training rows' mean; jumprelu's theta_j at the (k / d_sae)
+     * upper quantile of latent j's pre-activations on the first batch, so every architecture starts near
+     * L0 = k. */
     husai_arch arch;
+    const husai_arch_ops *ops; /* NULL: arch's registered table; else this one (sae/arch.h) */
     int relu, decoder_bias, n_prefixes;
     double bandwidth;
     /* relu_l1, jumprelu: weight of the sparsity term. 0 adapts it after every step (a multiplicative
@@ -54,7 +56,7 @@ typedef struct {
     double seconds;
 } husai_train_stats;
 
-typedef struct {
+typedef struct husai_trainer {
     husai_train_opts opts;
     const float *X; /* (n_rows, d_model), borrowed */
     size_t n_rows;

@@ -1,0 +1,349 @@
+/* select.c: top-k selection, the kernel of the topk and matryoshka rules and of AuxK: per-row top-k over
+ * order-preserving integer keys (branch-free counting, bounded search), packing to CSR, and the
+ * quickselect husai_kth_largest. */
+#include <math.h>
+#include <string.h>
+
+#include "sae/kernels.h"
+
+/* Value of the k-th largest of a[0..n) (1 <= k <= n), reordering a (Hoare quickselect, median-of-3
+ * pivot). Expected O(n); terminates on any input, NaN included. */
+float husai_kth_largest(float *a, int n, int k) {
+    int lo = 0, hi = n - 1;
+    const int target = k - 1; /* position in descending order */
+    while (lo < hi) {
+        const int mid = lo + (hi - lo) / 2;
+        float x = a[lo], y = a[mid], z = a[hi];
+        const float p = x > y ? (y > z ? y : (x > z ? z : x)) : (x > z ? x : (y > z ? z : y));
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] > p)
+                i++;
+            while (a[j] < p)
+                j--;
+            if (i <= j) {
+                const float t = a[i];
+                a[i] = a[j];
+                a[j] = t;
+                i++;
+                j--;
+            }
+        }
+        if (target <= j)
+            hi = j;
+        else if (target >= i)
+            lo = i;
+        else
+            return a[target];
+    }
+    return a[target];
+}
+
+/* Top-k selection works on integer keys that order like the floats: a > b iff key(a) > key(b) and
+ * a == b iff key(a) == key(b). NaN gets -inf's key (selection treats it as -inf) and -0 gets +0's (the
+ * two compare equal as floats), so the set, the ties and the NaN rule are those of float comparisons.
+ * Counting keys against a threshold is branch-free and vectorises; the quickselect it replaced spent
+ * most of its time on mispredicted branches. */
+static inline int32_t order_key(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) u = 0xff800000u;
+    if (u == 0x80000000u) u = 0;
+    return (int32_t)(u & 0x80000000u ? u ^ 0x7fffffffu : u);
+}
+
+/* The float of a key (key_value(order_key(x)) == x up to NaN and -0); NaN above +inf's key. */
+static inline float key_value(int64_t key) {
+    const uint32_t u = key < 0 ? (uint32_t)key ^ 0x7fffffffu : (uint32_t)key;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+HUSAI_INLINE int count_ge(const int32_t *key, int n, int32_t t) {
+    int c = 0;
+    for (int j = 0; j < n; j++)
+        c += key[j] >= t;
+    return c;
+}
+
+/* A row's top k: every key above thr, then the first `ties` keys equal to thr (in position order). */
+typedef struct {
+    int32_t thr;
+    int ties;
+} topk_cut;
+
+/* Smallest and largest of key[0..n), n >= 1. */
+HUSAI_INLINE void key_range(const int32_t *key, int n, int32_t *mn, int32_t *mx) {
+    int32_t lo = key[0], hi = key[0];
+    for (int j = 1; j < n; j++) {
+        lo = key[j] < lo ? key[j] : lo;
+        hi = key[j] > hi ? key[j] : hi;
+    }
+    *mn = lo;
+    *mx = hi;
+}
+
+/* The search for the top k of key[0..n) (1 <= k <= n): a bracket [lo, hi) of thresholds keeping
+ * count(key >= lo) = c_lo >= k > count(key >= hi) = c_hi, narrowed by counting at probes. The first
+ * probes interpolate the count linearly between the bracket's floats, which typically ends the search
+ * in about four counts; then the float midpoint, and after 24 probes the key midpoint, which bound the
+ * total by 56 whatever the values. A count of exactly k ends the search (no ties to break), as does
+ * k - 1 (the k-th is then the largest key below the probe: one more pass), as does a bracket of one
+ * key. */
+typedef struct {
+    int64_t lo, hi;
+    int c_lo, c_hi, it;
+} cut_search;
+
+/* A search over keys within [mn, mx]. */
+HUSAI_INLINE cut_search cut_start(int n, int32_t mn, int32_t mx) {
+    return (cut_search){mn, (int64_t)mx + 1, n, 0, 0};
+}
+
+/* The next probe, strictly inside the bracket (which holds more than one key). */
+HUSAI_INLINE int32_t cut_probe(const cut_search *cs, int k) {
+    int64_t mid = cs->lo + (cs->hi - cs->lo) / 2;
+    const float lf = key_value(cs->lo), hf = key_value(cs->hi);
+    if (cs->it < 24 && isfinite(lf) && isfinite(hf)) {
+        const float f = cs->it < 6 ? ((float)(cs->c_lo - k) + 0.5f) / (float)(cs->c_lo - cs->c_hi) : 0.5f;
+        const int32_t kt = order_key(lf * (1.0f - f) + hf * f);
+        if (kt > cs->lo && kt < cs->hi) mid = kt;
+    }
+    return (int32_t)mid;
+}
+
+/* Takes count c = count(key >= t) at probe t; returns 1 with *out set when the search is over. */
+HUSAI_INLINE int cut_update(cut_search *cs, const int32_t *key, int n, int k, int32_t t, int c,
+                            topk_cut *out) {
+    cs->it++;
+    if (c == k) {
+        *out = (topk_cut){t - 1, 0}; /* t > lo >= INT32_MIN */
+        return 1;
+    }
+    if (c == k - 1) {
+        int32_t below = INT32_MIN;
+        for (int j = 0; j < n; j++) {
+            const int32_t in = -(int32_t)(key[j] < t); /* masks, not ?:, so that it vectorises */
+            const int32_t q = (key[j] & in) | (INT32_MIN & ~in);
+            below = q > below ? q : below;
+        }
+        /* below > INT32_MIN: some key is below t, and every key is above INT32_MIN. A unique k-th needs
+         * no tie-breaking. */
+        *out = count_ge(key, n, below) == k ? (topk_cut){below - 1, 0} : (topk_cut){below, 1};
+        return 1;
+    }
+    if (c > k) {
+        cs->lo = t;
+        cs->c_lo = c;
+    } else {
+        cs->hi = t;
+        cs->c_hi = c;
+    }
+    if (cs->hi - cs->lo > 1) return 0;
+    *out = (topk_cut){(int32_t)cs->lo, k - cs->c_hi};
+    return 1;
+}
+
+/* The top k of key[0..n) (1 <= k <= n; keys within [mn, mx]). */
+HUSAI_INLINE topk_cut kth_cut(const int32_t *key, int n, int k, int32_t mn, int32_t mx) {
+    cut_search cs = cut_start(n, mn, mx);
+    topk_cut out = {mn, k}; /* all keys equal */
+    if (mn == mx) return out;
+    for (;;) {
+        const int32_t t = cut_probe(&cs, k);
+        if (cut_update(&cs, key, n, k, t, count_ge(key, n, t), &out)) return out;
+    }
+}
+
+/* kth_cut of two rows at once, key0 and key1 (n each): their searches are independent chains of
+ * count-then-decide, which interleaved keep the core busy while each waits on its own. */
+HUSAI_INLINE void kth_cut2(const int32_t *key0, const int32_t *key1, int n, int k, const int32_t mn[2],
+                           const int32_t mx[2], topk_cut out[2]) {
+    cut_search cs0 = cut_start(n, mn[0], mx[0]), cs1 = cut_start(n, mn[1], mx[1]);
+    out[0] = (topk_cut){mn[0], k};
+    out[1] = (topk_cut){mn[1], k};
+    int done0 = mn[0] == mx[0], done1 = mn[1] == mx[1];
+    while (!done0 && !done1) {
+        const int32_t t0 = cut_probe(&cs0, k), t1 = cut_probe(&cs1, k);
+        int c0 = 0, c1 = 0;
+        for (int j = 0; j < n; j++) {
+            c0 += key0[j] >= t0;
+            c1 += key1[j] >= t1;
+        }
+        done0 = cut_update(&cs0, key0, n, k, t0, c0, &out[0]);
+        done1 = cut_update(&cs1, key1, n, k, t1, c1, &out[1]);
+    }
+    for (; !done0;) {
+        const int32_t t = cut_probe(&cs0, k);
+        done0 = cut_update(&cs0, key0, n, k, t, count_ge(key0, n, t), &out[0]);
+    }
+    for (; !done1;) {
+        const int32_t t = cut_probe(&cs1, k);
+        done1 = cut_update(&cs1, key1, n, k, t, count_ge(key1, n, t), &out[1]);
+    }
+}
+
+/* Writes the cut's k entries of key[0..n) in position order: their latents (pos[a], or a without pos)
+ * into idx, their values pre[latent] into val. Each block of 32 keys becomes a bit mask (vectorised
+ * compares) whose set bits are walked, so the work is per kept entry, not per key. */
+HUSAI_INLINE void take_top(const int32_t *key, const int32_t *pos, int n, topk_cut cut, int k,
+                           const float *pre, int32_t *idx, float *val) {
+    int ties = cut.ties, m = 0;
+    for (int a0 = 0; m < k; a0 += 32) {
+        const int len = n - a0 < 32 ? n - a0 : 32;
+        uint32_t gt = 0, eq = 0;
+        if (len == 32) {
+            for (int i = 0; i < 32; i++)
+                gt |= (uint32_t)(key[a0 + i] > cut.thr) << i;
+        } else {
+            for (int i = 0; i < len; i++)
+                gt |= (uint32_t)(key[a0 + i] > cut.thr) << i;
+        }
+        if (ties > 0)
+            for (int i = 0; i < len; i++)
+                eq |= (uint32_t)(key[a0 + i] == cut.thr) << i;
+        for (uint32_t bits = gt | eq; bits; bits &= bits - 1) {
+            const int i = __builtin_ctz(bits);
+            if (eq >> i & 1) {
+                if (ties == 0) continue; /* the lower-positioned ties are already in */
+                ties--;
+            }
+            const int32_t j = pos ? pos[a0 + i] : a0 + i;
+            idx[m] = j;
+            val[m++] = pre[j];
+        }
+    }
+}
+
+/* Whether topk_row selects over the whole row (short rows) rather than bounding it first. */
+static int topk_direct(int d_sae, int k) {
+    return d_sae < 32 * (int64_t)k;
+}
+
+/* Selects the k top entries of one row (signed; ties to the lower index, NaN as -inf) into idx, in
+ * ascending index order, and their values into val. scratch holds d_sae floats (used as int32 keys).
+ * Long rows first bound the answer from below: the k-th largest of the maxima of G >= k strided
+ * groups is at most the row's k-th largest (k distinct groups each hold an entry at least as large),
+ * so one pass keeps just the entries at or above it, about k of them for G = 8k, and the exact
+ * selection runs on those. Short rows, and long rows whose bound leaves too many entries, select
+ * over the whole row. */
+HUSAI_MULTIVERSION
+void husai_topk_row(const float *pre, int d_sae, int k, int32_t *idx, float *val, float *scratch) {
+    int32_t *key = (int32_t *)scratch;
+    const int G = 8 * k;
+    if (!topk_direct(d_sae, k)) {
+        int32_t *gmax = key, *ck = key + G;
+        const int cap = (d_sae - G) / 2;
+        int32_t *ci = ck + cap;
+        for (int g = 0; g < G; g++)
+            gmax[g] = order_key(pre[g]);
+        for (int j0 = G; j0 < d_sae; j0 += G) {
+            const int len = d_sae - j0 < G ? d_sae - j0 : G;
+            for (int g = 0; g < len; g++) {
+                const int32_t kj = order_key(pre[j0 + g]);
+                gmax[g] = kj > gmax[g] ? kj : gmax[g];
+            }
+        }
+        int32_t mn, mx;
+        key_range(gmax, G, &mn, &mx);
+        const topk_cut gcut = kth_cut(gmax, G, k, mn, mx);
+        const int32_t bound = gcut.ties ? gcut.thr : gcut.thr + 1; /* <= the k-th largest maximum */
+        if (bound > order_key(-INFINITY)) {
+            /* bound is a float above -inf, so comparing floats against it leaves NaN out as -inf would be. */
+            const float t = key_value(bound);
+            int c = 0;
+            for (int j0 = 0; j0 < d_sae && c >= 0; j0 += 32) {
+                const int end = d_sae - j0 < 32 ? d_sae : j0 + 32;
+                int any = 0;
+                for (int j = j0; j < end; j++)
+                    any |= pre[j] >= t;
+                if (!any) continue;
+                for (int j = j0; j < end; j++)
+                    if (pre[j] >= t) {
+                        if (c == cap) {
+                            c = -1;
+                            break;
+                        }
+                        ck[c] = order_key(pre[j]);
+                        ci[c++] = j;
+                    }
+            }
+            if (c >= k) {
+                key_range(ck, c, &mn, &mx);
+                take_top(ck, ci, c, kth_cut(ck, c, k, mn, mx), k, pre, idx, val);
+                return;
+            }
+        }
+    }
+    int32_t mn = INT32_MAX, mx = INT32_MIN;
+    for (int j = 0; j < d_sae; j++) {
+        key[j] = order_key(pre[j]);
+        mn = key[j] < mn ? key[j] : mn;
+        mx = key[j] > mx ? key[j] : mx;
+    }
+    take_top(key, NULL, d_sae, kth_cut(key, d_sae, k, mn, mx), k, pre, idx, val);
+}
+
+/* topk_row for two short rows (topk_direct) at once, their searches interleaved; scratch holds
+ * 2 * d_sae floats. */
+HUSAI_MULTIVERSION
+static void topk_rows2(const float *pre0, const float *pre1, int d_sae, int k, int32_t *idx0, float *val0,
+                       int32_t *idx1, float *val1, float *scratch) {
+    int32_t *key0 = (int32_t *)scratch, *key1 = key0 + d_sae;
+    int32_t mn[2] = {INT32_MAX, INT32_MAX}, mx[2] = {INT32_MIN, INT32_MIN};
+    for (int j = 0; j < d_sae; j++) {
+        key0[j] = order_key(pre0[j]);
+        key1[j] = order_key(pre1[j]);
+        mn[0] = key0[j] < mn[0] ? key0[j] : mn[0];
+        mx[0] = key0[j] > mx[0] ? key0[j] : mx[0];
+        mn[1] = key1[j] < mn[1] ? key1[j] : mn[1];
+        mx[1] = key1[j] > mx[1] ? key1[j] : mx[1];
+    }
+    topk_cut cut[2];
+    kth_cut2(key0, key1, d_sae, k, mn, mx, cut);
+    take_top(key0, NULL, d_sae, cut[0], k, pre0, idx0, val0);
+    take_top(key1, NULL, d_sae, cut[1], k, pre1, idx1, val1);
+}
+
+void husai_select_topk_rows(const husai_sae *m, int r0, int r1, husai_sae_batch *b, float *scratch) {
+    const int s = m->d_sae, k = m->k, relu = m->spec.relu;
+    for (int r = r0; r < r1;) {
+        const int rows = topk_direct(s, k) && r + 1 < r1 ? 2 : 1; /* short rows go two at a time */
+        int32_t *id = b->idx + (size_t)r * k;
+        float *v = b->val + (size_t)r * k;
+        if (rows == 2)
+            topk_rows2(b->pre + (size_t)r * s, b->pre + (size_t)(r + 1) * s, s, k, id, v, id + k, v + k,
+                       scratch);
+        else
+            husai_topk_row(b->pre + (size_t)r * s, s, k, id, v, scratch);
+        for (int q = 0; q < rows; q++, r++) {
+            int kept = 0;
+            for (int a = q * k; a < (q + 1) * k; a++)
+                if (!relu || v[a] > 0.0f) {
+                    id[q * k + kept] = id[a];
+                    v[q * k + kept++] = v[a];
+                }
+            b->row_ptr[r + 1] = kept;
+        }
+    }
+}
+
+/* Turns the per-row counts into CSR offsets, moving each row's codes down behind the previous row's (never
+ * past unread ones: a row's codes start at or after its offset). */
+husai_status husai_codes_topk(const husai_sae *m, int n, husai_sae_mode mode, husai_sae_batch *b) {
+    (void)mode;
+    const int k = m->k;
+    int64_t nnz = 0;
+    for (int r = 0; r < n; r++) {
+        const int64_t c = b->row_ptr[r + 1], from = (int64_t)r * k;
+        b->row_ptr[r] = nnz;
+        if (nnz != from) {
+            memmove(b->idx + nnz, b->idx + from, (size_t)c * sizeof(int32_t));
+            memmove(b->val + nnz, b->val + from, (size_t)c * sizeof(float));
+        }
+        nnz += c;
+    }
+    b->row_ptr[n] = nnz;
+    return HUSAI_OK;
+}
