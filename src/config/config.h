@@ -4,8 +4,8 @@
  * No MPI here: every rank parses the same file and reaches the same verdict.
  * defines: husai_config, husai_config_defaults, husai_config_load, husai_config_set,
  *          husai_config_validate, husai_config_print, husai_config_hash */
-#ifndef HUSAI_CLI_CONFIG_H
-#define HUSAI_CLI_CONFIG_H
+#ifndef HUSAI_CONFIG_CONFIG_H
+#define HUSAI_CONFIG_CONFIG_H
 
 #include <stdint.h>
 #include <stdio.h>
