@@ -5,7 +5,7 @@
  * the bootstrap CIs. A failure one rank meets while training (a refused or unwritable
  * checkpoint, a trainer that cannot start or diverges) stops every rank and is agreed at
  * the end of the training; other failures only one rank sees end the job (husai_mpi_die).
- * defines: husai_run_ctx, husai_phase, husai_phase_run, husai_train_reference */
+ * defines: husai_run_ctx, husai_phase, husai_phase_run, husai_condition_metrics, husai_train_reference */
 #ifndef HUSAI_SWEEP_PHASE_H
 #define HUSAI_SWEEP_PHASE_H
 
