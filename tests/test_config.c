@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli/config.h"
+#include "config/config.h"
 #include "mpi/plan.h"
 #include "sae/model.h"
 

@@ -26,7 +26,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
-#include "cli/config.h"
+#include "config/config.h"
 #include "cli/version.h"
 #include "report/h5attr.h"
 #include "common/parse.h"

@@ -15,8 +15,8 @@
 
 #include "cli/commands.h"
 #include "cli/version.h"
-#include "cli/config.h"
-#include "cli/phase.h"
+#include "config/config.h"
+#include "sweep/phase.h"
 #include "cli/threads.h"
 #include "common/fingerprint.h"
 #include "report/h5attr.h"

@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
-#include "cli/config.h"
+#include "config/config.h"
 #include "cli/version.h"
 #include "sae/model.h"
 

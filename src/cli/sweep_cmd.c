@@ -24,9 +24,9 @@
 
 #include "cli/commands.h"
 #include "cli/version.h"
-#include "cli/config.h"
-#include "cli/phase.h"
-#include "cli/protocols.h"
+#include "config/config.h"
+#include "sweep/phase.h"
+#include "sweep/protocols.h"
 #include "cli/threads.h"
 #include "common/parse.h"
 #include "metrics/groundtruth.h"

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cli/config.h"
+#include "config/config.h"
 #include "common/nodeinfo.h"
 #include "common/status.h"
 #include "metrics/bootstrap.h"

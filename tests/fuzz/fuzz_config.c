@@ -1,4 +1,4 @@
-/* fuzz_config.c: libFuzzer target for the configuration parser (src/cli/config.c).
+/* fuzz_config.c: libFuzzer target for the configuration parser (src/config/config.c).
  *
  * Input: INI text, optionally followed by a NUL byte and `--set` assignments, one per line:
  *     <ini text> [ '\0' <section.key=value> { '\n' <section.key=value> } ]
@@ -23,7 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli/config.h"
+#include "config/config.h"
 #include "common/status.h"
 
 static FILE *g_null;

@@ -41,7 +41,7 @@ CFLAGS="-g -O1 -std=c17 -fsanitize=fuzzer,address,undefined -fno-sanitize-recove
         -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas -I$ROOT/src"
 say "building with $CC into $BUILD"
 # shellcheck disable=SC2046,SC2086
-$CC $CFLAGS "$HERE/fuzz_config.c" "$ROOT/src/cli/config.c" "$ROOT/src/common/parse.c" "$ROOT/src/common/status.c" \
+$CC $CFLAGS "$HERE/fuzz_config.c" "$ROOT/src/config/config.c" "$ROOT/src/common/parse.c" "$ROOT/src/common/status.c" \
     "$ROOT"/src/sae/{model,arch*,select,encode,decode,backward,train,adam,align}.c "$ROOT/src/common/rng.c" $(pkg-config --cflags openblas) \
     -o "$BUILD/fuzz_config" $(pkg-config --libs inih openblas) -lm ||
     die "building fuzz_config failed (is libclang-rt-14-dev installed? it provides -fsanitize=fuzzer)"

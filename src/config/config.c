@@ -1,5 +1,5 @@
 #define _POSIX_C_SOURCE 200809L
-#include "cli/config.h"
+#include "config/config.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -7,10 +7,10 @@
  *                alignment penalty, selection by LCB under an EV-drop limit.
  * All are collective; results live on rank 0.
  * defines: husai_protocol_output, husai_protocol_run, husai_protocol_output_free */
-#ifndef HUSAI_CLI_PROTOCOLS_H
-#define HUSAI_CLI_PROTOCOLS_H
+#ifndef HUSAI_SWEEP_PROTOCOLS_H
+#define HUSAI_SWEEP_PROTOCOLS_H
 
-#include "cli/phase.h"
+#include "sweep/phase.h"
 #include "common/status.h"
 #include "report/results.h"
 

@@ -5,14 +5,14 @@
  * the bootstrap CIs. A failure one rank meets while training (a refused or unwritable
  * checkpoint, a trainer that cannot start or diverges) stops every rank and is agreed at
  * the end of the training; other failures only one rank sees end the job (husai_mpi_die).
- * defines: husai_run_ctx, husai_phase, husai_phase_run, husai_train_reference */
-#ifndef HUSAI_CLI_PHASE_H
-#define HUSAI_CLI_PHASE_H
+ * defines: husai_run_ctx, husai_phase, husai_phase_run, husai_condition_metrics, husai_train_reference */
+#ifndef HUSAI_SWEEP_PHASE_H
+#define HUSAI_SWEEP_PHASE_H
 
 #include <mpi.h>
 #include <stdint.h>
 
-#include "cli/config.h"
+#include "config/config.h"
 #include "common/split.h"
 #include "mpi/dataset.h"
 #include "report/results.h"
@@ -54,8 +54,9 @@ husai_status husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, hu
 
 /* One process: every per-condition metric (PWMCC and random matrices, bootstrap CIs, delta, LCB, ratio)
  * from c's decoders and per-seed metrics; with ref_decoder ([d_model, d_sae]) also the with-reference
- * PWMCC and alignment CIs. Below HUSAI_CI_MIN_SEEDS seeds every interval and the LCB are NaN (withheld). The random baseline is copied from any of done[0..n_done) with the same
- * seeds and shape instead of recomputed. Aborts the job on allocation failure. */
+ * PWMCC and alignment CIs. Below HUSAI_CI_MIN_SEEDS seeds every interval and the LCB are NaN (withheld). The
+ * random baseline is copied from any of done[0..n_done) with the same seeds and shape instead of recomputed.
+ * Aborts the job on allocation failure. */
 void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c, const float *ref_decoder,
                              const husai_condition_result *done, int n_done);
 

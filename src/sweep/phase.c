@@ -1,5 +1,5 @@
 #define _POSIX_C_SOURCE 200809L
-#include "cli/phase.h"
+#include "sweep/phase.h"
 
 #include <limits.h>
 #include <math.h>

@@ -1,4 +1,4 @@
-#include "cli/protocols.h"
+#include "sweep/protocols.h"
 
 #include <math.h>
 #include <stdio.h>

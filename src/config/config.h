@@ -2,10 +2,12 @@
  * Every key is declared once in a table (section, key, type, default, help); unknown
  * sections or keys, bad values and missing required keys are errors naming the key.
  * No MPI here: every rank parses the same file and reaches the same verdict.
- * defines: husai_config, husai_config_defaults, husai_config_load, husai_config_set,
- *          husai_config_validate, husai_config_print, husai_config_hash */
-#ifndef HUSAI_CLI_CONFIG_H
-#define HUSAI_CLI_CONFIG_H
+ * defines: husai_config, husai_config_defaults, husai_config_load, husai_config_load_string,
+ *          husai_config_set, husai_config_validate, husai_config_print, husai_config_hash, husai_condition,
+ *          husai_config_make_condition, husai_config_condition, HUSAI_MAX_VALUES, HUSAI_MAX_SEEDS,
+ *          HUSAI_PATH_MAX */
+#ifndef HUSAI_CONFIG_CONFIG_H
+#define HUSAI_CONFIG_CONFIG_H
 
 #include <stdint.h>
 #include <stdio.h>
