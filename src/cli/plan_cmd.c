@@ -2,7 +2,7 @@
  * (file, --set, --out, validation) but without MPI and without opening the data. Job scripts take every
  * setting from here (human text, one JSON document, or one field with --get), so no second INI parser
  * can disagree with husai about a list written over several lines. */
-#define _GNU_SOURCE /* getopt_long and open_memstream under -std=c17 */
+#define _GNU_SOURCE /* getopt_long under -std=c17 */
 #include <cjson/cJSON.h>
 #include <getopt.h>
 #include <ini.h>
@@ -266,12 +266,8 @@ static int config_json_cb(void *user, const char *section, const char *key, cons
 /* Every key of the resolved configuration as husai prints it (the text stored in results.h5), read back
  * by the same INI reader husai uses; optional keys left unset are absent. */
 static cJSON *config_json(const husai_config *cfg) {
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f) return NULL;
-    husai_config_print(cfg, f);
-    fclose(f);
+    char *text = husai_config_text(cfg);
+    if (!text) return NULL;
     cJSON *root = cJSON_CreateObject();
     if (ini_parse_string(text, config_json_cb, root) != 0) {
         cJSON_Delete(root);

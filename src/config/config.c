@@ -757,6 +757,16 @@ void husai_config_print(const husai_config *c, FILE *f) {
     }
 }
 
+char *husai_config_text(const husai_config *c) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return NULL;
+    husai_config_print(c, f);
+    fclose(f);
+    return text;
+}
+
 uint64_t husai_config_hash(const husai_config *c) {
     /* Where results go and how often to checkpoint do not change what is computed: a run moved to
      * another directory, or resumed with another interval, keeps its identity. */
@@ -764,12 +774,9 @@ uint64_t husai_config_hash(const husai_config *c) {
     copy = *c;
     snprintf(copy.out_dir, sizeof copy.out_dir, "-");
     copy.checkpoint_seconds = 0;
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f) return 0;
-    husai_config_print(&copy, f);
-    fclose(f);
+    char *text = husai_config_text(&copy);
+    if (!text) return 0;
+    const size_t len = strlen(text);
     uint64_t h = 0xcbf29ce484222325ULL;
     for (size_t i = 0; i < len; i++) {
         h ^= (unsigned char)text[i];

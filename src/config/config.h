@@ -3,9 +3,9 @@
  * sections or keys, bad values and missing required keys are errors naming the key.
  * No MPI here: every rank parses the same file and reaches the same verdict.
  * defines: husai_config, husai_config_defaults, husai_config_load, husai_config_load_string,
- *          husai_config_set, husai_config_validate, husai_config_print, husai_config_hash, husai_condition,
- *          husai_config_make_condition, husai_config_condition, HUSAI_MAX_VALUES, HUSAI_MAX_SEEDS,
- *          HUSAI_PATH_MAX */
+ *          husai_config_set, husai_config_validate, husai_config_print, husai_config_text, husai_config_hash,
+ *          husai_condition, husai_config_make_condition, husai_config_condition, HUSAI_MAX_VALUES,
+ *          HUSAI_MAX_SEEDS, HUSAI_PATH_MAX */
 #ifndef HUSAI_CONFIG_CONFIG_H
 #define HUSAI_CONFIG_CONFIG_H
 
@@ -92,6 +92,9 @@ husai_status husai_config_validate(const husai_config *c);
 
 /* Prints the resolved configuration as INI (every key, given or default) to f. */
 void husai_config_print(const husai_config *c, FILE *f);
+
+/* husai_config_print's text in a malloc'd string (the caller frees it); NULL when memory runs out. */
+char *husai_config_text(const husai_config *c);
 
 /* A stable 64-bit hash of what the configuration computes (husai_config_print's text without the
  * output directory and checkpoint interval). */

@@ -205,6 +205,33 @@ static double seeds_stat(const double *M, int S, const int *count, const int *se
     return num / den;
 }
 
+/* The cluster-bootstrap percentile interval of seeds_stat(Mx), or of seeds_stat(Mx) - seeds_stat(My)
+ * under the same draw when My is given; o->resamples draws of S seeds from o's stream. */
+static husai_status seeds_ci(const double *Mx, const double *My, int S, const husai_boot_opts *o, double *lo,
+                             double *hi) {
+    double *stat = malloc((size_t)o->resamples * sizeof *stat);
+    int *count = malloc((size_t)S * sizeof *count), *seen = malloc((size_t)S * sizeof *seen);
+    if (!stat || !count || !seen) {
+        free(stat);
+        free(count);
+        free(seen);
+        return husai_error(HUSAI_ERR_NOMEM, "cannot allocate bootstrap scratch for %d seeds", S);
+    }
+    boot_gen g;
+    gen_init(&g, o);
+    for (int b = 0; b < o->resamples; b++) {
+        int n_seen;
+        draw_seeds(&g, S, count, seen, &n_seen);
+        stat[b] = seeds_stat(Mx, S, count, seen, n_seen);
+        if (My) stat[b] -= seeds_stat(My, S, count, seen, n_seen);
+    }
+    percentile_ci(stat, o->resamples, lo, hi);
+    free(stat);
+    free(count);
+    free(seen);
+    return HUSAI_OK;
+}
+
 husai_status husai_ci_pair_matrix(const double *M, int S, const husai_boot_opts *o, husai_ci *out) {
     const husai_boot_opts def = husai_boot_defaults();
     if (!o) o = &def;
@@ -240,25 +267,8 @@ husai_status husai_ci_pair_matrix(const double *M, int S, const husai_boot_opts 
         return husai_error(HUSAI_ERR_DATA,
                            "bootstrap of a pair matrix: values too large for double arithmetic");
 
-    double *stat = malloc((size_t)o->resamples * sizeof *stat);
-    int *count = malloc((size_t)S * sizeof *count), *seen = malloc((size_t)S * sizeof *seen);
-    if (!stat || !count || !seen) {
-        free(stat);
-        free(count);
-        free(seen);
-        return husai_error(HUSAI_ERR_NOMEM, "cannot allocate bootstrap scratch for %d seeds", S);
-    }
-    boot_gen g;
-    gen_init(&g, o);
-    for (int b = 0; b < o->resamples; b++) {
-        int n_seen;
-        draw_seeds(&g, S, count, seen, &n_seen);
-        stat[b] = seeds_stat(M, S, count, seen, n_seen);
-    }
-    percentile_ci(stat, o->resamples, &out->lo, &out->hi);
-    free(stat);
-    free(count);
-    free(seen);
+    st = seeds_ci(M, NULL, S, o, &out->lo, &out->hi);
+    if (st != HUSAI_OK) return st;
     out->mean = mean;
     out->std = std;
     out->n = S;
@@ -332,28 +342,8 @@ husai_status husai_ci_diff_paired_matrix(const double *Mx, const double *My, int
         return HUSAI_OK;
     }
 
-    const int B = o->resamples;
-    double *stat = malloc((size_t)B * sizeof *stat);
-    int *count = malloc((size_t)S * sizeof *count), *seen = malloc((size_t)S * sizeof *seen);
-    if (!stat || !count || !seen) {
-        free(stat);
-        free(count);
-        free(seen);
-        return husai_error(HUSAI_ERR_NOMEM, "cannot allocate bootstrap scratch for %d seeds", S);
-    }
     /* One seed draw per resample, shared by both matrices: per-seed effects common to x and y cancel. */
-    boot_gen g;
-    gen_init(&g, o);
-    for (int b = 0; b < B; b++) {
-        int n_seen;
-        draw_seeds(&g, S, count, seen, &n_seen);
-        stat[b] = seeds_stat(Mx, S, count, seen, n_seen) - seeds_stat(My, S, count, seen, n_seen);
-    }
-    percentile_ci(stat, B, &out->lo, &out->hi);
-    free(stat);
-    free(count);
-    free(seen);
-    return HUSAI_OK;
+    return seeds_ci(Mx, My, S, o, &out->lo, &out->hi);
 }
 
 void husai_ci_withhold(husai_ci *ci, int n_seeds) {

@@ -41,16 +41,6 @@ static herr_t write_ds(hid_t loc, const char *name, hid_t type, int rank, const 
     return rc;
 }
 
-static char *config_text(const husai_config *cfg) {
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f) return NULL;
-    husai_config_print(cfg, f);
-    fclose(f);
-    return text;
-}
-
 /* results.h5 is written on disk as the run goes, one condition at a time, so rank 0 holds one
  * condition's parameters, not the whole sweep's. HDF5 1.10 crashes (at exit, or at MPI_Finalize)
  * when a file's close fails, as it does on a full disk; so before HDF5 writes anything, the bytes it
@@ -111,7 +101,7 @@ husai_status husai_results_h5_open(husai_results_h5 **out, const char *path, con
         return husai_error(HUSAI_ERR_IO, "cannot create '%s': %s", path, h5_reason(why));
     }
     h->fd = open(h->tmp, O_WRONLY);
-    char *cfg = config_text(run->cfg);
+    char *cfg = husai_config_text(run->cfg);
     husai_status st = h->fd < 0 ? husai_error(HUSAI_ERR_IO, "cannot open '%s': %s", path, strerror(errno))
                                 : reserve(h, cfg ? strlen(cfg) : 0);
     herr_t rc = 0;
@@ -506,7 +496,7 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
     add_u64(b, "seed", cfg->bootstrap_seed);
     cJSON_AddNumberToObject(b, "min_seeds_for_interval", HUSAI_CI_MIN_SEEDS);
     cJSON_AddStringToObject(b, "rng", cfg->bootstrap_rng == HUSAI_BOOT_NUMPY ? "numpy" : "native");
-    char *cfgtext = config_text(cfg);
+    char *cfgtext = husai_config_text(cfg);
     cJSON_AddStringToObject(root, "config", cfgtext ? cfgtext : "");
     free(cfgtext);
     if (proto) cJSON_AddItemToObject(root, "protocol", protocol_json(proto, cs, cfg));
