@@ -6,7 +6,7 @@
  * configuration alone, never from the rank or node count, so a seed's data order is the same on
  * any layout. No MPI here.
  * defines: husai_chunks, husai_chunks_make, husai_chunks_range, husai_chunks_order,
- *          husai_chunks_virtual, husai_chunks_rows_in */
+ *          husai_chunks_virtual, husai_chunks_rows_in, husai_chunks_check_rows */
 #ifndef HUSAI_COMMON_CHUNKS_H
 #define HUSAI_COMMON_CHUNKS_H
 

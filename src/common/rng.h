@@ -3,7 +3,7 @@
  * the rank or the number of ranks, so a seed's init, data order and baseline are the
  * same wherever it runs. Generator: xoshiro256** seeded through splitmix64.
  * defines: husai_rng, husai_rng_init, husai_rng_u64, husai_rng_uniform, husai_rng_normal,
- *          husai_rng_below, husai_rng_permutation */
+ *          husai_rng_below, husai_rng_permutation, HUSAI_RNG_* (stream names) */
 #ifndef HUSAI_RNG_H
 #define HUSAI_RNG_H
 

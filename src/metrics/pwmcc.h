@@ -5,7 +5,8 @@
  * OpenMP thread, never d_sae^2. The blocks are spread over omp_get_max_threads() threads, and
  * every value is bitwise the same for any thread count. No MPI here.
  * defines: husai_normalized_feature_rows, husai_pwmcc_pair, husai_pwmcc_matrix, husai_pwmcc_matrix_part,
- * husai_pwmcc_rows_part, husai_unit_rows, husai_pwmcc_random_decoder, husai_pwmcc_pair_mean */
+ *          husai_pwmcc_rows_part, husai_unit_rows, husai_pwmcc_random_decoder, husai_pwmcc_pair_mean,
+ *          HUSAI_PWMCC_BLOCK */
 #ifndef HUSAI_METRICS_PWMCC_H
 #define HUSAI_METRICS_PWMCC_H
 

@@ -4,8 +4,8 @@
  * non-zero latents per row; dead fraction = share of latents that never fire (non-zero) on
  * any row. Accumulated in double. Optionally also each latent's firing density (share of rows on
  * which its code is non-zero) and a fixed log10 histogram of densities. No MPI here.
- * defines: husai_recon, husai_recon_eval, husai_recon_eval_density, HUSAI_DENSITY_*, husai_density_histogram
- */
+ * defines: husai_recon, husai_recon_acc, husai_recon_acc_*, husai_recon_eval, husai_recon_eval_rows,
+ *          husai_recon_eval_density, HUSAI_DENSITY_*, husai_density_histogram */
 #ifndef HUSAI_METRICS_RECON_H
 #define HUSAI_METRICS_RECON_H
 

@@ -7,7 +7,8 @@
  * file, the storage holds real data, the node can hold the window and the scale suits float32; every
  * rank returns the same verdict. A virtual dataset is opened by each rank with HDF5's default driver.
  * The rows read are fingerprinted (common/fingerprint.h) as they arrive.
- * defines: husai_dataset, husai_dataset_read, husai_dataset_free */
+ * defines: husai_dataset, husai_dataset_open, husai_dataset_read, husai_dataset_load_chunk,
+ *          husai_dataset_stream_totals, husai_dataset_free */
 #ifndef HUSAI_MPI_DATASET_H
 #define HUSAI_MPI_DATASET_H
 

@@ -3,8 +3,9 @@
  * results.json (provenance and per-condition summaries with CIs), summary.md (HUSAI's
  * table), conditions.csv and the plots (svg.h). Every write is checked, so a full disk is an error, not a
  * silently short file.
- * defines: husai_seed_metrics, husai_condition_result, husai_run_info, husai_results_h5 and its
- * open/encoders/condition/abort, husai_results_write */
+ * defines: husai_seed_metrics, husai_condition_result, husai_protocol_result, husai_run_info,
+ *          husai_results_h5, husai_results_h5_open, husai_results_h5_encoders, husai_results_h5_condition,
+ *          husai_results_h5_abort, husai_results_write, husai_condition_result_free */
 #ifndef HUSAI_REPORT_RESULTS_H
 #define HUSAI_REPORT_RESULTS_H
 
@@ -47,7 +48,6 @@ typedef struct {
     husai_seed_metrics *per_seed; /* (S) */
     husai_ci trained, random, ev, mse, l0, dead;
     double delta, delta_lcb, ratio;
-    /* consistency protocol only (has_ref): the reference joins the PWMCC as an (S+1)-th model */
     int has_holdout;
     husai_ci ho_ev, ho_mse, ho_l0, ho_dead;
     /* matched agreement: one-to-one matching of features, mean matched |cos| and share >= 0.7 */
@@ -55,6 +55,7 @@ typedef struct {
     double *match_cos, *match_frac; /* (S, S) each */
     int match_done;                 /* set when a phase already filled both (spread over ranks) */
     husai_ci matched_cos, matched_frac;
+    /* consistency protocol only (has_ref): the reference joins the PWMCC as an (S+1)-th model */
     int has_ref;
     double lambda;
     double *pwmcc_with_ref; /* (S+1, S+1), the reference last */

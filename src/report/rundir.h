@@ -2,7 +2,8 @@
  * Files are written into a hidden staging directory `<out>/.<run_id>.partial` which is
  * renamed to `<out>/<run_id>` at the end; a failed run removes the staging directory, so
  * nothing that looks complete is ever left behind. Rank 0 only.
- * defines: husai_rundir, husai_rundir_begin, husai_rundir_path, husai_rundir_commit, husai_rundir_abort */
+ * defines: husai_rundir, husai_rundir_begin, husai_rundir_path, husai_rundir_commit, husai_rundir_abort,
+ *          husai_rundir_remove, husai_rundir_default_id, husai_rundir_command_line */
 #ifndef HUSAI_REPORT_RUNDIR_H
 #define HUSAI_REPORT_RUNDIR_H
 

@@ -3,7 +3,7 @@
  * consistency-regularization protocol. The max is taken per feature row i over the
  * reference rows j in sgemm blocks (never an n x m matrix); the subgradient flows through
  * each row's argmax, the reference is a constant. No MPI here.
- * defines: husai_align_scratch_floats, husai_align_rows, husai_align_add_grad */
+ * defines: husai_align_scratch_floats, husai_align_rows, husai_align_add_grad, HUSAI_ALIGN_BLOCK */
 #ifndef HUSAI_SAE_ALIGN_H
 #define HUSAI_SAE_ALIGN_H
 

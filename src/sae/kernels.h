@@ -6,8 +6,8 @@
  * same for any thread count; none allocates except husai_codes_threshold, which grows the batch's code
  * arrays (owned by the batch) when the codes outgrow them.
  * defines: husai_select_topk_rows, husai_codes_topk, husai_codes_threshold, husai_topk_row, husai_dot8,
- *          husai_axpy, HUSAI_MULTIVERSION, HUSAI_INLINE, husai_v8, V8_LOAD, V8_STORE, husai_group_by_latent
- */
+ *          husai_axpy, HUSAI_MULTIVERSION, HUSAI_INLINE, HUSAI_NOINLINE, husai_v8, V8_LOAD, V8_STORE,
+ *          husai_code_run, husai_group_by_latent */
 #ifndef HUSAI_SAE_KERNELS_H
 #define HUSAI_SAE_KERNELS_H
 

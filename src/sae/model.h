@@ -15,7 +15,7 @@
  * [d_model, d_sae]. Codes are kept per batch in CSR form (row_ptr, idx, val), idx ascending
  * within a row. No MPI here.
  * defines: husai_arch, husai_arch_name, husai_arch_parse, husai_arch_ops (declared), husai_sae_spec,
- *          husai_sae, husai_sae_batch, husai_sae_loss, husai_sae_*, husai_kth_largest */
+ *          husai_sae, husai_sae_batch, husai_sae_loss, husai_sae_*, husai_kth_largest, HUSAI_MAX_PREFIXES */
 #ifndef HUSAI_SAE_MODEL_H
 #define HUSAI_SAE_MODEL_H
 

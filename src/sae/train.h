@@ -2,7 +2,8 @@
  * A trainer is a resumable state machine (model, Adam moments, epoch, batch position);
  * the data order of epoch e comes from stream (seed, "shuffle", e), so the state needs
  * no RNG bytes and a seed's result is the same on any rank. No MPI here.
- * defines: husai_train_opts, husai_train_stats, husai_trainer, husai_trainer_*, husai_train_sae */
+ * defines: husai_train_opts, husai_train_defaults, husai_train_opts_check, husai_train_spec,
+ *          husai_train_stats, husai_trainer, husai_trainer_*, husai_train_sae */
 #ifndef HUSAI_SAE_TRAIN_H
 #define HUSAI_SAE_TRAIN_H
 
