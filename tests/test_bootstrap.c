@@ -322,6 +322,22 @@ static void test_errors(void **state) {
     assert_int_equal(husai_ci_pair_matrix(M, 3, &o, &ci), HUSAI_OK);
 }
 
+/* The configuration's words map to the enums and back; anything else is refused. */
+static void test_unit_and_rng_words(void **state) {
+    (void)state;
+    assert_int_equal(husai_boot_unit_parse("seeds"), HUSAI_BOOT_SEEDS);
+    assert_int_equal(husai_boot_unit_parse("pairs"), HUSAI_BOOT_PAIRS);
+    assert_int_equal(husai_boot_unit_parse("Pairs"), -1);
+    assert_int_equal(husai_boot_unit_parse(""), -1);
+    assert_string_equal(husai_boot_unit_name(HUSAI_BOOT_SEEDS), "seeds");
+    assert_string_equal(husai_boot_unit_name(HUSAI_BOOT_PAIRS), "pairs");
+    assert_int_equal(husai_boot_rng_parse("native"), HUSAI_BOOT_NATIVE);
+    assert_int_equal(husai_boot_rng_parse("numpy"), HUSAI_BOOT_NUMPY);
+    assert_int_equal(husai_boot_rng_parse("numpy "), -1);
+    assert_string_equal(husai_boot_rng_name(HUSAI_BOOT_NATIVE), "native");
+    assert_string_equal(husai_boot_rng_name(HUSAI_BOOT_NUMPY), "numpy");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
@@ -337,6 +353,7 @@ int main(void) {
         cmocka_unit_test(test_degenerate_sizes),
         cmocka_unit_test(test_few_seeds_interval_is_pair_range),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_unit_and_rng_words),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -147,6 +147,10 @@ static void test_long_lists_continue_and_round_trip(void **state) {
     FILE *f = open_memstream(&printed, &len);
     husai_config_print(&c, f);
     fclose(f);
+    char *text_copy = husai_config_text(&c); /* the same text, in memory, as results.c and plan use it */
+    assert_non_null(text_copy);
+    assert_string_equal(text_copy, printed);
+    free(text_copy);
     husai_config_defaults(&back);
     assert_int_equal(husai_config_load_string(&back, printed, "printed"), HUSAI_OK);
     assert_int_equal(back.n_seeds, 60);

@@ -200,25 +200,26 @@ int husai_cmd_ci(int argc, char **argv) {
             o.resamples = (int)b;
             break;
         }
-        case OPT_RNG:
-            if (!strcmp(optarg, "numpy"))
-                o.rng = HUSAI_BOOT_NUMPY;
-            else if (!strcmp(optarg, "native"))
-                o.rng = HUSAI_BOOT_NATIVE;
-            else {
+        case OPT_RNG: {
+            const int r = husai_boot_rng_parse(optarg);
+            if (r < 0) {
                 fprintf(stderr, "husai: error: ci: --rng must be 'numpy' or 'native', got '%s'\n", optarg);
                 return CI_EXIT_ERROR;
             }
+            o.rng = (husai_boot_rng)r;
             break;
+        }
         case OPT_UNIT:
             if (!strcmp(optarg, "seeds")) {
-                fprintf(stderr,
-                        "husai: error: ci: --unit seeds needs a seed x seed pair matrix; a plain value list has "
-                        "no seed structure, so only --unit pairs applies\n");
+                fprintf(
+                    stderr,
+                    "husai: error: ci: --unit seeds needs a seed x seed pair matrix; a plain value list has "
+                    "no seed structure, so only --unit pairs applies\n");
                 return CI_EXIT_ERROR;
             }
             if (strcmp(optarg, "pairs")) {
-                fprintf(stderr, "husai: error: ci: --unit must be 'pairs' for a value list, got '%s'\n", optarg);
+                fprintf(stderr, "husai: error: ci: --unit must be 'pairs' for a value list, got '%s'\n",
+                        optarg);
                 return CI_EXIT_ERROR;
             }
             o.unit = HUSAI_BOOT_PAIRS;
@@ -230,7 +231,8 @@ int husai_cmd_ci(int argc, char **argv) {
             usage(stdout);
             return 0;
         case ':':
-            fprintf(stderr, "husai: error: ci: option '%s' needs a value (see husai ci --help)\n", argv[optind - 1]);
+            fprintf(stderr, "husai: error: ci: option '%s' needs a value (see husai ci --help)\n",
+                    argv[optind - 1]);
             return CI_EXIT_USAGE;
         default:
             if (optopt)

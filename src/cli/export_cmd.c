@@ -65,21 +65,7 @@ static int fail(int code) {
 
 /* An integer attribute; 0 if absent or unreadable. */
 static int attr_int(hid_t loc, const char *name, long long *out) {
-    if (H5Aexists(loc, name) <= 0) return 0;
-    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    if (a < 0) return 0;
-    const int ok = H5Aread(a, H5T_NATIVE_LLONG, out) >= 0;
-    H5Aclose(a);
-    return ok;
-}
-
-static int attr_double(hid_t loc, const char *name, double *out) {
-    if (H5Aexists(loc, name) <= 0) return 0;
-    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    if (a < 0) return 0;
-    const int ok = H5Aread(a, H5T_NATIVE_DOUBLE, out) >= 0;
-    H5Aclose(a);
-    return ok;
+    return husai_h5_attr_read(loc, name, H5T_NATIVE_LLONG, out);
 }
 
 typedef struct {
@@ -325,7 +311,7 @@ static husai_status load_sae(const char *run_dir, const char *cond, uint64_t see
         e->d_sae = (int)ddec[2];
         e->k = has_k ? (int)k : 0;
         e->param = husai_h5_attr_read_str(g, "param");
-        e->has_value = attr_double(g, "value", &e->value);
+        e->has_value = husai_h5_attr_read(g, "value", H5T_NATIVE_DOUBLE, &e->value);
     }
     int s_index = -1;
     if (!st) {

@@ -34,25 +34,22 @@ size_t husai_chunks_virtual(const husai_chunks *c, int64_t v, uint32_t *order, i
     return order[v % (int64_t)c->n_chunks];
 }
 
+/* The first index i in [l, n) with rows[i] >= v (n if none); rows is ascending. */
+static size_t first_at_least(const uint32_t *rows, size_t l, size_t n, size_t v) {
+    size_t h = n;
+    while (l < h) {
+        const size_t m = l + (h - l) / 2;
+        if (rows[m] < v)
+            l = m + 1;
+        else
+            h = m;
+    }
+    return l;
+}
+
 void husai_chunks_rows_in(const uint32_t *rows, size_t n, size_t a, size_t b, size_t *lo, size_t *hi) {
-    size_t l = 0, h = n;
-    while (l < h) { /* first index with rows[i] >= a */
-        const size_t m = l + (h - l) / 2;
-        if (rows[m] < a)
-            l = m + 1;
-        else
-            h = m;
-    }
-    *lo = l;
-    h = n;
-    while (l < h) { /* first index with rows[i] >= b */
-        const size_t m = l + (h - l) / 2;
-        if (rows[m] < b)
-            l = m + 1;
-        else
-            h = m;
-    }
-    *hi = l;
+    *lo = first_at_least(rows, 0, n, a);
+    *hi = first_at_least(rows, *lo, n, b); /* b >= a, so the search can start at lo */
 }
 
 husai_status husai_chunks_check_rows(const husai_chunks *c, const uint32_t *rows, size_t n) {

@@ -107,14 +107,23 @@ static husai_status not_whole(const char *what, const char *text, const char *ki
     return husai_error(HUSAI_ERR_ARG, "%s = " SHOW " is not %s (not a whole number)", what, text, kind);
 }
 
+/* scan, then magnitude: a text that is not a whole number is an error calling for `kind`; *m is
+ * magnitude's 0, or 2 when the magnitude exceeds UINT64_MAX. */
+static husai_status scan_whole(const char *what, const char *text, const char *kind, number_text *t,
+                               uint64_t *mag, int *m) {
+    husai_status st = scan(what, text, kind, t);
+    if (st) return st;
+    *m = magnitude(t, mag);
+    return *m == 1 ? not_whole(what, text, kind) : HUSAI_OK;
+}
+
 husai_status husai_parse_int(const char *what, const char *text, long long lo, long long hi, long long *out) {
     number_text t;
     char limit[32];
-    husai_status st = scan(what, text, "an integer", &t);
-    if (st) return st;
     uint64_t mag = 0;
-    const int m = magnitude(&t, &mag);
-    if (m == 1) return not_whole(what, text, "an integer");
+    int m = 0;
+    husai_status st = scan_whole(what, text, "an integer", &t, &mag, &m);
+    if (st) return st;
     /* magnitudes are compared as unsigned so LLONG_MIN's needs no negation that overflows */
     const uint64_t below = lo < 0 ? (uint64_t)(-(lo + 1)) + 1 : 0;
     if (t.neg && mag != 0 && (m == 2 || lo >= 0 || mag > below))
@@ -132,11 +141,10 @@ husai_status husai_parse_int(const char *what, const char *text, long long lo, l
 husai_status husai_parse_u64(const char *what, const char *text, uint64_t hi, uint64_t *out) {
     number_text t;
     char limit[32];
-    husai_status st = scan(what, text, "a non-negative integer", &t);
-    if (st) return st;
     uint64_t mag = 0;
-    const int m = magnitude(&t, &mag);
-    if (m == 1) return not_whole(what, text, "a non-negative integer");
+    int m = 0;
+    husai_status st = scan_whole(what, text, "a non-negative integer", &t, &mag, &m);
+    if (st) return st;
     if (t.neg && (m == 2 || mag != 0))
         return husai_error(HUSAI_ERR_ARG, "%s = " SHOW " is negative; expected a non-negative integer", what,
                            text);

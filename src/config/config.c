@@ -329,15 +329,14 @@ static husai_status assign_list(husai_config *c, const char *section, const char
         *count = at;
         break;
     }
-    case T_UNIT:
-        if (!strcmp(v, "seeds"))
-            *(husai_boot_unit *)field = HUSAI_BOOT_SEEDS;
-        else if (!strcmp(v, "pairs"))
-            *(husai_boot_unit *)field = HUSAI_BOOT_PAIRS;
-        else
+    case T_UNIT: {
+        const int u = husai_boot_unit_parse(v);
+        if (u < 0)
             return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' must be 'seeds' or 'pairs'", where, section,
                                key, v);
+        *(husai_boot_unit *)field = (husai_boot_unit)u;
         break;
+    }
     case T_BOOL:
         if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes"))
             *(int *)field = 1;
@@ -357,15 +356,14 @@ static husai_status assign_list(husai_config *c, const char *section, const char
         *(int *)field = a;
         break;
     }
-    case T_RNG:
-        if (!strcmp(v, "native"))
-            *(husai_boot_rng *)field = HUSAI_BOOT_NATIVE;
-        else if (!strcmp(v, "numpy"))
-            *(husai_boot_rng *)field = HUSAI_BOOT_NUMPY;
-        else
+    case T_RNG: {
+        const int r = husai_boot_rng_parse(v);
+        if (r < 0)
             return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' must be 'native' or 'numpy'", where, section,
                                key, v);
+        *(husai_boot_rng *)field = (husai_boot_rng)r;
         break;
+    }
     }
     c->given[index] = 1;
     return HUSAI_OK;
@@ -741,10 +739,10 @@ void husai_config_print(const husai_config *c, FILE *f) {
             break;
         }
         case T_UNIT:
-            fprintf(f, "%s", c->bootstrap_unit == HUSAI_BOOT_PAIRS ? "pairs" : "seeds");
+            fprintf(f, "%s", husai_boot_unit_name(c->bootstrap_unit));
             break;
         case T_RNG:
-            fprintf(f, "%s", c->bootstrap_rng == HUSAI_BOOT_NUMPY ? "numpy" : "native");
+            fprintf(f, "%s", husai_boot_rng_name(c->bootstrap_rng));
             break;
         case T_BOOL:
             fprintf(f, "%s", *(const int *)field ? "true" : "false");

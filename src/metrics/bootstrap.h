@@ -5,13 +5,14 @@
  * Two generators: native (stream (seed, "bootstrap")) and numpy (bit-exact default_rng).
  * Small samples: with 2 seeds there is one pair, and no seed-level interval exists (see
  * HUSAI_CI_MIN_SEEDS); a withheld interval has lo = hi = NaN. No MPI here.
- * defines: husai_boot_*, husai_ci, husai_ci_*, HUSAI_CI_MIN_SEEDS, HUSAI_CI_FEW_SEEDS,
- * husai_diff_ci_withhold, husai_percentile_sorted */
+ * defines: husai_boot_*, husai_ci, husai_ci_*, husai_diff_ci, HUSAI_CI_MIN_SEEDS, HUSAI_CI_FEW_SEEDS,
+ *          husai_diff_ci_withhold, husai_percentile_sorted */
 #ifndef HUSAI_METRICS_BOOTSTRAP_H
 #define HUSAI_METRICS_BOOTSTRAP_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "common/status.h"
 
@@ -26,6 +27,22 @@
 
 typedef enum { HUSAI_BOOT_SEEDS = 0, HUSAI_BOOT_PAIRS = 1 } husai_boot_unit;
 typedef enum { HUSAI_BOOT_NATIVE = 0, HUSAI_BOOT_NUMPY = 1 } husai_boot_rng;
+
+/* The words the configuration and the reports use: "seeds"/"pairs", "native"/"numpy"; the parsers
+ * return -1 for any other word. Inline, so config.c needs no bootstrap code to link (the fuzz drivers
+ * build it alone). */
+static inline const char *husai_boot_unit_name(husai_boot_unit u) {
+    return u == HUSAI_BOOT_PAIRS ? "pairs" : "seeds";
+}
+static inline int husai_boot_unit_parse(const char *word) {
+    return !strcmp(word, "seeds") ? HUSAI_BOOT_SEEDS : !strcmp(word, "pairs") ? HUSAI_BOOT_PAIRS : -1;
+}
+static inline const char *husai_boot_rng_name(husai_boot_rng r) {
+    return r == HUSAI_BOOT_NUMPY ? "numpy" : "native";
+}
+static inline int husai_boot_rng_parse(const char *word) {
+    return !strcmp(word, "native") ? HUSAI_BOOT_NATIVE : !strcmp(word, "numpy") ? HUSAI_BOOT_NUMPY : -1;
+}
 
 typedef struct {
     int resamples;      /* B, default 10000; at least 100 */

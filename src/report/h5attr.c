@@ -22,6 +22,15 @@ herr_t husai_h5_attr_write_str(hid_t loc, const char *name, const char *value) {
     return rc;
 }
 
+int husai_h5_attr_read(hid_t loc, const char *name, hid_t type, void *value) {
+    if (H5Aexists(loc, name) <= 0) return 0;
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    if (a < 0) return 0;
+    const int ok = H5Aread(a, type, value) >= 0;
+    H5Aclose(a);
+    return ok;
+}
+
 char *husai_h5_attr_read_str(hid_t loc, const char *name) {
     if (H5Aexists(loc, name) <= 0) return NULL;
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);

@@ -401,10 +401,6 @@ static husai_status write_text(const char *path, const char *text) {
     return write_bytes(path, text, strlen(text));
 }
 
-static const char *unit_name(husai_boot_unit u) {
-    return u == HUSAI_BOOT_PAIRS ? "pairs" : "seeds";
-}
-
 static cJSON *diff_json(const husai_diff_ci *d) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "diff", d->diff);
@@ -491,11 +487,11 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
                                 run->read_seconds > 0 ? run->bytes_read / run->read_seconds / 1e9 : 0);
     }
     cJSON *b = cJSON_AddObjectToObject(root, "bootstrap");
-    cJSON_AddStringToObject(b, "unit", unit_name(cfg->bootstrap_unit));
+    cJSON_AddStringToObject(b, "unit", husai_boot_unit_name(cfg->bootstrap_unit));
     cJSON_AddNumberToObject(b, "resamples", cfg->resamples);
     add_u64(b, "seed", cfg->bootstrap_seed);
     cJSON_AddNumberToObject(b, "min_seeds_for_interval", HUSAI_CI_MIN_SEEDS);
-    cJSON_AddStringToObject(b, "rng", cfg->bootstrap_rng == HUSAI_BOOT_NUMPY ? "numpy" : "native");
+    cJSON_AddStringToObject(b, "rng", husai_boot_rng_name(cfg->bootstrap_rng));
     char *cfgtext = husai_config_text(cfg);
     cJSON_AddStringToObject(root, "config", cfgtext ? cfgtext : "");
     free(cfgtext);
@@ -789,9 +785,9 @@ static husai_status write_summary(const char *path, const husai_run_info *run,
         f,
         "Bootstrap: %d resamples, unit `%s`%s, %s generator, seed %llu; intervals are 95%% percentile CIs. "
         "Conservative delta LCB = trained CI low - random CI high.\n\n",
-        cfg->resamples, unit_name(cfg->bootstrap_unit),
+        cfg->resamples, husai_boot_unit_name(cfg->bootstrap_unit),
         cfg->bootstrap_unit == HUSAI_BOOT_SEEDS ? " (cluster over seeds)" : " (HUSAI's; anti-conservative)",
-        cfg->bootstrap_rng == HUSAI_BOOT_NUMPY ? "numpy" : "native", (unsigned long long)cfg->bootstrap_seed);
+        husai_boot_rng_name(cfg->bootstrap_rng), (unsigned long long)cfg->bootstrap_seed);
     few_seeds_note(f, cs, n, cfg->bootstrap_unit);
     if (!proto) {
         fprintf(f, "Seeds (%d):", cfg->n_seeds);
