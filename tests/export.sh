@@ -223,12 +223,12 @@ expect_error() {
     "$HUSAI" export "$@" >"$tmp/e.out" 2>"$tmp/e.err" || rc=$?
     [ "$rc" -eq "$code" ] || fail "export $* exited $rc, expected $code (stderr: $(cat "$tmp/e.err"))"
     [ "$(wc -l <"$tmp/e.err")" -eq 1 ] || fail "export $*: expected one stderr line, got: $(cat "$tmp/e.err")"
-    grep -q '^husai export: ' "$tmp/e.err" || fail "export $*: stderr does not start with 'husai export: '"
+    grep -q '^husai: error: export: ' "$tmp/e.err" || fail "export $*: stderr does not start with 'husai: error: export: '"
     grep -qE "$pattern" "$tmp/e.err" || fail "export $*: stderr '$(cat "$tmp/e.err")' does not match /$pattern/"
     [ ! -s "$tmp/e.out" ] || fail "export $*: a failed export wrote to stdout"
 }
 
-step "errors: one 'husai export:' line, exit 1; nothing created"
+step "errors: one 'husai: error: export:' line, exit 1; nothing created"
 expect_error 1 "'$tmp/none' does not exist" "$tmp/none" --condition k=4 --seed 11 "$tmp/e1"
 mkdir "$tmp/empty_run"
 expect_error 1 "no results.h5" "$tmp/empty_run" --condition k=4 --seed 11 "$tmp/e1"

@@ -57,7 +57,7 @@ static void usage(FILE *f) {
 }
 
 static int fail(int code) {
-    fprintf(stderr, "husai export: %s\n", husai_error_message());
+    fprintf(stderr, "husai: error: export: %s\n", husai_error_message());
     return code;
 }
 
@@ -650,29 +650,31 @@ int husai_cmd_export(int argc, char **argv) {
             usage(stdout);
             return 0;
         case ':':
-            fprintf(stderr, "husai export: option '%s' needs a value (see husai export --help)\n",
+            fprintf(stderr, "husai: error: export: option '%s' needs a value (see husai export --help)\n",
                     argv[optind - 1]);
             return EXPORT_EXIT_USAGE;
         default:
-            fprintf(stderr, "husai export: unknown option '%s' (see husai export --help)\n",
+            fprintf(stderr, "husai: error: export: unknown option '%s' (see husai export --help)\n",
                     argv[optind - 1]);
             return EXPORT_EXIT_USAGE;
         }
     }
     if (argc - optind != 2) {
         fprintf(stderr,
-                "husai export: expected RUN_DIR and OUT_DIR, got %d argument%s (see husai export --help)\n",
+                "husai: error: export: expected RUN_DIR and OUT_DIR, got %d argument%s (see husai export "
+                "--help)\n",
                 argc - optind, argc - optind == 1 ? "" : "s");
         return EXPORT_EXIT_USAGE;
     }
     if (!cond || !seed_arg) {
-        fprintf(stderr,
-                "husai export: --condition NAME and --seed S are required (see husai export --help)\n");
+        fprintf(
+            stderr,
+            "husai: error: export: --condition NAME and --seed S are required (see husai export --help)\n");
         return EXPORT_EXIT_USAGE;
     }
     uint64_t seed = 0;
     if (husai_parse_u64("--seed", seed_arg, UINT64_MAX, &seed)) {
-        fprintf(stderr, "husai export: %s\n", husai_error_message());
+        fprintf(stderr, "husai: error: export: %s\n", husai_error_message());
         return EXPORT_EXIT_USAGE;
     }
     if (strcmp(format, "safetensors") != 0) {
@@ -689,10 +691,11 @@ int husai_cmd_export(int argc, char **argv) {
     if (!st) st = write_safetensors(out_dir, &e);
     if (!st) st = write_cfg(out_dir, cond, &e);
     if (!st)
-        printf("husai export: %s seed %llu (%s as SAELens %s, d_in %d, d_sae %d) -> %s/sae.safetensors, "
-               "%s/cfg.json\n",
-               cond, (unsigned long long)seed, husai_arch_name(e.arch_id), saelens_arch(e.arch_id), e.d_model,
-               e.d_sae, out_dir, out_dir);
+        printf(
+            "husai: error: export: %s seed %llu (%s as SAELens %s, d_in %d, d_sae %d) -> %s/sae.safetensors, "
+            "%s/cfg.json\n",
+            cond, (unsigned long long)seed, husai_arch_name(e.arch_id), saelens_arch(e.arch_id), e.d_model,
+            e.d_sae, out_dir, out_dir);
     export_sae_free(&e);
     return st ? fail(EXPORT_EXIT_ERROR) : 0;
 }
