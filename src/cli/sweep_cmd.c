@@ -140,7 +140,8 @@ static int parse_args(int argc, char **argv, sweep_args *a, int rank) {
 
 static void print_config(const husai_config *cfg, int size, const char *hosts) {
     printf("[husai] husai %s (%s): mode %s over %s, %d value(s) x %d seed(s) on %d rank(s); hosts: %s\n",
-           HUSAI_VERSION, HUSAI_GIT_COMMIT, cfg->mode, cfg->param, cfg->n_values, cfg->n_seeds, size, hosts);
+           HUSAI_VERSION, HUSAI_GIT_COMMIT, husai_mode_name(cfg->mode), cfg->param, cfg->n_values,
+           cfg->n_seeds, size, hosts);
     printf("[husai] resolved configuration:\n");
     husai_config_print(cfg, stdout);
     printf("\n");
