@@ -384,322 +384,367 @@ static int fail(int rank, husai_rundir *rd) {
     return 1;
 }
 
-static int sweep(int argc, char **argv) {
-    MPI_Comm comm = MPI_COMM_WORLD;
+/* Everything one `husai sweep` acquires, so each step below takes one argument and the command has one
+ * exit that releases what was acquired. */
+typedef struct {
+    MPI_Comm comm;
     int rank, size;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
-    const double t_begin = MPI_Wtime();
-
-    /* The command line as given, for provenance (getopt may permute argv). */
-    char command[4096];
-    husai_rundir_command_line(argc, argv, command, sizeof command);
+    double t_begin;
+    char command[4096]; /* the command line as given, for provenance (getopt may permute argv) */
     sweep_args args;
-    int rc = parse_args(argc, argv, &args, rank);
-    if (rc) {
-        free(args.sets);
-        return rc < 0 ? 0 : rc;
-    }
-
-    /* Every rank parses the same inputs, so every rank reaches the same verdict without talking. */
-    husai_rundir rd = {0};
     husai_config cfg;
-    husai_config_defaults(&cfg);
-    husai_status st = husai_config_load(&cfg, args.config_path);
-    for (int i = 0; !st && i < args.n_sets; i++)
-        st = husai_config_set(&cfg, args.sets[i]);
-    /* --resume RUN_DIR names both the output directory and the run id (".ID.partial" or "ID"). */
-    char resume_out[HUSAI_PATH_MAX] = "", resume_id[256] = "";
-    if (!st && args.resume) {
-        char tmp[HUSAI_PATH_MAX];
-        snprintf(tmp, sizeof tmp, "%s", args.resume);
-        size_t len = strlen(tmp);
-        while (len > 1 && tmp[len - 1] == '/')
-            tmp[--len] = '\0';
-        char *slash = strrchr(tmp, '/');
-        const char *base = slash ? slash + 1 : tmp;
-        if (slash) {
-            *slash = '\0';
-            snprintf(resume_out, sizeof resume_out, "%s", slash == tmp ? "/" : tmp);
-        } else {
-            snprintf(resume_out, sizeof resume_out, ".");
-        }
-        snprintf(resume_id, sizeof resume_id, "%s", base[0] == '.' ? base + 1 : base);
-        len = strlen(resume_id);
-        if (len > 8 && !strcmp(resume_id + len - 8, ".partial")) resume_id[len - 8] = '\0';
-        if (!*resume_id)
-            st = husai_error(HUSAI_ERR_ARG, "--resume '%s' does not name a run directory", args.resume);
-        else
-            args.out_dir = resume_out;
-    }
-    if (!st && args.out_dir) {
-        char kv[HUSAI_PATH_MAX + 16];
-        snprintf(kv, sizeof kv, "output.dir=%s", args.out_dir);
-        st = husai_config_set(&cfg, kv);
-    }
-    if (!st) st = husai_config_validate(&cfg);
-    free(args.sets);
-    if (st) return fail(rank, &rd);
-    const uint64_t config_hash = husai_config_hash(&cfg);
-    if (args.resume && args.run_id) {
-        husai_error(HUSAI_ERR_ARG,
-                    "--resume and --run-id exclude each other (the run id comes from RUN_DIR)");
-        return fail(rank, &rd);
-    }
-    husai_stop_install();
-    husai_stop_after_steps(args.stop_after);
-
-    /* Threads per rank (HUSAI_THREADS, default 1) split each SAE's step, the encoder's sgemm included,
-     * in ways that leave every seed's bits unchanged; OpenBLAS runs one thread inside each. */
-    int threads = 1;
-    if ((st = husai_threads_setup(comm, &threads))) return fail(rank, &rd);
-
+    uint64_t config_hash;
+    char resume_out[HUSAI_PATH_MAX], resume_id[256];
+    int threads, n_hosts;
     char hosts[8192];
-    int n_hosts = 1;
-    gather_hosts(hosts, sizeof hosts, &n_hosts, comm);
-    if (rank == 0) print_config(&cfg, size, hosts);
-
-    /* Stage the run directory before training, so an unwritable output fails in seconds, not hours. */
     char run_id[256];
-    if (args.resume) {
-        snprintf(run_id, sizeof run_id, "%s", resume_id);
-    } else if (args.run_id) {
-        if (!*args.run_id || strchr(args.run_id, '/') || args.run_id[0] == '.') {
-            husai_error(HUSAI_ERR_ARG, "--run-id '%s' must be a plain, non-hidden directory name",
-                        args.run_id);
-            return fail(rank, &rd);
-        }
-        snprintf(run_id, sizeof run_id, "%s", args.run_id);
+    husai_rundir rd;
+    char ckpt_dir[4200];
+    int have_ds;
+    husai_dataset ds;
+    husai_split split;
+    float *gt_dict;
+    int gt_atoms;
+    int keep_checkpoints;
+    int keep_on_fail; /* a failure from here on keeps a staging directory that holds checkpoints */
+    int stopped;      /* the protocol stopped on request: exit HUSAI_EXIT_STOPPED, staging kept */
+    husai_run_ctx ctx;
+    husai_protocol_output out;
+} sweep_run;
+
+/* --resume RUN_DIR names both the output directory and the run id (".ID.partial" or "ID"). */
+static husai_status resume_target(sweep_run *s) {
+    char tmp[HUSAI_PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", s->args.resume);
+    size_t len = strlen(tmp);
+    while (len > 1 && tmp[len - 1] == '/')
+        tmp[--len] = '\0';
+    char *slash = strrchr(tmp, '/');
+    const char *base = slash ? slash + 1 : tmp;
+    if (slash) {
+        *slash = '\0';
+        snprintf(s->resume_out, sizeof s->resume_out, "%s", slash == tmp ? "/" : tmp);
     } else {
-        husai_rundir_default_id(config_hash, run_id, sizeof run_id);
+        snprintf(s->resume_out, sizeof s->resume_out, ".");
     }
-    HUSAI_MPI_CHECK(MPI_Bcast(run_id, (int)sizeof run_id, MPI_CHAR, 0, comm));
-    if (rank == 0) {
+    snprintf(s->resume_id, sizeof s->resume_id, "%s", base[0] == '.' ? base + 1 : base);
+    len = strlen(s->resume_id);
+    if (len > 8 && !strcmp(s->resume_id + len - 8, ".partial")) s->resume_id[len - 8] = '\0';
+    if (!*s->resume_id)
+        return husai_error(HUSAI_ERR_ARG, "--resume '%s' does not name a run directory", s->args.resume);
+    s->args.out_dir = s->resume_out;
+    return HUSAI_OK;
+}
+
+/* Every rank parses the same inputs, so every rank reaches the same verdict without talking. */
+static husai_status load_config(sweep_run *s) {
+    husai_config_defaults(&s->cfg);
+    husai_status st = husai_config_load(&s->cfg, s->args.config_path);
+    for (int i = 0; !st && i < s->args.n_sets; i++)
+        st = husai_config_set(&s->cfg, s->args.sets[i]);
+    if (!st && s->args.resume) st = resume_target(s);
+    if (!st && s->args.out_dir) {
+        char kv[HUSAI_PATH_MAX + 16];
+        snprintf(kv, sizeof kv, "output.dir=%s", s->args.out_dir);
+        st = husai_config_set(&s->cfg, kv);
+    }
+    if (!st) st = husai_config_validate(&s->cfg);
+    free(s->args.sets);
+    s->args.sets = NULL;
+    if (st) return st;
+    s->config_hash = husai_config_hash(&s->cfg);
+    if (s->args.resume && s->args.run_id)
+        return husai_error(HUSAI_ERR_ARG,
+                           "--resume and --run-id exclude each other (the run id comes from RUN_DIR)");
+    return HUSAI_OK;
+}
+
+/* Collective. Stages the run directory before training, so an unwritable output fails in seconds, not
+ * hours; every rank learns the run id and the checkpoint directory. */
+static husai_status stage_rundir(sweep_run *s) {
+    const sweep_args *a = &s->args;
+    husai_status st = HUSAI_OK;
+    if (a->resume) {
+        snprintf(s->run_id, sizeof s->run_id, "%s", s->resume_id);
+    } else if (a->run_id) {
+        if (!*a->run_id || strchr(a->run_id, '/') || a->run_id[0] == '.')
+            return husai_error(HUSAI_ERR_ARG, "--run-id '%s' must be a plain, non-hidden directory name",
+                               a->run_id);
+        snprintf(s->run_id, sizeof s->run_id, "%s", a->run_id);
+    } else {
+        husai_rundir_default_id(s->config_hash, s->run_id, sizeof s->run_id);
+    }
+    HUSAI_MPI_CHECK(MPI_Bcast(s->run_id, (int)sizeof s->run_id, MPI_CHAR, 0, s->comm));
+    if (s->rank == 0) {
         /* What is wrong with the target is said first, in its own words: a live run using it, or a
          * --resume argument that names no interrupted run. */
         char final[HUSAI_PATH_MAX + 300], staging[HUSAI_PATH_MAX + 320];
-        snprintf(final, sizeof final, "%s/%s", cfg.out_dir, run_id);
-        snprintf(staging, sizeof staging, "%s/.%s.partial", cfg.out_dir, run_id);
+        snprintf(final, sizeof final, "%s/%s", s->cfg.out_dir, s->run_id);
+        snprintf(staging, sizeof staging, "%s/.%s.partial", s->cfg.out_dir, s->run_id);
         st = check_not_live(staging);
-        if (!st && args.resume) st = check_resume_target(args.resume, final, staging);
-        if (!st) st = husai_rundir_begin(&rd, cfg.out_dir, run_id, args.force, args.resume != NULL);
-        if (!st) st = lock_run(rd.staging_path, &g_lock_fd);
+        if (!st && a->resume) st = check_resume_target(a->resume, final, staging);
+        if (!st) st = husai_rundir_begin(&s->rd, s->cfg.out_dir, s->run_id, a->force, a->resume != NULL);
+        if (!st) st = lock_run(s->rd.staging_path, &g_lock_fd);
     }
-    if ((st = husai_mpi_agree(st, comm))) return fail(rank, &rd);
-    if (rank == 0) husai_mpi_on_die(abort_rundir, &rd);
+    if ((st = husai_mpi_agree(st, s->comm))) return st;
+    if (s->rank == 0) husai_mpi_on_die(abort_rundir, &s->rd);
     /* Every rank needs the staging path for its checkpoints; rank 0 made it. */
-    char ckpt_dir[4200];
-    if (rank == 0) snprintf(ckpt_dir, sizeof ckpt_dir, "%s/checkpoints", rd.staging_path);
-    HUSAI_MPI_CHECK(MPI_Bcast(ckpt_dir, (int)sizeof ckpt_dir, MPI_CHAR, 0, comm));
+    if (s->rank == 0) snprintf(s->ckpt_dir, sizeof s->ckpt_dir, "%s/checkpoints", s->rd.staging_path);
+    HUSAI_MPI_CHECK(MPI_Bcast(s->ckpt_dir, (int)sizeof s->ckpt_dir, MPI_CHAR, 0, s->comm));
+    return HUSAI_OK;
+}
 
-    husai_dataset ds;
-    if ((st = husai_dataset_open(&ds, cfg.data_path, cfg.dataset, cfg.memory_budget_mb * 1e6,
-                                 (size_t)cfg.chunk_rows, cfg.split_seed, comm)))
-        return fail(rank, &rd);
-    if (rank == 0 && ds.streaming) {
+/* Rank 0: how the dataset was read (or is streamed) and where it is held. */
+static void print_data(const husai_dataset *ds, const husai_config *cfg) {
+    if (ds->streaming) {
         printf(
             "[husai] data: %s:%s %zu x %d %s, streamed: %zu chunks of %zu rows (%.1f MB per node, budget %g "
             "MB); each node reads each chunk once per epoch\n"
             "[husai] data fingerprint %s (one pass over the chunks, %.2f s)\n",
-            cfg.data_path, cfg.dataset, ds.n_rows, ds.d_model, ds.dtype, ds.chunks.n_chunks,
-            ds.chunks.chunk_rows, ds.nodes[0].bytes_held / 1e6, cfg.memory_budget_mb, ds.fingerprint,
-            ds.fp_seconds);
+            cfg->data_path, cfg->dataset, ds->n_rows, ds->d_model, ds->dtype, ds->chunks.n_chunks,
+            ds->chunks.chunk_rows, ds->nodes[0].bytes_held / 1e6, cfg->memory_budget_mb, ds->fingerprint,
+            ds->fp_seconds);
         /* Batches do not cross chunks, so each chunk's training rows end in a batch of the remainder; a
          * few rows there are a step on almost no data (and a noisy gradient) once per chunk per epoch. */
-        const double train_rows = (double)ds.chunks.chunk_rows * (1.0 - cfg.holdout);
-        const double tail = fmod(train_rows, (double)cfg.batch_size);
-        if (ds.chunks.n_chunks > 1 && tail >= 1.0 && tail < cfg.batch_size / 8.0)
+        const double train_rows = (double)ds->chunks.chunk_rows * (1.0 - cfg->holdout);
+        const double tail = fmod(train_rows, (double)cfg->batch_size);
+        if (ds->chunks.n_chunks > 1 && tail >= 1.0 && tail < cfg->batch_size / 8.0)
             fprintf(stderr,
                     "husai: warning: each streamed chunk's ~%.0f training rows end in a batch of ~%.0f rows "
                     "(train.batch_size %d); data.chunk_rows = %.0f would end them on whole batches\n",
-                    train_rows, tail, cfg.batch_size,
-                    floor(train_rows / cfg.batch_size) * cfg.batch_size / (1.0 - cfg.holdout));
+                    train_rows, tail, cfg->batch_size,
+                    floor(train_rows / cfg->batch_size) * cfg->batch_size / (1.0 - cfg->holdout));
         fflush(stdout);
-    } else if (rank == 0) {
-        printf("[husai] data: %s:%s %zu x %d %s (%.1f MB read once, %.2f s), fingerprint %s (hashed in %.4f "
-               "s)\n",
-               cfg.data_path, cfg.dataset, ds.n_rows, ds.d_model, ds.dtype, ds.bytes_read / 1e6,
-               ds.read_seconds, ds.fingerprint, ds.fp_seconds);
-        for (int q = 0; q < ds.n_nodes; q++)
-            printf(
-                "[husai] node %d/%d %s: %d rank(s), read %.2f MB, holds one %.2f MB copy in shared memory\n",
-                q + 1, ds.n_nodes, ds.nodes[q].host, ds.nodes[q].ranks, ds.nodes[q].bytes_read / 1e6,
-                ds.nodes[q].bytes_held / 1e6);
-        fflush(stdout);
+        return;
     }
-    if (args.resume &&
-        (st = husai_mpi_agree(rank == 0 ? check_resume_data(ckpt_dir, &ds, &cfg) : HUSAI_OK, comm))) {
-        husai_dataset_free(&ds);
-        return fail(rank, &rd);
-    }
-    /* Every rank derives the same split from (rows, fraction, seed): no communication needed. */
-    husai_split split;
-    st = cfg.d_model > 0 && cfg.d_model != ds.d_model
-             ? husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' has d_model %d but data.d_model = %d",
-                           cfg.dataset, cfg.data_path, ds.d_model, cfg.d_model)
-             : husai_split_make(&split, ds.n_rows, cfg.holdout, cfg.split_seed);
-    if (st) memset(&split, 0, sizeof split);
-    if (!st && ds.streaming) st = husai_chunks_check_rows(&ds.chunks, split.train, split.n_train);
-    for (int i = 0; !st && i < cfg.n_values; i++) {
-        const int batch = husai_config_condition(&cfg, i).batch_size;
-        if ((size_t)batch > split.n_train)
+    printf("[husai] data: %s:%s %zu x %d %s (%.1f MB read once, %.2f s), fingerprint %s (hashed in %.4f "
+           "s)\n",
+           cfg->data_path, cfg->dataset, ds->n_rows, ds->d_model, ds->dtype, ds->bytes_read / 1e6,
+           ds->read_seconds, ds->fingerprint, ds->fp_seconds);
+    for (int q = 0; q < ds->n_nodes; q++)
+        printf("[husai] node %d/%d %s: %d rank(s), read %.2f MB, holds one %.2f MB copy in shared memory\n",
+               q + 1, ds->n_nodes, ds->nodes[q].host, ds->nodes[q].ranks, ds->nodes[q].bytes_read / 1e6,
+               ds->nodes[q].bytes_held / 1e6);
+    fflush(stdout);
+}
+
+/* Every rank derives the same split from (rows, fraction, seed) and so the same verdict on it. */
+static husai_status make_split(sweep_run *s) {
+    const husai_config *cfg = &s->cfg;
+    const husai_dataset *ds = &s->ds;
+    husai_status st =
+        cfg->d_model > 0 && cfg->d_model != ds->d_model
+            ? husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' has d_model %d but data.d_model = %d",
+                          cfg->dataset, cfg->data_path, ds->d_model, cfg->d_model)
+            : husai_split_make(&s->split, ds->n_rows, cfg->holdout, cfg->split_seed);
+    if (st) memset(&s->split, 0, sizeof s->split);
+    if (!st && ds->streaming) st = husai_chunks_check_rows(&ds->chunks, s->split.train, s->split.n_train);
+    for (int i = 0; !st && i < cfg->n_values; i++) {
+        const int batch = husai_config_condition(cfg, i).batch_size;
+        if ((size_t)batch > s->split.n_train)
             st = husai_error(HUSAI_ERR_DATA,
                              "the dataset has %zu training rows, fewer than one batch (batch_size %d)",
-                             split.n_train, batch);
+                             s->split.n_train, batch);
     }
-    /* The true dictionary, if any: checked before training, so a bad name fails in seconds. */
-    float *gt_dict = NULL;
-    int gt_atoms = 0;
-    if (!st && *cfg.dictionary)
-        st = load_dictionary(cfg.data_path, cfg.dictionary, ds.d_model, &gt_dict, &gt_atoms, comm);
-    if (st) {
-        free(gt_dict);
-        husai_split_free(&split);
-        husai_dataset_free(&ds);
-        return fail(rank, &rd);
-    }
-    if (rank == 0 && gt_dict) {
-        printf("[husai] ground truth: %s:%s, %d atoms; reporting their recovery by every SAE\n",
-               cfg.data_path, cfg.dictionary, gt_atoms);
-        fflush(stdout);
-    }
-    if (rank == 0 && split.n_holdout > 0) {
-        printf("[husai] held out %zu of %zu rows (split seed %llu) for held-out EV/MSE/L0\n", split.n_holdout,
-               ds.n_rows, (unsigned long long)cfg.split_seed);
-        fflush(stdout);
-    }
+    return st;
+}
 
-    int keep_checkpoints = 0;
-    husai_run_ctx ctx = {.cfg = &cfg,
-                         .ds = &ds,
-                         .reverse_order = args.reverse_order,
-                         .comm = comm,
-                         .ckpt_dir = ckpt_dir,
-                         .split = &split,
-                         .config_hash = config_hash,
-                         .ckpt_every_seconds = cfg.checkpoint_seconds,
-                         .gt_dict = gt_dict,
-                         .gt_atoms = gt_atoms,
-                         .keep_checkpoints = &keep_checkpoints};
-    /* results.h5 takes each condition as it completes (rank 0); creating it first also finds an
-     * unwritable or full disk before any training. */
-    if (rank == 0) {
+/* Collective. Opens the dataset, refuses changed data on --resume, splits it and loads the true
+ * dictionary, if any: all before training, so a bad input fails in seconds. */
+static husai_status open_data(sweep_run *s) {
+    const husai_config *cfg = &s->cfg;
+    husai_status st = husai_dataset_open(&s->ds, cfg->data_path, cfg->dataset, cfg->memory_budget_mb * 1e6,
+                                         (size_t)cfg->chunk_rows, cfg->split_seed, s->comm);
+    if (st) return st;
+    s->have_ds = 1;
+    if (s->rank == 0) print_data(&s->ds, cfg);
+    if (s->args.resume &&
+        (st =
+             husai_mpi_agree(s->rank == 0 ? check_resume_data(s->ckpt_dir, &s->ds, cfg) : HUSAI_OK, s->comm)))
+        return st;
+    st = make_split(s);
+    if (!st && *cfg->dictionary)
+        st = load_dictionary(cfg->data_path, cfg->dictionary, s->ds.d_model, &s->gt_dict, &s->gt_atoms,
+                             s->comm);
+    if (st) return st;
+    if (s->rank == 0 && s->gt_dict) {
+        printf("[husai] ground truth: %s:%s, %d atoms; reporting their recovery by every SAE\n",
+               cfg->data_path, cfg->dictionary, s->gt_atoms);
+        fflush(stdout);
+    }
+    if (s->rank == 0 && s->split.n_holdout > 0) {
+        printf("[husai] held out %zu of %zu rows (split seed %llu) for held-out EV/MSE/L0\n",
+               s->split.n_holdout, s->ds.n_rows, (unsigned long long)cfg->split_seed);
+        fflush(stdout);
+    }
+    return HUSAI_OK;
+}
+
+/* Collective. results.h5 takes each condition as it completes (rank 0); creating it first also finds an
+ * unwritable or full disk before any training. */
+static husai_status open_results(sweep_run *s) {
+    s->ctx = (husai_run_ctx){.cfg = &s->cfg,
+                             .ds = &s->ds,
+                             .reverse_order = s->args.reverse_order,
+                             .comm = s->comm,
+                             .ckpt_dir = s->ckpt_dir,
+                             .split = &s->split,
+                             .config_hash = s->config_hash,
+                             .ckpt_every_seconds = s->cfg.checkpoint_seconds,
+                             .gt_dict = s->gt_dict,
+                             .gt_atoms = s->gt_atoms,
+                             .keep_checkpoints = &s->keep_checkpoints};
+    husai_status st = HUSAI_OK;
+    if (s->rank == 0) {
         char path[4200];
-        husai_rundir_path(&rd, "results.h5", path, sizeof path);
-        const husai_run_info head = {.id = run_id,
+        husai_rundir_path(&s->rd, "results.h5", path, sizeof path);
+        const husai_run_info head = {.id = s->run_id,
                                      .version = HUSAI_VERSION,
                                      .commit = HUSAI_GIT_COMMIT,
-                                     .cfg = &cfg,
-                                     .fingerprint = ds.fingerprint};
-        st = husai_results_h5_open(&ctx.sink, path, &head);
+                                     .cfg = &s->cfg,
+                                     .fingerprint = s->ds.fingerprint};
+        st = husai_results_h5_open(&s->ctx.sink, path, &head);
     }
-    if ((st = husai_mpi_agree(st, comm))) {
-        husai_results_h5_abort(ctx.sink);
-        free(gt_dict);
-        husai_split_free(&split);
-        husai_dataset_free(&ds);
-        return fail(rank, &rd);
-    }
+    if ((st = husai_mpi_agree(st, s->comm))) husai_results_h5_abort(s->ctx.sink);
+    return st;
+}
+
+/* Collective. Runs the protocol; a stop says how to continue. */
+static husai_status run_protocol(sweep_run *s) {
     /* From here on checkpoints accumulate: a dying rank leaves the staging directory for --resume. */
     husai_mpi_on_die(NULL, NULL);
-    husai_protocol_output out;
-    st = husai_protocol_run(&ctx, &out);
-    if (st) husai_results_h5_abort(ctx.sink);
-    if (st == HUSAI_STOPPED) {
-        if (rank == 0) {
-            printf("[husai] stopped on request; continue with: husai sweep %s --resume %s\n",
-                   args.config_path, rd.final_path);
-            fflush(stdout);
-        }
-        husai_protocol_output_free(&out);
-        free(gt_dict);
-        husai_split_free(&split);
-        husai_dataset_free(&ds);
-        return HUSAI_EXIT_STOPPED;
+    const husai_status st = husai_protocol_run(&s->ctx, &s->out);
+    if (st) husai_results_h5_abort(s->ctx.sink);
+    if (st == HUSAI_STOPPED && s->rank == 0) {
+        printf("[husai] stopped on request; continue with: husai sweep %s --resume %s\n", s->args.config_path,
+               s->rd.final_path);
+        fflush(stdout);
     }
-    if (st) {
-        husai_protocol_output_free(&out);
-        free(gt_dict);
-        husai_split_free(&split);
-        husai_dataset_free(&ds);
-        if (keep_checkpoints) keep_staging(&rd, ckpt_dir);
-        return fail(rank, &rd);
-    }
+    s->keep_on_fail = s->keep_checkpoints;
+    s->stopped = st == HUSAI_STOPPED;
+    return st;
+}
 
-    if (ds.streaming) husai_dataset_stream_totals(&ds, comm);
+/* Rank 0: echoes summary.md and where the run went. */
+static void print_summary(const husai_rundir *rd, double t_begin) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/summary.md", rd->final_path);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        char line[1024];
+        printf("\n");
+        while (fgets(line, sizeof line, f))
+            fputs(line, stdout);
+        fclose(f);
+    }
+    printf("\n[husai] run directory: %s (%.1f s)\n", rd->final_path, MPI_Wtime() - t_begin);
+    fflush(stdout);
+}
+
+/* Collective. Rank 0 writes the results and moves the run directory into place; everyone learns the
+ * outcome so the exit status agrees. */
+static husai_status write_results(sweep_run *s) {
+    const husai_dataset *ds = &s->ds;
+    if (ds->streaming) husai_dataset_stream_totals(&s->ds, s->comm);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double rss_mb = (double)ru.ru_maxrss / 1024.0; /* Linux reports KiB */
-    HUSAI_MPI_CHECK(MPI_Reduce(rank == 0 ? MPI_IN_PLACE : &rss_mb, &rss_mb, 1, MPI_DOUBLE, MPI_MAX, 0, comm));
-    if (rank == 0 && ds.streaming) {
+    HUSAI_MPI_CHECK(
+        MPI_Reduce(s->rank == 0 ? MPI_IN_PLACE : &rss_mb, &rss_mb, 1, MPI_DOUBLE, MPI_MAX, 0, s->comm));
+    if (s->rank == 0 && ds->streaming) {
         printf("[husai] streamed %.1f MB from the file (%.2f GB/s over %.2f s of chunk reads); peak RSS %.1f "
                "MB per "
                "rank\n",
-               ds.bytes_read / 1e6, ds.read_seconds > 0 ? ds.bytes_read / ds.read_seconds / 1e9 : 0.0,
-               ds.read_seconds, rss_mb);
+               ds->bytes_read / 1e6, ds->read_seconds > 0 ? ds->bytes_read / ds->read_seconds / 1e9 : 0.0,
+               ds->read_seconds, rss_mb);
         fflush(stdout);
     }
-    /* Rank 0 writes; everyone learns the outcome so the exit status agrees. */
-    st = HUSAI_OK;
-    if (rank == 0) {
-        husai_run_info info = {.id = run_id,
+    husai_status st = HUSAI_OK;
+    if (s->rank == 0) {
+        husai_run_info info = {.id = s->run_id,
                                .version = HUSAI_VERSION,
                                .commit = HUSAI_GIT_COMMIT,
-                               .command = command,
-                               .hosts = hosts,
-                               .n_hosts = n_hosts,
-                               .ranks = size,
-                               .threads = threads,
-                               .seconds = MPI_Wtime() - t_begin,
-                               .cfg = &cfg,
-                               .dtype = ds.dtype,
-                               .fingerprint = ds.fingerprint,
-                               .n_rows = ds.n_rows,
-                               .d_model = ds.d_model,
-                               .holdout_rows = split.holdout,
-                               .n_holdout = split.n_holdout,
-                               .n_nodes = ds.n_nodes,
-                               .nodes = ds.nodes,
+                               .command = s->command,
+                               .hosts = s->hosts,
+                               .n_hosts = s->n_hosts,
+                               .ranks = s->size,
+                               .threads = s->threads,
+                               .seconds = MPI_Wtime() - s->t_begin,
+                               .cfg = &s->cfg,
+                               .dtype = ds->dtype,
+                               .fingerprint = ds->fingerprint,
+                               .n_rows = ds->n_rows,
+                               .d_model = ds->d_model,
+                               .holdout_rows = s->split.holdout,
+                               .n_holdout = s->split.n_holdout,
+                               .n_nodes = ds->n_nodes,
+                               .nodes = ds->nodes,
                                .peak_rss_mb = rss_mb,
-                               .chunk_rows = ds.streaming ? ds.chunks.chunk_rows : 0,
-                               .n_chunks = ds.streaming ? ds.chunks.n_chunks : 0,
-                               .bytes_read = ds.bytes_read,
-                               .read_seconds = ds.read_seconds};
-        st = husai_results_write(&rd, &info, ctx.sink, out.res, out.n, out.has_proto ? &out.proto : NULL);
+                               .chunk_rows = ds->streaming ? ds->chunks.chunk_rows : 0,
+                               .n_chunks = ds->streaming ? ds->chunks.n_chunks : 0,
+                               .bytes_read = ds->bytes_read,
+                               .read_seconds = ds->read_seconds};
+        const husai_protocol_output *out = &s->out;
+        st = husai_results_write(&s->rd, &info, s->ctx.sink, out->res, out->n,
+                                 out->has_proto ? &out->proto : NULL);
         /* results.h5 holds every parameter; the checkpoints (with Adam moments) are not kept. */
-        if (!st) husai_rundir_remove(&rd, "checkpoints");
-        if (!st) husai_rundir_remove(&rd, LOCK_FILE);
-        if (!st) st = husai_rundir_commit(&rd, args.force);
-        if (!st) {
-            char path[4200];
-            snprintf(path, sizeof path, "%s/summary.md", rd.final_path);
-            FILE *f = fopen(path, "r");
-            if (f) {
-                char line[1024];
-                printf("\n");
-                while (fgets(line, sizeof line, f))
-                    fputs(line, stdout);
-                fclose(f);
-            }
-            printf("\n[husai] run directory: %s (%.1f s)\n", rd.final_path, MPI_Wtime() - t_begin);
-            fflush(stdout);
-        }
+        if (!st) husai_rundir_remove(&s->rd, "checkpoints");
+        if (!st) husai_rundir_remove(&s->rd, LOCK_FILE);
+        if (!st) st = husai_rundir_commit(&s->rd, s->args.force);
+        if (!st) print_summary(&s->rd, s->t_begin);
     }
-    st = husai_mpi_agree(st, comm);
-    husai_protocol_output_free(&out);
-    free(gt_dict);
-    husai_split_free(&split);
-    husai_dataset_free(&ds);
+    s->keep_on_fail = 1; /* training is done: its checkpoints let --resume write again */
+    return husai_mpi_agree(st, s->comm);
+}
+
+/* The command, as a list of steps; each failure is agreed by every rank before it gets here, so all
+ * ranks leave by the same path. */
+static int sweep(int argc, char **argv, sweep_run *s) {
+    s->comm = MPI_COMM_WORLD;
+    MPI_Comm_rank(s->comm, &s->rank);
+    MPI_Comm_size(s->comm, &s->size);
+    s->t_begin = MPI_Wtime();
+    husai_rundir_command_line(argc, argv, s->command, sizeof s->command);
+    const int rc = parse_args(argc, argv, &s->args, s->rank);
+    if (rc) {
+        free(s->args.sets);
+        return rc < 0 ? 0 : rc;
+    }
+    husai_status st;
+    if ((st = load_config(s))) goto out;
+    husai_stop_install();
+    husai_stop_after_steps(s->args.stop_after);
+    /* Threads per rank (HUSAI_THREADS, default 1) split each SAE's step, the encoder's sgemm included,
+     * in ways that leave every seed's bits unchanged; OpenBLAS runs one thread inside each. */
+    s->threads = 1;
+    if ((st = husai_threads_setup(s->comm, &s->threads))) goto out;
+    s->n_hosts = 1;
+    gather_hosts(s->hosts, sizeof s->hosts, &s->n_hosts, s->comm);
+    if (s->rank == 0) print_config(&s->cfg, s->size, s->hosts);
+    if ((st = stage_rundir(s))) goto out;
+    if ((st = open_data(s))) goto out;
+    if ((st = open_results(s))) goto out;
+    if ((st = run_protocol(s))) goto out;
+    st = write_results(s);
+out:
+    husai_protocol_output_free(&s->out);
+    free(s->gt_dict);
+    husai_split_free(&s->split);
+    if (s->have_ds) husai_dataset_free(&s->ds);
+    if (s->stopped) return HUSAI_EXIT_STOPPED;
     husai_mpi_on_die(NULL, NULL);
-    if (st) keep_staging(&rd, ckpt_dir); /* training is done: its checkpoints let --resume write again */
-    if (st) return fail(rank, &rd);
-    return 0;
+    if (!st) return 0;
+    if (s->keep_on_fail) keep_staging(&s->rd, s->ckpt_dir);
+    return fail(s->rank, &s->rd);
 }
 
 int husai_cmd_sweep(int argc, char **argv) {
     /* Open before anything can stop, closed on every way out: a stop on any rank reaches all. */
     husai_stop_connect(MPI_COMM_WORLD);
-    const int rc = sweep(argc, argv);
+    sweep_run *s = calloc(1, sizeof *s);
+    if (!s) husai_mpi_die("out of memory");
+    const int rc = sweep(argc, argv, s);
+    free(s);
     if (g_lock_fd >= 0) close(g_lock_fd);
     husai_stop_disconnect();
     return rc;
