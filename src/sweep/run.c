@@ -474,7 +474,7 @@ void husai_sweep_release(husai_sweep *s) {
     husai_split_free(&s->split);
     if (s->have_ds) husai_dataset_free(&s->ds);
     s->have_ds = 0;
-    if (!s->stopped) husai_mpi_on_die(NULL, NULL);
+    husai_mpi_on_die(NULL, NULL); /* the staging directory is no longer this run's to remove on a death */
 }
 
 void husai_sweep_discard(husai_sweep *s) {
