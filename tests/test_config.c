@@ -321,6 +321,32 @@ static void test_arch_keys_bad_values(void **state) {
 }
 
 /* What husai prints loads back to the same configuration: every new key and named sweep values. */
+/* The mode enum keeps the config's names: each parses to itself, prints back as given, and an unknown
+ * name is refused by validation with the text the user wrote. */
+static void test_mode_names(void **state) {
+    (void)state;
+    const char *names[] = {"sweep", "calibrate", "consistency"};
+    for (int m = 0; m < HUSAI_MODE_COUNT; m++) {
+        assert_int_equal(husai_mode_parse(names[m]), m);
+        assert_string_equal(husai_mode_name((husai_mode)m), names[m]);
+    }
+    assert_int_equal(husai_mode_parse("Sweep"), HUSAI_MODE_UNKNOWN);
+    assert_string_equal(husai_mode_name(HUSAI_MODE_UNKNOWN), "?");
+    husai_config c;
+    assert_int_equal(
+        load("[data]\npath = x.h5\n[sweep]\nmode = calibrate\nvalues = 4, 8\nseeds = 1-5\n", NULL, &c),
+        HUSAI_OK);
+    assert_int_equal(c.mode, HUSAI_MODE_CALIBRATE);
+    char *printed = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&printed, &len);
+    husai_config_print(&c, f);
+    fclose(f);
+    assert_non_null(strstr(printed, "mode = calibrate\n"));
+    free(printed);
+    expect_error(GOOD, "sweep.mode=dance", "sweep.mode = 'dance' is not a known mode");
+}
+
 static void test_arch_print_round_trip(void **state) {
     husai_config c, back;
     assert_int_equal(load(ARCH_CFG, NULL, &c), HUSAI_OK);
@@ -496,6 +522,7 @@ int main(void) {
         cmocka_unit_test(test_arch_keys_parse),
         cmocka_unit_test(test_arch_keys_bad_values),
         cmocka_unit_test(test_arch_print_round_trip),
+        cmocka_unit_test(test_mode_names),
         cmocka_unit_test(test_lr_width_ref),
         cmocka_unit_test(test_plan_round_robin),
         cmocka_unit_test(test_repeated_keys_and_continuations),

@@ -170,7 +170,8 @@ typedef struct {
 /* The phases husai_protocol_run goes through for cfg (protocols.c; keep the two in step). */
 static void build_plan(const husai_config *cfg, plan *p) {
     memset(p, 0, sizeof *p);
-    const int calibrate = !strcmp(cfg->mode, "calibrate"), consistency = !strcmp(cfg->mode, "consistency");
+    const int calibrate = cfg->mode == HUSAI_MODE_CALIBRATE,
+              consistency = cfg->mode == HUSAI_MODE_CONSISTENCY;
     if (consistency) {
         plan_phase *ref = &p->phases[p->n_phases++];
         ref->name = "reference";
@@ -284,10 +285,10 @@ static cJSON *plan_json(const husai_config *cfg, const plan *p) {
     cJSON_AddStringToObject(doc, "husai_version", HUSAI_VERSION);
     cJSON_AddStringToObject(doc, "config_file", cfg->source);
     cJSON_AddStringToObject(doc, "config_hash", hash);
-    cJSON_AddStringToObject(doc, "mode", cfg->mode);
+    cJSON_AddStringToObject(doc, "mode", husai_mode_name(cfg->mode));
     cJSON_AddStringToObject(doc, "param", cfg->param);
     /* Only a plain sweep's conditions are independent: the other protocols choose from earlier results. */
-    cJSON_AddBoolToObject(doc, "splittable", !strcmp(cfg->mode, "sweep"));
+    cJSON_AddBoolToObject(doc, "splittable", cfg->mode == HUSAI_MODE_SWEEP);
     cJSON_AddStringToObject(doc, "out_dir", cfg->out_dir);
     cJSON *data = cJSON_AddObjectToObject(doc, "data");
     cJSON_AddStringToObject(data, "path", cfg->data_path);
@@ -371,25 +372,27 @@ static void print_conditions(FILE *f, const husai_config *cfg, const plan_phase 
 static void print_human(FILE *f, const husai_config *cfg, const plan *p) {
     fprintf(f, "husai plan of %s (config hash %016llx)\n", cfg->source,
             (unsigned long long)husai_config_hash(cfg));
-    fprintf(f, "mode %s over %s: %d value(s) x %d seed(s); %d task(s) in all\n", cfg->mode, cfg->param,
-            cfg->n_values, cfg->n_seeds, p->n_tasks);
+    fprintf(f, "mode %s over %s: %d value(s) x %d seed(s); %d task(s) in all\n", husai_mode_name(cfg->mode),
+            cfg->param, cfg->n_values, cfg->n_seeds, p->n_tasks);
     fprintf(f, "data: %s:%s (not opened by plan)\n", cfg->data_path, cfg->dataset);
     fprintf(f, "output dir: %s\n", cfg->out_dir);
     for (int q = 0; q < p->n_phases; q++) {
         const plan_phase *ph = &p->phases[q];
         fprintf(f, "%s%s: %d condition(s) x %d seed(s) = %d task(s)%s%s%s\n", *ph->name ? "phase " : "",
-                *ph->name ? ph->name : cfg->mode, ph->n_conds, ph->n_seeds, ph->n_conds * ph->n_seeds,
-                ph->after ? ", chosen by the " : "", ph->after ? ph->after : "", ph->after ? " results" : "");
+                *ph->name ? ph->name : husai_mode_name(cfg->mode), ph->n_conds, ph->n_seeds,
+                ph->n_conds * ph->n_seeds, ph->after ? ", chosen by the " : "", ph->after ? ph->after : "",
+                ph->after ? " results" : "");
         fprintf(f, "  seeds: ");
         print_seeds(f, ph->seeds, ph->n_seeds);
         fprintf(f, "\n");
         print_conditions(f, cfg, ph);
     }
-    if (!strcmp(cfg->mode, "sweep"))
+    if (cfg->mode == HUSAI_MODE_SWEEP)
         fprintf(f, "job array: one task per value, --array=0-%d (slurm/submit_array.sh)\n",
                 cfg->n_values - 1);
     else
-        fprintf(f, "job array: not splittable (mode %s needs the whole grid in one job)\n", cfg->mode);
+        fprintf(f, "job array: not splittable (mode %s needs the whole grid in one job)\n",
+                husai_mode_name(cfg->mode));
 }
 
 /* The item at a dotted path ("conditions.0.name"); NULL if there is none. */

@@ -1,41 +1,23 @@
-/* sweep_cmd.c: `husai sweep`, the program's MPI edge.
- * Flow: config -> run directory staging (rank 0) -> dataset (parallel HDF5, shared) ->
- * protocol (sweep, calibrate or consistency: phases of training over all ranks, metrics
- * on rank 0) -> results written and the run directory renamed into place. Deterministic errors are agreed so
- * all ranks exit 1 together, failures in training too (phase.c); a failure only one rank sees elsewhere ends
- * that rank and the launcher ends the rest (never a hang). A stop on any rank reaches all (stop.h). */
-#define _DEFAULT_SOURCE /* flock */
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
+/* sweep_cmd.c: `husai sweep`, the program's MPI edge: parses the arguments and the configuration, sets
+ * up stops and threads, prints the resolved configuration, then hands the run to the engine
+ * (sweep/run.h: run directory, dataset, protocol, results) and says its agreed error once. A stop on any
+ * rank reaches all (stop.h). */
 #include <getopt.h>
-#include <hdf5.h>
 #include <limits.h>
-#include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "cli/commands.h"
-#include "cli/version.h"
-#include "config/config.h"
-#include "sweep/phase.h"
-#include "sweep/protocols.h"
 #include "cli/threads.h"
+#include "cli/version.h"
 #include "common/parse.h"
-#include "metrics/groundtruth.h"
-#include "mpi/dataset.h"
+#include "config/config.h"
 #include "mpi/mpicheck.h"
 #include "mpi/stop.h"
-#include "report/results.h"
 #include "report/rundir.h"
-#include "sae/checkpoint.h"
+#include "sweep/run.h"
 
 typedef struct {
     const char *config_path;
@@ -140,7 +122,8 @@ static int parse_args(int argc, char **argv, sweep_args *a, int rank) {
 
 static void print_config(const husai_config *cfg, int size, const char *hosts) {
     printf("[husai] husai %s (%s): mode %s over %s, %d value(s) x %d seed(s) on %d rank(s); hosts: %s\n",
-           HUSAI_VERSION, HUSAI_GIT_COMMIT, cfg->mode, cfg->param, cfg->n_values, cfg->n_seeds, size, hosts);
+           HUSAI_VERSION, HUSAI_GIT_COMMIT, husai_mode_name(cfg->mode), cfg->param, cfg->n_values,
+           cfg->n_seeds, size, hosts);
     printf("[husai] resolved configuration:\n");
     husai_config_print(cfg, stdout);
     printf("\n");
@@ -175,531 +158,122 @@ static void gather_hosts(char *out, size_t n, int *n_hosts, MPI_Comm comm) {
     free(all);
 }
 
-/* Collective: rank 0 reads the true dictionary `name` of the HDF5 file `path` ([atoms, d_model], any float
- * type, converted to float32) and checks it; every rank gets the agreed verdict and, on success, its own copy
- * in *out (n_atoms rows; free it). */
-static husai_status load_dictionary(const char *path, const char *name, int d_model, float **out,
-                                    int *n_atoms, MPI_Comm comm) {
-    int rank;
-    MPI_Comm_rank(comm, &rank);
-    *out = NULL;
-    *n_atoms = 0;
-    husai_status st = HUSAI_OK;
-    float *dict = NULL;
-    int A = 0;
-    if (rank == 0) {
-        H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* errors are reported in one line below */
-        hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-        hid_t d = file < 0 ? -1 : H5Dopen2(file, name, H5P_DEFAULT);
-        hid_t sp = d < 0 ? -1 : H5Dget_space(d), ty = d < 0 ? -1 : H5Dget_type(d);
-        hsize_t dims[2] = {0, 0};
-        const int nd = sp < 0 ? -1 : H5Sget_simple_extent_ndims(sp);
-        if (nd == 2) H5Sget_simple_extent_dims(sp, dims, NULL);
-        if (file < 0)
-            st = husai_error(HUSAI_ERR_IO, "data.dictionary: cannot open '%s'", path);
-        else if (d < 0)
-            st = husai_error(HUSAI_ERR_DATA, "data.dictionary: no dataset '%s' in '%s'", name, path);
-        else if (ty < 0 || H5Tget_class(ty) != H5T_FLOAT)
-            st = husai_error(HUSAI_ERR_DATA, "data.dictionary: '%s' in '%s' is not a floating-point dataset",
-                             name, path);
-        else if (nd != 2)
-            st = husai_error(HUSAI_ERR_DATA,
-                             "data.dictionary: '%s' in '%s' has %d dimensions, expected 2 "
-                             "([atoms, d_model])",
-                             name, path, nd);
-        else if (dims[1] != (hsize_t)d_model || dims[0] < 1)
-            st = husai_error(
-                HUSAI_ERR_DATA,
-                "data.dictionary: '%s' in '%s' is [%llu, %llu]; expected [atoms >= 1, d_model = %d]", name,
-                path, (unsigned long long)dims[0], (unsigned long long)dims[1], d_model);
-        else if (dims[0] * dims[1] > (hsize_t)INT_MAX)
-            st = husai_error(HUSAI_ERR_DATA, "data.dictionary: '%s' in '%s' is too large (%llu atoms)", name,
-                             path, (unsigned long long)dims[0]);
-        else if (!(dict = malloc((size_t)(dims[0] * dims[1]) * sizeof(float))))
-            st = husai_error(HUSAI_ERR_NOMEM, "data.dictionary: cannot hold '%s' (%llu atoms)", name,
-                             (unsigned long long)dims[0]);
-        else if (H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dict) < 0)
-            st = husai_error(HUSAI_ERR_DATA, "data.dictionary: reading '%s' in '%s' failed", name, path);
-        if (!st) {
-            A = (int)dims[0];
-            char what[HUSAI_PATH_MAX + 320];
-            snprintf(what, sizeof what, "data.dictionary '%s' in '%s'", name, path);
-            st = husai_gt_check(dict, A, d_model, what);
-        }
-        if (ty >= 0) H5Tclose(ty);
-        if (sp >= 0) H5Sclose(sp);
-        if (d >= 0) H5Dclose(d);
-        if (file >= 0) H5Fclose(file);
-    }
-    if ((st = husai_mpi_agree(st, comm))) {
-        free(dict);
-        return st;
-    }
-    HUSAI_MPI_CHECK(MPI_Bcast(&A, 1, MPI_INT, 0, comm));
-    if (rank != 0 && !(dict = malloc((size_t)A * d_model * sizeof(float))))
-        husai_mpi_die("out of memory for the dictionary (%d atoms)", A);
-    HUSAI_MPI_CHECK(MPI_Bcast(dict, A * d_model, MPI_FLOAT, 0, comm));
-    *out = dict;
-    *n_atoms = A;
-    return HUSAI_OK;
-}
-
-/* Rank 0, on --resume: refuses data whose fingerprint differs from the one any checkpoint of the run was
- * trained on, before any training (a checkpoint with an unreadable header is left to its load to refuse). */
-static husai_status check_resume_data(const char *ckpt_dir, const husai_dataset *ds,
-                                      const husai_config *cfg) {
-    DIR *dir = opendir(ckpt_dir);
-    if (!dir) return HUSAI_OK; /* no checkpoints: nothing was trained on any data yet */
-    husai_status st = HUSAI_OK;
-    const struct dirent *e;
-    while (!st && (e = readdir(dir))) {
-        const size_t len = strlen(e->d_name);
-        if (len < 5 || strcmp(e->d_name + len - 5, ".ckpt")) continue;
-        char path[8400], fp[HUSAI_FP_LEN];
-        snprintf(path, sizeof path, "%s/%s", ckpt_dir, e->d_name);
-        if (husai_checkpoint_peek_data(path, fp) == HUSAI_OK && strcmp(fp, ds->fingerprint))
-            st = husai_error(
-                HUSAI_ERR_DATA,
-                "data changed since the run began: '%s' (dataset '%s') has fingerprint %s, but the "
-                "run being resumed was trained on data with fingerprint %s (checkpoint '%s')",
-                cfg->data_path, cfg->dataset, ds->fingerprint, fp, path);
-    }
-    closedir(dir);
-    return st;
-}
-
-/* A staging directory's lock file: rank 0 holds an flock on it while its run lives, so a second run into
- * the same directory, or a --resume of a run that is not interrupted, is refused instead of writing over
- * the live one's files. It holds "<pid> <host>" for the message. */
-#define LOCK_FILE ".lock"
-static int g_lock_fd = -1;
-
-/* Rank 0: an error if a live run holds the lock of staging directory `staging` (a lock left by a run
- * that ended, however it ended, is free: the kernel drops an flock with its process). */
-static husai_status check_not_live(const char *staging) {
-    char path[HUSAI_PATH_MAX + 400];
-    snprintf(path, sizeof path, "%s/" LOCK_FILE, staging);
-    const int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return HUSAI_OK;
-    husai_status st = HUSAI_OK;
-    if (flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
-        char holder[300] = "";
-        const ssize_t n = read(fd, holder, sizeof holder - 1);
-        holder[n > 0 ? n : 0] = '\0';
-        holder[strcspn(holder, "\n")] = '\0';
-        st = husai_error(
-            HUSAI_ERR_IO,
-            "another husai run (pid and host: %s) is using '%s' right now; it is not interrupted: "
-            "wait for it, or stop it (SIGTERM checkpoints it) and then --resume",
-            *holder ? holder : "unknown", staging);
-    }
-    close(fd);
-    return st;
-}
-
-/* Rank 0: takes the lock of the run's staging directory for the life of this process (*fd, or -1 where
- * the file system has no flock: the run then goes on unguarded); an error if another run took it first. */
-static husai_status lock_run(const char *staging, int *fd) {
-    char path[HUSAI_PATH_MAX + 400];
-    snprintf(path, sizeof path, "%s/" LOCK_FILE, staging);
-    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (*fd < 0) return HUSAI_OK;
-    if (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
-        const int taken = errno == EWOULDBLOCK;
-        close(*fd);
-        *fd = -1;
-        return taken ? check_not_live(staging) : HUSAI_OK;
-    }
-    char host[256] = "";
-    gethostname(host, sizeof host - 1);
-    if (ftruncate(*fd, 0) == 0) dprintf(*fd, "%ld %s\n", (long)getpid(), host);
-    return HUSAI_OK;
-}
-
-/* Rank 0, --resume: what is wrong with the run directory `arg` names (final and staging: the complete
- * and the interrupted form of that run), said before anything is touched. */
-static husai_status check_resume_target(const char *arg, const char *final, const char *staging) {
-    struct stat sb;
-    char path[HUSAI_PATH_MAX + 400];
-    if (stat(arg, &sb) == 0 && !S_ISDIR(sb.st_mode))
-        return husai_error(HUSAI_ERR_ARG,
-                           "--resume '%s' is a file, not a run directory (give the directory a stopped run "
-                           "printed after 'continue with')",
-                           arg);
-    const int has_staging = stat(staging, &sb) == 0 && S_ISDIR(sb.st_mode);
-    if (stat(final, &sb) == 0) {
-        snprintf(path, sizeof path, "%s/results.json", final);
-        if (access(path, F_OK) == 0)
-            return husai_error(HUSAI_ERR_ARG, "run '%s' is already complete; nothing to resume", final);
-        if (has_staging)
-            return husai_error(
-                HUSAI_ERR_ARG,
-                "'%s' exists but is not a complete run (no results.json); move it away to resume "
-                "the interrupted run '%s'",
-                final, staging);
-        return husai_error(
-            HUSAI_ERR_ARG,
-            "--resume '%s': not a husai run directory (no results.json) and no interrupted run "
-            "'%s' beside it",
-            arg, staging);
-    }
-    if (!has_staging)
-        return husai_error(HUSAI_ERR_IO, "nothing to resume: no interrupted run at '%s'", staging);
-    snprintf(path, sizeof path, "%s/checkpoints", staging);
-    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return husai_error(HUSAI_ERR_IO,
-                           "nothing to resume in '%s': it has no checkpoints directory (not a run husai "
-                           "staged, or emptied); remove it and start a new run",
-                           staging);
-    return HUSAI_OK;
-}
-
-/* Rank 0, after a failure that leaves work worth resuming: keeps the staging directory (fail() would
- * remove it) if any task's checkpoint is in it. */
-static void keep_staging(husai_rundir *rd, const char *ckpt_dir) {
-    DIR *d = rd->active ? opendir(ckpt_dir) : NULL;
-    if (!d) return;
-    for (const struct dirent *e; (e = readdir(d));) {
-        const size_t n = strlen(e->d_name);
-        if (n > 5 && !strcmp(e->d_name + n - 5, ".ckpt")) {
-            rd->active = 0;
-            break;
-        }
-    }
-    closedir(d);
-}
-
-static void abort_rundir(void *rd) {
-    husai_rundir_abort(rd);
-}
-
-/* Prints an agreed error once (rank 0) and returns the exit status every rank uses. */
-static int fail(int rank, husai_rundir *rd) {
-    husai_mpi_on_die(NULL, NULL);
-    if (rank == 0) {
-        fprintf(stderr, "husai: error: %s\n", husai_error_message());
-        husai_rundir_abort(rd);
-    }
-    return 1;
-}
-
-static int sweep(int argc, char **argv) {
-    MPI_Comm comm = MPI_COMM_WORLD;
-    int rank, size;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
-    const double t_begin = MPI_Wtime();
-
-    /* The command line as given, for provenance (getopt may permute argv). */
-    char command[4096];
-    husai_rundir_command_line(argc, argv, command, sizeof command);
+/* What the command line holds beside the run it hands to the engine. */
+typedef struct {
     sweep_args args;
-    int rc = parse_args(argc, argv, &args, rank);
+    char command[4096]; /* the command line as given, for provenance (getopt may permute argv) */
+    char resume_out[HUSAI_PATH_MAX];
+    char hosts[8192];
+    husai_sweep run;
+} sweep_cmd;
+
+/* --resume RUN_DIR names both the output directory and the run id (".ID.partial" or "ID"). */
+static husai_status resume_target(sweep_cmd *s) {
+    char tmp[HUSAI_PATH_MAX], *id = s->run.resume_id;
+    const size_t id_size = sizeof s->run.resume_id;
+    snprintf(tmp, sizeof tmp, "%s", s->args.resume);
+    size_t len = strlen(tmp);
+    while (len > 1 && tmp[len - 1] == '/')
+        tmp[--len] = '\0';
+    char *slash = strrchr(tmp, '/');
+    const char *base = slash ? slash + 1 : tmp;
+    if (slash) {
+        *slash = '\0';
+        snprintf(s->resume_out, sizeof s->resume_out, "%s", slash == tmp ? "/" : tmp);
+    } else {
+        snprintf(s->resume_out, sizeof s->resume_out, ".");
+    }
+    snprintf(id, id_size, "%s", base[0] == '.' ? base + 1 : base);
+    len = strlen(id);
+    if (len > 8 && !strcmp(id + len - 8, ".partial")) id[len - 8] = '\0';
+    if (!*id)
+        return husai_error(HUSAI_ERR_ARG, "--resume '%s' does not name a run directory", s->args.resume);
+    s->args.out_dir = s->resume_out;
+    return HUSAI_OK;
+}
+
+/* Every rank parses the same inputs, so every rank reaches the same verdict without talking. */
+static husai_status load_config(sweep_cmd *s) {
+    husai_config *cfg = &s->run.cfg;
+    husai_config_defaults(cfg);
+    husai_status st = husai_config_load(cfg, s->args.config_path);
+    for (int i = 0; !st && i < s->args.n_sets; i++)
+        st = husai_config_set(cfg, s->args.sets[i]);
+    if (!st && s->args.resume) st = resume_target(s);
+    if (!st && s->args.out_dir) {
+        char kv[HUSAI_PATH_MAX + 16];
+        snprintf(kv, sizeof kv, "output.dir=%s", s->args.out_dir);
+        st = husai_config_set(cfg, kv);
+    }
+    if (!st) st = husai_config_validate(cfg);
+    free(s->args.sets);
+    s->args.sets = NULL;
+    if (st) return st;
+    s->run.config_hash = husai_config_hash(cfg);
+    if (s->args.resume && s->args.run_id)
+        return husai_error(HUSAI_ERR_ARG,
+                           "--resume and --run-id exclude each other (the run id comes from RUN_DIR)");
+    return HUSAI_OK;
+}
+
+/* Hands the engine the command line's choices and provenance. */
+static void describe_run(sweep_cmd *s) {
+    husai_sweep *r = &s->run;
+    r->config_path = s->args.config_path;
+    r->resume = s->args.resume;
+    r->run_id_arg = s->args.run_id;
+    r->force = s->args.force;
+    r->reverse_order = s->args.reverse_order;
+    r->version = HUSAI_VERSION;
+    r->commit = HUSAI_GIT_COMMIT;
+    r->command = s->command;
+    r->hosts = s->hosts;
+}
+
+/* The command, as a list of steps; each failure is agreed by every rank before it gets here, so all
+ * ranks leave by the same path. */
+static int sweep(int argc, char **argv, sweep_cmd *s) {
+    husai_sweep *r = &s->run;
+    r->comm = MPI_COMM_WORLD;
+    MPI_Comm_rank(r->comm, &r->rank);
+    MPI_Comm_size(r->comm, &r->size);
+    r->t_begin = MPI_Wtime();
+    husai_rundir_command_line(argc, argv, s->command, sizeof s->command);
+    const int rc = parse_args(argc, argv, &s->args, r->rank);
     if (rc) {
-        free(args.sets);
+        free(s->args.sets);
         return rc < 0 ? 0 : rc;
     }
-
-    /* Every rank parses the same inputs, so every rank reaches the same verdict without talking. */
-    husai_rundir rd = {0};
-    husai_config cfg;
-    husai_config_defaults(&cfg);
-    husai_status st = husai_config_load(&cfg, args.config_path);
-    for (int i = 0; !st && i < args.n_sets; i++)
-        st = husai_config_set(&cfg, args.sets[i]);
-    /* --resume RUN_DIR names both the output directory and the run id (".ID.partial" or "ID"). */
-    char resume_out[HUSAI_PATH_MAX] = "", resume_id[256] = "";
-    if (!st && args.resume) {
-        char tmp[HUSAI_PATH_MAX];
-        snprintf(tmp, sizeof tmp, "%s", args.resume);
-        size_t len = strlen(tmp);
-        while (len > 1 && tmp[len - 1] == '/')
-            tmp[--len] = '\0';
-        char *slash = strrchr(tmp, '/');
-        const char *base = slash ? slash + 1 : tmp;
-        if (slash) {
-            *slash = '\0';
-            snprintf(resume_out, sizeof resume_out, "%s", slash == tmp ? "/" : tmp);
-        } else {
-            snprintf(resume_out, sizeof resume_out, ".");
-        }
-        snprintf(resume_id, sizeof resume_id, "%s", base[0] == '.' ? base + 1 : base);
-        len = strlen(resume_id);
-        if (len > 8 && !strcmp(resume_id + len - 8, ".partial")) resume_id[len - 8] = '\0';
-        if (!*resume_id)
-            st = husai_error(HUSAI_ERR_ARG, "--resume '%s' does not name a run directory", args.resume);
-        else
-            args.out_dir = resume_out;
-    }
-    if (!st && args.out_dir) {
-        char kv[HUSAI_PATH_MAX + 16];
-        snprintf(kv, sizeof kv, "output.dir=%s", args.out_dir);
-        st = husai_config_set(&cfg, kv);
-    }
-    if (!st) st = husai_config_validate(&cfg);
-    free(args.sets);
-    if (st) return fail(rank, &rd);
-    const uint64_t config_hash = husai_config_hash(&cfg);
-    if (args.resume && args.run_id) {
-        husai_error(HUSAI_ERR_ARG,
-                    "--resume and --run-id exclude each other (the run id comes from RUN_DIR)");
-        return fail(rank, &rd);
-    }
+    husai_status st;
+    if ((st = load_config(s))) goto out;
     husai_stop_install();
-    husai_stop_after_steps(args.stop_after);
-
+    husai_stop_after_steps(s->args.stop_after);
     /* Threads per rank (HUSAI_THREADS, default 1) split each SAE's step, the encoder's sgemm included,
      * in ways that leave every seed's bits unchanged; OpenBLAS runs one thread inside each. */
-    int threads = 1;
-    if ((st = husai_threads_setup(comm, &threads))) return fail(rank, &rd);
-
-    char hosts[8192];
-    int n_hosts = 1;
-    gather_hosts(hosts, sizeof hosts, &n_hosts, comm);
-    if (rank == 0) print_config(&cfg, size, hosts);
-
-    /* Stage the run directory before training, so an unwritable output fails in seconds, not hours. */
-    char run_id[256];
-    if (args.resume) {
-        snprintf(run_id, sizeof run_id, "%s", resume_id);
-    } else if (args.run_id) {
-        if (!*args.run_id || strchr(args.run_id, '/') || args.run_id[0] == '.') {
-            husai_error(HUSAI_ERR_ARG, "--run-id '%s' must be a plain, non-hidden directory name",
-                        args.run_id);
-            return fail(rank, &rd);
-        }
-        snprintf(run_id, sizeof run_id, "%s", args.run_id);
-    } else {
-        husai_rundir_default_id(config_hash, run_id, sizeof run_id);
-    }
-    HUSAI_MPI_CHECK(MPI_Bcast(run_id, (int)sizeof run_id, MPI_CHAR, 0, comm));
-    if (rank == 0) {
-        /* What is wrong with the target is said first, in its own words: a live run using it, or a
-         * --resume argument that names no interrupted run. */
-        char final[HUSAI_PATH_MAX + 300], staging[HUSAI_PATH_MAX + 320];
-        snprintf(final, sizeof final, "%s/%s", cfg.out_dir, run_id);
-        snprintf(staging, sizeof staging, "%s/.%s.partial", cfg.out_dir, run_id);
-        st = check_not_live(staging);
-        if (!st && args.resume) st = check_resume_target(args.resume, final, staging);
-        if (!st) st = husai_rundir_begin(&rd, cfg.out_dir, run_id, args.force, args.resume != NULL);
-        if (!st) st = lock_run(rd.staging_path, &g_lock_fd);
-    }
-    if ((st = husai_mpi_agree(st, comm))) return fail(rank, &rd);
-    if (rank == 0) husai_mpi_on_die(abort_rundir, &rd);
-    /* Every rank needs the staging path for its checkpoints; rank 0 made it. */
-    char ckpt_dir[4200];
-    if (rank == 0) snprintf(ckpt_dir, sizeof ckpt_dir, "%s/checkpoints", rd.staging_path);
-    HUSAI_MPI_CHECK(MPI_Bcast(ckpt_dir, (int)sizeof ckpt_dir, MPI_CHAR, 0, comm));
-
-    husai_dataset ds;
-    if ((st = husai_dataset_open(&ds, cfg.data_path, cfg.dataset, cfg.memory_budget_mb * 1e6,
-                                 (size_t)cfg.chunk_rows, cfg.split_seed, comm)))
-        return fail(rank, &rd);
-    if (rank == 0 && ds.streaming) {
-        printf(
-            "[husai] data: %s:%s %zu x %d %s, streamed: %zu chunks of %zu rows (%.1f MB per node, budget %g "
-            "MB); each node reads each chunk once per epoch\n"
-            "[husai] data fingerprint %s (one pass over the chunks, %.2f s)\n",
-            cfg.data_path, cfg.dataset, ds.n_rows, ds.d_model, ds.dtype, ds.chunks.n_chunks,
-            ds.chunks.chunk_rows, ds.nodes[0].bytes_held / 1e6, cfg.memory_budget_mb, ds.fingerprint,
-            ds.fp_seconds);
-        /* Batches do not cross chunks, so each chunk's training rows end in a batch of the remainder; a
-         * few rows there are a step on almost no data (and a noisy gradient) once per chunk per epoch. */
-        const double train_rows = (double)ds.chunks.chunk_rows * (1.0 - cfg.holdout);
-        const double tail = fmod(train_rows, (double)cfg.batch_size);
-        if (ds.chunks.n_chunks > 1 && tail >= 1.0 && tail < cfg.batch_size / 8.0)
-            fprintf(stderr,
-                    "husai: warning: each streamed chunk's ~%.0f training rows end in a batch of ~%.0f rows "
-                    "(train.batch_size %d); data.chunk_rows = %.0f would end them on whole batches\n",
-                    train_rows, tail, cfg.batch_size,
-                    floor(train_rows / cfg.batch_size) * cfg.batch_size / (1.0 - cfg.holdout));
-        fflush(stdout);
-    } else if (rank == 0) {
-        printf("[husai] data: %s:%s %zu x %d %s (%.1f MB read once, %.2f s), fingerprint %s (hashed in %.4f "
-               "s)\n",
-               cfg.data_path, cfg.dataset, ds.n_rows, ds.d_model, ds.dtype, ds.bytes_read / 1e6,
-               ds.read_seconds, ds.fingerprint, ds.fp_seconds);
-        for (int q = 0; q < ds.n_nodes; q++)
-            printf(
-                "[husai] node %d/%d %s: %d rank(s), read %.2f MB, holds one %.2f MB copy in shared memory\n",
-                q + 1, ds.n_nodes, ds.nodes[q].host, ds.nodes[q].ranks, ds.nodes[q].bytes_read / 1e6,
-                ds.nodes[q].bytes_held / 1e6);
-        fflush(stdout);
-    }
-    if (args.resume &&
-        (st = husai_mpi_agree(rank == 0 ? check_resume_data(ckpt_dir, &ds, &cfg) : HUSAI_OK, comm))) {
-        husai_dataset_free(&ds);
-        return fail(rank, &rd);
-    }
-    /* Every rank derives the same split from (rows, fraction, seed): no communication needed. */
-    husai_split split;
-    st = cfg.d_model > 0 && cfg.d_model != ds.d_model
-             ? husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' has d_model %d but data.d_model = %d",
-                           cfg.dataset, cfg.data_path, ds.d_model, cfg.d_model)
-             : husai_split_make(&split, ds.n_rows, cfg.holdout, cfg.split_seed);
-    if (st) memset(&split, 0, sizeof split);
-    if (!st && ds.streaming) st = husai_chunks_check_rows(&ds.chunks, split.train, split.n_train);
-    for (int i = 0; !st && i < cfg.n_values; i++) {
-        const int batch = husai_config_condition(&cfg, i).batch_size;
-        if ((size_t)batch > split.n_train)
-            st = husai_error(HUSAI_ERR_DATA,
-                             "the dataset has %zu training rows, fewer than one batch (batch_size %d)",
-                             split.n_train, batch);
-    }
-    /* The true dictionary, if any: checked before training, so a bad name fails in seconds. */
-    float *gt_dict = NULL;
-    int gt_atoms = 0;
-    if (!st && *cfg.dictionary)
-        st = load_dictionary(cfg.data_path, cfg.dictionary, ds.d_model, &gt_dict, &gt_atoms, comm);
-    if (st) {
-        free(gt_dict);
-        husai_split_free(&split);
-        husai_dataset_free(&ds);
-        return fail(rank, &rd);
-    }
-    if (rank == 0 && gt_dict) {
-        printf("[husai] ground truth: %s:%s, %d atoms; reporting their recovery by every SAE\n",
-               cfg.data_path, cfg.dictionary, gt_atoms);
-        fflush(stdout);
-    }
-    if (rank == 0 && split.n_holdout > 0) {
-        printf("[husai] held out %zu of %zu rows (split seed %llu) for held-out EV/MSE/L0\n", split.n_holdout,
-               ds.n_rows, (unsigned long long)cfg.split_seed);
-        fflush(stdout);
-    }
-
-    int keep_checkpoints = 0;
-    husai_run_ctx ctx = {.cfg = &cfg,
-                         .ds = &ds,
-                         .reverse_order = args.reverse_order,
-                         .comm = comm,
-                         .ckpt_dir = ckpt_dir,
-                         .split = &split,
-                         .config_hash = config_hash,
-                         .ckpt_every_seconds = cfg.checkpoint_seconds,
-                         .gt_dict = gt_dict,
-                         .gt_atoms = gt_atoms,
-                         .keep_checkpoints = &keep_checkpoints};
-    /* results.h5 takes each condition as it completes (rank 0); creating it first also finds an
-     * unwritable or full disk before any training. */
-    if (rank == 0) {
-        char path[4200];
-        husai_rundir_path(&rd, "results.h5", path, sizeof path);
-        const husai_run_info head = {.id = run_id,
-                                     .version = HUSAI_VERSION,
-                                     .commit = HUSAI_GIT_COMMIT,
-                                     .cfg = &cfg,
-                                     .fingerprint = ds.fingerprint};
-        st = husai_results_h5_open(&ctx.sink, path, &head);
-    }
-    if ((st = husai_mpi_agree(st, comm))) {
-        husai_results_h5_abort(ctx.sink);
-        free(gt_dict);
-        husai_split_free(&split);
-        husai_dataset_free(&ds);
-        return fail(rank, &rd);
-    }
-    /* From here on checkpoints accumulate: a dying rank leaves the staging directory for --resume. */
-    husai_mpi_on_die(NULL, NULL);
-    husai_protocol_output out;
-    st = husai_protocol_run(&ctx, &out);
-    if (st) husai_results_h5_abort(ctx.sink);
-    if (st == HUSAI_STOPPED) {
-        if (rank == 0) {
-            printf("[husai] stopped on request; continue with: husai sweep %s --resume %s\n",
-                   args.config_path, rd.final_path);
-            fflush(stdout);
-        }
-        husai_protocol_output_free(&out);
-        free(gt_dict);
-        husai_split_free(&split);
-        husai_dataset_free(&ds);
-        return HUSAI_EXIT_STOPPED;
-    }
-    if (st) {
-        husai_protocol_output_free(&out);
-        free(gt_dict);
-        husai_split_free(&split);
-        husai_dataset_free(&ds);
-        if (keep_checkpoints) keep_staging(&rd, ckpt_dir);
-        return fail(rank, &rd);
-    }
-
-    if (ds.streaming) husai_dataset_stream_totals(&ds, comm);
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    double rss_mb = (double)ru.ru_maxrss / 1024.0; /* Linux reports KiB */
-    HUSAI_MPI_CHECK(MPI_Reduce(rank == 0 ? MPI_IN_PLACE : &rss_mb, &rss_mb, 1, MPI_DOUBLE, MPI_MAX, 0, comm));
-    if (rank == 0 && ds.streaming) {
-        printf("[husai] streamed %.1f MB from the file (%.2f GB/s over %.2f s of chunk reads); peak RSS %.1f "
-               "MB per "
-               "rank\n",
-               ds.bytes_read / 1e6, ds.read_seconds > 0 ? ds.bytes_read / ds.read_seconds / 1e9 : 0.0,
-               ds.read_seconds, rss_mb);
-        fflush(stdout);
-    }
-    /* Rank 0 writes; everyone learns the outcome so the exit status agrees. */
-    st = HUSAI_OK;
-    if (rank == 0) {
-        husai_run_info info = {.id = run_id,
-                               .version = HUSAI_VERSION,
-                               .commit = HUSAI_GIT_COMMIT,
-                               .command = command,
-                               .hosts = hosts,
-                               .n_hosts = n_hosts,
-                               .ranks = size,
-                               .threads = threads,
-                               .seconds = MPI_Wtime() - t_begin,
-                               .cfg = &cfg,
-                               .dtype = ds.dtype,
-                               .fingerprint = ds.fingerprint,
-                               .n_rows = ds.n_rows,
-                               .d_model = ds.d_model,
-                               .holdout_rows = split.holdout,
-                               .n_holdout = split.n_holdout,
-                               .n_nodes = ds.n_nodes,
-                               .nodes = ds.nodes,
-                               .peak_rss_mb = rss_mb,
-                               .chunk_rows = ds.streaming ? ds.chunks.chunk_rows : 0,
-                               .n_chunks = ds.streaming ? ds.chunks.n_chunks : 0,
-                               .bytes_read = ds.bytes_read,
-                               .read_seconds = ds.read_seconds};
-        st = husai_results_write(&rd, &info, ctx.sink, out.res, out.n, out.has_proto ? &out.proto : NULL);
-        /* results.h5 holds every parameter; the checkpoints (with Adam moments) are not kept. */
-        if (!st) husai_rundir_remove(&rd, "checkpoints");
-        if (!st) husai_rundir_remove(&rd, LOCK_FILE);
-        if (!st) st = husai_rundir_commit(&rd, args.force);
-        if (!st) {
-            char path[4200];
-            snprintf(path, sizeof path, "%s/summary.md", rd.final_path);
-            FILE *f = fopen(path, "r");
-            if (f) {
-                char line[1024];
-                printf("\n");
-                while (fgets(line, sizeof line, f))
-                    fputs(line, stdout);
-                fclose(f);
-            }
-            printf("\n[husai] run directory: %s (%.1f s)\n", rd.final_path, MPI_Wtime() - t_begin);
-            fflush(stdout);
-        }
-    }
-    st = husai_mpi_agree(st, comm);
-    husai_protocol_output_free(&out);
-    free(gt_dict);
-    husai_split_free(&split);
-    husai_dataset_free(&ds);
-    husai_mpi_on_die(NULL, NULL);
-    if (st) keep_staging(&rd, ckpt_dir); /* training is done: its checkpoints let --resume write again */
-    if (st) return fail(rank, &rd);
-    return 0;
+    r->threads = 1;
+    if ((st = husai_threads_setup(r->comm, &r->threads))) goto out;
+    r->n_hosts = 1;
+    gather_hosts(s->hosts, sizeof s->hosts, &r->n_hosts, r->comm);
+    if (r->rank == 0) print_config(&r->cfg, r->size, s->hosts);
+    describe_run(s);
+    st = husai_sweep_run(r);
+out:
+    husai_sweep_release(r);
+    if (r->stopped) return HUSAI_EXIT_STOPPED;
+    if (!st) return 0;
+    if (r->rank == 0) fprintf(stderr, "husai: error: %s\n", husai_error_message());
+    husai_sweep_discard(r);
+    return 1;
 }
 
 int husai_cmd_sweep(int argc, char **argv) {
     /* Open before anything can stop, closed on every way out: a stop on any rank reaches all. */
     husai_stop_connect(MPI_COMM_WORLD);
-    const int rc = sweep(argc, argv);
-    if (g_lock_fd >= 0) close(g_lock_fd);
+    sweep_cmd *s = calloc(1, sizeof *s);
+    if (!s) husai_mpi_die("out of memory");
+    const int rc = sweep(argc, argv, s);
+    free(s);
+    husai_sweep_unlock();
     husai_stop_disconnect();
     return rc;
 }

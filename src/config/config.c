@@ -24,7 +24,8 @@ typedef enum {
     T_UNIT,
     T_RNG,
     T_BOOL,
-    T_ARCH
+    T_ARCH,
+    T_MODE
 } opt_type;
 
 typedef struct {
@@ -73,7 +74,7 @@ static const opt OPTS[] = {
     {"train", "lr", T_DOUBLE, F(lr), 0, 0, 0, "Adam learning rate"},
     {"train", "lr_width_ref", T_INT, F(lr_width_ref), 0, 0, 0,
      "scale lr by sqrt(lr_width_ref / d_sae) (0: off)"},
-    {"sweep", "mode", T_STR, F(mode), S(mode), 0, 0, "protocol: sweep"},
+    {"sweep", "mode", T_MODE, F(mode), S(mode_text), 0, 0, "protocol: sweep"},
     {"sweep", "param", T_STR, F(param), S(param), 0, 0,
      "swept parameter: k, d_sae, lr, epochs, batch_size, arch (lambda in consistency mode)"},
     {"sweep", "values", T_VALUES, F(values), 0, 0, 1, "values of the swept parameter (comma separated)"},
@@ -105,6 +106,20 @@ static const opt OPTS[] = {
 _Static_assert(sizeof(OPTS) / sizeof(OPTS[0]) <= sizeof(((husai_config *)0)->given),
                "grow husai_config.given");
 
+static const char *const MODE_NAMES[HUSAI_MODE_COUNT] = {[HUSAI_MODE_SWEEP] = "sweep",
+                                                         [HUSAI_MODE_CALIBRATE] = "calibrate",
+                                                         [HUSAI_MODE_CONSISTENCY] = "consistency"};
+
+husai_mode husai_mode_parse(const char *name) {
+    for (int m = 0; m < HUSAI_MODE_COUNT; m++)
+        if (!strcmp(name, MODE_NAMES[m])) return (husai_mode)m;
+    return HUSAI_MODE_UNKNOWN;
+}
+
+const char *husai_mode_name(husai_mode mode) {
+    return mode >= 0 && mode < HUSAI_MODE_COUNT ? MODE_NAMES[mode] : "?";
+}
+
 void husai_config_defaults(husai_config *c) {
     memset(c, 0, sizeof *c);
     snprintf(c->dataset, sizeof c->dataset, "/activations");
@@ -117,7 +132,7 @@ void husai_config_defaults(husai_config *c) {
     c->prefixes = 4;
     c->bandwidth = 1e-3;
     c->aux_coeff = 1.0 / 32.0;
-    snprintf(c->mode, sizeof c->mode, "sweep");
+    c->mode = HUSAI_MODE_SWEEP;
     snprintf(c->param, sizeof c->param, "k");
     c->bootstrap_unit = HUSAI_BOOT_SEEDS;
     c->resamples = 10000;
@@ -217,10 +232,15 @@ static husai_status assign_list(husai_config *c, const char *section, const char
     snprintf(what, sizeof what, "%s: %s.%s", where, section, key);
     switch (o->type) {
     case T_STR:
+    case T_MODE: /* checked as a string: an unknown name is refused by husai_config_validate */
         if (!*v) return husai_error(HUSAI_ERR_ARG, "%s: %s.%s must not be empty", where, section, key);
         if (strlen(v) >= o->size)
             return husai_error(HUSAI_ERR_ARG, "%s: %s.%s is too long", where, section, key);
-        snprintf((char *)field, o->size, "%s", v);
+        if (o->type == T_MODE) {
+            snprintf(c->mode_text, sizeof c->mode_text, "%s", v);
+            *(husai_mode *)field = husai_mode_parse(v);
+        } else
+            snprintf((char *)field, o->size, "%s", v);
         break;
     case T_INT: {
         long long x;
@@ -551,12 +571,12 @@ husai_status husai_config_validate(const husai_config *c) {
         if (OPTS[i].required && !c->given[i])
             return husai_error(HUSAI_ERR_ARG, "%s: missing required key %s.%s (%s)", c->source,
                                OPTS[i].section, OPTS[i].key, OPTS[i].help);
-    const int sweep = !strcmp(c->mode, "sweep"), calibrate = !strcmp(c->mode, "calibrate"),
-              consistency = !strcmp(c->mode, "consistency");
-    if (!sweep && !calibrate && !consistency)
+    if (c->mode == HUSAI_MODE_UNKNOWN)
         return husai_error(HUSAI_ERR_ARG,
                            "sweep.mode = '%s' is not a known mode (known: sweep, calibrate, consistency)",
-                           c->mode);
+                           c->mode_text);
+    const int sweep = c->mode == HUSAI_MODE_SWEEP, calibrate = c->mode == HUSAI_MODE_CALIBRATE,
+              consistency = c->mode == HUSAI_MODE_CONSISTENCY;
     const int is_lambda = !strcmp(c->param, "lambda"), is_arch = !strcmp(c->param, "arch");
     if (!param_is_integer(c->param) && strcmp(c->param, "lr") && !is_lambda && !is_arch)
         return husai_error(
@@ -569,11 +589,11 @@ husai_status husai_config_validate(const husai_config *c) {
                            c->param);
     if (is_arch && !sweep)
         return husai_error(HUSAI_ERR_ARG, "sweep.param = arch goes with sweep.mode = sweep (got %s)",
-                           c->mode);
+                           husai_mode_name(c->mode));
     if (consistency != is_lambda)
         return husai_error(HUSAI_ERR_ARG,
                            "sweep.param = lambda goes with sweep.mode = consistency (got mode %s, param %s)",
-                           c->mode, c->param);
+                           husai_mode_name(c->mode), c->param);
     if (calibrate && strcmp(c->param, "k"))
         return husai_error(HUSAI_ERR_ARG,
                            "sweep.mode = calibrate searches over k; set sweep.param = k (got %s)", c->param);
@@ -749,6 +769,9 @@ void husai_config_print(const husai_config *c, FILE *f) {
             break;
         case T_ARCH:
             fprintf(f, "%s", husai_arch_name(*(const int *)field));
+            break;
+        case T_MODE:
+            fprintf(f, "%s", husai_mode_name(c->mode));
             break;
         }
         fprintf(f, "\n");

@@ -4,8 +4,8 @@
  * No MPI here: every rank parses the same file and reaches the same verdict.
  * defines: husai_config, husai_config_defaults, husai_config_load, husai_config_load_string,
  *          husai_config_set, husai_config_validate, husai_config_print, husai_config_text, husai_config_hash,
- *          husai_condition, husai_config_make_condition, husai_config_condition, HUSAI_MAX_VALUES,
- *          HUSAI_MAX_SEEDS, HUSAI_PATH_MAX */
+ *          husai_condition, husai_config_make_condition, husai_config_condition, husai_mode, husai_mode_parse,
+ *          husai_mode_name, HUSAI_MAX_VALUES, HUSAI_MAX_SEEDS, HUSAI_PATH_MAX */
 #ifndef HUSAI_CONFIG_CONFIG_H
 #define HUSAI_CONFIG_CONFIG_H
 
@@ -18,6 +18,22 @@
 #define HUSAI_MAX_VALUES 64
 #define HUSAI_MAX_SEEDS 1024
 #define HUSAI_PATH_MAX 4096
+
+/* The experiment protocol of a sweep ([sweep] mode); the config file and results name it by
+ * husai_mode_name. */
+typedef enum {
+    HUSAI_MODE_UNKNOWN = -1, /* a name no protocol has (sweep.mode's text is kept for the error) */
+    HUSAI_MODE_SWEEP,
+    HUSAI_MODE_CALIBRATE,
+    HUSAI_MODE_CONSISTENCY,
+    HUSAI_MODE_COUNT
+} husai_mode;
+
+/* The mode a config name stands for, or HUSAI_MODE_UNKNOWN. */
+husai_mode husai_mode_parse(const char *name);
+
+/* The config name of a mode ("?" for none). */
+const char *husai_mode_name(husai_mode mode);
 
 typedef struct {
     /* [data] */
@@ -42,8 +58,9 @@ typedef struct {
     double lr;
     int lr_width_ref; /* lr scales by sqrt(lr_width_ref / d_sae) when > 0 */
     /* [sweep] */
-    char mode[32];  /* sweep | calibrate | consistency */
-    char param[32]; /* k | d_sae | lr | epochs | batch_size | lambda | arch */
+    husai_mode mode;
+    char mode_text[32]; /* sweep.mode as given, which names an unknown mode in validation's error */
+    char param[32];     /* k | d_sae | lr | epochs | batch_size | lambda | arch */
     int n_values;
     int values_named; /* some value was an architecture name (only valid with param = arch) */
     double values[HUSAI_MAX_VALUES];

@@ -312,7 +312,7 @@ static husai_status finish_h5(husai_results_h5 *h, const husai_run_info *run, hu
         rc |= write_ds(h->file, "holdout_rows", H5T_NATIVE_UINT32, 1, dh, run->holdout_rows);
     }
     if (!h->err && proto) {
-        rc |= husai_h5_attr_write_str(h->file, "protocol", proto->mode);
+        rc |= husai_h5_attr_write_str(h->file, "protocol", husai_mode_name(proto->mode));
         if (proto->selected >= 0)
             rc |= husai_h5_attr_write_str(h->file, "selected", cs[proto->selected].name);
     }
@@ -412,7 +412,7 @@ static cJSON *diff_json(const husai_diff_ci *d) {
 static cJSON *protocol_json(const husai_protocol_result *p, const husai_condition_result *cs,
                             const husai_config *cfg) {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "mode", p->mode);
+    cJSON_AddStringToObject(o, "mode", husai_mode_name(p->mode));
     cJSON_AddNumberToObject(o, "ev_floor", p->floor);
     if (p->selected >= 0)
         cJSON_AddStringToObject(o, "selected", cs[p->selected].name);
@@ -422,7 +422,7 @@ static cJSON *protocol_json(const husai_protocol_result *p, const husai_conditio
         o, "selection_rule",
         "largest conservative delta LCB among conditions with mean EV >= ev_floor; ties by delta, "
         "then EV");
-    if (!strcmp(p->mode, "calibrate")) {
+    if (p->mode == HUSAI_MODE_CALIBRATE) {
         cJSON_AddNumberToObject(o, "selected_k", cs[p->n_first].k);
         cJSON_AddNumberToObject(o, "control_k", p->control_k);
         cJSON_AddStringToObject(o, "retrain", cs[p->n_first].name);
@@ -777,7 +777,7 @@ static husai_status write_summary(const char *path, const husai_run_info *run,
     FILE *f = open_memstream(&text, &len);
     if (!f) return husai_error(HUSAI_ERR_NOMEM, "cannot format summary.md");
     const husai_config *cfg = run->cfg;
-    fprintf(f, "# husai %s %s\n\n", cfg->mode, run->id);
+    fprintf(f, "# husai %s %s\n\n", husai_mode_name(cfg->mode), run->id);
     fprintf(f, "Data: `%s:%s` (%zu x %d, %s). d_sae %d, batch %d, lr %g. %d ranks on %d host(s), %.1f s.\n\n",
             cfg->data_path, cfg->dataset, run->n_rows, run->d_model, run->dtype, cfg->d_sae, cfg->batch_size,
             cfg->lr, run->ranks, run->n_hosts, run->seconds);
@@ -800,7 +800,7 @@ static husai_status write_summary(const char *path, const husai_run_info *run,
         match_table(f, cs, n);
         holdout_table(f, cs, n);
         reading(f, cs, n);
-    } else if (!strcmp(proto->mode, "calibrate")) {
+    } else if (proto->mode == HUSAI_MODE_CALIBRATE) {
         const int ns = proto->n_first;
         fprintf(f, "## Search (HUSAI table 5.1): %d seeds x %d epochs\n\n", cfg->n_seeds, cfg->epochs);
         table_header(f, "k", 0);

@@ -70,10 +70,10 @@ typedef struct {
 
 /* What a protocol decided, beyond its conditions (NULL for a plain sweep). */
 typedef struct {
-    const char *mode; /* "calibrate" or "consistency" */
-    int n_first;  /* conditions [0, n_first) are the search (calibrate) or the lambda grid (consistency) */
-    int selected; /* index of the selected condition, -1 if none */
-    double floor; /* EV floor the selection used */
+    husai_mode mode; /* calibrate or consistency */
+    int n_first;     /* conditions [0, n_first) are the search (calibrate) or the lambda grid (consistency) */
+    int selected;    /* index of the selected condition, -1 if none */
+    double floor;    /* EV floor the selection used */
     /* calibrate: retrain conditions are [n_first] (selected k) and [n_first + 1] (control) */
     int control_k;
     husai_diff_ci effect_paired;   /* seed-level paired bootstrap, selected - control */

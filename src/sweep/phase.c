@@ -821,218 +821,295 @@ static void note_resumable(const husai_run_ctx *ctx, husai_status st) {
     if (ctx->keep_checkpoints && (st == HUSAI_ERR_IO || st == HUSAI_ERR_NOMEM)) *ctx->keep_checkpoints = 1;
 }
 
-husai_status husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condition_result *res) {
-    MPI_Comm comm = ctx->comm;
+/* What one husai_phase_run holds between its steps; phase_free releases all of it. */
+typedef struct {
+    const husai_run_ctx *ctx;
+    const husai_phase *ph;
+    husai_condition_result *res; /* rank 0's results, or NULL */
     int rank, size;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
-    const husai_dataset *ds = ctx->ds;
     husai_plan plan;
-    if (husai_plan_build(&plan, ph->n_conds, ph->seeds, ph->n_seeds, size))
-        husai_mpi_die("%s", husai_error_message());
-    if (rank == 0 && size > plan.n_tasks)
-        printf("[husai] note: %d ranks for %d tasks; ranks %d..%d stay idle%s%s\n", size, plan.n_tasks,
-               plan.n_tasks, size - 1, *ph->phase ? " in phase " : "", ph->phase);
-    int *local = malloc((size_t)plan.n_tasks * sizeof(int));
-    float **params = calloc((size_t)plan.n_tasks, sizeof(float *));
-    husai_seed_metrics *metrics = calloc((size_t)plan.n_tasks, sizeof(husai_seed_metrics));
-    if (!local || !params || !metrics) husai_mpi_die("out of memory");
-    const int n_local = husai_plan_local(&plan, rank, ctx->reverse_order, local);
-    husai_status st = husai_mpi_agree(check_resumable(ctx, ph, &plan, local, n_local), comm);
-    if (st) {
-        free(local);
-        free(params);
-        free(metrics);
-        husai_plan_free(&plan);
-        return st;
-    }
+    int *local; /* this rank's task ids, in the order it runs them */
+    int n_local;
+    float **params; /* per task: its payload on the rank that trained it, until gathered */
+    husai_seed_metrics *metrics;
+    progress_state ps;
+    int stopped, finished; /* this rank's view of its training */
+    long finished_all;     /* tasks finished on every rank (agreed) */
+    int *owner;            /* per seed of the condition being gathered: the rank that trained it */
+    const void **from;
+    float *ref_decoder; /* reference decoder in file layout, for the with-reference PWMCC (rank 0) */
+} phase_run;
 
-    progress_state ps = {.ph = ph, .plan = &plan, .total = plan.n_tasks, .t_start = MPI_Wtime()};
-    int stopped = 0, finished = 0;
-    for (int i = 0; i < n_local && !stopped && !ds->streaming; i++) {
-        const husai_task *t = &plan.tasks[local[i]];
+/* Plans the phase's tasks over the ranks and holds room for their payloads. */
+static void phase_setup(phase_run *pr) {
+    MPI_Comm_rank(pr->ctx->comm, &pr->rank);
+    MPI_Comm_size(pr->ctx->comm, &pr->size);
+    const husai_phase *ph = pr->ph;
+    husai_plan *plan = &pr->plan;
+    if (husai_plan_build(plan, ph->n_conds, ph->seeds, ph->n_seeds, pr->size))
+        husai_mpi_die("%s", husai_error_message());
+    if (pr->rank == 0 && pr->size > plan->n_tasks)
+        printf("[husai] note: %d ranks for %d tasks; ranks %d..%d stay idle%s%s\n", pr->size, plan->n_tasks,
+               plan->n_tasks, pr->size - 1, *ph->phase ? " in phase " : "", ph->phase);
+    pr->local = malloc((size_t)plan->n_tasks * sizeof(int));
+    pr->params = calloc((size_t)plan->n_tasks, sizeof(float *));
+    pr->metrics = calloc((size_t)plan->n_tasks, sizeof(husai_seed_metrics));
+    if (!pr->local || !pr->params || !pr->metrics) husai_mpi_die("out of memory");
+    pr->n_local = husai_plan_local(plan, pr->rank, pr->ctx->reverse_order, pr->local);
+}
+
+/* Releases everything phase_setup and the later steps acquired. */
+static void phase_free(phase_run *pr) {
+    for (int t = 0; t < pr->plan.n_tasks; t++)
+        free(pr->params[t]); /* payloads not gathered: after a stop, a failure or a failed write */
+    free(pr->ref_decoder);
+    free(pr->owner);
+    free(pr->from);
+    free(pr->local);
+    free(pr->params);
+    free(pr->metrics);
+    husai_plan_free(&pr->plan);
+}
+
+/* Trains this rank's tasks from the data in memory, each into its payload, until one stops or fails. */
+static void train_in_memory(phase_run *pr) {
+    const husai_run_ctx *ctx = pr->ctx;
+    const husai_phase *ph = pr->ph;
+    for (int i = 0; i < pr->n_local && !pr->stopped; i++) {
+        const husai_task *t = &pr->plan.tasks[pr->local[i]];
         const husai_condition *c = &ph->conds[t->condition];
         husai_sae m;
-        const int dm = ds->d_model, dsae = c->d_sae;
-        float *p = params[t->id] = malloc(payload_floats(dm, dsae) * sizeof(float));
+        const int dm = ctx->ds->d_model, dsae = c->d_sae;
+        float *p = pr->params[t->id] = malloc(payload_floats(dm, dsae) * sizeof(float));
         if (!p) {
-            stopped = task_failed(no_room(c, t->seed, dm));
+            pr->stopped = task_failed(no_room(c, t->seed, dm));
             break;
         }
-        if ((stopped = train_one(ctx, ph->phase, t->condition, c, t->seed, ph->ref_rows, ph->ref_n,
-                                 &metrics[t->id], &ps, &m, p + payload_density(dm, dsae)))) {
+        if ((pr->stopped = train_one(ctx, ph->phase, t->condition, c, t->seed, ph->ref_rows, ph->ref_n,
+                                     &pr->metrics[t->id], &pr->ps, &m, p + payload_density(dm, dsae)))) {
             free(p);
-            params[t->id] = NULL;
+            pr->params[t->id] = NULL;
             break;
         }
-        finished++;
+        pr->finished++;
         pack_model(&m, p);
         husai_sae_free(&m);
-        report_done(ctx, &ps, t->id, &metrics[t->id]);
+        report_done(ctx, &pr->ps, t->id, &pr->metrics[t->id]);
     }
-    if (ds->streaming)
-        stopped = train_streamed(ctx, ph, &plan, local, n_local, params, metrics, &ps, &finished);
-    /* Agree on stop and failure and count finished tasks without blocking rank 0's progress printing: a
-     * non-blocking reduction that rank 0 polls while it drains progress messages. */
-    long local_state[3] = {stopped, finished, g_failed != HUSAI_OK}, global_state[3];
+}
+
+/* Collective. Agrees on stop and failure and counts finished tasks without blocking rank 0's progress
+ * printing: a non-blocking reduction that rank 0 polls while it drains progress messages. */
+static husai_status agree_training(phase_run *pr) {
+    MPI_Comm comm = pr->ctx->comm;
+    long local_state[3] = {pr->stopped, pr->finished, g_failed != HUSAI_OK}, global_state[3];
     MPI_Request req;
     HUSAI_MPI_CHECK(MPI_Iallreduce(local_state, global_state, 3, MPI_LONG, MPI_SUM, comm, &req));
-    wait_polling(&req, &ps, comm);
-    if (rank == 0)
-        while (ps.done < global_state[1]) {
+    wait_polling(&req, &pr->ps, comm);
+    if (pr->rank == 0)
+        while (pr->ps.done < global_state[1]) {
             progress_msg m;
             HUSAI_MPI_CHECK(
                 MPI_Recv(&m, (int)sizeof m, MPI_BYTE, MPI_ANY_SOURCE, TAG_PROGRESS, comm, MPI_STATUS_IGNORE));
-            print_progress(&ps, &m);
+            print_progress(&pr->ps, &m);
         }
-    st = training_outcome(global_state[0], global_state[2]);
+    pr->finished_all = global_state[1];
+    husai_status st = training_outcome(global_state[0], global_state[2]);
     if (global_state[2] > 0) {
         st = husai_mpi_agree(st, comm);
-        note_resumable(ctx, st);
+        note_resumable(pr->ctx, st);
     }
-    if (st) {
-        if (rank == 0 && st == HUSAI_STOPPED) {
-            printf("[husai] stop requested: %ld of %d tasks of this phase finished; the others are "
-                   "checkpointed\n",
-                   global_state[1], plan.n_tasks);
-            fflush(stdout);
-        }
-        for (int t = 0; t < plan.n_tasks; t++)
-            free(params[t]);
-        free(local);
-        free(params);
-        free(metrics);
-        husai_plan_free(&plan);
+    if (pr->rank == 0 && st == HUSAI_STOPPED) {
+        printf("[husai] stop requested: %ld of %d tasks of this phase finished; the others are "
+               "checkpointed\n",
+               pr->finished_all, pr->plan.n_tasks);
+        fflush(stdout);
+    }
+    return st;
+}
+
+/* Condition c's pieces on rank 0 between the gather and the result: b_enc | b_dec | thresholds |
+ * density per seed, and the PWMCC and matching matrices the ranks computed together (or NULL). */
+typedef struct {
+    float *rest;
+    size_t rest_n;
+    double *pw, *pw_rand, *mc, *mf;
+} gathered;
+
+/* Rank 0: names condition c's result and holds room for what is gathered into it. */
+static void result_begin(phase_run *pr, int c, gathered *g) {
+    const husai_phase *ph = pr->ph;
+    const husai_condition *cond = &ph->conds[c];
+    const int S = ph->n_seeds;
+    const size_t dd = (size_t)pr->ctx->ds->d_model * cond->d_sae;
+    husai_condition_result *r = &pr->res[c];
+    *r = (husai_condition_result){.phase = ph->phase,
+                                  .value = cond->value,
+                                  .S = S,
+                                  .d_model = pr->ctx->ds->d_model,
+                                  .d_sae = cond->d_sae,
+                                  .k = cond->k,
+                                  .epochs = cond->epochs,
+                                  .batch_size = cond->batch_size,
+                                  .lr = cond->lr,
+                                  .lambda = cond->lambda,
+                                  .arch = cond->arch,
+                                  .seeds = ph->seeds};
+    snprintf(r->param, sizeof r->param, "%s", cond->param);
+    if (snprintf(r->name, sizeof r->name, "%s%s%s", ph->prefix_names ? ph->phase : "",
+                 ph->prefix_names ? "/" : "", cond->name) >= (int)sizeof r->name)
+        husai_mpi_die("condition name '%s/%s' is too long", ph->phase, cond->name);
+    r->encoders = malloc((size_t)S * dd * sizeof(float));
+    g->rest = malloc((size_t)S * g->rest_n * sizeof(float));
+    r->per_seed = malloc((size_t)S * sizeof(husai_seed_metrics));
+    if (!r->encoders || !g->rest || !r->per_seed) husai_mpi_die("out of memory gathering %s", cond->name);
+}
+
+/* Collective. Gathers condition c's payloads into rank 0 and computes its PWMCC across the ranks; returns
+ * the agreed status (a failed encoders write, a failed spread). The payloads go in pieces, each from the
+ * trained task's own buffer straight into rank 0's arrays (no packed copy on any rank): first the
+ * encoders, which go on to results.h5 at once, then the rest and the decoders. Rank 0 so holds at most two
+ * of the condition's S x d_model x d_sae arrays at a time: its tasks' buffers and the encoders, then the
+ * decoders and the PWMCC window. */
+static husai_status gather_condition(phase_run *pr, int c, gathered *g) {
+    const husai_run_ctx *ctx = pr->ctx;
+    const husai_condition *cond = &pr->ph->conds[c];
+    MPI_Comm comm = ctx->comm;
+    const int S = pr->ph->n_seeds, rank = pr->rank;
+    const size_t per = payload_floats(ctx->ds->d_model, cond->d_sae),
+                 dd = (size_t)ctx->ds->d_model * cond->d_sae;
+    for (int s = 0; s < S; s++)
+        pr->owner[s] = pr->plan.tasks[c * S + s].rank;
+    husai_condition_result *r = rank == 0 ? &pr->res[c] : NULL;
+    *g = (gathered){.rest_n = per - 2 * dd};
+    if (rank == 0) result_begin(pr, c, g);
+    husai_status st = HUSAI_OK;
+    gather_piece(pr->params, c, S, pr->owner, dd, dd, rank == 0 ? r->encoders : NULL, pr->from, comm);
+    if (rank == 0 && ctx->sink) st = husai_results_h5_encoders(ctx->sink, r);
+    if ((st = husai_mpi_agree(st, comm))) { /* a full disk: every rank ends, with one line */
+        free(g->rest);
         return st;
     }
-
-    /* Reference decoder in file layout, for the with-reference PWMCC (rank 0). */
-    float *ref_decoder = NULL;
-    const int S = ph->n_seeds;
-    int *owner = malloc((size_t)S * sizeof(int));
-    const void **from = malloc((size_t)S * sizeof *from);
-    if (!owner || !from) husai_mpi_die("out of memory");
-    int c = 0;
-    for (; c < ph->n_conds; c++) {
-        /* Rank 0's results.h5 write of the previous condition, agreed before the next collective. */
-        if (c > 0 && (st = husai_mpi_agree(st, comm))) break;
-        const husai_condition *cond = &ph->conds[c];
-        const size_t per = payload_floats(ds->d_model, cond->d_sae), dd = (size_t)ds->d_model * cond->d_sae;
-        for (int s = 0; s < S; s++)
-            owner[s] = plan.tasks[c * S + s].rank;
-        /* The payloads go in pieces, each from the trained task's own buffer straight into rank 0's arrays
-         * (no packed copy on any rank): first the encoders, which go on to results.h5 at once, then the
-         * rest and the decoders. Rank 0 so holds at most two of the condition's S x d_model x d_sae
-         * arrays at a time: its tasks' buffers and the encoders, then the decoders and the PWMCC window. */
-        husai_condition_result *r = rank == 0 ? &res[c] : NULL;
-        const size_t rest_n = per - 2 * dd; /* b_enc | b_dec | thresholds | density */
-        float *rest = NULL;
-        if (rank == 0) {
-            *r = (husai_condition_result){.phase = ph->phase,
-                                          .value = cond->value,
-                                          .S = S,
-                                          .d_model = ds->d_model,
-                                          .d_sae = cond->d_sae,
-                                          .k = cond->k,
-                                          .epochs = cond->epochs,
-                                          .batch_size = cond->batch_size,
-                                          .lr = cond->lr,
-                                          .lambda = cond->lambda,
-                                          .arch = cond->arch,
-                                          .seeds = ph->seeds};
-            snprintf(r->param, sizeof r->param, "%s", cond->param);
-            if (snprintf(r->name, sizeof r->name, "%s%s%s", ph->prefix_names ? ph->phase : "",
-                         ph->prefix_names ? "/" : "", cond->name) >= (int)sizeof r->name)
-                husai_mpi_die("condition name '%s/%s' is too long", ph->phase, cond->name);
-            r->encoders = malloc((size_t)S * dd * sizeof(float));
-            rest = malloc((size_t)S * rest_n * sizeof(float));
-            r->per_seed = malloc((size_t)S * sizeof(husai_seed_metrics));
-            if (!r->encoders || !rest || !r->per_seed)
-                husai_mpi_die("out of memory gathering %s", cond->name);
-        }
-        gather_piece(params, c, S, owner, dd, dd, rank == 0 ? r->encoders : NULL, from, comm);
-        if (rank == 0 && ctx->sink) st = husai_results_h5_encoders(ctx->sink, r);
-        if ((st = husai_mpi_agree(st, comm))) { /* a full disk: every rank ends, with one line */
-            free(rest);
-            break;
-        }
-        if (rank == 0 && !(r->decoders = malloc((size_t)S * dd * sizeof(float))))
-            husai_mpi_die("out of memory gathering %s", cond->name);
-        gather_piece(params, c, S, owner, 2 * dd, rest_n, rest, from, comm);
-        gather_piece(params, c, S, owner, 0, dd, rank == 0 ? r->decoders : NULL, from, comm);
-        for (int s = 0; s < S; s++)
-            from[s] = owner[s] == rank ? &metrics[c * S + s] : NULL;
-        husai_gather_tasks(from, sizeof(husai_seed_metrics) / sizeof(double), MPI_DOUBLE, sizeof(double),
-                           owner, S, rank == 0 ? r->per_seed : NULL, 0, comm);
-        for (int s = 0; s < S; s++) {
-            free(params[c * S + s]);
-            params[c * S + s] = NULL;
-        }
-        double *pw = NULL, *pw_rand = NULL, *mc = NULL, *mf = NULL;
-        if (size > 1 && S > 2 &&
-            (st = spread_pwmcc(ctx, ph, c, rank == 0 ? r->decoders : NULL, &pw, &pw_rand, &mc, &mf))) {
-            free(pw);
-            free(rest);
-            break;
-        }
-        if (rank != 0) continue;
-        const size_t ns = (size_t)cond->d_sae, nm = (size_t)ds->d_model;
-        r->b_enc = malloc((size_t)S * ns * sizeof(float));
-        r->b_dec = malloc((size_t)S * nm * sizeof(float));
-        r->thresholds = malloc((size_t)S * ns * sizeof(float));
-        r->pwmcc = malloc((size_t)S * S * sizeof(double));
-        r->random_pwmcc = malloc((size_t)S * S * sizeof(double));
-        r->density = malloc((size_t)S * ns * sizeof(float));
-        if (!r->b_enc || !r->b_dec || !r->thresholds || !r->pwmcc || !r->random_pwmcc || !r->density)
-            husai_mpi_die("out of memory");
-        for (int s = 0; s < S; s++) {
-            const float *p = rest + (size_t)s * rest_n;
-            memcpy(r->b_enc + s * ns, p, ns * sizeof(float));
-            memcpy(r->b_dec + s * nm, p + ns, nm * sizeof(float));
-            memcpy(r->thresholds + s * ns, p + ns + nm, ns * sizeof(float));
-            memcpy(r->density + s * ns, p + payload_density(ds->d_model, cond->d_sae) - 2 * dd,
-                   ns * sizeof(float));
-        }
-        free(rest);
-        if (pw) {
-            memcpy(r->pwmcc, pw, (size_t)S * S * sizeof(double));
-            r->pwmcc_done = 1;
-            free(pw);
-        }
-        if (pw_rand) {
-            memcpy(r->random_pwmcc, pw_rand, (size_t)S * S * sizeof(double));
-            r->random_done = 1;
-            free(pw_rand);
-        }
-        if (mc) {
-            r->match_cos = mc;
-            r->match_frac = mf;
-            r->match_done = 1;
-        }
-        if (ph->ref_rows && !ref_decoder) {
-            /* ref rows are feature-major [d_sae, d_model]; transpose to the file layout once */
-            ref_decoder = malloc(dd * sizeof(float));
-            if (!ref_decoder) husai_mpi_die("out of memory");
-            for (int j = 0; j < cond->d_sae; j++)
-                for (int i = 0; i < ds->d_model; i++)
-                    ref_decoder[(size_t)i * cond->d_sae + j] = ph->ref_rows[(size_t)j * ds->d_model + i];
-        }
-        husai_condition_metrics(ctx->cfg, r, ph->ref_rows ? ref_decoder : NULL, res, c);
-        /* On disk now, so rank 0 holds one condition's parameters at a time. A failure ends the run
-         * here, not after the remaining conditions' training; the checkpoints stay for --resume. */
-        if (ctx->sink) st = husai_results_h5_condition(ctx->sink, r);
+    if (rank == 0 && !(r->decoders = malloc((size_t)S * dd * sizeof(float))))
+        husai_mpi_die("out of memory gathering %s", cond->name);
+    gather_piece(pr->params, c, S, pr->owner, 2 * dd, g->rest_n, g->rest, pr->from, comm);
+    gather_piece(pr->params, c, S, pr->owner, 0, dd, rank == 0 ? r->decoders : NULL, pr->from, comm);
+    for (int s = 0; s < S; s++)
+        pr->from[s] = pr->owner[s] == rank ? &pr->metrics[c * S + s] : NULL;
+    husai_gather_tasks(pr->from, sizeof(husai_seed_metrics) / sizeof(double), MPI_DOUBLE, sizeof(double),
+                       pr->owner, S, rank == 0 ? r->per_seed : NULL, 0, comm);
+    for (int s = 0; s < S; s++) {
+        free(pr->params[c * S + s]);
+        pr->params[c * S + s] = NULL;
     }
-    if (c == ph->n_conds) st = husai_mpi_agree(st, comm);
-    note_resumable(ctx, st);
-    for (int t = 0; t < plan.n_tasks; t++)
-        free(params[t]); /* the later conditions' payloads, after a failed write */
-    free(ref_decoder);
-    free(owner);
-    free(from);
-    free(local);
-    free(params);
-    free(metrics);
-    husai_plan_free(&plan);
+    if (pr->size > 1 && S > 2 &&
+        (st = spread_pwmcc(ctx, pr->ph, c, rank == 0 ? r->decoders : NULL, &g->pw, &g->pw_rand, &g->mc,
+                           &g->mf))) {
+        free(g->pw);
+        free(g->rest);
+        return st;
+    }
+    return HUSAI_OK;
+}
+
+/* Rank 0: unpacks the gathered pieces into condition c's result (taking g's buffers). */
+static void result_unpack(phase_run *pr, int c, gathered *g) {
+    const husai_condition *cond = &pr->ph->conds[c];
+    husai_condition_result *r = &pr->res[c];
+    const int S = pr->ph->n_seeds, d_model = pr->ctx->ds->d_model;
+    const size_t ns = (size_t)cond->d_sae, nm = (size_t)d_model, dd = nm * ns;
+    r->b_enc = malloc((size_t)S * ns * sizeof(float));
+    r->b_dec = malloc((size_t)S * nm * sizeof(float));
+    r->thresholds = malloc((size_t)S * ns * sizeof(float));
+    r->pwmcc = malloc((size_t)S * S * sizeof(double));
+    r->random_pwmcc = malloc((size_t)S * S * sizeof(double));
+    r->density = malloc((size_t)S * ns * sizeof(float));
+    if (!r->b_enc || !r->b_dec || !r->thresholds || !r->pwmcc || !r->random_pwmcc || !r->density)
+        husai_mpi_die("out of memory");
+    for (int s = 0; s < S; s++) {
+        const float *p = g->rest + (size_t)s * g->rest_n;
+        memcpy(r->b_enc + s * ns, p, ns * sizeof(float));
+        memcpy(r->b_dec + s * nm, p + ns, nm * sizeof(float));
+        memcpy(r->thresholds + s * ns, p + ns + nm, ns * sizeof(float));
+        memcpy(r->density + s * ns, p + payload_density(d_model, cond->d_sae) - 2 * dd, ns * sizeof(float));
+    }
+    free(g->rest);
+    if (g->pw) {
+        memcpy(r->pwmcc, g->pw, (size_t)S * S * sizeof(double));
+        r->pwmcc_done = 1;
+        free(g->pw);
+    }
+    if (g->pw_rand) {
+        memcpy(r->random_pwmcc, g->pw_rand, (size_t)S * S * sizeof(double));
+        r->random_done = 1;
+        free(g->pw_rand);
+    }
+    if (g->mc) {
+        r->match_cos = g->mc;
+        r->match_frac = g->mf;
+        r->match_done = 1;
+    }
+}
+
+/* Rank 0: the reference decoder in file layout, transposed once from the feature-major reference rows
+ * [d_sae, d_model] of condition c's width. */
+static void reference_decoder(phase_run *pr, int c) {
+    const husai_phase *ph = pr->ph;
+    const int d_sae = ph->conds[c].d_sae, d_model = pr->ctx->ds->d_model;
+    pr->ref_decoder = malloc((size_t)d_model * d_sae * sizeof(float));
+    if (!pr->ref_decoder) husai_mpi_die("out of memory");
+    for (int j = 0; j < d_sae; j++)
+        for (int i = 0; i < d_model; i++)
+            pr->ref_decoder[(size_t)i * d_sae + j] = ph->ref_rows[(size_t)j * d_model + i];
+}
+
+/* Rank 0: condition c's metrics, then its write to results.h5 (whose status it returns). On disk now, so
+ * rank 0 holds one condition's parameters at a time. A failure ends the run here, not after the remaining
+ * conditions' training; the checkpoints stay for --resume. */
+static husai_status result_finish(phase_run *pr, int c, gathered *g) {
+    const husai_phase *ph = pr->ph;
+    husai_condition_result *r = &pr->res[c];
+    result_unpack(pr, c, g);
+    if (ph->ref_rows && !pr->ref_decoder) reference_decoder(pr, c);
+    husai_condition_metrics(pr->ctx->cfg, r, ph->ref_rows ? pr->ref_decoder : NULL, pr->res, c);
+    return pr->ctx->sink ? husai_results_h5_condition(pr->ctx->sink, r) : HUSAI_OK;
+}
+
+/* Collective. Gathers, measures and writes the conditions one at a time; rank 0's write of each is agreed
+ * before the next collective. */
+static husai_status collect(phase_run *pr) {
+    const int S = pr->ph->n_seeds;
+    pr->owner = malloc((size_t)S * sizeof(int));
+    pr->from = malloc((size_t)S * sizeof *pr->from);
+    if (!pr->owner || !pr->from) husai_mpi_die("out of memory");
+    husai_status st = HUSAI_OK;
+    int c = 0;
+    for (; c < pr->ph->n_conds; c++) {
+        if (c > 0 && (st = husai_mpi_agree(st, pr->ctx->comm))) break;
+        gathered g;
+        if ((st = gather_condition(pr, c, &g))) break;
+        if (pr->rank == 0) st = result_finish(pr, c, &g);
+    }
+    if (c == pr->ph->n_conds) st = husai_mpi_agree(st, pr->ctx->comm);
+    note_resumable(pr->ctx, st);
+    return st;
+}
+
+husai_status husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condition_result *res) {
+    phase_run pr = {.ctx = ctx, .ph = ph, .res = res};
+    phase_setup(&pr);
+    husai_status st = husai_mpi_agree(check_resumable(ctx, ph, &pr.plan, pr.local, pr.n_local), ctx->comm);
+    if (st) goto out;
+    pr.ps = (progress_state){.ph = ph, .plan = &pr.plan, .total = pr.plan.n_tasks, .t_start = MPI_Wtime()};
+    if (ctx->ds->streaming)
+        pr.stopped = train_streamed(ctx, ph, &pr.plan, pr.local, pr.n_local, pr.params, pr.metrics, &pr.ps,
+                                    &pr.finished);
+    else
+        train_in_memory(&pr);
+    if ((st = agree_training(&pr))) goto out;
+    st = collect(&pr);
+out:
+    phase_free(&pr);
     return st;
 }
 

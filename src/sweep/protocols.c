@@ -114,7 +114,7 @@ static husai_status run_calibrate(const husai_run_ctx *ctx, husai_protocol_outpu
     if (rank == 0) {
         husai_protocol_result *p = &out->proto;
         out->has_proto = 1;
-        *p = (husai_protocol_result){.mode = "calibrate",
+        *p = (husai_protocol_result){.mode = HUSAI_MODE_CALIBRATE,
                                      .n_first = n_search,
                                      .selected = selected,
                                      .floor = cfg->ev_floor,
@@ -200,7 +200,7 @@ static husai_status run_consistency(const husai_run_ctx *ctx, husai_protocol_out
     st = husai_select_by_lcb(lcb, delta, ev, n, floor, &selected);
     if (st) return st;
     out->has_proto = 1;
-    out->proto = (husai_protocol_result){.mode = "consistency",
+    out->proto = (husai_protocol_result){.mode = HUSAI_MODE_CONSISTENCY,
                                          .n_first = n,
                                          .selected = selected,
                                          .floor = floor,
@@ -221,21 +221,21 @@ static husai_status check_selection_seeds(const husai_config *cfg) {
         HUSAI_ERR_ARG,
         "%s: sweep.seeds has %d seeds, but selecting by the conservative delta LCB needs a confidence "
         "interval, which needs at least %d seeds",
-        cfg->mode, cfg->n_seeds, HUSAI_CI_MIN_SEEDS);
+        husai_mode_name(cfg->mode), cfg->n_seeds, HUSAI_CI_MIN_SEEDS);
 }
 
 husai_status husai_protocol_run(const husai_run_ctx *ctx, husai_protocol_output *out) {
     memset(out, 0, sizeof *out);
     int rank;
     MPI_Comm_rank(ctx->comm, &rank);
-    const char *mode = ctx->cfg->mode;
-    if (!strcmp(mode, "calibrate") || !strcmp(mode, "consistency")) {
+    const husai_mode mode = ctx->cfg->mode;
+    if (mode == HUSAI_MODE_CALIBRATE || mode == HUSAI_MODE_CONSISTENCY) {
         const husai_status st = check_selection_seeds(ctx->cfg);
         if (st) return st;
     }
-    const husai_status st = !strcmp(mode, "calibrate")     ? run_calibrate(ctx, out, rank)
-                            : !strcmp(mode, "consistency") ? run_consistency(ctx, out, rank)
-                                                           : run_sweep(ctx, out, rank);
+    const husai_status st = mode == HUSAI_MODE_CALIBRATE     ? run_calibrate(ctx, out, rank)
+                            : mode == HUSAI_MODE_CONSISTENCY ? run_consistency(ctx, out, rank)
+                                                             : run_sweep(ctx, out, rank);
     /* Selection runs on rank 0 alone: its verdict must reach every rank before the next collective. */
     return husai_mpi_agree(st, ctx->comm);
 }
