@@ -3,9 +3,10 @@
  * sections or keys, bad values and missing required keys are errors naming the key.
  * No MPI here: every rank parses the same file and reaches the same verdict.
  * defines: husai_config, husai_config_defaults, husai_config_load, husai_config_load_string,
- *          husai_config_set, husai_config_validate, husai_config_print, husai_config_text, husai_config_hash,
- *          husai_condition, husai_config_make_condition, husai_config_condition, husai_mode,
- * husai_mode_parse, husai_mode_name, HUSAI_MAX_VALUES, HUSAI_MAX_SEEDS, HUSAI_PATH_MAX */
+ *          husai_config_set, husai_config_validate, husai_config_print, husai_config_text,
+ *          husai_config_hash, husai_condition, husai_config_make_condition, husai_config_condition,
+ *          husai_mode, husai_mode_parse, husai_mode_name, HUSAI_MAX_VALUES, HUSAI_MAX_SEEDS,
+ *          HUSAI_PATH_MAX */
 #ifndef HUSAI_CONFIG_CONFIG_H
 #define HUSAI_CONFIG_CONFIG_H
 
