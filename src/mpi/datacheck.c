@@ -483,6 +483,12 @@ static husai_status nonfinite_error(hid_t dset, const float *xrow, size_t row, s
     return st;
 }
 
+/* The refusal of data whose every value is v: EV divides by var(X). */
+static husai_status constant_error(double v, const char *path, const char *name) {
+    return husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' is constant (every value is %g): zero variance",
+                       name, path, v);
+}
+
 /* The refusal of a value above HUSAI_DATA_MAX_ABS (big) in row `row`. */
 static husai_status big_value_error(double big, size_t row, const char *path, const char *name) {
     return husai_error(HUSAI_ERR_DATA,
@@ -541,7 +547,8 @@ husai_status husai_datacheck_values(const float *X, size_t r0, size_t r1, size_t
         }
         return husai_mpi_agree(st, comm);
     }
-    if (-gext[0] == gext[1]) return HUSAI_OK; /* constant: the caller's message names the value */
+    /* Every rank saw the same extremes, so this verdict needs no agreement. */
+    if (-gext[0] == gext[1]) return constant_error(gext[1], path, name);
     const double mean = gsums[0] / gsums[1];
     double m2 = 0.0, gm2;
     for (size_t i = r0 * d; i < r1 * d; i++)
@@ -630,9 +637,7 @@ husai_status husai_datacheck_scan_finish(const husai_datacheck_scan *s, const ch
     free(all);
     const double var = n > 1.0 ? m2 / (n - 1.0) : 0.0;
     if (lo == hi)
-        st =
-            husai_error(HUSAI_ERR_DATA, "dataset '%s' in '%s' is constant (every value is %g): zero variance",
-                        name, path, lo);
+        st = constant_error(lo, path, name);
     else if (var < HUSAI_DATA_MIN_VAR)
         st = low_variance_error(var, fmax(-lo, hi), path, name);
     /* Nodes merge in their own order, so a verdict at the threshold could differ: agree on one. */

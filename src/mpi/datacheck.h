@@ -44,7 +44,7 @@ husai_status husai_datacheck_window(size_t rows, size_t d, const char *path, con
  * (open as dset, an hid_t) in `path`, and the ranks' ranges cover every row exactly once. Refuses,
  * with the same message on every rank: a NaN/Inf (the first row; a float64 value beyond float32's
  * range is named as such), a value above HUSAI_DATA_MAX_ABS, or a variance below HUSAI_DATA_MIN_VAR
- * (constant data passes here: the caller names it). */
+ * or constant data. */
 husai_status husai_datacheck_values(const float *X, size_t r0, size_t r1, size_t d, long long dset,
                                     const char *path, const char *name, MPI_Comm comm);
 

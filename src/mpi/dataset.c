@@ -314,20 +314,6 @@ husai_status husai_dataset_open(husai_dataset *ds, const char *path, const char 
         ds->nodes[q].bytes_held = (double)n * (double)d * sizeof(float);
     }
 
-    /* EV divides by var(X): refuse constant data now rather than after hours of training. Every
-     * rank sees the same rows, so every rank reaches the same verdict. */
-    {
-        const double first = X[0];
-        int varies = 0;
-        for (size_t i = 1; i < n * d && !varies; i++)
-            varies = X[i] != first;
-        if (!varies) {
-            st = husai_error(HUSAI_ERR_DATA,
-                             "dataset '%s' in '%s' is constant (every value is %g): zero variance", name,
-                             path, first);
-            goto done;
-        }
-    }
     ds->bytes_read = (double)n * (double)d * (double)elem;
     ds->read_seconds = MPI_Wtime() - t0;
 done:
