@@ -232,6 +232,44 @@ static husai_status seeds_ci(const double *Mx, const double *My, int S, const hu
     return HUSAI_OK;
 }
 
+husai_status husai_ci_seed_stat(int S, husai_seed_stat_fn f, void *ctx, const husai_boot_opts *o,
+                                husai_ci *out) {
+    const husai_boot_opts def = husai_boot_defaults();
+    if (!o) o = &def;
+    memset(out, 0, sizeof *out);
+    husai_status st = check_opts(o);
+    if (st != HUSAI_OK) return st;
+    if (S < 2) return husai_error(HUSAI_ERR_ARG, "seed bootstrap: S=%d seeds, need at least 2", S);
+    int *count = malloc((size_t)S * sizeof *count), *seen = malloc((size_t)S * sizeof *seen);
+    double *stat = malloc((size_t)o->resamples * sizeof *stat);
+    if (!stat || !count || !seen) {
+        free(stat);
+        free(count);
+        free(seen);
+        return husai_error(HUSAI_ERR_NOMEM, "cannot allocate bootstrap scratch for %d seeds", S);
+    }
+    for (int a = 0; a < S; a++)
+        count[a] = 1;
+    out->mean = f(count, ctx);
+    out->std = NAN;
+    out->n = S;
+    if (S >= HUSAI_CI_MIN_SEEDS) {
+        boot_gen g;
+        gen_init(&g, o);
+        for (int b = 0; b < o->resamples; b++) {
+            int n_seen;
+            draw_seeds(&g, S, count, seen, &n_seen);
+            stat[b] = f(count, ctx);
+        }
+        percentile_ci(stat, o->resamples, &out->lo, &out->hi);
+    }
+    free(stat);
+    free(count);
+    free(seen);
+    husai_ci_withhold(out, S);
+    return HUSAI_OK;
+}
+
 husai_status husai_ci_pair_matrix(const double *M, int S, const husai_boot_opts *o, husai_ci *out) {
     const husai_boot_opts def = husai_boot_defaults();
     if (!o) o = &def;

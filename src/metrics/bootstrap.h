@@ -6,7 +6,7 @@
  * Small samples: with 2 seeds there is one pair, and no seed-level interval exists (see
  * HUSAI_CI_MIN_SEEDS); a withheld interval has lo = hi = NaN. No MPI here.
  * defines: husai_boot_*, husai_ci, husai_ci_*, husai_diff_ci, HUSAI_CI_MIN_SEEDS, HUSAI_CI_FEW_SEEDS,
- *          husai_diff_ci_withhold, husai_percentile_sorted */
+ *          husai_diff_ci_withhold, husai_percentile_sorted, husai_seed_stat_fn */
 #ifndef HUSAI_METRICS_BOOTSTRAP_H
 #define HUSAI_METRICS_BOOTSTRAP_H
 
@@ -72,6 +72,17 @@ husai_status husai_ci_mean(const double *v, size_t n, const husai_boot_opts *o, 
  * average M over position pairs whose drawn seeds differ (a draw of one repeated seed is redrawn).
  * S < 2 is an error; S = 2 gives the mean of the one pair, std, lo and hi NaN (withheld). */
 husai_status husai_ci_pair_matrix(const double *M, int S, const husai_boot_opts *o, husai_ci *out);
+
+/* A statistic of a seed resample: count[a] is how many of the S drawn positions are seed a (all 1 for
+ * the sample itself). */
+typedef double (*husai_seed_stat_fn)(const int *count, void *ctx);
+
+/* Seed-cluster bootstrap of any statistic f: mean is f on the sample, std NaN, and lo, hi the
+ * percentiles of f over o->resamples draws of S seed positions, drawn as husai_ci_pair_matrix's
+ * (a draw of one repeated seed is redrawn); the unit option is not used. Withheld below
+ * HUSAI_CI_MIN_SEEDS; S < 2 is an error. */
+husai_status husai_ci_seed_stat(int S, husai_seed_stat_fn f, void *ctx, const husai_boot_opts *o,
+                                husai_ci *out);
 
 typedef struct {
     double diff, lo, hi; /* point difference of means (x - y) and its percentile CI */

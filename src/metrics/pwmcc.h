@@ -5,8 +5,8 @@
  * OpenMP thread, never d_sae^2. The blocks are spread over omp_get_max_threads() threads, and
  * every value is bitwise the same for any thread count. No MPI here.
  * defines: husai_normalized_feature_rows, husai_pwmcc_pair, husai_pwmcc_matrix, husai_pwmcc_matrix_part,
- *          husai_pwmcc_rows_part, husai_unit_rows, husai_pwmcc_random_decoder, husai_pwmcc_pair_mean,
- *          HUSAI_PWMCC_BLOCK */
+ *          husai_pwmcc_rows_part, husai_pwmcc_rows_part_best, husai_pwmcc_part_pairs, husai_unit_rows,
+ * husai_pwmcc_random_decoder, husai_pwmcc_pair_mean, HUSAI_PWMCC_BLOCK */
 #ifndef HUSAI_METRICS_PWMCC_H
 #define HUSAI_METRICS_PWMCC_H
 
@@ -36,6 +36,17 @@ husai_status husai_pwmcc_matrix_part(const float *decoders, int S, int d_model, 
  * d_model floats (husai_normalized_feature_rows of each decoder), so callers can share one copy. */
 husai_status husai_pwmcc_rows_part(const float *F, int S, int d_model, int d_sae, int part, int n_parts,
                                    double *M);
+
+/* husai_pwmcc_rows_part that also keeps every feature's best match, from the same blocked pass. For the
+ * k-th pair p < q of the part (in row-major pair order), best_cos + 2 k d_sae holds the best |cos| of each
+ * of p's features among q's, then of each of q's among p's; best_index the same offsets holds the index
+ * attaining it (the smallest among ties). Both arrays hold 2 d_sae husai_pwmcc_part_pairs(S, part,
+ * n_parts) values; NULL best_cos (and best_index) gives husai_pwmcc_rows_part. M is bitwise the same. */
+husai_status husai_pwmcc_rows_part_best(const float *F, int S, int d_model, int d_sae, int part, int n_parts,
+                                        double *M, float *best_cos, int32_t *best_index);
+
+/* Number of pairs p < q of S seeds in part `part` of n_parts (pair index mod n_parts == part). */
+long husai_pwmcc_part_pairs(int S, int part, int n_parts);
 
 /* Writes n unit rows of d floats into out [n, d]: row j is src's elements j * row_step + i * elem_step
  * (i < d), scaled by 1 / max(norm, 1e-12) with the norm summed in double. out may be src when the rows are
