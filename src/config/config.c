@@ -806,3 +806,11 @@ uint64_t husai_config_hash(const husai_config *c) {
     free(text);
     return h;
 }
+
+husai_condition_opts husai_config_condition_opts(const husai_config *c) {
+    return (husai_condition_opts){.boot = {.resamples = c->resamples,
+                                           .seed = c->bootstrap_seed,
+                                           .rng = c->bootstrap_rng,
+                                           .unit = c->bootstrap_unit},
+                                  .matching_max_d_sae = c->matching_max_d_sae};
+}
