@@ -155,8 +155,11 @@ static void test_recon_density(void **state) {
     float *X = random_rows(5, n, d);
     float *dens = malloc((size_t)s * sizeof(float));
     husai_recon r, r2;
-    assert_int_equal(husai_recon_eval_density(&m, X, NULL, n, 64, &r, dens), HUSAI_OK);
-    assert_int_equal(husai_recon_eval(&m, X, n, 64, &r2), HUSAI_OK);
+    husai_forward f;
+    assert_int_equal(husai_sae_forward_open(&f, &m, 64), HUSAI_OK);
+    assert_int_equal(husai_recon_eval_density(&f, X, NULL, n, &r, dens), HUSAI_OK);
+    assert_int_equal(husai_recon_eval(&f, X, n, &r2), HUSAI_OK);
+    husai_forward_close(&f);
     assert_true(r.ev == r2.ev && r.l0 == r2.l0 && r.dead_fraction == r2.dead_fraction);
     double sum = 0;
     int never = 0;
@@ -171,7 +174,9 @@ static void test_recon_density(void **state) {
     uint32_t rows[100];
     for (int i = 0; i < 100; i++)
         rows[i] = (uint32_t)(i * 5);
-    assert_int_equal(husai_recon_eval_density(&m, X, rows, 100, 7, &r, dens), HUSAI_OK);
+    assert_int_equal(husai_sae_forward_open(&f, &m, 7), HUSAI_OK);
+    assert_int_equal(husai_recon_eval_density(&f, X, rows, 100, &r, dens), HUSAI_OK);
+    husai_forward_close(&f);
     sum = 0;
     for (int j = 0; j < s; j++)
         sum += dens[j] * 100.0;

@@ -285,6 +285,15 @@ static void test_divergence_reported(void **state) {
 /* ---------- reconstruction metrics ---------- */
 
 /* Straightforward reference: dense encode, brute-force top-k, dense decode, two-pass variances. */
+/* husai_recon_eval through the trained model's forward, batch_rows rows a call. */
+static husai_status recon_eval(const husai_sae *m, const float *X, size_t n, int batch_rows, husai_recon *r) {
+    husai_forward f;
+    husai_status st = husai_sae_forward_open(&f, m, batch_rows);
+    if (!st) st = husai_recon_eval(&f, X, n, r);
+    husai_forward_close(&f);
+    return st;
+}
+
 static void reference_recon(const husai_sae *m, const float *X, size_t n_rows, husai_recon *out) {
     const int d = m->d_model, s = m->d_sae, k = m->k;
     const double N = (double)n_rows * d;
@@ -367,7 +376,7 @@ static void test_recon_vs_reference(void **state) {
     const int batches[] = {1, 7, 500, N_ROWS, 100000};
     for (size_t c = 0; c < sizeof batches / sizeof batches[0]; c++) {
         husai_recon r;
-        assert_int_equal(husai_recon_eval(&m, g_X, N_ROWS, batches[c], &r), HUSAI_OK);
+        assert_int_equal(recon_eval(&m, g_X, N_ROWS, batches[c], &r), HUSAI_OK);
         if (c == 0)
             print_message("recon: ev %.6f (ref %.6f) mse %.6g (ref %.6g) l0 %.4f dead %.4f\n", r.ev, ref.ev,
                           r.mse, ref.mse, r.l0, r.dead_fraction);
@@ -396,7 +405,7 @@ static void test_recon_known_answers(void **state) {
         m.W_enc[(size_t)j * D_MODEL + j] = 1.0f;
         m.W_dec[(size_t)j * D_MODEL + j] = 1.0f;
     }
-    assert_int_equal(husai_recon_eval(&m, g_X, n, 64, &r), HUSAI_OK);
+    assert_int_equal(recon_eval(&m, g_X, n, 64, &r), HUSAI_OK);
     assert_true(r.mse == 0.0);
     assert_true(r.ev == 1.0);
     assert_true(r.dead_fraction == 0.0);
@@ -410,7 +419,7 @@ static void test_recon_known_answers(void **state) {
     for (size_t i = 0; i < n * D_MODEL; i++)
         Xs[i] = g_X[i] + 10.0f;
     assert_int_equal(alloc_topk(&m, D_MODEL, 16, 4), HUSAI_OK);
-    assert_int_equal(husai_recon_eval(&m, Xs, n, 50, &r), HUSAI_OK);
+    assert_int_equal(recon_eval(&m, Xs, n, 50, &r), HUSAI_OK);
     assert_true(r.l0 == 0.0);
     assert_true(r.dead_fraction == 1.0);
     assert_true(fabs(r.ev) < 1e-9);
@@ -421,7 +430,7 @@ static void test_recon_known_answers(void **state) {
 
     /* fewer than two rows: no variance */
     assert_int_equal(alloc_topk(&m, D_MODEL, 16, 4), HUSAI_OK);
-    assert_int_equal(husai_recon_eval(&m, g_X, 1, 8, &r), HUSAI_ERR_DATA);
+    assert_int_equal(recon_eval(&m, g_X, 1, 8, &r), HUSAI_ERR_DATA);
     husai_sae_free(&m);
 }
 

@@ -16,7 +16,6 @@
 #include "cli/commands.h"
 #include "cli/version.h"
 #include "config/config.h"
-#include "sweep/phase.h"
 #include "cli/threads.h"
 #include "common/fingerprint.h"
 #include "report/h5attr.h"
@@ -337,11 +336,14 @@ int husai_cmd_merge(int argc, char **argv) {
         ms.cfg.n_values = ms.n;
         for (int i = 0; i < ms.n; i++)
             ms.cfg.values[i] = ms.res[i].value;
-        for (int i = 0; i < ms.n; i++) {
+        const husai_condition_opts o = husai_config_condition_opts(&ms.cfg);
+        for (int i = 0; i < ms.n && !st; i++) {
             /* seeds must point at the merged config that outlives the parts */
             ms.res[i].seeds = ms.cfg.seeds;
-            husai_condition_metrics(&ms.cfg, &ms.res[i], NULL, ms.res, i);
+            st = husai_condition_metrics(&o, &ms.res[i], NULL, ms.res, i);
         }
+    }
+    if (!st) {
         snprintf(ms.cfg.out_dir, sizeof ms.cfg.out_dir, "%s", out);
         char run_id[256];
         if (run_id_arg) {

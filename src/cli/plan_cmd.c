@@ -103,20 +103,6 @@ static int parse_args(int argc, char **argv, plan_args *a) {
     return 0;
 }
 
-/* The configuration exactly as husai_cmd_sweep resolves it (file, --set in order, --out, validation). */
-static husai_status resolve_config(husai_config *cfg, const plan_args *a) {
-    husai_config_defaults(cfg);
-    husai_status st = husai_config_load(cfg, a->config_path);
-    for (int i = 0; !st && i < a->n_sets; i++)
-        st = husai_config_set(cfg, a->sets[i]);
-    if (!st && a->out_dir) {
-        char kv[HUSAI_PATH_MAX + 16];
-        snprintf(kv, sizeof kv, "output.dir=%s", a->out_dir);
-        st = husai_config_set(cfg, kv);
-    }
-    return st ? st : husai_config_validate(cfg);
-}
-
 /* The shortest %g text that reads back as exactly v, so `--set sweep.values=TEXT` in an array task gives
  * the very condition of the whole grid (10 digits would change an lr in its last bits). */
 static void exact_text(double v, char *buf, size_t n) {
@@ -455,7 +441,8 @@ int husai_cmd_plan(int argc, char **argv) {
         return rc < 0 ? 0 : rc;
     }
     static husai_config cfg; /* about 30 KB: off the stack */
-    husai_status st = resolve_config(&cfg, &args);
+    husai_status st = husai_config_resolve(&cfg, args.config_path, (const char *const *)args.sets,
+                                           args.n_sets, args.out_dir);
     free(args.sets);
     static plan p;
     cJSON *doc = NULL;

@@ -195,17 +195,10 @@ static husai_status resume_target(sweep_cmd *s) {
 /* Every rank parses the same inputs, so every rank reaches the same verdict without talking. */
 static husai_status load_config(sweep_cmd *s) {
     husai_config *cfg = &s->run.cfg;
-    husai_config_defaults(cfg);
-    husai_status st = husai_config_load(cfg, s->args.config_path);
-    for (int i = 0; !st && i < s->args.n_sets; i++)
-        st = husai_config_set(cfg, s->args.sets[i]);
-    if (!st && s->args.resume) st = resume_target(s);
-    if (!st && s->args.out_dir) {
-        char kv[HUSAI_PATH_MAX + 16];
-        snprintf(kv, sizeof kv, "output.dir=%s", s->args.out_dir);
-        st = husai_config_set(cfg, kv);
-    }
-    if (!st) st = husai_config_validate(cfg);
+    husai_status st = s->args.resume ? resume_target(s) : HUSAI_OK;
+    if (!st)
+        st = husai_config_resolve(cfg, s->args.config_path, (const char *const *)s->args.sets, s->args.n_sets,
+                                  s->args.out_dir);
     free(s->args.sets);
     s->args.sets = NULL;
     if (st) return st;

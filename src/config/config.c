@@ -806,3 +806,25 @@ uint64_t husai_config_hash(const husai_config *c) {
     free(text);
     return h;
 }
+
+husai_condition_opts husai_config_condition_opts(const husai_config *c) {
+    return (husai_condition_opts){.boot = {.resamples = c->resamples,
+                                           .seed = c->bootstrap_seed,
+                                           .rng = c->bootstrap_rng,
+                                           .unit = c->bootstrap_unit},
+                                  .matching_max_d_sae = c->matching_max_d_sae};
+}
+
+husai_status husai_config_resolve(husai_config *c, const char *path, const char *const *sets, int n_sets,
+                                  const char *out_dir) {
+    husai_config_defaults(c);
+    husai_status st = husai_config_load(c, path);
+    for (int i = 0; !st && i < n_sets; i++)
+        st = husai_config_set(c, sets[i]);
+    if (!st && out_dir) {
+        char kv[HUSAI_PATH_MAX + 16];
+        snprintf(kv, sizeof kv, "output.dir=%s", out_dir);
+        st = husai_config_set(c, kv);
+    }
+    return st ? st : husai_config_validate(c);
+}

@@ -3,10 +3,10 @@
  * sections or keys, bad values and missing required keys are errors naming the key.
  * No MPI here: every rank parses the same file and reaches the same verdict.
  * defines: husai_config, husai_config_defaults, husai_config_load, husai_config_load_string,
- *          husai_config_set, husai_config_validate, husai_config_print, husai_config_text,
- *          husai_config_hash, husai_condition, husai_config_make_condition, husai_config_condition,
- *          husai_mode, husai_mode_parse, husai_mode_name, HUSAI_MAX_VALUES, HUSAI_MAX_SEEDS,
- *          HUSAI_PATH_MAX */
+ *          husai_config_set, husai_config_validate, husai_config_resolve, husai_config_print,
+ *          husai_config_text, husai_config_hash, husai_config_condition_opts, husai_condition,
+ *          husai_config_make_condition, husai_config_condition, husai_mode, husai_mode_parse,
+ *          husai_mode_name, HUSAI_MAX_VALUES, HUSAI_MAX_SEEDS, HUSAI_PATH_MAX */
 #ifndef HUSAI_CONFIG_CONFIG_H
 #define HUSAI_CONFIG_CONFIG_H
 
@@ -15,6 +15,7 @@
 
 #include "common/status.h"
 #include "metrics/bootstrap.h"
+#include "metrics/condition.h"
 
 #define HUSAI_MAX_VALUES 64
 #define HUSAI_MAX_SEEDS 1024
@@ -107,6 +108,15 @@ husai_status husai_config_set(husai_config *c, const char *assignment);
 
 /* Checks required keys and cross-key rules (k <= d_sae for every condition, >= 2 distinct seeds, ...). */
 husai_status husai_config_validate(const husai_config *c);
+
+/* The configuration of a command line: defaults, the file at path, each of sets[0..n_sets) ("key=value")
+ * in order, then out_dir (when not NULL) as output.dir, validated: what `husai sweep` runs and
+ * `husai plan` shows. */
+husai_status husai_config_resolve(husai_config *c, const char *path, const char *const *sets, int n_sets,
+                                  const char *out_dir);
+
+/* The options of the per-condition statistics (bootstrap, matched agreement) that c sets. */
+husai_condition_opts husai_config_condition_opts(const husai_config *c);
 
 /* Prints the resolved configuration as INI (every key, given or default) to f. */
 void husai_config_print(const husai_config *c, FILE *f);

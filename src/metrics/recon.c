@@ -9,14 +9,11 @@ static inline const float *row_of(const float *X, const uint32_t *rows, size_t i
     return X + (size_t)(rows ? rows[i] : i) * (size_t)d;
 }
 
-husai_status husai_recon_acc_init(husai_recon_acc *a, const husai_sae *m, int batch_rows) {
+husai_status husai_recon_acc_init(husai_recon_acc *a, husai_forward *f) {
     memset(a, 0, sizeof *a);
-    a->m = m;
-    a->batch_rows = batch_rows < 1 ? 1 : batch_rows;
-    husai_status st = husai_sae_batch_alloc(&a->b, m, a->batch_rows);
-    if (st) return st;
-    a->fired = calloc((size_t)m->d_sae, sizeof(int64_t));
-    a->gathered = malloc((size_t)a->batch_rows * m->d_model * sizeof(float));
+    a->f = f;
+    a->fired = calloc((size_t)f->d_sae, sizeof(int64_t));
+    a->gathered = malloc((size_t)f->batch_rows * f->d_model * sizeof(float));
     if (!a->fired || !a->gathered) {
         husai_recon_acc_free(a);
         return husai_error(HUSAI_ERR_NOMEM, "cannot allocate evaluation buffers");
@@ -26,8 +23,7 @@ husai_status husai_recon_acc_init(husai_recon_acc *a, const husai_sae *m, int ba
 
 husai_status husai_recon_acc_add(husai_recon_acc *a, const float *X, const uint32_t *rows, size_t n_rows) {
     if (n_rows == 0) return HUSAI_OK;
-    const husai_sae *m = a->m;
-    const int d = m->d_model;
+    const int d = a->f->d_model;
     const double N = (double)n_rows * d;
     /* var(X): two passes over this part (activations can have a mean large next to their spread),
      * merged into the running total with Chan et al.'s pairwise update. */
@@ -51,7 +47,7 @@ husai_status husai_recon_acc_add(husai_recon_acc *a, const float *X, const uint3
     a->m2_x += ssx + delta * delta * n0 * N / n1;
     a->n_elems = n1;
     /* Errors have a mean near zero, so a one-pass sum of e and e^2 in double is accurate. */
-    const size_t br = (size_t)a->batch_rows;
+    const size_t br = (size_t)a->f->batch_rows;
     for (size_t r0 = 0; r0 < n_rows; r0 += br) {
         const int n = (int)(n_rows - r0 < br ? n_rows - r0 : br);
         const float *xb = X + r0 * d;
@@ -61,18 +57,18 @@ husai_status husai_recon_acc_add(husai_recon_acc *a, const float *X, const uint3
                        (size_t)d * sizeof(float));
             xb = a->gathered;
         }
-        husai_status st = husai_sae_encode(m, xb, n, HUSAI_SAE_EVAL, &a->b);
+        husai_forward_out o;
+        husai_status st = a->f->run(a->f, xb, n, &o);
         if (st) return st;
-        husai_sae_decode(m, &a->b);
         for (size_t i = 0; i < (size_t)n * d; i++) {
-            const double e = (double)a->b.x_hat[i] - (double)xb[i];
+            const double e = (double)o.x_hat[i] - (double)xb[i];
             a->se += e;
             a->sse += e * e;
         }
-        for (int64_t k = 0; k < a->b.row_ptr[n]; k++)
-            if (a->b.val[k] != 0.0f) {
+        for (int64_t k = 0; k < o.row_ptr[n]; k++)
+            if (o.val[k] != 0.0f) {
                 a->nnz += 1.0;
-                a->fired[a->b.idx[k]]++;
+                a->fired[o.idx[k]]++;
             }
     }
     a->n_rows += n_rows;
@@ -81,10 +77,10 @@ husai_status husai_recon_acc_add(husai_recon_acc *a, const float *X, const uint3
 
 husai_status husai_recon_acc_finish(const husai_recon_acc *a, husai_recon *out, float *density) {
     if (a->n_rows < 2) return husai_error(HUSAI_ERR_DATA, "reconstruction metrics need at least 2 rows");
-    const husai_sae *m = a->m;
+    const int d_sae = a->f->d_sae;
     const double N = a->n_elems;
     int dead = 0;
-    for (int j = 0; j < m->d_sae; j++) {
+    for (int j = 0; j < d_sae; j++) {
         dead += !a->fired[j];
         if (density) density[j] = (float)((double)a->fired[j] / (double)a->n_rows);
     }
@@ -92,24 +88,22 @@ husai_status husai_recon_acc_finish(const husai_recon_acc *a, husai_recon *out, 
     out->mse = a->sse / N;
     out->ev = var_x > 0.0 ? 1.0 - var_e / var_x : NAN;
     out->l0 = a->nnz / (double)a->n_rows;
-    out->dead_fraction = (double)dead / m->d_sae;
+    out->dead_fraction = (double)dead / d_sae;
     return HUSAI_OK;
 }
 
 void husai_recon_acc_free(husai_recon_acc *a) {
     if (!a) return;
-    husai_sae_batch_free(&a->b);
     free(a->fired);
     free(a->gathered);
     memset(a, 0, sizeof *a);
 }
 
-husai_status husai_recon_eval_density(const husai_sae *m, const float *X, const uint32_t *rows, size_t n_rows,
-                                      int batch_rows, husai_recon *out, float *density) {
+husai_status husai_recon_eval_density(husai_forward *f, const float *X, const uint32_t *rows, size_t n_rows,
+                                      husai_recon *out, float *density) {
     if (n_rows < 2) return husai_error(HUSAI_ERR_DATA, "reconstruction metrics need at least 2 rows");
-    if ((size_t)batch_rows > n_rows) batch_rows = (int)n_rows;
     husai_recon_acc a;
-    husai_status st = husai_recon_acc_init(&a, m, batch_rows);
+    husai_status st = husai_recon_acc_init(&a, f);
     if (st) return st;
     st = husai_recon_acc_add(&a, X, rows, n_rows);
     if (!st) st = husai_recon_acc_finish(&a, out, density);
@@ -117,9 +111,9 @@ husai_status husai_recon_eval_density(const husai_sae *m, const float *X, const 
     return st;
 }
 
-husai_status husai_recon_eval_rows(const husai_sae *m, const float *X, const uint32_t *rows, size_t n_rows,
-                                   int batch_rows, husai_recon *out) {
-    return husai_recon_eval_density(m, X, rows, n_rows, batch_rows, out, NULL);
+husai_status husai_recon_eval_rows(husai_forward *f, const float *X, const uint32_t *rows, size_t n_rows,
+                                   husai_recon *out) {
+    return husai_recon_eval_density(f, X, rows, n_rows, out, NULL);
 }
 
 void husai_density_histogram(const float *density, size_t n, long counts[HUSAI_DENSITY_BINS + 1]) {
@@ -138,7 +132,6 @@ void husai_density_histogram(const float *density, size_t n, long counts[HUSAI_D
     }
 }
 
-husai_status husai_recon_eval(const husai_sae *m, const float *X, size_t n_rows, int batch_rows,
-                              husai_recon *out) {
-    return husai_recon_eval_rows(m, X, NULL, n_rows, batch_rows, out);
+husai_status husai_recon_eval(husai_forward *f, const float *X, size_t n_rows, husai_recon *out) {
+    return husai_recon_eval_rows(f, X, NULL, n_rows, out);
 }

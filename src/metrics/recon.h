@@ -1,4 +1,5 @@
-/* recon.h: reconstruction quality of a trained SAE (inference-mode codes) on a dataset.
+/* recon.h: reconstruction quality of a model's outputs (sae/forward.h: reconstruction and codes, which
+ * the trained SAE gives in inference mode) on a dataset.
  * EV = 1 - var(X - X_hat) / var(X), each var over the whole flattened tensor (one global
  * mean, n-1 denominator); MSE = mean squared error over all elements; L0 = mean count of
  * non-zero latents per row; dead fraction = share of latents that never fire (non-zero) on
@@ -13,7 +14,7 @@
 #include <stdint.h>
 
 #include "common/status.h"
-#include "sae/model.h"
+#include "sae/forward.h"
 
 typedef struct {
     double ev, mse, l0, dead_fraction;
@@ -21,18 +22,16 @@ typedef struct {
 
 /* The same metrics accumulated over parts of a dataset (streamed chunks): init, add each part, finish. */
 typedef struct {
-    const husai_sae *m;
-    husai_sae_batch b;
-    float *gathered;
-    int batch_rows;
-    int64_t *fired; /* (d_sae) rows on which each latent fired */
+    husai_forward *f;
+    float *gathered; /* (f->batch_rows, d_model) the rows of one call, when they are not contiguous */
+    int64_t *fired;  /* (d_sae) rows on which each latent fired */
     size_t n_rows;
     double n_elems, mean_x, m2_x; /* running mean and sum of squared deviations of X */
     double se, sse, nnz;
 } husai_recon_acc;
 
-/* Prepares an accumulator for model m (which must outlive it), encoding batch_rows rows at a time. */
-husai_status husai_recon_acc_init(husai_recon_acc *a, const husai_sae *m, int batch_rows);
+/* Prepares an accumulator over forward f's outputs (f must outlive it), f->batch_rows rows a call. */
+husai_status husai_recon_acc_init(husai_recon_acc *a, husai_forward *f);
 
 /* Adds rows rows[0..n_rows) of X (X's first n_rows rows when rows is NULL). */
 husai_status husai_recon_acc_add(husai_recon_acc *a, const float *X, const uint32_t *rows, size_t n_rows);
@@ -43,19 +42,18 @@ husai_status husai_recon_acc_finish(const husai_recon_acc *a, husai_recon *out, 
 /* Releases the accumulator; safe on a zeroed or freed one. */
 void husai_recon_acc_free(husai_recon_acc *a);
 
-/* Evaluates model m on the rows rows[0..n_rows) of X (all of X's first n_rows rows when rows is
- * NULL), in batches of batch_rows; a held-out split is evaluated this way without copying it. */
-husai_status husai_recon_eval_rows(const husai_sae *m, const float *X, const uint32_t *rows, size_t n_rows,
-                                   int batch_rows, husai_recon *out);
+/* Evaluates forward f on the rows rows[0..n_rows) of X (all of X's first n_rows rows when rows is
+ * NULL); a held-out split is evaluated this way without copying it. */
+husai_status husai_recon_eval_rows(husai_forward *f, const float *X, const uint32_t *rows, size_t n_rows,
+                                   husai_recon *out);
 
 /* As husai_recon_eval_rows; when density is not NULL it also receives, for each of the d_sae latents, the
  * fraction of the evaluated rows on which its code is non-zero (its firing density). */
-husai_status husai_recon_eval_density(const husai_sae *m, const float *X, const uint32_t *rows, size_t n_rows,
-                                      int batch_rows, husai_recon *out, float *density);
+husai_status husai_recon_eval_density(husai_forward *f, const float *X, const uint32_t *rows, size_t n_rows,
+                                      husai_recon *out, float *density);
 
-/* Evaluates model m on the n_rows rows of X (n_rows, d_model) in batches of batch_rows. */
-husai_status husai_recon_eval(const husai_sae *m, const float *X, size_t n_rows, int batch_rows,
-                              husai_recon *out);
+/* Evaluates forward f on the n_rows rows of X (n_rows, d_model). */
+husai_status husai_recon_eval(husai_forward *f, const float *X, size_t n_rows, husai_recon *out);
 
 /* Density histogram: HUSAI_DENSITY_BINS bins of width HUSAI_DENSITY_STEP in log10(density) from
  * HUSAI_DENSITY_LOG_MIN to 0 (bin b is [LOG_MIN + b STEP, LOG_MIN + (b+1) STEP), the last one closed at 0),

@@ -217,15 +217,6 @@ static herr_t write_condition(const husai_results_h5 *h, const husai_condition_r
 }
 
 /* Frees a condition's parameter arrays (decoders, encoders, b_enc, b_dec, thresholds); safe twice. */
-static void release_params(husai_condition_result *c) {
-    free(c->decoders);
-    free(c->encoders);
-    free(c->b_enc);
-    free(c->b_dec);
-    free(c->thresholds);
-    c->decoders = c->encoders = c->b_enc = c->b_dec = c->thresholds = NULL;
-}
-
 husai_status husai_results_h5_encoders(husai_results_h5 *h, husai_condition_result *c) {
     if (h->err) return h->err;
     const hsize_t d_enc[3] = {(hsize_t)c->S, (hsize_t)c->d_sae, (hsize_t)c->d_model};
@@ -252,7 +243,7 @@ husai_status husai_results_h5_condition(husai_results_h5 *h, husai_condition_res
     h->err = st;
     if (!st) {
         /* The parameters are on disk: release them (the reports need only the metrics). */
-        release_params(c);
+        husai_condition_release_params(c);
         c->written = 1;
     }
     return st;
@@ -969,20 +960,4 @@ husai_status husai_results_write(const husai_rundir *rd, const husai_run_info *r
     /* results.json last: its presence marks a complete set even inside staging. */
     husai_rundir_path(rd, "results.json", path, sizeof path);
     return write_json(path, &final, c, n, proto);
-}
-
-void husai_condition_result_free(husai_condition_result *r) {
-    if (!r) return;
-    release_params(r);
-    free(r->pwmcc);
-    free(r->random_pwmcc);
-    free(r->per_seed);
-    free(r->pwmcc_with_ref);
-    free(r->match_cos);
-    free(r->match_frac);
-    free(r->density);
-    r->density = NULL;
-    r->match_cos = r->match_frac = NULL;
-    r->pwmcc = r->random_pwmcc = r->pwmcc_with_ref = NULL;
-    r->per_seed = NULL;
 }

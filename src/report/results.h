@@ -3,9 +3,9 @@
  * results.json (provenance and per-condition summaries with CIs), summary.md (HUSAI's
  * table), conditions.csv and the plots (svg.h). Every write is checked, so a full disk is an error, not a
  * silently short file.
- * defines: husai_seed_metrics, husai_condition_result, husai_protocol_result, husai_run_info,
+ * defines: husai_protocol_result, husai_run_info,
  *          husai_results_h5, husai_results_h5_open, husai_results_h5_encoders, husai_results_h5_condition,
- *          husai_results_h5_abort, husai_results_write, husai_condition_result_free */
+ *          husai_results_h5_abort, husai_results_write */
 #ifndef HUSAI_REPORT_RESULTS_H
 #define HUSAI_REPORT_RESULTS_H
 
@@ -16,57 +16,8 @@
 #include "common/nodeinfo.h"
 #include "common/status.h"
 #include "metrics/bootstrap.h"
+#include "metrics/condition.h"
 #include "report/rundir.h"
-
-/* Per-seed results; all doubles so one MPI type carries them. */
-typedef struct {
-    double ev, mse, l0, dead_fraction;
-    double seconds, last_epoch_loss, steps, rank;
-    double alignment;                     /* mean_i max_j |cos| to the reference decoder; NaN without one */
-    double ho_ev, ho_mse, ho_l0, ho_dead; /* on the held-out rows; NaN without a holdout */
-    /* ground truth (data.dictionary): mean over true atoms of max_j |cos(atom, feature j)|, and the share of
-     * atoms with that max >= 0.9; NaN without a dictionary */
-    double gt_mean_max_cos, gt_recovered;
-} husai_seed_metrics;
-
-typedef struct {
-    char name[96];
-    const char *phase; /* "" in a plain sweep; "search", "retrain", "lambda" in protocols */
-    char param[32];    /* a copy: the conditions it came from are gone when results are written */
-    double value;
-    int S, d_model, d_sae, k, epochs, batch_size;
-    double lr;
-    const uint64_t *seeds;        /* (S) */
-    float *decoders;              /* (S, d_model, d_sae) file layout, columns are features */
-    float *encoders;              /* (S, d_sae, d_model) */
-    float *b_enc;                 /* (S, d_sae) */
-    float *b_dec;                 /* (S, d_model): zeros without a decoder bias */
-    float *thresholds;            /* (S, d_sae): jumprelu theta, batchtopk's inference threshold, else 0 */
-    int arch;                     /* husai_arch */
-    double *pwmcc, *random_pwmcc; /* (S, S) each */
-    int pwmcc_done, random_done;  /* set when a phase already filled the matrix (spread over ranks) */
-    husai_seed_metrics *per_seed; /* (S) */
-    husai_ci trained, random, ev, mse, l0, dead;
-    double delta, delta_lcb, ratio;
-    int has_holdout;
-    husai_ci ho_ev, ho_mse, ho_l0, ho_dead;
-    /* matched agreement: one-to-one matching of features, mean matched |cos| and share >= 0.7 */
-    int has_match;
-    double *match_cos, *match_frac; /* (S, S) each */
-    int match_done;                 /* set when a phase already filled both (spread over ranks) */
-    husai_ci matched_cos, matched_frac;
-    /* consistency protocol only (has_ref): the reference joins the PWMCC as an (S+1)-th model */
-    int has_ref;
-    double lambda;
-    double *pwmcc_with_ref; /* (S+1, S+1), the reference last */
-    husai_ci trained_with_ref, alignment;
-    /* ground-truth recovery CIs over seeds, when a dictionary was given (has_gt) */
-    int has_gt;
-    husai_ci gt_mean_max_cos, gt_recovered;
-    float *density;       /* (S, d_sae): share of training rows on which each latent fires, or NULL */
-    int written;          /* in results.h5 already; decoders .. thresholds are then released (NULL) */
-    int encoders_written; /* the encoders went ahead into results.h5 (and were released) */
-} husai_condition_result;
 
 /* What a protocol decided, beyond its conditions (NULL for a plain sweep). */
 typedef struct {
@@ -131,8 +82,5 @@ void husai_results_h5_abort(husai_results_h5 *h);
  * and the plots into rd's staging directory. */
 husai_status husai_results_write(const husai_rundir *rd, const husai_run_info *run, husai_results_h5 *h5,
                                  husai_condition_result *c, int n, const husai_protocol_result *proto);
-
-/* Releases the arrays of a condition result (rank 0 owns them after a phase); safe twice. */
-void husai_condition_result_free(husai_condition_result *r);
 
 #endif

@@ -21,6 +21,7 @@
 #include "mpi/stop.h"
 #include "sae/align.h"
 #include "sae/checkpoint.h"
+#include "sae/forward.h"
 #include "sae/train.h"
 #include "common/chunks.h"
 
@@ -318,11 +319,13 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
     }
     /* EV, MSE and L0 on the training rows, as HUSAI reported them, and on the held-out rows if any. */
     husai_recon rec, ho = {NAN, NAN, NAN, NAN};
-    if (husai_recon_eval_density(&ts.tr.model, ds->X, sp->train, sp->n_train, EVAL_BATCH, &rec, density) ||
-        (sp->n_holdout > 0 &&
-         husai_recon_eval_rows(&ts.tr.model, ds->X, sp->holdout, sp->n_holdout, EVAL_BATCH, &ho)))
+    husai_forward fw;
+    if (husai_sae_forward_open(&fw, &ts.tr.model, EVAL_BATCH) ||
+        husai_recon_eval_density(&fw, ds->X, sp->train, sp->n_train, &rec, density) ||
+        (sp->n_holdout > 0 && husai_recon_eval_rows(&fw, ds->X, sp->holdout, sp->n_holdout, &ho)))
         husai_mpi_die("evaluating %s seed %llu: %s", c->name, (unsigned long long)seed,
                       husai_error_message());
+    husai_forward_close(&fw);
     task_end(ctx, c, ref_rows, ref_n, &ts, &rec, &ho, metrics, out);
     return 0;
 }
@@ -483,7 +486,7 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
         /* Evaluation pass: every chunk once, in file order. */
         husai_recon_acc acc, acc_ho = {0}; /* acc_ho's scratch only with a holdout */
         const int has_ho = sp->n_holdout > 0;
-        husai_sae *m = NULL;
+        husai_forward fw = {0}; /* one forward serves both accumulators: each consumes a call's outputs */
         for (size_t i = 0; i < ch->n_chunks; i++) {
             husai_dataset_load_chunk(ds, i);
             if (!t) continue;
@@ -495,10 +498,9 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
                     husai_mpi_die("%s", g_failed_msg);
                 begun = 1;
             }
-            if (!m) {
-                m = &ts.tr.model;
-                if (husai_recon_acc_init(&acc, m, EVAL_BATCH) ||
-                    (has_ho && husai_recon_acc_init(&acc_ho, m, EVAL_BATCH)))
+            if (!fw.run) {
+                if (husai_sae_forward_open(&fw, &ts.tr.model, EVAL_BATCH) ||
+                    husai_recon_acc_init(&acc, &fw) || (has_ho && husai_recon_acc_init(&acc_ho, &fw)))
                     husai_mpi_die("%s", husai_error_message());
             }
             const size_t nh = has_ho ? chunk_rows_of(ds, sp->holdout, sp->n_holdout, hrows) : 0;
@@ -513,6 +515,7 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
             task_failed(no_room(c, t->seed, dm));
             husai_recon_acc_free(&acc);
             husai_recon_acc_free(&acc_ho);
+            husai_forward_close(&fw);
             husai_trainer_free(&ts.tr);
             continue;
         }
@@ -522,6 +525,7 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
             husai_mpi_die("evaluating %s: %s", c->name, husai_error_message());
         husai_recon_acc_free(&acc);
         husai_recon_acc_free(&acc_ho);
+        husai_forward_close(&fw);
         husai_sae model;
         task_end(ctx, c, ph->ref_rows, ph->ref_n, &ts, &rec, &ho, &metrics[t->id], &model);
         pack_model(&model, p);
@@ -533,142 +537,6 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
     free(hrows);
     free(order);
     return stopped;
-}
-
-/* Whether b's random baseline is a's: it depends only on the seed list and the decoder shape. */
-static int same_baseline(const husai_condition_result *a, const husai_condition_result *b) {
-    if (a->S != b->S || a->d_model != b->d_model || a->d_sae != b->d_sae) return 0;
-    for (int s = 0; s < a->S; s++)
-        if (a->seeds[s] != b->seeds[s]) return 0;
-    return 1;
-}
-
-void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c, const float *ref_decoder,
-                             const husai_condition_result *done, int n_done) {
-    const int S = c->S;
-    const size_t dd = (size_t)c->d_model * c->d_sae;
-    /* The decoders as unit feature rows, once, for PWMCC and matched agreement when this rank computes
-     * them (a spread phase has already filled both). */
-    const int match_here = c->d_sae <= cfg->matching_max_d_sae && !c->match_done;
-    float *F = NULL;
-    if (!c->pwmcc_done || match_here) {
-        if (!(F = malloc((size_t)S * dd * sizeof(float)))) husai_mpi_die("out of memory for %d decoders", S);
-        for (int s = 0; s < S; s++)
-            husai_normalized_feature_rows(c->decoders + s * dd, c->d_model, c->d_sae, F + s * dd);
-    }
-    if (!c->pwmcc_done && husai_pwmcc_rows_part(F, S, c->d_model, c->d_sae, 0, 1, c->pwmcc))
-        husai_mpi_die("%s", husai_error_message());
-    husai_boot_opts bo = {.resamples = cfg->resamples,
-                          .seed = cfg->bootstrap_seed,
-                          .rng = cfg->bootstrap_rng,
-                          .unit = cfg->bootstrap_unit};
-    /* A sweep over k (or lr, lambda, ...) shares one baseline: compute it once, not once per
-     * condition; at large d_sae it costs as much as the trained PWMCC. */
-    const husai_condition_result *twin = NULL;
-    for (int i = 0; i < n_done && !twin; i++)
-        if (same_baseline(&done[i], c)) twin = &done[i];
-    if (twin) {
-        memcpy(c->random_pwmcc, twin->random_pwmcc, (size_t)S * S * sizeof(double));
-        c->random = twin->random;
-    } else if (c->random_done) {
-        if (husai_ci_pair_matrix(c->random_pwmcc, S, &bo, &c->random))
-            husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
-    } else {
-        float *rnd = malloc((size_t)S * dd * sizeof(float));
-        if (!rnd) husai_mpi_die("out of memory for the random baseline");
-        for (int s = 0; s < S; s++)
-            husai_pwmcc_random_decoder(c->seeds[s], c->d_model, c->d_sae, rnd + (size_t)s * dd);
-        if (husai_pwmcc_matrix(rnd, S, c->d_model, c->d_sae, c->random_pwmcc))
-            husai_mpi_die("%s", husai_error_message());
-        free(rnd);
-        if (husai_ci_pair_matrix(c->random_pwmcc, S, &bo, &c->random))
-            husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
-    }
-    if (husai_ci_pair_matrix(c->pwmcc, S, &bo, &c->trained))
-        husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
-    double *v = malloc((size_t)S * sizeof(double));
-    if (!v) husai_mpi_die("out of memory");
-    /* Held-out metrics exist when the first seed has them (all seeds share the split). */
-    c->has_holdout = isfinite(c->per_seed[0].ho_ev);
-    husai_ci *outs[9] = {&c->ev,    &c->mse,    &c->l0,    &c->dead,   &c->alignment,
-                         &c->ho_ev, &c->ho_mse, &c->ho_l0, &c->ho_dead};
-    for (int m = 0; m < 9; m++) {
-        if (m == 4 && !ref_decoder) continue;
-        if (m >= 5 && !c->has_holdout) break;
-        for (int s = 0; s < S; s++) {
-            const husai_seed_metrics *p = &c->per_seed[s];
-            const double vals[9] = {p->ev,    p->mse,    p->l0,    p->dead_fraction, p->alignment,
-                                    p->ho_ev, p->ho_mse, p->ho_l0, p->ho_dead};
-            v[s] = vals[m];
-        }
-        if (husai_ci_mean(v, (size_t)S, &bo, outs[m]))
-            husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
-    }
-    /* Ground-truth recovery exists when the first seed has it (all seeds share the dictionary). */
-    c->has_gt = isfinite(c->per_seed[0].gt_mean_max_cos);
-    for (int m = 0; m < 2 && c->has_gt; m++) {
-        for (int s = 0; s < S; s++)
-            v[s] = m == 0 ? c->per_seed[s].gt_mean_max_cos : c->per_seed[s].gt_recovered;
-        if (husai_ci_mean(v, (size_t)S, &bo, m == 0 ? &c->gt_mean_max_cos : &c->gt_recovered))
-            husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
-    }
-    free(v);
-    if (c->d_sae <= cfg->matching_max_d_sae) {
-        if (match_here) {
-            c->match_cos = malloc((size_t)S * S * sizeof(double));
-            c->match_frac = malloc((size_t)S * S * sizeof(double));
-            if (!c->match_cos || !c->match_frac) husai_mpi_die("out of memory for matched agreement");
-            if (husai_match_rows_part(F, S, c->d_model, c->d_sae, 0, 1, c->match_cos, c->match_frac))
-                husai_mpi_die("matched agreement of %s: %s", c->name, husai_error_message());
-        }
-        if (husai_ci_pair_matrix(c->match_cos, S, &bo, &c->matched_cos) ||
-            husai_ci_pair_matrix(c->match_frac, S, &bo, &c->matched_frac))
-            husai_mpi_die("matched agreement of %s: %s", c->name, husai_error_message());
-        c->has_match = 1;
-    }
-    free(F);
-    if (ref_decoder) {
-        /* The reference joins as model S, so pairs that involve it are counted too; the others are the
-         * S x S matrix already computed. */
-        const int S1 = S + 1;
-        double *M = c->pwmcc_with_ref = malloc((size_t)S1 * S1 * sizeof(double));
-        if (!M) husai_mpi_die("out of memory");
-        for (int p = 0; p < S; p++)
-            memcpy(M + (size_t)p * S1, c->pwmcc + (size_t)p * S, (size_t)S * sizeof(double));
-        M[(size_t)S * S1 + S] = 1.0;
-        for (int p = 0; p < S; p++) {
-            double *pair = &M[(size_t)p * S1 + S];
-            if (husai_pwmcc_pair(c->decoders + p * dd, c->d_sae, ref_decoder, c->d_sae, c->d_model, pair))
-                husai_mpi_die("%s", husai_error_message());
-            M[(size_t)S * S1 + p] = *pair;
-        }
-        if (husai_ci_pair_matrix(M, S1, &bo, &c->trained_with_ref))
-            husai_mpi_die("bootstrap of %s: %s", c->name, husai_error_message());
-        c->has_ref = 1;
-    }
-    /* Every interval here resamples the S seeds (the reference is not exchangeable with seeds trained
-     * towards it), so below HUSAI_CI_MIN_SEEDS none is reported, and nor is the LCB built from them. */
-    husai_ci *cis[] = {&c->trained,
-                       &c->random,
-                       &c->ev,
-                       &c->mse,
-                       &c->l0,
-                       &c->dead,
-                       &c->alignment,
-                       &c->ho_ev,
-                       &c->ho_mse,
-                       &c->ho_l0,
-                       &c->ho_dead,
-                       &c->matched_cos,
-                       &c->matched_frac,
-                       &c->trained_with_ref,
-                       &c->gt_mean_max_cos,
-                       &c->gt_recovered};
-    for (size_t i = 0; i < sizeof cis / sizeof *cis; i++)
-        husai_ci_withhold(cis[i], S);
-    c->delta = c->trained.mean - c->random.mean;
-    c->delta_lcb = c->trained.lo - c->random.hi;
-    c->ratio = c->trained.mean / c->random.mean;
 }
 
 /* Collective. Spreads condition c's PWMCC pairs over every rank (its S(S-1)/2 pairs cost 2 d_model d_sae^2
@@ -1063,7 +931,7 @@ static void reference_decoder(phase_run *pr, int c) {
             pr->ref_decoder[(size_t)i * d_sae + j] = ph->ref_rows[(size_t)j * d_model + i];
 }
 
-/* Rank 0: condition c's metrics, then its write to results.h5 (whose status it returns). On disk now, so
+/* Rank 0: condition c's metrics, then its write to results.h5; returns the first failure. On disk now, so
  * rank 0 holds one condition's parameters at a time. A failure ends the run here, not after the remaining
  * conditions' training; the checkpoints stay for --resume. */
 static husai_status result_finish(phase_run *pr, int c, gathered *g) {
@@ -1071,7 +939,9 @@ static husai_status result_finish(phase_run *pr, int c, gathered *g) {
     husai_condition_result *r = &pr->res[c];
     result_unpack(pr, c, g);
     if (ph->ref_rows && !pr->ref_decoder) reference_decoder(pr, c);
-    husai_condition_metrics(pr->ctx->cfg, r, ph->ref_rows ? pr->ref_decoder : NULL, pr->res, c);
+    const husai_condition_opts o = husai_config_condition_opts(pr->ctx->cfg);
+    husai_status st = husai_condition_metrics(&o, r, ph->ref_rows ? pr->ref_decoder : NULL, pr->res, c);
+    if (st) return st;
     return pr->ctx->sink ? husai_results_h5_condition(pr->ctx->sink, r) : HUSAI_OK;
 }
 

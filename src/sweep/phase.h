@@ -5,7 +5,7 @@
  * the bootstrap CIs. A failure one rank meets while training (a refused or unwritable
  * checkpoint, a trainer that cannot start or diverges) stops every rank and is agreed at
  * the end of the training; other failures only one rank sees end the job (husai_mpi_die).
- * defines: husai_run_ctx, husai_phase, husai_phase_run, husai_condition_metrics, husai_train_reference */
+ * defines: husai_run_ctx, husai_phase, husai_phase_run, husai_train_reference */
 #ifndef HUSAI_SWEEP_PHASE_H
 #define HUSAI_SWEEP_PHASE_H
 
@@ -51,14 +51,6 @@ typedef struct {
  * in progress were checkpointed and nothing was gathered); else the error (message set on every rank)
  * of the lowest rank that refused a checkpoint or failed to train or checkpoint a task. */
 husai_status husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, husai_condition_result *res);
-
-/* One process: every per-condition metric (PWMCC and random matrices, bootstrap CIs, delta, LCB, ratio)
- * from c's decoders and per-seed metrics; with ref_decoder ([d_model, d_sae]) also the with-reference
- * PWMCC and alignment CIs. Below HUSAI_CI_MIN_SEEDS seeds every interval and the LCB are NaN (withheld). The
- * random baseline is copied from any of done[0..n_done) with the same seeds and shape instead of recomputed.
- * Aborts the job on allocation failure. */
-void husai_condition_metrics(const husai_config *cfg, husai_condition_result *c, const float *ref_decoder,
-                             const husai_condition_result *done, int n_done);
 
 /* Collective. Rank 0 trains the reference SAE (condition cond, seed) and broadcasts its unit feature
  * rows into ref_rows (d_sae x d_model, allocated by every caller); on rank 0 also writes the decoder in
