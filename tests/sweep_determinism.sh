@@ -2,7 +2,8 @@
 # sweep_determinism.sh: DESIGN.md section 4 "Randomness": a seed's result is bitwise identical whichever rank
 # trains it and however many ranks run. The same 2-condition x 3-seed sweep runs on 1, 2, 3 and 4 ranks
 # (oversubscribed) and with --task-order reverse on 2 ranks; every condition's decoders, encoders, b_enc,
-# PWMCC and matched-agreement matrices (the last two spread over ranks) and the per-seed metrics and CIs
+# PWMCC and matched-agreement matrices and per-feature best matches, stability, clusters and consensus features
+# (spread over ranks) and the per-seed metrics and CIs
 # derived from them must be identical across all five runs,
 # while the task -> rank maps recorded in per_seed.rank do differ.
 # Needs HUSAI, MPIEXEC and /usr/bin/python3 with numpy and h5py.
@@ -73,7 +74,10 @@ def load(name):
     with h5py.File(run + "results.h5", "r") as h:
         for c in h["conditions"]:
             for key in ("decoders", "encoders", "b_enc", "seeds", "pwmcc", "random_pwmcc", "matched_cosine",
-                        "matched_fraction", "explained_variance", "mse", "l0", "dead_fraction"):
+                        "matched_fraction", "explained_variance", "mse", "l0", "dead_fraction",
+                        "features/best_cos", "features/best_index", "features/stability", "features/cluster",
+                        "features/consensus", "features/consensus_members", "features/coherence",
+                        "features/density"):
                 arrays[(c, key)] = h["conditions"][c][key][...]
     return js, arrays
 
@@ -102,7 +106,7 @@ for name, np_ in zip(names, [1, 2, 3, 4, 2]):
                  f"max |diff| {np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))) if a.shape == b.shape else '-'}")
     for cj, cr in zip(js["conditions"], ref_js["conditions"]):
         for key in ("trained_pwmcc", "random_pwmcc", "explained_variance", "mse", "l0", "dead_fraction",
-                    "delta_pwmcc", "delta_pwmcc_ci_low_conservative", "ratio_pwmcc"):
+                    "delta_pwmcc", "delta_pwmcc_ci_low_conservative", "ratio_pwmcc", "features"):
             if cj[key] != cr[key]: fail(f"{name} vs {names[0]}: {cj['name']} {key} {cj[key]} != {cr[key]}")
         for pj, pr in zip(cj["per_seed"], cr["per_seed"]):
             for key in ("seed", "explained_variance", "mse", "l0", "dead_fraction", "last_epoch_loss", "steps"):
@@ -110,6 +114,10 @@ for name, np_ in zip(names, [1, 2, 3, 4, 2]):
     rank_maps[name] = tuple(p["rank"] for c in js["conditions"] for p in c["per_seed"])
     print(f"sweep_determinism:   {name}: identical; task->rank map {rank_maps[name]}")
 
+fe = ref_js["conditions"][0]["features"]
+if not (ref[(ref_js["conditions"][0]["name"], "features/best_cos")] > 0).any() or fe["n_mutual"] < 1:
+    fail("no mutual matches at all: the per-feature comparison would prove little")
+print(f"sweep_determinism:   features: {fe['consensus_count']['mean']} consensus features, {fe['n_mutual']} mutual matches")
 if len(set(rank_maps[n] for n in ("np1", "np2", "np3", "np4"))) != 4:
     fail(f"the rank counts did not produce four different task->rank maps: {rank_maps}")
 if max(rank_maps["np4"]) != 3: fail(f"4-rank run never used rank 3: {rank_maps['np4']}")

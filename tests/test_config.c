@@ -120,6 +120,10 @@ static void test_bad_inputs(void **state) {
     expect_error(GOOD, "calibrate.ev_floor=-0.1", "must be >= 0");
     expect_error(GOOD, "calibrate.retrain_seeds=5", "at least 2 seeds");
     expect_error(GOOD, "metrics.bootstrap_unit=rows", "'seeds' or 'pairs'");
+    expect_error(GOOD, "features.tau=0", "features.tau = 0 must be > 0");
+    expect_error(GOOD, "features.tau=1.5", "features.tau = 1.5 must be in (0, 1]");
+    expect_error(GOOD, "features.min_seeds=1", "features.min_seeds = 1 must be 0");
+    expect_error(GOOD, "features.min_seeds=99", "between 2 and the");
     expect_error("[data]\npath = x.h5\nthis line has no equals sign\n", NULL, ":3: not a valid INI line");
     expect_error("\x01\x02\x03\xff\xfe binary junk\n", NULL, "not a valid INI line");
     snprintf(buf, sizeof buf, "%s[sae]\nd_sae = 32\n", GOOD);

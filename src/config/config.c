@@ -86,6 +86,10 @@ static const opt OPTS[] = {
     {"metrics", "bootstrap_rng", T_RNG, F(bootstrap_rng), 0, 0, 0, "native or numpy"},
     {"metrics", "matching_max_d_sae", T_INT, F(matching_max_d_sae), 0, 0, 0,
      "compute matched agreement (one-to-one Hungarian matching) when d_sae is at most this; 0 = never"},
+    {"features", "tau", T_DOUBLE, F(features_tau), 0, 0, 0,
+     "|cos| at which a feature counts as matched in another seed (stability, mutual matches, consensus)"},
+    {"features", "min_seeds", T_INT, F(features_min_seeds), 0, 0, 0,
+     "seeds a consensus feature must be learned in (0: all but one, at least 2)"},
     {"calibrate", "retrain_seeds", T_SEEDS, F(retrain_seeds), F(n_retrain_seeds), 0, 0,
      "seeds for retraining the selected k and the control"},
     {"calibrate", "retrain_epochs", T_INT, F(retrain_epochs), 0, 1, 0, "epochs of the retrain phase"},
@@ -139,6 +143,7 @@ void husai_config_defaults(husai_config *c) {
     c->bootstrap_seed = 13;
     c->bootstrap_rng = HUSAI_BOOT_NATIVE;
     c->matching_max_d_sae = 4096;
+    c->features_tau = HUSAI_FEATURES_TAU;
     c->n_retrain_seeds = 0; /* unset: the search seeds */
     c->retrain_epochs = 40;
     c->ev_floor = 0.20;
@@ -609,6 +614,16 @@ husai_status husai_config_validate(const husai_config *c) {
     if (c->n_retrain_seeds == 1)
         return husai_error(HUSAI_ERR_ARG,
                            "calibrate.retrain_seeds: need at least 2 seeds to compare (got 1)");
+    if (!(c->features_tau > 0.0 && c->features_tau <= 1.0))
+        return husai_error(HUSAI_ERR_ARG, "features.tau = %g must be in (0, 1] (a |cos|)", c->features_tau);
+    const int fewest = calibrate && c->n_retrain_seeds > 0 && c->n_retrain_seeds < c->n_seeds
+                           ? c->n_retrain_seeds
+                           : c->n_seeds;
+    if (c->features_min_seeds == 1 || c->features_min_seeds > fewest)
+        return husai_error(HUSAI_ERR_ARG,
+                           "features.min_seeds = %d must be 0 (all seeds but one) or between 2 and the %d "
+                           "seeds of a phase",
+                           c->features_min_seeds, fewest);
     if (consistency)
         for (int i = 0; i < c->n_seeds; i++)
             if (c->seeds[i] == c->reference_seed)
@@ -812,7 +827,9 @@ husai_condition_opts husai_config_condition_opts(const husai_config *c) {
                                            .seed = c->bootstrap_seed,
                                            .rng = c->bootstrap_rng,
                                            .unit = c->bootstrap_unit},
-                                  .matching_max_d_sae = c->matching_max_d_sae};
+                                  .matching_max_d_sae = c->matching_max_d_sae,
+                                  .features_tau = c->features_tau,
+                                  .features_min_seeds = c->features_min_seeds};
 }
 
 husai_status husai_config_resolve(husai_config *c, const char *path, const char *const *sets, int n_sets,

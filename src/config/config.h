@@ -74,6 +74,9 @@ typedef struct {
     uint64_t bootstrap_seed;
     husai_boot_rng bootstrap_rng;
     int matching_max_d_sae; /* matched agreement (Hungarian) for d_sae up to this; 0 turns it off */
+    /* [features] per-feature stability and consensus features (metrics/features.h) */
+    double features_tau;    /* |cos| of a match */
+    int features_min_seeds; /* seeds of a consensus feature; 0: all but one, at least 2 */
     /* [calibrate] adaptive L0: search on sweep.seeds x train.epochs, retrain the pick and a control */
     int n_retrain_seeds;
     uint64_t retrain_seeds[HUSAI_MAX_SEEDS];

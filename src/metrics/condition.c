@@ -23,6 +23,11 @@ static husai_status failed(const husai_condition_result *c, husai_status st, con
     return husai_error(st, "%s of %s: %s", what, c->name, msg);
 }
 
+/* features.tau, HUSAI_FEATURES_TAU when the caller left it 0. */
+static double tau_of(const husai_condition_opts *o) {
+    return o->features_tau > 0.0 ? o->features_tau : HUSAI_FEATURES_TAU;
+}
+
 static husai_status no_memory(const husai_condition_result *c, const char *what) {
     return husai_error(HUSAI_ERR_NOMEM, "out of memory for %s of %s", what, c->name);
 }
@@ -30,26 +35,49 @@ static husai_status no_memory(const husai_condition_result *c, const char *what)
 /* The random-decoder PWMCC matrix and its CI: copied from a done condition with the same seeds and shape
  * (a sweep over k, lr, lambda ... shares one baseline, which at large d_sae costs as much as the trained
  * PWMCC), else computed here unless a spread phase has filled the matrix already. */
-static husai_status random_baseline(const husai_boot_opts *bo, husai_condition_result *c,
+static husai_status random_baseline(const husai_condition_opts *o, husai_condition_result *c,
                                     const husai_condition_result *done, int n_done) {
+    const husai_boot_opts *bo = &o->boot;
     const int S = c->S;
     const size_t dd = (size_t)c->d_model * c->d_sae;
     for (int i = 0; i < n_done; i++)
         if (same_baseline(&done[i], c)) {
             memcpy(c->random_pwmcc, done[i].random_pwmcc, (size_t)S * S * sizeof(double));
             c->random = done[i].random;
+            c->features_random = done[i].features_random;
             return HUSAI_OK;
         }
+    husai_status st = HUSAI_OK;
+    husai_features rb = {0};
     if (!c->random_done) {
-        float *rnd = malloc((size_t)S * dd * sizeof(float));
-        if (!rnd) return no_memory(c, "the random baseline");
-        for (int s = 0; s < S; s++)
-            husai_pwmcc_random_decoder(c->seeds[s], c->d_model, c->d_sae, rnd + (size_t)s * dd);
-        husai_status st = husai_pwmcc_matrix(rnd, S, c->d_model, c->d_sae, c->random_pwmcc);
+        /* As unit rows, and with S >= 2 through the features pass, whose PWMCC bits are the matrix's. */
+        float *rnd = malloc((size_t)S * dd * sizeof(float)), *raw = malloc(dd * sizeof(float));
+        if (!rnd || !raw) {
+            free(rnd);
+            free(raw);
+            return no_memory(c, "the random baseline");
+        }
+        for (int s = 0; s < S; s++) {
+            husai_pwmcc_random_decoder(c->seeds[s], c->d_model, c->d_sae, raw);
+            husai_normalized_feature_rows(raw, c->d_model, c->d_sae, rnd + (size_t)s * dd);
+        }
+        free(raw);
+        st = S >= 2 ? husai_features_best(&rb, rnd, S, c->d_model, c->d_sae, c->random_pwmcc)
+                    : husai_pwmcc_rows_part(rnd, S, c->d_model, c->d_sae, 0, 1, c->random_pwmcc);
         free(rnd);
         if (st) return failed(c, st, "random baseline");
+    } else if (c->random_best) {
+        rb = *c->random_best;
+        free(c->random_best);
+        c->random_best = NULL;
     }
-    husai_status st = husai_ci_pair_matrix(c->random_pwmcc, S, bo, &c->random);
+    if (rb.best_cos) {
+        st = husai_features_analyse(&rb, NULL, c->seeds, NULL, tau_of(o), o->features_min_seeds, bo);
+        c->features_random = rb.stats;
+        husai_features_free(&rb);
+        if (st) return failed(c, st, "per-feature stability of the random baseline");
+    }
+    st = husai_ci_pair_matrix(c->random_pwmcc, S, bo, &c->random);
     return st ? failed(c, st, "bootstrap") : HUSAI_OK;
 }
 
@@ -116,16 +144,35 @@ husai_status husai_condition_metrics(const husai_condition_opts *o, husai_condit
     /* The decoders as unit feature rows, once, for PWMCC and matched agreement when this process
      * computes them (a spread phase has already filled both). */
     float *F = NULL;
-    if (!c->pwmcc_done || match_here) {
+    if (!c->pwmcc_done || match_here || S >= 2) {
         if (!(F = malloc((size_t)S * dd * sizeof(float)))) return no_memory(c, "the decoders");
         for (int s = 0; s < S; s++)
             husai_normalized_feature_rows(c->decoders + s * dd, c->d_model, c->d_sae, F + s * dd);
     }
-    if (!c->pwmcc_done && (st = husai_pwmcc_rows_part(F, S, c->d_model, c->d_sae, 0, 1, c->pwmcc))) {
+    if (S >= 2 && !c->features && !(c->features = calloc(1, sizeof *c->features))) {
+        st = no_memory(c, "per-feature stability");
+        goto out;
+    }
+    /* Best matches come from PWMCC's own pass (one pass over the decoders, PWMCC's bits unchanged). */
+    if (!c->pwmcc_done)
+        st = S >= 2 ? husai_features_best(c->features, F, S, c->d_model, c->d_sae, c->pwmcc)
+                    : husai_pwmcc_rows_part(F, S, c->d_model, c->d_sae, 0, 1, c->pwmcc);
+    if (st) {
         st = failed(c, st, "PWMCC");
         goto out;
     }
-    if ((st = random_baseline(bo, c, done, n_done))) goto out;
+    if (S >= 2 && (!c->pwmcc_done || c->features_done) &&
+        (st = husai_features_analyse(c->features, F, c->seeds, c->density, tau_of(o), o->features_min_seeds,
+                                     bo))) {
+        st = failed(c, st, "per-feature stability");
+        goto out;
+    }
+    if (c->features && !c->features->stability) { /* PWMCC came from elsewhere without best matches */
+        husai_features_free(c->features);
+        free(c->features);
+        c->features = NULL;
+    }
+    if ((st = random_baseline(o, c, done, n_done))) goto out;
     if ((st = husai_ci_pair_matrix(c->pwmcc, S, bo, &c->trained))) {
         st = failed(c, st, "bootstrap");
         goto out;
@@ -198,6 +245,11 @@ void husai_condition_result_free(husai_condition_result *r) {
     free(r->match_frac);
     free(r->density);
     r->density = NULL;
+    if (r->features) husai_features_free(r->features);
+    if (r->random_best) husai_features_free(r->random_best);
+    free(r->features);
+    free(r->random_best);
+    r->features = r->random_best = NULL;
     r->match_cos = r->match_frac = NULL;
     r->pwmcc = r->random_pwmcc = r->pwmcc_with_ref = NULL;
     r->per_seed = NULL;

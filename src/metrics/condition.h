@@ -11,6 +11,7 @@
 
 #include "common/status.h"
 #include "metrics/bootstrap.h"
+#include "metrics/features.h"
 
 /* Per-seed results; all doubles so one MPI type carries them. */
 typedef struct {
@@ -57,7 +58,13 @@ typedef struct {
     /* ground-truth recovery CIs over seeds, when a dictionary was given (has_gt) */
     int has_gt;
     husai_ci gt_mean_max_cos, gt_recovered;
-    float *density;       /* (S, d_sae): share of training rows on which each latent fires, or NULL */
+    float *density; /* (S, d_sae): share of training rows on which each latent fires, or NULL */
+    /* per-feature stability and consensus features (metrics/features.h), S >= 2: NULL until computed; a
+     * spread phase fills the best-match tensors (features_done) and the random decoders' (random_best,
+     * consumed here); features_random holds what random decoders of this shape give */
+    husai_features *features, *random_best;
+    int features_done;
+    husai_feature_stats features_random;
     int written;          /* in results.h5 already; decoders .. thresholds are then released (NULL) */
     int encoders_written; /* the encoders went ahead into results.h5 (and were released) */
 } husai_condition_result;
@@ -66,12 +73,15 @@ typedef struct {
 typedef struct {
     husai_boot_opts boot;   /* resamples, seed, generator and unit of every bootstrap */
     int matching_max_d_sae; /* matched agreement for d_sae up to this; 0: none */
+    double features_tau;    /* per-feature match threshold (features.tau); 0: HUSAI_FEATURES_TAU */
+    int features_min_seeds; /* seeds a consensus feature needs (features.min_seeds); 0: S - 1, at least 2 */
 } husai_condition_opts;
 
 /* Completes c's statistics from its decoders and per-seed metrics: PWMCC (unless pwmcc_done) and the
  * random matrix (copied from any of done[0..n_done) with the same seeds and shape, else computed unless
  * random_done), bootstrap CIs, delta, LCB, ratio, matched agreement up to o->matching_max_d_sae; with
- * ref_decoder ([d_model, d_sae]) also the with-reference PWMCC and alignment CIs. Below
+ * ref_decoder ([d_model, d_sae]) also the with-reference PWMCC and alignment CIs; with S >= 2 the
+ * per-feature stability and consensus features (in the same pass as PWMCC) and their random baseline. Below
  * HUSAI_CI_MIN_SEEDS seeds every interval and the LCB are NaN (withheld). Returns HUSAI_ERR_NOMEM or a
  * metric's error with the message naming the condition; c's arrays are then c's to free as always. */
 husai_status husai_condition_metrics(const husai_condition_opts *o, husai_condition_result *c,

@@ -10,10 +10,9 @@ int husai_features_default_min_seeds(int S) {
     return S - 1 > 2 ? S - 1 : 2;
 }
 
-void husai_features_free(husai_features *f) {
+void husai_features_release(husai_features *f) {
     free(f->best_cos);
     free(f->best_index);
-    free(f->stability);
     free(f->mean_best);
     free(f->cluster);
     free(f->consensus);
@@ -21,6 +20,13 @@ void husai_features_free(husai_features *f) {
     free(f->n_members);
     free(f->coherence);
     free(f->density);
+    free(f->stability);
+    f->best_cos = f->mean_best = f->consensus = f->coherence = f->density = f->stability = NULL;
+    f->best_index = f->cluster = f->members = f->n_members = NULL;
+}
+
+void husai_features_free(husai_features *f) {
+    husai_features_release(f);
     memset(f, 0, sizeof *f);
 }
 
@@ -490,8 +496,27 @@ husai_status husai_features_analyse(husai_features *f, const float *F, const uin
         f->cluster[(size_t)s * d + i] = c;
         if (c >= 0) f->members[(size_t)c * S + s] = i;
     }
-    for (int c = 0; c < n; c++)
-        describe_consensus(f, c, F, order, density, acc);
+    for (int c = 0; c < n; c++) {
+        if (F) {
+            describe_consensus(f, c, F, order, density, acc);
+            continue;
+        }
+        for (int k = 0; k < f->d_model; k++)
+            f->consensus[(size_t)c * f->d_model + k] = NAN;
+        f->coherence[c] = f->density[c] = NAN;
+    }
+    for (int b = 0; b <= HUSAI_DENSITY_BINS; b++) {
+        f->stability_by_density[b] = 0.0;
+        f->n_by_density[b] = 0;
+    }
+    for (size_t k = 0; density && k < N; k++) {
+        const int b = husai_density_slot(density[k]);
+        f->stability_by_density[b] += f->stability[k];
+        f->n_by_density[b]++;
+    }
+    for (int b = 0; b <= HUSAI_DENSITY_BINS; b++)
+        f->stability_by_density[b] =
+            f->n_by_density[b] ? f->stability_by_density[b] / (double)f->n_by_density[b] : NAN;
     st = feature_stats(f, order, parent, size, bo);
 out:
     free(order);

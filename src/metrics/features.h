@@ -14,7 +14,8 @@
  *
  * Memory: the best-match tensors are 8 S^2 d_sae bytes (64 seeds x 16384 latents: 537 MB for cos and
  * index together), held where a condition's results are.
- * defines: husai_features, husai_feature_stats, husai_features_*, HUSAI_FEATURES_STABLE */
+ * defines: husai_features, husai_feature_stats, husai_features_*, HUSAI_FEATURES_STABLE,
+ *          HUSAI_FEATURES_TAU */
 #ifndef HUSAI_METRICS_FEATURES_H
 #define HUSAI_METRICS_FEATURES_H
 
@@ -23,6 +24,10 @@
 
 #include "common/status.h"
 #include "metrics/bootstrap.h"
+#include "metrics/recon.h"
+
+/* The default match threshold (features.tau). */
+#define HUSAI_FEATURES_TAU 0.7
 
 /* A feature counts as stable when it is matched (|cos| >= tau) in at least this share of the other seeds. */
 #define HUSAI_FEATURES_STABLE 0.5
@@ -53,6 +58,10 @@ typedef struct {
     float *coherence;   /* [n_consensus] mean pairwise |cos| of the members */
     float *density;     /* [n_consensus] mean firing density of the members (NaN without densities) */
     husai_feature_stats stats;
+    /* Mean stability of the features in each husai_density_histogram slot (NaN for an empty slot) and how
+     * many there are; all NaN and 0 without densities. */
+    double stability_by_density[HUSAI_DENSITY_BINS + 1];
+    long n_by_density[HUSAI_DENSITY_BINS + 1];
 } husai_features;
 
 /* max(2, S - 1): a consensus feature is learned by all seeds but one. */
@@ -73,7 +82,8 @@ husai_status husai_features_best(husai_features *f, const float *F, int S, int d
 /* From f's best-match tensors and F: stability, mutual matches, clusters, consensus features and the
  * statistics, as the header describes. seed_ids (S distinct values; NULL: positions) identify seeds for
  * the order-independent rules; density ([S][d_sae] firing shares, may be NULL) gives the consensus
- * density; tau in (0, 1]; min_seeds in [2, S] (0: the default); S >= 2. */
+ * density; tau in (0, 1]; min_seeds in [2, S] (0: the default); S >= 2. F may be NULL when only the
+ * statistics are wanted (the random baseline): directions and coherence are then NaN. */
 husai_status husai_features_analyse(husai_features *f, const float *F, const uint64_t *seed_ids,
                                     const float *density, double tau, int min_seeds,
                                     const husai_boot_opts *bo);
@@ -82,6 +92,10 @@ husai_status husai_features_analyse(husai_features *f, const float *F, const uin
  * (what chance gives), computed in one process. */
 husai_status husai_features_random_stats(const uint64_t *seeds, int S, int d_model, int d_sae, double tau,
                                          int min_seeds, const husai_boot_opts *bo, husai_feature_stats *out);
+
+/* Frees f's arrays of size S^2 d_sae and the consensus features, keeping the counts, the statistics and
+ * the stability by density (what the reports need once the arrays are written). */
+void husai_features_release(husai_features *f);
 
 /* Frees every array of f and empties it; harmless on an emptied or zeroed f. */
 void husai_features_free(husai_features *f);

@@ -116,20 +116,19 @@ husai_status husai_recon_eval_rows(husai_forward *f, const float *X, const uint3
     return husai_recon_eval_density(f, X, rows, n_rows, out, NULL);
 }
 
+int husai_density_slot(double v) {
+    if (!(v > 0.0)) return 0; /* never fires (a NaN density too, so the counts still sum to n) */
+    int b = (int)floor((log10(v) - HUSAI_DENSITY_LOG_MIN) / HUSAI_DENSITY_STEP);
+    if (b < 0) b = 0;
+    if (b >= HUSAI_DENSITY_BINS) b = HUSAI_DENSITY_BINS - 1;
+    return 1 + b;
+}
+
 void husai_density_histogram(const float *density, size_t n, long counts[HUSAI_DENSITY_BINS + 1]) {
     for (int b = 0; b <= HUSAI_DENSITY_BINS; b++)
         counts[b] = 0;
-    for (size_t i = 0; i < n; i++) {
-        const double v = density[i];
-        if (!(v > 0.0)) {
-            counts[0]++; /* never fires (a NaN density is counted here too, so the sum stays n) */
-            continue;
-        }
-        int b = (int)floor((log10(v) - HUSAI_DENSITY_LOG_MIN) / HUSAI_DENSITY_STEP);
-        if (b < 0) b = 0;
-        if (b >= HUSAI_DENSITY_BINS) b = HUSAI_DENSITY_BINS - 1;
-        counts[1 + b]++;
-    }
+    for (size_t i = 0; i < n; i++)
+        counts[husai_density_slot(density[i])]++;
 }
 
 husai_status husai_recon_eval(husai_forward *f, const float *X, size_t n_rows, husai_recon *out) {

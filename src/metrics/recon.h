@@ -6,7 +6,8 @@
  * any row. Accumulated in double. Optionally also each latent's firing density (share of rows on
  * which its code is non-zero) and a fixed log10 histogram of densities. No MPI here.
  * defines: husai_recon, husai_recon_acc, husai_recon_acc_*, husai_recon_eval, husai_recon_eval_rows,
- *          husai_recon_eval_density, HUSAI_DENSITY_*, husai_density_histogram */
+ *          husai_recon_eval_density, HUSAI_DENSITY_*, husai_density_histogram,
+ *          husai_density_slot */
 #ifndef HUSAI_METRICS_RECON_H
 #define HUSAI_METRICS_RECON_H
 
@@ -66,5 +67,8 @@ husai_status husai_recon_eval(husai_forward *f, const float *X, size_t n_rows, h
  * counts[1 + b] is bin b; densities below 10^LOG_MIN go to bin 0 and above 1 to the last bin, so the
  * counts always sum to n. */
 void husai_density_histogram(const float *density, size_t n, long counts[HUSAI_DENSITY_BINS + 1]);
+
+/* The slot of husai_density_histogram that density v is counted in (0: never fires). */
+int husai_density_slot(double v);
 
 #endif

@@ -128,8 +128,42 @@ husai_status husai_results_h5_open(husai_results_h5 **out, const char *path, con
 /* The bytes of a condition's datasets. */
 static size_t condition_bytes(const husai_condition_result *c) {
     const size_t S = (size_t)c->S, dd = (size_t)c->d_model * c->d_sae;
+    const husai_features *f = c->features;
+    const size_t feat = f && f->best_cos ? (2 * S * S + 4 * S) * (size_t)c->d_sae * sizeof(float) +
+                                               (size_t)f->n_consensus * (c->d_model + S + 3) * sizeof(float)
+                                         : 0;
     return S * (2 * dd + 3 * (size_t)c->d_sae + (size_t)c->d_model) * sizeof(float) +
-           (S + 1) * (S + 1) * 5 * sizeof(double) + S * 24 * sizeof(double);
+           (S + 1) * (S + 1) * 5 * sizeof(double) + S * 24 * sizeof(double) + feat;
+}
+
+/* /conditions/<name>/features: the per-feature stability arrays and the consensus features. */
+static herr_t write_features(hid_t cond, const husai_condition_result *c) {
+    const husai_features *f = c->features;
+    hid_t g = H5Gcreate2(cond, "features", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0) return -1;
+    const hsize_t S = (hsize_t)c->S, ds = (hsize_t)c->d_sae, n = (hsize_t)f->n_consensus;
+    const hsize_t d_b[3] = {S, S, ds}, d_s[2] = {S, ds}, d_c[2] = {n, (hsize_t)c->d_model}, d_m[2] = {n, S},
+                  d_n[1] = {n};
+    herr_t rc = write_ds(g, "best_cos", H5T_NATIVE_FLOAT, 3, d_b, f->best_cos);
+    rc |= write_ds(g, "best_index", H5T_NATIVE_INT32, 3, d_b, f->best_index);
+    rc |= write_ds(g, "stability", H5T_NATIVE_FLOAT, 2, d_s, f->stability);
+    rc |= write_ds(g, "mean_best_cos", H5T_NATIVE_FLOAT, 2, d_s, f->mean_best);
+    rc |= write_ds(g, "cluster", H5T_NATIVE_INT32, 2, d_s, f->cluster);
+    rc |= write_ds(g, "consensus", H5T_NATIVE_FLOAT, 2, d_c, f->consensus);
+    rc |= write_ds(g, "consensus_members", H5T_NATIVE_INT32, 2, d_m, f->members);
+    rc |= write_ds(g, "coherence", H5T_NATIVE_FLOAT, 1, d_n, f->coherence);
+    rc |= write_ds(g, "density", H5T_NATIVE_FLOAT, 1, d_n, f->density);
+    rc |= husai_h5_attr_write(g, "tau", H5T_NATIVE_DOUBLE, &f->tau);
+    rc |= husai_h5_attr_write(g, "min_seeds", H5T_NATIVE_INT, &f->min_seeds);
+    rc |= husai_h5_attr_write(g, "n_mutual", H5T_NATIVE_INT, &f->n_mutual);
+    rc |=
+        husai_h5_attr_write_str(g, "definition",
+                                "best_cos[s][t][i]: max |cos| of feature i of seed s with seed t's features "
+                                "(best_index: which; diagonal 1 and i); stability: share of the other seeds "
+                                "with best_cos >= tau; cluster: row of consensus holding the feature, -1 for "
+                                "none; consensus: unit mean of the sign-aligned members' unit columns");
+    H5Gclose(g);
+    return rc;
 }
 
 /* Condition c's group: created, or opened when its encoders went ahead. */
@@ -207,6 +241,7 @@ static herr_t write_condition(const husai_results_h5 *h, const husai_condition_r
         free(col2);
     }
     if (c->density) rc |= write_ds(g, "density", H5T_NATIVE_FLOAT, 2, d_b, c->density);
+    if (c->features && c->features->best_cos) rc |= write_features(g, c);
     if (c->has_ref) {
         const hsize_t d_r[2] = {S + 1, S + 1};
         rc |= write_ds(g, "pwmcc_with_reference", H5T_NATIVE_DOUBLE, 2, d_r, c->pwmcc_with_ref);
@@ -244,6 +279,7 @@ husai_status husai_results_h5_condition(husai_results_h5 *h, husai_condition_res
     if (!st) {
         /* The parameters are on disk: release them (the reports need only the metrics). */
         husai_condition_release_params(c);
+        if (c->features) husai_features_release(c->features);
         c->written = 1;
     }
     return st;
@@ -388,6 +424,36 @@ static cJSON *density_json(const husai_condition_result *c) {
     return o;
 }
 
+static cJSON *feature_stats_json(const husai_feature_stats *st) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "consensus_count", ci_json(&st->count));
+    cJSON_AddItemToObject(o, "consensus_share", ci_json(&st->share));
+    cJSON_AddItemToObject(o, "stable_share", ci_json(&st->stable_share));
+    return o;
+}
+
+/* Per-feature stability and consensus features: counts with seed-bootstrap CIs, the random baseline and
+ * the mean stability per density bin (the bins of density_histogram, "never fires" first). */
+static cJSON *features_json(const husai_condition_result *c) {
+    const husai_features *f = c->features;
+    cJSON *o = feature_stats_json(&f->stats);
+    cJSON_AddStringToObject(o, "definition",
+                            "a consensus feature is a cluster of mutual best matches with |cos| >= tau "
+                            "(at most one feature per seed) found in at least min_seeds seeds; stable: "
+                            "matched at tau in at least half of the other seeds; intervals resample seeds");
+    cJSON_AddNumberToObject(o, "tau", f->tau);
+    cJSON_AddNumberToObject(o, "min_seeds", f->min_seeds);
+    cJSON_AddNumberToObject(o, "n_mutual", f->n_mutual);
+    cJSON_AddItemToObject(o, "random", feature_stats_json(&c->features_random));
+    cJSON *sb = cJSON_AddArrayToObject(o, "stability_by_density");
+    cJSON *nb = cJSON_AddArrayToObject(o, "latents_by_density");
+    for (int b = 0; b <= HUSAI_DENSITY_BINS; b++) {
+        cJSON_AddItemToArray(sb, cJSON_CreateNumber(f->stability_by_density[b]));
+        cJSON_AddItemToArray(nb, cJSON_CreateNumber((double)f->n_by_density[b]));
+    }
+    return o;
+}
+
 static husai_status write_text(const char *path, const char *text) {
     return write_bytes(path, text, strlen(text));
 }
@@ -527,6 +593,7 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
             cJSON_AddItemToObject(o, "gt_recovered", ci_json(&c->gt_recovered));
         }
         if (c->density) cJSON_AddItemToObject(o, "density_histogram", density_json(c));
+        if (c->features) cJSON_AddItemToObject(o, "features", features_json(c));
         if (c->has_ref) {
             cJSON_AddNumberToObject(o, "lambda", c->lambda);
             cJSON_AddItemToObject(o, "trained_pwmcc_with_reference", ci_json(&c->trained_with_ref));
@@ -663,6 +730,26 @@ static void match_table(FILE *f, const husai_condition_result *cs, int n) {
     for (int i = 0; i < n; i++)
         fprintf(f, "| %s | %s | %s |\n", cs[i].name, ci_cell(a, sizeof a, &cs[i].matched_cos, 4),
                 ci_cell(b, sizeof b, &cs[i].matched_frac, 3));
+}
+
+/* Consensus features (features.tau, features.min_seeds) against what random decoders give. */
+static void features_table(FILE *f, const husai_condition_result *cs, int n) {
+    if (n < 1 || !cs[0].features) return;
+    fprintf(f,
+            "\nConsensus features (clusters of mutual best matches with |cos| >= %.2g, one feature per seed, "
+            "in at least %d of %d seeds):\n\n| condition | consensus features [95%% CI] | share of d_sae | "
+            "share stable (matched in >= half the other seeds) [95%% CI] | random: consensus, stable |\n"
+            "|---|---|---|---|---|\n",
+            cs[0].features->tau, cs[0].features->min_seeds, cs[0].S);
+    char a[96], b[96];
+    for (int i = 0; i < n; i++) {
+        const husai_features *ft = cs[i].features;
+        if (!ft) continue;
+        fprintf(f, "| %s | %s | %.3f | %s | %.0f, %.3f |\n", cs[i].name,
+                ci_cell(a, sizeof a, &ft->stats.count, 0), ft->stats.share.mean,
+                ci_cell(b, sizeof b, &ft->stats.stable_share, 3), cs[i].features_random.count.mean,
+                cs[i].features_random.stable_share.mean);
+    }
 }
 
 /* Quality on rows never trained on, when a held-out split is configured. */
@@ -881,6 +968,7 @@ static husai_status write_summary(const char *path, const husai_run_info *run,
         }
     }
     gt_table(f, cs, n);
+    features_table(f, cs, n);
     fclose(f);
     husai_status st = write_text(path, text);
     free(text);
@@ -948,6 +1036,12 @@ husai_status husai_results_write(const husai_rundir *rd, const husai_run_info *r
         husai_rundir_path(rd, "density.svg", path, sizeof path);
         if ((st =
                  husai_svg_density(path, c, n, "Feature density (share of training rows a latent fires on)")))
+            return st;
+    }
+    if (n > 0 && c[0].features) {
+        husai_rundir_path(rd, "stability_vs_density.svg", path, sizeof path);
+        if ((st = husai_svg_stability_vs_density(path, c, n,
+                                                 "Per-feature stability vs firing density (mean per bin)")))
             return st;
     }
     /* The peak resident set includes writing the results (rank 0's largest step before results.h5

@@ -170,10 +170,37 @@ static void density_shares(const husai_condition_result *c, double share[HUSAI_D
         share[b] = total ? (double)counts[b] / (double)total : 0.0;
 }
 
+static const char *const COLORS[] = {"#1f5fbf", "#d9480f", "#2b8a3e", "#862e9c",
+                                     "#c2255c", "#0b7285", "#e67700", "#495057"};
+#define N_COLORS ((int)(sizeof COLORS / sizeof COLORS[0]))
+
+/* The x axis of the density plots: a "never" slot, then the log10 bins labelled every other edge; returns
+ * the width of a slot. */
+static double density_axis(FILE *f) {
+    const double slot = (W - MR - ML) / (HUSAI_DENSITY_BINS + 1);
+    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">never</text>\n", ML + slot * 0.5,
+            H - MB + 18);
+    for (int b = 0; b <= HUSAI_DENSITY_BINS; b += 2) {
+        const double x = ML + slot * (1 + b);
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n", x, H - MB, x,
+                H - MB + 5);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n", x, H - MB + 18,
+                HUSAI_DENSITY_LOG_MIN + b * HUSAI_DENSITY_STEP);
+    }
+    return slot;
+}
+
+/* Legend entry `shown` (a line in col and the name) beside the plot, as many as fit. */
+static void legend_entry(FILE *f, int shown, const char *col, const char *name) {
+    const double lx = W - MR + 16, ly = MT + 10 + 18 * shown;
+    if (ly > H - MB) return;
+    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"/>\n",
+            lx, ly, lx + 16, ly, col);
+    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">%s</text>\n", lx + 22, ly + 4, name);
+}
+
 husai_status husai_svg_density(const char *path, const husai_condition_result *c, int n, const char *title) {
-    static const char *colors[] = {"#1f5fbf", "#d9480f", "#2b8a3e", "#862e9c",
-                                   "#c2255c", "#0b7285", "#e67700", "#495057"};
-    const int n_colors = (int)(sizeof colors / sizeof colors[0]), slots = HUSAI_DENSITY_BINS + 1;
+    const int slots = HUSAI_DENSITY_BINS + 1;
     FILE *f = fopen(path, "w");
     if (!f) return husai_error(HUSAI_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
     double share[HUSAI_DENSITY_BINS + 1], hi = 0.0;
@@ -184,19 +211,10 @@ husai_status husai_svg_density(const char *path, const husai_condition_result *c
     }
     const range y = {0.0, hi > 0.0 ? hi * 1.08 : 1.0};
     axes(f, title, "log10(firing density); left: latents that never fire", "share of latents", y, 5);
-    const double slot = (W - MR - ML) / slots;
-    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">never</text>\n", ML + slot * 0.5,
-            H - MB + 18);
-    for (int b = 0; b <= HUSAI_DENSITY_BINS; b += 2) {
-        const double x = ML + slot * (1 + b);
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n", x, H - MB, x,
-                H - MB + 5);
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n", x, H - MB + 18,
-                HUSAI_DENSITY_LOG_MIN + b * HUSAI_DENSITY_STEP);
-    }
+    const double slot = density_axis(f);
     for (int i = 0, shown = 0; i < n; i++) {
         if (!c[i].density) continue;
-        const char *col = colors[i % n_colors];
+        const char *col = COLORS[i % N_COLORS];
         density_shares(&c[i], share);
         /* "never fires" is a marker of its own; the line joins the density bins */
         fprintf(f,
@@ -207,14 +225,40 @@ husai_status husai_svg_density(const char *path, const husai_condition_result *c
         for (int b = 1; b < slots; b++)
             fprintf(f, "%s%.1f,%.1f", b > 1 ? " " : "", ML + slot * (b + 0.5), map(share[b], y, H - MB, MT));
         fprintf(f, "\"><title>%s</title></polyline>\n", c[i].name);
-        /* legend: as many conditions as fit beside the plot */
-        const double lx = W - MR + 16, ly = MT + 10 + 18 * shown;
-        if (ly > H - MB) continue;
-        fprintf(f,
-                "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"/>\n",
-                lx, ly, lx + 16, ly, col);
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">%s</text>\n", lx + 22, ly + 4, c[i].name);
-        shown++;
+        legend_entry(f, shown++, col, c[i].name);
+    }
+    return finish(f, path);
+}
+
+husai_status husai_svg_stability_vs_density(const char *path, const husai_condition_result *c, int n,
+                                            const char *title) {
+    FILE *f = fopen(path, "w");
+    if (!f) return husai_error(HUSAI_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
+    const range y = {0.0, 1.05};
+    axes(f, title, "log10(firing density); left: latents that never fire",
+         "mean stability (share of other seeds matched)", y, 5);
+    const double slot = density_axis(f);
+    for (int i = 0, shown = 0; i < n; i++) {
+        const husai_features *ft = c[i].features;
+        if (!ft) continue;
+        const char *col = COLORS[i % N_COLORS];
+        /* One marker per non-empty slot (its title gives the latents behind it), joined by a line. */
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", col);
+        for (int b = 0, first = 1; b <= HUSAI_DENSITY_BINS; b++)
+            if (ft->n_by_density[b]) {
+                fprintf(f, "%s%.1f,%.1f", first ? "" : " ", ML + slot * (b + 0.5),
+                        map(ft->stability_by_density[b], y, H - MB, MT));
+                first = 0;
+            }
+        fprintf(f, "\"><title>%s</title></polyline>\n", c[i].name);
+        for (int b = 0; b <= HUSAI_DENSITY_BINS; b++)
+            if (ft->n_by_density[b])
+                fprintf(f,
+                        "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"><title>%s: %ld latents, mean "
+                        "stability %.3f</title></circle>\n",
+                        ML + slot * (b + 0.5), map(ft->stability_by_density[b], y, H - MB, MT), col,
+                        c[i].name, ft->n_by_density[b], ft->stability_by_density[b]);
+        legend_entry(f, shown++, col, c[i].name);
     }
     return finish(f, path);
 }

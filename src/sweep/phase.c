@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "metrics/bootstrap.h"
+#include "metrics/features.h"
 #include "metrics/groundtruth.h"
 #include "metrics/match.h"
 #include "metrics/pwmcc.h"
@@ -539,6 +540,38 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
     return stopped;
 }
 
+/* Collective. Every rank's best matches (part `rank` of the pairs, as husai_pwmcc_rows_part_best left them
+ * in pc and pi) placed into one husai_features on rank 0 (*out; untouched elsewhere). Rank 0 receives one
+ * rank's part at a time, so it holds the S^2 d_sae tensors and one part; the others hold their part. */
+static void gather_best(MPI_Comm comm, int S, int d_model, int d_sae, const float *pc, const int32_t *pi,
+                        husai_features **out) {
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    const size_t mine = (size_t)husai_pwmcc_part_pairs(S, rank, size) * 2 * d_sae;
+    if (mine > INT_MAX) husai_mpi_die("%zu best matches are too many for one message", mine);
+    if (rank != 0) {
+        HUSAI_MPI_CHECK(MPI_Send(pc, (int)mine, MPI_FLOAT, 0, 1, comm));
+        HUSAI_MPI_CHECK(MPI_Send(pi, (int)mine, MPI_INT32_T, 0, 2, comm));
+        return;
+    }
+    husai_features *f = calloc(1, sizeof *f);
+    if (!f || husai_features_init(f, S, d_model, d_sae)) husai_mpi_die("out of memory for best matches");
+    husai_features_place(f, 0, size, pc, pi);
+    float *rc = malloc((mine + 1) * sizeof(float)); /* part 0 is the largest */
+    int32_t *ri = malloc((mine + 1) * sizeof(int32_t));
+    if (!rc || !ri) husai_mpi_die("out of memory for best matches");
+    for (int r = 1; r < size; r++) {
+        const int n = (int)(husai_pwmcc_part_pairs(S, r, size) * 2 * d_sae);
+        HUSAI_MPI_CHECK(MPI_Recv(rc, n, MPI_FLOAT, r, 1, comm, MPI_STATUS_IGNORE));
+        HUSAI_MPI_CHECK(MPI_Recv(ri, n, MPI_INT32_T, r, 2, comm, MPI_STATUS_IGNORE));
+        husai_features_place(f, r, size, rc, ri);
+    }
+    free(rc);
+    free(ri);
+    *out = f;
+}
+
 /* Collective. Spreads condition c's PWMCC pairs over every rank (its S(S-1)/2 pairs cost 2 d_model d_sae^2
  * flops each, far more than training at many seeds and wide SAEs): each rank computes every size-th pair,
  * and a sum reduction assembles the matrix on rank 0 in *pw. The random baseline is spread the same way
@@ -548,11 +581,12 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
  * for the baseline, its share of the seeds), so a node holds S decoders whatever its rank count: 64
  * seeds at 768 x 16384 are 3.2 GB per node, not per rank. Matched agreement (when d_sae is at most
  * metrics.matching_max_d_sae) is spread the same way into *match_cos and *match_frac. A pair's value is
- * the same whichever rank computes it, so the matrices equal the one-process result. Returns the agreed
- * error (the same on every rank) if the shared window cannot be had or matched agreement fails. */
+ * the same whichever rank computes it, so the matrices equal the one-process result. The same pass keeps
+ * every feature's best match (metrics/features.h), gathered into *best and *best_rand on rank 0. Returns the
+ * agreed error (the same on every rank) if the shared window cannot be had or matched agreement fails. */
 static husai_status spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph, int c,
                                  const float *decoders, double **pw, double **pw_rand, double **match_cos,
-                                 double **match_frac) {
+                                 double **match_frac, husai_features **best, husai_features **best_rand) {
     MPI_Comm comm = ctx->comm, node = ctx->ds->node_comm, leaders = ctx->ds->leader_comm;
     int rank, size, node_rank, node_size;
     MPI_Comm_rank(comm, &rank);
@@ -579,7 +613,10 @@ static husai_status spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph
     HUSAI_MPI_CHECK(MPI_Win_shared_query(win, 0, &qsize, &disp, &F));
     float *raw = malloc(dd * sizeof(float));
     double *M = malloc((size_t)S * S * sizeof(double));
-    if (!raw || !M) husai_mpi_die("out of memory spreading PWMCC over ranks");
+    const size_t n_best = (size_t)husai_pwmcc_part_pairs(S, rank, size) * 2 * d_sae + 1;
+    float *pc = malloc(n_best * sizeof(float));
+    int32_t *pi = malloc(n_best * sizeof(int32_t));
+    if (!raw || !M || !pc || !pi) husai_mpi_die("out of memory spreading PWMCC over ranks");
     for (int pass = 0; pass < 2; pass++) {
         if (pass == 1) {
             int first = 1;
@@ -607,8 +644,9 @@ static husai_status spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph
             if (node_rank == writer) husai_normalized_feature_rows(raw, d_model, d_sae, F + (size_t)s * dd);
         }
         HUSAI_MPI_CHECK(MPI_Win_fence(0, win)); /* every seed's rows are in place before anyone reads */
-        if (husai_pwmcc_rows_part(F, S, d_model, d_sae, rank, size, M))
+        if (husai_pwmcc_rows_part_best(F, S, d_model, d_sae, rank, size, M, pc, pi))
             husai_mpi_die("%s", husai_error_message());
+        gather_best(comm, S, d_model, d_sae, pc, pi, pass == 0 ? best : best_rand);
         double *out = NULL;
         if (rank == 0 && !(out = malloc((size_t)S * S * sizeof(double)))) husai_mpi_die("out of memory");
         HUSAI_MPI_CHECK(MPI_Reduce(M, out, S * S, MPI_DOUBLE, MPI_SUM, 0, comm));
@@ -622,6 +660,8 @@ static husai_status spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph
                 free(Mf);
                 free(raw);
                 free(M);
+                free(pc);
+                free(pi);
                 MPI_Win_free(&win);
                 return in_context(st, "matched agreement of %s", ph->conds[c].name);
             }
@@ -640,6 +680,8 @@ static husai_status spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph
     }
     free(raw);
     free(M);
+    free(pc);
+    free(pi);
     MPI_Win_free(&win);
     return HUSAI_OK;
 }
@@ -802,6 +844,7 @@ typedef struct {
     float *rest;
     size_t rest_n;
     double *pw, *pw_rand, *mc, *mf;
+    husai_features *fb, *fb_rand; /* best matches of the trained and random decoders, or NULL */
 } gathered;
 
 /* Rank 0: names condition c's result and holds room for what is gathered into it. */
@@ -872,8 +915,10 @@ static husai_status gather_condition(phase_run *pr, int c, gathered *g) {
     }
     if (pr->size > 1 && S > 2 &&
         (st = spread_pwmcc(ctx, pr->ph, c, rank == 0 ? r->decoders : NULL, &g->pw, &g->pw_rand, &g->mc,
-                           &g->mf))) {
+                           &g->mf, &g->fb, &g->fb_rand))) {
         free(g->pw);
+        if (g->fb) husai_features_free(g->fb);
+        free(g->fb);
         free(g->rest);
         return st;
     }
@@ -917,6 +962,11 @@ static void result_unpack(phase_run *pr, int c, gathered *g) {
         r->match_frac = g->mf;
         r->match_done = 1;
     }
+    if (g->fb) {
+        r->features = g->fb;
+        r->features_done = 1;
+    }
+    r->random_best = g->fb_rand;
 }
 
 /* Rank 0: the reference decoder in file layout, transposed once from the feature-major reference rows
