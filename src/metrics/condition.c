@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "metrics/groundtruth.h"
 #include "metrics/match.h"
 #include "metrics/pwmcc.h"
 
@@ -132,6 +133,23 @@ static husai_status with_reference(const husai_boot_opts *bo, husai_condition_re
     return HUSAI_OK;
 }
 
+/* Consensus features against the true dictionary: atoms recovered by some consensus direction, and
+ * consensus directions that are some atom (both at |cos| >= HUSAI_GT_RECOVERED). */
+static husai_status consensus_truth(husai_condition_result *c) {
+    const husai_features *f = c->features;
+    double mean;
+    if (f->n_consensus == 0) {
+        c->gt_consensus_recovered = 0.0;
+        return HUSAI_OK;
+    }
+    husai_status st = husai_gt_recovery(c->gt_dict, c->gt_atoms, f->consensus, f->n_consensus, c->d_model,
+                                        &mean, &c->gt_consensus_recovered);
+    if (!st)
+        st = husai_gt_recovery(f->consensus, f->n_consensus, c->gt_dict, c->gt_atoms, c->d_model, &mean,
+                               &c->gt_consensus_precision);
+    return st ? failed(c, st, "ground truth of the consensus features") : HUSAI_OK;
+}
+
 husai_status husai_condition_metrics(const husai_condition_opts *o, husai_condition_result *c,
                                      const float *ref_decoder, const husai_condition_result *done,
                                      int n_done) {
@@ -167,6 +185,8 @@ husai_status husai_condition_metrics(const husai_condition_opts *o, husai_condit
         st = failed(c, st, "per-feature stability");
         goto out;
     }
+    c->gt_consensus_recovered = c->gt_consensus_precision = NAN;
+    if (c->features && c->features->stability && c->gt_dict && (st = consensus_truth(c))) goto out;
     if (c->features && !c->features->stability) { /* PWMCC came from elsewhere without best matches */
         husai_features_free(c->features);
         free(c->features);

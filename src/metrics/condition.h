@@ -65,6 +65,12 @@ typedef struct {
     husai_features *features, *random_best;
     int features_done;
     husai_feature_stats features_random;
+    /* the true dictionary (gt_atoms, d_model), when known (not owned): the share of its atoms some consensus
+     * direction recovers (|cos| >= HUSAI_GT_RECOVERED), and the share of consensus features that are a true
+     * atom (the precision of "consensus" as a predictor of "real"); NaN otherwise */
+    const float *gt_dict;
+    int gt_atoms;
+    double gt_consensus_recovered, gt_consensus_precision;
     int written;          /* in results.h5 already; decoders .. thresholds are then released (NULL) */
     int encoders_written; /* the encoders went ahead into results.h5 (and were released) */
 } husai_condition_result;

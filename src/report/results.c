@@ -156,6 +156,11 @@ static herr_t write_features(hid_t cond, const husai_condition_result *c) {
     rc |= husai_h5_attr_write(g, "tau", H5T_NATIVE_DOUBLE, &f->tau);
     rc |= husai_h5_attr_write(g, "min_seeds", H5T_NATIVE_INT, &f->min_seeds);
     rc |= husai_h5_attr_write(g, "n_mutual", H5T_NATIVE_INT, &f->n_mutual);
+    if (c->gt_dict) {
+        rc |= husai_h5_attr_write(g, "gt_recovered_by_consensus", H5T_NATIVE_DOUBLE,
+                                  &c->gt_consensus_recovered);
+        rc |= husai_h5_attr_write(g, "gt_consensus_precision", H5T_NATIVE_DOUBLE, &c->gt_consensus_precision);
+    }
     rc |=
         husai_h5_attr_write_str(g, "definition",
                                 "best_cos[s][t][i]: max |cos| of feature i of seed s with seed t's features "
@@ -445,6 +450,10 @@ static cJSON *features_json(const husai_condition_result *c) {
     cJSON_AddNumberToObject(o, "min_seeds", f->min_seeds);
     cJSON_AddNumberToObject(o, "n_mutual", f->n_mutual);
     cJSON_AddItemToObject(o, "random", feature_stats_json(&c->features_random));
+    if (c->gt_dict) {
+        cJSON_AddNumberToObject(o, "gt_recovered_by_consensus", c->gt_consensus_recovered);
+        cJSON_AddNumberToObject(o, "gt_consensus_precision", c->gt_consensus_precision);
+    }
     cJSON *sb = cJSON_AddArrayToObject(o, "stability_by_density");
     cJSON *nb = cJSON_AddArrayToObject(o, "latents_by_density");
     for (int b = 0; b <= HUSAI_DENSITY_BINS; b++) {
@@ -752,6 +761,27 @@ static void features_table(FILE *f, const husai_condition_result *cs, int n) {
     }
 }
 
+/* The consensus features against the true dictionary, beside what single seeds recover. */
+static void features_gt_table(FILE *f, const husai_condition_result *cs, int n) {
+    if (n < 1 || !cs[0].features || !cs[0].gt_dict) return;
+    fprintf(f,
+            "\nConsensus features against the true dictionary (an atom is recovered at |cos| >= %.2g):\n\n"
+            "| condition | consensus features | atoms recovered by consensus | by one seed (mean, min-max) | "
+            "consensus precision (share that are true atoms) |\n|---|---|---|---|---|\n",
+            HUSAI_GT_RECOVERED);
+    for (int i = 0; i < n; i++) {
+        const husai_condition_result *c = &cs[i];
+        if (!c->features) continue;
+        double lo = 1.0, hi = 0.0;
+        for (int s = 0; s < c->S; s++) {
+            lo = fmin(lo, c->per_seed[s].gt_recovered);
+            hi = fmax(hi, c->per_seed[s].gt_recovered);
+        }
+        fprintf(f, "| %s | %d | %.3f | %.3f (%.3f-%.3f) | %.3f |\n", c->name, c->features->n_consensus,
+                c->gt_consensus_recovered, c->gt_recovered.mean, lo, hi, c->gt_consensus_precision);
+    }
+}
+
 /* Quality on rows never trained on, when a held-out split is configured. */
 static void holdout_table(FILE *f, const husai_condition_result *cs, int n) {
     if (n < 1 || !cs[0].has_holdout) return;
@@ -969,6 +999,7 @@ static husai_status write_summary(const char *path, const husai_run_info *run,
     }
     gt_table(f, cs, n);
     features_table(f, cs, n);
+    features_gt_table(f, cs, n);
     fclose(f);
     husai_status st = write_text(path, text);
     free(text);

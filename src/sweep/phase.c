@@ -865,7 +865,9 @@ static void result_begin(phase_run *pr, int c, gathered *g) {
                                   .lr = cond->lr,
                                   .lambda = cond->lambda,
                                   .arch = cond->arch,
-                                  .seeds = ph->seeds};
+                                  .seeds = ph->seeds,
+                                  .gt_dict = pr->ctx->gt_dict,
+                                  .gt_atoms = pr->ctx->gt_atoms};
     snprintf(r->param, sizeof r->param, "%s", cond->param);
     if (snprintf(r->name, sizeof r->name, "%s%s%s", ph->prefix_names ? ph->phase : "",
                  ph->prefix_names ? "/" : "", cond->name) >= (int)sizeof r->name)
