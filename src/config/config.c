@@ -615,7 +615,8 @@ husai_status husai_config_validate(const husai_config *c) {
         return husai_error(HUSAI_ERR_ARG,
                            "calibrate.retrain_seeds: need at least 2 seeds to compare (got 1)");
     if (!(c->features_tau > 0.0 && c->features_tau <= 1.0))
-        return husai_error(HUSAI_ERR_ARG, "features.tau = %g must be in (0, 1] (a |cos|)", c->features_tau);
+        return husai_error(HUSAI_ERR_ARG, "features.tau = %g must be in (0, 1] (a bound on |cos|)",
+                           c->features_tau);
     const int fewest = calibrate && c->n_retrain_seeds > 0 && c->n_retrain_seeds < c->n_seeds
                            ? c->n_retrain_seeds
                            : c->n_seeds;
