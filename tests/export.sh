@@ -120,7 +120,8 @@ from streader import fail, read, same_bits
 
 out, run, cond, seed, data_path = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 T = read(out)
-if set(T) != {"W_enc", "b_enc", "W_dec", "b_dec"}: fail(f"tensor names {sorted(T)}")
+# feature_stability [d_sae] rides along (per-feature stability, issue 17): the seed's row of results.h5's
+if set(T) != {"W_enc", "b_enc", "W_dec", "b_dec", "feature_stability"}: fail(f"tensor names {sorted(T)}")
 
 with h5py.File(os.path.join(run, "results.h5"), "r") as f:
     g = f["conditions/" + cond]
@@ -327,6 +328,7 @@ if cfg.get("architecture") != sae_arch: fail(f"{cond}: cfg.json architecture {cf
 # tensors: names, shapes, bitwise values
 want = {"W_enc": (d_model, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_model), "b_dec": (d_model,)}
 if sae_arch == "jumprelu": want["threshold"] = (d_sae,)
+want["feature_stability"] = (d_sae,)
 if set(T) != set(want): fail(f"{cond}: tensor names {sorted(T)}, expected {sorted(want)}")
 for name, shape in want.items():
     if T[name].shape != shape: fail(f"{cond}: {name} shape {T[name].shape}, expected {shape}")

@@ -132,4 +132,47 @@ lines = [e for e in svg.iter() if e.tag.endswith("polyline")]
 if len(lines) != len(js["conditions"]):
     fail(f"stability_vs_density.svg has {len(lines)} lines for {len(js['conditions'])} conditions")
 PY
+step "export: seed 3 with feature_stability, and the consensus dictionary; read back in Python"
+run=$(ls -d "$tmp"/out/*/)
+timeout 60 "$HUSAI" export "$run" --condition k=3 --seed 3 "$tmp/sae3" >/dev/null || fail "export --seed failed"
+timeout 60 "$HUSAI" export "$run" --condition k=3 --consensus "$tmp/cons" >"$tmp/cons.out" || fail "export --consensus failed"
+rc=0
+"$HUSAI" export "$run" --condition k=3 --seed 3 --consensus "$tmp/x" >"$tmp/bad.out" 2>"$tmp/bad.err" || rc=$?
+[ "$rc" -eq 2 ] && [ "$(grep -c '^husai: error' "$tmp/bad.err")" -eq 1 ] && [ ! -e "$tmp/x" ] ||
+    fail "--seed with --consensus: exit $rc, stderr $(cat "$tmp/bad.err")"
+"$PY" - "$run" "$tmp" <<'PY' || fail "exported tensors differ from results.h5"
+import json, struct, sys
+import h5py, numpy as np
+
+run, tmp = sys.argv[1], sys.argv[2]
+def tensors(path):
+    raw = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    hdr = json.loads(raw[8:8 + n])
+    hdr.pop("__metadata__", None)
+    dt = {"F32": "<f4", "I32": "<i4"}
+    return {k: np.frombuffer(raw[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]],
+                             dt[v["dtype"]]).reshape(v["shape"]) for k, v in hdr.items()}
+def fail(msg):
+    print("features_groundtruth: FAIL: " + msg, file=sys.stderr)
+    sys.exit(1)
+with h5py.File(run + "results.h5", "r") as h:
+    g = h["conditions/k=3"]
+    s = list(g["seeds"][...]).index(3)
+    stab, cons = g["features/stability"][s], g["features/consensus"][...]
+    mem, coh = g["features/consensus_members"][...], g["features/coherence"][...]
+    seeds = [int(x) for x in g["seeds"][...]]
+T = tensors(f"{tmp}/sae3/sae.safetensors")
+if not np.array_equal(T["feature_stability"], stab): fail("feature_stability is not results.h5's stability[seed 3]")
+C = tensors(f"{tmp}/cons/consensus.safetensors")
+if set(C) != {"W_dec", "stability", "coherence", "members"}: fail(f"consensus tensors {sorted(C)}")
+if not (np.array_equal(C["W_dec"], cons) and np.array_equal(C["members"], mem) and np.array_equal(C["coherence"], coh)):
+    fail("consensus W_dec / members / coherence differ from results.h5")
+if not np.array_equal(C["stability"], ((mem >= 0).sum(1) / len(seeds)).astype(np.float32)):
+    fail("consensus stability is not the share of seeds holding each feature")
+cfg = json.load(open(f"{tmp}/cons/cfg.json"))
+if cfg["n_features"] != cons.shape[0] or cfg["d_in"] != cons.shape[1] or cfg["seeds"] != seeds or cfg["tau"] != 0.7:
+    fail(f"cfg.json {cfg}")
+print(f"features_groundtruth:   export: feature_stability [{stab.shape[0]}], consensus W_dec {list(C['W_dec'].shape)} read back")
+PY
 step "PASS"

@@ -11,7 +11,10 @@
  * SAELens' JumpReLU is ReLU(pre) * (pre > threshold), which is pre * (pre > threshold) because export
  * refuses negative thresholds. apply_b_dec_to_input is true iff b_dec is non-zero. SAELens'
  * SAE.load_from_disk looks for sae_weights.safetensors, so that name is written as a relative symbolic
- * link to sae.safetensors. Every file is written under a temporary name and renamed.
+ * link to sae.safetensors. With per-feature stability in the run (results.h5 features/), the seed's
+ * stability goes beside them as feature_stability [d_sae]; --consensus OUT writes the condition's
+ * consensus dictionary instead (consensus.safetensors and cfg.json). Every file is written under a
+ * temporary name and renamed.
  * One process, no MPI: HDF5 is opened with the default (serial) driver. */
 #define _POSIX_C_SOURCE 200809L /* fileno, fsync, mkdir, symlink, getpid */
 #include <cjson/cJSON.h>
@@ -40,6 +43,7 @@ static void usage(FILE *f) {
     fprintf(
         f,
         "usage: husai export RUN_DIR --condition NAME --seed S [--format safetensors] OUT_DIR\n"
+        "       husai export RUN_DIR --condition NAME --consensus OUT\n"
         "Writes one trained SAE of a run directory for the Python SAE ecosystem (SAELens):\n"
         "  OUT_DIR/sae.safetensors  W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in],\n"
         "                           (jumprelu: threshold [d_sae]) float32 (W_dec rows are the unit-norm\n"
@@ -53,6 +57,11 @@ static void usage(FILE *f) {
         "  --condition NAME  a condition of RUN_DIR/results.h5 (e.g. k=4, or search/k=4 in calibrate runs)\n"
         "  --seed S          the training seed (not its index)\n"
         "  --format F        only safetensors (the default)\n"
+        "  With per-feature stability in the run, sae.safetensors also holds feature_stability [d_sae]\n"
+        "  (share of the other seeds matching each feature at |cos| >= features.tau).\n"
+        "  --consensus OUT   writes the consensus dictionary instead: OUT/consensus.safetensors with W_dec\n"
+        "                    [n, d_in], stability [n], coherence [n] (float32), members [n, S] (int32),\n"
+        "                    and OUT/cfg.json saying what it is\n"
         "OUT_DIR is created if missing; existing files of these names are replaced atomically.\n");
 }
 
@@ -143,6 +152,7 @@ typedef struct {
     husai_arch arch_id; /* runs from before architectures existed are topk */
     float *threshold;   /* [d_sae] jumprelu theta_j, or batchtopk's one threshold repeated; else NULL */
     int relu;           /* the run's sae.relu: 1, 0, or -1 when its stored config does not parse */
+    float *stability;   /* [d_sae] the seed's per-feature stability (features/stability), or NULL */
 } export_sae;
 
 static void export_sae_free(export_sae *e) {
@@ -157,6 +167,7 @@ static void export_sae_free(export_sae *e) {
     free(e->b_enc);
     free(e->b_dec);
     free(e->threshold);
+    free(e->stability);
     memset(e, 0, sizeof *e);
 }
 
@@ -359,6 +370,16 @@ static husai_status load_sae(const char *run_dir, const char *cond, uint64_t see
     if (!st && (e->arch_id == HUSAI_ARCH_JUMPRELU || e->arch_id == HUSAI_ARCH_BATCHTOPK))
         st = read_thresholds(g, cond, s_index, e);
     if (!st) e->relu = config_relu(e->config);
+    hsize_t dst[2];
+    /* Runs from before per-feature stability have none: the tensor is then left out. */
+    if (!st && dataset_dims(g, "features/stability", 2, dst)) {
+        if (dst[0] != (hsize_t)e->S || dst[1] != (hsize_t)e->d_sae)
+            st = husai_error(HUSAI_ERR_DATA, "condition '%s': features/stability is not [S, d_sae]", cond);
+        else if (!(e->stability = malloc((size_t)e->d_sae * sizeof(float))))
+            st = husai_error(HUSAI_ERR_NOMEM, "cannot hold %d stabilities", e->d_sae);
+        else
+            st = read_slice(g, cond, "features/stability", 2, s_index, e->stability);
+    }
     H5Gclose(g);
     H5Fclose(file);
     return st;
@@ -417,10 +438,12 @@ static int add_raw_u64(cJSON *arr, unsigned long long v) {
     return item && cJSON_AddItemToArray(arr, item);
 }
 
-/* Adds name: {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]} and advances *offset. */
-static int add_tensor(cJSON *hdr, const char *name, int rank, const long long *shape, size_t *offset) {
+/* Adds name: {"dtype": dtype, "shape": [...], "data_offsets": [begin, end]} for 4-byte elements (F32,
+ * I32) and advances *offset. */
+static int add_tensor_typed(cJSON *hdr, const char *name, const char *dtype, int rank, const long long *shape,
+                            size_t *offset) {
     cJSON *t = cJSON_AddObjectToObject(hdr, name);
-    if (!t || !cJSON_AddStringToObject(t, "dtype", "F32")) return 0;
+    if (!t || !cJSON_AddStringToObject(t, "dtype", dtype)) return 0;
     cJSON *sh = cJSON_AddArrayToObject(t, "shape"), *off = cJSON_AddArrayToObject(t, "data_offsets");
     if (!sh || !off) return 0;
     size_t n = 1;
@@ -431,6 +454,11 @@ static int add_tensor(cJSON *hdr, const char *name, int rank, const long long *s
     const size_t begin = *offset, end = begin + n * sizeof(float);
     *offset = end;
     return add_raw_u64(off, begin) && add_raw_u64(off, end);
+}
+
+/* add_tensor_typed for float32. */
+static int add_tensor(cJSON *hdr, const char *name, int rank, const long long *shape, size_t *offset) {
+    return add_tensor_typed(hdr, name, "F32", rank, shape, offset);
 }
 
 static husai_status write_safetensors(const char *out_dir, const export_sae *e) {
@@ -455,7 +483,8 @@ static husai_status write_safetensors(const char *out_dir, const export_sae *e) 
     int ok = meta && cJSON_AddStringToObject(meta, "format", "pt") &&
              add_tensor(hdr, "W_enc", 2, s_enc, &offset) && add_tensor(hdr, "b_enc", 1, s_benc, &offset) &&
              add_tensor(hdr, "W_dec", 2, s_dec, &offset) && add_tensor(hdr, "b_dec", 1, s_bdec, &offset) &&
-             (!e->threshold || add_tensor(hdr, "threshold", 1, s_benc, &offset));
+             (!e->threshold || add_tensor(hdr, "threshold", 1, s_benc, &offset)) &&
+             (!e->stability || add_tensor(hdr, "feature_stability", 1, s_benc, &offset));
     char *json = ok ? cJSON_PrintUnformatted(hdr) : NULL;
     cJSON_Delete(hdr);
     husai_status st = HUSAI_OK;
@@ -478,7 +507,8 @@ static husai_status write_safetensors(const char *out_dir, const export_sae *e) 
                 bad = fputc(' ', f) == EOF;
             bad = bad || !write_f32_le(f, W_enc, dd) || !write_f32_le(f, e->b_enc, (size_t)ds) ||
                   !write_f32_le(f, W_dec, dd) || !write_f32_le(f, e->b_dec, (size_t)dm) ||
-                  (e->threshold && !write_f32_le(f, e->threshold, (size_t)ds));
+                  (e->threshold && !write_f32_le(f, e->threshold, (size_t)ds)) ||
+                  (e->stability && !write_f32_le(f, e->stability, (size_t)ds));
             st = commit_temp(f, bad, tmp, final_path);
         }
         cJSON_free(json);
@@ -612,6 +642,185 @@ static husai_status write_cfg(const char *out_dir, const char *cond, const expor
     return st;
 }
 
+/* ---------- the consensus dictionary (--consensus) ---------- */
+
+/* A condition's consensus features as results.h5 stores them under features/. */
+typedef struct {
+    int n, d_model, S, min_seeds;
+    double tau;
+    char *run_id;
+    float *W_dec;     /* [n, d_model] unit directions */
+    int32_t *members; /* [n, S] feature index per seed, -1 for none */
+    float *stability; /* [n] share of the S seeds holding the feature */
+    float *coherence; /* [n] */
+    uint64_t *seeds;  /* [S] */
+} export_consensus;
+
+static void export_consensus_free(export_consensus *c) {
+    free(c->run_id);
+    free(c->W_dec);
+    free(c->members);
+    free(c->stability);
+    free(c->coherence);
+    free(c->seeds);
+    memset(c, 0, sizeof *c);
+}
+
+/* Reads dataset `name` of g whole as mem_type into out; an error naming it when that fails. */
+static husai_status read_whole(hid_t g, const char *cond, const char *name, hid_t mem_type, void *out) {
+    hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
+    const herr_t rc = d < 0 ? -1 : H5Dread(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out);
+    if (d >= 0) H5Dclose(d);
+    return rc < 0 ? husai_error(HUSAI_ERR_DATA, "cannot read '%s' of condition '%s'", name, cond) : HUSAI_OK;
+}
+
+static husai_status load_consensus(const char *run_dir, const char *cond, export_consensus *c) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/results.h5", run_dir);
+    struct stat sb;
+    if (stat(run_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return husai_error(HUSAI_ERR_IO, "run directory '%s' does not exist", run_dir);
+    if (stat(path, &sb) != 0)
+        return husai_error(HUSAI_ERR_IO, "'%s' has no results.h5 (not a complete run directory?)", run_dir);
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), g = -1;
+    if (file < 0) return husai_error(HUSAI_ERR_IO, "cannot open '%s' as HDF5", path);
+    c->run_id = husai_h5_attr_read_str(file, "run_id");
+    husai_status st = open_condition(file, path, cond, &g);
+    hsize_t dc[2], dm[2], ds[1];
+    if (!st && (!dataset_dims(g, "features/consensus", 2, dc) ||
+                !dataset_dims(g, "features/consensus_members", 2, dm) || !dataset_dims(g, "seeds", 1, ds)))
+        st = husai_error(
+            HUSAI_ERR_DATA,
+            "condition '%s' has no consensus features (a run from before per-feature stability?)", cond);
+    else if (!st && (dm[0] != dc[0] || dm[1] != ds[0] || dc[1] < 1 || dc[0] > INT32_MAX || ds[0] > INT32_MAX))
+        st = husai_error(HUSAI_ERR_DATA,
+                         "condition '%s': features/consensus [%llu, %llu] and consensus_members [%llu, %llu] "
+                         "do not fit %llu seeds",
+                         cond, (unsigned long long)dc[0], (unsigned long long)dc[1],
+                         (unsigned long long)dm[0], (unsigned long long)dm[1], (unsigned long long)ds[0]);
+    if (!st) {
+        c->n = (int)dc[0];
+        c->d_model = (int)dc[1];
+        c->S = (int)ds[0];
+        hid_t fg = H5Gopen2(g, "features", H5P_DEFAULT);
+        if (fg < 0 || !husai_h5_attr_read(fg, "tau", H5T_NATIVE_DOUBLE, &c->tau) ||
+            !husai_h5_attr_read(fg, "min_seeds", H5T_NATIVE_INT, &c->min_seeds))
+            st = husai_error(HUSAI_ERR_DATA, "condition '%s': features lacks its tau / min_seeds attributes",
+                             cond);
+        if (fg >= 0) H5Gclose(fg);
+        const size_t n = (size_t)c->n;
+        c->W_dec = malloc((n * c->d_model + 1) * sizeof(float));
+        c->members = malloc((n * c->S + 1) * sizeof(int32_t));
+        c->stability = malloc((n + 1) * sizeof(float));
+        c->coherence = malloc((n + 1) * sizeof(float));
+        c->seeds = malloc((size_t)c->S * sizeof(uint64_t));
+        if (!st && (!c->W_dec || !c->members || !c->stability || !c->coherence || !c->seeds))
+            st = husai_error(HUSAI_ERR_NOMEM, "cannot hold %d consensus features", c->n);
+        if (!st && n) st = read_whole(g, cond, "features/consensus", H5T_NATIVE_FLOAT, c->W_dec);
+        if (!st && n) st = read_whole(g, cond, "features/consensus_members", H5T_NATIVE_INT32, c->members);
+        if (!st && n) st = read_whole(g, cond, "features/coherence", H5T_NATIVE_FLOAT, c->coherence);
+        if (!st) st = read_whole(g, cond, "seeds", H5T_NATIVE_UINT64, c->seeds);
+        for (size_t i = 0; !st && i < n; i++) {
+            int held = 0;
+            for (int s = 0; s < c->S; s++)
+                held += c->members[i * c->S + s] >= 0;
+            c->stability[i] = (float)held / (float)c->S;
+        }
+    }
+    if (g >= 0) H5Gclose(g);
+    H5Fclose(file);
+    return st;
+}
+
+/* OUT/consensus.safetensors: W_dec [n, d_in], stability [n], coherence [n] (F32) and members [n, S] (I32). */
+static husai_status write_consensus_tensors(const char *out_dir, const export_consensus *c) {
+    cJSON *hdr = cJSON_CreateObject();
+    size_t offset = 0;
+    const long long s_dec[2] = {c->n, c->d_model}, s_n[1] = {c->n}, s_mem[2] = {c->n, c->S};
+    cJSON *meta = hdr ? cJSON_AddObjectToObject(hdr, "__metadata__") : NULL;
+    const int ok = meta && cJSON_AddStringToObject(meta, "format", "pt") &&
+                   add_tensor(hdr, "W_dec", 2, s_dec, &offset) &&
+                   add_tensor(hdr, "stability", 1, s_n, &offset) &&
+                   add_tensor(hdr, "coherence", 1, s_n, &offset) &&
+                   add_tensor_typed(hdr, "members", "I32", 2, s_mem, &offset);
+    char *json = ok ? cJSON_PrintUnformatted(hdr) : NULL;
+    cJSON_Delete(hdr);
+    if (!json) return husai_error(HUSAI_ERR_NOMEM, "cannot build the safetensors header");
+    /* The header is padded with spaces to a multiple of 8 bytes, so the data starts aligned. */
+    const size_t len = strlen(json), padded = (len + 7) / 8 * 8, n = (size_t)c->n;
+    unsigned char size_le[8];
+    for (int b = 0; b < 8; b++)
+        size_le[b] = (unsigned char)(((uint64_t)padded >> (8 * b)) & 0xff);
+    char final_path[4200], tmp[4300];
+    snprintf(final_path, sizeof final_path, "%s/consensus.safetensors", out_dir);
+    FILE *f = open_temp(final_path, tmp, sizeof tmp);
+    if (!f) {
+        cJSON_free(json);
+        return husai_error(HUSAI_ERR_IO, "cannot create '%s': %s", tmp, strerror(errno));
+    }
+    int bad = fwrite(size_le, 1, 8, f) != 8 || fwrite(json, 1, len, f) != len ||
+              fprintf(f, "%*s", (int)(padded - len), "") != (int)(padded - len);
+    cJSON_free(json);
+    /* members are int32: write_f32_le copies each element's 4 bytes, whatever they mean */
+    bad = bad || !write_f32_le(f, c->W_dec, n * c->d_model) || !write_f32_le(f, c->stability, n) ||
+          !write_f32_le(f, c->coherence, n) ||
+          !write_f32_le(f, (const float *)(const void *)c->members, n * c->S);
+    return commit_temp(f, bad, tmp, final_path);
+}
+
+/* OUT/cfg.json: what the consensus dictionary is and where it comes from. */
+static husai_status write_consensus_cfg(const char *out_dir, const char *cond, const export_consensus *c) {
+    cJSON *root = cJSON_CreateObject();
+    if (!root) return husai_error(HUSAI_ERR_NOMEM, "cannot build cfg.json");
+    cJSON_AddStringToObject(root, "what", "husai consensus dictionary");
+    cJSON_AddStringToObject(
+        root, "definition",
+        "each row of W_dec is a feature learned in at least min_seeds of the run's seeds: a cluster of "
+        "mutual "
+        "best matches with |cos| >= tau (one feature per seed), its direction the unit mean of the members' "
+        "sign-aligned unit decoder columns; stability is the share of the seeds holding it, coherence the "
+        "mean pairwise |cos| of its members, members[i][s] the feature index in seed s (-1 for none)");
+    cJSON_AddNumberToObject(root, "d_in", c->d_model);
+    cJSON_AddNumberToObject(root, "n_features", c->n);
+    cJSON_AddNumberToObject(root, "tau", c->tau);
+    cJSON_AddNumberToObject(root, "min_seeds", c->min_seeds);
+    cJSON *seeds = cJSON_AddArrayToObject(root, "seeds");
+    for (int s = 0; seeds && s < c->S; s++)
+        add_raw_u64(seeds, (unsigned long long)c->seeds[s]);
+    cJSON_AddStringToObject(root, "run_id", c->run_id ? c->run_id : "unknown");
+    cJSON_AddStringToObject(root, "condition", cond);
+    cJSON_AddStringToObject(root, "exported_by", "husai " HUSAI_VERSION " (" HUSAI_GIT_COMMIT ")");
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!text) return husai_error(HUSAI_ERR_NOMEM, "cannot build cfg.json");
+    char final_path[4200], tmp[4300];
+    snprintf(final_path, sizeof final_path, "%s/cfg.json", out_dir);
+    FILE *f = open_temp(final_path, tmp, sizeof tmp);
+    husai_status st =
+        f ? HUSAI_OK : husai_error(HUSAI_ERR_IO, "cannot create '%s': %s", tmp, strerror(errno));
+    if (f) st = commit_temp(f, fprintf(f, "%s\n", text) < 0, tmp, final_path);
+    cJSON_free(text);
+    return st;
+}
+
+static husai_status ensure_dir(const char *dir);
+
+/* --consensus OUT: the condition's consensus dictionary. */
+static int export_consensus_cmd(const char *run_dir, const char *cond, const char *out_dir) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    export_consensus c = {0};
+    husai_status st = load_consensus(run_dir, cond, &c);
+    if (!st) st = ensure_dir(out_dir);
+    if (!st) st = write_consensus_tensors(out_dir, &c);
+    if (!st) st = write_consensus_cfg(out_dir, cond, &c);
+    if (!st)
+        printf("husai export: %s: %d consensus features of %d seeds (d_in %d) -> %s/consensus.safetensors, "
+               "%s/cfg.json\n",
+               cond, c.n, c.S, c.d_model, out_dir, out_dir);
+    export_consensus_free(&c);
+    return st ? fail(EXPORT_EXIT_ERROR) : 0;
+}
+
 static husai_status ensure_dir(const char *dir) {
     struct stat sb;
     if (stat(dir, &sb) == 0) {
@@ -623,15 +832,16 @@ static husai_status ensure_dir(const char *dir) {
     return HUSAI_OK;
 }
 
-enum { OPT_CONDITION = 256, OPT_SEED, OPT_FORMAT };
+enum { OPT_CONDITION = 256, OPT_SEED, OPT_FORMAT, OPT_CONSENSUS };
 
 int husai_cmd_export(int argc, char **argv) {
     static const struct option longopts[] = {{"condition", required_argument, NULL, OPT_CONDITION},
                                              {"seed", required_argument, NULL, OPT_SEED},
                                              {"format", required_argument, NULL, OPT_FORMAT},
+                                             {"consensus", required_argument, NULL, OPT_CONSENSUS},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
-    const char *cond = NULL, *format = "safetensors", *seed_arg = NULL;
+    const char *cond = NULL, *format = "safetensors", *seed_arg = NULL, *consensus_out = NULL;
     int c;
     optind = 1;
     opterr = 0;
@@ -646,6 +856,9 @@ int husai_cmd_export(int argc, char **argv) {
         case OPT_FORMAT:
             format = optarg;
             break;
+        case OPT_CONSENSUS:
+            consensus_out = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -658,6 +871,15 @@ int husai_cmd_export(int argc, char **argv) {
                     argv[optind - 1]);
             return EXPORT_EXIT_USAGE;
         }
+    }
+    if (consensus_out) {
+        if (seed_arg || argc - optind != 1 || !cond) {
+            fprintf(stderr,
+                    "husai: error: export: --consensus OUT takes RUN_DIR and --condition NAME, without "
+                    "--seed or OUT_DIR (see husai export --help)\n");
+            return EXPORT_EXIT_USAGE;
+        }
+        return export_consensus_cmd(argv[optind], cond, consensus_out);
     }
     if (argc - optind != 2) {
         fprintf(stderr,
