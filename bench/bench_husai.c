@@ -11,6 +11,12 @@
  *   times all-pairs PWMCC of SEEDS random decoders of that shape (section 3 alone, any size), its
  *   blocks spread over THREADS (default 1) OpenMP threads; the % of peak is against one core's sgemm.
  *
+ * bench_husai --features SEEDS D_MODEL D_SAE [THREADS]
+ *   times PWMCC alone against the same pass that also keeps every feature's best match
+ *   (metrics/features.h; the issue's budget: within 10%), then the per-feature analysis (stability,
+ *   clusters, consensus features, two seed bootstraps of 10000), on decoders that share half their
+ *   columns, so the analysis has clusters to build.
+ *
  * bench_husai --train DATA.h5 D_SAE K BATCH STEPS THREADS [SEED]
  *   trains one SAE on /activations of DATA.h5 (HUSAI's recipe: per-epoch shuffle, Adam 3e-4, renorm)
  *   for STEPS optimiser steps after one warm-up step, on THREADS threads, and prints one JSON
@@ -26,6 +32,7 @@
 
 #include "common/fingerprint.h"
 #include "common/rng.h"
+#include "metrics/features.h"
 #include "metrics/pwmcc.h"
 #include "sae/train.h"
 
@@ -236,6 +243,53 @@ static void bench_pwmcc(int S, int d, int n) {
     free(M);
 }
 
+/* PWMCC alone vs with best matches, and the analysis, on S decoders [d, n] sharing n/2 noisy columns. */
+static void bench_features(int S, int d, int n) {
+    const size_t dd = (size_t)d * n;
+    float *D = malloc((size_t)S * dd * sizeof(float)), *F = malloc((size_t)S * dd * sizeof(float));
+    float *shared = malloc(dd * sizeof(float));
+    double *M = malloc((size_t)S * S * sizeof(double)), *M2 = malloc((size_t)S * S * sizeof(double));
+    if (!D || !F || !shared || !M || !M2) {
+        fprintf(stderr, "bench: out of memory for %d decoders of %d x %d\n", S, d, n);
+        exit(1);
+    }
+    husai_pwmcc_random_decoder(99, d, n, shared);
+    for (int s = 0; s < S; s++) {
+        float *Ds = D + (size_t)s * dd;
+        husai_pwmcc_random_decoder(100 + s, d, n, Ds);
+        for (int i = 0; i < d; i++) /* the first n/2 columns: the shared ones plus 10% noise */
+            for (int j = 0; j < n / 2; j++)
+                Ds[(size_t)i * n + j] = shared[(size_t)i * n + j] + 0.1f * Ds[(size_t)i * n + j];
+        husai_normalized_feature_rows(Ds, d, n, F + (size_t)s * dd);
+    }
+    double t0 = now();
+    if (husai_pwmcc_rows_part(F, S, d, n, 0, 1, M)) goto fail;
+    const double t_pw = now() - t0;
+    husai_features f;
+    t0 = now();
+    if (husai_features_best(&f, F, S, d, n, M2)) goto fail;
+    const double t_best = now() - t0;
+    const husai_boot_opts bo = husai_boot_defaults();
+    t0 = now();
+    if (husai_features_analyse(&f, F, NULL, NULL, HUSAI_FEATURES_TAU, 0, &bo)) goto fail;
+    const double t_an = now() - t0;
+    printf("S=%d d_model=%d d_sae=%d, %d thread(s): PWMCC alone %.2f s; with best matches %.2f s (%+.1f%%, "
+           "PWMCC bits %s); analysis %.2f s (%d consensus features, %d mutual matches); tensors %.1f MB\n",
+           S, d, n, omp_get_max_threads(), t_pw, t_best, 100.0 * (t_best - t_pw) / t_pw,
+           memcmp(M, M2, (size_t)S * S * sizeof(double)) ? "DIFFER" : "identical", t_an, f.n_consensus,
+           f.n_mutual, 8.0 * S * S * n / 1e6);
+    husai_features_free(&f);
+    free(D);
+    free(F);
+    free(shared);
+    free(M);
+    free(M2);
+    return;
+fail:
+    fprintf(stderr, "bench: %s\n", husai_error_message());
+    exit(1);
+}
+
 int main(int argc, char **argv) {
     omp_set_num_threads(1); /* the single-process figures are per core; --train sets its own count */
     if (argc > 1 && !strcmp(argv[1], "--train")) return train_on_file(argc, argv);
@@ -248,6 +302,17 @@ int main(int argc, char **argv) {
         openblas_set_num_threads(1);
         omp_set_num_threads(argc == 6 ? atoi(argv[5]) : 1);
         bench_pwmcc(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "--features")) {
+        if ((argc != 5 && argc != 6) || atoi(argv[2]) < 2 || atoi(argv[3]) < 1 || atoi(argv[4]) < 1 ||
+            (argc == 6 && atoi(argv[5]) < 1)) {
+            fprintf(stderr, "usage: bench_husai --features SEEDS D_MODEL D_SAE [THREADS] (SEEDS >= 2)\n");
+            return 2;
+        }
+        openblas_set_num_threads(1);
+        omp_set_num_threads(argc == 6 ? atoi(argv[5]) : 1);
+        bench_features(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
         return 0;
     }
     const int quick = argc > 1 && !strcmp(argv[1], "--quick");
@@ -271,5 +336,7 @@ int main(int argc, char **argv) {
 
     printf("\nBlocked PWMCC (all pairs of S seeds; 2*d_model*d_sae^2 flops per pair):\n\n");
     bench_pwmcc(4, 768, quick ? 2048 : 4096);
+    printf("\nPer-feature stability (best matches kept in PWMCC's pass, then the analysis):\n\n");
+    bench_features(4, 768, quick ? 2048 : 4096);
     return 0;
 }
