@@ -271,7 +271,7 @@ static void bench_features(int S, int d, int n) {
     const double t_best = now() - t0;
     const husai_boot_opts bo = husai_boot_defaults();
     t0 = now();
-    if (husai_features_analyse(&f, F, NULL, NULL, HUSAI_FEATURES_TAU, 0, &bo)) goto fail;
+    if (husai_features_analyse(&f, D, NULL, NULL, HUSAI_FEATURES_TAU, 0, &bo)) goto fail;
     const double t_an = now() - t0;
     printf("S=%d d_model=%d d_sae=%d, %d thread(s): PWMCC alone %.2f s; with best matches %.2f s (%+.1f%%, "
            "PWMCC bits %s); analysis %.2f s (%d consensus features, %d mutual matches); tensors %.1f MB\n",

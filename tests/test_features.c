@@ -123,7 +123,7 @@ static void test_stability_and_mutual_naive(void **state) {
     husai_features f;
     const husai_boot_opts bo = small_boot();
     assert_int_equal(husai_features_best(&f, F, S, d, n, NULL), HUSAI_OK);
-    assert_int_equal(husai_features_analyse(&f, F, NULL, NULL, 0.6, 0, &bo), HUSAI_OK);
+    assert_int_equal(husai_features_analyse(&f, D, NULL, NULL, 0.6, 0, &bo), HUSAI_OK);
     int mutual = 0;
     for (int s = 0; s < S; s++)
         for (int i = 0; i < n; i++) {
@@ -169,7 +169,7 @@ static void test_planted_found_exactly(void **state) {
     husai_features f;
     const husai_boot_opts bo = small_boot();
     assert_int_equal(husai_features_best(&f, F, S, d, n, NULL), HUSAI_OK);
-    assert_int_equal(husai_features_analyse(&f, F, NULL, NULL, 0.7, S, &bo), HUSAI_OK);
+    assert_int_equal(husai_features_analyse(&f, D, NULL, NULL, 0.7, S, &bo), HUSAI_OK);
     assert_int_equal(f.n_consensus, shared);
     /* Each consensus direction is one planted atom, each atom is found once. */
     int found[24] = {0};
@@ -223,18 +223,19 @@ static void test_seed_order_independent(void **state) {
     float *D = planted(S, d, n, 15, 0.3, 17), *F = rows_of(D, S, d, n);
     const uint64_t ids[5] = {50, 10, 40, 20, 30};
     const int perm[5] = {3, 0, 4, 1, 2}; /* new position p holds old seed perm[p] */
-    float *F2 = malloc((size_t)S * d * n * sizeof(float));
+    float *F2 = malloc((size_t)S * d * n * sizeof(float)), *D2 = malloc((size_t)S * d * n * sizeof(float));
     uint64_t ids2[5];
     for (int p = 0; p < S; p++) {
         memcpy(F2 + (size_t)p * d * n, F + (size_t)perm[p] * d * n, (size_t)d * n * sizeof(float));
+        memcpy(D2 + (size_t)p * d * n, D + (size_t)perm[p] * d * n, (size_t)d * n * sizeof(float));
         ids2[p] = ids[perm[p]];
     }
     const husai_boot_opts bo = small_boot();
     husai_features a, b;
     assert_int_equal(husai_features_best(&a, F, S, d, n, NULL), HUSAI_OK);
-    assert_int_equal(husai_features_analyse(&a, F, ids, NULL, 0.5, 3, &bo), HUSAI_OK);
+    assert_int_equal(husai_features_analyse(&a, D, ids, NULL, 0.5, 3, &bo), HUSAI_OK);
     assert_int_equal(husai_features_best(&b, F2, S, d, n, NULL), HUSAI_OK);
-    assert_int_equal(husai_features_analyse(&b, F2, ids2, NULL, 0.5, 3, &bo), HUSAI_OK);
+    assert_int_equal(husai_features_analyse(&b, D2, ids2, NULL, 0.5, 3, &bo), HUSAI_OK);
     assert_true(a.n_consensus > 3);
     assert_int_equal(a.n_consensus, b.n_consensus);
     assert_int_equal(a.n_mutual, b.n_mutual);
@@ -257,6 +258,7 @@ static void test_seed_order_independent(void **state) {
     free(D);
     free(F);
     free(F2);
+    free(D2);
 }
 
 static void test_bad_arguments(void **state) {
@@ -265,12 +267,12 @@ static void test_bad_arguments(void **state) {
     float *D = planted(S, d, n, 2, 0.1, 2), *F = rows_of(D, S, d, n);
     husai_features f;
     assert_int_equal(husai_features_best(&f, F, S, d, n, NULL), HUSAI_OK);
-    assert_int_equal(husai_features_analyse(&f, F, NULL, NULL, 0.0, 0, NULL), HUSAI_ERR_ARG);
+    assert_int_equal(husai_features_analyse(&f, D, NULL, NULL, 0.0, 0, NULL), HUSAI_ERR_ARG);
     assert_non_null(strstr(husai_error_message(), "features.tau"));
-    assert_int_equal(husai_features_analyse(&f, F, NULL, NULL, 0.7, 4, NULL), HUSAI_ERR_ARG);
+    assert_int_equal(husai_features_analyse(&f, D, NULL, NULL, 0.7, 4, NULL), HUSAI_ERR_ARG);
     assert_non_null(strstr(husai_error_message(), "features.min_seeds"));
     const uint64_t dup[3] = {7, 8, 7};
-    assert_int_equal(husai_features_analyse(&f, F, dup, NULL, 0.7, 0, NULL), HUSAI_ERR_ARG);
+    assert_int_equal(husai_features_analyse(&f, D, dup, NULL, 0.7, 0, NULL), HUSAI_ERR_ARG);
     assert_non_null(strstr(husai_error_message(), "twice"));
     assert_null(f.stability);
     assert_non_null(f.best_cos);
@@ -309,7 +311,7 @@ static int dump(const char *in, const char *dir) {
     husai_features f;
     husai_boot_opts bo = small_boot();
     if (husai_features_best(&f, F, S, dm, n, NULL) ||
-        husai_features_analyse(&f, F, ids, NULL, tau, min_seeds, &bo)) {
+        husai_features_analyse(&f, D, ids, NULL, tau, min_seeds, &bo)) {
         fprintf(stderr, "%s\n", husai_error_message());
         return 1;
     }

@@ -162,7 +162,7 @@ husai_status husai_condition_metrics(const husai_condition_opts *o, husai_condit
     /* The decoders as unit feature rows, once, for PWMCC and matched agreement when this process
      * computes them (a spread phase has already filled both). */
     float *F = NULL;
-    if (!c->pwmcc_done || match_here || S >= 2) {
+    if (!c->pwmcc_done || match_here) {
         if (!(F = malloc((size_t)S * dd * sizeof(float)))) return no_memory(c, "the decoders");
         for (int s = 0; s < S; s++)
             husai_normalized_feature_rows(c->decoders + s * dd, c->d_model, c->d_sae, F + s * dd);
@@ -180,8 +180,8 @@ husai_status husai_condition_metrics(const husai_condition_opts *o, husai_condit
         goto out;
     }
     if (S >= 2 && (!c->pwmcc_done || c->features_done) &&
-        (st = husai_features_analyse(c->features, F, c->seeds, c->density, tau_of(o), o->features_min_seeds,
-                                     bo))) {
+        (st = husai_features_analyse(c->features, c->decoders, c->seeds, c->density, tau_of(o),
+                                     o->features_min_seeds, bo))) {
         st = failed(c, st, "per-feature stability");
         goto out;
     }

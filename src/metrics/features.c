@@ -316,31 +316,28 @@ static double dot_rows(const float *a, const float *b, int d) {
     return s;
 }
 
-/* Direction, coherence and density of consensus feature c from its members, visited in seed-id order so
- * the sums do not depend on seed positions; signs are aligned to the member with the smallest key. */
-static void describe_consensus(husai_features *f, int c, const float *F, const int *order,
-                               const float *density, double *acc) {
-    const int S = f->S, dm = f->d_model;
+/* Direction, coherence and density of consensus feature c from its members' decoder columns (D: S of
+ * [d_model, d_sae], file layout), each made a unit row in rows[] as husai_normalized_feature_rows would
+ * (the same bits as PWMCC's rows), visited in seed-id order so the sums do not depend on seed positions;
+ * signs are aligned to the member with the smallest key. acc holds d_model doubles, rows S d_model floats. */
+static void describe_consensus(husai_features *f, int c, const float *D, const int *order,
+                               const float *density, double *acc, float *rows) {
+    const int S = f->S, dm = f->d_model, ds = f->d_sae;
     const int32_t *mem = f->members + (size_t)c * S;
-    const float *ref = NULL;
     memset(acc, 0, (size_t)dm * sizeof(double));
     double coh = 0.0, dens = 0.0;
     int n = 0, pairs = 0;
     for (int r = 0; r < S; r++) {
         const int s = order[r];
         if (mem[s] < 0) continue;
-        const float *row = F + ((size_t)s * f->d_sae + mem[s]) * dm;
-        if (!ref) ref = row;
-        const double sign = dot_rows(ref, row, dm) < 0.0 ? -1.0 : 1.0;
+        float *row = rows + (size_t)n * dm;
+        husai_unit_rows(D + (size_t)s * dm * ds + mem[s], 1, dm, 0, (size_t)ds, row);
+        const double sign = dot_rows(rows, row, dm) < 0.0 ? -1.0 : 1.0;
         for (int k = 0; k < dm; k++)
             acc[k] += sign * row[k];
-        for (int r2 = 0; r2 < r; r2++) {
-            const int s2 = order[r2];
-            if (mem[s2] < 0) continue;
-            coh += fabs(dot_rows(F + ((size_t)s2 * f->d_sae + mem[s2]) * dm, row, dm));
-            pairs++;
-        }
-        if (density) dens += density[(size_t)s * f->d_sae + mem[s]];
+        for (int m = 0; m < n; m++, pairs++)
+            coh += fabs(dot_rows(rows + (size_t)m * dm, row, dm));
+        if (density) dens += density[(size_t)s * ds + mem[s]];
         n++;
     }
     double norm = 0.0;
@@ -353,7 +350,7 @@ static void describe_consensus(husai_features *f, int c, const float *F, const i
     f->density[c] = density ? (float)(dens / n) : NAN;
 }
 
-husai_status husai_features_analyse(husai_features *f, const float *F, const uint64_t *seed_ids,
+husai_status husai_features_analyse(husai_features *f, const float *D, const uint64_t *seed_ids,
                                     const float *density, double tau, int min_seeds,
                                     const husai_boot_opts *bo) {
     const int S = f->S, d = f->d_sae;
@@ -378,6 +375,7 @@ husai_status husai_features_analyse(husai_features *f, const float *F, const uin
     feat_edge *edges = NULL;
     int32_t *index = NULL;
     double *acc = NULL;
+    float *rows = NULL;
     husai_status st = HUSAI_OK;
     if (!order || !rank_of || !f->stability || !f->mean_best || !f->cluster || !parent || !size || !seeds) {
         st = husai_error(HUSAI_ERR_NOMEM, "cannot allocate per-feature stability for %d seeds", S);
@@ -476,7 +474,8 @@ husai_status husai_features_analyse(husai_features *f, const float *F, const uin
     f->coherence = malloc(((size_t)n + 1) * sizeof(float));
     f->density = malloc(((size_t)n + 1) * sizeof(float));
     acc = malloc((size_t)f->d_model * sizeof(double));
-    if (!f->consensus || !f->members || !f->n_members || !f->coherence || !f->density || !acc) {
+    rows = malloc((size_t)S * f->d_model * sizeof(float));
+    if (!f->consensus || !f->members || !f->n_members || !f->coherence || !f->density || !acc || !rows) {
         free(roots);
         st = husai_error(HUSAI_ERR_NOMEM, "cannot allocate %d consensus features", n);
         goto out;
@@ -497,8 +496,8 @@ husai_status husai_features_analyse(husai_features *f, const float *F, const uin
         if (c >= 0) f->members[(size_t)c * S + s] = i;
     }
     for (int c = 0; c < n; c++) {
-        if (F) {
-            describe_consensus(f, c, F, order, density, acc);
+        if (D) {
+            describe_consensus(f, c, D, order, density, acc, rows);
             continue;
         }
         for (int k = 0; k < f->d_model; k++)
@@ -527,6 +526,7 @@ out:
     free(edges);
     free(index);
     free(acc);
+    free(rows);
     if (st != HUSAI_OK) {
         /* Nothing half-made: the caller keeps only the best-match tensors it passed in. */
         float *bc = f->best_cos;
@@ -560,7 +560,7 @@ husai_status husai_features_random_stats(const uint64_t *seeds, int S, int d_mod
     free(raw);
     husai_features f;
     husai_status st = husai_features_best(&f, F, S, d_model, d_sae, NULL);
-    if (st == HUSAI_OK) st = husai_features_analyse(&f, F, seeds, NULL, tau, min_seeds, bo);
+    if (st == HUSAI_OK) st = husai_features_analyse(&f, NULL, seeds, NULL, tau, min_seeds, bo);
     if (st == HUSAI_OK) *out = f.stats;
     husai_features_free(&f);
     free(F);

@@ -79,12 +79,14 @@ void husai_features_place(husai_features *f, int part, int n_parts, const float 
  * (S sets of d_sae unit rows of d_model floats); M (S x S, may be NULL) receives PWMCC. */
 husai_status husai_features_best(husai_features *f, const float *F, int S, int d_model, int d_sae, double *M);
 
-/* From f's best-match tensors and F: stability, mutual matches, clusters, consensus features and the
+/* From f's best-match tensors and the decoders D (S of [d_model, d_sae], file layout; the consensus
+ * directions are read from the members' columns only): stability, mutual matches, clusters, consensus
+ * features and the
  * statistics, as the header describes. seed_ids (S distinct values; NULL: positions) identify seeds for
  * the order-independent rules; density ([S][d_sae] firing shares, may be NULL) gives the consensus
- * density; tau in (0, 1]; min_seeds in [2, S] (0: the default); S >= 2. F may be NULL when only the
+ * density; tau in (0, 1]; min_seeds in [2, S] (0: the default); S >= 2. D may be NULL when only the
  * statistics are wanted (the random baseline): directions and coherence are then NaN. */
-husai_status husai_features_analyse(husai_features *f, const float *F, const uint64_t *seed_ids,
+husai_status husai_features_analyse(husai_features *f, const float *D, const uint64_t *seed_ids,
                                     const float *density, double tau, int min_seeds,
                                     const husai_boot_opts *bo);
 

@@ -234,7 +234,7 @@ husai_status husai_svg_stability_vs_density(const char *path, const husai_condit
                                             const char *title) {
     FILE *f = fopen(path, "w");
     if (!f) return husai_error(HUSAI_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
-    const range y = {0.0, 1.05};
+    const range y = {0.0, 1.0};
     axes(f, title, "log10(firing density); left: latents that never fire",
          "mean stability (share of other seeds matched)", y, 5);
     const double slot = density_axis(f);
