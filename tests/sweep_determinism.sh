@@ -5,7 +5,8 @@
 # PWMCC and matched-agreement matrices and per-feature best matches, stability, clusters and consensus features
 # (spread over ranks) and the per-seed metrics and CIs
 # derived from them must be identical across all five runs,
-# while the task -> rank maps recorded in per_seed.rank do differ.
+# while the task -> rank maps recorded in per_seed.rank do differ. A run with the seeds listed in another order
+# gives the same per-feature stability, clusters and consensus features, permuted with the seeds.
 # Needs HUSAI, MPIEXEC and /usr/bin/python3 with numpy and h5py.
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -121,6 +122,41 @@ print(f"sweep_determinism:   features: {fe['consensus_count']['mean']} consensus
 if len(set(rank_maps[n] for n in ("np1", "np2", "np3", "np4"))) != 4:
     fail(f"the rank counts did not produce four different task->rank maps: {rank_maps}")
 if max(rank_maps["np4"]) != 3: fail(f"4-rank run never used rank 3: {rank_maps['np4']}")
+EOF
+
+step "seed order: the same seeds listed as 42, 5, 1000003 (2 ranks) give the same per-feature results, permuted"
+sed 's/^seeds = .*/seeds = 42, 5, 1000003/' "$tmp/det.ini" >"$tmp/perm.ini"
+"$MPIEXEC" -np 2 --oversubscribe "$HUSAI" sweep "$tmp/perm.ini" --out "$tmp/perm" >"$tmp/perm.out" 2>&1 || {
+    cat "$tmp/perm.out" >&2
+    fail "seed-order run failed"
+}
+"$PY" - "$tmp" <<'EOF'
+import glob, sys
+import h5py, numpy as np
+tmp = sys.argv[1]
+def fail(msg):
+    print("sweep_determinism: FAIL: " + msg, file=sys.stderr)
+    sys.exit(1)
+(a,) = glob.glob(f"{tmp}/np1/*/results.h5")
+(b,) = glob.glob(f"{tmp}/perm/*/results.h5")
+with h5py.File(a, "r") as ha, h5py.File(b, "r") as hb:
+    for c in ha["conditions"]:
+        fa, fb = ha["conditions"][c]["features"], hb["conditions"][c]["features"]
+        sa, sb = list(ha["conditions"][c]["seeds"][...]), list(hb["conditions"][c]["seeds"][...])
+        p = [sa.index(x) for x in sb]  # position in run a of run b's seed at each position
+        if not np.array_equal(ha["conditions"][c]["decoders"][...][p], hb["conditions"][c]["decoders"][...]):
+            fail(f"{c}: the permuted run trained other decoders")
+        for key in ("stability", "cluster"):
+            if not np.array_equal(fa[key][...][p], fb[key][...]): fail(f"{c}: features/{key} depends on seed order")
+        if not np.array_equal(fa["best_index"][...][p][:, p], fb["best_index"][...]):
+            fail(f"{c}: features/best_index depends on seed order")
+        if np.abs(fa["best_cos"][...][p][:, p] - fb["best_cos"][...]).max() > 1e-6:
+            fail(f"{c}: features/best_cos depends on seed order")
+        if not np.array_equal(fa["consensus_members"][...][:, p], fb["consensus_members"][...]):
+            fail(f"{c}: consensus members or their numbering depend on seed order")
+        if np.abs(fa["consensus"][...] - fb["consensus"][...]).max() > 1e-6:
+            fail(f"{c}: consensus directions depend on seed order")
+        print(f"sweep_determinism:   {c}: seed order {sb}: same {fa['consensus'].shape[0]} consensus features")
 EOF
 
 step "reverse task order really reversed the order in which rank 0 finished its tasks"
