@@ -177,8 +177,8 @@ struct husai_results_h5 {
     husai_status err; /* the first failure: later writes are skipped, finish reports it */
 };
 
-/* Metadata allowance per reservation (object headers, group indexes, attributes): measured ~12 KiB
- * per condition (jobs/architectures.ini, every optional dataset); 256 KiB leaves room. */
+/* Metadata allowance per reservation (object headers, group indexes, attributes, dimension-scale
+ * references): measured ~24 KiB per condition (a k sweep with held-out rows); 256 KiB leaves room. */
 #define RESERVE_SLACK ((off_t)256 << 10)
 
 /* Makes sure the file has room for `bytes` more beyond what HDF5 has allocated so far. */
