@@ -260,8 +260,9 @@ static husai_status st_open(const char *path, FILE *f, off_t size, const char *w
     const uint64_t hlen = le_u64(n8, 8);
     if (hlen < 2 || hlen > ST_HEADER_MAX)
         return husai_error(HUSAI_ERR_DATA,
-                           "'%s' is neither a .npy nor a safetensors file (header length %llu)", path,
-                           (unsigned long long)hlen);
+                           "'%s' is neither a .npy nor a safetensors file (no .npy magic, and as safetensors "
+                           "its header length would be %llu bytes)",
+                           path, (unsigned long long)hlen);
     if ((uint64_t)size < 8 + hlen)
         return husai_error(HUSAI_ERR_DATA, "'%s' is truncated: its safetensors header runs past the end",
                            path);
