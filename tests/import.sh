@@ -114,8 +114,7 @@ imp() {
 }
 
 step "round trips"
-imp "npy 1.0 float32" exp_x.npy 1 gpt2 blocks.3.hook_resid_post "$tmp/n32.h5" "$tmp/x.npy" \
-    --model-name gpt2 --hook-name blocks.3.hook_resid_post
+imp "npy 1.0 float32" exp_x.npy 1 "" "" "$tmp/n32.h5" "$tmp/x.npy"
 imp "npy 2.0 float16" exp_x16.npy 1 "" "" "$tmp/n16.h5" "$tmp/x16.npy"
 imp "npy 3-D float32 (leading axes as rows)" exp_x.npy 1 "" "" "$tmp/n3d.h5" "$tmp/x3d.npy"
 imp "safetensors F32, 3 shards" exp_x.npy 3 gpt2 blocks.3.hook_resid_post "$tmp/s32.h5" --model-name gpt2 \
@@ -271,6 +270,13 @@ EOF
         fail "sweep $2 exited non-zero"
     }
 }
+# names as a user's own h5py code writes them: str (variable-length) attributes, here of the root group
+"$PY" - "$tmp/n32.h5" <<'EOF'
+import sys, h5py
+with h5py.File(sys.argv[1], "r+") as f:
+    f.attrs["model_name"] = "gpt2"
+    f.attrs["hook_name"] = "blocks.3.hook_resid_post"
+EOF
 sweep "$tmp/tiny.h5" ref
 sweep "$tmp/s32.h5" shards
 sweep "$tmp/n32.h5" npy

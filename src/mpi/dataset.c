@@ -76,6 +76,7 @@ static void read_label(hid_t file, hid_t dset, const char *attr, char *out, size
         hid_t a = H5Aopen(locs[i], attr, H5P_DEFAULT), t = a >= 0 ? H5Aget_type(a) : -1;
         if (t >= 0 && H5Tget_class(t) == H5T_STRING) {
             hid_t mt = H5Tcopy(H5T_C_S1);
+            H5Tset_cset(mt, H5Tget_cset(t)); /* HDF5 converts no string between ASCII and UTF-8 */
             if (H5Tis_variable_str(t) > 0) { /* h5py's str attributes */
                 char *v = NULL;
                 H5Tset_size(mt, H5T_VARIABLE);
