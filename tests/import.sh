@@ -124,6 +124,23 @@ imp "safetensors F16, 2 shards (one unpadded header)" exp_x16.npy 2 "" "" "$tmp/
     "$tmp/h0.safetensors" "$tmp/h1.safetensors"
 imp "safetensors BF16" exp_bf16.npy 1 "" "" "$tmp/sbf.h5" "$tmp/b0.safetensors"
 imp "safetensors --tensor resid of two" exp_x.npy 1 "" "" "$tmp/two.h5" --tensor resid "$tmp/two.safetensors"
+# every finite float16 and bfloat16 bit pattern (subnormals, signed zeros, the largest values)
+"$PY" - "$tmp" <<'EOF'
+import sys, numpy as np
+sys.path.insert(0, sys.argv[1])
+import stw
+t = sys.argv[1]
+h = np.arange(65536, dtype=np.uint32).astype("<u2").view("<f2")
+h = h[np.isfinite(h)].reshape(-1, 16)
+np.save(t + "/allh.npy", h)
+np.save(t + "/exp_allh.npy", h.astype(np.float32))
+b = np.arange(65536, dtype=np.uint32).astype("<u2")
+b = b[np.isfinite(stw.bf16_to_f32(b))].reshape(-1, 16)
+stw.write(t + "/allb.safetensors", {"x": ("BF16", b.shape, b.tobytes())})
+np.save(t + "/exp_allb.npy", stw.bf16_to_f32(b))
+EOF
+imp "every finite float16 (.npy)" exp_allh.npy 1 "" "" "$tmp/allh.h5" "$tmp/allh.npy"
+imp "every finite bfloat16 (safetensors)" exp_allb.npy 1 "" "" "$tmp/allb.h5" "$tmp/allb.safetensors"
 "$HUSAI" import "$tmp/mix.h5" "$tmp/s0.safetensors" "$tmp/x.npy" >/dev/null || fail "mixed import exited $?"
 "$PY" - "$tmp/mix.h5" "$tmp/x.npy" <<'EOF' || fail "mixed inputs are not concatenated in order"
 import sys, h5py, numpy as np
