@@ -8,7 +8,7 @@
 # source_files, source_rows), that memory stays bounded on 96 MB of input, and that every bad input
 # (a shard of another width, truncated .npy and safetensors, a bad header, float64, int32, I32,
 # Fortran order, NaN, a file of neither format, a missing file, two candidate tensors, an existing
-# output) gives exit 1, one "husai: error: import:" line naming the file and problem, no HDF5 error
+# output, a full disk) gives exit 1, one "husai: error: import:" line naming the file and problem, no HDF5 error
 # stack, and nothing under OUT (nor its staging name). Then a 2-rank sweep on the imported shards and on
 # the imported .npy trains decoders bitwise equal to a sweep on the same rows written by h5py, results.json
 # carries model_name/hook_name, and export's cfg.json too.
@@ -257,6 +257,16 @@ rc=0
 "$HUSAI" import "$tmp/e.h5" >/dev/null 2>"$tmp/e.err" || rc=$?
 [ "$rc" -eq 2 ] && grep -q "expected OUT.h5 and at least one INPUT" "$tmp/e.err" || fail "usage error: rc $rc $(cat "$tmp/e.err")"
 "$HUSAI" import --help | grep -q '^usage: husai import' || fail "--help"
+
+step "a full disk (a 3000 KiB file-size limit standing in) for 5 MB of rows: one line, nothing left"
+"$PY" -c "import numpy as np; np.save('$tmp/m.npy', np.ones((20000, 64), np.float32))"
+rc=0
+timeout 60 bash -c 'ulimit -f 3000; exec "$0" "$@"' "$HUSAI" import "$tmp/e.h5" "$tmp/m.npy" >"$tmp/e.out" 2>"$tmp/e.err" || rc=$?
+[ "$rc" -eq 1 ] || fail "file-size limit: exit $rc (a crash in HDF5's exit handler?): $(cat "$tmp/e.err")"
+[ "$(wc -l <"$tmp/e.err")" -eq 1 ] && grep -q "^husai: error: import: writing '$tmp/e.h5.partial' failed (disk full? File too large" "$tmp/e.err" ||
+    fail "file-size limit: stderr $(cat "$tmp/e.err")"
+[ ! -e "$tmp/e.h5" ] && [ ! -e "$tmp/e.h5.partial" ] || fail "file-size limit: left $(ls "$tmp"/e.h5*)"
+step "  refused: $(cat "$tmp/e.err")"
 
 step "2-rank sweeps: the h5py file, the imported shards and the imported .npy train the same decoders"
 sweep() { # sweep DATA RUN_ID

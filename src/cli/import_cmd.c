@@ -1,9 +1,11 @@
+#define _POSIX_C_SOURCE 200809L /* SIGXFSZ */
 /* import_cmd.c: `husai import OUT.h5 INPUT...`, activations held as .npy arrays or safetensors files
  * converted into the chunked float32 HDF5 dataset `husai sweep` reads (report/import.h does the work).
  * This file parses the options only. One process, no MPI. */
 #include <getopt.h>
 #include <stdint.h>
 #include <hdf5.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -100,6 +102,7 @@ int husai_cmd_import(int argc, char **argv) {
         return IMPORT_EXIT_USAGE;
     }
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* failures are reported as one line, not HDF5's stack */
+    signal(SIGXFSZ, SIG_IGN);              /* a file-size limit is then a failed write, like a full disk */
     husai_import_summary sum;
     const char *out = argv[optind];
     const husai_status st =

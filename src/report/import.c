@@ -13,6 +13,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "report/h5attr.h"
 
@@ -23,6 +25,8 @@
 /* safetensors caps its JSON header at 100 MB; a larger length is a corrupt or foreign file */
 #define ST_HEADER_MAX ((uint64_t)100 << 20)
 #define NPY_MAGIC "\x93NUMPY"
+/* room kept for HDF5's metadata (object headers, chunk index, attributes) beyond the rows written */
+#define RESERVE_SLACK ((size_t)1 << 20)
 
 typedef enum { SRC_F32, SRC_F16, SRC_BF16 } src_type;
 
@@ -363,6 +367,32 @@ static void convert(const unsigned char *raw, size_t n, src_type t, float *out) 
 
 /* ---------- output ---------- */
 
+/* The staging file: HDF5's handle, and a descriptor that reserves disk space ahead of HDF5's writes. */
+typedef struct {
+    const char *path;
+    hid_t file;
+    int fd;
+    off_t reserved;
+    double need; /* bytes the finished file takes, about: for the message */
+} staging;
+
+/* Reserves room for `bytes` more past HDF5's end of allocation, plus slack for metadata, before HDF5
+ * writes them. HDF5 1.10 cannot cleanly close a file whose writes failed (its exit handler then crashes
+ * closing it again), so a full disk or a file-size limit must surface here, as one error, while every
+ * write so far has landed (as results.h5 and husai synth do it). */
+static husai_status reserve(staging *sg, size_t bytes) {
+    haddr_t eoa = 0;
+    if (H5Fget_eoa(sg->file, &eoa) < 0) return husai_error(HUSAI_ERR_IO, "cannot query '%s'", sg->path);
+    const off_t want = (off_t)eoa + (off_t)bytes + (off_t)RESERVE_SLACK;
+    if (want <= sg->reserved) return HUSAI_OK;
+    const int e = posix_fallocate(sg->fd, sg->reserved, want - sg->reserved);
+    if (e)
+        return husai_error(HUSAI_ERR_IO, "writing '%s' failed (disk full? %s; the file needs about %.1f MB)",
+                           sg->path, strerror(e), sg->need / 1e6);
+    sg->reserved = want;
+    return HUSAI_OK;
+}
+
 static husai_status check_output(const char *out, const char *partial, int force) {
     struct stat sb;
     if (lstat(partial, &sb) == 0 && !S_ISREG(sb.st_mode))
@@ -392,36 +422,41 @@ static herr_t attr_array(hid_t loc, const char *name, hid_t type, size_t n, cons
 
 /* model_name, hook_name, source_files (absolute paths, UTF-8) and source_rows on the dataset. */
 static husai_status write_attrs(hid_t dset, const source *src, int n, const husai_import_opts *o,
-                                const char *partial) {
+                                staging *sg) {
     char **paths = calloc((size_t)n, sizeof *paths);
     uint64_t *rows = calloc((size_t)n, sizeof *rows);
-    herr_t rc = paths && rows ? 0 : -1;
-    for (int i = 0; i < n && rc >= 0; i++) {
+    husai_status st = paths && rows ? HUSAI_OK : husai_error(HUSAI_ERR_NOMEM, "out of memory");
+    size_t bytes = 4096; /* the attributes' headers and the strings' heap */
+    for (int i = 0; i < n && !st; i++) {
         paths[i] = realpath(src[i].path, NULL);
         if (!paths[i]) paths[i] = strdup(src[i].path);
+        if (!paths[i]) st = husai_error(HUSAI_ERR_NOMEM, "out of memory");
         rows[i] = src[i].rows;
-        if (!paths[i]) rc = -1;
+        bytes += paths[i] ? strlen(paths[i]) + 64 : 0;
     }
-    if (rc >= 0 && o->model_name) rc = husai_h5_attr_write_str(dset, "model_name", o->model_name);
-    if (rc >= 0 && o->hook_name) rc = husai_h5_attr_write_str(dset, "hook_name", o->hook_name);
-    if (rc >= 0) {
+    if (!st) st = reserve(sg, bytes);
+    herr_t rc = 0;
+    if (!st && o->model_name) rc = husai_h5_attr_write_str(dset, "model_name", o->model_name);
+    if (!st && rc >= 0 && o->hook_name) rc = husai_h5_attr_write_str(dset, "hook_name", o->hook_name);
+    if (!st && rc >= 0) {
         hid_t t = H5Tcopy(H5T_C_S1);
         H5Tset_size(t, H5T_VARIABLE);
         H5Tset_cset(t, H5T_CSET_UTF8);
         rc = attr_array(dset, "source_files", t, (size_t)n, paths);
         H5Tclose(t);
     }
-    if (rc >= 0) rc = attr_array(dset, "source_rows", H5T_NATIVE_UINT64, (size_t)n, rows);
+    if (!st && rc >= 0) rc = attr_array(dset, "source_rows", H5T_NATIVE_UINT64, (size_t)n, rows);
+    if (!st && rc < 0) st = husai_error(HUSAI_ERR_IO, "writing the attributes of '%s' failed", sg->path);
     for (int i = 0; paths && i < n; i++)
         free(paths[i]);
     free(paths);
     free(rows);
-    return rc < 0 ? husai_error(HUSAI_ERR_IO, "writing the attributes of '%s' failed", partial) : HUSAI_OK;
+    return st;
 }
 
 /* Streams every source's rows through buf (buf_rows rows) into dset, in order, refusing NaN/Inf. */
-static husai_status copy_rows(hid_t dset, const source *src, int n, size_t buf_rows, float *buf,
-                              unsigned char *raw, const char *partial) {
+static husai_status copy_rows(hid_t dset, const source *src, int n, size_t buf_rows, size_t chunk, float *buf,
+                              unsigned char *raw, staging *sg) {
     const size_t d = (size_t)src[0].width;
     size_t filled = 0, out_row = 0;
     husai_status st = HUSAI_OK;
@@ -456,13 +491,16 @@ static husai_status copy_rows(hid_t dset, const source *src, int n, size_t buf_r
                 r += take;
             }
             if (!st && filled > 0 && (filled == buf_rows || i == n)) {
+                /* the rows plus one index entry per chunk they touch */
+                st = reserve(sg, filled * d * sizeof(float) + (filled / chunk + 2) * 64);
+                if (st) break;
                 const hsize_t start[2] = {out_row, 0}, count[2] = {filled, d};
                 hid_t fs = H5Dget_space(dset), ms = H5Screate_simple(2, count, NULL);
                 herr_t rc = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
                 if (rc >= 0) rc = H5Dwrite(dset, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, buf);
                 H5Sclose(ms);
                 H5Sclose(fs);
-                if (rc < 0) st = husai_error(HUSAI_ERR_IO, "writing '%s' failed (disk full?)", partial);
+                if (rc < 0) st = husai_error(HUSAI_ERR_IO, "writing '%s' failed (disk full?)", sg->path);
                 out_row += filled;
                 filled = 0;
             }
@@ -510,6 +548,8 @@ husai_status husai_import(const char *out, const char *const *inputs, int n, con
         st = husai_error(HUSAI_ERR_NOMEM, "cannot allocate a buffer of %zu rows", buf_rows);
 
     hid_t file = -1, dset = -1;
+    staging sg = {
+        .path = partial, .file = -1, .fd = -1, .need = (double)total * (double)d * 4 + RESERVE_SLACK};
     if (!st) {
         hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
         H5Pset_fapl_sec2(fapl); /* one process: never the MPI-IO driver */
@@ -518,6 +558,11 @@ husai_status husai_import(const char *out, const char *const *inputs, int n, con
         if (file < 0)
             st = husai_error(HUSAI_ERR_IO,
                              "cannot create '%s' (does the directory exist and is it writable?)", partial);
+        sg.file = file;
+        sg.fd = file < 0 ? -1 : open(partial, O_WRONLY);
+        if (!st && sg.fd < 0)
+            st = husai_error(HUSAI_ERR_IO, "cannot open '%s': %s", partial, strerror(errno));
+        if (!st) st = reserve(&sg, 0); /* the dataset's header */
     }
     if (!st) {
         const hsize_t dims[2] = {total, d}, cdims[2] = {chunk, d};
@@ -533,11 +578,17 @@ husai_status husai_import(const char *out, const char *const *inputs, int n, con
         if (dset < 0)
             st = husai_error(HUSAI_ERR_IO, "cannot create dataset '%s' in '%s'", o->dataset, partial);
     }
-    if (!st) st = copy_rows(dset, src, n, buf_rows, buf, raw, partial);
-    if (!st) st = write_attrs(dset, src, n, o, partial);
+    if (!st) st = copy_rows(dset, src, n, buf_rows, chunk, buf, raw, &sg);
+    if (!st) st = write_attrs(dset, src, n, o, &sg);
     if (dset >= 0) H5Dclose(dset);
+    haddr_t eoa = 0;
+    if (file >= 0 && H5Fget_eoa(file, &eoa) < 0) eoa = 0;
     if (file >= 0 && H5Fclose(file) < 0 && !st)
         st = husai_error(HUSAI_ERR_IO, "closing '%s' failed (disk full?)", partial);
+    /* the reservation's unused tail goes: HDF5 needs only its end of allocation */
+    if (!st && eoa > 0 && (off_t)eoa < sg.reserved && ftruncate(sg.fd, (off_t)eoa) != 0)
+        st = husai_error(HUSAI_ERR_IO, "trimming '%s': %s", partial, strerror(errno));
+    if (sg.fd >= 0) close(sg.fd);
     if (!st && rename(partial, out) != 0)
         st = husai_error(HUSAI_ERR_IO, "cannot rename '%s' to '%s': %s", partial, out, strerror(errno));
     if (st && file >= 0) remove(partial);
