@@ -269,7 +269,7 @@ timeout 60 bash -c 'ulimit -f 3000; exec "$0" "$@"' "$HUSAI" import "$tmp/e.h5" 
 step "  refused: $(cat "$tmp/e.err")"
 
 step "2-rank sweeps: the h5py file, the imported shards and the imported .npy train the same decoders"
-sweep() { # sweep DATA RUN_ID
+sweep() { # sweep DATA RUN_ID [VALUES]
     cat >"$tmp/$2.ini" <<EOF
 [data]
 path = $1
@@ -285,7 +285,7 @@ lr = 0.003
 
 [sweep]
 param = k
-values = 3, 6
+values = ${3:-3, 6}
 seeds = 1, 2
 
 [metrics]
@@ -327,8 +327,18 @@ assert "model_name" not in d and "hook_name" not in d, d
 print("import:   decoders bitwise equal on", ", ".join(sorted(ref)), "for shards and .npy")
 EOF
 
+step "husai merge keeps the names: shards (k 3, 6) + a part with k = 5"
+sweep "$tmp/s32.h5" part2 5
+"$HUSAI" merge --out "$tmp/runs" --run-id merged "$tmp/runs/shards" "$tmp/runs/part2" >/dev/null 2>&1 ||
+    fail "merge exited non-zero"
+"$PY" - "$tmp/runs/merged/results.json" <<'EOF' || fail "merge lost model_name/hook_name"
+import json, sys
+d = json.load(open(sys.argv[1]))["data"]
+assert d["model_name"] == "gpt2" and d["hook_name"] == "blocks.3.hook_resid_post", d
+EOF
+
 step "export carries model_name/hook_name into cfg.json (from the data, or --model-name/--hook-name)"
-"$HUSAI" export "$tmp/runs/shards" --condition k=3 --seed 2 "$tmp/x1" >/dev/null || fail "export exited $?"
+"$HUSAI" export "$tmp/runs/merged" --condition k=3 --seed 2 "$tmp/x1" >/dev/null || fail "export exited $?"
 "$HUSAI" export "$tmp/runs/ref" --condition k=3 --seed 2 "$tmp/x2" >/dev/null || fail "export exited $?"
 "$HUSAI" export "$tmp/runs/ref" --condition k=3 --seed 2 --model-name pythia-70m --hook-name blocks.0.hook_mlp_out \
     "$tmp/x3" >/dev/null || fail "export exited $?"
