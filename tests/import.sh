@@ -224,6 +224,7 @@ N = X.copy(); N[7, 3] = np.nan
 np.save(t + "/nan.npy", N)
 I = X.astype("<i4")
 stw.write(t + "/i32.safetensors", {"acts": ("I32", I.shape, I.tobytes())})
+stw.write(t + "/nl.safetensors", {"a\nb": ("I8\n", (2, 2), bytes(4))})  # control characters in names
 open(t + "/text.txt", "w").write("row,value\n1,2\n")
 np.save(t + "/vec.npy", X[:, 0].copy())
 EOF
@@ -238,6 +239,7 @@ expect_error "'$tmp/i32.npy': unsupported dtype '<i4'" "$E" "$tmp/i32.npy"
 expect_error "'$tmp/fortran.npy': Fortran-order" "$E" "$tmp/fortran.npy"
 expect_error "'$tmp/nan.npy': row 7 \(0-based\) column 3 is NaN" "$E" "$tmp/x.npy" "$tmp/nan.npy"
 expect_error "'$tmp/i32.safetensors': tensor 'acts' has dtype I32" "$E" "$tmp/i32.safetensors"
+expect_error "'$tmp/nl.safetensors': tensor 'a\?b' has dtype I8\?" "$E" "$tmp/nl.safetensors"
 expect_error "'$tmp/text.txt' is neither a .npy nor a safetensors file" "$E" "$tmp/text.txt"
 expect_error "'$tmp/vec.npy': the array is 1-D" "$E" "$tmp/vec.npy"
 expect_error "'$tmp/none.npy': No such file" "$E" "$tmp/none.npy"

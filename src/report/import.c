@@ -46,6 +46,12 @@ static uint64_t le_u64(const unsigned char *b, int n) {
     return v;
 }
 
+/* Control characters from a file's header become '?', so that a message quoting it stays one line. */
+static void scrub(char *text) {
+    for (unsigned char *p = (unsigned char *)text; p && *p; p++)
+        if (*p < 0x20 || *p == 0x7f) *p = '?';
+}
+
 /* Size of a regular file; anything else is refused before it is opened (a FIFO would block). */
 static husai_status input_size(const char *path, off_t *size) {
     struct stat sb;
@@ -123,6 +129,7 @@ static husai_status npy_parse_dict(const char *path, const char *h, source *s) {
     }
     descr[n] = '\0';
     if (d[n] != q) return husai_error(HUSAI_ERR_DATA, "'%s': bad .npy header (descr)", path);
+    scrub(descr);
     if (!strcmp(descr, "<f4")) {
         s->type = SRC_F32;
         s->elem = 4;
@@ -279,6 +286,10 @@ static husai_status st_open(const char *path, FILE *f, off_t size, const char *w
     else if (text[0] != '{' || !(hdr = cJSON_ParseWithLength(text, (size_t)hlen)) || !cJSON_IsObject(hdr))
         st = husai_error(HUSAI_ERR_DATA, "'%s': bad safetensors header (not a JSON object)", path);
     free(text);
+    for (cJSON *e = hdr ? hdr->child : NULL; e; e = e->next) { /* names and dtypes are quoted in messages */
+        scrub(e->string);
+        if (cJSON_IsObject(e)) scrub(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "dtype")));
+    }
     const cJSON *t = NULL;
     if (!st) st = st_pick(path, hdr, want, &t);
     if (!st) {
