@@ -354,7 +354,9 @@ if sae_arch == "jumprelu":
 expect = {"d_in": d_model, "d_sae": d_sae, "dtype": "float32", "apply_b_dec_to_input": True,
           "normalize_activations": "none", "activation_fn_str": "topk" if sae_arch == "topk" else "relu",
           "reshape_activations": "none", "finetuning_scaling_factor": False, "hook_head_index": None,
-          "model_name": None, "hook_name": None, "hook_layer": None}  # data written by h5py: no names
+          "model_name": None, "hook_name": None, "hook_layer": None,  # data written by h5py: no names
+          "context_size": None, "dataset_path": None}
+expect["activation_fn"] = expect["activation_fn_str"]
 for key in expect:
     if key not in cfg: fail(f"{cond}: cfg.json lacks {key} (SAELens reads it)")
 if sae_arch == "topk": expect.update(k=k, activation_fn_kwargs={"k": k})

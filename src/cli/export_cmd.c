@@ -562,6 +562,11 @@ static husai_status write_cfg(const char *out_dir, const char *cond, const expor
         else
             cJSON_AddNullToObject(root, "hook_layer");
         cJSON_AddNullToObject(root, "hook_head_index"); /* rows are whole activation vectors */
+        /* SAELens before 6.0 builds its config from these (no defaults); husai does not know them */
+        cJSON_AddNullToObject(root, "context_size");
+        cJSON_AddNullToObject(root, "dataset_path");
+        /* the same activation under the name SAELens 6 reads */
+        cJSON_AddStringToObject(root, "activation_fn", topk ? "topk" : "relu");
 
         cJSON_AddStringToObject(prov, "run_id", e->run_id ? e->run_id : "unknown");
         cJSON_AddStringToObject(prov, "condition", cond);
