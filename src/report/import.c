@@ -263,6 +263,12 @@ static husai_status st_pick(const char *path, const cJSON *hdr, const char *want
     return HUSAI_OK;
 }
 
+/* A JSON number that is a whole count (shapes and offsets). */
+static int is_count(const cJSON *v) {
+    return cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 9e15 &&
+           v->valuedouble == floor(v->valuedouble);
+}
+
 static husai_status st_open(const char *path, FILE *f, off_t size, const char *want, source *s) {
     unsigned char n8[8];
     if (size < 8 || fread(n8, 1, 8, f) != 8)
@@ -301,12 +307,12 @@ static husai_status st_open(const char *path, FILE *f, off_t size, const char *w
             ok = cJSON_IsString(dt) && rank <= 32 && cJSON_IsArray(off) && cJSON_GetArraySize(off) == 2;
         for (int i = 0; ok && i < rank; i++) {
             const cJSON *v = cJSON_GetArrayItem(sh, i);
-            ok = cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 9e15;
+            ok = is_count(v);
             dims[i] = ok ? (long long)v->valuedouble : 0;
         }
         for (int i = 0; ok && i < 2; i++) {
             const cJSON *v = cJSON_GetArrayItem(off, i);
-            ok = cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 9e15;
+            ok = is_count(v);
             o[i] = ok ? (long long)v->valuedouble : -1;
         }
         if (!ok)
