@@ -24,6 +24,8 @@ static void usage(FILE *f) {
                "  ci [options] FILE bootstrap 95%% CI of the values in FILE (one per line, - = stdin)\n"
                "  export RUN_DIR --condition NAME --seed S --format safetensors OUT_DIR\n"
                "                    one trained SAE as SAELens safetensors + cfg.json\n"
+               "  import OUT.h5 INPUT... [--model-name M] [--hook-name H]\n"
+               "                    .npy / safetensors activations into one HDF5 dataset for sweep\n"
                "run `husai <command> --help` for a command's options\n");
 }
 
@@ -45,6 +47,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "ci")) return husai_cmd_ci(argc - 1, argv + 1);
     if (!strcmp(argv[1], "export")) return husai_cmd_export(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "import")) return husai_cmd_import(argc - 1, argv + 1);
     if (!strcmp(argv[1], "plan")) return husai_cmd_plan(argc - 1, argv + 1);
     if (!strcmp(argv[1], "sweep") || !strcmp(argv[1], "merge") || !strcmp(argv[1], "synth")) {
         MPI_Init(&argc, &argv);

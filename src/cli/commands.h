@@ -1,5 +1,6 @@
 /* commands.h: husai's subcommands; each returns the process exit status.
- * defines: husai_cmd_ci, husai_cmd_sweep, husai_cmd_merge, husai_cmd_synth, husai_cmd_export, husai_cmd_plan
+ * defines: husai_cmd_ci, husai_cmd_sweep, husai_cmd_merge, husai_cmd_synth, husai_cmd_export, husai_cmd_plan,
+ *          husai_cmd_import
  */
 #ifndef HUSAI_CLI_COMMANDS_H
 #define HUSAI_CLI_COMMANDS_H
@@ -9,6 +10,9 @@ int husai_cmd_ci(int argc, char **argv);
 
 /* `husai export`: one trained SAE of a run directory as SAELens safetensors + cfg.json. No MPI. */
 int husai_cmd_export(int argc, char **argv);
+
+/* `husai import`: .npy / safetensors activations into one chunked float32 HDF5 dataset. No MPI. */
+int husai_cmd_import(int argc, char **argv);
 
 /* `husai plan`: the conditions and tasks a sweep of a config would run, human-readable, as JSON or one
  * field at a time (for job scripts). No MPI; the data file is not opened. */

@@ -233,6 +233,10 @@ husai_status husai_results_h5_open(husai_results_h5 **out, const char *path, con
         rc |= husai_h5_attr_write_str(h->file, "git_commit", run->commit);
         rc |= husai_h5_attr_write_str(h->file, "config", cfg ? cfg : "");
         if (run->fingerprint) rc |= husai_h5_attr_write_str(h->file, "data_fingerprint", run->fingerprint);
+        if (run->model_name && *run->model_name)
+            rc |= husai_h5_attr_write_str(h->file, "data_model_name", run->model_name);
+        if (run->hook_name && *run->hook_name)
+            rc |= husai_h5_attr_write_str(h->file, "data_hook_name", run->hook_name);
         rc |= husai_h5_attr_write_str(h->file, "decoder_layout",
                                       "decoders[s] is [d_model, d_sae]; column j is feature j");
         h->gcpl = H5Pcreate(H5P_GROUP_CREATE);
@@ -651,6 +655,8 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
     cJSON_AddStringToObject(d, "dataset", cfg->dataset);
     cJSON_AddStringToObject(d, "dtype", run->dtype);
     if (run->fingerprint) cJSON_AddStringToObject(d, "fingerprint", run->fingerprint);
+    if (run->model_name && *run->model_name) cJSON_AddStringToObject(d, "model_name", run->model_name);
+    if (run->hook_name && *run->hook_name) cJSON_AddStringToObject(d, "hook_name", run->hook_name);
     cJSON_AddNumberToObject(d, "rows", (double)run->n_rows);
     cJSON_AddNumberToObject(d, "d_model", run->d_model);
     if (*cfg->dictionary) cJSON_AddStringToObject(d, "dictionary", cfg->dictionary);

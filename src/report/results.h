@@ -45,6 +45,8 @@ typedef struct {
     const husai_config *cfg;
     const char *dtype;
     const char *fingerprint; /* the data's, "xxh3:..." (common/fingerprint.h); NULL: unknown */
+    /* the data's model_name / hook_name attributes (husai import); NULL or "": unknown */
+    const char *model_name, *hook_name;
     size_t n_rows;
     int d_model;
     const uint32_t *holdout_rows; /* (n_holdout) rows never trained on, or NULL */
