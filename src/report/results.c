@@ -931,6 +931,32 @@ static husai_status write_csv(const char *path, const husai_condition_result *cs
     return st;
 }
 
+husai_status husai_results_reports(const char *dir, const husai_run_info *run,
+                                   const husai_condition_result *c, int n,
+                                   const husai_protocol_result *proto) {
+    char path[4200];
+    husai_status st;
+    snprintf(path, sizeof path, "%s/conditions.csv", dir);
+    if ((st = write_csv(path, c, n))) return st;
+    snprintf(path, sizeof path, "%s/summary.md", dir);
+    if ((st = write_summary(path, run, c, n, proto))) return st;
+    /* Plots of the grid the user chose (the search phase in calibrate). */
+    const int n_grid = proto ? proto->n_first : n;
+    char title[128];
+    snprintf(title, sizeof title, "Feature consistency vs %s (%s)", n > 0 ? c[0].param : "", run->id);
+    snprintf(path, sizeof path, "%s/pwmcc_vs_param.svg", dir);
+    if ((st = husai_svg_pwmcc_vs_param(path, c, n_grid, title))) return st;
+    snprintf(path, sizeof path, "%s/pwmcc_vs_ev.svg", dir);
+    if ((st = husai_svg_pwmcc_vs_ev(path, c, n, "Consistency vs reconstruction quality"))) return st;
+    if (n > 0 && c[0].density) {
+        snprintf(path, sizeof path, "%s/density.svg", dir);
+        if ((st =
+                 husai_svg_density(path, c, n, "Feature density (share of training rows a latent fires on)")))
+            return st;
+    }
+    return HUSAI_OK;
+}
+
 husai_status husai_results_write(const husai_rundir *rd, const husai_run_info *run, husai_results_h5 *h5,
                                  husai_condition_result *c, int n, const husai_protocol_result *proto) {
     char path[4200];
@@ -941,24 +967,7 @@ husai_status husai_results_write(const husai_rundir *rd, const husai_run_info *r
         return st;
     }
     if ((st = finish_h5(h5, run, c, n, proto))) return st;
-    husai_rundir_path(rd, "conditions.csv", path, sizeof path);
-    if ((st = write_csv(path, c, n))) return st;
-    husai_rundir_path(rd, "summary.md", path, sizeof path);
-    if ((st = write_summary(path, run, c, n, proto))) return st;
-    /* Plots of the grid the user chose (the search phase in calibrate). */
-    const int n_grid = proto ? proto->n_first : n;
-    char title[128];
-    snprintf(title, sizeof title, "Feature consistency vs %s (%s)", n > 0 ? c[0].param : "", run->id);
-    husai_rundir_path(rd, "pwmcc_vs_param.svg", path, sizeof path);
-    if ((st = husai_svg_pwmcc_vs_param(path, c, n_grid, title))) return st;
-    husai_rundir_path(rd, "pwmcc_vs_ev.svg", path, sizeof path);
-    if ((st = husai_svg_pwmcc_vs_ev(path, c, n, "Consistency vs reconstruction quality"))) return st;
-    if (n > 0 && c[0].density) {
-        husai_rundir_path(rd, "density.svg", path, sizeof path);
-        if ((st =
-                 husai_svg_density(path, c, n, "Feature density (share of training rows a latent fires on)")))
-            return st;
-    }
+    if ((st = husai_results_reports(rd->staging_path, run, c, n, proto))) return st;
     /* The peak resident set includes writing the results (rank 0's largest step before results.h5
      * went to disk condition by condition). */
     husai_run_info final = *run;
