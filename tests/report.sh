@@ -34,7 +34,7 @@ common() {
     printf '\n[consistency]\nreference_seed = 42\nmax_ev_drop = 0.5\n'
 } >"$tmp/consistency.ini"
 
-reports=(summary.md conditions.csv pwmcc_vs_param.svg pwmcc_vs_ev.svg density.svg)
+reports=(summary.md conditions.csv pwmcc_vs_param.svg pwmcc_vs_ev.svg density.svg report.html)
 
 for name in sweep calibrate consistency; do
     step "$name: 2-rank run"
