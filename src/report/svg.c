@@ -199,7 +199,7 @@ static int vbar(plot *p, double x, double y0, double y1, const char *color) {
     if (!isfinite(y0) || !isfinite(y1)) return 0;
     const double a = py(p, y0), b = py(p, y1);
     char style[96];
-    snprintf(style, sizeof style, "stroke=\"%s\" stroke-width=\"1.5\"", color);
+    snprintf(style, sizeof style, "class=\"ci\" stroke=\"%s\" stroke-width=\"1.5\"", color);
     line(p, x, a, x, b, style);
     line(p, x - 4, a, x + 4, a, style);
     line(p, x - 4, b, x + 4, b, style);
@@ -211,7 +211,7 @@ static int hbar(plot *p, double y, double x0, double x1, const char *color) {
     if (!isfinite(x0) || !isfinite(x1)) return 0;
     const double a = px(p, x0), b = px(p, x1);
     char style[96];
-    snprintf(style, sizeof style, "stroke=\"%s\" stroke-width=\"1.5\"", color);
+    snprintf(style, sizeof style, "class=\"ci\" stroke=\"%s\" stroke-width=\"1.5\"", color);
     line(p, a, y, b, y, style);
     line(p, a, y - 4, a, y + 4, style);
     line(p, b, y - 4, b, y + 4, style);
@@ -237,7 +237,7 @@ static void frame(plot *p, const char *title, const char *xlabel, const char *yl
         line(p, p->px0, y, p->px1, y, "stroke=\"#e4e4e4\"");
         line(p, p->px0 - 5, y, p->px0, y, "stroke=\"black\"");
         snprintf(v, sizeof v, "%.*f", yt->decimals, tick_value(yt, i));
-        text(p, p->px0 - 8, y + 4, v, FONT, 2, NULL);
+        text(p, p->px0 - 8, y + 4, v, FONT, 2, "class=\"ytick\"");
     }
     line(p, p->px0, p->py1, p->px1, p->py1, "stroke=\"black\"");
     line(p, p->px0, p->py0, p->px0, p->py1, "stroke=\"black\"");
@@ -259,7 +259,7 @@ static void x_axis(plot *p, const ticks *xt) {
         line(p, x, p->py1, x, p->py1 + 5, "stroke=\"black\"");
         line(p, x, p->py0, x, p->py1, "stroke=\"#f0f0f0\"");
         snprintf(v, sizeof v, "%.*f", xt->decimals, tick_value(xt, i));
-        text(p, x, p->py1 + 19, v, FONT, 1, NULL);
+        text(p, x, p->py1 + 19, v, FONT, 1, "class=\"xtick\"");
     }
 }
 
@@ -375,7 +375,9 @@ char *husai_svg_pwmcc_vs_param(const husai_condition_result *c, int n, const cha
     for (int i = 0; i < n; i++) {
         const double x = p->px0 + slot * (i + 0.5);
         vbar(p, x - 7, c[i].random.lo, c[i].random.hi, RANDOM);
+        fprintf(p->f, "<g class=\"random\">");
         marker(p, 1, x - 7, py(p, c[i].random.mean), 4.5, RANDOM, 0);
+        fprintf(p->f, "</g>\n");
         vbar(p, x + 7, c[i].trained.lo, c[i].trained.hi, TRAINED);
         fprintf(p->f, "<g><title>%s: trained %.5f, random %.5f</title>\n", c[i].name, c[i].trained.mean,
                 c[i].random.mean);
@@ -422,7 +424,7 @@ char *husai_svg_pwmcc_vs_ev(const husai_condition_result *c, int n, const char *
                 p->px0, py(p, rhi), p->px1 - p->px0, py(p, rlo) - py(p, rhi));
     for (int e = 0; n > 0 && e < 1 + band; e++) {
         const double y = py(p, e ? rlo : band ? rhi : 0.5 * (rlo + rhi));
-        line(p, p->px0, y, p->px1, y, "stroke=\"" RANDOM "\" stroke-dasharray=\"6 4\"");
+        line(p, p->px0, y, p->px1, y, "class=\"random\" stroke=\"" RANDOM "\" stroke-dasharray=\"6 4\"");
         add_box(p, (box){p->px0, y - 1, p->px1, y + 1});
     }
     /* markers and bars first, so no label lands on a point */
@@ -499,7 +501,7 @@ char *husai_svg_density(const husai_condition_result *c, int n, const char *titl
         const double x = px(p, t);
         line(p, x, p->py1, x, p->py1 + 5, "stroke=\"black\"");
         snprintf(v, sizeof v, "%d", t);
-        text(p, x, p->py1 + 19, v, FONT, 1, NULL);
+        text(p, x, p->py1 + 19, v, FONT, 1, "class=\"xtick\"");
     }
     const double spacing = m > 1 ? fmin(12.0, (never_w - 16.0) / (m - 1)) : 0.0;
     legend l = {p, W - MR + 16, MT + 10};
@@ -632,7 +634,7 @@ char *husai_svg_heatmap(const husai_condition_result *c) {
         const double y = gy + bar_h * (1 - (tick_value(&t, i) - t.lo) / (t.hi - t.lo));
         line(p, bx + 14, y, bx + 18, y, "stroke=\"black\"");
         snprintf(v, sizeof v, "%.*f", t.decimals, tick_value(&t, i));
-        text(p, bx + 21, y + 4, v, SMALL, 0, NULL);
+        text(p, bx + 21, y + 4, v, SMALL, 0, "class=\"ctick\"");
     }
     const double ry = gy + bar_h * (1 - (c->random.mean - t.lo) / (t.hi - t.lo));
     fprintf(p->f, "<path d=\"M%.1f %.1fl-7 -5v10z\" fill=\"" RANDOM "\"/>\n", bx - 1, ry);
