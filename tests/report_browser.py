@@ -7,8 +7,8 @@
       number of decimals; no two text boxes overlap and none leaves its SVG (boxes estimated from font-size and
       character count with the factor src/report/svg.h's HUSAI_SVG_CHAR_WIDTH uses); CI bars (class ci) appear
       exactly when the legend says "bars: 95% CI" (--ci no: none at all, and the legend says there are none);
-      both PWMCC plots draw the random baseline (class random); the density histogram is drawn as steps (paths
-      of M/H/V only), each series with its own colour and dash pattern; there is one heatmap per condition.
+      both PWMCC plots draw the random baseline (class random); the density histogram is drawn as steps (polylines
+      of horizontal and vertical segments only, left to right), each series with its own colour and dash pattern; there is one heatmap per condition.
   report_browser.py png SHOT.png MIN_INK [COLOR]
       The screenshot is not blank: at least MIN_INK of its pixels differ from white, more than 20 colours, and
       (with COLOR, "#rrggbb") some pixels of that colour (the plots' trained-SAE blue proves the SVG drew).
@@ -148,12 +148,12 @@ def check_html(path, ci):
     dens = svgs.get("density.svg")
     if dens is not None:
         styles = []
-        for p in dens.iter(NS + "path"):
-            if p.get("fill") != "none" or not p.get("stroke-width"):
-                continue
-            if not re.fullmatch(r"M[\d.]+ [\d.]+([VH][\d.]+)+", p.get("d")):
-                problem(f"density.svg: a series is not drawn as steps: {p.get('d')[:60]}")
-            styles.append((p.get("stroke"), p.get("stroke-dasharray", "")))
+        for p in dens.iter(NS + "polyline"):
+            pts = [tuple(map(float, xy.split(","))) for xy in p.get("points").split()]
+            # steps: every segment horizontal or vertical (none slanted, as joined points would be), left to right
+            if any(a[0] != b[0] and a[1] != b[1] or b[0] < a[0] for a, b in zip(pts, pts[1:])) or len(pts) < 4:
+                problem(f"density.svg: a series is not drawn as steps: {p.get('points')[:80]}")
+            styles.append((p.get("stroke"), p.get("stroke-dasharray", ""), p.get("stroke-width")))
         if len(styles) < 2 or len(set(styles)) != len(styles):
             problem(f"density.svg: series styles not distinct: {styles}")
     conds = re.findall(r"<title>seeds \d+, \d+:", page)

@@ -161,16 +161,19 @@ static void line(const plot *p, double x1, double y1, double x2, double y2, cons
 }
 
 /* Marker shapes, so series differ without colour too: 0 circle, 1 square, 2 triangle, 3 diamond,
- * 4 triangle down, 5 cross. Open markers have a white fill. */
-static void marker(plot *p, int shape, double x, double y, double r, const char *color, int filled) {
-    const char *fill = filled ? color : "white";
+ * 4 triangle down, 5 cross. Open markers have a white fill. A title (or NULL) is the browser's tooltip. */
+static void marker(plot *p, int shape, double x, double y, double r, const char *color, int filled,
+                   const char *title) {
+    const char *fill = filled ? color : "white", *tag = "path";
     switch (shape % 6) {
     case 0:
         fprintf(p->f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%.1f\"", x, y, r);
+        tag = "circle";
         break;
     case 1:
         fprintf(p->f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"", x - r, y - r, 2 * r,
                 2 * r);
+        tag = "rect";
         break;
     case 2:
         fprintf(p->f, "<path d=\"M%.1f %.1fL%.1f %.1fL%.1f %.1fZ\"", x, y - 1.2 * r, x + 1.1 * r, y + 0.8 * r,
@@ -185,11 +188,18 @@ static void marker(plot *p, int shape, double x, double y, double r, const char 
                 x - 1.1 * r, y - 0.8 * r);
         break;
     default:
-        fprintf(p->f, "<path d=\"M%.1f %.1fL%.1f %.1fM%.1f %.1fL%.1f %.1f\" stroke-width=\"2\"", x - r, y - r,
-                x + r, y + r, x - r, y + r, x + r, y - r);
+        fprintf(p->f, "<path d=\"M%.1f %.1fL%.1f %.1fM%.1f %.1fL%.1f %.1f\"", x - r, y - r, x + r, y + r,
+                x - r, y + r, x + r, y - r);
         fill = "none";
     }
-    fprintf(p->f, " fill=\"%s\" stroke=\"%s\" stroke-width=\"1.5\"/>\n", fill, color);
+    fprintf(p->f, " fill=\"%s\" stroke=\"%s\" stroke-width=\"1.5\"", fill, color);
+    if (title) {
+        fprintf(p->f, "><title>");
+        escaped(p->f, title);
+        fprintf(p->f, "</title></%s>\n", tag);
+    } else {
+        fprintf(p->f, "/>\n");
+    }
     add_box(p, (box){x - r - 1, y - r - 1, x + r + 1, y + r + 1});
 }
 
@@ -376,18 +386,20 @@ char *husai_svg_pwmcc_vs_param(const husai_condition_result *c, int n, const cha
         const double x = p->px0 + slot * (i + 0.5);
         vbar(p, x - 7, c[i].random.lo, c[i].random.hi, RANDOM);
         fprintf(p->f, "<g class=\"random\">");
-        marker(p, 1, x - 7, py(p, c[i].random.mean), 4.5, RANDOM, 0);
+        marker(p, 1, x - 7, py(p, c[i].random.mean), 4.5, RANDOM, 0, NULL);
         fprintf(p->f, "</g>\n");
         vbar(p, x + 7, c[i].trained.lo, c[i].trained.hi, TRAINED);
-        fprintf(p->f, "<g><title>%s: trained %.5f, random %.5f</title>\n", c[i].name, c[i].trained.mean,
-                c[i].random.mean);
-        marker(p, 0, x + 7, py(p, c[i].trained.mean), 5, TRAINED, 1);
-        fprintf(p->f, "</g>\n");
+        char tip[192], ci[64] = " (no interval: too few seeds)";
+        if (isfinite(c[i].trained.lo) && isfinite(c[i].trained.hi))
+            snprintf(ci, sizeof ci, " [%.5f, %.5f]", c[i].trained.lo, c[i].trained.hi);
+        snprintf(tip, sizeof tip, "%s: trained %.5f%s, random %.5f", c[i].name, c[i].trained.mean, ci,
+                 c[i].random.mean);
+        marker(p, 0, x + 7, py(p, c[i].trained.mean), 5, TRAINED, 1, tip);
     }
     legend l = {p, W - MR + 16, MT + 10};
-    marker(p, 0, l.x + 8, l.y, 5, TRAINED, 1);
+    marker(p, 0, l.x + 8, l.y, 5, TRAINED, 1, NULL);
     legend_text(&l, "trained SAEs");
-    marker(p, 1, l.x + 8, l.y, 4.5, RANDOM, 0);
+    marker(p, 1, l.x + 8, l.y, 4.5, RANDOM, 0, NULL);
     legend_text(&l, "random decoders");
     ci_legend(&l, any_ci, any_withheld, TRAINED);
     char *out = end(p);
@@ -432,15 +444,15 @@ char *husai_svg_pwmcc_vs_ev(const husai_condition_result *c, int n, const char *
         const double x = px(p, c[i].ev.mean), y = py(p, c[i].trained.mean);
         vbar(p, x, c[i].trained.lo, c[i].trained.hi, TRAINED);
         hbar(p, y, c[i].ev.lo, c[i].ev.hi, TRAINED);
-        fprintf(p->f, "<g><title>%s: EV %.4f, trained PWMCC %.5f</title>\n", c[i].name, c[i].ev.mean,
-                c[i].trained.mean);
-        marker(p, 0, x, y, 5, TRAINED, 1);
-        fprintf(p->f, "</g>\n");
+        char tip[160];
+        snprintf(tip, sizeof tip, "%s: EV %.4f, trained PWMCC %.5f", c[i].name, c[i].ev.mean,
+                 c[i].trained.mean);
+        marker(p, 0, x, y, 5, TRAINED, 1, tip);
     }
     for (int i = 0; i < n; i++)
         place_label(p, px(p, c[i].ev.mean), py(p, c[i].trained.mean), c[i].name, SMALL);
     legend l = {p, W - MR + 16, MT + 10};
-    marker(p, 0, l.x + 8, l.y, 5, TRAINED, 1);
+    marker(p, 0, l.x + 8, l.y, 5, TRAINED, 1, NULL);
     legend_text(&l, "trained SAEs");
     ci_legend(&l, any_ci, any_withheld, TRAINED);
     line(p, l.x, l.y, l.x + 16, l.y, "stroke=\"" RANDOM "\" stroke-dasharray=\"6 4\"");
@@ -510,27 +522,29 @@ char *husai_svg_density(const husai_condition_result *c, int n, const char *titl
         const char *col = colors[k % n_colors];
         const double width = fmax(1.2, 3.4 - 0.5 * k);
         density_shares(&c[i], share);
-        fprintf(p->f, "<g><title>%s: %.4f never fire</title>\n", c[i].name, share[0]);
-        marker(p, k, never_x + (k - (m - 1) / 2.0) * spacing, py(p, share[0]), 4, col, 1);
-        fprintf(p->f, "</g>\n");
+        char tip[160];
+        snprintf(tip, sizeof tip, "%s: %.4f never fire", c[i].name, share[0]);
+        marker(p, k, never_x + (k - (m - 1) / 2.0) * spacing, py(p, share[0]), 4, col, 1, tip);
         /* the bins as steps: flat across each bin, vertical between bins */
-        fprintf(p->f, "<path fill=\"none\" stroke=\"%s\" stroke-width=\"%.1f\"", col, width);
+        fprintf(p->f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%.1f\"", col, width);
         if (*dashes[k % n_dashes]) fprintf(p->f, " stroke-dasharray=\"%s\"", dashes[k % n_dashes]);
-        fprintf(p->f, " d=\"M%.1f %.1f", px(p, HUSAI_DENSITY_LOG_MIN), py(p, 0.0));
+        double x0 = px(p, HUSAI_DENSITY_LOG_MIN);
+        fprintf(p->f, " points=\"%.1f,%.1f", x0, py(p, 0.0));
         for (int b = 1; b <= HUSAI_DENSITY_BINS; b++) {
-            const double x1 = px(p, HUSAI_DENSITY_LOG_MIN + b * HUSAI_DENSITY_STEP);
-            fprintf(p->f, "V%.1fH%.1f", py(p, share[b]), x1);
+            const double x1 = px(p, HUSAI_DENSITY_LOG_MIN + b * HUSAI_DENSITY_STEP), y = py(p, share[b]);
+            fprintf(p->f, " %.1f,%.1f %.1f,%.1f", x0, y, x1, y);
+            x0 = x1;
         }
-        fprintf(p->f, "V%.1f\"><title>", py(p, 0.0));
+        fprintf(p->f, " %.1f,%.1f\"><title>", x0, py(p, 0.0));
         escaped(p->f, c[i].name);
-        fprintf(p->f, "</title></path>\n");
+        fprintf(p->f, "</title></polyline>\n");
         if (l.y < H - MB - 20) {
             char style[128];
             snprintf(style, sizeof style, "stroke=\"%s\" stroke-width=\"%.1f\"%s%s%s", col, width,
                      *dashes[k % n_dashes] ? " stroke-dasharray=\"" : "", dashes[k % n_dashes],
                      *dashes[k % n_dashes] ? "\"" : "");
             line(p, l.x, l.y, l.x + 18, l.y, style);
-            marker(p, k, l.x + 9, l.y, 3.5, col, 1);
+            marker(p, k, l.x + 9, l.y, 3.5, col, 1, NULL);
             legend_text(&l, c[i].name);
         } else if (l.y < H - MB) {
             char more[32];
