@@ -181,12 +181,20 @@ char *husai_html_report(const husai_run_info *run, const husai_condition_result 
     }
     fputs(
         "<h2>PWMCC between seeds, per condition</h2>\n<p>Each cell is the PWMCC of two seeds' decoders (the "
-        "upper triangle mirrored); the conditions' summary values above are the means of these cells.</p>\n"
+        "upper triangle mirrored); the conditions' summary values above are the means of these cells. All "
+        "heatmaps share one colour scale.</p>\n"
         "<div class=\"heatmaps\">\n",
         f);
+    double lo = INFINITY, hi = -INFINITY; /* one colour scale for all: the pairs and the random means */
+    for (int i = 0; i < n; i++)
+        for (int a = 0; c[i].pwmcc && a < c[i].S; a++)
+            for (int b = a + 1; b < c[i].S; b++) {
+                lo = fmin(lo, fmin(c[i].pwmcc[a * c[i].S + b], c[i].random.mean));
+                hi = fmax(hi, fmax(c[i].pwmcc[a * c[i].S + b], c[i].random.mean));
+            }
     for (int i = 0; i < n; i++) {
         if (!c[i].pwmcc || c[i].S < 2) continue;
-        char *svg = husai_svg_heatmap(&c[i]);
+        char *svg = husai_svg_heatmap(&c[i], lo, hi);
         if (!svg) {
             bad = 1;
             break;

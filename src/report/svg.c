@@ -571,7 +571,7 @@ static void heat_color(double t, char out[8]) {
     snprintf(out, 8, "#%02x%02x%02x", rgb[0], rgb[1], rgb[2]);
 }
 
-char *husai_svg_heatmap(const husai_condition_result *c) {
+char *husai_svg_heatmap(const husai_condition_result *c, double lo, double hi) {
     const int S = c->S;
     const double cell = fmin(40.0, fmax(4.0, 360.0 / S)), gx = 86.0, gy = 58.0, side = cell * S;
     const double bar_h = fmax(side, 140.0), w = gx + side + 150.0, h = gy + bar_h + 64.0;
@@ -580,12 +580,6 @@ char *husai_svg_heatmap(const husai_condition_result *c) {
         free(p);
         return NULL;
     }
-    double lo = c->random.mean, hi = c->random.mean;
-    for (int i = 0; i < S; i++)
-        for (int j = i + 1; j < S; j++) {
-            lo = fmin(lo, c->pwmcc[i * S + j]);
-            hi = fmax(hi, c->pwmcc[i * S + j]);
-        }
     const ticks t = nice_ticks(lo, hi, 4, 0.02, 1);
     char title[160];
     snprintf(title, sizeof title, "%s: trained PWMCC between seeds", c->name);

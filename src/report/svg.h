@@ -35,7 +35,9 @@ char *husai_svg_pwmcc_vs_ev(const husai_condition_result *c, int n, const char *
 char *husai_svg_density(const husai_condition_result *c, int n, const char *title);
 
 /* The S x S heatmap of condition c's trained PWMCC between seeds (the upper triangle; the diagonal is a
- * seed with itself and left blank), with a colour bar marking the random-decoder mean. */
-char *husai_svg_heatmap(const husai_condition_result *c);
+ * seed with itself and left blank), with a colour bar marking the random-decoder mean. [lo, hi] is the
+ * data range the colours span (widened to round ticks): one range for all of a run's heatmaps, so a colour
+ * means the same PWMCC in each. */
+char *husai_svg_heatmap(const husai_condition_result *c, double lo, double hi);
 
 #endif
