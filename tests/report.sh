@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # report.sh: `husai report RUN_DIR` makes a finished run's reports again from results.json and results.h5
 # alone, byte for byte as the run wrote them: summary.md, conditions.csv, the SVG plots and report.html.
-# Three 2-rank runs on tiny synthetic data (a plain k sweep on 3 seeds, a calibrate run whose retrain has 2
-# seeds so intervals are withheld, a consistency run); for each, the reports are moved away, regenerated in
+# Four 2-rank runs on tiny synthetic data (a plain k sweep on 3 seeds, a calibrate run whose retrain has 2
+# seeds so intervals are withheld, a consistency run, an arch sweep with a held-out split and a ground-truth
+# dictionary); for each, the reports are moved away, regenerated in
 # place, and compared with cmp; then regenerated with --out into another directory. Errors: a directory that
 # is not a run, and a results.json lacking a key, each give exit 1 and exactly one "husai: error" line naming
 # the file (and key), and leave no staging directory behind.
@@ -33,10 +34,17 @@ common() {
     printf '\n[sweep]\nmode = consistency\nparam = lambda\nvalues = 0, 1\nseeds = 1, 2, 3\n'
     printf '\n[consistency]\nreference_seed = 42\nmax_ev_drop = 0.5\n'
 } >"$tmp/consistency.ini"
+"$MPIEXEC" -np 2 --oversubscribe "$HUSAI" synth --rows 3000 --d-model 16 --atoms 32 --active 3 --noise 0.01 \
+    --seed 11 "$tmp/syn.h5" >/dev/null || fail "husai synth failed"
+{
+    printf '[data]\npath = %s\ndictionary = /dictionary\nholdout = 0.1\n\n[sae]\nd_sae = 32\n\n' "$tmp/syn.h5"
+    printf '[train]\nepochs = 4\nbatch_size = 256\nlr = 0.003\n\n[metrics]\nresamples = 200\n'
+    printf '\n[sweep]\nparam = arch\nvalues = topk, relu_l1\nseeds = 5, 6, 7\n'
+} >"$tmp/extras.ini"
 
 reports=(summary.md conditions.csv pwmcc_vs_param.svg pwmcc_vs_ev.svg density.svg report.html)
 
-for name in sweep calibrate consistency; do
+for name in sweep calibrate consistency extras; do
     step "$name: 2-rank run"
     rc=0
     timeout 300 "$MPIEXEC" -np 2 --oversubscribe "$HUSAI" sweep "$tmp/$name.ini" --out "$tmp/out_$name" \
@@ -73,6 +81,11 @@ for name in sweep calibrate consistency; do
     done
     [ "$(stat -c %Y "$run/summary.md")" = "$before" ] || fail "$name: --out touched the run directory"
 done
+
+grep -q "On held-out rows" "$tmp/orig_extras/summary.md" && grep -q "Ground-truth recovery" "$tmp/orig_extras/summary.md" ||
+    fail "the extras run's summary.md lacks the held-out or ground-truth table (nothing of them was compared)"
+grep -q "Selected:" "$tmp/orig_calibrate/summary.md" && grep -q "with reference" "$tmp/orig_consistency/summary.md" ||
+    fail "the protocol runs' summaries lack their protocol sections"
 
 # expect_error KEYWORD ARGS...: husai report fails with exit 1 and exactly one stderr line, "husai: error ...",
 # containing KEYWORD.
