@@ -161,7 +161,8 @@ static void line(const plot *p, double x1, double y1, double x2, double y2, cons
 }
 
 /* Marker shapes, so series differ without colour too: 0 circle, 1 square, 2 triangle, 3 diamond,
- * 4 triangle down, 5 cross. Open markers have a white fill. A title (or NULL) is the browser's tooltip. */
+ * 4 triangle down, 5 cross. filled: 0 open (white fill), 1 solid, 2 translucent (points that may lie on one
+ * another stay visible). A title (or NULL) is the browser's tooltip. */
 static void marker(plot *p, int shape, double x, double y, double r, const char *color, int filled,
                    const char *title) {
     const char *fill = filled ? color : "white", *tag = "path";
@@ -192,7 +193,8 @@ static void marker(plot *p, int shape, double x, double y, double r, const char 
                 x - r, y + r, x + r, y - r);
         fill = "none";
     }
-    fprintf(p->f, " fill=\"%s\" stroke=\"%s\" stroke-width=\"1.5\"", fill, color);
+    fprintf(p->f, " fill=\"%s\"%s stroke=\"%s\" stroke-width=\"1.5\"", fill,
+            filled == 2 ? " fill-opacity=\"0.6\"" : "", color);
     if (title) {
         fprintf(p->f, "><title>");
         escaped(p->f, title);
@@ -447,12 +449,12 @@ char *husai_svg_pwmcc_vs_ev(const husai_condition_result *c, int n, const char *
         char tip[160];
         snprintf(tip, sizeof tip, "%s: EV %.4f, trained PWMCC %.5f", c[i].name, c[i].ev.mean,
                  c[i].trained.mean);
-        marker(p, 0, x, y, 5, TRAINED, 1, tip);
+        marker(p, 0, x, y, 5, TRAINED, 2, tip);
     }
     for (int i = 0; i < n; i++)
         place_label(p, px(p, c[i].ev.mean), py(p, c[i].trained.mean), c[i].name, SMALL);
     legend l = {p, W - MR + 16, MT + 10};
-    marker(p, 0, l.x + 8, l.y, 5, TRAINED, 1, NULL);
+    marker(p, 0, l.x + 8, l.y, 5, TRAINED, 2, NULL);
     legend_text(&l, "trained SAEs");
     ci_legend(&l, any_ci, any_withheld, TRAINED);
     line(p, l.x, l.y, l.x + 16, l.y, "stroke=\"" RANDOM "\" stroke-dasharray=\"6 4\"");
