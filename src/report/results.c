@@ -993,14 +993,15 @@ husai_status husai_results_write(const husai_rundir *rd, const husai_run_info *r
         return st;
     }
     if ((st = finish_h5(h5, run, c, n, proto))) return st;
-    if ((st = husai_results_reports(rd->staging_path, run, c, n, proto))) return st;
-    /* The peak resident set includes writing the results (rank 0's largest step before results.h5
-     * went to disk condition by condition). */
+    /* The peak resident set includes writing results.h5 (rank 0's largest step before results.h5
+     * went to disk condition by condition); taken before the reports, so report.html shows the value
+     * results.json records and `husai report` reproduces it. */
     husai_run_info final = *run;
     struct rusage ru;
     if (final.peak_rss_mb > 0 && getrusage(RUSAGE_SELF, &ru) == 0 &&
         (double)ru.ru_maxrss / 1024.0 > final.peak_rss_mb)
         final.peak_rss_mb = (double)ru.ru_maxrss / 1024.0; /* Linux reports KiB */
+    if ((st = husai_results_reports(rd->staging_path, &final, c, n, proto))) return st;
     /* results.json last: its presence marks a complete set even inside staging. */
     husai_rundir_path(rd, "results.json", path, sizeof path);
     return write_json(path, &final, c, n, proto);
