@@ -82,10 +82,11 @@ for name in sweep calibrate consistency extras; do
     [ "$(stat -c %Y "$run/summary.md")" = "$before" ] || fail "$name: --out touched the run directory"
 done
 
-grep -q "On held-out rows" "$tmp/orig_extras/summary.md" && grep -q "Ground-truth recovery" "$tmp/orig_extras/summary.md" ||
-    fail "the extras run's summary.md lacks the held-out or ground-truth table (nothing of them was compared)"
-grep -q "Selected:" "$tmp/orig_calibrate/summary.md" && grep -q "with reference" "$tmp/orig_consistency/summary.md" ||
-    fail "the protocol runs' summaries lack their protocol sections"
+for want in "extras:On held-out rows" "extras:Ground-truth recovery" "calibrate:Selected:" \
+    "consistency:with reference"; do
+    grep -q "${want#*:}" "$tmp/orig_${want%%:*}/summary.md" ||
+        fail "the ${want%%:*} run's summary.md lacks '${want#*:}' (that part of the report was not compared)"
+done
 
 # expect_error KEYWORD ARGS...: husai report fails with exit 1 and exactly one stderr line, "husai: error ...",
 # containing KEYWORD.
