@@ -1,7 +1,6 @@
 /* commands.h: husai's subcommands; each returns the process exit status.
  * defines: husai_cmd_ci, husai_cmd_sweep, husai_cmd_merge, husai_cmd_synth, husai_cmd_export, husai_cmd_plan,
- *          husai_cmd_import
- */
+ *          husai_cmd_import, husai_cmd_report */
 #ifndef HUSAI_CLI_COMMANDS_H
 #define HUSAI_CLI_COMMANDS_H
 
@@ -23,6 +22,10 @@ int husai_cmd_sweep(int argc, char **argv);
 
 /* `husai merge`: joins the run directories of a sweep split over its values (one process). */
 int husai_cmd_merge(int argc, char **argv);
+
+/* `husai report`: summary.md, conditions.csv, the plots and report.html of a finished run made again from
+ * its results.json and results.h5. No MPI. */
+int husai_cmd_report(int argc, char **argv);
 
 /* `husai synth`: synthetic activations from a known random dictionary, written in parallel under MPI;
  * must be called between MPI_Init and MPI_Finalize. */

@@ -1,6 +1,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "report/results.h"
 #include "report/h5attr.h"
+#include "report/html.h"
 #include "report/svg.h"
 
 #include <cjson/cJSON.h>
@@ -952,9 +953,10 @@ static void few_seeds_note(FILE *f, const husai_condition_result *cs, int n, hus
                 : "");
 }
 
+/* Writes summary.md and hands its text to *md (the caller frees it) for report.html. */
 static husai_status write_summary(const char *path, const husai_run_info *run,
-                                  const husai_condition_result *cs, int n,
-                                  const husai_protocol_result *proto) {
+                                  const husai_condition_result *cs, int n, const husai_protocol_result *proto,
+                                  char **md) {
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
@@ -1075,7 +1077,7 @@ static husai_status write_summary(const char *path, const husai_run_info *run,
     gt_table(f, cs, n);
     fclose(f);
     husai_status st = write_text(path, text);
-    free(text);
+    *md = text;
     return st;
 }
 
@@ -1192,6 +1194,56 @@ static husai_status write_csv(const char *path, const husai_condition_result *cs
     return st;
 }
 
+husai_status husai_results_reports(const char *dir, const husai_run_info *run,
+                                   const husai_condition_result *c, int n,
+                                   const husai_protocol_result *proto) {
+    char path[4200];
+    husai_status st;
+    snprintf(path, sizeof path, "%s/conditions.csv", dir);
+    if ((st = write_csv(path, c, n))) return st;
+    char *md = NULL;
+    snprintf(path, sizeof path, "%s/summary.md", dir);
+    if ((st = write_summary(path, run, c, n, proto, &md))) {
+        free(md);
+        return st;
+    }
+    /* Plots of the grid the user chose (the search phase in calibrate), each a file and part of report.html.
+     */
+    const int n_grid = proto ? proto->n_first : n;
+    char title[128];
+    snprintf(title, sizeof title, "Feature consistency vs %s (%s)", n > 0 ? c[0].param : "", run->id);
+    const husai_html_plot plots[3] = {
+        {"pwmcc_vs_param.svg", husai_svg_pwmcc_vs_param(c, n_grid, title),
+         "Trained PWMCC (filled circles) against random decoders of the same shape (open squares) for each "
+         "setting, with 95% CI bars where the seeds allow one."},
+        {"pwmcc_vs_ev.svg", husai_svg_pwmcc_vs_ev(c, n, "Consistency vs reconstruction quality"),
+         "The trade-off: trained PWMCC against explained variance per condition; the dashed line is the "
+         "random-decoder baseline."},
+        {"density.svg",
+         n > 0 && c[0].density
+             ? husai_svg_density(c, n, "Feature density (share of training rows a latent fires on)")
+             : NULL,
+         "Per condition, the share of latents (pooled over seeds) in each log10 firing-density bin; latents "
+         "that never fire are the markers at the left."}};
+    const int n_plots = n > 0 && c[0].density ? 3 : 2;
+    for (int i = 0; i < n_plots && !st; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, plots[i].file);
+        st = plots[i].svg ? write_text(path, plots[i].svg)
+                          : husai_error(HUSAI_ERR_NOMEM, "out of memory drawing %s", plots[i].file);
+    }
+    if (!st) {
+        char *html = husai_html_report(run, c, n, md, plots, n_plots);
+        snprintf(path, sizeof path, "%s/report.html", dir);
+        st = html ? write_text(path, html)
+                  : husai_error(HUSAI_ERR_NOMEM, "out of memory formatting report.html");
+        free(html);
+    }
+    for (int i = 0; i < 3; i++)
+        free(plots[i].svg);
+    free(md);
+    return st;
+}
+
 husai_status husai_results_write(const husai_rundir *rd, const husai_run_info *run, husai_results_h5 *h5,
                                  husai_condition_result *c, int n, const husai_protocol_result *proto) {
     char path[4200];
@@ -1202,31 +1254,15 @@ husai_status husai_results_write(const husai_rundir *rd, const husai_run_info *r
         return st;
     }
     if ((st = finish_h5(h5, run, c, n, proto))) return st;
-    husai_rundir_path(rd, "conditions.csv", path, sizeof path);
-    if ((st = write_csv(path, c, n))) return st;
-    husai_rundir_path(rd, "summary.md", path, sizeof path);
-    if ((st = write_summary(path, run, c, n, proto))) return st;
-    /* Plots of the grid the user chose (the search phase in calibrate). */
-    const int n_grid = proto ? proto->n_first : n;
-    char title[128];
-    snprintf(title, sizeof title, "Feature consistency vs %s (%s)", n > 0 ? c[0].param : "", run->id);
-    husai_rundir_path(rd, "pwmcc_vs_param.svg", path, sizeof path);
-    if ((st = husai_svg_pwmcc_vs_param(path, c, n_grid, title))) return st;
-    husai_rundir_path(rd, "pwmcc_vs_ev.svg", path, sizeof path);
-    if ((st = husai_svg_pwmcc_vs_ev(path, c, n, "Consistency vs reconstruction quality"))) return st;
-    if (n > 0 && c[0].density) {
-        husai_rundir_path(rd, "density.svg", path, sizeof path);
-        if ((st =
-                 husai_svg_density(path, c, n, "Feature density (share of training rows a latent fires on)")))
-            return st;
-    }
-    /* The peak resident set includes writing the results (rank 0's largest step before results.h5
-     * went to disk condition by condition). */
+    /* The peak resident set includes writing results.h5 (rank 0's largest step before results.h5
+     * went to disk condition by condition); taken before the reports, so report.html shows the value
+     * results.json records and `husai report` reproduces it. */
     husai_run_info final = *run;
     struct rusage ru;
     if (final.peak_rss_mb > 0 && getrusage(RUSAGE_SELF, &ru) == 0 &&
         (double)ru.ru_maxrss / 1024.0 > final.peak_rss_mb)
         final.peak_rss_mb = (double)ru.ru_maxrss / 1024.0; /* Linux reports KiB */
+    if ((st = husai_results_reports(rd->staging_path, &final, c, n, proto))) return st;
     /* results.json last: its presence marks a complete set even inside staging. */
     husai_rundir_path(rd, "results.json", path, sizeof path);
     return write_json(path, &final, c, n, proto);
