@@ -19,11 +19,15 @@ static void usage(FILE *f) {
                "                    what a sweep would run: resolved conditions and tasks (no MPI)\n"
                "  merge --out DIR PART_RUN_DIR...\n"
                "                    join run directories of a sweep split over its values (Slurm arrays)\n"
+               "  report [--out DIR] RUN_DIR\n"
+               "                    remake summary.md, conditions.csv, plots, report.html of a run\n"
                "  synth --rows N --d-model D --atoms A --active K [--noise S] [--seed SEED] OUT.h5\n"
                "                    synthetic activations from a known random dictionary (MPI-parallel)\n"
                "  ci [options] FILE bootstrap 95%% CI of the values in FILE (one per line, - = stdin)\n"
                "  export RUN_DIR --condition NAME --seed S --format safetensors OUT_DIR\n"
                "                    one trained SAE as SAELens safetensors + cfg.json\n"
+               "  import OUT.h5 INPUT... [--model-name M] [--hook-name H]\n"
+               "                    .npy / safetensors activations into one HDF5 dataset for sweep\n"
                "run `husai <command> --help` for a command's options\n");
 }
 
@@ -45,7 +49,9 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "ci")) return husai_cmd_ci(argc - 1, argv + 1);
     if (!strcmp(argv[1], "export")) return husai_cmd_export(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "import")) return husai_cmd_import(argc - 1, argv + 1);
     if (!strcmp(argv[1], "plan")) return husai_cmd_plan(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "report")) return husai_cmd_report(argc - 1, argv + 1);
     if (!strcmp(argv[1], "sweep") || !strcmp(argv[1], "merge") || !strcmp(argv[1], "synth")) {
         MPI_Init(&argc, &argv);
         const int rc = !strcmp(argv[1], "sweep")   ? husai_cmd_sweep(argc - 1, argv + 1)

@@ -114,6 +114,11 @@ def select(conds, floor):
 
 # ---------- numpy bootstrap in husai's draw order ----------
 
+def text(v):
+    """A string attribute as str: husai writes UTF-8 str; results of older versions stored bytes."""
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
 def upper(M):
     S = M.shape[0]
     a, b = np.triu_indices(S, 1)
@@ -196,7 +201,7 @@ def check_calibrate(a):
         close("protocol.ev_floor", proto["ev_floor"], a.ev_floor, 0)
         need(js["bootstrap"]["rng"] == "numpy" and js["bootstrap"]["unit"] == "seeds",
              f"bootstrap = {js['bootstrap']} (this check needs rng numpy, unit seeds)")
-        need(h5.attrs["protocol"].decode() == "calibrate", f"results.h5 attribute protocol = {h5.attrs['protocol']!r}")
+        need(text(h5.attrs["protocol"]) == "calibrate", f"results.h5 attribute protocol = {h5.attrs['protocol']!r}")
 
     with section("search conditions: phase 'search', search seeds and epochs"):
         need(len(search) == a.n_search, f"{len(search)} search conditions, expected {a.n_search}")
@@ -217,7 +222,7 @@ def check_calibrate(a):
         want = search[i]["name"]
         need(proto.get("selected") == want, f"protocol.selected = {proto.get('selected')!r}, rule gives {want!r}")
         need(proto.get("selected_k") == search[i]["k"], f"protocol.selected_k = {proto.get('selected_k')}")
-        need(h5.attrs["selected"].decode() == want, f"results.h5 attribute selected = {h5.attrs['selected']!r}")
+        need(text(h5.attrs["selected"]) == want, f"results.h5 attribute selected = {h5.attrs['selected']!r}")
         top = max(range(len(search)), key=lambda j: search[j]["delta_pwmcc_ci_low_conservative"])
         if top != i:
             step(f"  (the floor mattered: {search[top]['name']} has the largest LCB but is below it)")
@@ -314,7 +319,7 @@ def check_consistency(a):
     with section("protocol.mode == consistency, reference seed, baseline lambda=0, conditions and seeds"):
         need(proto.get("mode") == "consistency", f"protocol.mode = {proto.get('mode')!r}")
         need(proto["reference_seed"] == a.reference_seed, f"protocol.reference_seed = {proto['reference_seed']}")
-        need(h5.attrs["protocol"].decode() == "consistency", "results.h5 attribute protocol")
+        need(text(h5.attrs["protocol"]) == "consistency", "results.h5 attribute protocol")
         lams = [c["lambda"] for c in conds]
         need(lams == sorted(lams) and len(set(lams)) == len(lams) and lams[0] == 0,
              f"lambdas {lams}: expected increasing from 0")

@@ -134,7 +134,7 @@ if len(lines) != len(js["conditions"]):
 PY
 step "export: seed 3 with feature_stability, and the consensus dictionary; read back in Python"
 run=$(ls -d "$tmp"/out/*/)
-timeout 60 "$HUSAI" export "$run" --condition k=3 --seed 3 "$tmp/sae3" >/dev/null || fail "export --seed failed"
+timeout 60 "$HUSAI" export "$run" --condition k=3 --seed 3 --allow-signed-topk "$tmp/sae3" >/dev/null || fail "export --seed failed"
 timeout 60 "$HUSAI" export "$run" --condition k=3 --consensus "$tmp/cons" >"$tmp/cons.out" || fail "export --consensus failed"
 rc=0
 "$HUSAI" export "$run" --condition k=3 --seed 3 --consensus "$tmp/x" >"$tmp/bad.out" 2>"$tmp/bad.err" || rc=$?

@@ -44,10 +44,10 @@ step "same conditions, parameters, matrices and metrics as the single job"
 import json, sys, h5py
 a, b = sys.argv[1], sys.argv[2]
 fa, fb = h5py.File(a + "/results.h5", "r"), h5py.File(b + "/results.h5", "r")
-assert sorted(fa["conditions"]) == sorted(fb["conditions"]), (list(fa["conditions"]), list(fb["conditions"]))
+assert list(fa["conditions"]) == list(fb["conditions"]), (list(fa["conditions"]), list(fb["conditions"]))
 for n in fa["conditions"]:
     for ds in ("decoders", "encoders", "b_enc", "seeds", "pwmcc", "random_pwmcc", "explained_variance", "mse", "l0",
-               "density"):
+               "density", "steps"):
         if fa["conditions"][n][ds][()].tobytes() != fb["conditions"][n][ds][()].tobytes():
             sys.exit(f"{n}/{ds} differs between the single job and the merge")
 ja, jb = json.load(open(a + "/results.json")), json.load(open(b + "/results.json"))
@@ -61,6 +61,7 @@ for ca, cb in zip(ja["conditions"], jb["conditions"]):
 assert jb["run"]["ranks"] == 6, jb["run"]["ranks"]
 print("sweep_merge:   3 conditions identical (metrics and CIs exactly equal)")
 PY
+"$PY" "$HERE/results_conventions.py" "$tmp/merged" k=3 k=6 k=9 || fail "the merged run breaks results.h5/conditions.csv conventions"
 for f in summary.md conditions.csv pwmcc_vs_param.svg; do [ -s "$tmp/merged/$f" ] || fail "merged run lacks $f"; done
 
 step "refusals: overlapping values, other settings, incomplete part"

@@ -42,7 +42,8 @@
 static void usage(FILE *f) {
     fprintf(
         f,
-        "usage: husai export RUN_DIR --condition NAME --seed S [--format safetensors] OUT_DIR\n"
+        "usage: husai export RUN_DIR --condition NAME --seed S [--format safetensors] [--allow-signed-topk]\n"
+        "                    [--model-name M] [--hook-name H] OUT_DIR\n"
         "       husai export RUN_DIR --condition NAME --consensus OUT\n"
         "Writes one trained SAE of a run directory for the Python SAE ecosystem (SAELens):\n"
         "  OUT_DIR/sae.safetensors  W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in],\n"
@@ -57,6 +58,13 @@ static void usage(FILE *f) {
         "  --condition NAME  a condition of RUN_DIR/results.h5 (e.g. k=4, or search/k=4 in calibrate runs)\n"
         "  --seed S          the training seed (not its index)\n"
         "  --format F        only safetensors (the default)\n"
+        "  --allow-signed-topk  export a TopK/Matryoshka SAE trained without sae.relu (husai's default "
+        "keeps\n"
+        "                    the k largest signed values; SAELens' TopK applies ReLU to them, so L0 and EV\n"
+        "                    there differ). Refused without this flag; with it cfg.json says "
+        "husai.signed_topk\n"
+        "  --model-name M, --hook-name H  cfg.json's model_name / hook_name (default: the run's data\n"
+        "                    attributes, as `husai import` records them; null when unknown)\n"
         "  With per-feature stability in the run, sae.safetensors also holds feature_stability [d_sae]\n"
         "  (share of the other seeds matching each feature at |cos| >= features.tau).\n"
         "  --consensus OUT   writes the consensus dictionary instead: OUT/consensus.safetensors with W_dec\n"
@@ -152,7 +160,9 @@ typedef struct {
     husai_arch arch_id; /* runs from before architectures existed are topk */
     float *threshold;   /* [d_sae] jumprelu theta_j, or batchtopk's one threshold repeated; else NULL */
     int relu;           /* the run's sae.relu: 1, 0, or -1 when its stored config does not parse */
-    float *stability;   /* [d_sae] the seed's per-feature stability (features/stability), or NULL */
+    char *model_name, *hook_name; /* the data's (results.h5 data_model_name / data_hook_name), or NULL */
+    int signed_topk;              /* a topk-family SAE that is not known to apply ReLU, exported anyway */
+    float *stability;             /* [d_sae] the seed's per-feature stability (features/stability), or NULL */
 } export_sae;
 
 static void export_sae_free(export_sae *e) {
@@ -167,6 +177,8 @@ static void export_sae_free(export_sae *e) {
     free(e->b_enc);
     free(e->b_dec);
     free(e->threshold);
+    free(e->model_name);
+    free(e->hook_name);
     free(e->stability);
     memset(e, 0, sizeof *e);
 }
@@ -269,6 +281,8 @@ static husai_status load_sae(const char *run_dir, const char *cond, uint64_t see
     e->run_commit = husai_h5_attr_read_str(file, "git_commit");
     e->run_version = husai_h5_attr_read_str(file, "version");
     e->config = husai_h5_attr_read_str(file, "config");
+    e->model_name = husai_h5_attr_read_str(file, "data_model_name");
+    e->hook_name = husai_h5_attr_read_str(file, "data_hook_name");
 
     hid_t g = -1;
     husai_status st = open_condition(file, path, cond, &g);
@@ -529,6 +543,14 @@ static husai_status write_safetensors(const char *out_dir, const export_sae *e) 
     return HUSAI_OK;
 }
 
+/* key: value, or key: null when the run does not know it. */
+static void add_label(cJSON *o, const char *key, const char *value) {
+    if (value && *value)
+        cJSON_AddStringToObject(o, key, value);
+    else
+        cJSON_AddNullToObject(o, key);
+}
+
 static husai_status write_cfg(const char *out_dir, const char *cond, const export_sae *e) {
     cJSON *root = cJSON_CreateObject();
     cJSON *kw = cJSON_CreateObject(), *prov = cJSON_CreateObject();
@@ -561,6 +583,20 @@ static husai_status write_cfg(const char *out_dir, const char *cond, const expor
         cJSON_AddBoolToObject(root, "apply_b_dec_to_input", nonzero);
         cJSON_AddStringToObject(root, "normalize_activations", "none");
         cJSON_AddBoolToObject(root, "finetuning_scaling_factor", 0);
+        cJSON_AddStringToObject(root, "reshape_activations", "none");
+        add_label(root, "model_name", e->model_name);
+        add_label(root, "hook_name", e->hook_name);
+        int layer = -1;
+        if (e->hook_name && sscanf(e->hook_name, "blocks.%d.", &layer) == 1 && layer >= 0)
+            cJSON_AddNumberToObject(root, "hook_layer", layer);
+        else
+            cJSON_AddNullToObject(root, "hook_layer");
+        cJSON_AddNullToObject(root, "hook_head_index"); /* rows are whole activation vectors */
+        /* SAELens before 6.0 builds its config from these (no defaults); husai does not know them */
+        cJSON_AddNullToObject(root, "context_size");
+        cJSON_AddNullToObject(root, "dataset_path");
+        /* the same activation under the name SAELens 6 reads */
+        cJSON_AddStringToObject(root, "activation_fn", topk ? "topk" : "relu");
 
         cJSON_AddStringToObject(prov, "run_id", e->run_id ? e->run_id : "unknown");
         cJSON_AddStringToObject(prov, "condition", cond);
@@ -596,6 +632,7 @@ static husai_status write_cfg(const char *out_dir, const char *cond, const expor
             break;
         default:
             if (e->relu >= 0) cJSON_AddBoolToObject(prov, "relu", e->relu);
+            cJSON_AddBoolToObject(prov, "signed_topk", e->signed_topk);
             snprintf(act, sizeof act, "%s%s",
                      e->arch_id == HUSAI_ARCH_MATRYOSHKA
                          ? "matryoshka's inference is topk's (only its training loss differs). "
@@ -640,6 +677,35 @@ static husai_status write_cfg(const char *out_dir, const char *cond, const expor
     }
     cJSON_free(text);
     return st;
+}
+
+/* SAELens' TopK applies ReLU to the k values it keeps; husai's default TopK keeps them signed. Exported
+ * as "topk", such an SAE would load and run with a different code (lower L0, another EV), silently. So a
+ * topk-family SAE is exported only when its run set sae.relu = true, or when the user asks for it
+ * (--allow-signed-topk), and then cfg.json marks it (husai.signed_topk). */
+static husai_status check_signed_topk(const char *cond, export_sae *e, int allow) {
+    if (!is_topk_family(e->arch_id) || e->relu == 1) return HUSAI_OK;
+    if (allow) {
+        e->signed_topk = 1;
+        return HUSAI_OK;
+    }
+    return husai_error(
+        HUSAI_ERR_ARG,
+        "condition '%s' is husai's signed TopK (%s): SAELens' TopK applies ReLU to the k kept "
+        "values, so under SAELens its L0 and EV would differ from husai's; train with "
+        "sae.relu = true for a faithful export, or pass --allow-signed-topk to export it marked "
+        "as signed in cfg.json",
+        cond, e->relu == 0 ? "sae.relu = false" : "its stored config does not say sae.relu = true");
+}
+
+/* Replaces *label with value when value is given. */
+static husai_status override_label(char **label, const char *value) {
+    if (!value) return HUSAI_OK;
+    char *copy = strdup(value);
+    if (!copy) return husai_error(HUSAI_ERR_NOMEM, "out of memory");
+    free(*label);
+    *label = copy;
+    return HUSAI_OK;
 }
 
 /* ---------- the consensus dictionary (--consensus) ---------- */
@@ -832,17 +898,21 @@ static husai_status ensure_dir(const char *dir) {
     return HUSAI_OK;
 }
 
-enum { OPT_CONDITION = 256, OPT_SEED, OPT_FORMAT, OPT_CONSENSUS };
+enum { OPT_CONDITION = 256, OPT_SEED, OPT_FORMAT, OPT_ALLOW_SIGNED, OPT_MODEL, OPT_HOOK, OPT_CONSENSUS };
 
 int husai_cmd_export(int argc, char **argv) {
     static const struct option longopts[] = {{"condition", required_argument, NULL, OPT_CONDITION},
                                              {"seed", required_argument, NULL, OPT_SEED},
                                              {"format", required_argument, NULL, OPT_FORMAT},
+                                             {"allow-signed-topk", no_argument, NULL, OPT_ALLOW_SIGNED},
+                                             {"model-name", required_argument, NULL, OPT_MODEL},
+                                             {"hook-name", required_argument, NULL, OPT_HOOK},
                                              {"consensus", required_argument, NULL, OPT_CONSENSUS},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
-    const char *cond = NULL, *format = "safetensors", *seed_arg = NULL, *consensus_out = NULL;
-    int c;
+    const char *cond = NULL, *format = "safetensors", *seed_arg = NULL, *model_name = NULL, *hook_name = NULL,
+               *consensus_out = NULL;
+    int c, allow_signed = 0;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
@@ -858,6 +928,15 @@ int husai_cmd_export(int argc, char **argv) {
             break;
         case OPT_CONSENSUS:
             consensus_out = optarg;
+            break;
+        case OPT_ALLOW_SIGNED:
+            allow_signed = 1;
+            break;
+        case OPT_MODEL:
+            model_name = optarg;
+            break;
+        case OPT_HOOK:
+            hook_name = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -909,15 +988,17 @@ int husai_cmd_export(int argc, char **argv) {
     export_sae e;
     memset(&e, 0, sizeof e);
     husai_status st = load_sae(run_dir, cond, seed, &e);
+    if (!st) st = check_signed_topk(cond, &e, allow_signed);
+    if (!st) st = override_label(&e.model_name, model_name);
+    if (!st) st = override_label(&e.hook_name, hook_name);
     if (!st) st = ensure_dir(out_dir);
     if (!st) st = write_safetensors(out_dir, &e);
     if (!st) st = write_cfg(out_dir, cond, &e);
     if (!st)
-        printf(
-            "husai: error: export: %s seed %llu (%s as SAELens %s, d_in %d, d_sae %d) -> %s/sae.safetensors, "
-            "%s/cfg.json\n",
-            cond, (unsigned long long)seed, husai_arch_name(e.arch_id), saelens_arch(e.arch_id), e.d_model,
-            e.d_sae, out_dir, out_dir);
+        printf("husai: export: %s seed %llu (%s as SAELens %s, d_in %d, d_sae %d) -> %s/sae.safetensors, "
+               "%s/cfg.json\n",
+               cond, (unsigned long long)seed, husai_arch_name(e.arch_id), saelens_arch(e.arch_id), e.d_model,
+               e.d_sae, out_dir, out_dir);
     export_sae_free(&e);
     return st ? fail(EXPORT_EXIT_ERROR) : 0;
 }

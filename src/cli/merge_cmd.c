@@ -77,6 +77,7 @@ typedef struct {
     char dtype[16];
     char fingerprint[HUSAI_FP_LEN]; /* the first part's data fingerprint; every part must have it */
     const char *first_dir;
+    char model_name[256], hook_name[256]; /* the data's names (husai import), "" when unknown */
     size_t n_rows;
     int d_model;
 } merge_state;
@@ -244,6 +245,11 @@ static husai_status load_part(merge_state *ms, const char *dir) {
         st = check_fingerprint(ms, data, dir);
         const char *dtype = cJSON_GetStringValue(cJSON_GetObjectItem(data, "dtype"));
         snprintf(ms->dtype, sizeof ms->dtype, "%s", dtype ? dtype : "?");
+        /* the same data (fingerprint) carries the same names: the first part's are kept */
+        const char *mn = cJSON_GetStringValue(cJSON_GetObjectItem(data, "model_name"));
+        const char *hn = cJSON_GetStringValue(cJSON_GetObjectItem(data, "hook_name"));
+        if (mn && !*ms->model_name) snprintf(ms->model_name, sizeof ms->model_name, "%s", mn);
+        if (hn && !*ms->hook_name) snprintf(ms->hook_name, sizeof ms->hook_name, "%s", hn);
         ms->n_rows = (size_t)cJSON_GetNumberValue(cJSON_GetObjectItem(data, "rows"));
         ms->d_model = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(data, "d_model"));
     }
@@ -367,6 +373,8 @@ int husai_cmd_merge(int argc, char **argv) {
                                .cfg = &ms.cfg,
                                .dtype = ms.dtype,
                                .fingerprint = ms.fingerprint,
+                               .model_name = ms.model_name,
+                               .hook_name = ms.hook_name,
                                .n_rows = ms.n_rows,
                                .d_model = ms.d_model};
         st = husai_rundir_begin(&rd, out, run_id, force, 0);

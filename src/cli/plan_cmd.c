@@ -15,6 +15,7 @@
 #include "config/config.h"
 #include "cli/version.h"
 #include "sae/model.h"
+#include "sweep/protocols.h"
 
 #define PLAN_EXIT_ERROR 1
 #define PLAN_EXIT_USAGE 2
@@ -138,65 +139,16 @@ static cJSON *seeds_json(const uint64_t *seeds, int n) {
     return a;
 }
 
-/* One phase of the protocol: conditions x seeds, as protocols.c runs it. */
-typedef struct {
-    const char *name;  /* "" in a plain sweep */
-    const char *after; /* the phase whose results choose these conditions, or NULL */
-    husai_condition conds[HUSAI_MAX_VALUES];
-    int n_conds;
-    const uint64_t *seeds;
-    int n_seeds;
-} plan_phase;
-
-typedef struct {
-    plan_phase phases[3];
-    int n_phases, n_tasks;
-} plan;
-
-/* The phases husai_protocol_run goes through for cfg (protocols.c; keep the two in step). */
-static void build_plan(const husai_config *cfg, plan *p) {
-    memset(p, 0, sizeof *p);
-    const int calibrate = cfg->mode == HUSAI_MODE_CALIBRATE,
-              consistency = cfg->mode == HUSAI_MODE_CONSISTENCY;
-    if (consistency) {
-        plan_phase *ref = &p->phases[p->n_phases++];
-        ref->name = "reference";
-        ref->conds[0] = husai_config_make_condition(cfg, "lambda", 0.0);
-        ref->n_conds = 1;
-        ref->seeds = &cfg->reference_seed;
-        ref->n_seeds = 1;
-    }
-    plan_phase *grid = &p->phases[p->n_phases++];
-    grid->name = calibrate ? "search" : consistency ? "lambda" : "";
-    grid->n_conds = cfg->n_values;
-    for (int i = 0; i < cfg->n_values; i++) {
-        grid->conds[i] = husai_config_condition(cfg, i);
-        if (calibrate) { /* the search phase prefixes its result names */
-            char name[sizeof grid->conds[i].name];
-            snprintf(name, sizeof name, "search/%s", grid->conds[i].name);
-            memcpy(grid->conds[i].name, name, sizeof name);
+/* The plan as people read it: a phase that prefixes its result names shows them prefixed. */
+static void display_names(husai_protocol_plan *p) {
+    for (int q = 0; q < p->n_phases; q++) {
+        husai_plan_phase *ph = &p->phases[q];
+        for (int i = 0; ph->prefix_names && i < ph->n_conds; i++) {
+            char name[sizeof ph->conds[i].name];
+            snprintf(name, sizeof name, "%s/%s", ph->name, ph->conds[i].name);
+            memcpy(ph->conds[i].name, name, sizeof name);
         }
     }
-    grid->seeds = cfg->seeds;
-    grid->n_seeds = cfg->n_seeds;
-    if (calibrate) {
-        plan_phase *re = &p->phases[p->n_phases++];
-        husai_config rc = *cfg;
-        rc.epochs = cfg->retrain_epochs;
-        re->name = "retrain";
-        re->after = "search";
-        re->conds[1] = husai_config_make_condition(&rc, "k", (double)cfg->control_k);
-        /* The retrained k is the search's pick, unknown (NaN here) until the search has run. */
-        re->conds[0] = re->conds[1];
-        re->conds[0].value = NAN;
-        snprintf(re->conds[0].name, sizeof re->conds[0].name, "retrain/k=<selected>");
-        snprintf(re->conds[1].name, sizeof re->conds[1].name, "control/k=%d", cfg->control_k);
-        re->n_conds = 2;
-        re->seeds = cfg->n_retrain_seeds > 0 ? cfg->retrain_seeds : cfg->seeds;
-        re->n_seeds = cfg->n_retrain_seeds > 0 ? cfg->n_retrain_seeds : cfg->n_seeds;
-    }
-    for (int q = 0; q < p->n_phases; q++)
-        p->n_tasks += p->phases[q].n_conds * p->phases[q].n_seeds;
 }
 
 static cJSON *condition_json(const husai_config *cfg, const husai_condition *c, int index) {
@@ -264,7 +216,7 @@ static cJSON *config_json(const husai_config *cfg) {
     return root;
 }
 
-static cJSON *plan_json(const husai_config *cfg, const plan *p) {
+static cJSON *plan_json(const husai_config *cfg, const husai_protocol_plan *p) {
     cJSON *doc = cJSON_CreateObject();
     char hash[24];
     snprintf(hash, sizeof hash, "%016llx", (unsigned long long)husai_config_hash(cfg));
@@ -296,7 +248,7 @@ static cJSON *plan_json(const husai_config *cfg, const plan *p) {
     cJSON_AddNumberToObject(doc, "n_tasks", p->n_tasks);
     cJSON *phases = cJSON_AddArrayToObject(doc, "phases"), *tasks = cJSON_AddArrayToObject(doc, "tasks");
     for (int q = 0; q < p->n_phases; q++) {
-        const plan_phase *ph = &p->phases[q];
+        const husai_plan_phase *ph = &p->phases[q];
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "name", ph->name);
         if (ph->after)
@@ -339,7 +291,7 @@ static void print_seeds(FILE *f, const uint64_t *seeds, int n) {
     }
 }
 
-static void print_conditions(FILE *f, const husai_config *cfg, const plan_phase *ph) {
+static void print_conditions(FILE *f, const husai_config *cfg, const husai_plan_phase *ph) {
     fprintf(f, "  %3s  %-24s %-12s %7s %7s %7s %7s %11s %9s  %-10s %6s\n", "#", "condition", "value", "d_sae",
             "k", "epochs", "batch", "lr", "lambda", "arch", "tasks");
     for (int i = 0; i < ph->n_conds; i++) {
@@ -355,7 +307,7 @@ static void print_conditions(FILE *f, const husai_config *cfg, const plan_phase 
     }
 }
 
-static void print_human(FILE *f, const husai_config *cfg, const plan *p) {
+static void print_human(FILE *f, const husai_config *cfg, const husai_protocol_plan *p) {
     fprintf(f, "husai plan of %s (config hash %016llx)\n", cfg->source,
             (unsigned long long)husai_config_hash(cfg));
     fprintf(f, "mode %s over %s: %d value(s) x %d seed(s); %d task(s) in all\n", husai_mode_name(cfg->mode),
@@ -363,7 +315,7 @@ static void print_human(FILE *f, const husai_config *cfg, const plan *p) {
     fprintf(f, "data: %s:%s (not opened by plan)\n", cfg->data_path, cfg->dataset);
     fprintf(f, "output dir: %s\n", cfg->out_dir);
     for (int q = 0; q < p->n_phases; q++) {
-        const plan_phase *ph = &p->phases[q];
+        const husai_plan_phase *ph = &p->phases[q];
         fprintf(f, "%s%s: %d condition(s) x %d seed(s) = %d task(s)%s%s%s\n", *ph->name ? "phase " : "",
                 *ph->name ? ph->name : husai_mode_name(cfg->mode), ph->n_conds, ph->n_seeds,
                 ph->n_conds * ph->n_seeds, ph->after ? ", chosen by the " : "", ph->after ? ph->after : "",
@@ -444,10 +396,11 @@ int husai_cmd_plan(int argc, char **argv) {
     husai_status st = husai_config_resolve(&cfg, args.config_path, (const char *const *)args.sets,
                                            args.n_sets, args.out_dir);
     free(args.sets);
-    static plan p;
+    static husai_protocol_plan p;
     cJSON *doc = NULL;
     if (!st) {
-        build_plan(&cfg, &p);
+        husai_protocol_plan_build(&cfg, &p);
+        display_names(&p);
         if (args.json || args.get) {
             doc = plan_json(&cfg, &p);
             if (!doc || cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(doc, "config")))

@@ -66,6 +66,35 @@ static husai_status open_and_check(hid_t file, const char *path, const char *nam
     return st;
 }
 
+/* String attribute `attr` of the dataset, or failing that of the file's root group, into out (cap
+ * bytes, truncated); "" when neither has it as a string. Every rank reads the same metadata. */
+static void read_label(hid_t file, hid_t dset, const char *attr, char *out, size_t cap) {
+    out[0] = '\0';
+    const hid_t locs[2] = {dset, file};
+    for (int i = 0; i < 2 && !out[0]; i++) {
+        if (H5Aexists(locs[i], attr) <= 0) continue;
+        hid_t a = H5Aopen(locs[i], attr, H5P_DEFAULT), t = a >= 0 ? H5Aget_type(a) : -1;
+        if (t >= 0 && H5Tget_class(t) == H5T_STRING) {
+            hid_t mt = H5Tcopy(H5T_C_S1);
+            H5Tset_cset(mt, H5Tget_cset(t)); /* HDF5 converts no string between ASCII and UTF-8 */
+            if (H5Tis_variable_str(t) > 0) { /* h5py's str attributes */
+                char *v = NULL;
+                H5Tset_size(mt, H5T_VARIABLE);
+                if (H5Aread(a, mt, &v) >= 0 && v) snprintf(out, cap, "%s", v);
+                if (v) H5free_memory(v);
+            } else {
+                char *v = calloc(H5Tget_size(t) + 1, 1);
+                H5Tset_size(mt, H5Tget_size(t) + 1);
+                if (v && H5Aread(a, mt, v) >= 0) snprintf(out, cap, "%s", v);
+                free(v);
+            }
+            H5Tclose(mt);
+        }
+        if (t >= 0) H5Tclose(t);
+        if (a >= 0) H5Aclose(a);
+    }
+}
+
 /* Node layout: a shared-memory communicator per node, one leader per node, node index and count,
  * and every node's host name and rank count on every rank. */
 static void node_layout(husai_dataset *ds, MPI_Comm comm) {
@@ -143,6 +172,8 @@ static husai_status open_common(husai_dataset *ds, const char *path, const char 
     }
     ds->n_rows = (size_t)dims[0];
     ds->d_model = (int)dims[1];
+    read_label(file, dset, "model_name", ds->model_name, sizeof ds->model_name);
+    read_label(file, dset, "hook_name", ds->hook_name, sizeof ds->hook_name);
     node_layout(ds, comm);
     *file_out = file;
     *dset_out = dset;

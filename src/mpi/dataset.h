@@ -43,6 +43,9 @@ typedef struct {
     double stream_bytes;        /* bytes this node has read while streaming */
     double stream_seconds;      /* time this rank spent reading its share of chunks */
     char path[4096], name[256];
+    /* the dataset's model_name / hook_name attributes (husai import writes them; else the root group's),
+     * "" when absent: provenance passed on to results.json and exported cfg.json */
+    char model_name[256], hook_name[256];
     /* The data's identity (common/fingerprint.h), the same on every rank, rank count and read mode. A
      * streamed dataset gets it from one hashing pass over its chunks at open; each rank keeps the hash of
      * its share of each chunk (chunk_fp) and checks it on every later load, so a file that changes under a

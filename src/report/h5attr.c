@@ -15,9 +15,9 @@ herr_t husai_h5_attr_write(hid_t loc, const char *name, hid_t type, const void *
 
 herr_t husai_h5_attr_write_str(hid_t loc, const char *name, const char *value) {
     hid_t type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(type, strlen(value) + 1);
-    H5Tset_strpad(type, H5T_STR_NULLTERM);
-    herr_t rc = husai_h5_attr_write(loc, name, type, value);
+    H5Tset_size(type, H5T_VARIABLE);
+    H5Tset_cset(type, H5T_CSET_UTF8);
+    herr_t rc = husai_h5_attr_write(loc, name, type, &value); /* a variable-length string is its pointer */
     H5Tclose(type);
     return rc;
 }
@@ -47,7 +47,7 @@ char *husai_h5_attr_read_str(hid_t loc, const char *name) {
                 s = strdup(v);
                 H5free_memory(v);
             }
-        } else { /* as husai writes them */
+        } else { /* fixed length: older husai results and other tools */
             const size_t n = H5Tget_size(t);
             s = calloc(n + 1, 1);
             H5Tset_size(mt, n);

@@ -9,7 +9,7 @@
 /* Writes a scalar attribute of memory type `type` on loc; negative on failure. */
 herr_t husai_h5_attr_write(hid_t loc, const char *name, hid_t type, const void *value);
 
-/* Writes a NUL-terminated fixed-length string attribute; negative on failure. */
+/* Writes a variable-length UTF-8 string attribute (h5py reads it as str, not bytes); negative on failure. */
 herr_t husai_h5_attr_write_str(hid_t loc, const char *name, const char *value);
 
 /* Reads a scalar attribute as memory type `type` into *value: 1 when it is there and read, else 0. */

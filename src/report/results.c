@@ -1,13 +1,16 @@
 #define _POSIX_C_SOURCE 200809L
 #include "report/results.h"
 #include "report/h5attr.h"
+#include "report/html.h"
 #include "report/svg.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
+#include <hdf5_hl.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,13 +34,162 @@ static husai_status write_bytes(const char *path, const void *data, size_t n) {
 
 /* ---------- results.h5 ---------- */
 
-static herr_t write_ds(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims,
-                       const void *data) {
+/* results.h5 explains itself to h5py, h5dump or netCDF tools: every axis of every dataset is labelled
+ * and (but holdout_row) has an HDF5 dimension scale, a dataset in the same group whose values name the
+ * axis's positions; every dataset has a description and, where it has one, its units. */
+typedef struct {
+    const char *axis, *scale; /* the label, and the scale dataset's name */
+} axis_scale;
+static const axis_scale AXES[] = {
+    {"seed", "seeds"}, {"d_model", "d_model"}, {"d_sae", "d_sae"}, {"model", "model"}};
+
+typedef struct {
+    const char *name;
+    const char *axes[3]; /* one label per dimension */
+    const char *units;   /* NULL: none */
+    const char *description;
+} ds_doc;
+
+static const ds_doc DOCS[] = {
+    {"decoders",
+     {"seed", "d_model", "d_sae"},
+     NULL,
+     "decoder weights; decoders[s][:, j] is seed s's feature j"},
+    {"encoders", {"seed", "d_sae", "d_model"}, NULL, "encoder weights; encoders[s][j] reads feature j"},
+    {"b_enc", {"seed", "d_sae"}, NULL, "encoder bias"},
+    {"b_dec", {"seed", "d_model"}, NULL, "decoder bias (zeros without a decoder bias)"},
+    {"thresholds", {"seed", "d_sae"}, NULL, "jumprelu theta, batchtopk's inference threshold, else 0"},
+    {"density", {"seed", "d_sae"}, "1", "share of training rows on which the latent's code is non-zero"},
+    {"seeds", {"seed"}, NULL, "the seed of each model (dimension scale of the seed axis)"},
+    {"d_model", {"d_model"}, NULL, "position along the input (residual) dimension (dimension scale)"},
+    {"d_sae", {"d_sae"}, NULL, "latent (feature) index (dimension scale)"},
+    {"model", {"model"}, NULL, "0..S-1: the seeds in the order of seeds; S: the reference (dimension scale)"},
+    {"pwmcc", {"seed", "seed"}, "1", "PWMCC of the decoders of seeds a and b (1 on the diagonal)"},
+    {"random_pwmcc", {"seed", "seed"}, "1", "PWMCC of Gaussian decoders of the same shape and seeds"},
+    {"matched_cosine", {"seed", "seed"}, "1", "mean |cos| of features matched one-to-one (Hungarian)"},
+    {"matched_fraction", {"seed", "seed"}, "1", "share of features whose one-to-one match has |cos| >= 0.7"},
+    {"pwmcc_with_reference", {"model", "model"}, "1", "PWMCC over the seeds and the reference (last)"},
+    {"explained_variance", {"seed"}, "1", "1 - var(X - X_hat) / var(X) on the training rows"},
+    {"mse", {"seed"}, "activation^2", "mean squared reconstruction error on the training rows"},
+    {"l0", {"seed"}, "latents per row", "mean number of non-zero latents per training row"},
+    {"dead_fraction", {"seed"}, "1", "share of latents that never fire on the training rows"},
+    {"steps", {"seed"}, "optimizer steps", "optimizer steps taken"},
+    {"seconds", {"seed"}, "s", "wall-clock training time"},
+    {"rank", {"seed"}, NULL, "MPI rank that trained the seed"},
+    {"last_epoch_loss", {"seed"}, NULL, "mean training loss of the last epoch"},
+    {"alignment_to_reference", {"seed"}, "1", "mean over features of the best |cos| with the reference's"},
+    {"heldout_explained_variance", {"seed"}, "1", "explained variance on the held-out rows"},
+    {"heldout_mse", {"seed"}, "activation^2", "mean squared reconstruction error on the held-out rows"},
+    {"heldout_l0", {"seed"}, "latents per row", "mean number of non-zero latents per held-out row"},
+    {"heldout_dead_fraction", {"seed"}, "1", "share of latents that never fire on the held-out rows"},
+    {"gt_mean_max_cos", {"seed"}, "1", "mean over true atoms of the best |cos| with a decoder feature"},
+    {"gt_recovered", {"seed"}, "1", "share of true atoms whose best |cos| is >= 0.9"},
+    {"holdout_rows", {"holdout_row"}, NULL, "data rows never trained on (0-based)"},
+    {"decoder", {"d_model", "d_sae"}, NULL, "the reference SAE's decoder; column j is its feature j"},
+    {"features/best_cos",
+     {"seed", "seed", "d_sae"},
+     "1",
+     "[s][t][i]: best |cos| of feature i of seed s among seed t's features (1 on the diagonal s = t)"},
+    {"features/best_index",
+     {"seed", "seed", "d_sae"},
+     NULL,
+     "[s][t][i]: the feature of seed t attaining best_cos (the smallest index among ties; i when s = t)"},
+    {"features/stability",
+     {"seed", "d_sae"},
+     "1",
+     "share of the other seeds whose best match has |cos| >= tau"},
+    {"features/mean_best_cos", {"seed", "d_sae"}, "1", "mean over the other seeds of the best |cos|"},
+    {"features/cluster", {"seed", "d_sae"}, NULL, "row of consensus holding the feature, -1 for none"},
+    {"features/consensus",
+     {"consensus", "d_model"},
+     NULL,
+     "consensus feature directions: unit mean of the members' sign-aligned unit decoder columns"},
+    {"features/consensus_members",
+     {"consensus", "seed"},
+     NULL,
+     "the member feature of each seed, -1 for none"},
+    {"features/coherence", {"consensus"}, "1", "mean pairwise |cos| of the members"},
+    {"features/density", {"consensus"}, "1", "mean firing density of the members"},
+};
+
+static const ds_doc *doc_of(const char *name) {
+    for (size_t i = 0; i < sizeof DOCS / sizeof *DOCS; i++)
+        if (!strcmp(DOCS[i].name, name)) return &DOCS[i];
+    return NULL;
+}
+
+/* Labels dataset ds (named name, in loc) and its axes from DOCS, and attaches the scales loc holds; a
+ * scale dataset becomes the scale of its axis instead. Negative for a dataset DOCS does not describe. */
+static herr_t describe(hid_t loc, hid_t ds, const char *name, int rank) {
+    const ds_doc *d = doc_of(name);
+    if (!d) return -1;
+    herr_t rc = husai_h5_attr_write_str(ds, "description", d->description);
+    if (d->units) rc |= husai_h5_attr_write_str(ds, "units", d->units);
+    for (int i = 0; i < rank && rc >= 0; i++) {
+        const char *axis = d->axes[i], *scale = NULL;
+        for (size_t a = 0; a < sizeof AXES / sizeof *AXES; a++)
+            if (!strcmp(AXES[a].axis, axis)) scale = AXES[a].scale;
+        if (scale && !strcmp(scale, name)) {
+            rc |= H5DSset_scale(ds, axis);
+        } else if (scale && H5Lexists(loc, scale, H5P_DEFAULT) > 0) {
+            hid_t s = H5Dopen2(loc, scale, H5P_DEFAULT);
+            rc |= s < 0 ? -1 : H5DSattach_scale(ds, s, (unsigned)i);
+            if (s >= 0) H5Dclose(s);
+        }
+        rc |= H5DSset_label(ds, (unsigned)i, axis);
+    }
+    return rc;
+}
+
+/* Writes dataset name into loc, described by DOCS entry doc with the axis scales held in group scales:
+ * stored as file type ftype, from data of memory type mtype (HDF5 converts, e.g. per-seed step counts
+ * held as doubles to integers). */
+static herr_t write_ds_in(hid_t loc, hid_t scales, const char *name, const char *doc, hid_t ftype,
+                          hid_t mtype, int rank, const hsize_t *dims, const void *data) {
     hid_t space = H5Screate_simple(rank, dims, NULL);
-    hid_t ds = H5Dcreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t rc = ds < 0 ? -1 : H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+    hid_t ds = H5Dcreate2(loc, name, ftype, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = ds < 0 ? -1 : H5Dwrite(ds, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+    if (rc >= 0) rc = describe(scales, ds, doc, rank);
     if (ds >= 0) H5Dclose(ds);
     H5Sclose(space);
+    return rc;
+}
+
+/* Writes and describes dataset name of loc (its DOCS entry and scales are loc's own). */
+static herr_t write_ds_as(hid_t loc, const char *name, hid_t ftype, hid_t mtype, int rank,
+                          const hsize_t *dims, const void *data) {
+    return write_ds_in(loc, loc, name, name, ftype, mtype, rank, dims, data);
+}
+
+static herr_t write_ds(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims,
+                       const void *data) {
+    return write_ds_as(loc, name, type, type, rank, dims, data);
+}
+
+/* The scale of an axis of n positions named by their index: 0 .. n-1. */
+static herr_t write_index_scale(hid_t loc, const char *name, int n) {
+    int *idx = malloc((size_t)n * sizeof *idx);
+    if (!idx) return -1;
+    for (int i = 0; i < n; i++)
+        idx[i] = i;
+    const hsize_t dims[1] = {(hsize_t)n};
+    herr_t rc = write_ds_as(loc, name, H5T_STD_I32LE, H5T_NATIVE_INT, 1, dims, idx);
+    free(idx);
+    return rc;
+}
+
+/* A one-dimensional attribute of variable-length UTF-8 strings (h5py reads a list of str). */
+static herr_t write_str_list_attr(hid_t loc, const char *name, const char *const *values, size_t n) {
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, H5T_VARIABLE);
+    H5Tset_cset(type, H5T_CSET_UTF8);
+    const hsize_t dims[1] = {(hsize_t)n};
+    hid_t space = H5Screate_simple(1, dims, NULL);
+    hid_t a = H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = a < 0 ? -1 : H5Awrite(a, type, values);
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(space);
+    H5Tclose(type);
     return rc;
 }
 
@@ -50,13 +202,15 @@ struct husai_results_h5 {
     char path[4200]; /* the final name */
     char tmp[4300];  /* written as path + ".partial", renamed when complete */
     int fd;          /* the same file, for reservations */
-    hid_t file, conds, lcpl;
+    hid_t file, conds;
+    hid_t gcpl;       /* groups list their members in creation order: conditions come back in sweep order */
+    int n_groups;     /* condition groups created so far: the next one's index */
     off_t reserved;   /* bytes reserved so far */
     husai_status err; /* the first failure: later writes are skipped, finish reports it */
 };
 
-/* Metadata allowance per reservation (object headers, group indexes, attributes): measured ~12 KiB
- * per condition (jobs/architectures.ini, every optional dataset); 256 KiB leaves room. */
+/* Metadata allowance per reservation (object headers, group indexes, attributes, dimension-scale
+ * references): measured ~24 KiB per condition (a k sweep with held-out rows); 256 KiB leaves room. */
 #define RESERVE_SLACK ((off_t)256 << 10)
 
 /* Makes sure the file has room for `bytes` more beyond what HDF5 has allocated so far. */
@@ -93,7 +247,7 @@ husai_status husai_results_h5_open(husai_results_h5 **out, const char *path, con
     snprintf(h->path, sizeof h->path, "%s", path);
     snprintf(h->tmp, sizeof h->tmp, "%s.partial", path);
     h->fd = -1;
-    h->conds = h->lcpl = H5I_INVALID_HID;
+    h->conds = h->gcpl = H5I_INVALID_HID;
     h->file = H5Fcreate(h->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (h->file < 0) {
         free(h);
@@ -111,18 +265,29 @@ husai_status husai_results_h5_open(husai_results_h5 **out, const char *path, con
         rc |= husai_h5_attr_write_str(h->file, "git_commit", run->commit);
         rc |= husai_h5_attr_write_str(h->file, "config", cfg ? cfg : "");
         if (run->fingerprint) rc |= husai_h5_attr_write_str(h->file, "data_fingerprint", run->fingerprint);
+        if (run->model_name && *run->model_name)
+            rc |= husai_h5_attr_write_str(h->file, "data_model_name", run->model_name);
+        if (run->hook_name && *run->hook_name)
+            rc |= husai_h5_attr_write_str(h->file, "data_hook_name", run->hook_name);
         rc |= husai_h5_attr_write_str(h->file, "decoder_layout",
                                       "decoders[s] is [d_model, d_sae]; column j is feature j");
-        h->conds = H5Gcreate2(h->file, "conditions", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        h->lcpl = H5Pcreate(H5P_LINK_CREATE);
-        H5Pset_create_intermediate_group(h->lcpl, 1); /* protocol names nest: conditions/search/k=4 */
-        if (rc < 0 || h->conds < 0 || h->lcpl < 0)
-            st = husai_error(HUSAI_ERR_IO, "writing '%s' failed", path);
+        h->gcpl = H5Pcreate(H5P_GROUP_CREATE);
+        if (h->gcpl < 0 ||
+            H5Pset_link_creation_order(h->gcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED) < 0)
+            rc = -1;
+        h->conds = H5Gcreate2(h->file, "conditions", H5P_DEFAULT, h->gcpl, H5P_DEFAULT);
+        if (rc < 0 || h->conds < 0) st = husai_error(HUSAI_ERR_IO, "writing '%s' failed", path);
     }
     free(cfg);
     h->err = st;
     *out = h;
     return st;
+}
+
+/* The bytes of a condition's dimension scales (seeds, d_model, d_sae, model). */
+static size_t scale_bytes(const husai_condition_result *c) {
+    return (size_t)c->S * sizeof(uint64_t) +
+           ((size_t)c->d_model + (size_t)c->d_sae + (size_t)c->S + 1) * sizeof(int);
 }
 
 /* The bytes of a condition's datasets. */
@@ -133,7 +298,16 @@ static size_t condition_bytes(const husai_condition_result *c) {
                                                (size_t)f->n_consensus * (c->d_model + S + 3) * sizeof(float)
                                          : 0;
     return S * (2 * dd + 3 * (size_t)c->d_sae + (size_t)c->d_model) * sizeof(float) +
-           (S + 1) * (S + 1) * 5 * sizeof(double) + S * 24 * sizeof(double) + feat;
+           (S + 1) * (S + 1) * 5 * sizeof(double) + S * 24 * sizeof(double) + scale_bytes(c) + feat;
+}
+
+/* Writes dataset features/<leaf> into the features group fg, described with the condition group cond's
+ * axis scales. */
+static herr_t write_feature_ds(hid_t cond, hid_t fg, const char *leaf, hid_t type, int rank,
+                               const hsize_t *dims, const void *data) {
+    char doc[64];
+    snprintf(doc, sizeof doc, "features/%s", leaf);
+    return write_ds_in(fg, cond, leaf, doc, type, type, rank, dims, data);
 }
 
 /* /conditions/<name>/features: the per-feature stability arrays and the consensus features. */
@@ -144,111 +318,155 @@ static herr_t write_features(hid_t cond, const husai_condition_result *c) {
     const hsize_t S = (hsize_t)c->S, ds = (hsize_t)c->d_sae, n = (hsize_t)f->n_consensus;
     const hsize_t d_b[3] = {S, S, ds}, d_s[2] = {S, ds}, d_c[2] = {n, (hsize_t)c->d_model}, d_m[2] = {n, S},
                   d_n[1] = {n};
-    herr_t rc = write_ds(g, "best_cos", H5T_NATIVE_FLOAT, 3, d_b, f->best_cos);
-    rc |= write_ds(g, "best_index", H5T_NATIVE_INT32, 3, d_b, f->best_index);
-    rc |= write_ds(g, "stability", H5T_NATIVE_FLOAT, 2, d_s, f->stability);
-    rc |= write_ds(g, "mean_best_cos", H5T_NATIVE_FLOAT, 2, d_s, f->mean_best);
-    rc |= write_ds(g, "cluster", H5T_NATIVE_INT32, 2, d_s, f->cluster);
-    rc |= write_ds(g, "consensus", H5T_NATIVE_FLOAT, 2, d_c, f->consensus);
-    rc |= write_ds(g, "consensus_members", H5T_NATIVE_INT32, 2, d_m, f->members);
-    rc |= write_ds(g, "coherence", H5T_NATIVE_FLOAT, 1, d_n, f->coherence);
-    rc |= write_ds(g, "density", H5T_NATIVE_FLOAT, 1, d_n, f->density);
+    herr_t rc = write_feature_ds(cond, g, "best_cos", H5T_NATIVE_FLOAT, 3, d_b, f->best_cos);
+    rc |= write_feature_ds(cond, g, "best_index", H5T_NATIVE_INT32, 3, d_b, f->best_index);
+    rc |= write_feature_ds(cond, g, "stability", H5T_NATIVE_FLOAT, 2, d_s, f->stability);
+    rc |= write_feature_ds(cond, g, "mean_best_cos", H5T_NATIVE_FLOAT, 2, d_s, f->mean_best);
+    rc |= write_feature_ds(cond, g, "cluster", H5T_NATIVE_INT32, 2, d_s, f->cluster);
+    rc |= write_feature_ds(cond, g, "consensus", H5T_NATIVE_FLOAT, 2, d_c, f->consensus);
+    rc |= write_feature_ds(cond, g, "consensus_members", H5T_NATIVE_INT32, 2, d_m, f->members);
+    rc |= write_feature_ds(cond, g, "coherence", H5T_NATIVE_FLOAT, 1, d_n, f->coherence);
+    rc |= write_feature_ds(cond, g, "density", H5T_NATIVE_FLOAT, 1, d_n, f->density);
     rc |= husai_h5_attr_write(g, "tau", H5T_NATIVE_DOUBLE, &f->tau);
     rc |= husai_h5_attr_write(g, "min_seeds", H5T_NATIVE_INT, &f->min_seeds);
     rc |= husai_h5_attr_write(g, "n_mutual", H5T_NATIVE_INT, &f->n_mutual);
-    if (c->gt_dict) {
+    if (c->has_gt) {
         rc |= husai_h5_attr_write(g, "gt_recovered_by_consensus", H5T_NATIVE_DOUBLE,
                                   &c->gt_consensus_recovered);
         rc |= husai_h5_attr_write(g, "gt_consensus_precision", H5T_NATIVE_DOUBLE, &c->gt_consensus_precision);
     }
-    rc |=
-        husai_h5_attr_write_str(g, "definition",
-                                "best_cos[s][t][i]: max |cos| of feature i of seed s with seed t's features "
-                                "(best_index: which; diagonal 1 and i); stability: share of the other seeds "
-                                "with best_cos >= tau; cluster: row of consensus holding the feature, -1 for "
-                                "none; consensus: unit mean of the sign-aligned members' unit columns");
+    rc |= husai_h5_attr_write_str(g, "description",
+                                  "per-feature stability and consensus features (README: Which features are "
+                                  "reproducible): clusters of mutual best matches with |cos| >= tau, one "
+                                  "feature per seed, found in at least min_seeds seeds");
     H5Gclose(g);
     return rc;
 }
 
-/* Condition c's group: created, or opened when its encoders went ahead. */
-static hid_t condition_group(const husai_results_h5 *h, const husai_condition_result *c) {
-    return c->encoders_written ? H5Gopen2(h->conds, c->name, H5P_DEFAULT)
-                               : H5Gcreate2(h->conds, c->name, h->lcpl, H5P_DEFAULT, H5P_DEFAULT);
+/* Creates group name under h's /conditions, and its missing parents (protocol names nest:
+ * conditions/search/k=4), all listing their members in creation order. */
+static hid_t create_ordered_group(const husai_results_h5 *h, const char *name) {
+    char path[sizeof((husai_condition_result *)NULL)->name];
+    snprintf(path, sizeof path, "%s", name);
+    for (char *p = strchr(path, '/'); p; p = strchr(p + 1, '/')) {
+        *p = '\0';
+        if (H5Lexists(h->conds, path, H5P_DEFAULT) <= 0) {
+            hid_t g = H5Gcreate2(h->conds, path, H5P_DEFAULT, h->gcpl, H5P_DEFAULT);
+            if (g < 0) return H5I_INVALID_HID;
+            H5Gclose(g);
+        }
+        *p = '/';
+    }
+    return H5Gcreate2(h->conds, name, H5P_DEFAULT, h->gcpl, H5P_DEFAULT);
 }
 
-static herr_t write_condition(const husai_results_h5 *h, const husai_condition_result *c) {
+/* Condition c's group: opened when its encoders went ahead, else created with its position in the sweep
+ * and the scales of its axes (seed, d_model, d_sae), which every dataset written into it then attaches. */
+static hid_t condition_group(husai_results_h5 *h, const husai_condition_result *c) {
+    if (c->encoders_written) return H5Gopen2(h->conds, c->name, H5P_DEFAULT);
+    hid_t g = create_ordered_group(h, c->name);
+    if (g < 0) return g;
+    const hsize_t d_s[1] = {(hsize_t)c->S};
+    herr_t rc = husai_h5_attr_write(g, "index", H5T_NATIVE_INT, &h->n_groups);
+    rc |= write_ds(g, "seeds", H5T_NATIVE_UINT64, 1, d_s, c->seeds);
+    rc |= write_index_scale(g, "d_model", c->d_model);
+    rc |= write_index_scale(g, "d_sae", c->d_sae);
+    h->n_groups++;
+    if (rc < 0) {
+        H5Gclose(g);
+        return H5I_INVALID_HID;
+    }
+    return g;
+}
+
+/* Which conditions have an optional metric (results.h5's per-seed columns, conditions.csv's columns). */
+typedef enum { ALWAYS, IF_REF, IF_HOLDOUT, IF_GT, IF_MATCH } metric_when;
+
+static int has_metric(const husai_condition_result *c, metric_when when) {
+    const int has[] = {[ALWAYS] = 1,
+                       [IF_REF] = c->has_ref,
+                       [IF_HOLDOUT] = c->has_holdout,
+                       [IF_GT] = c->has_gt,
+                       [IF_MATCH] = c->has_match};
+    return has[when];
+}
+
+/* The per-seed columns of a condition group, from husai_seed_metrics (all doubles there, for one MPI
+ * type); the counts among them are stored as integers. */
+static const struct {
+    const char *name;
+    size_t offset;
+    int int_bits; /* 32 or 64: a count, stored as that signed integer; 0: a double */
+    metric_when when;
+} SEED_COLS[] = {
+    {"explained_variance", offsetof(husai_seed_metrics, ev), 0, ALWAYS},
+    {"mse", offsetof(husai_seed_metrics, mse), 0, ALWAYS},
+    {"l0", offsetof(husai_seed_metrics, l0), 0, ALWAYS},
+    {"dead_fraction", offsetof(husai_seed_metrics, dead_fraction), 0, ALWAYS},
+    {"steps", offsetof(husai_seed_metrics, steps), 64, ALWAYS},
+    {"seconds", offsetof(husai_seed_metrics, seconds), 0, ALWAYS},
+    {"rank", offsetof(husai_seed_metrics, rank), 32, ALWAYS},
+    {"last_epoch_loss", offsetof(husai_seed_metrics, last_epoch_loss), 0, ALWAYS},
+    {"alignment_to_reference", offsetof(husai_seed_metrics, alignment), 0, IF_REF},
+    {"heldout_explained_variance", offsetof(husai_seed_metrics, ho_ev), 0, IF_HOLDOUT},
+    {"heldout_mse", offsetof(husai_seed_metrics, ho_mse), 0, IF_HOLDOUT},
+    {"heldout_l0", offsetof(husai_seed_metrics, ho_l0), 0, IF_HOLDOUT},
+    {"heldout_dead_fraction", offsetof(husai_seed_metrics, ho_dead), 0, IF_HOLDOUT},
+    {"gt_mean_max_cos", offsetof(husai_seed_metrics, gt_mean_max_cos), 0, IF_GT},
+    {"gt_recovered", offsetof(husai_seed_metrics, gt_recovered), 0, IF_GT},
+};
+
+static herr_t write_seed_columns(hid_t g, const husai_condition_result *c) {
+    double *col = malloc((size_t)c->S * sizeof(double));
+    if (!col) return -1;
+    const hsize_t d_s[1] = {(hsize_t)c->S};
+    herr_t rc = 0;
+    for (size_t m = 0; m < sizeof SEED_COLS / sizeof *SEED_COLS; m++) {
+        if (!has_metric(c, SEED_COLS[m].when)) continue;
+        for (int s = 0; s < c->S; s++)
+            memcpy(&col[s], (const char *)&c->per_seed[s] + SEED_COLS[m].offset, sizeof(double));
+        const int bits = SEED_COLS[m].int_bits;
+        const hid_t ftype = bits == 64 ? H5T_STD_I64LE : bits == 32 ? H5T_STD_I32LE : H5T_NATIVE_DOUBLE;
+        rc |= write_ds_as(g, SEED_COLS[m].name, ftype, H5T_NATIVE_DOUBLE, 1, d_s, col);
+    }
+    free(col);
+    return rc;
+}
+
+static herr_t write_condition(husai_results_h5 *h, const husai_condition_result *c) {
     hid_t g = condition_group(h, c);
     if (g < 0) return -1;
     herr_t rc = 0;
     const hsize_t S = (hsize_t)c->S, dm = (hsize_t)c->d_model, ds = (hsize_t)c->d_sae;
-    const hsize_t d_dec[3] = {S, dm, ds}, d_enc[3] = {S, ds, dm}, d_b[2] = {S, ds}, d_s[1] = {S},
-                  d_m[2] = {S, S};
+    const hsize_t d_dec[3] = {S, dm, ds}, d_enc[3] = {S, ds, dm}, d_b[2] = {S, ds}, d_m[2] = {S, S};
     rc |= write_ds(g, "decoders", H5T_NATIVE_FLOAT, 3, d_dec, c->decoders);
     if (!c->encoders_written) rc |= write_ds(g, "encoders", H5T_NATIVE_FLOAT, 3, d_enc, c->encoders);
     rc |= write_ds(g, "b_enc", H5T_NATIVE_FLOAT, 2, d_b, c->b_enc);
     const hsize_t d_bd[2] = {S, dm};
     if (c->b_dec) rc |= write_ds(g, "b_dec", H5T_NATIVE_FLOAT, 2, d_bd, c->b_dec);
     if (c->thresholds) rc |= write_ds(g, "thresholds", H5T_NATIVE_FLOAT, 2, d_b, c->thresholds);
-    rc |= write_ds(g, "seeds", H5T_NATIVE_UINT64, 1, d_s, c->seeds);
     rc |= write_ds(g, "pwmcc", H5T_NATIVE_DOUBLE, 2, d_m, c->pwmcc);
     rc |= write_ds(g, "random_pwmcc", H5T_NATIVE_DOUBLE, 2, d_m, c->random_pwmcc);
-    double *col = malloc((size_t)c->S * sizeof(double));
-    if (!col) {
-        rc = -1;
-    } else {
-        const char *names[] = {"explained_variance",
-                               "mse",
-                               "l0",
-                               "dead_fraction",
-                               "steps",
-                               "seconds",
-                               "rank",
-                               "last_epoch_loss",
-                               "alignment_to_reference",
-                               "heldout_explained_variance",
-                               "heldout_mse",
-                               "heldout_l0",
-                               "heldout_dead_fraction"};
-        for (int m = 0; m < 13; m++) {
-            if (m == 8 && !c->has_ref) continue;
-            if (m >= 9 && !c->has_holdout) break;
-            for (int s = 0; s < c->S; s++) {
-                const husai_seed_metrics *p = &c->per_seed[s];
-                const double v[13] = {p->ev,        p->mse,     p->l0,     p->dead_fraction,
-                                      p->steps,     p->seconds, p->rank,   p->last_epoch_loss,
-                                      p->alignment, p->ho_ev,   p->ho_mse, p->ho_l0,
-                                      p->ho_dead};
-                col[s] = v[m];
-            }
-            rc |= write_ds(g, names[m], H5T_NATIVE_DOUBLE, 1, d_s, col);
-        }
-        free(col);
-    }
+    rc |= write_seed_columns(g, c);
     rc |= husai_h5_attr_write_str(g, "param", c->param);
     rc |= husai_h5_attr_write(g, "value", H5T_NATIVE_DOUBLE, &c->value);
+    rc |= husai_h5_attr_write_str(g, "phase", c->phase ? c->phase : "");
     rc |= husai_h5_attr_write(g, "k", H5T_NATIVE_INT, &c->k);
     rc |= husai_h5_attr_write_str(g, "arch", husai_arch_name(c->arch));
     rc |= husai_h5_attr_write(g, "d_sae", H5T_NATIVE_INT, &c->d_sae);
     rc |= husai_h5_attr_write(g, "d_model", H5T_NATIVE_INT, &c->d_model);
+    rc |= husai_h5_attr_write(g, "epochs", H5T_NATIVE_INT, &c->epochs);
+    rc |= husai_h5_attr_write(g, "batch_size", H5T_NATIVE_INT, &c->batch_size);
+    rc |= husai_h5_attr_write(g, "lr", H5T_NATIVE_DOUBLE, &c->lr);
     if (c->has_match) {
         rc |= write_ds(g, "matched_cosine", H5T_NATIVE_DOUBLE, 2, d_m, c->match_cos);
         rc |= write_ds(g, "matched_fraction", H5T_NATIVE_DOUBLE, 2, d_m, c->match_frac);
-    }
-    if (c->has_gt) {
-        double *col2 = malloc((size_t)c->S * sizeof(double));
-        for (int m = 0; m < 2 && col2; m++) {
-            for (int s = 0; s < c->S; s++)
-                col2[s] = m == 0 ? c->per_seed[s].gt_mean_max_cos : c->per_seed[s].gt_recovered;
-            rc |= write_ds(g, m == 0 ? "gt_mean_max_cos" : "gt_recovered", H5T_NATIVE_DOUBLE, 1, d_s, col2);
-        }
-        if (!col2) rc = -1;
-        free(col2);
     }
     if (c->density) rc |= write_ds(g, "density", H5T_NATIVE_FLOAT, 2, d_b, c->density);
     if (c->features && c->features->best_cos) rc |= write_features(g, c);
     if (c->has_ref) {
         const hsize_t d_r[2] = {S + 1, S + 1};
+        rc |= write_index_scale(g, "model", c->S + 1);
         rc |= write_ds(g, "pwmcc_with_reference", H5T_NATIVE_DOUBLE, 2, d_r, c->pwmcc_with_ref);
         rc |= husai_h5_attr_write(g, "lambda", H5T_NATIVE_DOUBLE, &c->lambda);
     }
@@ -260,7 +478,7 @@ static herr_t write_condition(const husai_results_h5 *h, const husai_condition_r
 husai_status husai_results_h5_encoders(husai_results_h5 *h, husai_condition_result *c) {
     if (h->err) return h->err;
     const hsize_t d_enc[3] = {(hsize_t)c->S, (hsize_t)c->d_sae, (hsize_t)c->d_model};
-    husai_status st = reserve(h, (size_t)c->S * c->d_sae * c->d_model * sizeof(float));
+    husai_status st = reserve(h, (size_t)c->S * c->d_sae * c->d_model * sizeof(float) + scale_bytes(c));
     hid_t g = st ? H5I_INVALID_HID : condition_group(h, c);
     if (!st && (g < 0 || write_ds(g, "encoders", H5T_NATIVE_FLOAT, 3, d_enc, c->encoders) < 0 ||
                 H5Fflush(h->file, H5F_SCOPE_LOCAL) < 0))
@@ -295,7 +513,7 @@ husai_status husai_results_h5_condition(husai_results_h5 *h, husai_condition_res
 static husai_status close_h5(husai_results_h5 *h) {
     husai_status st = h->err;
     haddr_t eoa = 0;
-    if (h->lcpl >= 0) H5Pclose(h->lcpl);
+    if (h->gcpl >= 0) H5Pclose(h->gcpl);
     if (h->conds >= 0 && H5Gclose(h->conds) < 0 && !st)
         st = husai_error(HUSAI_ERR_IO, "closing '%s'", h->path);
     if (!st && H5Fflush(h->file, H5F_SCOPE_LOCAL) < 0)
@@ -327,13 +545,17 @@ static husai_status finish_h5(husai_results_h5 *h, const husai_run_info *run, hu
         if (!cs[i].written) husai_results_h5_condition(h, &cs[i]);
     size_t extra = run->n_holdout * sizeof(uint32_t);
     if (proto && proto->reference_decoder && n > 0)
-        extra += (size_t)cs[0].d_model * cs[0].d_sae * sizeof(float);
+        extra += (size_t)cs[0].d_model * cs[0].d_sae * sizeof(float) + scale_bytes(&cs[0]);
     if (!h->err) h->err = reserve(h, extra);
     herr_t rc = 0;
     if (!h->err && proto && proto->reference_decoder && n > 0) {
         hid_t g = H5Gcreate2(h->file, "reference", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         const hsize_t dd[2] = {(hsize_t)cs[0].d_model, (hsize_t)cs[0].d_sae};
-        rc |= g < 0 ? -1 : write_ds(g, "decoder", H5T_NATIVE_FLOAT, 2, dd, proto->reference_decoder);
+        if (g < 0 || write_index_scale(g, "d_model", cs[0].d_model) < 0 ||
+            write_index_scale(g, "d_sae", cs[0].d_sae) < 0)
+            rc = -1;
+        else
+            rc |= write_ds(g, "decoder", H5T_NATIVE_FLOAT, 2, dd, proto->reference_decoder);
         if (g >= 0) {
             rc |= husai_h5_attr_write(g, "seed", H5T_NATIVE_UINT64, &proto->reference_seed);
             H5Gclose(g);
@@ -342,6 +564,13 @@ static husai_status finish_h5(husai_results_h5 *h, const husai_run_info *run, hu
     if (!h->err && run->holdout_rows && run->n_holdout > 0) {
         const hsize_t dh[1] = {(hsize_t)run->n_holdout};
         rc |= write_ds(h->file, "holdout_rows", H5T_NATIVE_UINT32, 1, dh, run->holdout_rows);
+    }
+    if (!h->err && n > 0) { /* the sweep order, explicit (the groups also list in it) */
+        const char **names = malloc((size_t)n * sizeof *names);
+        for (int i = 0; i < n && names; i++)
+            names[i] = cs[i].name;
+        rc |= names ? write_str_list_attr(h->conds, "order", names, (size_t)n) : -1;
+        free(names);
     }
     if (!h->err && proto) {
         rc |= husai_h5_attr_write_str(h->file, "protocol", husai_mode_name(proto->mode));
@@ -448,9 +677,10 @@ static cJSON *features_json(const husai_condition_result *c) {
                             "matched at tau in at least half of the other seeds; intervals resample seeds");
     cJSON_AddNumberToObject(o, "tau", f->tau);
     cJSON_AddNumberToObject(o, "min_seeds", f->min_seeds);
+    cJSON_AddNumberToObject(o, "n_consensus", f->n_consensus);
     cJSON_AddNumberToObject(o, "n_mutual", f->n_mutual);
     cJSON_AddItemToObject(o, "random", feature_stats_json(&c->features_random));
-    if (c->gt_dict) {
+    if (c->has_gt) {
         cJSON_AddNumberToObject(o, "gt_recovered_by_consensus", c->gt_consensus_recovered);
         cJSON_AddNumberToObject(o, "gt_consensus_precision", c->gt_consensus_precision);
     }
@@ -540,6 +770,8 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
     cJSON_AddStringToObject(d, "dataset", cfg->dataset);
     cJSON_AddStringToObject(d, "dtype", run->dtype);
     if (run->fingerprint) cJSON_AddStringToObject(d, "fingerprint", run->fingerprint);
+    if (run->model_name && *run->model_name) cJSON_AddStringToObject(d, "model_name", run->model_name);
+    if (run->hook_name && *run->hook_name) cJSON_AddStringToObject(d, "hook_name", run->hook_name);
     cJSON_AddNumberToObject(d, "rows", (double)run->n_rows);
     cJSON_AddNumberToObject(d, "d_model", run->d_model);
     if (*cfg->dictionary) cJSON_AddStringToObject(d, "dictionary", cfg->dictionary);
@@ -763,7 +995,7 @@ static void features_table(FILE *f, const husai_condition_result *cs, int n) {
 
 /* The consensus features against the true dictionary, beside what single seeds recover. */
 static void features_gt_table(FILE *f, const husai_condition_result *cs, int n) {
-    if (n < 1 || !cs[0].features || !cs[0].gt_dict) return;
+    if (n < 1 || !cs[0].features || !cs[0].has_gt) return;
     fprintf(f,
             "\nConsensus features against the true dictionary (an atom is recovered at |cos| >= %.2g):\n\n"
             "| condition | consensus features | atoms recovered by consensus | by one seed (mean, min-max) | "
@@ -877,9 +1109,10 @@ static void few_seeds_note(FILE *f, const husai_condition_result *cs, int n, hus
                 : "");
 }
 
+/* Writes summary.md and hands its text to *md (the caller frees it) for report.html. */
 static husai_status write_summary(const char *path, const husai_run_info *run,
-                                  const husai_condition_result *cs, int n,
-                                  const husai_protocol_result *proto) {
+                                  const husai_condition_result *cs, int n, const husai_protocol_result *proto,
+                                  char **md) {
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
@@ -1002,42 +1235,222 @@ static husai_status write_summary(const char *path, const husai_run_info *run,
     features_gt_table(f, cs, n);
     fclose(f);
     husai_status st = write_text(path, text);
-    free(text);
+    *md = text;
     return st;
 }
 
+/* conditions.csv's metrics with intervals, in column order: the mean, then `<ci>_ci95_low` and
+ * `<ci>_ci95_high` (the names of results.json, but the first three's, kept from earlier versions). */
+static const struct {
+    const char *mean, *ci;
+    size_t offset; /* of the husai_ci in husai_condition_result */
+    metric_when when;
+} CSV_CIS[] = {
+    {"trained_pwmcc", "trained", offsetof(husai_condition_result, trained), ALWAYS},
+    {"random_pwmcc", "random", offsetof(husai_condition_result, random), ALWAYS},
+    {"explained_variance", "ev", offsetof(husai_condition_result, ev), ALWAYS},
+    {"mse", "mse", offsetof(husai_condition_result, mse), ALWAYS},
+    {"l0", "l0", offsetof(husai_condition_result, l0), ALWAYS},
+    {"dead_fraction", "dead_fraction", offsetof(husai_condition_result, dead), ALWAYS},
+    {"matched_cosine", "matched_cosine", offsetof(husai_condition_result, matched_cos), IF_MATCH},
+    {"matched_fraction_0_7", "matched_fraction_0_7", offsetof(husai_condition_result, matched_frac),
+     IF_MATCH},
+    {"heldout_explained_variance", "heldout_explained_variance", offsetof(husai_condition_result, ho_ev),
+     IF_HOLDOUT},
+    {"heldout_mse", "heldout_mse", offsetof(husai_condition_result, ho_mse), IF_HOLDOUT},
+    {"heldout_l0", "heldout_l0", offsetof(husai_condition_result, ho_l0), IF_HOLDOUT},
+    {"heldout_dead_fraction", "heldout_dead_fraction", offsetof(husai_condition_result, ho_dead), IF_HOLDOUT},
+    {"gt_mean_max_cos", "gt_mean_max_cos", offsetof(husai_condition_result, gt_mean_max_cos), IF_GT},
+    {"gt_recovered", "gt_recovered", offsetof(husai_condition_result, gt_recovered), IF_GT},
+    {"trained_pwmcc_with_reference", "trained_pwmcc_with_reference",
+     offsetof(husai_condition_result, trained_with_ref), IF_REF},
+    {"alignment_to_reference", "alignment_to_reference", offsetof(husai_condition_result, alignment), IF_REF},
+};
+
+/* A number cell: empty when not finite (results.json's null), or the withheld marker when it is an
+ * interval end (or the LCB) that needs more seeds. */
+static void csv_number(FILE *f, double v, int interval) {
+    if (isfinite(v))
+        fprintf(f, ",%.17g", v);
+    else
+        fprintf(f, ",%s", interval ? NA_FEW_SEEDS : "");
+}
+
+/* A text cell, quoted (RFC 4180) when it holds a comma, a quote or a line break. */
+static void csv_text(FILE *f, const char *s, int first) {
+    if (!first) fputc(',', f);
+    if (!strpbrk(s, ",\"\r\n")) {
+        fputs(s, f);
+        return;
+    }
+    fputc('"', f);
+    for (; *s; s++)
+        fprintf(f, *s == '"' ? "\"\"" : "%c", *s);
+    fputc('"', f);
+}
+
+/* CSV_CIS[from, to): their header cells, or condition c's cells (empty for a metric it lacks). */
+static void csv_cis(FILE *f, const husai_condition_result *c, size_t from, size_t to) {
+    for (size_t j = from; j < to; j++) {
+        if (!c) {
+            fprintf(f, ",%s,%s_ci95_low,%s_ci95_high", CSV_CIS[j].mean, CSV_CIS[j].ci, CSV_CIS[j].ci);
+            continue;
+        }
+        if (!has_metric(c, CSV_CIS[j].when)) {
+            fprintf(f, ",,,");
+            continue;
+        }
+        const husai_ci *ci = (const husai_ci *)((const char *)c + CSV_CIS[j].offset);
+        csv_number(f, ci->mean, 0);
+        csv_number(f, ci->lo, 1);
+        csv_number(f, ci->hi, 1);
+    }
+}
+
+/* The per-feature stability columns (results.json's "features"): their header cells, or condition c's
+ * cells (empty without per-feature stability). */
+static void csv_features(FILE *f, const husai_condition_result *c) {
+    static const char *const cis[] = {"consensus_count", "consensus_share", "stable_share"};
+    static const char *const scalars[] = {
+        "features_tau",         "features_min_seeds",        "features_n_mutual",
+        "features_n_consensus", "gt_recovered_by_consensus", "gt_consensus_precision"};
+    const husai_features *ft = c ? c->features : NULL;
+    for (int r = 0; r < 2; r++)
+        for (int j = 0; j < 3; j++) {
+            if (!c) {
+                fprintf(f, ",%s%s,%s%s_ci95_low,%s%s_ci95_high", r ? "random_" : "", cis[j],
+                        r ? "random_" : "", cis[j], r ? "random_" : "", cis[j]);
+                continue;
+            }
+            if (!ft) {
+                fprintf(f, ",,,");
+                continue;
+            }
+            const husai_feature_stats *st = r ? &c->features_random : &ft->stats;
+            const husai_ci *ci = j == 0 ? &st->count : j == 1 ? &st->share : &st->stable_share;
+            csv_number(f, ci->mean, 0);
+            csv_number(f, ci->lo, 1);
+            csv_number(f, ci->hi, 1);
+        }
+    for (int j = 0; j < 6; j++) {
+        if (!c) {
+            fprintf(f, ",%s", scalars[j]);
+            continue;
+        }
+        if (!ft || (j >= 4 && !c->has_gt)) {
+            fprintf(f, ",");
+            continue;
+        }
+        const double v[6] = {ft->tau,
+                             ft->min_seeds,
+                             ft->n_mutual,
+                             ft->n_consensus,
+                             c->gt_consensus_recovered,
+                             c->gt_consensus_precision};
+        csv_number(f, v[j], 0);
+    }
+}
+
+/* One row per condition with every per-condition metric of results.json (the means and interval ends;
+ * per-seed values are in results.h5), in sweep order. */
 static husai_status write_csv(const char *path, const husai_condition_result *cs, int n) {
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
     if (!f) return husai_error(HUSAI_ERR_NOMEM, "cannot format conditions.csv");
-    fprintf(f, "name,param,value,n_seeds,trained_pwmcc,trained_ci95_low,trained_ci95_high,random_pwmcc,"
-               "random_ci95_low,random_ci95_high,delta_pwmcc,delta_pwmcc_ci_low_conservative,ratio_pwmcc,"
-               "explained_variance,ev_ci95_low,ev_ci95_high,mse,l0,dead_fraction,arch,gt_mean_max_cos,"
-               "gt_recovered\n");
+    fprintf(f, "name,param,value,n_seeds");
+    csv_cis(f, NULL, 0, 2);
+    fprintf(f, ",delta_pwmcc,delta_pwmcc_ci_low_conservative,ratio_pwmcc");
+    csv_cis(f, NULL, 2, 6);
+    fprintf(f, ",arch,phase,d_sae,k,epochs,batch_size,lr,lambda");
+    csv_cis(f, NULL, 6, sizeof CSV_CIS / sizeof *CSV_CIS);
+    csv_features(f, NULL);
+    fprintf(f, "\n");
     for (int i = 0; i < n; i++) {
         const husai_condition_result *c = &cs[i];
-        fprintf(f, "%s,%s,%.17g,%d,", c->name, c->param, c->value, c->S);
-        const double cols[] = {c->trained.mean, c->trained.lo, c->trained.hi, c->random.mean, c->random.lo,
-                               c->random.hi,    c->delta,      c->delta_lcb,  c->ratio,       c->ev.mean,
-                               c->ev.lo,        c->ev.hi,      c->mse.mean,   c->l0.mean,     c->dead.mean};
-        /* the interval ends and the LCB (columns 1, 2, 4, 5, 7, 10, 11 above) are NaN when withheld */
-        const unsigned interval_cols = 1u << 1 | 1u << 2 | 1u << 4 | 1u << 5 | 1u << 7 | 1u << 10 | 1u << 11;
-        for (size_t j = 0; j < sizeof cols / sizeof *cols; j++)
-            if (!isfinite(cols[j]) && (interval_cols >> j & 1u))
-                fprintf(f, NA_FEW_SEEDS ",");
-            else
-                fprintf(f, "%.17g,", cols[j]);
-        fprintf(f, "%s,", husai_arch_name(c->arch));
-        /* the ground-truth columns come last and stay empty without a dictionary */
-        if (c->has_gt)
-            fprintf(f, "%.17g,%.17g\n", c->gt_mean_max_cos.mean, c->gt_recovered.mean);
+        csv_text(f, c->name, 1);
+        csv_text(f, c->param, 0);
+        if (!strcmp(c->param, "arch")) /* the architecture's name, not its enum value */
+            csv_text(f, husai_arch_name(c->arch), 0);
         else
-            fprintf(f, ",\n");
+            csv_number(f, c->value, 0);
+        fprintf(f, ",%d", c->S);
+        csv_cis(f, c, 0, 2);
+        csv_number(f, c->delta, 0);
+        csv_number(f, c->delta_lcb, 1);
+        csv_number(f, c->ratio, 0);
+        csv_cis(f, c, 2, 6);
+        csv_text(f, husai_arch_name(c->arch), 0);
+        csv_text(f, c->phase ? c->phase : "", 0);
+        fprintf(f, ",%d,%d,%d,%d", c->d_sae, c->k, c->epochs, c->batch_size);
+        csv_number(f, c->lr, 0);
+        if (c->has_ref)
+            csv_number(f, c->lambda, 0);
+        else
+            fprintf(f, ",");
+        csv_cis(f, c, 6, sizeof CSV_CIS / sizeof *CSV_CIS);
+        csv_features(f, c);
+        fprintf(f, "\n");
     }
     fclose(f);
     husai_status st = write_text(path, text);
     free(text);
+    return st;
+}
+
+husai_status husai_results_reports(const char *dir, const husai_run_info *run,
+                                   const husai_condition_result *c, int n,
+                                   const husai_protocol_result *proto) {
+    char path[4200];
+    husai_status st;
+    snprintf(path, sizeof path, "%s/conditions.csv", dir);
+    if ((st = write_csv(path, c, n))) return st;
+    char *md = NULL;
+    snprintf(path, sizeof path, "%s/summary.md", dir);
+    if ((st = write_summary(path, run, c, n, proto, &md))) {
+        free(md);
+        return st;
+    }
+    /* Plots of the grid the user chose (the search phase in calibrate), each a file and part of report.html.
+     */
+    const int n_grid = proto ? proto->n_first : n;
+    char title[128];
+    snprintf(title, sizeof title, "Feature consistency vs %s (%s)", n > 0 ? c[0].param : "", run->id);
+    const husai_html_plot plots[4] = {
+        {"pwmcc_vs_param.svg", husai_svg_pwmcc_vs_param(c, n_grid, title),
+         "Trained PWMCC (filled circles) against random decoders of the same shape (open squares) for each "
+         "setting, with 95% CI bars where the seeds allow one."},
+        {"pwmcc_vs_ev.svg", husai_svg_pwmcc_vs_ev(c, n, "Consistency vs reconstruction quality"),
+         "The trade-off: trained PWMCC against explained variance per condition; the dashed line is the "
+         "random-decoder baseline."},
+        {"density.svg",
+         n > 0 && c[0].density
+             ? husai_svg_density(c, n, "Feature density (share of training rows a latent fires on)")
+             : NULL,
+         "Per condition, the share of latents (pooled over seeds) in each log10 firing-density bin; latents "
+         "that never fire are the markers at the left."},
+        {"stability_vs_density.svg",
+         n > 0 && c[0].density && c[0].features
+             ? husai_svg_stability_vs_density(c, n, "Per-feature stability vs firing density (mean per bin)")
+             : NULL,
+         "Per condition, the mean per-feature stability (share of the other seeds with a match at |cos| >= "
+         "features.tau) of the latents in each log10 firing-density bin."}};
+    const int n_plots = n > 0 && c[0].density ? (c[0].features ? 4 : 3) : 2;
+    for (int i = 0; i < n_plots && !st; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, plots[i].file);
+        st = plots[i].svg ? write_text(path, plots[i].svg)
+                          : husai_error(HUSAI_ERR_NOMEM, "out of memory drawing %s", plots[i].file);
+    }
+    if (!st) {
+        char *html = husai_html_report(run, c, n, md, plots, n_plots);
+        snprintf(path, sizeof path, "%s/report.html", dir);
+        st = html ? write_text(path, html)
+                  : husai_error(HUSAI_ERR_NOMEM, "out of memory formatting report.html");
+        free(html);
+    }
+    for (int i = 0; i < 4; i++)
+        free(plots[i].svg);
+    free(md);
     return st;
 }
 
@@ -1051,37 +1464,15 @@ husai_status husai_results_write(const husai_rundir *rd, const husai_run_info *r
         return st;
     }
     if ((st = finish_h5(h5, run, c, n, proto))) return st;
-    husai_rundir_path(rd, "conditions.csv", path, sizeof path);
-    if ((st = write_csv(path, c, n))) return st;
-    husai_rundir_path(rd, "summary.md", path, sizeof path);
-    if ((st = write_summary(path, run, c, n, proto))) return st;
-    /* Plots of the grid the user chose (the search phase in calibrate). */
-    const int n_grid = proto ? proto->n_first : n;
-    char title[128];
-    snprintf(title, sizeof title, "Feature consistency vs %s (%s)", n > 0 ? c[0].param : "", run->id);
-    husai_rundir_path(rd, "pwmcc_vs_param.svg", path, sizeof path);
-    if ((st = husai_svg_pwmcc_vs_param(path, c, n_grid, title))) return st;
-    husai_rundir_path(rd, "pwmcc_vs_ev.svg", path, sizeof path);
-    if ((st = husai_svg_pwmcc_vs_ev(path, c, n, "Consistency vs reconstruction quality"))) return st;
-    if (n > 0 && c[0].density) {
-        husai_rundir_path(rd, "density.svg", path, sizeof path);
-        if ((st =
-                 husai_svg_density(path, c, n, "Feature density (share of training rows a latent fires on)")))
-            return st;
-    }
-    if (n > 0 && c[0].features) {
-        husai_rundir_path(rd, "stability_vs_density.svg", path, sizeof path);
-        if ((st = husai_svg_stability_vs_density(path, c, n,
-                                                 "Per-feature stability vs firing density (mean per bin)")))
-            return st;
-    }
-    /* The peak resident set includes writing the results (rank 0's largest step before results.h5
-     * went to disk condition by condition). */
+    /* The peak resident set includes writing results.h5 (rank 0's largest step before results.h5
+     * went to disk condition by condition); taken before the reports, so report.html shows the value
+     * results.json records and `husai report` reproduces it. */
     husai_run_info final = *run;
     struct rusage ru;
     if (final.peak_rss_mb > 0 && getrusage(RUSAGE_SELF, &ru) == 0 &&
         (double)ru.ru_maxrss / 1024.0 > final.peak_rss_mb)
         final.peak_rss_mb = (double)ru.ru_maxrss / 1024.0; /* Linux reports KiB */
+    if ((st = husai_results_reports(rd->staging_path, &final, c, n, proto))) return st;
     /* results.json last: its presence marks a complete set even inside staging. */
     husai_rundir_path(rd, "results.json", path, sizeof path);
     return write_json(path, &final, c, n, proto);

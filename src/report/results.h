@@ -5,7 +5,7 @@
  * silently short file.
  * defines: husai_protocol_result, husai_run_info,
  *          husai_results_h5, husai_results_h5_open, husai_results_h5_encoders, husai_results_h5_condition,
- *          husai_results_h5_abort, husai_results_write */
+ *          husai_results_h5_abort, husai_results_write, husai_results_reports */
 #ifndef HUSAI_REPORT_RESULTS_H
 #define HUSAI_REPORT_RESULTS_H
 
@@ -45,6 +45,8 @@ typedef struct {
     const husai_config *cfg;
     const char *dtype;
     const char *fingerprint; /* the data's, "xxh3:..." (common/fingerprint.h); NULL: unknown */
+    /* the data's model_name / hook_name attributes (husai import); NULL or "": unknown */
+    const char *model_name, *hook_name;
     size_t n_rows;
     int d_model;
     const uint32_t *holdout_rows; /* (n_holdout) rows never trained on, or NULL */
@@ -76,6 +78,12 @@ husai_status husai_results_h5_condition(husai_results_h5 *h, husai_condition_res
 
 /* Closes and deletes an unfinished file (after a stop or an error); NULL is a no-op. */
 void husai_results_h5_abort(husai_results_h5 *h);
+
+/* Writes the files made from the run's results alone (conditions.csv, summary.md, the plots, report.html)
+ * into the existing directory dir; `husai report` calls it on a run read back (report/reader.h). */
+husai_status husai_results_reports(const char *dir, const husai_run_info *run,
+                                   const husai_condition_result *c, int n,
+                                   const husai_protocol_result *proto);
 
 /* Completes results.h5 (h5: opened by husai_results_h5_open on rd's staging results.h5, or NULL to
  * write it all here), consuming h5 either way, then writes results.json, summary.md, conditions.csv

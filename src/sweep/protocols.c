@@ -16,21 +16,67 @@ static husai_condition_result *alloc_results(int n, int rank) {
     return r;
 }
 
-static husai_boot_opts boot_opts(const husai_config *cfg) {
-    return (husai_boot_opts){.resamples = cfg->resamples,
-                             .seed = cfg->bootstrap_seed,
-                             .rng = cfg->bootstrap_rng,
-                             .unit = cfg->bootstrap_unit};
+/* A retrain condition: k = value at the retrain epochs, named "<label>/k=<k>" (the pick and the control
+ * keep distinct names even when their k is the same). */
+static husai_condition retrain_condition(const husai_config *cfg, double value, const char *label) {
+    husai_config rc = *cfg;
+    rc.epochs = cfg->retrain_epochs;
+    husai_condition c = husai_config_make_condition(&rc, "k", value);
+    snprintf(c.name, sizeof c.name, "%s/k=%d", label, c.k);
+    return c;
 }
 
-static husai_status run_sweep(const husai_run_ctx *ctx, husai_protocol_output *out, int rank) {
-    const husai_config *cfg = ctx->cfg;
-    husai_condition conds[HUSAI_MAX_VALUES];
+void husai_protocol_plan_build(const husai_config *cfg, husai_protocol_plan *p) {
+    memset(p, 0, sizeof *p);
+    const int calibrate = cfg->mode == HUSAI_MODE_CALIBRATE,
+              consistency = cfg->mode == HUSAI_MODE_CONSISTENCY;
+    if (consistency) {
+        husai_plan_phase *ref = &p->phases[p->n_phases++];
+        ref->name = "reference";
+        ref->conds[0] = husai_config_make_condition(cfg, "lambda", 0.0);
+        ref->n_conds = 1;
+        ref->seeds = &cfg->reference_seed;
+        ref->n_seeds = 1;
+    }
+    husai_plan_phase *grid = &p->phases[p->n_phases++];
+    grid->name = calibrate ? "search" : consistency ? "lambda" : "";
+    grid->prefix_names = calibrate;
+    grid->n_conds = cfg->n_values;
     for (int i = 0; i < cfg->n_values; i++)
-        conds[i] = husai_config_condition(cfg, i);
-    husai_phase ph = {
-        .phase = "", .conds = conds, .n_conds = cfg->n_values, .seeds = cfg->seeds, .n_seeds = cfg->n_seeds};
-    out->n = cfg->n_values;
+        grid->conds[i] = husai_config_condition(cfg, i);
+    grid->seeds = cfg->seeds;
+    grid->n_seeds = cfg->n_seeds;
+    if (calibrate) {
+        /* One phase for the pick and the matched control, so their tasks share the waves. */
+        husai_plan_phase *re = &p->phases[p->n_phases++];
+        re->name = "retrain";
+        re->after = "search";
+        re->conds[1] = retrain_condition(cfg, (double)cfg->control_k, "control");
+        re->conds[0] = re->conds[1];
+        re->conds[0].value = NAN;
+        snprintf(re->conds[0].name, sizeof re->conds[0].name, "retrain/k=<selected>");
+        re->n_conds = 2;
+        re->seeds = cfg->n_retrain_seeds > 0 ? cfg->retrain_seeds : cfg->seeds;
+        re->n_seeds = cfg->n_retrain_seeds > 0 ? cfg->n_retrain_seeds : cfg->n_seeds;
+    }
+    for (int q = 0; q < p->n_phases; q++)
+        p->n_tasks += p->phases[q].n_conds * p->phases[q].n_seeds;
+}
+
+/* The engine's view of a planned phase. */
+static husai_phase phase_of(const husai_plan_phase *pp) {
+    return (husai_phase){.phase = pp->name,
+                         .prefix_names = pp->prefix_names,
+                         .conds = pp->conds,
+                         .n_conds = pp->n_conds,
+                         .seeds = pp->seeds,
+                         .n_seeds = pp->n_seeds};
+}
+
+static husai_status run_sweep(const husai_run_ctx *ctx, const husai_protocol_plan *plan,
+                              husai_protocol_output *out, int rank) {
+    husai_phase ph = phase_of(&plan->phases[0]);
+    out->n = ph.n_conds;
     out->res = alloc_results(out->n, rank);
     return husai_phase_run(ctx, &ph, out->res);
 }
@@ -45,18 +91,38 @@ static void print_table(const husai_condition_result *r, int n, const char *titl
     fflush(stdout);
 }
 
-static husai_status run_calibrate(const husai_run_ctx *ctx, husai_protocol_output *out, int rank) {
+/* The retrained pick's PWMCC minus the control's, with the seed-level paired CI and HUSAI's CI over pair
+ * values resampled as if independent. */
+static husai_status direct_effect(const husai_config *cfg, const husai_condition_result *a,
+                                  const husai_condition_result *b, int n_rs, husai_protocol_result *p) {
+    const husai_boot_opts bo = husai_config_condition_opts(cfg).boot;
+    husai_status st = husai_ci_diff_paired_matrix(a->pwmcc, b->pwmcc, n_rs, &bo, &p->effect_paired);
+    const int np = n_rs * (n_rs - 1) / 2;
+    double *xa = malloc((size_t)np * sizeof(double)), *xb = malloc((size_t)np * sizeof(double));
+    if (!st && (!xa || !xb)) st = husai_error(HUSAI_ERR_NOMEM, "out of memory for the direct effect");
+    for (int i = 0, t = 0; !st && i < n_rs; i++)
+        for (int j = i + 1; j < n_rs; j++, t++) {
+            xa[t] = a->pwmcc[i * n_rs + j];
+            xb[t] = b->pwmcc[i * n_rs + j];
+        }
+    if (!st) st = husai_ci_diff_unpaired(xa, (size_t)np, xb, (size_t)np, &bo, &p->effect_unpaired);
+    free(xa);
+    free(xb);
+    if (st) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", husai_error_message());
+        return husai_error(st, "direct effect: %s", msg);
+    }
+    /* With 2 retrain seeds each side is one pair value: every resample is the same difference. */
+    husai_diff_ci_withhold(&p->effect_unpaired, n_rs);
+    return HUSAI_OK;
+}
+
+static husai_status run_calibrate(const husai_run_ctx *ctx, husai_protocol_plan *plan,
+                                  husai_protocol_output *out, int rank) {
     const husai_config *cfg = ctx->cfg;
-    const int n_search = cfg->n_values;
-    husai_condition conds[HUSAI_MAX_VALUES];
-    for (int i = 0; i < n_search; i++)
-        conds[i] = husai_config_condition(cfg, i);
-    husai_phase search = {.phase = "search",
-                          .prefix_names = 1,
-                          .conds = conds,
-                          .n_conds = n_search,
-                          .seeds = cfg->seeds,
-                          .n_seeds = cfg->n_seeds};
+    const husai_phase search = phase_of(&plan->phases[0]);
+    const int n_search = search.n_conds;
     out->n = n_search + 2;
     out->res = alloc_results(out->n, rank);
     husai_status st = husai_phase_run(ctx, &search, out->res);
@@ -94,21 +160,14 @@ static husai_status run_calibrate(const husai_run_ctx *ctx, husai_protocol_outpu
     HUSAI_MPI_CHECK(MPI_Bcast(&selected, 1, MPI_INT, 0, ctx->comm));
 
     /* Retrain the pick and the matched control on the same seeds, epochs, batch and lr. */
-    husai_config rc = *cfg;
-    rc.epochs = cfg->retrain_epochs;
-    const int n_rs = cfg->n_retrain_seeds > 0 ? cfg->n_retrain_seeds : cfg->n_seeds;
+    husai_plan_phase *re = &plan->phases[1];
+    re->conds[0] = retrain_condition(cfg, search.conds[selected].value, "retrain");
+    const int n_rs = re->n_seeds;
     out->retrain_seeds = malloc((size_t)n_rs * sizeof(uint64_t));
     if (!out->retrain_seeds) husai_mpi_die("out of memory");
-    memcpy(out->retrain_seeds, cfg->n_retrain_seeds > 0 ? cfg->retrain_seeds : cfg->seeds,
-           (size_t)n_rs * sizeof(uint64_t));
-    husai_condition retrain[2] = {husai_config_make_condition(&rc, "k", conds[selected].value),
-                                  husai_config_make_condition(&rc, "k", (double)cfg->control_k)};
-    /* One phase for both, so their tasks share the waves; distinct names even if the pick is the control's k.
-     */
-    snprintf(retrain[0].name, sizeof retrain[0].name, "retrain/k=%d", retrain[0].k);
-    snprintf(retrain[1].name, sizeof retrain[1].name, "control/k=%d", retrain[1].k);
-    husai_phase ph = {
-        .phase = "retrain", .conds = retrain, .n_conds = 2, .seeds = out->retrain_seeds, .n_seeds = n_rs};
+    memcpy(out->retrain_seeds, re->seeds, (size_t)n_rs * sizeof(uint64_t));
+    re->seeds = out->retrain_seeds; /* the results point at the seeds, and outlive the configuration */
+    husai_phase ph = phase_of(re);
     if ((st = husai_phase_run(ctx, &ph, rank == 0 ? out->res + n_search : NULL))) return st;
 
     if (rank == 0) {
@@ -121,24 +180,7 @@ static husai_status run_calibrate(const husai_run_ctx *ctx, husai_protocol_outpu
                                      .control_k = cfg->control_k,
                                      .baseline = -1};
         const husai_condition_result *a = &out->res[n_search], *b = &out->res[n_search + 1];
-        husai_boot_opts bo = boot_opts(cfg);
-        if (husai_ci_diff_paired_matrix(a->pwmcc, b->pwmcc, n_rs, &bo, &p->effect_paired))
-            husai_mpi_die("direct effect: %s", husai_error_message());
-        /* HUSAI's comparison: the pair values of each condition resampled as if independent. */
-        const int np = n_rs * (n_rs - 1) / 2;
-        double *xa = malloc((size_t)np * sizeof(double)), *xb = malloc((size_t)np * sizeof(double));
-        if (!xa || !xb) husai_mpi_die("out of memory");
-        for (int i = 0, t = 0; i < n_rs; i++)
-            for (int j = i + 1; j < n_rs; j++, t++) {
-                xa[t] = a->pwmcc[i * n_rs + j];
-                xb[t] = b->pwmcc[i * n_rs + j];
-            }
-        if (husai_ci_diff_unpaired(xa, (size_t)np, xb, (size_t)np, &bo, &p->effect_unpaired))
-            husai_mpi_die("direct effect: %s", husai_error_message());
-        /* With 2 retrain seeds each side is one pair value: every resample is the same difference. */
-        husai_diff_ci_withhold(&p->effect_unpaired, n_rs);
-        free(xa);
-        free(xb);
+        if ((st = direct_effect(cfg, a, b, n_rs, p))) return st;
         if (n_rs < HUSAI_CI_MIN_SEEDS)
             printf("[husai] direct effect %s vs control k=%d: %+.5f (no interval: %d retrain seeds, needs >= "
                    "%d)\n",
@@ -153,31 +195,26 @@ static husai_status run_calibrate(const husai_run_ctx *ctx, husai_protocol_outpu
     return HUSAI_OK;
 }
 
-static husai_status run_consistency(const husai_run_ctx *ctx, husai_protocol_output *out, int rank) {
+static husai_status run_consistency(const husai_run_ctx *ctx, const husai_protocol_plan *plan,
+                                    husai_protocol_output *out, int rank) {
     const husai_config *cfg = ctx->cfg;
-    const int n = cfg->n_values, d = ctx->ds->d_model;
-    husai_condition conds[HUSAI_MAX_VALUES];
-    for (int i = 0; i < n; i++)
-        conds[i] = husai_config_condition(cfg, i);
-    const husai_condition base = husai_config_make_condition(cfg, "lambda", 0.0);
+    const husai_plan_phase *reference = &plan->phases[0];
+    husai_phase ph = phase_of(&plan->phases[1]);
+    const int n = ph.n_conds, d = ctx->ds->d_model;
+    const husai_condition *conds = ph.conds;
     float *ref_rows = malloc((size_t)cfg->d_sae * d * sizeof(float));
     out->reference_decoder = malloc((size_t)cfg->d_sae * d * sizeof(float));
     if (!ref_rows || !out->reference_decoder) husai_mpi_die("out of memory for the reference decoder");
     husai_seed_metrics ref_metrics = {0};
-    husai_status st = husai_train_reference(ctx, &base, cfg->reference_seed, ref_rows, out->reference_decoder,
-                                            &ref_metrics);
+    husai_status st = husai_train_reference(ctx, &reference->conds[0], reference->seeds[0], ref_rows,
+                                            out->reference_decoder, &ref_metrics);
     if (st) {
         free(ref_rows);
         return st;
     }
 
-    husai_phase ph = {.phase = "lambda",
-                      .conds = conds,
-                      .n_conds = n,
-                      .seeds = cfg->seeds,
-                      .n_seeds = cfg->n_seeds,
-                      .ref_rows = ref_rows,
-                      .ref_n = cfg->d_sae};
+    ph.ref_rows = ref_rows;
+    ph.ref_n = cfg->d_sae;
     out->n = n;
     out->res = alloc_results(n, rank);
     st = husai_phase_run(ctx, &ph, out->res);
@@ -233,9 +270,13 @@ husai_status husai_protocol_run(const husai_run_ctx *ctx, husai_protocol_output 
         const husai_status st = check_selection_seeds(ctx->cfg);
         if (st) return st;
     }
-    const husai_status st = mode == HUSAI_MODE_CALIBRATE     ? run_calibrate(ctx, out, rank)
-                            : mode == HUSAI_MODE_CONSISTENCY ? run_consistency(ctx, out, rank)
-                                                             : run_sweep(ctx, out, rank);
+    husai_protocol_plan *plan = malloc(sizeof *plan);
+    if (!plan) husai_mpi_die("out of memory");
+    husai_protocol_plan_build(ctx->cfg, plan);
+    const husai_status st = mode == HUSAI_MODE_CALIBRATE     ? run_calibrate(ctx, plan, out, rank)
+                            : mode == HUSAI_MODE_CONSISTENCY ? run_consistency(ctx, plan, out, rank)
+                                                             : run_sweep(ctx, plan, out, rank);
+    free(plan);
     /* Selection runs on rank 0 alone: its verdict must reach every rank before the next collective. */
     return husai_mpi_agree(st, ctx->comm);
 }

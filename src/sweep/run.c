@@ -363,7 +363,9 @@ static husai_status open_results(husai_sweep *s) {
                                      .version = s->version,
                                      .commit = s->commit,
                                      .cfg = &s->cfg,
-                                     .fingerprint = s->ds.fingerprint};
+                                     .fingerprint = s->ds.fingerprint,
+                                     .model_name = s->ds.model_name,
+                                     .hook_name = s->ds.hook_name};
         st = husai_results_h5_open(&s->ctx.sink, path, &head);
     }
     if ((st = husai_mpi_agree(st, s->comm))) husai_results_h5_abort(s->ctx.sink);
@@ -434,6 +436,8 @@ static husai_status write_results(husai_sweep *s) {
                                .cfg = &s->cfg,
                                .dtype = ds->dtype,
                                .fingerprint = ds->fingerprint,
+                               .model_name = ds->model_name,
+                               .hook_name = ds->hook_name,
                                .n_rows = ds->n_rows,
                                .d_model = ds->d_model,
                                .holdout_rows = s->split.holdout,
