@@ -118,7 +118,7 @@ def check_html(path, ci):
     head, _, tail = page.partition('<div class="heatmaps">')
     plots = {f: s for s, f in re.findall(r"(<svg(?:(?!</svg>).)*</svg>)\n<figcaption><code>([\w.]+)</code>", head, re.S)}
     heatmaps = re.findall(r"<svg.*?</svg>", tail, re.S)
-    for f in ("pwmcc_vs_param.svg", "pwmcc_vs_ev.svg", "density.svg"):
+    for f in ("pwmcc_vs_param.svg", "pwmcc_vs_ev.svg", "density.svg", "stability_vs_density.svg"):
         if f not in plots:
             problem(f"{path}: plot {f} missing from the page")
     svgs = {}

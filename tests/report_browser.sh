@@ -65,7 +65,7 @@ for name in k2 arch3; do
     [ "$name" != k2 ] || ci=no
     "$PY" "$HERE/report_browser.py" html "$run/report.html" --ci "$ci" || fail "$name: report.html checks failed"
     n_heat=$(grep -c '<svg' "$run/report.html")
-    [ "$n_heat" -eq $((3 + 5)) ] || fail "$name: expected 3 plots + 5 heatmaps, found $n_heat SVGs"
+    [ "$n_heat" -eq $((4 + 5)) ] || fail "$name: expected 4 plots + 5 heatmaps, found $n_heat SVGs"
 
     step "$name: rendered in headless Chromium: no console message, not blank"
     # the page is copied alone into an empty directory: anything it needed beside it would fail to load
