@@ -842,10 +842,10 @@ static husai_status write_consensus_cfg(const char *out_dir, const char *cond, c
     cJSON_AddStringToObject(
         root, "definition",
         "each row of W_dec is a feature learned in at least min_seeds of the run's seeds: a cluster of "
-        "mutual "
-        "best matches with |cos| >= tau (one feature per seed), its direction the unit mean of the members' "
-        "sign-aligned unit decoder columns; stability is the share of the seeds holding it, coherence the "
-        "mean pairwise |cos| of its members, members[i][s] the feature index in seed s (-1 for none)");
+        "mutual best matches with |cos| >= tau (one feature per seed), its direction the unit mean of the "
+        "members' sign-aligned unit decoder columns; stability is the share of the seeds holding it, "
+        "coherence the mean pairwise |cos| of its members, members[i][s] the feature index in seed s (-1 "
+        "for none)");
     cJSON_AddNumberToObject(root, "d_in", c->d_model);
     cJSON_AddNumberToObject(root, "n_features", c->n);
     cJSON_AddNumberToObject(root, "tau", c->tau);
