@@ -11,6 +11,10 @@
 #     that are true atoms) equal numpy's; TopK recovers most atoms here (mean single-seed recovery >= 0.5)
 #     and the consensus precision is >= 0.9 in both conditions; random decoders give 0 consensus features;
 #   - summary.md has both feature tables, stability_vs_density.svg parses with one line per condition.
+#   - export: --seed adds feature_stability (results.h5's row), --consensus writes W_dec, stability,
+#     coherence and members equal to results.h5 and a cfg.json, read back with a small safetensors parser;
+#     --seed with --consensus is a usage error (2), a missing condition or a run without features exit 1
+#     with one error line and write nothing.
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/lib.sh
 . "$HERE/lib.sh"
@@ -140,6 +144,19 @@ rc=0
 "$HUSAI" export "$run" --condition k=3 --seed 3 --consensus "$tmp/x" >"$tmp/bad.out" 2>"$tmp/bad.err" || rc=$?
 [ "$rc" -eq 2 ] && [ "$(grep -c '^husai: error' "$tmp/bad.err")" -eq 1 ] && [ ! -e "$tmp/x" ] ||
     fail "--seed with --consensus: exit $rc, stderr $(cat "$tmp/bad.err")"
+# export_fails NAME KEYWORD ARGS...: exit 1, one "husai: error" line with KEYWORD, nothing at $tmp/none
+export_fails() {
+    local name=$1 keyword=$2 rc=0
+    shift 2
+    timeout 60 "$HUSAI" export "$@" >"$tmp/e.out" 2>"$tmp/e.err" || rc=$?
+    [ "$rc" -eq 1 ] && [ "$(grep -c '^husai: error' "$tmp/e.err")" -eq 1 ] && grep -q -- "$keyword" "$tmp/e.err" &&
+        ! grep -q 'HDF5-DIAG' "$tmp/e.err" && [ ! -e "$tmp/none" ] ||
+        fail "export $name: exit $rc, stderr: $(cat "$tmp/e.err")"
+}
+export_fails "of a missing condition" "no condition 'k=99'" "$run" --condition k=99 --consensus "$tmp/none"
+cp -r "$run" "$tmp/old_run"
+"$PY" -c 'import h5py, sys; f = h5py.File(sys.argv[1] + "/results.h5", "r+"); del f["conditions/k=3/features"]' "$tmp/old_run"
+export_fails "of a run without features" "has no consensus features" "$tmp/old_run" --condition k=3 --consensus "$tmp/none"
 "$PY" - "$run" "$tmp" <<'PY' || fail "exported tensors differ from results.h5"
 import json, struct, sys
 import h5py, numpy as np

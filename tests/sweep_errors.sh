@@ -227,6 +227,9 @@ edit "$tmp/c.ini" 's|^\[train\]$|[train]\nthis line has no equals sign|'
 expect_error "config line without '='" "c\.ini:[0-9]+.*not a valid INI" "$tmp/c.ini"
 ini "$tmp/c.ini"
 expect_error "missing config file" "no_such\.ini" "$tmp/no_such.ini"
+expect_error "features.tau above 1" "features\.tau = 1\.5 must be in \(0, 1\]" "$tmp/c.ini" --set features.tau=1.5
+expect_error "features.min_seeds above the seeds" "features\.min_seeds = 3 .*2 seeds" "$tmp/c.ini" \
+    --set features.min_seeds=3
 
 step "bad output directory"
 ini "$tmp/c.ini"
