@@ -55,7 +55,7 @@ void husai_progress_task(husai_progress *p, const char *phase, const char *cond,
     p->steps_total = steps_total;
     p->steps_begin = steps_done;
     p->work_per_step = work_per_step;
-    p->t_begin = p->since = now;
+    p->t_begin = p->since = p->last_step = now;
     p->rows_since = 0;
     p->task_no++;
     p->work_pending -= (double)steps_total * work_per_step;
@@ -110,7 +110,12 @@ void husai_progress_step(husai_progress *p, int64_t steps_done, double epoch, si
     if (p->every <= 0.0) return;
     p->rows_since += (int64_t)rows;
     const double every = p->live && p->every > 1.0 ? 1.0 : p->every, since_line = now - p->last_line;
-    if (!(since_line >= every || (epoch_end && since_line >= every / 10.0))) return;
+    /* A line now if the next step could end past the interval (a step can take twice as long as the one
+     * before on a shared machine): lines then come at most `every` apart even when a step takes seconds
+     * (768 x 16384, batch 2048: 1-3 s here). */
+    const double step_time = p->last_step > 0.0 ? now - p->last_step : 0.0;
+    p->last_step = now;
+    if (!(since_line + 2.0 * step_time >= every || (epoch_end && since_line >= every / 10.0))) return;
     /* Speed over the time since the last line; ETAs at the task's average speed since it (re)started,
      * the rest of the rank's tasks weighted by their work (steps x batch x d_sae). */
     const double dt = now - p->since, run_t = now - p->t_begin;

@@ -3,7 +3,8 @@
  * loss and ETAs, as key=value fields:
  *   [husai] rank=1 time=2026-12-03T10:45:12.345Z progress cond=k=32 seed=43 task=2/4 epoch=2.48/25
  *           step=1200/12500 samples_per_s=41234 loss=0.0123 eta_task=3m10s eta_run=12m05s
- * (one line). A line comes every `seconds` seconds while a task trains and at each epoch end, unless this
+ * (one line). Lines come at most `seconds` apart while a task trains (one is printed early when the next
+ * step, if it took up to twice the last one, would end past the interval) and at each epoch end, unless this
  * rank printed one less than seconds/10 ago (short epochs do not flood a log); seconds = 0: none. On a
  * terminal the lines overwrite one live status line instead (plain lines when stdout is a file or pipe).
  * No MPI here: the engine (phase.c) says what is trained and when a step is done.
@@ -33,6 +34,7 @@ typedef struct {
     double work_per_step, t_begin;
     int64_t rows_since; /* rows trained since the last line */
     double since;       /* and the time of that line (or the task's start) */
+    double last_step;   /* when the previous step ended (or the task began) */
 } husai_progress;
 
 /* Starts with no tasks; every = [progress] seconds. Live mode when stdout is a terminal the user sees:
