@@ -6,7 +6,8 @@
 #     time with milliseconds, rank, condition, seed, task, epoch, step/total, samples/s, loss, ETAs); each
 #     rank's lines come at most 0.5 s apart (plus slack for a loaded machine) and closer only at an epoch
 #     end; the step total equals epochs x ceil(rows / batch); steps and epochs grow; the ETA of the task
-#     is within a factor of the time it really took;
+#     is within a factor of the time it really took; one "evaluating" line per task follows its last
+#     progress line;
 #   - stdout on a terminal (script(1)): one live line rewritten with \r and cleared with ESC [K, no plain
 #     progress lines;
 #   - [progress] seconds = 0: no progress line at all, the task-done lines stay.
@@ -65,9 +66,15 @@ def secs(text):
     assert m and text, f"bad duration {text!r}"
     h, mi, s = (int(g or 0) for g in m.groups())
     return 3600 * h + 60 * mi + s
+eval_re = re.compile(r"\[husai\] rank=([01]) time=(\S+)Z evaluating cond=k=8 seed=(11|22) task=1/1 rows=%d$" % rows)
 per_rank = {0: [], 1: []}
+evaluating = {0: [], 1: []}
 for line in open(path):
     if not line.startswith("[husai] rank="):
+        continue
+    e = eval_re.match(line.rstrip("\n"))
+    if e:
+        evaluating[int(e[1])].append(datetime.datetime.fromisoformat(e[2]).timestamp())
         continue
     m = line_re.match(line.rstrip("\n"))
     assert m, f"unparseable progress line: {line!r}"
@@ -96,6 +103,8 @@ for rank, lines in per_rank.items():
         left = lines[-1][0] - when
         assert eta <= 3 * left + 2 and eta >= left / 3 - 2, f"rank {rank}: eta {eta}s, took {left:.1f}s"
         assert eta_run == eta, f"rank {rank}: one task per rank, so eta_run {eta_run} == eta_task {eta}"
+    assert len(evaluating[rank]) == 1, f"rank {rank}: {len(evaluating[rank])} 'evaluating' lines, expected 1"
+    assert evaluating[rank][0] >= lines[-1][0], f"rank {rank}: 'evaluating' before the last progress line"
     print(f"rank {rank}: {len(lines)} lines over {span:.1f} s, steps up to {lines[-1][1]}/{total}")
 EOF
 for i in 1 2; do grep -q "task $i/2 done" "$tmp/plain.txt" || fail "no 'task $i/2 done' line"; done
@@ -118,6 +127,6 @@ sweep off --set progress.seconds=0 >"$tmp/off.txt" 2>&1 || {
     cat "$tmp/off.txt" >&2
     fail "husai sweep with progress off failed"
 }
-if grep -q "progress cond=\|\[husai r[01]\]" "$tmp/off.txt"; then fail "progress lines with seconds = 0"; fi
+if grep -q "progress cond=\|evaluating cond=\|\[husai r[01]\]" "$tmp/off.txt"; then fail "progress lines with seconds = 0"; fi
 grep -q "task 2/2 done" "$tmp/off.txt" || fail "no task-done line with progress off"
 step "ok"

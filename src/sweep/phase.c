@@ -370,11 +370,12 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
     progress_begin(ctx, &ps->prog, phase, c, &ts.tr);
     /* A finished task's checkpoint is its result on resume: it is never retrained. */
     const int stopped = task_train(ctx, c, &ts, INT_MAX, ps);
-    husai_progress_task_end(&ps->prog);
     if (stopped || task_save(ctx, &ts)) {
+        husai_progress_task_end(&ps->prog);
         husai_trainer_free(&ts.tr);
         return 1;
     }
+    husai_progress_evaluating(&ps->prog, sp->n_train + sp->n_holdout, MPI_Wtime());
     /* EV, MSE and L0 on the training rows, as HUSAI reported them, and on the held-out rows if any. */
     husai_recon rec, ho = {NAN, NAN, NAN, NAN};
     if (husai_recon_eval_density(&ts.tr.model, ds->X, sp->train, sp->n_train, EVAL_BATCH, &rec, density) ||
@@ -382,6 +383,7 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
          husai_recon_eval_rows(&ts.tr.model, ds->X, sp->holdout, sp->n_holdout, EVAL_BATCH, &ho)))
         husai_mpi_die("evaluating %s seed %llu: %s", c->name, (unsigned long long)seed,
                       husai_error_message());
+    husai_progress_task_end(&ps->prog);
     task_end(ctx, c, ref_rows, ref_n, &ts, &rec, &ho, metrics, out);
     return 0;
 }
@@ -520,8 +522,8 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
                 break;
             }
         }
-        husai_progress_task_end(&ps->prog);
         if (stopped) {
+            husai_progress_task_end(&ps->prog);
             if (begun) husai_trainer_free(&ts.tr);
             break;
         }
@@ -531,6 +533,7 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
         HUSAI_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &any_task, 1, MPI_INT, MPI_MAX, node));
         if (!any_task) continue;
         /* Evaluation pass: every chunk once, in file order. */
+        if (begun) husai_progress_evaluating(&ps->prog, sp->n_train + sp->n_holdout, MPI_Wtime());
         husai_recon_acc acc, acc_ho = {0}; /* acc_ho's scratch only with a holdout */
         const int has_ho = sp->n_holdout > 0;
         husai_sae *m = NULL;
@@ -572,6 +575,7 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
             husai_mpi_die("evaluating %s: %s", c->name, husai_error_message());
         husai_recon_acc_free(&acc);
         husai_recon_acc_free(&acc_ho);
+        husai_progress_task_end(&ps->prog);
         husai_sae model;
         task_end(ctx, c, ph->ref_rows, ph->ref_n, &ts, &rec, &ho, &metrics[t->id], &model);
         pack_model(&model, p);

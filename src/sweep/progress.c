@@ -57,6 +57,7 @@ void husai_progress_task(husai_progress *p, const char *phase, const char *cond,
     p->work_per_step = work_per_step;
     p->t_begin = p->since = p->last_step = now;
     p->rows_since = 0;
+    p->task_lines = 0;
     p->task_no++;
     p->work_pending -= (double)steps_total * work_per_step;
     if (p->work_pending < 0.0) p->work_pending = 0.0;
@@ -67,6 +68,22 @@ void husai_progress_clear(husai_progress *p) {
     fputs("\r\033[K", stdout);
     fflush(stdout);
     p->shown = 0;
+}
+
+void husai_progress_evaluating(husai_progress *p, size_t rows, double now) {
+    /* A task that trained for less than an interval evaluates quickly too: its done line follows soon. */
+    if (p->every <= 0.0 || p->task_lines == 0 || now - p->t_begin < p->every) return;
+    char utc[32];
+    husai_progress_utc(utc, sizeof utc);
+    if (p->live) {
+        printf("\r[husai r%d] %s seed=%llu (%d/%d) evaluating on %zu rows\033[K", p->rank, p->cond,
+               (unsigned long long)p->seed, p->task_no, p->n_tasks, rows);
+        p->shown = 1;
+    } else {
+        printf("[husai] rank=%d time=%s evaluating cond=%s seed=%llu task=%d/%d rows=%zu\n", p->rank, utc,
+               p->cond, (unsigned long long)p->seed, p->task_no, p->n_tasks, rows);
+    }
+    fflush(stdout);
 }
 
 void husai_progress_task_end(husai_progress *p) {
@@ -150,4 +167,5 @@ void husai_progress_step(husai_progress *p, int64_t steps_done, double epoch, si
     fflush(stdout);
     p->last_line = p->since = now;
     p->rows_since = 0;
+    p->task_lines++;
 }

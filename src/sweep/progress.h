@@ -10,7 +10,7 @@
  * No MPI here: the engine (phase.c) says what is trained and when a step is done.
  * defines: husai_progress, husai_progress_init, husai_progress_plan, husai_progress_task,
  *          husai_progress_step, husai_progress_task_end, husai_progress_clear, husai_progress_is_live,
- *          husai_progress_utc, husai_progress_duration */
+ *          husai_progress_evaluating, husai_progress_utc, husai_progress_duration */
 #ifndef HUSAI_SWEEP_PROGRESS_H
 #define HUSAI_SWEEP_PROGRESS_H
 
@@ -35,6 +35,7 @@ typedef struct {
     int64_t rows_since; /* rows trained since the last line */
     double since;       /* and the time of that line (or the task's start) */
     double last_step;   /* when the previous step ended (or the task began) */
+    int task_lines;     /* lines printed for this task */
 } husai_progress;
 
 /* Starts with no tasks; every = [progress] seconds. Live mode when stdout is a terminal the user sees:
@@ -53,6 +54,11 @@ void husai_progress_task(husai_progress *p, const char *phase, const char *cond,
  * loss = the running loss; prints a line when one is due (epoch_end: the step finished an epoch). */
 void husai_progress_step(husai_progress *p, int64_t steps_done, double epoch, size_t rows, double loss,
                          int epoch_end, double now);
+
+/* The task's training is done and its evaluation on `rows` rows begins (a pass over the data that prints
+ * nothing until the task-done line): one line saying so, if the task trained for an interval or longer
+ * and printed progress lines. */
+void husai_progress_evaluating(husai_progress *p, size_t rows, double now);
 
 /* The task ended (finished or not): clears a live line and counts the task's work as done. */
 void husai_progress_task_end(husai_progress *p);
