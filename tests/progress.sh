@@ -111,19 +111,19 @@ for i in 1 2; do grep -q "task $i/2 done" "$tmp/plain.txt" || fail "no 'task $i/
 
 step "one live line on a terminal"
 # script(1) gives mpirun a terminal; its typescript keeps what the terminal received.
-timeout 300 script -qfec "'$MPIEXEC' -np 2 --oversubscribe '$HUSAI' sweep '$tmp/p.ini' --out '$tmp/live'" \
+timeout 300 script -qfec "'$MPIEXEC' -np 2 --oversubscribe '$HUSAI' sweep '$tmp/p.ini' --out '$tmp/live' --set train.epochs=4" \
     "$tmp/live.txt" >/dev/null || {
     cat "$tmp/live.txt" >&2
     fail "husai sweep on a terminal failed"
 }
-grep -q $'\r'"\\[husai r[01]\\] k=8 seed=[0-9]* (1/1) epoch [0-9.]*/$epochs eta" "$tmp/live.txt" ||
+grep -q $'\r'"\\[husai r[01]\\] k=8 seed=[0-9]* (1/1) epoch [0-9.]*/4 eta" "$tmp/live.txt" ||
     fail "no live status line (\\r[husai rN] ...) on the terminal"
 grep -q $'\x1b\\[K' "$tmp/live.txt" || fail "the live line is never cleared to the end (ESC [K)"
 if grep -q "progress cond=" "$tmp/live.txt"; then fail "plain progress lines on a terminal"; fi
 grep -q "task 2/2 done" "$tmp/live.txt" || fail "no task-done line on the terminal"
 
 step "[progress] seconds = 0: no progress lines"
-sweep off --set progress.seconds=0 >"$tmp/off.txt" 2>&1 || {
+sweep off --set progress.seconds=0 --set train.epochs=2 >"$tmp/off.txt" 2>&1 || {
     cat "$tmp/off.txt" >&2
     fail "husai sweep with progress off failed"
 }
