@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli/suggest.h"
 #include "cli/commands.h"
 #include "config/config.h"
 #include "cli/version.h"
@@ -61,6 +62,7 @@ static void usage(FILE *f) {
         "husai.signed_topk\n"
         "  --model-name M, --hook-name H  cfg.json's model_name / hook_name (default: the run's data\n"
         "                    attributes, as `husai import` records them; null when unknown)\n"
+        "  -h, --help        print this help\n"
         "OUT_DIR is created if missing; existing files of these names are replaced atomically.\n");
 }
 
@@ -727,13 +729,8 @@ int husai_cmd_export(int argc, char **argv) {
         case 'h':
             usage(stdout);
             return 0;
-        case ':':
-            fprintf(stderr, "husai: error: export: option '%s' needs a value (see husai export --help)\n",
-                    argv[optind - 1]);
-            return EXPORT_EXIT_USAGE;
-        default:
-            fprintf(stderr, "husai: error: export: unknown option '%s' (see husai export --help)\n",
-                    argv[optind - 1]);
+        default: /* ':' (a value missing) or '?' */
+            husai_cli_option_error("export", argv, ":h", longopts);
             return EXPORT_EXIT_USAGE;
         }
     }

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli/suggest.h"
 #include "cli/commands.h"
 #include "cli/version.h"
 #include "config/config.h"
@@ -28,7 +29,11 @@ static void merge_usage(FILE *f) {
     fprintf(f,
             "usage: husai merge --out DIR [--run-id ID] [--force] PART_RUN_DIR...\n"
             "Joins complete run directories of one sweep split over sweep.values (e.g. Slurm array tasks)\n"
-            "into DIR/ID, recomputing every metric exactly as a single job would.\n");
+            "into DIR/ID, recomputing every metric exactly as a single job would.\n"
+            "  -o, --out DIR      directory that receives the merged run directory (required)\n"
+            "  -i, --run-id ID    name it ID (default: <UTC time>-<config hash>, as husai sweep)\n"
+            "  -f, --force        replace an existing run directory of that name\n"
+            "  -h, --help         print this help\n");
 }
 
 static char *read_text_file(const char *path) {
@@ -316,8 +321,7 @@ int husai_cmd_merge(int argc, char **argv) {
             merge_usage(stdout);
             return 0;
         default:
-            fprintf(stderr, "husai merge: unknown or incomplete option '%s'\n", argv[optind - 1]);
-            merge_usage(stderr);
+            husai_cli_option_error("merge", argv, "o:i:fh", longopts);
             return 2;
         }
     }
