@@ -11,7 +11,7 @@
 #      requeues itself, runs again on both nodes (Restarts=1), ranks on nodeB resume checkpointed tasks, and
 #      the result has the same bits as (a)'s reference;
 #  (c) slurm/submit_array.sh --nodes=1 --ntasks=2 (each array task fills one node) on two of demo.ini's
-#      values: the two array tasks run at the same time, one on each node (their parts' run.hosts), and
+#      values: one array task runs on each node (their parts' run.hosts: each task fills a node), and
 #      the merge job joins them into the bits and metrics of one sweep over both values on one node.
 # Exit 77 (skipped) without Slurm and munge, without root, or where namespaces cannot be made. About
 # 60-90 s on 2 cores; a watchdog fails the test at 170 s, and the cluster and the nodes are torn down
