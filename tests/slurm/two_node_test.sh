@@ -10,11 +10,13 @@
 #  (b) the same job, SIGUSR1 to its batch shell mid-training: the ranks on both nodes checkpoint, the job
 #      requeues itself, runs again on both nodes (Restarts=1), ranks on nodeB resume checkpointed tasks, and
 #      the result has the same bits as (a)'s reference;
+#  (b') a 2-rank job on one node, that node drained just before the SIGUSR1: the requeued job runs on the
+#      other node and resumes there, from the checkpoints written on the first, to the same bits;
 #  (c) slurm/submit_array.sh --nodes=1 --ntasks=2 (each array task fills one node) on two of demo.ini's
 #      values: one array task runs on each node (their parts' run.hosts: each task fills a node), and
 #      the merge job joins them into the bits and metrics of one sweep over both values on one node.
 # Exit 77 (skipped) without Slurm and munge, without root, or where namespaces cannot be made. About
-# 60-90 s on 2 cores; a watchdog fails the test at 170 s, and the cluster and the nodes are torn down
+# 70 s here (2 cores); a watchdog fails the test at 170 s, and the cluster and the nodes are torn down
 # on every exit (the test fails if the teardown leaves anything).
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 MN=$(cd "$HERE/../multinode" && pwd)
@@ -104,51 +106,72 @@ compare_h5 "$tmp/ref/one/results.h5" "$run/results.h5" decoders encoders b_enc p
     fail "(a) the two-node job differs from the one-node sweep"
 step "  job $id COMPLETED in $((SECONDS - t0)) s on nodeA,nodeB; run.nodes $layout"
 
-# --- (b) SIGUSR1 -> checkpoint -> requeue -> resume, across both nodes -----------------------------------
-step "(b) the same job, SIGUSR1 to the batch shell mid-training: checkpoint, requeue, resume"
-t0=$SECONDS
-id=$(slurm_client sbatch --parsable -N 2 --ntasks-per-node=2 slurm/sweep.sbatch jobs/demo.ini "${sweep_flags[@]}" \
-    --out "$tmp/preempt")
-log=slurm-husai-$id.out
-# 20 tasks on 4 ranks: once the first task is done, every rank is inside a task (a task takes ~1 s).
-for _ in $(seq 300); do
-    grep -q "task 1/20 done" "$log" 2>/dev/null && break
-    grep -q "husai exited with status" "$log" 2>/dev/null && fail "(b) job $id ended before its first task was done"
-    sleep 0.2
-done
-grep -q "task 1/20 done" "$log" || fail "(b) job $id: no task done within 60 s (state $(job_field "$id" JobState))"
-[ "$(job_field "$id" JobState)" = RUNNING ] || fail "(b) job $id is not running any more before the signal"
-grep -q "task 20/20 done" "$log" && fail "(b) the job finished before the signal; raise EPOCHS"
-slurm_client scancel --batch --signal=USR1 "$id"
-step "  job $id: SIGUSR1 $((SECONDS - t0)) s after submission, after $(grep -c "task .* done" "$log") of 20 tasks"
-ckpts=0
-for _ in $(seq 300); do # the stopped run's staging directory must hold checkpoints when the job requeues
-    if grep -q "DUE TO JOB REQUEUE" "$log" 2>/dev/null; then
-        ckpts=$(find "$tmp/preempt/.job-$id.partial/checkpoints" -type f 2>/dev/null | wc -l)
-        break
-    fi
-    grep -q "husai exited with status 0" "$log" 2>/dev/null && fail "(b) job $id finished before the signal took effect"
-    sleep 0.1
-done
-grep -q "DUE TO JOB REQUEUE" "$log" || fail "(b) the job did not requeue within 30 s of SIGUSR1"
-[ "$ckpts" -ge 2 ] || fail "(b) expected checkpoints of the interrupted tasks after the stop, found $ckpts"
-[ ! -e "$tmp/preempt/job-$id" ] || fail "(b) a stopped run looks complete"
-wait_gone "$id" 100
-expect_done "$id" "(b)"
-[ "$(job_field "$id" Restarts)" = 1 ] || fail "(b) expected Restarts=1, got $(job_field "$id" Restarts)"
-grep -q "caught SIGUSR1" "$log" || fail "(b) log: the trap did not run"
-grep -q "husai exited with status 75" "$log" || fail "(b) log: husai did not exit 75 on the signal"
-grep -q "resuming $tmp/preempt/job-$id" "$log" || fail "(b) log: the requeued job did not pass --resume"
-grep -q "\[husai\] rank [0-9]* resumes" "$log" || fail "(b) log: husai did not resume from checkpoints"
+# --- (b) SIGUSR1 -> checkpoint -> requeue -> resume ------------------------------------------------------
+# preempt LABEL OUT BEFORE SBATCH_OPTIONS...: submits (a)'s sweep into OUT with SBATCH_OPTIONS, waits until
+# its first task is done (20 tasks of ~1 s: every rank is then inside a task), runs the command BEFORE, sends
+# SIGUSR1 to the batch shell and checks that the job checkpointed, requeued itself, resumed from the
+# checkpoints (Restarts=1) and completed with the one-node reference's bits. Sets id and log.
+preempt() {
+    local label=$1 out=$2 before=$3 t0=$SECONDS ckpts=0
+    shift 3
+    id=$(slurm_client sbatch --parsable "$@" slurm/sweep.sbatch jobs/demo.ini "${sweep_flags[@]}" --out "$out")
+    log=slurm-husai-$id.out
+    for _ in $(seq 300); do
+        grep -q "task 1/20 done" "$log" 2>/dev/null && break
+        grep -q "husai exited with status" "$log" 2>/dev/null && fail "$label job $id ended before its first task was done"
+        sleep 0.2
+    done
+    grep -q "task 1/20 done" "$log" || fail "$label job $id: no task done within 60 s (state $(job_field "$id" JobState))"
+    $before
+    [ "$(job_field "$id" JobState)" = RUNNING ] || fail "$label job $id is not running any more before the signal"
+    grep -q "task 20/20 done" "$log" && fail "$label the job finished before the signal; raise EPOCHS"
+    slurm_client scancel --batch --signal=USR1 "$id"
+    step "  job $id: SIGUSR1 $((SECONDS - t0)) s after submission, after $(grep -c "task .* done" "$log") of 20 tasks"
+    for _ in $(seq 300); do # the stopped run's staging directory must hold checkpoints when the job requeues
+        if grep -q "DUE TO JOB REQUEUE" "$log" 2>/dev/null; then
+            ckpts=$(find "$out/.job-$id.partial/checkpoints" -type f 2>/dev/null | wc -l)
+            break
+        fi
+        grep -q "husai exited with status 0" "$log" 2>/dev/null && fail "$label job $id finished before the signal took effect"
+        sleep 0.1
+    done
+    grep -q "DUE TO JOB REQUEUE" "$log" || fail "$label the job did not requeue within 30 s of SIGUSR1"
+    [ "$ckpts" -ge 2 ] || fail "$label expected checkpoints of the interrupted tasks after the stop, found $ckpts"
+    [ ! -e "$out/job-$id" ] || fail "$label a stopped run looks complete"
+    wait_gone "$id" 100
+    expect_done "$id" "$label"
+    [ "$(job_field "$id" Restarts)" = 1 ] || fail "$label expected Restarts=1, got $(job_field "$id" Restarts)"
+    grep -q "caught SIGUSR1" "$log" || fail "$label log: the trap did not run"
+    grep -q "husai exited with status 75" "$log" || fail "$label log: husai did not exit 75 on the signal"
+    grep -q "resuming $out/job-$id" "$log" || fail "$label log: the requeued job did not pass --resume"
+    grep -q "\[husai\] rank [0-9]* resumes" "$log" || fail "$label log: husai did not resume from checkpoints"
+    [ ! -e "$out/.job-$id.partial" ] || fail "$label staging directory left behind"
+    compare_h5 "$tmp/ref/one/results.h5" "$out/job-$id/results.h5" decoders encoders b_enc pwmcc ||
+        fail "$label the resumed run differs from the uninterrupted one-node sweep"
+    step "  job $id: $(states_of "$id"), $ckpts checkpoint files, Restarts=1, COMPLETED in $((SECONDS - t0)) s"
+}
+
+step "(b) the same job, SIGUSR1 to the batch shell mid-training: checkpoint, requeue, resume on both nodes"
+preempt "(b)" "$tmp/preempt" : -N 2 --ntasks-per-node=2
 # srun places ranks in blocks: 2 and 3 are nodeB's (run.nodes: nodeA:2 nodeB:2).
 grep -Eq "\[husai\] rank [23] resumes" "$log" || fail "(b) log: no rank on nodeB resumed a checkpointed task"
 [ "$(grep -c "^\[slurm\] .*job $id: 4 rank(s) on nodeA,nodeB" "$log")" -eq 2 ] ||
     fail "(b) log: expected two launches on nodeA,nodeB"
-[ ! -e "$tmp/preempt/.job-$id.partial" ] || fail "(b) staging directory left behind"
 [ "$(hosts_of "$tmp/preempt/job-$id/results.json")" = "nodeA:2 nodeB:2" ] || fail "(b) the resumed run's run.nodes"
-compare_h5 "$tmp/ref/one/results.h5" "$tmp/preempt/job-$id/results.h5" decoders encoders b_enc pwmcc ||
-    fail "(b) the resumed two-node run differs from the uninterrupted one-node sweep"
-step "  job $id: $(states_of "$id"), $ckpts checkpoint files, Restarts=1, COMPLETED in $((SECONDS - t0)) s"
+
+# --- (b') the requeued job lands on the other node ----------------------------------------------------------
+step "(b') a one-node job (2 ranks), its node drained before the SIGUSR1: it resumes on the other node"
+drain_first() { # the node the job runs on: no new job may start there, so the requeued one goes elsewhere
+    first=$(job_field "$id" NodeList)
+    slurm_client scontrol update NodeName="$first" State=DRAIN Reason=husai-test
+}
+preempt "(b')" "$tmp/moved" drain_first -N 1 --ntasks=2
+slurm_client scontrol update NodeName="$first" State=RESUME
+case $first in nodeA) other=nodeB ;; nodeB) other=nodeA ;; *) fail "(b') the job ran on '$first'" ;; esac
+grep -q "^\[slurm\] .*job $id: 2 rank(s) on $first:" "$log" || fail "(b') log: no first launch on $first"
+grep -q "^\[slurm\] .*job $id: 2 rank(s) on $other:" "$log" || fail "(b') log: the requeued job did not run on $other"
+[ "$(hosts_of "$tmp/moved/job-$id/results.json")" = "$other:2" ] || fail "(b') the resumed run's run.nodes"
+step "  checkpointed on $first, resumed on $other"
 
 # --- (c) array + merge, one array task per node ------------------------------------------------------------
 step "(c) slurm/submit_array.sh --nodes=1 --ntasks=2: one value per array task, one task per node, then merge"
