@@ -1,24 +1,32 @@
 # husai's front door.
-#   make demo   install what is missing, build, run the default sweep on the shipped data (2 ranks)
-#   make test   install what is missing, build, run the whole ctest suite, then again
-#               under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/)
+#   make demo   install what is missing to build and run husai (DEMO_PACKAGES), build without the tests,
+#               run the default sweep on the shipped data (2 ranks)
+#   make test   install what is missing for the tests too (TEST_PACKAGES), build, run the whole ctest
+#               suite, then again under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/)
 #   make bench  build and print the benchmark figures
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 NP ?= 2
-DEBIAN_PACKAGES = build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools \
-                  libopenblas-dev libcmocka-dev libinih-dev libcjson-dev libxxhash-dev python3-numpy python3-h5py \
-                  python3-xxhash \
-                  slurmctld slurmd slurm-client munge iproute2 strace chromium
+# What building and running husai needs (a compiler, CMake, Open MPI, parallel HDF5, OpenBLAS, inih, cJSON,
+# xxHash), and what only the tests need (cmocka, python3 with numpy/h5py/xxhash, the HDF5 tools, a
+# one-node Slurm, iproute2 and strace for the fault tests, Chromium for the report's browser test).
+DEMO_PACKAGES = build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev \
+                libopenblas-dev libinih-dev libcjson-dev libxxhash-dev
+TEST_PACKAGES = libcmocka-dev hdf5-tools python3-numpy python3-h5py python3-xxhash \
+                slurmctld slurmd slurm-client munge iproute2 strace chromium
+DEBIAN_PACKAGES = $(DEMO_PACKAGES) $(TEST_PACKAGES)
 APT = apt-get -o DPkg::Lock::Timeout=600
 MPIRUN = OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1 mpirun --oversubscribe -np $(NP)
 
-.PHONY: all deps configure build test test-fast test-asan demo bench format clean
+.PHONY: all deps deps-demo configure build test test-fast test-asan demo bench format clean
 
 all: build
 
-deps:
-	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+# deps (everything) and deps-demo (what the demo needs): apt-get install whichever of their packages dpkg
+# does not list as installed (with sudo unless root).
+deps deps-demo: PACKAGES = $(if $(filter deps-demo,$@),$(DEMO_PACKAGES),$(DEBIAN_PACKAGES))
+deps deps-demo:
+	@missing=""; for p in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
@@ -27,7 +35,7 @@ deps:
 	fi
 
 configure: deps
-	cmake -S . -B $(BUILD) -DHUSAI_WERROR=ON
+	cmake -S . -B $(BUILD) -DHUSAI_WERROR=ON -DHUSAI_TESTS=ON
 
 build: configure
 	cmake --build $(BUILD) -j 2
@@ -47,7 +55,10 @@ test-asan: deps
 	cmake --build $(ASAN_BUILD) -j 2
 	cd $(ASAN_BUILD) && ctest --output-on-failure -j 2 -E 'slurm|^hangs$$' -LE browser
 
-demo: build
+# The demo needs none of the test-only packages: its build leaves the tests out (-DHUSAI_TESTS=OFF).
+demo: deps-demo
+	cmake -S . -B $(BUILD) -DHUSAI_WERROR=ON -DHUSAI_TESTS=OFF
+	cmake --build $(BUILD) -j 2
 	$(MPIRUN) $(BUILD)/husai sweep jobs/demo.ini
 
 bench: build

@@ -1,5 +1,5 @@
 /* husai: train many sparse autoencoders over seeds under MPI and measure how reproducible
- * their features are. This file only dispatches to a subcommand. */
+ * their features are. This file only holds the command table and dispatches to a command. */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,26 +9,62 @@
 #endif
 
 #include "cli/commands.h"
+#include "cli/suggest.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    int mpi; /* runs between MPI_Init and MPI_Finalize */
+    const char *synopsis, *summary;
+} command;
+
+static const command COMMANDS[] = {
+    {"sweep", husai_cmd_sweep, 1, "sweep CONFIG.ini [-s section.key=value ...] [-o DIR] [-f]",
+     "train conditions x seeds under MPI and report consistency"},
+    {"plan", husai_cmd_plan, 0, "plan CONFIG.ini [-s section.key=value ...] [--json | --get NAME]",
+     "what a sweep would run: resolved conditions and tasks (no MPI)"},
+    {"merge", husai_cmd_merge, 1, "merge -o DIR [-i ID] [-f] PART_RUN_DIR...",
+     "join run directories of a sweep split over its values (Slurm arrays)"},
+    {"synth", husai_cmd_synth, 1, "synth --rows N --d-model D --atoms A --active K [...] OUT.h5",
+     "synthetic activations from a known random dictionary (MPI-parallel)"},
+    {"ci", husai_cmd_ci, 0, "ci [options] FILE [FILE_Y]",
+     "bootstrap 95% CI of the values in FILE (one per line, - = stdin)"},
+    {"export", husai_cmd_export, 0, "export RUN_DIR --condition NAME --seed S OUT_DIR",
+     "one trained SAE as SAELens safetensors + cfg.json"},
+    {"report", husai_cmd_report, 0, "report [-o DIR] RUN_DIR",
+     "remake summary.md, conditions.csv, plots and report.html of a run"},
+    {"import", husai_cmd_import, 0, "import OUT.h5 INPUT... [--model-name M] [--hook-name H] [-f]",
+     ".npy / safetensors activations into one HDF5 dataset for sweep"},
+    {"version", husai_cmd_version, 0, "version", "version, commit, build type and library versions"},
+    {"help", NULL, 0, "help [COMMAND]", "this list, or a command's options (as COMMAND --help)"},
+};
+#define N_COMMANDS ((int)(sizeof COMMANDS / sizeof COMMANDS[0]))
 
 static void usage(FILE *f) {
     fprintf(f, "usage: husai <command> [options]\n"
-               "commands:\n"
-               "  sweep CONFIG.ini [--set section.key=value ...] [--out DIR]\n"
-               "                    train conditions x seeds under MPI and report consistency\n"
-               "  plan CONFIG.ini [--set section.key=value ...] [--json | --get NAME]\n"
-               "                    what a sweep would run: resolved conditions and tasks (no MPI)\n"
-               "  merge --out DIR PART_RUN_DIR...\n"
-               "                    join run directories of a sweep split over its values (Slurm arrays)\n"
-               "  report [--out DIR] RUN_DIR\n"
-               "                    remake summary.md, conditions.csv, plots, report.html of a run\n"
-               "  synth --rows N --d-model D --atoms A --active K [--noise S] [--seed SEED] OUT.h5\n"
-               "                    synthetic activations from a known random dictionary (MPI-parallel)\n"
-               "  ci [options] FILE bootstrap 95%% CI of the values in FILE (one per line, - = stdin)\n"
-               "  export RUN_DIR --condition NAME --seed S --format safetensors OUT_DIR\n"
-               "                    one trained SAE as SAELens safetensors + cfg.json\n"
-               "  import OUT.h5 INPUT... [--model-name M] [--hook-name H]\n"
-               "                    .npy / safetensors activations into one HDF5 dataset for sweep\n"
-               "run `husai <command> --help` for a command's options\n");
+               "       husai --version | -V       version, commit, build type and library versions\n"
+               "       husai --help | -h          this help\n"
+               "commands:\n");
+    for (int i = 0; i < N_COMMANDS; i++)
+        fprintf(f, "  %s\n                    %s\n", COMMANDS[i].synopsis, COMMANDS[i].summary);
+    fprintf(f, "run `husai help COMMAND` or `husai COMMAND --help` for a command's options\n");
+}
+
+static const command *find(const char *name) {
+    for (int i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(name, COMMANDS[i].name)) return &COMMANDS[i];
+    return NULL;
+}
+
+/* The one error line for a name that is no command, with the closest command as a suggestion. */
+static int unknown_command(const char *name) {
+    const char *names[N_COMMANDS];
+    for (int i = 0; i < N_COMMANDS; i++)
+        names[i] = COMMANDS[i].name;
+    const char *s = husai_suggest(name, names, N_COMMANDS);
+    fprintf(stderr, "husai: error: unknown command '%s'%s%s%s (see husai --help)\n", name,
+            s ? " (did you mean '" : "", s ? s : "", s ? "'?)" : "");
+    return 2;
 }
 
 /* Large buffers (a task's parameters, a condition's decoders) come and go all run long. glibc raises
@@ -43,24 +79,40 @@ static void fix_mmap_threshold(void) {
 
 int main(int argc, char **argv) {
     fix_mmap_threshold();
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
     }
-    if (!strcmp(argv[1], "ci")) return husai_cmd_ci(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "export")) return husai_cmd_export(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "import")) return husai_cmd_import(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "plan")) return husai_cmd_plan(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "report")) return husai_cmd_report(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "sweep") || !strcmp(argv[1], "merge") || !strcmp(argv[1], "synth")) {
-        MPI_Init(&argc, &argv);
-        const int rc = !strcmp(argv[1], "sweep")   ? husai_cmd_sweep(argc - 1, argv + 1)
-                       : !strcmp(argv[1], "synth") ? husai_cmd_synth(argc - 1, argv + 1)
-                                                   : husai_cmd_merge(argc - 1, argv + 1);
-        MPI_Finalize();
-        return rc;
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(stdout);
+        return 0;
     }
-    fprintf(stderr, "husai: unknown command '%s'\n", argv[1]);
-    usage(stderr);
-    return 2;
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) return husai_cmd_version(argc - 1, argv + 1);
+    static char help_flag[] = "--help";
+    if (!strcmp(argv[1], "help")) { /* husai help [COMMAND]: the command's --help */
+        if (argc == 2) {
+            usage(stdout);
+            return 0;
+        }
+        if (argc > 3) {
+            fprintf(stderr, "husai: error: help takes one command name, got %d (see husai --help)\n",
+                    argc - 2);
+            return 2;
+        }
+        const command *c = find(argv[2]);
+        if (!c) return unknown_command(argv[2]);
+        if (!c->run) {
+            usage(stdout);
+            return 0;
+        }
+        argv[1] = argv[2]; /* now husai COMMAND --help */
+        argv[2] = help_flag;
+    }
+    const command *c = find(argv[1]);
+    if (!c) return unknown_command(argv[1]);
+    if (!c->mpi) return c->run(argc - 1, argv + 1);
+    MPI_Init(&argc, &argv);
+    const int rc = c->run(argc - 1, argv + 1);
+    MPI_Finalize();
+    return rc;
 }

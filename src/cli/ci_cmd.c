@@ -1,6 +1,7 @@
 /* `husai ci`: a command-line front end to the bootstrap, so CIs of any value list (HUSAI's
  * published pair values, a column of a CSV) can be computed and checked against numpy. */
 #define _GNU_SOURCE /* getopt_long under -std=c17 */
+#include "cli/suggest.h"
 #include "cli/commands.h"
 
 #include <cjson/cJSON.h>
@@ -230,16 +231,8 @@ int husai_cmd_ci(int argc, char **argv) {
         case 'h':
             usage(stdout);
             return 0;
-        case ':':
-            fprintf(stderr, "husai: error: ci: option '%s' needs a value (see husai ci --help)\n",
-                    argv[optind - 1]);
-            return CI_EXIT_USAGE;
-        default:
-            if (optopt)
-                fprintf(stderr, "husai: error: ci: unknown option '-%c' (see husai ci --help)\n", optopt);
-            else
-                fprintf(stderr, "husai: error: ci: unknown or ambiguous option '%s' (see husai ci --help)\n",
-                        argv[optind - 1]);
+        default: /* ':' (a value missing) or '?' */
+            husai_cli_option_error("ci", argv, ":h", longopts);
             return CI_EXIT_USAGE;
         }
     }

@@ -1,6 +1,6 @@
 /* commands.h: husai's subcommands; each returns the process exit status.
  * defines: husai_cmd_ci, husai_cmd_sweep, husai_cmd_merge, husai_cmd_synth, husai_cmd_export, husai_cmd_plan,
- *          husai_cmd_import, husai_cmd_report */
+ *          husai_cmd_import, husai_cmd_report, husai_cmd_version */
 #ifndef HUSAI_CLI_COMMANDS_H
 #define HUSAI_CLI_COMMANDS_H
 
@@ -30,5 +30,9 @@ int husai_cmd_report(int argc, char **argv);
 /* `husai synth`: synthetic activations from a known random dictionary, written in parallel under MPI;
  * must be called between MPI_Init and MPI_Finalize. */
 int husai_cmd_synth(int argc, char **argv);
+
+/* `husai version` / `husai --version`: version, commit, build type and the libraries' run-time versions.
+ * No MPI_Init needed. */
+int husai_cmd_version(int argc, char **argv);
 
 #endif

@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli/suggest.h"
 #include "cli/commands.h"
 #include "config/config.h"
 #include "cli/version.h"
@@ -70,6 +71,7 @@ static void usage(FILE *f) {
         "  --consensus OUT   writes the consensus dictionary instead: OUT/consensus.safetensors with W_dec\n"
         "                    [n, d_in], stability [n], coherence [n] (float32), members [n, S] (int32),\n"
         "                    and OUT/cfg.json saying what it is\n"
+        "  -h, --help        print this help\n"
         "OUT_DIR is created if missing; existing files of these names are replaced atomically.\n");
 }
 
@@ -941,13 +943,8 @@ int husai_cmd_export(int argc, char **argv) {
         case 'h':
             usage(stdout);
             return 0;
-        case ':':
-            fprintf(stderr, "husai: error: export: option '%s' needs a value (see husai export --help)\n",
-                    argv[optind - 1]);
-            return EXPORT_EXIT_USAGE;
-        default:
-            fprintf(stderr, "husai: error: export: unknown option '%s' (see husai export --help)\n",
-                    argv[optind - 1]);
+        default: /* ':' (a value missing) or '?' */
+            husai_cli_option_error("export", argv, ":h", longopts);
             return EXPORT_EXIT_USAGE;
         }
     }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "cli/suggest.h"
 #include "common/parse.h"
 #include "common/status.h"
 #include "report/import.h"
@@ -30,6 +31,7 @@ static void usage(FILE *f) {
                "  --hook-name NAME   likewise (e.g. blocks.8.hook_resid_pre)\n"
                "  --chunk-rows C     rows per HDF5 storage chunk (default: about 1 MiB)\n"
                "  -f, --force        replace OUT.h5 if it exists (a regular file only)\n"
+               "  -h, --help         this text\n"
                "Streams through a fixed buffer (about 16 MiB); refuses float64, big-endian, Fortran order,\n"
                "inputs of different widths, truncated files and NaN/Inf, leaving nothing under OUT.h5.\n");
 }
@@ -82,13 +84,8 @@ int husai_cmd_import(int argc, char **argv) {
         case 'h':
             usage(stdout);
             return 0;
-        case ':':
-            fprintf(stderr, "husai: error: import: option '%s' needs a value (see husai import --help)\n",
-                    argv[optind - 1]);
-            return IMPORT_EXIT_USAGE;
-        default:
-            fprintf(stderr, "husai: error: import: unknown option '%s' (see husai import --help)\n",
-                    argv[optind - 1]);
+        default: /* ':' (a value missing) or '?' */
+            husai_cli_option_error("import", argv, ":fh", longopts);
             return IMPORT_EXIT_USAGE;
         }
     }

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/suggest.h"
 #include "cli/commands.h"
 #include "config/config.h"
 #include "cli/version.h"
@@ -27,15 +28,16 @@ static void plan_usage(FILE *f) {
         "Prints what `husai sweep` would run with the same config and flags: the resolved conditions\n"
         "(name, swept value, settings) and tasks (condition x seed). No MPI; the data file is not\n"
         "opened, so checks that need the data (d_model, rows per batch, dictionary) wait for the sweep.\n"
-        "  --set S.K=V   override one config key (repeatable), as husai sweep\n"
-        "  --out DIR     output directory, as husai sweep (overrides [output] dir)\n"
+        "  -s, --set S.K=V  override one config key (repeatable), as husai sweep\n"
+        "  -o, --out DIR    output directory, as husai sweep (overrides [output] dir)\n"
         "  --json        one JSON document with everything (conditions, tasks, phases, resolved config)\n"
         "  --get NAME    one field of that document: a top-level name (mode, param, out_dir, n_tasks,\n"
         "                values, value_args, seeds, ...) or a config key section.key (sweep.values,\n"
         "                output.dir, ...); dotted paths and array indexes walk deeper (conditions.0.name).\n"
         "                Strings print as they are, numbers exactly, arrays one item per line.\n"
-        "husai sweep's --force, --run-id ID, --task-order O and --stop-after-steps N are accepted and\n"
-        "ignored, so a job script can pass a sweep's flags unchanged.\n");
+        "  -h, --help       print this help\n"
+        "husai sweep's -f/--force, --run-id ID, --task-order O and --stop-after-steps N are accepted\n"
+        "and ignored, so a job script can pass a sweep's flags unchanged.\n");
 }
 
 typedef struct {
@@ -86,8 +88,7 @@ static int parse_args(int argc, char **argv, plan_args *a) {
             plan_usage(stdout);
             return -1;
         default:
-            fprintf(stderr, "husai plan: unknown or incomplete option '%s'\n", argv[optind - 1]);
-            plan_usage(stderr);
+            husai_cli_option_error("plan", argv, "s:o:fh", longopts);
             return PLAN_EXIT_USAGE;
         }
     }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "cli/commands.h"
+#include "cli/suggest.h"
 #include "report/reader.h"
 
 static void report_usage(FILE *f) {
@@ -23,7 +24,7 @@ int husai_cmd_report(int argc, char **argv) {
     int c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'o':
             out = optarg;
@@ -31,15 +32,13 @@ int husai_cmd_report(int argc, char **argv) {
         case 'h':
             report_usage(stdout);
             return 0;
-        default:
-            fprintf(stderr, "husai report: unknown or incomplete option '%s'\n", argv[optind - 1]);
-            report_usage(stderr);
+        default: /* ':' (a value missing) or '?' */
+            husai_cli_option_error("report", argv, ":o:h", longopts);
             return 2;
         }
     }
     if (optind != argc - 1) {
-        fprintf(stderr, "husai report: need exactly one run directory\n");
-        report_usage(stderr);
+        fprintf(stderr, "husai: error: report: expected exactly one RUN_DIR (see husai report --help)\n");
         return 2;
     }
     const husai_status st = husai_report_regenerate(argv[optind], out);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/suggest.h"
 #include "cli/commands.h"
 #include "cli/threads.h"
 #include "cli/version.h"
@@ -36,13 +37,14 @@ static void sweep_usage(FILE *f) {
         f,
         "usage: husai sweep CONFIG.ini [--set section.key=value ...] [--out DIR] [--force]\n"
         "                  [--run-id ID] [--resume RUN_DIR]\n"
-        "  --set S.K=V      override one config key (repeatable)\n"
-        "  --out DIR        write the run directory under DIR (overrides [output] dir)\n"
-        "  --force          replace an existing run directory of the same id\n"
+        "  -s, --set S.K=V  override one config key (repeatable)\n"
+        "  -o, --out DIR    write the run directory under DIR (overrides [output] dir)\n"
+        "  -f, --force      replace an existing run directory of the same id\n"
         "  --run-id ID      name the run directory ID instead of <UTC time>-<config hash>\n"
         "  --resume RUN_DIR continue an interrupted run (same config; any number of ranks)\n"
         "  --task-order forward|reverse  order in which each rank runs its tasks (results do not change)\n"
         "  --stop-after-steps N  (testing) stop as if signalled after N optimizer steps per rank\n"
+        "  -h, --help       print this help\n"
         "SIGTERM or SIGUSR1 checkpoints every task in progress and exits with status %d.\n"
         "Run under MPI: mpirun -np N husai sweep CONFIG.ini\n",
         HUSAI_EXIT_STOPPED);
@@ -102,10 +104,7 @@ static int parse_args(int argc, char **argv, sweep_args *a, int rank) {
             if (rank == 0) sweep_usage(stdout);
             return -1;
         default:
-            if (rank == 0) {
-                fprintf(stderr, "husai sweep: unknown or incomplete option '%s'\n", argv[optind - 1]);
-                sweep_usage(stderr);
-            }
+            if (rank == 0) husai_cli_option_error("sweep", argv, "s:o:fh", longopts);
             return 2;
         }
     }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/suggest.h"
 #include "cli/commands.h"
 #include "common/parse.h"
 #include "common/status.h"
@@ -27,6 +28,7 @@ static void synth_usage(FILE *f) {
             "  --seed SEED      row r depends only on (SEED, r), never on the number of ranks (default 1)\n"
             "  --chunk-rows C   rows generated and written per step and rank (memory ~ C x D x 8 bytes)\n"
             "  --force          replace OUT.h5 if it exists\n"
+            "  -h, --help       print this help\n"
             "Run under MPI to generate in parallel: mpirun -np P husai synth ... OUT.h5\n");
 }
 
@@ -126,7 +128,8 @@ static int parse_args(int argc, char **argv, husai_synth_spec *a, int rank) {
             if (rank == 0) synth_usage(stdout);
             return -1;
         default:
-            return arg_error(rank, "unknown or incomplete option '%s'", argv[optind - 1]);
+            if (rank == 0) husai_cli_option_error("synth", argv, "h", longopts);
+            return 1;
         }
     }
     if (!have_rows) return arg_error(rank, "missing --rows");

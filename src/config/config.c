@@ -101,6 +101,8 @@ static const opt OPTS[] = {
      "largest EV loss against lambda = 0 a selectable lambda may have"},
     {"checkpoint", "every_seconds", T_NONNEG, F(checkpoint_seconds), 0, 0, 0,
      "seconds between periodic checkpoints of a training task (0: only on stop and at task end)"},
+    {"progress", "seconds", T_NONNEG, F(progress_seconds), 0, 0, 0,
+     "seconds between progress lines while a task trains, also one at each epoch end (0: none)"},
     {"output", "dir", T_STR, F(out_dir), S(out_dir), 0, 0, "directory that receives run directories"},
 };
 #undef F
@@ -151,6 +153,7 @@ void husai_config_defaults(husai_config *c) {
     c->reference_seed = 42;
     c->max_ev_drop = 0.05;
     c->checkpoint_seconds = 600;
+    c->progress_seconds = 30;
     snprintf(c->out_dir, sizeof c->out_dir, "runs");
 }
 
@@ -811,6 +814,7 @@ uint64_t husai_config_hash(const husai_config *c) {
     copy = *c;
     snprintf(copy.out_dir, sizeof copy.out_dir, "-");
     copy.checkpoint_seconds = 0;
+    copy.progress_seconds = 0;
     char *text = husai_config_text(&copy);
     if (!text) return 0;
     const size_t len = strlen(text);

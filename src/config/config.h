@@ -89,6 +89,8 @@ typedef struct {
     /* [checkpoint] */
     double checkpoint_seconds; /* periodic checkpoint interval while a task trains; 0: only on stop and at
                                   task end */
+    /* [progress] */
+    double progress_seconds; /* progress line interval while a task trains; 0: no progress lines */
     /* [output] */
     char out_dir[HUSAI_PATH_MAX];
     /* bookkeeping: which keys were given, by index into the option table */

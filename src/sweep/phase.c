@@ -20,6 +20,7 @@
 #include "mpi/mpicheck.h"
 #include "mpi/plan.h"
 #include "mpi/stop.h"
+#include "sweep/progress.h"
 #include "sae/align.h"
 #include "sae/checkpoint.h"
 #include "sae/forward.h"
@@ -35,31 +36,24 @@ typedef struct {
     double mse, ev, seconds;
 } progress_msg;
 
+/* Rank 0's task-done lines (ph, plan, done: NULL for the reference) and this rank's lines while its
+ * tasks train (prog). */
 typedef struct {
     const husai_phase *ph;
     const husai_plan *plan;
     int done, total;
     double t_start;
+    husai_progress prog;
 } progress_state;
 
-static void fmt_duration(double s, char *buf, size_t n) {
-    if (!isfinite(s) || s < 0) s = 0;
-    long t = (long)(s + 0.5);
-    if (t >= 3600)
-        snprintf(buf, n, "%ldh%02ldm", t / 3600, (t % 3600) / 60);
-    else if (t >= 60)
-        snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
-    else
-        snprintf(buf, n, "%lds", t);
-}
-
 static void print_progress(progress_state *ps, const progress_msg *m) {
+    husai_progress_clear(&ps->prog);
     ps->done++;
     const husai_task *t = &ps->plan->tasks[m->task];
     char el[32], eta[32];
     const double elapsed = MPI_Wtime() - ps->t_start;
-    fmt_duration(elapsed, el, sizeof el);
-    fmt_duration(elapsed / ps->done * (ps->total - ps->done), eta, sizeof eta);
+    husai_progress_duration(elapsed, el, sizeof el);
+    husai_progress_duration(elapsed / ps->done * (ps->total - ps->done), eta, sizeof eta);
     printf("[husai] %s%stask %d/%d done: %s%s%s seed=%llu rank=%d mse=%.6g ev=%.4f time=%.1fs elapsed=%s "
            "eta=%s\n",
            ps->ph->phase, *ps->ph->phase ? " " : "", ps->done, ps->total,
@@ -236,15 +230,26 @@ static int task_train(const husai_run_ctx *ctx, const husai_condition *c, task_s
                       progress_state *ps) {
     int rank;
     MPI_Comm_rank(ctx->comm, &rank);
-    while (!husai_trainer_done(&ts->tr) && ts->tr.epoch < until) {
+    husai_trainer *tr = &ts->tr;
+    const int per_epoch = tr->opts.epochs / c->epochs; /* virtual epochs per epoch: chunks when streaming */
+    while (!husai_trainer_done(tr) && tr->epoch < until) {
         if (husai_stop_requested()) {
             task_save(ctx, ts);
             return 1;
         }
-        husai_status st = husai_trainer_step(&ts->tr);
+        const int epoch = tr->epoch;
+        const size_t rows =
+            tr->n_rows - tr->pos < (size_t)tr->batch.cap ? tr->n_rows - tr->pos : (size_t)tr->batch.cap;
+        husai_status st = husai_trainer_step(tr);
         if (st) return task_failed(in_context(st, "%s", c->name));
         husai_stop_count_step();
-        if (rank == 0 && ps) drain_progress(ps, ctx->comm);
+        const double loss =
+            tr->epoch_batches > 0 ? tr->epoch_loss_sum / (double)tr->epoch_batches : tr->last_epoch_loss;
+        husai_progress_step(
+            &ps->prog, tr->steps,
+            (tr->epoch + (husai_trainer_done(tr) ? 0.0 : (double)tr->pos / (double)tr->n_rows)) / per_epoch,
+            rows, loss, tr->epoch != epoch && tr->epoch % per_epoch == 0, MPI_Wtime());
+        if (rank == 0 && ps->ph) drain_progress(ps, ctx->comm);
         if (ctx->ckpt_dir && ctx->ckpt_every_seconds > 0 &&
             MPI_Wtime() - ts->last_save > ctx->ckpt_every_seconds) {
             if (task_save(ctx, ts)) return 1;
@@ -300,6 +305,57 @@ static void task_end(const husai_run_ctx *ctx, const husai_condition *c, const f
     husai_trainer_free(&ts->tr);
 }
 
+/* Streaming: the most training rows any chunk holds (what a streamed task's checkpoint is tied to). */
+static size_t streamed_max_rows(const husai_dataset *ds, const husai_split *sp) {
+    size_t max_rows = 0;
+    for (size_t i = 0; i < ds->chunks.n_chunks; i++) {
+        size_t a, b, lo, hi;
+        husai_chunks_range(&ds->chunks, i, &a, &b);
+        husai_chunks_rows_in(sp->train, sp->n_train, a, b, &lo, &hi); /* >= 1: checked by the sweep command */
+        if (hi - lo > max_rows) max_rows = hi - lo;
+    }
+    return max_rows;
+}
+
+/* The steps of a whole task of condition c, and the work of one (batch rows x d_sae, in proportion to
+ * its time at the run's d_model), as the trainer will batch them (train.c: the batch is capped at the
+ * most rows an epoch has; streamed, an epoch is one pass over every chunk). */
+static int64_t task_steps(const husai_run_ctx *ctx, const husai_condition *c, double *work_per_step) {
+    const husai_dataset *ds = ctx->ds;
+    const husai_split *sp = ctx->split;
+    const size_t most = ds->streaming ? streamed_max_rows(ds, sp) : sp->n_train;
+    const size_t cap = (size_t)c->batch_size < most ? (size_t)c->batch_size : most;
+    int64_t per_epoch = 0;
+    if (!ds->streaming) per_epoch = (int64_t)((sp->n_train + cap - 1) / cap);
+    for (size_t i = 0; ds->streaming && i < ds->chunks.n_chunks; i++) {
+        size_t a, b, lo, hi;
+        husai_chunks_range(&ds->chunks, i, &a, &b);
+        husai_chunks_rows_in(sp->train, sp->n_train, a, b, &lo, &hi);
+        per_epoch += (int64_t)((hi - lo + cap - 1) / cap);
+    }
+    *work_per_step = (double)cap * c->d_sae;
+    return per_epoch * c->epochs;
+}
+
+/* Progress lines: this rank's tasks of the phase (local[0..n_local) of plan) and their work. */
+static void progress_plan(const husai_run_ctx *ctx, const husai_phase *ph, const husai_plan *plan,
+                          const int *local, int n_local, husai_progress *p) {
+    double work = 0.0, per_step;
+    for (int i = 0; i < n_local; i++) {
+        const int64_t steps = task_steps(ctx, &ph->conds[plan->tasks[local[i]].condition], &per_step);
+        work += (double)steps * per_step;
+    }
+    husai_progress_plan(p, n_local, work);
+}
+
+/* Progress lines: the task of condition c on trainer tr (just begun or resumed) is under way. */
+static void progress_begin(const husai_run_ctx *ctx, husai_progress *p, const char *phase,
+                           const husai_condition *c, const husai_trainer *tr) {
+    double per_step;
+    const int64_t steps = task_steps(ctx, c, &per_step);
+    husai_progress_task(p, phase, c->name, tr->opts.seed, c->epochs, steps, tr->steps, per_step, MPI_Wtime());
+}
+
 /* Trains one SAE on the in-memory dataset to completion and evaluates it; density (d_sae floats, or
  * NULL) receives each latent's firing density on the training rows. With checkpoints, a task resumes
  * from its file and saves on stop, periodically and when done. Returns 1 (and no model) when a stop
@@ -313,11 +369,15 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
     o.row_index = sp->train;
     task_state ts;
     if (task_begin(ctx, phase, cond_index, c, &o, ds->X, sp->n_train, &ts)) return 1;
+    progress_begin(ctx, &ps->prog, phase, c, &ts.tr);
     /* A finished task's checkpoint is its result on resume: it is never retrained. */
-    if (task_train(ctx, c, &ts, INT_MAX, ps) || task_save(ctx, &ts)) {
+    const int stopped = task_train(ctx, c, &ts, INT_MAX, ps);
+    if (stopped || task_save(ctx, &ts)) {
+        husai_progress_task_end(&ps->prog);
         husai_trainer_free(&ts.tr);
         return 1;
     }
+    husai_progress_evaluating(&ps->prog, sp->n_train + sp->n_holdout, MPI_Wtime());
     /* EV, MSE and L0 on the training rows, as HUSAI reported them, and on the held-out rows if any. */
     husai_recon rec, ho = {NAN, NAN, NAN, NAN};
     husai_forward fw;
@@ -327,6 +387,7 @@ static int train_one(const husai_run_ctx *ctx, const char *phase, int cond_index
         husai_mpi_die("evaluating %s seed %llu: %s", c->name, (unsigned long long)seed,
                       husai_error_message());
     husai_forward_close(&fw);
+    husai_progress_task_end(&ps->prog);
     task_end(ctx, c, ref_rows, ref_n, &ts, &rec, &ho, metrics, out);
     return 0;
 }
@@ -351,18 +412,6 @@ static int64_t checkpoint_epoch(const husai_run_ctx *ctx, const char *phase, int
     task_ckpt(ctx, phase, cond_index, c, seed, path, sizeof path, &id);
     int epoch = 0;
     return husai_checkpoint_peek_epoch(path, &epoch) == HUSAI_OK ? epoch : 0;
-}
-
-/* Streaming: the most training rows any chunk holds (what a streamed task's checkpoint is tied to). */
-static size_t streamed_max_rows(const husai_dataset *ds, const husai_split *sp) {
-    size_t max_rows = 0;
-    for (size_t i = 0; i < ds->chunks.n_chunks; i++) {
-        size_t a, b, lo, hi;
-        husai_chunks_range(&ds->chunks, i, &a, &b);
-        husai_chunks_rows_in(sp->train, sp->n_train, a, b, &lo, &hi); /* >= 1: checked by the sweep command */
-        if (hi - lo > max_rows) max_rows = hi - lo;
-    }
-    return max_rows;
 }
 
 /* Loads every checkpoint this rank's tasks of the phase will resume into a scratch trainer, exactly as
@@ -434,6 +483,7 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
     int order_epoch = -1;
     if (!trows || !hrows || !order) husai_mpi_die("out of memory for chunk row lists");
     const size_t max_rows = streamed_max_rows(ds, sp);
+    progress_plan(ctx, ph, plan, local, n_local, &ps->prog);
     int waves = n_local;
     HUSAI_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &waves, 1, MPI_INT, MPI_MAX, node));
     int stopped = 0;
@@ -462,6 +512,7 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
                     o.row_index = trows;
                     local_stop = task_begin(ctx, ph->phase, t->condition, c, &o, ds->X, n, &ts);
                     begun = !local_stop;
+                    if (begun) progress_begin(ctx, &ps->prog, ph->phase, c, &ts.tr);
                 } else if (husai_trainer_set_rows(&ts.tr, ds->X, n, trows)) {
                     local_stop = task_failed(in_context(HUSAI_ERR_ARG, "%s", c->name));
                 }
@@ -476,6 +527,7 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
             }
         }
         if (stopped) {
+            husai_progress_task_end(&ps->prog);
             if (begun) husai_trainer_free(&ts.tr);
             break;
         }
@@ -485,6 +537,7 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
         HUSAI_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &any_task, 1, MPI_INT, MPI_MAX, node));
         if (!any_task) continue;
         /* Evaluation pass: every chunk once, in file order. */
+        if (begun) husai_progress_evaluating(&ps->prog, sp->n_train + sp->n_holdout, MPI_Wtime());
         husai_recon_acc acc, acc_ho = {0}; /* acc_ho's scratch only with a holdout */
         const int has_ho = sp->n_holdout > 0;
         husai_forward fw = {0}; /* one forward serves both accumulators: each consumes a call's outputs */
@@ -527,6 +580,7 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
         husai_recon_acc_free(&acc);
         husai_recon_acc_free(&acc_ho);
         husai_forward_close(&fw);
+        husai_progress_task_end(&ps->prog);
         husai_sae model;
         task_end(ctx, c, ph->ref_rows, ph->ref_n, &ts, &rec, &ho, &metrics[t->id], &model);
         pack_model(&model, p);
@@ -785,6 +839,7 @@ static void phase_free(phase_run *pr) {
 static void train_in_memory(phase_run *pr) {
     const husai_run_ctx *ctx = pr->ctx;
     const husai_phase *ph = pr->ph;
+    progress_plan(ctx, ph, &pr->plan, pr->local, pr->n_local, &pr->ps.prog);
     for (int i = 0; i < pr->n_local && !pr->stopped; i++) {
         const husai_task *t = &pr->plan.tasks[pr->local[i]];
         const husai_condition *c = &ph->conds[t->condition];
@@ -1023,6 +1078,7 @@ husai_status husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, hu
     husai_status st = husai_mpi_agree(check_resumable(ctx, ph, &pr.plan, pr.local, pr.n_local), ctx->comm);
     if (st) goto out;
     pr.ps = (progress_state){.ph = ph, .plan = &pr.plan, .total = pr.plan.n_tasks, .t_start = MPI_Wtime()};
+    husai_progress_init(&pr.ps.prog, ctx->cfg->progress_seconds, pr.rank);
     if (ctx->ds->streaming)
         pr.stopped = train_streamed(ctx, ph, &pr.plan, pr.local, pr.n_local, pr.params, pr.metrics, &pr.ps,
                                     &pr.finished);
@@ -1047,7 +1103,11 @@ husai_status husai_train_reference(const husai_run_ctx *ctx, const husai_conditi
         husai_condition plain = *cond;
         plain.lambda = 0.0;
         husai_sae model;
-        stopped = train_one(ctx, "reference", 0, &plain, seed, NULL, 0, m, NULL, &model, NULL);
+        progress_state ps = {0}; /* progress lines only: no other rank trains meanwhile */
+        husai_progress_init(&ps.prog, ctx->cfg->progress_seconds, rank);
+        double per_step;
+        husai_progress_plan(&ps.prog, 1, (double)task_steps(ctx, &plain, &per_step) * per_step);
+        stopped = train_one(ctx, "reference", 0, &plain, seed, NULL, 0, m, &ps, &model, NULL);
         if (!stopped) {
             memcpy(ref_rows, model.W_dec, dd * sizeof(float));
             husai_sae_export_decoder(&model, ref_decoder);

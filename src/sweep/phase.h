@@ -1,6 +1,7 @@
 /* phase.h: one training phase of a protocol, run over all ranks.
- * A phase is conditions x seeds = tasks (plan.h). Each rank trains its tasks, rank 0
- * prints a progress line as any task finishes, then one gather per condition brings the
+ * A phase is conditions x seeds = tasks (plan.h). Each rank trains its tasks and prints its own
+ * progress lines while they train (sweep/progress.h), rank 0 prints a line as any task finishes
+ * (whichever rank trained it), then one gather per condition brings the
  * seeds' parameters and metrics to rank 0, which computes PWMCC, the random baseline and
  * the bootstrap CIs. A failure one rank meets while training (a refused or unwritable
  * checkpoint, a trainer that cannot start or diverges) stops every rank and is agreed at

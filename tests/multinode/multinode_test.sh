@@ -43,14 +43,7 @@ skip() {
 }
 
 # --- can this machine make namespaces at all? ------------------------------------------------------
-[ "$(id -u)" -eq 0 ] || skip "creating network namespaces needs root (run as root to test two nodes)"
-command -v ip >/dev/null 2>&1 || skip "'ip' (iproute2) is not installed"
-ip netns list >/dev/null 2>&1 || skip "this 'ip' has no 'netns' support"
-command -v unshare >/dev/null 2>&1 || skip "'unshare' (util-linux) is not installed"
-msg=$(unshare --net --uts --mount true 2>&1) || skip "unshare --net --uts --mount is refused here: $msg"
-probe=husai-probe-$$
-msg=$(ip netns add "$probe" 2>&1) || skip "ip netns add is refused here: $msg"
-ip netns del "$probe"
+why=$(bash "$HERE/probe.sh") || skip "$why"
 
 tmp=$(mktemp -d /tmp/husai-mn.XXXXXX)
 nodes=$tmp/nodes

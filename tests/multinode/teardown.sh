@@ -45,5 +45,5 @@ if [ -n "$left" ]; then
     echo "multinode teardown: FAIL: still present:$left" >&2
     exit 1
 fi
-rm -rf "$DIR/state" "$DIR/tmp"
+rm -rf "$DIR/state" "$DIR/tmp" "$DIR"/init.*
 exit 0

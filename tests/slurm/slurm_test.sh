@@ -8,59 +8,17 @@
 #  (c) slurm/submit_array.sh: one array task per sweep value (written over two lines), then husai merge
 #      after them; the merged run equals a single sweep over both values bitwise.
 # Exit 77 (skipped) without Slurm and munge installed or without root. Needs 2 CPUs. ~1 minute.
-set -euo pipefail
-PATH="$PATH:/usr/sbin:/sbin" # the daemons live in sbin, often not on a user's PATH
-: "${HUSAI:?set HUSAI}" "${MPIEXEC:?set MPIEXEC}"
-step() { echo "slurm_test: $*"; }
-for b in slurmctld slurmd munged sbatch srun squeue scontrol scancel; do
-    if ! command -v "$b" >/dev/null 2>&1; then
-        echo "slurm_test: SKIP: '$b' is not installed (Debian: slurmctld slurmd slurm-client munge)"
-        exit 77
-    fi
-done
-if [ "$(id -u)" -ne 0 ]; then
-    echo "slurm_test: SKIP: the private test cluster's daemons must run as root"
-    exit 77
-fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
-unset HUSAI_OUT HUSAI_SLURM_DIR HUSAI_SRUN_FLAGS HUSAI_PARTITION HUSAI_ACCOUNT SBATCH_PARTITION SBATCH_ACCOUNT
-PY=/usr/bin/python3
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/slurm/lib.sh
+. "$HERE/lib.sh"
+slurm_test_init slurm_test
 REPO=$(cd "$HERE/../.." && pwd)
 tmp=$(mktemp -d)
 t_start=$SECONDS
-watchdog=""
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    [ -z "$watchdog" ] || kill "$watchdog" 2>/dev/null || true
-    bash "$HERE/cluster.sh" stop "$tmp/cluster" || true
-    if [ "$rc" -ne 0 ] && [ -d "$tmp/sub" ]; then
-        for f in "$tmp"/sub/slurm-*.out; do
-            [ -f "$f" ] || continue
-            echo "----- $f"
-            tail -n 40 "$f"
-        done
-    fi
-    rm -rf "$tmp"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
+stop_cluster() { bash "$HERE/cluster.sh" stop "$tmp/cluster" || true; }
+slurm_on_exit "$tmp/cluster" stop_cluster
 # Stop (and clean up) well before ctest's timeout would kill us without running the trap.
-(
-    sleep 420 >/dev/null 2>&1 &
-    nap=$!
-    trap 'kill "$nap" 2>/dev/null; exit 0' TERM
-    wait "$nap"
-    echo "slurm_test: FAIL: watchdog: still running after 420 s" >&2
-    kill -TERM $$
-) &
-watchdog=$!
-fail() {
-    echo "slurm_test: FAIL: $*" >&2
-    exit 1
-}
+slurm_watchdog 420 slurm_test
 
 # --- the cluster -------------------------------------------------------------------------------
 started=0
@@ -101,49 +59,6 @@ resamples = 200
 [output]
 dir = $4
 INI
-}
-
-# job_field ID FIELD: one field of `scontrol show job` (jobs stay visible MinJobAge = 30 s after the end).
-job_field() { scontrol show job -o "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1; }
-
-# wait_gone ID TIMEOUT: poll squeue every 0.2 s until job (or array) ID has left the queue; the
-# distinct states seen are appended to $tmp/states.ID.
-wait_gone() {
-    local id=$1 limit=$2 s prev="" t0=$SECONDS
-    while :; do
-        s=$(squeue -h -j "$id" -o %T 2>/dev/null | sort -u | tr '\n' ' ')
-        if [ "$s" != "$prev" ]; then
-            echo "${s:-GONE}" >>"$tmp/states.$id"
-            prev=$s
-        fi
-        [ -n "$s" ] || return 0
-        [ $((SECONDS - t0)) -lt "$limit" ] || fail "job $id still queued after $limit s (states: $(tr '\n' '>' <"$tmp/states.$id"))"
-        sleep 0.2
-    done
-}
-
-expect_done() { # ID LABEL: the job COMPLETED with exit code 0:0
-    local state code
-    state=$(job_field "$1" JobState)
-    code=$(job_field "$1" ExitCode)
-    if [ "$state" != COMPLETED ] || [ "$code" != 0:0 ]; then fail "$2: job $1 ended $state, exit code $code"; fi
-}
-
-compare_h5() { # REF RUN DATASET...: every condition's datasets bitwise equal
-    "$PY" - "$@" <<'PY'
-import sys, h5py, numpy as np
-ref, run, names = sys.argv[1], sys.argv[2], sys.argv[3:]
-a, b = h5py.File(ref, "r"), h5py.File(run, "r")
-conds = sorted(a["conditions"])
-if conds != sorted(b["conditions"]):
-    sys.exit(f"conditions differ: {conds} vs {sorted(b['conditions'])}")
-for c in conds:
-    for n in names:
-        x, y = a["conditions"][c][n][()], b["conditions"][c][n][()]
-        if x.shape != y.shape or x.tobytes() != y.tobytes():
-            sys.exit(f"{c}/{n} differs (max |diff| {np.abs(x - y).max() if x.shape == y.shape else 'shape'})")
-print(f"slurm_test:   {len(conds)} condition(s), {', '.join(names)} bitwise equal")
-PY
 }
 
 # --- (a) a plain sweep on 2 tasks ----------------------------------------------------------------
@@ -232,7 +147,7 @@ grep -q "\[husai\] rank [0-9]* resumes" "$log" || fail "(b) log: husai did not r
 [ ! -e "$tmp/preempt/.job-$id.partial" ] || fail "(b) staging directory left behind"
 compare_h5 "$tmp/ref/b/results.h5" "$tmp/preempt/job-$id/results.h5" decoders encoders b_enc pwmcc ||
     fail "(b) the resumed run differs from the uninterrupted one"
-step "  job $id: after the requeue $(tr '\n' '>' <"$tmp/states.$id" | sed 's/ *>/>/g; s/>$//'), Restarts=1, COMPLETED in $((SECONDS - t0)) s"
+step "  job $id: after the requeue $(states_of "$id"), Restarts=1, COMPLETED in $((SECONDS - t0)) s"
 
 # --- (c) array + merge -----------------------------------------------------------------------------
 if ! "$HUSAI" merge --help >/dev/null 2>&1; then
@@ -264,14 +179,7 @@ else
     [ -f "$merged/results.h5" ] || fail "(c) no merged run directory $merged"
     compare_h5 "$tmp/ref/c/results.h5" "$merged/results.h5" pwmcc decoders ||
         fail "(c) the merged run differs from a single sweep"
-    "$PY" - "$merged/results.json" "$tmp/ref/c/results.json" <<'PY' || fail "(c) results.json"
-import json, sys
-m, r = (json.load(open(p)) for p in sys.argv[1:])
-assert [c["name"] for c in m["conditions"]] == [c["name"] for c in r["conditions"]], "condition names"
-for a, b in zip(m["conditions"], r["conditions"]):
-    for k in ("trained_pwmcc", "random_pwmcc", "delta_pwmcc", "explained_variance", "mse", "l0"):
-        assert a[k] == b[k], f"{a['name']} {k}: merged {a[k]} vs single {b[k]}"
-PY
+    compare_metrics "$merged/results.json" "$tmp/ref/c/results.json" || fail "(c) results.json"
     step "  array $aid (2 tasks) and merge $mid COMPLETED in $((SECONDS - t0)) s: $merged"
 fi
 
