@@ -976,17 +976,19 @@ static void match_table(FILE *f, const husai_condition_result *cs, int n) {
 /* Consensus features (features.tau, features.min_seeds) against what random decoders give. */
 static void features_table(FILE *f, const husai_condition_result *cs, int n) {
     if (n < 1 || !cs[0].features) return;
-    fprintf(f,
-            "\nConsensus features (clusters of mutual best matches with |cos| >= %.2g, one feature per seed, "
-            "in at least %d of %d seeds):\n\n| condition | consensus features [95%% CI] | share of d_sae | "
-            "share stable (matched in >= half the other seeds) [95%% CI] | random: consensus, stable |\n"
-            "|---|---|---|---|---|\n",
-            cs[0].features->tau, cs[0].features->min_seeds, cs[0].S);
+    /* Seeds, and so the default min_seeds, differ between a protocol's phases: each row says its own. */
+    fprintf(
+        f,
+        "\nConsensus features (clusters of mutual best matches with |cos| >= %.2g, one feature per seed, "
+        "found in at least the listed number of seeds):\n\n| condition | in >= seeds of S | consensus "
+        "features [95%% CI] | share of d_sae | share stable (matched in >= half the other seeds) [95%% CI] "
+        "| random: consensus, stable |\n|---|---|---|---|---|---|\n",
+        cs[0].features->tau);
     char a[96], b[96];
     for (int i = 0; i < n; i++) {
         const husai_features *ft = cs[i].features;
         if (!ft) continue;
-        fprintf(f, "| %s | %s | %.3f | %s | %.0f, %.3f |\n", cs[i].name,
+        fprintf(f, "| %s | %d of %d | %s | %.3f | %s | %.0f, %.3f |\n", cs[i].name, ft->min_seeds, cs[i].S,
                 ci_cell(a, sizeof a, &ft->stats.count, 0), ft->stats.share.mean,
                 ci_cell(b, sizeof b, &ft->stats.stable_share, 3), cs[i].features_random.count.mean,
                 cs[i].features_random.stable_share.mean);
