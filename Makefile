@@ -7,7 +7,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 NP ?= 2
 DEBIAN_PACKAGES = build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools \
-                  libopenblas-dev libcmocka-dev libinih-dev libcjson-dev libxxhash-dev python3-numpy python3-h5py \
+                  libopenblas-dev libcmocka-dev libinih-dev libcjson-dev libxxhash-dev libdnnl-dev python3-numpy python3-h5py \
                   python3-xxhash \
                   slurmctld slurmd slurm-client munge iproute2 strace
 APT = apt-get -o DPkg::Lock::Timeout=600

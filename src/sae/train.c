@@ -8,6 +8,7 @@
 
 #include "common/rng.h"
 #include "sae/arch.h"
+#include "sae/bf16.h"
 
 husai_train_opts husai_train_defaults(void) {
     return (husai_train_opts){.d_sae = 128,
@@ -179,6 +180,10 @@ husai_status husai_trainer_init(husai_trainer *t, const float *X, size_t n_rows,
     husai_sae_init(&t->model, o->seed);
     if ((st = husai_adam_alloc(&t->adam, t->model.n_params, o->lr, o->beta1, o->beta2, o->eps))) goto fail;
     if ((st = husai_sae_batch_alloc(&t->batch, &t->model, cap))) goto fail;
+    if (o->precision == HUSAI_PRECISION_BF16 && husai_bf16_eligible(&t->model, o->aux_k) &&
+        (st = husai_bf16_create(&t->batch, &t->model,
+                                o->bf16_emulate ? HUSAI_BF16_EMULATED : HUSAI_BF16_BEST)))
+        goto fail;
     t->grad = malloc(t->model.n_params * sizeof(float));
     t->xb = malloc((size_t)cap * (size_t)d_model * sizeof(float));
     t->perm = malloc(most * sizeof(uint32_t));

@@ -1,0 +1,485 @@
+/* bf16.c: the bf16 encoder product (oneDNN or emulated) and the certified exact TopK on its scores.
+ *
+ * The bound (README "bf16 precision" states it too). For one row, let x be the encoder input (x or
+ * x - b_dec, fp32), x^ its bf16 rounding (husai_bf16_round), e_x = x^ - x; for latent j let w_j, w^_j,
+ * e_j be the same for row j of W_enc and b_j = b_enc[j]; T_j = b_j + sum_i x_i w_ji is the exact score.
+ * u = 2^-24 is fp32's unit roundoff and gamma_n = n u / (1 - n u).
+ *  (1) The unit's score sigma_j accumulates b_j and the d products x^_i w^_ji in fp32. A product of two
+ *      bf16 numbers (8 significant bits each) is exact in fp32 unless it underflows; whatever the order
+ *      and grouping (pairs, tiles, K blocks, b_j added last or used as the accumulator's start), no term
+ *      passes more than 2d + 2 roundings, so |sigma_j - (b_j + sum x^_i w^_ji)| <=
+ *      gamma_{2d+2} (|b_j| + sum |x^_i| |w^_ji|) + A <= gamma_{2d+2} (B + |x^| W^) + A, where B = max |b_j|,
+ *      W^ = max_j |w^_j| (L2 norms) and, by Cauchy-Schwarz, sum |x^_i||w^_ji| <= |x^| |w^_j|.
+ *      A = (4d + 4) 2^-126 covers products and partial sums flushed to zero (each flush loses < 2^-126).
+ *  (2) sum x^_i w^_ji - sum x_i w_ji = sum e_x,i w^_ji + sum x_i e_j,i, so it is at most
+ *      |e_x| W^ + |x| E_W with E_W = max_j |e_j| (Cauchy-Schwarz again). Round-to-nearest to 8 bits gives
+ *      |e_x| <= 2^-8 |x| and |e_j| <= 2^-8 |w_j|, but the norms themselves are measured, which is tighter.
+ *  (3) The exact fp32 rule v_j = b_j + dot8(x, w_j) (husai_dot8's fixed order, one rounding for + b_j):
+ *      |v_j - T_j| <= gamma_{d+1} (B + |x| W) + A with W = max_j |w_j|.
+ * So E1 = gamma_{2d+2} (B + |x^| W^) + |e_x| W^ + |x| E_W + A bounds |sigma_j - T_j| and E2 =
+ * gamma_{d+1} (B + |x| W) + A bounds |v_j - T_j| for every j; the row's bound is E = (E1 + E2)(1 + 2^-20),
+ * the factor covering the double-precision rounding of the norms and sums.
+ * The certificate: rescore the m candidates C with the largest sigma (S = the smallest sigma in C, so
+ * sigma_j <= S for every j outside C). For j outside C, v_j <= T_j + E2 <= sigma_j + E1 + E2 <= S + E.
+ * If the k-th largest v over C exceeds S + E, no latent outside C reaches or ties it, so the top k of v
+ * over C (ties to the lower latent) is the top k of v over all latents: the dot8 fp32 rule's selection.
+ * A row whose norms are not finite, or large enough for an fp32 sum to overflow, gets E = inf. */
+#define _POSIX_C_SOURCE 200809L
+#include "sae/bf16.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/threads.h"
+#include "sae/arch.h"
+#include "sae/kernels.h"
+
+#ifdef HUSAI_HAVE_DNNL
+#include <dnnl.h>
+#endif
+
+static const char *const PRECISION_NAMES[] = {"fp32", "bf16", "auto"};
+
+const char *husai_precision_name(int p) {
+    return p >= 0 && p < 3 ? PRECISION_NAMES[p] : "?";
+}
+
+int husai_precision_parse(const char *name) {
+    for (int p = 0; p < 3; p++)
+        if (!strcmp(name, PRECISION_NAMES[p])) return p;
+    return -1;
+}
+
+/* Rows per emulated sgemm call (the emulated product's bits do not matter: the certificate makes the
+ * codes independent of them, so this is for speed only). */
+#define EMU_ROWS 512
+
+#ifdef HUSAI_HAVE_DNNL
+/* A matmul primitive for one row count (the last batch of an epoch is shorter). */
+typedef struct {
+    int n;
+    dnnl_primitive_t prim;
+} dnnl_slot;
+#endif
+
+struct husai_bf16 {
+    husai_bf16_backend backend;
+    int cap, d, s, k, threads;
+    float *xh_f, *wh_f;       /* emulated: bf16-valued fp32 copies of X (cap x d) and W_enc (s x d) */
+    uint16_t *xh, *wh;        /* oneDNN: the same as bf16 bits */
+    double *bound;            /* (cap) each row's E of the latest encode */
+    double w, wh_max, ew_max; /* max |w_j|, max |w^_j|, max |e_j| */
+    double b_max;             /* max |b_j| */
+    int32_t *cidx, *pos;      /* per thread: s candidate latents; s positions */
+    float *cval, *vc, *pv;    /* per thread: s candidate scores, s rescored values, s picked values */
+    int64_t rows, second, full;
+    char isa[96];
+#ifdef HUSAI_HAVE_DNNL
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    dnnl_slot slot[2];
+    int next_slot;
+#endif
+};
+
+int husai_bf16_eligible(const husai_sae *m, int aux_k) {
+    return m->ops->select_rows == husai_select_topk_rows && aux_k == 0;
+}
+
+static inline uint16_t bf16_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)(u >> 16 | 0x40u); /* a quiet NaN */
+    u += 0x7fffu + (u >> 16 & 1u);                                           /* round to nearest even */
+    uint16_t h = (uint16_t)(u >> 16);
+    if ((h & 0x7f80u) == 0) h &= 0x8000u; /* below the smallest normal: the units read it as zero */
+    return h;
+}
+
+static inline float bf16_float(uint16_t h) {
+    const uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+float husai_bf16_round(float x) {
+    return bf16_float(bf16_bits(x));
+}
+
+/* ---- oneDNN ---- */
+
+#ifdef HUSAI_HAVE_DNNL
+/* The matmul in = (n x d bf16) times W^T (d x s bf16, stored s x d) ADDED into dst (n x s fp32, the
+ * sum post-op: dst holds b_enc before). *impl gets oneDNN's implementation name if not NULL. */
+static dnnl_status_t dnnl_matmul_make(dnnl_engine_t eng, int n, int d, int s, dnnl_primitive_t *prim,
+                                      char *impl, size_t impl_len) {
+    dnnl_memory_desc_t src, wei, dst;
+    const dnnl_dims_t sd = {n, d}, wd = {d, s}, dd = {n, s};
+    dnnl_status_t st = dnnl_memory_desc_init_by_tag(&src, 2, sd, dnnl_bf16, dnnl_ab);
+    if (st == dnnl_success) st = dnnl_memory_desc_init_by_tag(&wei, 2, wd, dnnl_bf16, dnnl_ba);
+    if (st == dnnl_success) st = dnnl_memory_desc_init_by_tag(&dst, 2, dd, dnnl_f32, dnnl_ab);
+    dnnl_matmul_desc_t md;
+    if (st == dnnl_success) st = dnnl_matmul_desc_init(&md, &src, &wei, NULL, &dst);
+    if (st != dnnl_success) return st;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    st = dnnl_primitive_attr_create(&attr);
+    if (st == dnnl_success) st = dnnl_post_ops_create(&po);
+    if (st == dnnl_success) st = dnnl_post_ops_append_sum(po, 1.0f);
+    if (st == dnnl_success) st = dnnl_primitive_attr_set_post_ops(attr, po);
+    if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &md, attr, eng, NULL);
+    if (st == dnnl_success && impl) {
+        const char *name = NULL;
+        if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &name) == dnnl_success && name)
+            snprintf(impl, impl_len, "%s", name);
+    }
+    if (st == dnnl_success) st = dnnl_primitive_create(prim, pd);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return st;
+}
+
+static int dnnl_ok;
+static char dnnl_probe_impl[96] = "none";
+static pthread_once_t dnnl_once = PTHREAD_ONCE_INIT;
+
+/* oneDNN counts as available when it makes a bf16 matmul that is not its reference (scalar) code. */
+static void dnnl_probe(void) {
+    dnnl_engine_t eng;
+    if (dnnl_engine_create(&eng, dnnl_cpu, 0) != dnnl_success) return;
+    dnnl_primitive_t prim = NULL;
+    char impl[96] = "";
+    if (dnnl_matmul_make(eng, 64, 64, 64, &prim, impl, sizeof impl) == dnnl_success) {
+        dnnl_ok = strncmp(impl, "ref", 3) != 0;
+        snprintf(dnnl_probe_impl, sizeof dnnl_probe_impl, "%s", impl);
+        dnnl_primitive_destroy(prim);
+    }
+    dnnl_engine_destroy(eng);
+}
+#endif
+
+int husai_bf16_dnnl_available(void) {
+#ifdef HUSAI_HAVE_DNNL
+    pthread_once(&dnnl_once, dnnl_probe);
+    return dnnl_ok;
+#else
+    return 0;
+#endif
+}
+
+const char *husai_bf16_isa(const husai_bf16 *c) {
+    if (c) return c->isa;
+#ifdef HUSAI_HAVE_DNNL
+    pthread_once(&dnnl_once, dnnl_probe);
+    return dnnl_probe_impl;
+#else
+    return "none";
+#endif
+}
+
+/* ---- context ---- */
+
+void husai_bf16_free(husai_bf16 *c) {
+    if (!c) return;
+#ifdef HUSAI_HAVE_DNNL
+    for (int i = 0; i < 2; i++)
+        if (c->slot[i].prim) dnnl_primitive_destroy(c->slot[i].prim);
+    if (c->stream) dnnl_stream_destroy(c->stream);
+    if (c->engine) dnnl_engine_destroy(c->engine);
+#endif
+    free(c->xh_f);
+    free(c->wh_f);
+    free(c->xh);
+    free(c->wh);
+    free(c->bound);
+    free(c->cidx);
+    free(c->pos);
+    free(c->cval);
+    free(c->vc);
+    free(c->pv);
+    free(c);
+}
+
+husai_status husai_bf16_create(husai_sae_batch *b, const husai_sae *m, husai_bf16_backend backend) {
+    if (m->ops->select_rows != husai_select_topk_rows)
+        return husai_error(HUSAI_ERR_ARG, "precision = bf16 needs a top-k rule (topk, matryoshka), not %s",
+                           m->ops->name);
+    if (backend == HUSAI_BF16_BEST)
+        backend = husai_bf16_dnnl_available() ? HUSAI_BF16_DNNL : HUSAI_BF16_EMULATED;
+    if (backend == HUSAI_BF16_DNNL && !husai_bf16_dnnl_available())
+        return husai_error(HUSAI_ERR_ARG, "the oneDNN bf16 product is not available here (%s)",
+                           husai_bf16_isa(NULL));
+    husai_bf16 *c = calloc(1, sizeof *c);
+    if (!c) return husai_error(HUSAI_ERR_NOMEM, "cannot allocate the bf16 context");
+    c->backend = backend;
+    c->cap = b->cap;
+    c->d = m->d_model;
+    c->s = m->d_sae;
+    c->k = m->k;
+    c->threads = b->threads;
+    const size_t cap = (size_t)b->cap, d = (size_t)c->d, s = (size_t)c->s, t = (size_t)c->threads;
+    int ok = 1;
+    if (backend == HUSAI_BF16_EMULATED) {
+        ok &= (c->xh_f = malloc(cap * d * sizeof(float))) != NULL;
+        ok &= (c->wh_f = malloc(s * d * sizeof(float))) != NULL;
+        snprintf(c->isa, sizeof c->isa, "emulated");
+    } else {
+        ok &= (c->xh = malloc(cap * d * sizeof(uint16_t))) != NULL;
+        ok &= (c->wh = malloc(s * d * sizeof(uint16_t))) != NULL;
+        snprintf(c->isa, sizeof c->isa, "%s", husai_bf16_isa(NULL));
+    }
+    ok &= (c->bound = malloc(cap * sizeof(double))) != NULL;
+    ok &= (c->cidx = malloc(t * s * sizeof(int32_t))) != NULL;
+    ok &= (c->pos = malloc(t * s * sizeof(int32_t))) != NULL;
+    ok &= (c->cval = malloc(t * s * sizeof(float))) != NULL;
+    ok &= (c->vc = malloc(t * s * sizeof(float))) != NULL;
+    ok &= (c->pv = malloc(t * s * sizeof(float))) != NULL;
+#ifdef HUSAI_HAVE_DNNL
+    if (ok && backend == HUSAI_BF16_DNNL) {
+        ok = dnnl_engine_create(&c->engine, dnnl_cpu, 0) == dnnl_success &&
+             dnnl_stream_create(&c->stream, c->engine, dnnl_stream_default_flags) == dnnl_success;
+        if (!ok) {
+            husai_bf16_free(c);
+            return husai_error(HUSAI_ERR_ARG, "oneDNN cannot create a CPU engine");
+        }
+    }
+#endif
+    if (!ok) {
+        husai_bf16_free(c);
+        return husai_error(HUSAI_ERR_NOMEM, "cannot allocate bf16 buffers for %d x %d", b->cap, m->d_sae);
+    }
+    husai_bf16_free(b->bf16);
+    b->bf16 = c;
+    return HUSAI_OK;
+}
+
+void husai_bf16_stats(const husai_bf16 *c, int64_t *rows, int64_t *second, int64_t *full) {
+    *rows = c->rows;
+    *second = c->second;
+    *full = c->full;
+}
+
+double husai_bf16_row_bound(const husai_bf16 *c, int r) {
+    return c->bound[r];
+}
+
+/* ---- the encode ---- */
+
+/* Rounds n floats to bf16 (into h or f, whichever is set) and returns |v|^2, |v^|^2 and |v^ - v|^2 in
+ * nrm[0..3]. */
+static void round_vec(const float *v, int n, uint16_t *h, float *f, double nrm[3]) {
+    double a = 0.0, ah = 0.0, ae = 0.0;
+    for (int i = 0; i < n; i++) {
+        const uint16_t q = bf16_bits(v[i]);
+        const float r = bf16_float(q);
+        if (h) h[i] = q;
+        if (f) f[i] = r;
+        const double e = (double)r - (double)v[i];
+        a += (double)v[i] * v[i];
+        ah += (double)r * r;
+        ae += e * e;
+    }
+    nrm[0] = a;
+    nrm[1] = ah;
+    nrm[2] = ae;
+}
+
+static double gamma_n(double n) {
+    const double u = 0x1p-24;
+    return n * u / (1.0 - n * u);
+}
+
+/* W_enc to bf16 and the maxima of the bound (W, W^, E_W, B). */
+static void prepare_weights(husai_bf16 *c, const husai_sae *m) {
+    const int d = c->d, s = c->s;
+    double w = 0.0, wh = 0.0, ew = 0.0;
+#pragma omp parallel for schedule(static) num_threads(c->threads)                                            \
+    reduction(max                                                                                            \
+              : w, wh, ew) if ((size_t)s * d >= 65536)
+    for (int j = 0; j < s; j++) {
+        double nrm[3];
+        const size_t o = (size_t)j * d;
+        round_vec(m->W_enc + o, d, c->wh ? c->wh + o : NULL, c->wh_f ? c->wh_f + o : NULL, nrm);
+        /* !(x <= w) keeps a NaN (it then makes every bound infinite) */
+        w = !(nrm[0] <= w) ? nrm[0] : w;
+        wh = !(nrm[1] <= wh) ? nrm[1] : wh;
+        ew = !(nrm[2] <= ew) ? nrm[2] : ew;
+    }
+    double bmax = 0.0;
+    for (int j = 0; j < s; j++) {
+        const double a = fabs((double)m->b_enc[j]);
+        bmax = !(a <= bmax) ? a : bmax;
+    }
+    c->w = sqrt(w);
+    c->wh_max = sqrt(wh);
+    c->ew_max = sqrt(ew);
+    c->b_max = bmax;
+}
+
+/* Rows [r0, r1): the bf16 copy of the encoder input and each row's bound. */
+static void prepare_rows(husai_bf16 *c, const float *in, int r0, int r1) {
+    const int d = c->d;
+    const double g2 = gamma_n(2.0 * d + 2.0), g1 = gamma_n((double)d + 1.0), A = (4.0 * d + 4.0) * 0x1p-126;
+    for (int r = r0; r < r1; r++) {
+        double nrm[3];
+        const size_t o = (size_t)r * d;
+        round_vec(in + o, d, c->xh ? c->xh + o : NULL, c->xh_f ? c->xh_f + o : NULL, nrm);
+        const double x = sqrt(nrm[0]), xh = sqrt(nrm[1]), ex = sqrt(nrm[2]);
+        const double e1 = g2 * (c->b_max + xh * c->wh_max) + ex * c->wh_max + x * c->ew_max + A;
+        const double e2 = g1 * (c->b_max + x * c->w) + A;
+        /* Sums stay below 2^100 < FLT_MAX, so no fp32 partial sum can overflow. */
+        const int sane = c->b_max + xh * c->wh_max < 0x1p100 && c->b_max + x * c->w < 0x1p100;
+        c->bound[r] = sane ? (e1 + e2) * (1.0 + 0x1p-20) : INFINITY;
+    }
+}
+
+/* pre[0..n) += bf16(in) bf16(W)^T. */
+static husai_status product(husai_bf16 *c, int n, float *pre) {
+    const int d = c->d, s = c->s;
+    if (c->backend == HUSAI_BF16_EMULATED) {
+        const int blocks = (n + EMU_ROWS - 1) / EMU_ROWS;
+#pragma omp parallel for schedule(static) num_threads(c->threads) if (blocks > 1)
+        for (int q = 0; q < blocks; q++) {
+            const int r0 = q * EMU_ROWS, r1 = n - r0 < EMU_ROWS ? n : r0 + EMU_ROWS;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, s, d, 1.0f,
+                        c->xh_f + (size_t)r0 * d, d, c->wh_f, d, 1.0f, pre + (size_t)r0 * s, s);
+        }
+        return HUSAI_OK;
+    }
+#ifdef HUSAI_HAVE_DNNL
+    /* oneDNN's OpenMP runtime uses omp_get_max_threads() of the calling thread: husai's count. */
+    const int was = omp_get_max_threads();
+    omp_set_num_threads(c->threads);
+    dnnl_primitive_t prim = NULL;
+    for (int i = 0; i < 2; i++)
+        if (c->slot[i].prim && c->slot[i].n == n) prim = c->slot[i].prim;
+    dnnl_status_t st = dnnl_success;
+    if (!prim) {
+        dnnl_slot *sl = &c->slot[c->next_slot];
+        c->next_slot ^= 1;
+        if (sl->prim) dnnl_primitive_destroy(sl->prim);
+        sl->prim = NULL;
+        st = dnnl_matmul_make(c->engine, n, d, s, &sl->prim, NULL, 0);
+        sl->n = n;
+        prim = sl->prim;
+    }
+    dnnl_memory_t mem[3] = {NULL, NULL, NULL};
+    if (st == dnnl_success) {
+        dnnl_memory_desc_t md[3];
+        const dnnl_dims_t sd = {n, d}, wd = {d, s}, dd = {n, s};
+        dnnl_memory_desc_init_by_tag(&md[0], 2, sd, dnnl_bf16, dnnl_ab);
+        dnnl_memory_desc_init_by_tag(&md[1], 2, wd, dnnl_bf16, dnnl_ba);
+        dnnl_memory_desc_init_by_tag(&md[2], 2, dd, dnnl_f32, dnnl_ab);
+        void *ptr[3] = {c->xh, c->wh, pre};
+        for (int i = 0; i < 3 && st == dnnl_success; i++)
+            st = dnnl_memory_create(&mem[i], &md[i], c->engine, ptr[i]);
+    }
+    if (st == dnnl_success) {
+        const dnnl_exec_arg_t args[3] = {
+            {DNNL_ARG_SRC, mem[0]}, {DNNL_ARG_WEIGHTS, mem[1]}, {DNNL_ARG_DST, mem[2]}};
+        st = dnnl_primitive_execute(prim, c->stream, 3, args);
+        if (st == dnnl_success) st = dnnl_stream_wait(c->stream);
+    }
+    for (int i = 0; i < 3; i++)
+        if (mem[i]) dnnl_memory_destroy(mem[i]);
+    omp_set_num_threads(was);
+    if (st != dnnl_success)
+        return husai_error(HUSAI_ERR_NUMERIC, "oneDNN's bf16 matmul of %d x %d x %d failed (status %d)", n, d,
+                           s, (int)st);
+    return HUSAI_OK;
+#else
+    (void)pre;
+    return husai_error(HUSAI_ERR_ARG, "this husai was built without oneDNN");
+#endif
+}
+
+/* v[c] = b_enc[j] + dot8(x, w_j) for the n latents j = idx[c] (every latent when idx is NULL). */
+HUSAI_MULTIVERSION
+static void rescore(const husai_sae *m, const float *x, const int32_t *idx, int n, float *v) {
+    const int d = m->d_model;
+    for (int a = 0; a < n; a++) {
+        const int j = idx ? idx[a] : a;
+        v[a] = m->b_enc[j] + husai_dot8(x, m->W_enc + (size_t)j * d, d);
+    }
+}
+
+static float min_of(const float *v, int n) {
+    float lo = v[0];
+    for (int a = 1; a < n; a++)
+        lo = v[a] < lo ? v[a] : lo;
+    return lo;
+}
+
+/* Row r's top k under the dot8 rule into id/v (ascending latents); returns 0 when the first candidate set
+ * certified it, 1 the second, 2 when it was rescored in full (its pre-activations then become the exact
+ * scores). E: its bound; scratch: 2 d_sae floats; t: this thread. */
+static int select_row(husai_bf16 *c, const husai_sae *m, const float *x, double E, float *pre, int32_t *id,
+                      float *v, float *scratch, int t) {
+    const int s = c->s, k = c->k;
+    const size_t o = (size_t)t * s;
+    int32_t *cidx = c->cidx + o, *pos = c->pos + o;
+    float *cval = c->cval + o, *vc = c->vc + o, *pv = c->pv + o;
+    const int cand[2] = {HUSAI_BF16_CAND_FIRST * k, HUSAI_BF16_CAND_SECOND * k};
+    for (int stage = 0; stage < 2 && E < INFINITY; stage++) {
+        const int mc = cand[stage];
+        if (mc >= s) break;
+        husai_topk_row(pre, s, mc, cidx, cval, scratch);
+        const float S = min_of(cval, mc);
+        rescore(m, x, cidx, mc, vc);
+        husai_topk_row(vc, mc, k, pos, pv, scratch);
+        const float vk = min_of(pv, k);
+        if ((double)vk - (double)S > E) { /* false for a NaN */
+            for (int a = 0; a < k; a++) {
+                id[a] = cidx[pos[a]];
+                v[a] = pv[a];
+            }
+            return stage;
+        }
+    }
+    rescore(m, x, NULL, s, pre);
+    husai_topk_row(pre, s, k, id, v, scratch);
+    return 2;
+}
+
+husai_status husai_bf16_encode(const husai_sae *m, const float *x, int n, husai_sae_mode mode,
+                               husai_sae_batch *b) {
+    husai_bf16 *c = b->bf16;
+    b->n = n;
+    const int s = m->d_sae, d = m->d_model, k = m->k;
+    prepare_weights(c, m);
+    const float *in = m->b_dec ? b->xc : x;
+    const int blocks = (n + EMU_ROWS - 1) / EMU_ROWS;
+#pragma omp parallel for schedule(static) num_threads(c->threads) if (blocks > 1)
+    for (int q = 0; q < blocks; q++) {
+        const int r0 = q * EMU_ROWS, r1 = n - r0 < EMU_ROWS ? n : r0 + EMU_ROWS;
+        husai_encoder_input(m, x, r0, r1, b);
+        prepare_rows(c, in, r0, r1);
+    }
+    husai_status st = product(c, n, b->pre);
+    if (st) return st;
+    int64_t second = 0, full = 0;
+    /* Rows rescored in full cost d_sae dot products: dynamic chunks keep the threads even. The codes do not
+     * depend on which thread selects a row. */
+#pragma omp parallel for schedule(dynamic, 16) num_threads(c->threads) reduction(+ : second, full)
+    for (int r = 0; r < n; r++) {
+        const int t = husai_thread_num();
+        float *scratch = b->select + (size_t)t * 2 * s;
+        int32_t *id = b->idx + (size_t)r * k;
+        float *v = b->val + (size_t)r * k;
+        const int stage =
+            select_row(c, m, in + (size_t)r * d, c->bound[r], b->pre + (size_t)r * s, id, v, scratch, t);
+        second += stage >= 1;
+        full += stage == 2;
+        b->row_ptr[r + 1] = husai_topk_keep(id, v, k, m->spec.relu);
+    }
+    c->rows += n;
+    c->second += second;
+    c->full += full;
+    return m->ops->codes(m, n, mode, b);
+}
