@@ -89,14 +89,15 @@ int husai_bf16_eligible(const husai_sae *m, int aux_k) {
     return m->ops->select_rows == husai_select_topk_rows && aux_k == 0;
 }
 
+/* Selects instead of branches, so that round_vec vectorises. */
 static inline uint16_t bf16_bits(float x) {
     uint32_t u;
     memcpy(&u, &x, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)(u >> 16 | 0x40u); /* a quiet NaN */
-    u += 0x7fffu + (u >> 16 & 1u);                                           /* round to nearest even */
-    uint16_t h = (uint16_t)(u >> 16);
-    if ((h & 0x7f80u) == 0) h &= 0x8000u; /* below the smallest normal: the units read it as zero */
-    return h;
+    const uint32_t nan = (u & 0x7fffffffu) > 0x7f800000u;
+    uint32_t h = (u + 0x7fffu + (u >> 16 & 1u)) >> 16; /* round to nearest even */
+    h = nan ? (u >> 16 | 0x40u) : h;                   /* a quiet NaN */
+    h = (h & 0x7f80u) == 0 ? h & 0x8000u : h;          /* below the smallest normal: the units read zero */
+    return (uint16_t)h;
 }
 
 static inline float bf16_float(uint16_t h) {
@@ -272,22 +273,38 @@ double husai_bf16_row_bound(const husai_bf16 *c, int r) {
 /* ---- the encode ---- */
 
 /* Rounds n floats to bf16 (into h or f, whichever is set) and returns |v|^2, |v^|^2 and |v^ - v|^2 in
- * nrm[0..3]. */
+ * nrm[0..3], each summed in 8 fixed double lanes (vectorisable without reordering by the compiler). */
+HUSAI_MULTIVERSION
 static void round_vec(const float *v, int n, uint16_t *h, float *f, double nrm[3]) {
-    double a = 0.0, ah = 0.0, ae = 0.0;
-    for (int i = 0; i < n; i++) {
+    double a[8] = {0}, ah[8] = {0}, ae[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) {
+            const uint16_t q = bf16_bits(v[i + l]);
+            const float r = bf16_float(q);
+            if (h) h[i + l] = q;
+            if (f) f[i + l] = r;
+            const double e = (double)r - (double)v[i + l];
+            a[l] += (double)v[i + l] * v[i + l];
+            ah[l] += (double)r * r;
+            ae[l] += e * e;
+        }
+    for (; i < n; i++) {
         const uint16_t q = bf16_bits(v[i]);
         const float r = bf16_float(q);
         if (h) h[i] = q;
         if (f) f[i] = r;
         const double e = (double)r - (double)v[i];
-        a += (double)v[i] * v[i];
-        ah += (double)r * r;
-        ae += e * e;
+        a[0] += (double)v[i] * v[i];
+        ah[0] += (double)r * r;
+        ae[0] += e * e;
     }
-    nrm[0] = a;
-    nrm[1] = ah;
-    nrm[2] = ae;
+    nrm[0] = nrm[1] = nrm[2] = 0.0;
+    for (int l = 0; l < 8; l++) {
+        nrm[0] += a[l];
+        nrm[1] += ah[l];
+        nrm[2] += ae[l];
+    }
 }
 
 static double gamma_n(double n) {
@@ -405,6 +422,12 @@ static void rescore(const husai_sae *m, const float *x, const int32_t *idx, int 
     const int d = m->d_model;
     for (int a = 0; a < n; a++) {
         const int j = idx ? idx[a] : a;
+        /* Candidates are scattered rows of W_enc, mostly out of cache: fetch the next one meanwhile. */
+        if (idx && a + 1 < n) {
+            const char *next = (const char *)(m->W_enc + (size_t)idx[a + 1] * d);
+            for (size_t o = 0; o < (size_t)d * sizeof(float); o += 64)
+                __builtin_prefetch(next + o);
+        }
         v[a] = m->b_enc[j] + husai_dot8(x, m->W_enc + (size_t)j * d, d);
     }
 }
