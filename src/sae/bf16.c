@@ -32,6 +32,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/threads.h"
 #include "sae/arch.h"
@@ -258,6 +259,15 @@ husai_status husai_bf16_create(husai_sae_batch *b, const husai_sae *m, husai_bf1
     husai_bf16_free(b->bf16);
     b->bf16 = c;
     return HUSAI_OK;
+}
+
+/* The process's totals (husai_bf16_totals), added to atomically: trainers may run on several threads. */
+static int64_t g_rows, g_second, g_full;
+
+void husai_bf16_totals(int64_t *rows, int64_t *second, int64_t *full) {
+    *rows = __atomic_load_n(&g_rows, __ATOMIC_RELAXED);
+    *second = __atomic_load_n(&g_second, __ATOMIC_RELAXED);
+    *full = __atomic_load_n(&g_full, __ATOMIC_RELAXED);
 }
 
 void husai_bf16_stats(const husai_bf16 *c, int64_t *rows, int64_t *second, int64_t *full) {
@@ -504,5 +514,53 @@ husai_status husai_bf16_encode(const husai_sae *m, const float *x, int n, husai_
     c->rows += n;
     c->second += second;
     c->full += full;
+    __atomic_fetch_add(&g_rows, (int64_t)n, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&g_second, second, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&g_full, full, __ATOMIC_RELAXED);
     return m->ops->codes(m, n, mode, b);
+}
+
+static double wall(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Best of 3 encodes of x after one warm-up. */
+static husai_status time_encode(const husai_sae *m, const float *x, int rows, husai_sae_batch *b, double *t) {
+    *t = INFINITY;
+    for (int rep = 0; rep < 4; rep++) {
+        const double t0 = wall();
+        husai_status st = husai_sae_encode(m, x, rows, HUSAI_SAE_TRAIN, b);
+        if (st) return st;
+        const double dt = wall() - t0;
+        if (rep > 0 && dt < *t) *t = dt;
+    }
+    return HUSAI_OK;
+}
+
+husai_status husai_bf16_calibrate(int d_model, int d_sae, int k, int rows, double *t_fp32, double *t_bf16) {
+    *t_fp32 = *t_bf16 = INFINITY;
+    husai_sae m;
+    husai_sae_batch b;
+    memset(&b, 0, sizeof b);
+    const husai_sae_spec spec = husai_sae_spec_topk(d_model, d_sae, k);
+    husai_status st = husai_sae_alloc(&m, &spec);
+    if (st) return st;
+    husai_sae_init(&m, 1);
+    float *x = malloc((size_t)rows * (size_t)d_model * sizeof(float));
+    if (!x) st = husai_error(HUSAI_ERR_NOMEM, "cannot allocate %d calibration rows", rows);
+    /* W_enc's own generator fills the rows: any spread of scores will do for timing */
+    for (size_t i = 0; !st && i < (size_t)rows * (size_t)d_model; i++)
+        x[i] = m.W_enc[i % ((size_t)d_sae * (size_t)d_model)];
+    if (!st) st = husai_sae_batch_alloc(&b, &m, rows);
+    if (!st) st = time_encode(&m, x, rows, &b, t_fp32);
+    if (!st && husai_bf16_dnnl_available()) {
+        st = husai_bf16_create(&b, &m, HUSAI_BF16_DNNL);
+        if (!st) st = time_encode(&m, x, rows, &b, t_bf16);
+    }
+    husai_sae_batch_free(&b);
+    husai_sae_free(&m);
+    free(x);
+    return st;
 }

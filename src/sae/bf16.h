@@ -10,7 +10,8 @@
  * defines: husai_precision, husai_precision_name, husai_precision_parse, husai_bf16, husai_bf16_backend,
  *          husai_bf16_create, husai_bf16_free, husai_bf16_dnnl_available, husai_bf16_isa,
  *          husai_bf16_encode, husai_bf16_round, husai_bf16_row_bound, husai_bf16_stats,
- *          husai_bf16_eligible, HUSAI_BF16_CAND_FIRST, HUSAI_BF16_CAND_SECOND */
+ *          husai_bf16_eligible, husai_bf16_totals, husai_bf16_calibrate, HUSAI_BF16_CAND_FIRST,
+ *          HUSAI_BF16_CAND_SECOND */
 #ifndef HUSAI_SAE_BF16_H
 #define HUSAI_SAE_BF16_H
 
@@ -79,5 +80,14 @@ double husai_bf16_row_bound(const husai_bf16 *c, int r);
 /* Totals since creation: rows encoded, rows the first candidate set did not certify, rows rescored in
  * full (uncertified by every candidate set). */
 void husai_bf16_stats(const husai_bf16 *c, int64_t *rows, int64_t *second, int64_t *full);
+
+/* This process's totals over every bf16 encode so far (all contexts, freed ones included): rows, rows
+ * the first candidate set did not certify, rows rescored in full. */
+void husai_bf16_totals(int64_t *rows, int64_t *second, int64_t *full);
+
+/* Times the encode of `rows` random rows by a random model of the given TopK shape on this thread's
+ * husai_max_threads() threads, best of 3 after a warm-up: *t_fp32 with sgemm, *t_bf16 on the bf16 path with
+ * the best backend (oneDNN if available; else *t_bf16 = INFINITY and nothing is timed). Seconds. */
+husai_status husai_bf16_calibrate(int d_model, int d_sae, int k, int rows, double *t_fp32, double *t_bf16);
 
 #endif
