@@ -16,7 +16,8 @@
  *      |e_x| <= 2^-8 |x| and |e_j| <= 2^-8 |w_j|, but the norms themselves are measured, which is tighter.
  *  (3) The exact fp32 rule v_j = b_j + dot8(x, w_j) (husai_dot8's fixed order, one rounding for + b_j):
  *      |v_j - T_j| <= gamma_{d+1} (B + |x| W) + A with W = max_j |w_j|.
- * So E1 = gamma_{2d+2} (B + |x^| W^) + |e_x| W^ + |x| E_W + A bounds |sigma_j - T_j| and E2 =
+ * So E1 = gamma_{2d+2} (B + |x^| W^) + |e_x| W^ + |x| E_W + A (plus 2^-8 B, in case an implementation rounds
+ * the bias to bf16) bounds |sigma_j - T_j| and E2 =
  * gamma_{d+1} (B + |x| W) + A bounds |v_j - T_j| for every j; the row's bound is E = (E1 + E2)(1 + 2^-20),
  * the factor covering the double-precision rounding of the norms and sums.
  * The certificate: rescore the m candidates C with the largest sigma (S = the smallest sigma in C, so
@@ -115,26 +116,30 @@ float husai_bf16_round(float x) {
 /* ---- oneDNN ---- */
 
 #ifdef HUSAI_HAVE_DNNL
-/* The matmul in = (n x d bf16) times W^T (d x s bf16, stored s x d) ADDED into dst (n x s fp32, the
- * sum post-op: dst holds b_enc before). *impl gets oneDNN's implementation name if not NULL. */
+/* The matmul's memory: md[0] in (n x d bf16), md[1] W^T (d x s bf16 stored s x d), md[2] dst (n x s fp32),
+ * md[3] bias (1 x s fp32). */
+static dnnl_status_t dnnl_descs(int n, int d, int s, dnnl_memory_desc_t md[4]) {
+    const dnnl_dims_t sd = {n, d}, wd = {d, s}, dd = {n, s}, bd = {1, s};
+    dnnl_status_t st = dnnl_memory_desc_init_by_tag(&md[0], 2, sd, dnnl_bf16, dnnl_ab);
+    if (st == dnnl_success) st = dnnl_memory_desc_init_by_tag(&md[1], 2, wd, dnnl_bf16, dnnl_ba);
+    if (st == dnnl_success) st = dnnl_memory_desc_init_by_tag(&md[2], 2, dd, dnnl_f32, dnnl_ab);
+    if (st == dnnl_success) st = dnnl_memory_desc_init_by_tag(&md[3], 2, bd, dnnl_f32, dnnl_ab);
+    return st;
+}
+
+/* The matmul dst = in W^T + bias: in (n x d bf16), W^T (d x s bf16, stored s x d), bias (1 x s fp32,
+ * b_enc), dst (n x s fp32, overwritten: no pass over it beforehand, unlike sgemm's beta = 1). The bound
+ * covers the bias whether it starts the accumulator or is added last. *impl gets oneDNN's implementation
+ * name if not NULL. */
 static dnnl_status_t dnnl_matmul_make(dnnl_engine_t eng, int n, int d, int s, dnnl_primitive_t *prim,
                                       char *impl, size_t impl_len) {
-    dnnl_memory_desc_t src, wei, dst;
-    const dnnl_dims_t sd = {n, d}, wd = {d, s}, dd = {n, s};
-    dnnl_status_t st = dnnl_memory_desc_init_by_tag(&src, 2, sd, dnnl_bf16, dnnl_ab);
-    if (st == dnnl_success) st = dnnl_memory_desc_init_by_tag(&wei, 2, wd, dnnl_bf16, dnnl_ba);
-    if (st == dnnl_success) st = dnnl_memory_desc_init_by_tag(&dst, 2, dd, dnnl_f32, dnnl_ab);
-    dnnl_matmul_desc_t md;
-    if (st == dnnl_success) st = dnnl_matmul_desc_init(&md, &src, &wei, NULL, &dst);
+    dnnl_memory_desc_t md[4];
+    dnnl_status_t st = dnnl_descs(n, d, s, md);
+    dnnl_matmul_desc_t mm;
+    if (st == dnnl_success) st = dnnl_matmul_desc_init(&mm, &md[0], &md[1], &md[3], &md[2]);
     if (st != dnnl_success) return st;
-    dnnl_primitive_attr_t attr = NULL;
-    dnnl_post_ops_t po = NULL;
     dnnl_primitive_desc_t pd = NULL;
-    st = dnnl_primitive_attr_create(&attr);
-    if (st == dnnl_success) st = dnnl_post_ops_create(&po);
-    if (st == dnnl_success) st = dnnl_post_ops_append_sum(po, 1.0f);
-    if (st == dnnl_success) st = dnnl_primitive_attr_set_post_ops(attr, po);
-    if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &md, attr, eng, NULL);
+    st = dnnl_primitive_desc_create(&pd, &mm, NULL, eng, NULL);
     if (st == dnnl_success && impl) {
         const char *name = NULL;
         if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &name) == dnnl_success && name)
@@ -142,8 +147,6 @@ static dnnl_status_t dnnl_matmul_make(dnnl_engine_t eng, int n, int d, int s, dn
     }
     if (st == dnnl_success) st = dnnl_primitive_create(prim, pd);
     if (pd) dnnl_primitive_desc_destroy(pd);
-    if (po) dnnl_post_ops_destroy(po);
-    if (attr) dnnl_primitive_attr_destroy(attr);
     return st;
 }
 
@@ -358,7 +361,9 @@ static void prepare_rows(husai_bf16 *c, const float *in, int r0, int r1) {
         const size_t o = (size_t)r * d;
         round_vec(in + o, d, c->xh ? c->xh + o : NULL, c->xh_f ? c->xh_f + o : NULL, nrm);
         const double x = sqrt(nrm[0]), xh = sqrt(nrm[1]), ex = sqrt(nrm[2]);
-        const double e1 = g2 * (c->b_max + xh * c->wh_max) + ex * c->wh_max + x * c->ew_max + A;
+        /* 2^-8 B: insurance against an implementation that rounds the fp32 bias to bf16 */
+        const double e1 =
+            g2 * (c->b_max + xh * c->wh_max) + ex * c->wh_max + x * c->ew_max + 0x1p-8 * c->b_max + A;
         const double e2 = g1 * (c->b_max + x * c->w) + A;
         /* Sums stay below 2^100 < FLT_MAX, so no fp32 partial sum can overflow. */
         const int sane = c->b_max + xh * c->wh_max < 0x1p100 && c->b_max + x * c->w < 0x1p100;
@@ -366,8 +371,8 @@ static void prepare_rows(husai_bf16 *c, const float *in, int r0, int r1) {
     }
 }
 
-/* pre[0..n) += bf16(in) bf16(W)^T. */
-static husai_status product(husai_bf16 *c, int n, float *pre) {
+/* pre[0..n) = bias + bf16(in) bf16(W)^T; the emulated product adds into pre, which holds the bias. */
+static husai_status product(husai_bf16 *c, int n, const float *bias, float *pre) {
     const int d = c->d, s = c->s;
     if (c->backend == HUSAI_BF16_EMULATED) {
         const int blocks = (n + EMU_ROWS - 1) / EMU_ROWS;
@@ -396,24 +401,23 @@ static husai_status product(husai_bf16 *c, int n, float *pre) {
         sl->n = n;
         prim = sl->prim;
     }
-    dnnl_memory_t mem[3] = {NULL, NULL, NULL};
+    dnnl_memory_t mem[4] = {NULL, NULL, NULL, NULL};
     if (st == dnnl_success) {
-        dnnl_memory_desc_t md[3];
-        const dnnl_dims_t sd = {n, d}, wd = {d, s}, dd = {n, s};
-        dnnl_memory_desc_init_by_tag(&md[0], 2, sd, dnnl_bf16, dnnl_ab);
-        dnnl_memory_desc_init_by_tag(&md[1], 2, wd, dnnl_bf16, dnnl_ba);
-        dnnl_memory_desc_init_by_tag(&md[2], 2, dd, dnnl_f32, dnnl_ab);
-        void *ptr[3] = {c->xh, c->wh, pre};
-        for (int i = 0; i < 3 && st == dnnl_success; i++)
+        dnnl_memory_desc_t md[4];
+        st = dnnl_descs(n, d, s, md);
+        void *ptr[4] = {c->xh, c->wh, pre, (void *)bias};
+        for (int i = 0; i < 4 && st == dnnl_success; i++)
             st = dnnl_memory_create(&mem[i], &md[i], c->engine, ptr[i]);
     }
     if (st == dnnl_success) {
-        const dnnl_exec_arg_t args[3] = {
-            {DNNL_ARG_SRC, mem[0]}, {DNNL_ARG_WEIGHTS, mem[1]}, {DNNL_ARG_DST, mem[2]}};
-        st = dnnl_primitive_execute(prim, c->stream, 3, args);
+        const dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, mem[0]},
+                                         {DNNL_ARG_WEIGHTS, mem[1]},
+                                         {DNNL_ARG_DST, mem[2]},
+                                         {DNNL_ARG_BIAS, mem[3]}};
+        st = dnnl_primitive_execute(prim, c->stream, 4, args);
         if (st == dnnl_success) st = dnnl_stream_wait(c->stream);
     }
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (mem[i]) dnnl_memory_destroy(mem[i]);
     omp_set_num_threads(was);
     if (st != dnnl_success)
@@ -422,6 +426,7 @@ static husai_status product(husai_bf16 *c, int n, float *pre) {
     return HUSAI_OK;
 #else
     (void)pre;
+    (void)bias;
     return husai_error(HUSAI_ERR_ARG, "this husai was built without oneDNN");
 #endif
 }
@@ -491,10 +496,10 @@ husai_status husai_bf16_encode(const husai_sae *m, const float *x, int n, husai_
 #pragma omp parallel for schedule(static) num_threads(c->threads) if (blocks > 1)
     for (int q = 0; q < blocks; q++) {
         const int r0 = q * EMU_ROWS, r1 = n - r0 < EMU_ROWS ? n : r0 + EMU_ROWS;
-        husai_encoder_input(m, x, r0, r1, b);
+        husai_encoder_input(m, x, r0, r1, c->backend == HUSAI_BF16_EMULATED, b);
         prepare_rows(c, in, r0, r1);
     }
-    husai_status st = product(c, n, b->pre);
+    husai_status st = product(c, n, m->b_enc, b->pre);
     if (st) return st;
     int64_t second = 0, full = 0;
     /* Rows rescored in full cost d_sae dot products: dynamic chunks keep the threads even. The codes do not

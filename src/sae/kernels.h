@@ -44,9 +44,10 @@ void husai_select_topk_rows(const husai_sae *m, int r0, int r1, husai_sae_batch 
  * gradient), keeping the order; returns how many stay. */
 int husai_topk_keep(int32_t *id, float *v, int k, int relu);
 
-/* Readies rows [r0, r1) for the encoder product: pre = b_enc (the product adds into it) and, with a
- * decoder bias, b->xc = x - b_dec. Returns the product's input: x or b->xc. */
-const float *husai_encoder_input(const husai_sae *m, const float *x, int r0, int r1, husai_sae_batch *b);
+/* Readies rows [r0, r1) for the encoder product: pre = b_enc if fill_pre (a product that adds into it) and,
+ * with a decoder bias, b->xc = x - b_dec. Returns the product's input: x or b->xc. */
+const float *husai_encoder_input(const husai_sae *m, const float *x, int r0, int r1, int fill_pre,
+                                 husai_sae_batch *b);
 
 /* Packs husai_select_topk_rows's per-row codes of n rows into CSR form. An ops->codes. */
 husai_status husai_codes_topk(const husai_sae *m, int n, husai_sae_mode mode, husai_sae_batch *b);
