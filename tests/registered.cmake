@@ -33,3 +33,9 @@ husai_script_test(data_checks data_checks.sh)
 husai_script_test(hangs hangs.sh)
 set_tests_properties(hangs PROPERTIES TIMEOUT 900)
 husai_script_test(sweep_bf16 sweep_bf16.sh)
+# test_bf16 again through oneDNN's other bf16 kernels (AVX512-BF16 without AMX; AVX-512 converting to fp32):
+# other accumulation orders the bound must cover. A CPU without them runs what it has.
+foreach(isa AVX512_CORE_BF16 AVX512_CORE)
+  add_test(NAME test_bf16_${isa} COMMAND test_bf16)
+  set_tests_properties(test_bf16_${isa} PROPERTIES ENVIRONMENT "DNNL_MAX_CPU_ISA=${isa};OPENBLAS_NUM_THREADS=1" TIMEOUT 300 LABELS unit)
+endforeach()

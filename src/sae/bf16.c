@@ -160,6 +160,7 @@ static void dnnl_probe(void) {
     if (dnnl_engine_create(&eng, dnnl_cpu, 0) != dnnl_success) return;
     dnnl_primitive_t prim = NULL;
     char impl[96] = "";
+    snprintf(dnnl_probe_impl, sizeof dnnl_probe_impl, "no bf16 matmul on this CPU");
     if (dnnl_matmul_make(eng, 64, 64, 64, &prim, impl, sizeof impl) == dnnl_success) {
         dnnl_ok = strncmp(impl, "ref", 3) != 0;
         snprintf(dnnl_probe_impl, sizeof dnnl_probe_impl, "%s", impl);
