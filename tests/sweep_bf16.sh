@@ -89,6 +89,21 @@ compare "$fp32" "$bf16" bf16 || fail "bf16 differs from fp32"
 compare "$fp32" "$auto" either || fail "auto differs from fp32"
 "$PY" "$HERE/check_results.py" "$bf16" >/dev/null || fail "check_results.py found a mismatch in $bf16"
 
+step "bf16 is bitwise the same on 1 rank x 2 threads as on 2 ranks x 1 thread"
+rc=0
+HUSAI_THREADS=2 timeout 600 "$MPIEXEC" -np 1 --oversubscribe --bind-to none -x HUSAI_THREADS "$HUSAI" sweep "$tmp/tiny.ini" --out "$tmp/tiny_np1" \
+    --set train.precision=bf16 >"$tmp/tiny_np1.stdout" 2>"$tmp/tiny_np1.stderr" || rc=$?
+[ "$rc" -eq 0 ] || fail "1-rank bf16 run exited $rc: $(cat "$tmp/tiny_np1.stderr")"
+"$PY" - "$bf16" "$(ls -d "$tmp"/tiny_np1/*/)" <<'EOF2' || fail "bf16 results depend on the rank or thread count"
+import sys
+import h5py, numpy as np
+a, b = (h5py.File(p + "/results.h5", "r") for p in sys.argv[1:3])
+for c in a["conditions"]:
+    for key in ("decoders", "encoders", "b_enc", "pwmcc"):
+        x, y = a["conditions"][c][key][...], b["conditions"][c][key][...]
+        assert x.tobytes() == y.tobytes(), (c, key)
+EOF2
+
 step "768 x 4096, k 32, a short run: fp32 against bf16"
 "$PY" "$HERE/data/make_tiny.py" "$tmp/wide.h5" 4096 768 512 2 >/dev/null
 cat >"$tmp/wide.ini" <<EOF

@@ -117,7 +117,10 @@ static void ref_topk(const float *vals, int s, int k, unsigned char *mask) {
         int best = -1;
         for (int j = 0; j < s; j++)
             if (!mask[j] && (best < 0 || vals[j] > vals[best])) best = j;
-        mask[best] = 1;
+        if (best < 0)
+            fail_msg("k = %d exceeds the row's %d entries", k, s);
+        else
+            mask[best] = 1;
     }
 }
 
