@@ -7,9 +7,10 @@
  *   4. the data fingerprint's hashing of one batch of rows against one training step on them, at both sizes
  * Usage: bench_husai [--quick]. One BLAS thread unless OPENBLAS_NUM_THREADS says otherwise.
  *
- * bench_husai --pwmcc SEEDS D_MODEL D_SAE [THREADS]
+ * bench_husai --pwmcc SEEDS D_MODEL D_SAE [THREADS] [bf16]
  *   times all-pairs PWMCC of SEEDS random decoders of that shape (section 3 alone, any size), its
  *   blocks spread over THREADS (default 1) OpenMP threads; the % of peak is against one core's sgemm.
+ *   bf16: on bf16 blocks with certified exact maxima (husai_pwmcc_set_bf16).
  *
  * bench_husai --train DATA.h5 D_SAE K BATCH STEPS THREADS [SEED]
  *   trains one SAE on /activations of DATA.h5 (HUSAI's recipe: per-epoch shuffle, Adam 3e-4, renorm)
@@ -312,13 +313,17 @@ int main(int argc, char **argv) {
     omp_set_num_threads(1); /* the single-process figures are per core; --train sets its own count */
     if (argc > 1 && !strcmp(argv[1], "--train")) return train_on_file(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "--pwmcc")) {
-        if ((argc != 5 && argc != 6) || atoi(argv[2]) < 2 || atoi(argv[3]) < 1 || atoi(argv[4]) < 1 ||
-            (argc == 6 && atoi(argv[5]) < 1)) {
-            fprintf(stderr, "usage: bench_husai --pwmcc SEEDS D_MODEL D_SAE [THREADS] (SEEDS >= 2)\n");
+        const int bf16 = argc > 5 && !strcmp(argv[argc - 1], "bf16");
+        const int nargs = argc - bf16;
+        if ((nargs != 5 && nargs != 6) || atoi(argv[2]) < 2 || atoi(argv[3]) < 1 || atoi(argv[4]) < 1 ||
+            (nargs == 6 && atoi(argv[5]) < 1)) {
+            fprintf(stderr, "usage: bench_husai --pwmcc SEEDS D_MODEL D_SAE [THREADS] [bf16] (SEEDS >= 2)\n");
             return 2;
         }
         openblas_set_num_threads(1);
-        omp_set_num_threads(argc == 6 ? atoi(argv[5]) : 1);
+        omp_set_num_threads(nargs == 6 ? atoi(argv[5]) : 1);
+        husai_pwmcc_set_bf16(bf16);
+        if (bf16) printf("bf16 |cos| blocks, certified maxima (%s):\n", husai_bf16_isa(NULL));
         bench_pwmcc(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
         return 0;
     }

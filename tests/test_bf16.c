@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "metrics/pwmcc.h"
 #include "sae/bf16.h"
 #include "sae/kernels.h"
 #include "sae/model.h"
@@ -323,6 +324,60 @@ static void test_training(void **state) {
     free(ref);
 }
 
+/* PWMCC of two [d, n] decoders by the dot8 rule, naively: every |cos| rescored, maxima, sums in order. */
+static double ref_pwmcc(const float *A, const float *B, int d, int n) {
+    float *a = malloc((size_t)n * d * sizeof(float)), *b = malloc((size_t)n * d * sizeof(float));
+    float *cm = calloc((size_t)n, sizeof(float));
+    husai_normalized_feature_rows(A, d, n, a);
+    husai_normalized_feature_rows(B, d, n, b);
+    double rows = 0.0, cols = 0.0;
+    for (int i = 0; i < n; i++) {
+        float m = 0.0f;
+        for (int j = 0; j < n; j++) {
+            const float v = fabsf(husai_dot8(a + (size_t)i * d, b + (size_t)j * d, d));
+            m = v > m ? v : m;
+            cm[j] = v > cm[j] ? v : cm[j];
+        }
+        rows += m;
+    }
+    for (int j = 0; j < n; j++)
+        cols += cm[j];
+    free(a);
+    free(b);
+    free(cm);
+    return 0.5 * (rows / n + cols / n);
+}
+
+/* Certified PWMCC: bitwise the naive dot8 rule's, within 1e-6 of sgemm's, for unrelated decoders and for
+ * near copies (maxima within bf16's error of the runners-up), on 1 and 2 threads. */
+static void test_pwmcc(void **state) {
+    (void)state;
+    const int d = 48, n = 600; /* 3 blocks of rows, the last short */
+    float *D = malloc((size_t)3 * d * n * sizeof(float));
+    for (size_t i = 0; i < (size_t)2 * d * n; i++)
+        D[i] = nrand();
+    for (size_t i = 0; i < (size_t)d * n; i++) /* the third: the first plus noise below bf16's resolution */
+        D[(size_t)2 * d * n + i] = D[i] * (1.0f + 1e-3f * nrand());
+    for (int pair = 0; pair < 2; pair++) {
+        const float *B = D + (size_t)(pair ? 2 : 1) * d * n;
+        const double ref = ref_pwmcc(D, B, d, n);
+        double f32, b16[2];
+        husai_pwmcc_set_bf16(0);
+        assert_int_equal(husai_pwmcc_pair(D, n, B, n, d, &f32), HUSAI_OK);
+        husai_pwmcc_set_bf16(1);
+        for (int t = 0; t < 2; t++) {
+            omp_set_num_threads(t + 1);
+            assert_int_equal(husai_pwmcc_pair(D, n, B, n, d, &b16[t]), HUSAI_OK);
+            assert_memory_equal(&b16[t], &ref, sizeof ref);
+        }
+        husai_pwmcc_set_bf16(0);
+        print_message("    PWMCC %s: bf16 certified %.9f, sgemm %.9f\n", pair ? "near copies" : "unrelated",
+                      b16[0], f32);
+        assert_true(fabs(f32 - ref) < 1e-6);
+    }
+    free(D);
+}
+
 static void test_names(void **state) {
     (void)state;
     assert_int_equal(husai_precision_parse("bf16"), HUSAI_PRECISION_BF16);
@@ -346,7 +401,7 @@ int main(void) {
         cmocka_unit_test(test_round),       cmocka_unit_test(test_names),
         cmocka_unit_test(test_topk_signed), cmocka_unit_test(test_topk_relu_bias),
         cmocka_unit_test(test_matryoshka),  cmocka_unit_test(test_fallback),
-        cmocka_unit_test(test_training),
+        cmocka_unit_test(test_training),    cmocka_unit_test(test_pwmcc),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

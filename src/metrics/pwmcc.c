@@ -7,6 +7,14 @@
 
 #include "common/rng.h"
 #include "common/threads.h"
+#include "sae/bf16.h"
+#include "sae/kernels.h"
+
+static int g_bf16;
+
+void husai_pwmcc_set_bf16(int on) {
+    g_bf16 = on;
+}
 
 void husai_unit_rows(const float *src, int n, int d, size_t row_step, size_t elem_step, float *out) {
     for (int j = 0; j < n; j++) {
@@ -76,6 +84,153 @@ static double pwmcc_rows(const float *Af, int na, const float *Bf, int nb, int d
     return 0.5 * (rowsum / na + colsum / nb);
 }
 
+/* |dot8(a, b)|: the exact fp32 rule the bf16 path certifies its maxima against. */
+static inline float abs_dot(const float *a, const float *b, int d) {
+    return fabsf(husai_dot8(a, b, d));
+}
+
+/* Largest |c[j]| of a row of nb, folding each |c[j]| into the running column maxima; 8 fixed lanes so that
+ * it vectorises (max is exact in any order). */
+HUSAI_INLINE float row_scan(const float *c, int nb, float *colrun) {
+    float m8[8] = {0, 0, 0, 0, 0, 0, 0, 0}, m = 0.0f;
+    int j = 0;
+    for (; j + 8 <= nb; j += 8)
+        for (int l = 0; l < 8; l++) {
+            const float v = fabsf(c[j + l]);
+            m8[l] = v > m8[l] ? v : m8[l];
+            colrun[j + l] = v > colrun[j + l] ? v : colrun[j + l];
+        }
+    for (; j < nb; j++) {
+        const float v = fabsf(c[j]);
+        m = v > m ? v : m;
+        colrun[j] = v > colrun[j] ? v : colrun[j];
+    }
+    for (int l = 0; l < 8; l++)
+        m = m8[l] > m ? m8[l] : m;
+    return m;
+}
+
+/* A float threshold at or below t, so comparing floats against it keeps everything a comparison with t
+ * would. */
+static float float_at_or_below(double t) {
+    float f = (float)t;
+    if ((double)f > t) f = nextafterf(f, -INFINITY);
+    return f;
+}
+
+/* pwmcc_rows on bf16 products, every maximum exact. With E the product bound (|c - v| <= E for the bf16
+ * product c and the exact dot8 value v of every pair): in row i, every j with |c_ij| < max_j |c_ij| - 2E has
+ * |v_ij| < max - E <= |v| of the row's bf16 argmax, so the row maximum of |v| is taken over the other j,
+ * rescored. A column's running bf16 maximum only grows towards its final value, so a row rescored when
+ * |c_ij| >= (running maximum, this block included) - 2E includes every row that can hold the column's
+ * maximum |v|. *done = 0 when the bound is not finite (the caller then uses sgemm). */
+HUSAI_MULTIVERSION
+static husai_status pwmcc_rows_bf16(const float *Af, int na, const float *Bf, int nb, int d, int T,
+                                    double *out, int *done) {
+    *done = 0;
+    husai_bf16_nt *nt;
+    husai_status st = husai_bf16_nt_create(&nt, Af, na, Bf, nb, d, HUSAI_PWMCC_BLOCK, T, HUSAI_BF16_BEST);
+    if (st) return st;
+    const double E = husai_bf16_nt_bound(nt);
+    if (!(E < INFINITY)) {
+        husai_bf16_nt_free(nt);
+        return HUSAI_OK;
+    }
+    float *rmax = malloc((size_t)na * sizeof(float));
+    /* per thread: exact column maxima, running bf16 maxima, and the candidate thresholds they give */
+    float *col = malloc((size_t)T * 3 * nb * sizeof(float));
+    float *blk_all = malloc((size_t)T * HUSAI_PWMCC_BLOCK * nb * sizeof(float));
+    if (!rmax || !col || !blk_all) {
+        free(rmax);
+        free(col);
+        free(blk_all);
+        husai_bf16_nt_free(nt);
+        return husai_error(HUSAI_ERR_NOMEM, "cannot allocate PWMCC buffers");
+    }
+    memset(col, 0, (size_t)T * 3 * nb * sizeof(float));
+    const int n_blocks = (na + HUSAI_PWMCC_BLOCK - 1) / HUSAI_PWMCC_BLOCK;
+    husai_status failed = HUSAI_OK;
+#pragma omp parallel num_threads(T) if (T > 1 && n_blocks > 1)
+    {
+        const int t = husai_thread_num();
+        float *colex = col + (size_t)t * 3 * nb, *colrun = colex + nb, *colthr = colrun + nb;
+        float *blk = blk_all + (size_t)t * HUSAI_PWMCC_BLOCK * nb;
+#pragma omp for schedule(dynamic, 1)
+        for (int q = 0; q < n_blocks; q++) {
+            const int i0 = q * HUSAI_PWMCC_BLOCK;
+            const int bs = na - i0 < HUSAI_PWMCC_BLOCK ? na - i0 : HUSAI_PWMCC_BLOCK;
+            const husai_status bst = husai_bf16_nt_block(nt, t, i0, bs, blk);
+            if (bst) {
+#pragma omp critical(pwmcc_bf16_fail)
+                failed = bst;
+                continue;
+            }
+            for (int i = 0; i < bs; i++) {
+                const float *c = blk + (size_t)i * nb, *a = Af + (size_t)(i0 + i) * d;
+                const float thr = float_at_or_below((double)row_scan(c, nb, colrun) - 2.0 * E);
+                float best = 0.0f;
+                for (int j0 = 0; j0 < nb; j0 += 32) {
+                    const int end = nb - j0 < 32 ? nb : j0 + 32;
+                    int any = 0;
+                    for (int j = j0; j < end; j++)
+                        any |= fabsf(c[j]) >= thr;
+                    for (int j = j0; any && j < end; j++)
+                        if (fabsf(c[j]) >= thr) {
+                            const float v = abs_dot(a, Bf + (size_t)j * d, d);
+                            best = v > best ? v : best;
+                        }
+                }
+                rmax[i0 + i] = best;
+            }
+            for (int j = 0; j < nb; j++)
+                colthr[j] = float_at_or_below((double)colrun[j] - 2.0 * E);
+            for (int i = 0; i < bs; i++) {
+                const float *c = blk + (size_t)i * nb, *a = Af + (size_t)(i0 + i) * d;
+                for (int j0 = 0; j0 < nb; j0 += 32) {
+                    const int end = nb - j0 < 32 ? nb : j0 + 32;
+                    int any = 0;
+                    for (int j = j0; j < end; j++)
+                        any |= fabsf(c[j]) >= colthr[j];
+                    for (int j = j0; any && j < end; j++)
+                        if (fabsf(c[j]) >= colthr[j]) {
+                            const float v = abs_dot(a, Bf + (size_t)j * d, d);
+                            colex[j] = v > colex[j] ? v : colex[j];
+                        }
+                }
+            }
+        }
+    }
+    husai_bf16_nt_free(nt);
+    if (!failed) {
+        for (int t = 1; t < T; t++)
+            for (int j = 0; j < nb; j++)
+                col[j] = col[(size_t)t * 3 * nb + j] > col[j] ? col[(size_t)t * 3 * nb + j] : col[j];
+        double rowsum = 0.0, colsum = 0.0;
+        for (int i = 0; i < na; i++)
+            rowsum += rmax[i];
+        for (int j = 0; j < nb; j++)
+            colsum += col[j];
+        *out = 0.5 * (rowsum / na + colsum / nb);
+        *done = 1;
+    }
+    free(rmax);
+    free(col);
+    free(blk_all);
+    return failed;
+}
+
+/* PWMCC of unit rows on the path husai_pwmcc_set_bf16 chose. */
+static husai_status pwmcc_of(const float *Af, int na, const float *Bf, int nb, int d, float *scratch, int T,
+                             double *out) {
+    int done = 0;
+    if (g_bf16) {
+        husai_status st = pwmcc_rows_bf16(Af, na, Bf, nb, d, T, out, &done);
+        if (st) return st;
+    }
+    if (!done) *out = pwmcc_rows(Af, na, Bf, nb, d, scratch, T);
+    return HUSAI_OK;
+}
+
 husai_status husai_pwmcc_pair(const float *A, int na, const float *B, int nb, int d_model, double *out) {
     if (na < 1 || nb < 1 || d_model < 1)
         return husai_error(HUSAI_ERR_ARG, "PWMCC needs non-empty decoders (got %d and %d features of dim %d)",
@@ -92,11 +247,11 @@ husai_status husai_pwmcc_pair(const float *A, int na, const float *B, int nb, in
     }
     husai_normalized_feature_rows(A, d_model, na, Af);
     husai_normalized_feature_rows(B, d_model, nb, Bf);
-    *out = pwmcc_rows(Af, na, Bf, nb, d_model, scratch, T);
+    const husai_status st = pwmcc_of(Af, na, Bf, nb, d_model, scratch, T, out);
     free(Af);
     free(Bf);
     free(scratch);
-    return HUSAI_OK;
+    return st;
 }
 
 husai_status husai_pwmcc_rows_part(const float *F, int S, int d_model, int d_sae, int part, int n_parts,
@@ -114,7 +269,12 @@ husai_status husai_pwmcc_rows_part(const float *F, int S, int d_model, int d_sae
         if (part == 0) M[(size_t)p * S + p] = 1.0;
         for (int q = p + 1; q < S; q++, pair++) {
             if (pair % n_parts != part) continue;
-            const double v = pwmcc_rows(F + p * per, d_sae, F + q * per, d_sae, d_model, scratch, T);
+            double v;
+            const husai_status st = pwmcc_of(F + p * per, d_sae, F + q * per, d_sae, d_model, scratch, T, &v);
+            if (st) {
+                free(scratch);
+                return st;
+            }
             M[(size_t)p * S + q] = v;
             M[(size_t)q * S + p] = v;
         }

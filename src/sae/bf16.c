@@ -131,12 +131,13 @@ static dnnl_status_t dnnl_descs(int n, int d, int s, dnnl_memory_desc_t md[4]) {
  * b_enc), dst (n x s fp32, overwritten: no pass over it beforehand, unlike sgemm's beta = 1). The bound
  * covers the bias whether it starts the accumulator or is added last. *impl gets oneDNN's implementation
  * name if not NULL. */
-static dnnl_status_t dnnl_matmul_make(dnnl_engine_t eng, int n, int d, int s, dnnl_primitive_t *prim,
-                                      char *impl, size_t impl_len) {
+static dnnl_status_t dnnl_matmul_make(dnnl_engine_t eng, int n, int d, int s, int with_bias,
+                                      dnnl_primitive_t *prim, char *impl, size_t impl_len) {
     dnnl_memory_desc_t md[4];
     dnnl_status_t st = dnnl_descs(n, d, s, md);
     dnnl_matmul_desc_t mm;
-    if (st == dnnl_success) st = dnnl_matmul_desc_init(&mm, &md[0], &md[1], &md[3], &md[2]);
+    if (st == dnnl_success)
+        st = dnnl_matmul_desc_init(&mm, &md[0], &md[1], with_bias ? &md[3] : NULL, &md[2]);
     if (st != dnnl_success) return st;
     dnnl_primitive_desc_t pd = NULL;
     st = dnnl_primitive_desc_create(&pd, &mm, NULL, eng, NULL);
@@ -161,7 +162,7 @@ static void dnnl_probe(void) {
     dnnl_primitive_t prim = NULL;
     char impl[96] = "";
     snprintf(dnnl_probe_impl, sizeof dnnl_probe_impl, "no bf16 matmul on this CPU");
-    if (dnnl_matmul_make(eng, 64, 64, 64, &prim, impl, sizeof impl) == dnnl_success) {
+    if (dnnl_matmul_make(eng, 64, 64, 64, 1, &prim, impl, sizeof impl) == dnnl_success) {
         dnnl_ok = strncmp(impl, "ref", 3) != 0;
         snprintf(dnnl_probe_impl, sizeof dnnl_probe_impl, "%s", impl);
         dnnl_primitive_destroy(prim);
@@ -398,7 +399,7 @@ static husai_status product(husai_bf16 *c, int n, const float *bias, float *pre)
         c->next_slot ^= 1;
         if (sl->prim) dnnl_primitive_destroy(sl->prim);
         sl->prim = NULL;
-        st = dnnl_matmul_make(c->engine, n, d, s, &sl->prim, NULL, 0);
+        st = dnnl_matmul_make(c->engine, n, d, s, 1, &sl->prim, NULL, 0);
         sl->n = n;
         prim = sl->prim;
     }
@@ -439,8 +440,8 @@ static void rescore(const husai_sae *m, const float *x, const int32_t *idx, int 
     for (int a = 0; a < n; a++) {
         const int j = idx ? idx[a] : a;
         /* Candidates are scattered rows of W_enc, mostly out of cache: fetch the next one meanwhile. */
-        if (idx && a + 1 < n) {
-            const char *next = (const char *)(m->W_enc + (size_t)idx[a + 1] * d);
+        if (idx && a + 2 < n) {
+            const char *next = (const char *)(m->W_enc + (size_t)idx[a + 2] * d);
             for (size_t o = 0; o < (size_t)d * sizeof(float); o += 64)
                 __builtin_prefetch(next + o);
         }
@@ -569,4 +570,155 @@ husai_status husai_bf16_calibrate(int d_model, int d_sae, int k, int rows, doubl
     husai_sae_free(&m);
     free(x);
     return st;
+}
+
+/* ---- all-pairs products ---- */
+
+struct husai_bf16_nt {
+    husai_bf16_backend backend;
+    int na, nb, d, block, T;
+    const float *A;
+    uint16_t *ah, *bh; /* oneDNN: A's blocks per thread (T x block x d), B */
+    float *af, *bf;    /* emulated: the same as bf16-valued floats */
+    double bound;
+#ifdef HUSAI_HAVE_DNNL
+    dnnl_engine_t engine;
+    dnnl_stream_t *streams;   /* one per thread: a stream is not thread-safe, primitives are */
+    dnnl_primitive_t prim[2]; /* for `block` rows and for the last block's */
+    int rows[2];
+#endif
+};
+
+void husai_bf16_nt_free(husai_bf16_nt *nt) {
+    if (!nt) return;
+#ifdef HUSAI_HAVE_DNNL
+    for (int i = 0; i < 2; i++)
+        if (nt->prim[i]) dnnl_primitive_destroy(nt->prim[i]);
+    for (int t = 0; nt->streams && t < nt->T; t++)
+        if (nt->streams[t]) dnnl_stream_destroy(nt->streams[t]);
+    free(nt->streams);
+    if (nt->engine) dnnl_engine_destroy(nt->engine);
+#endif
+    free(nt->ah);
+    free(nt->bh);
+    free(nt->af);
+    free(nt->bf);
+    free(nt);
+}
+
+/* Largest |v|, |v^| and |v^ - v| over n rows of d (no copy kept). */
+static void max_norms(const float *v, int n, int d, double out[3]) {
+    out[0] = out[1] = out[2] = 0.0;
+    for (int r = 0; r < n; r++) {
+        double nrm[3];
+        round_vec(v + (size_t)r * d, d, NULL, NULL, nrm);
+        for (int q = 0; q < 3; q++)
+            out[q] = !(nrm[q] <= out[q]) ? nrm[q] : out[q];
+    }
+    for (int q = 0; q < 3; q++)
+        out[q] = sqrt(out[q]);
+}
+
+husai_status husai_bf16_nt_create(husai_bf16_nt **out, const float *A, int na, const float *B, int nb, int d,
+                                  int block, int T, husai_bf16_backend backend) {
+    *out = NULL;
+    if (backend == HUSAI_BF16_BEST)
+        backend = husai_bf16_dnnl_available() ? HUSAI_BF16_DNNL : HUSAI_BF16_EMULATED;
+    if (backend == HUSAI_BF16_DNNL && !husai_bf16_dnnl_available())
+        return husai_error(HUSAI_ERR_ARG, "the oneDNN bf16 product is not available here (%s)",
+                           husai_bf16_isa(NULL));
+    husai_bf16_nt *nt = calloc(1, sizeof *nt);
+    if (!nt) return husai_error(HUSAI_ERR_NOMEM, "cannot allocate a bf16 product");
+    *nt = (husai_bf16_nt){.backend = backend, .na = na, .nb = nb, .d = d, .block = block, .T = T, .A = A};
+    const size_t ab = (size_t)T * (size_t)block * (size_t)d, bb = (size_t)nb * (size_t)d;
+    int ok;
+    if (backend == HUSAI_BF16_EMULATED)
+        ok = (nt->af = malloc(ab * sizeof(float))) && (nt->bf = malloc(bb * sizeof(float)));
+    else
+        ok = (nt->ah = malloc(ab * sizeof(uint16_t))) && (nt->bh = malloc(bb * sizeof(uint16_t)));
+    if (!ok) {
+        husai_bf16_nt_free(nt);
+        return husai_error(HUSAI_ERR_NOMEM, "cannot allocate bf16 copies of %d x %d", nb, d);
+    }
+    double a[3], b[3] = {0, 0, 0};
+    for (int j = 0; j < nb; j++) {
+        double nrm[3];
+        const size_t o = (size_t)j * d;
+        round_vec(B + o, d, nt->bh ? nt->bh + o : NULL, nt->bf ? nt->bf + o : NULL, nrm);
+        for (int q = 0; q < 3; q++)
+            b[q] = !(nrm[q] <= b[q]) ? nrm[q] : b[q];
+    }
+    for (int q = 0; q < 3; q++)
+        b[q] = sqrt(b[q]);
+    /* The encoder's bound without a bias: the unit's |c - a^.b^| <= gamma_{2d+2} |a^||b^| + A, the rounding
+     * |a^.b^ - a.b| <= |e_a||b^| + |a||e_b|, dot8's gamma_{d+1} |a||b| + A, each with the sets' maxima. */
+    max_norms(A, na, d, a);
+    const double g2 = gamma_n(2.0 * d + 2.0), g1 = gamma_n((double)d + 1.0), U = (4.0 * d + 4.0) * 0x1p-126;
+    const double e = g2 * a[1] * b[1] + a[2] * b[1] + a[0] * b[2] + g1 * a[0] * b[0] + 2.0 * U;
+    nt->bound = a[1] * b[1] < 0x1p100 && a[0] * b[0] < 0x1p100 ? e * (1.0 + 0x1p-20) : INFINITY;
+#ifdef HUSAI_HAVE_DNNL
+    if (backend == HUSAI_BF16_DNNL) {
+        nt->rows[0] = block < na ? block : na;
+        nt->rows[1] = na % block;
+        ok = dnnl_engine_create(&nt->engine, dnnl_cpu, 0) == dnnl_success &&
+             (nt->streams = calloc((size_t)T, sizeof *nt->streams)) != NULL;
+        for (int t = 0; ok && t < T; t++)
+            ok = dnnl_stream_create(&nt->streams[t], nt->engine, dnnl_stream_default_flags) == dnnl_success;
+        for (int i = 0; ok && i < 2; i++)
+            if (nt->rows[i] > 0)
+                ok = dnnl_matmul_make(nt->engine, nt->rows[i], d, nb, 0, &nt->prim[i], NULL, 0) ==
+                     dnnl_success;
+        if (!ok) {
+            husai_bf16_nt_free(nt);
+            return husai_error(HUSAI_ERR_ARG, "oneDNN cannot make a bf16 matmul of %d x %d x %d", block, d,
+                               nb);
+        }
+    }
+#endif
+    *out = nt;
+    return HUSAI_OK;
+}
+
+double husai_bf16_nt_bound(const husai_bf16_nt *nt) {
+    return nt->bound;
+}
+
+husai_status husai_bf16_nt_block(husai_bf16_nt *nt, int t, int i0, int bs, float *C) {
+    const int d = nt->d, nb = nt->nb;
+    const size_t o = (size_t)t * nt->block * d;
+    for (int i = 0; i < bs; i++) {
+        double nrm[3];
+        round_vec(nt->A + (size_t)(i0 + i) * d, d, nt->ah ? nt->ah + o + (size_t)i * d : NULL,
+                  nt->af ? nt->af + o + (size_t)i * d : NULL, nrm);
+    }
+    if (nt->backend == HUSAI_BF16_EMULATED) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bs, nb, d, 1.0f, nt->af + o, d, nt->bf, d, 0.0f,
+                    C, nb);
+        return HUSAI_OK;
+    }
+#ifdef HUSAI_HAVE_DNNL
+    const dnnl_primitive_t prim = bs == nt->rows[0] ? nt->prim[0] : bs == nt->rows[1] ? nt->prim[1] : NULL;
+    dnnl_status_t st = prim ? dnnl_success : dnnl_invalid_arguments;
+    dnnl_memory_t mem[3] = {NULL, NULL, NULL};
+    dnnl_memory_desc_t md[4];
+    if (st == dnnl_success) st = dnnl_descs(bs, d, nb, md);
+    void *ptr[3] = {nt->ah + o, nt->bh, C};
+    for (int i = 0; i < 3 && st == dnnl_success; i++)
+        st = dnnl_memory_create(&mem[i], &md[i], nt->engine, ptr[i]);
+    if (st == dnnl_success) {
+        const dnnl_exec_arg_t args[3] = {
+            {DNNL_ARG_SRC, mem[0]}, {DNNL_ARG_WEIGHTS, mem[1]}, {DNNL_ARG_DST, mem[2]}};
+        st = dnnl_primitive_execute(prim, nt->streams[t], 3, args);
+        if (st == dnnl_success) st = dnnl_stream_wait(nt->streams[t]);
+    }
+    for (int i = 0; i < 3; i++)
+        if (mem[i]) dnnl_memory_destroy(mem[i]);
+    if (st != dnnl_success)
+        return husai_error(HUSAI_ERR_NUMERIC, "oneDNN's bf16 matmul of %d x %d x %d failed (status %d)", bs,
+                           d, nb, (int)st);
+    return HUSAI_OK;
+#else
+    (void)C;
+    return husai_error(HUSAI_ERR_ARG, "this husai was built without oneDNN");
+#endif
 }

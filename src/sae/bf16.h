@@ -10,8 +10,9 @@
  * defines: husai_precision, husai_precision_name, husai_precision_parse, husai_bf16, husai_bf16_backend,
  *          husai_bf16_create, husai_bf16_free, husai_bf16_dnnl_available, husai_bf16_isa,
  *          husai_bf16_encode, husai_bf16_round, husai_bf16_row_bound, husai_bf16_stats,
- *          husai_bf16_eligible, husai_bf16_totals, husai_bf16_calibrate, HUSAI_BF16_CAND_FIRST,
- *          HUSAI_BF16_CAND_SECOND */
+ *          husai_bf16_eligible, husai_bf16_totals, husai_bf16_calibrate, husai_bf16_nt,
+ *          husai_bf16_nt_create, husai_bf16_nt_block, husai_bf16_nt_bound, husai_bf16_nt_free,
+ *          HUSAI_BF16_CAND_FIRST, HUSAI_BF16_CAND_SECOND */
 #ifndef HUSAI_SAE_BF16_H
 #define HUSAI_SAE_BF16_H
 
@@ -89,5 +90,26 @@ void husai_bf16_totals(int64_t *rows, int64_t *second, int64_t *full);
  * husai_max_threads() threads, best of 3 after a warm-up: *t_fp32 with sgemm, *t_bf16 on the bf16 path with
  * the best backend (oneDNN if available; else *t_bf16 = INFINITY and nothing is timed). Seconds. */
 husai_status husai_bf16_calibrate(int d_model, int d_sae, int k, int rows, double *t_fp32, double *t_bf16);
+
+/* All-pairs products on the same units (PWMCC's |cos| blocks): C = bf16(A rows) bf16(B)^T with fp32
+ * accumulation, B converted once, A by blocks of up to `block` rows, blocks on up to T threads at once
+ * (thread t uses its own buffers). */
+typedef struct husai_bf16_nt husai_bf16_nt;
+
+/* Prepares A (na x d) against B (nb x d), both fp32 rows, for blocks of up to `block` rows on T threads, and
+ * measures the norms of the bound (husai_bf16_nt_bound). HUSAI_ERR_NOMEM; HUSAI_ERR_ARG for DNNL unavailable.
+ */
+husai_status husai_bf16_nt_create(husai_bf16_nt **out, const float *A, int na, const float *B, int nb, int d,
+                                  int block, int T, husai_bf16_backend backend);
+
+/* C[0..bs) x nb = bf16(A[i0 .. i0 + bs)) bf16(B)^T, on thread t (0 <= t < T; bs <= block). */
+husai_status husai_bf16_nt_block(husai_bf16_nt *nt, int t, int i0, int bs, float *C);
+
+/* E with |c - dot8(a_i, b_j)| <= E for every product c of every block (bf16 error plus dot8's, as in the
+ * encoder's bound without a bias); infinite when the norms are not finite. */
+double husai_bf16_nt_bound(const husai_bf16_nt *nt);
+
+/* Releases nt (NULL is fine). */
+void husai_bf16_nt_free(husai_bf16_nt *nt);
 
 #endif

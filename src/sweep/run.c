@@ -20,6 +20,7 @@
 
 #include "common/parse.h"
 #include "metrics/groundtruth.h"
+#include "metrics/pwmcc.h"
 #include "mpi/mpicheck.h"
 #include "report/results.h"
 #include "sae/bf16.h"
@@ -383,13 +384,15 @@ static husai_status choose_precision(husai_sweep *s) {
                      all ? "bf16 faster on every rank" : "bf16 not faster on every rank");
         why = reason;
     }
+    husai_pwmcc_set_bf16(s->precision == HUSAI_PRECISION_BF16);
     husai_bf16_totals(&s->bf16_base[0], &s->bf16_base[1], &s->bf16_base[2]);
     if (s->rank == 0) {
         printf("[husai] precision: %s (%s; oneDNN bf16 %s: %s)\n", husai_precision_name(s->precision), why,
                husai_bf16_dnnl_available() ? "available" : "not available", husai_bf16_isa(NULL));
         if (s->precision == HUSAI_PRECISION_BF16)
             printf("[husai] bf16: top-k and matryoshka without AuxK train on exact fp32 selections from bf16 "
-                   "candidates; other rules and all metrics stay fp32\n");
+                   "candidates, and PWMCC takes certified exact maxima of bf16 |cos| blocks; other rules and "
+                   "the other metrics stay fp32\n");
         fflush(stdout);
     }
     return HUSAI_OK;
