@@ -57,6 +57,8 @@ if [ "$QUICK" != 1 ]; then
     echo
     echo "   PWMCC at 8 seeds x 768 x 16384 (1 thread):"
     "$BENCH" --pwmcc 8 768 16384 | sed 's/^/   /'
+    echo "   the same on bf16 |cos| blocks with certified exact maxima (train.precision = bf16):"
+    "$BENCH" --pwmcc 8 768 16384 1 bf16 | sed 's/^/   /'
 fi
 echo
 

@@ -139,32 +139,27 @@ static husai_status pwmcc_rows_bf16(const float *Af, int na, const float *Bf, in
     float *rmax = malloc((size_t)na * sizeof(float));
     /* per thread: exact column maxima, running bf16 maxima, and the candidate thresholds they give */
     float *col = malloc((size_t)T * 3 * nb * sizeof(float));
-    float *blk_all = malloc((size_t)T * HUSAI_PWMCC_BLOCK * nb * sizeof(float));
-    if (!rmax || !col || !blk_all) {
+    float *blk = malloc((size_t)HUSAI_PWMCC_BLOCK * nb * sizeof(float));
+    if (!rmax || !col || !blk) {
         free(rmax);
         free(col);
-        free(blk_all);
+        free(blk);
         husai_bf16_nt_free(nt);
         return husai_error(HUSAI_ERR_NOMEM, "cannot allocate PWMCC buffers");
     }
     memset(col, 0, (size_t)T * 3 * nb * sizeof(float));
-    const int n_blocks = (na + HUSAI_PWMCC_BLOCK - 1) / HUSAI_PWMCC_BLOCK;
     husai_status failed = HUSAI_OK;
-#pragma omp parallel num_threads(T) if (T > 1 && n_blocks > 1)
-    {
-        const int t = husai_thread_num();
-        float *colex = col + (size_t)t * 3 * nb, *colrun = colex + nb, *colthr = colrun + nb;
-        float *blk = blk_all + (size_t)t * HUSAI_PWMCC_BLOCK * nb;
-#pragma omp for schedule(dynamic, 1)
-        for (int q = 0; q < n_blocks; q++) {
-            const int i0 = q * HUSAI_PWMCC_BLOCK;
-            const int bs = na - i0 < HUSAI_PWMCC_BLOCK ? na - i0 : HUSAI_PWMCC_BLOCK;
-            const husai_status bst = husai_bf16_nt_block(nt, t, i0, bs, blk);
-            if (bst) {
-#pragma omp critical(pwmcc_bf16_fail)
-                failed = bst;
-                continue;
-            }
+    /* Blocks one after another (each product on T threads inside oneDNN), their rows split over T threads,
+     * each keeping its own column maxima: a thread's running maximum is at most the final one, so the
+     * column argument holds for every thread's share of the rows. Both row loops split alike (static). */
+    for (int i0 = 0; i0 < na && !failed; i0 += HUSAI_PWMCC_BLOCK) {
+        const int bs = na - i0 < HUSAI_PWMCC_BLOCK ? na - i0 : HUSAI_PWMCC_BLOCK;
+        if ((failed = husai_bf16_nt_block(nt, i0, bs, blk))) break;
+#pragma omp parallel num_threads(T) if (T > 1)
+        {
+            const int t = husai_thread_num();
+            float *colex = col + (size_t)t * 3 * nb, *colrun = colex + nb, *colthr = colrun + nb;
+#pragma omp for schedule(static) nowait
             for (int i = 0; i < bs; i++) {
                 const float *c = blk + (size_t)i * nb, *a = Af + (size_t)(i0 + i) * d;
                 const float thr = float_at_or_below((double)row_scan(c, nb, colrun) - 2.0 * E);
@@ -184,6 +179,7 @@ static husai_status pwmcc_rows_bf16(const float *Af, int na, const float *Bf, in
             }
             for (int j = 0; j < nb; j++)
                 colthr[j] = float_at_or_below((double)colrun[j] - 2.0 * E);
+#pragma omp for schedule(static)
             for (int i = 0; i < bs; i++) {
                 const float *c = blk + (size_t)i * nb, *a = Af + (size_t)(i0 + i) * d;
                 for (int j0 = 0; j0 < nb; j0 += 32) {
@@ -215,7 +211,7 @@ static husai_status pwmcc_rows_bf16(const float *Af, int na, const float *Bf, in
     }
     free(rmax);
     free(col);
-    free(blk_all);
+    free(blk);
     return failed;
 }
 

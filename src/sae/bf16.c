@@ -583,7 +583,7 @@ struct husai_bf16_nt {
     double bound;
 #ifdef HUSAI_HAVE_DNNL
     dnnl_engine_t engine;
-    dnnl_stream_t *streams;   /* one per thread: a stream is not thread-safe, primitives are */
+    dnnl_stream_t stream;
     dnnl_primitive_t prim[2]; /* for `block` rows and for the last block's */
     int rows[2];
 #endif
@@ -594,9 +594,7 @@ void husai_bf16_nt_free(husai_bf16_nt *nt) {
 #ifdef HUSAI_HAVE_DNNL
     for (int i = 0; i < 2; i++)
         if (nt->prim[i]) dnnl_primitive_destroy(nt->prim[i]);
-    for (int t = 0; nt->streams && t < nt->T; t++)
-        if (nt->streams[t]) dnnl_stream_destroy(nt->streams[t]);
-    free(nt->streams);
+    if (nt->stream) dnnl_stream_destroy(nt->stream);
     if (nt->engine) dnnl_engine_destroy(nt->engine);
 #endif
     free(nt->ah);
@@ -630,7 +628,7 @@ husai_status husai_bf16_nt_create(husai_bf16_nt **out, const float *A, int na, c
     husai_bf16_nt *nt = calloc(1, sizeof *nt);
     if (!nt) return husai_error(HUSAI_ERR_NOMEM, "cannot allocate a bf16 product");
     *nt = (husai_bf16_nt){.backend = backend, .na = na, .nb = nb, .d = d, .block = block, .T = T, .A = A};
-    const size_t ab = (size_t)T * (size_t)block * (size_t)d, bb = (size_t)nb * (size_t)d;
+    const size_t ab = (size_t)block * (size_t)d, bb = (size_t)nb * (size_t)d;
     int ok;
     if (backend == HUSAI_BF16_EMULATED)
         ok = (nt->af = malloc(ab * sizeof(float))) && (nt->bf = malloc(bb * sizeof(float)));
@@ -661,9 +659,7 @@ husai_status husai_bf16_nt_create(husai_bf16_nt **out, const float *A, int na, c
         nt->rows[0] = block < na ? block : na;
         nt->rows[1] = na % block;
         ok = dnnl_engine_create(&nt->engine, dnnl_cpu, 0) == dnnl_success &&
-             (nt->streams = calloc((size_t)T, sizeof *nt->streams)) != NULL;
-        for (int t = 0; ok && t < T; t++)
-            ok = dnnl_stream_create(&nt->streams[t], nt->engine, dnnl_stream_default_flags) == dnnl_success;
+             dnnl_stream_create(&nt->stream, nt->engine, dnnl_stream_default_flags) == dnnl_success;
         for (int i = 0; ok && i < 2; i++)
             if (nt->rows[i] > 0)
                 ok = dnnl_matmul_make(nt->engine, nt->rows[i], d, nb, 0, &nt->prim[i], NULL, 0) ==
@@ -683,9 +679,9 @@ double husai_bf16_nt_bound(const husai_bf16_nt *nt) {
     return nt->bound;
 }
 
-husai_status husai_bf16_nt_block(husai_bf16_nt *nt, int t, int i0, int bs, float *C) {
+husai_status husai_bf16_nt_block(husai_bf16_nt *nt, int i0, int bs, float *C) {
     const int d = nt->d, nb = nt->nb;
-    const size_t o = (size_t)t * nt->block * d;
+    const size_t o = 0;
     for (int i = 0; i < bs; i++) {
         double nrm[3];
         round_vec(nt->A + (size_t)(i0 + i) * d, d, nt->ah ? nt->ah + o + (size_t)i * d : NULL,
@@ -708,8 +704,12 @@ husai_status husai_bf16_nt_block(husai_bf16_nt *nt, int t, int i0, int bs, float
     if (st == dnnl_success) {
         const dnnl_exec_arg_t args[3] = {
             {DNNL_ARG_SRC, mem[0]}, {DNNL_ARG_WEIGHTS, mem[1]}, {DNNL_ARG_DST, mem[2]}};
-        st = dnnl_primitive_execute(prim, nt->streams[t], 3, args);
-        if (st == dnnl_success) st = dnnl_stream_wait(nt->streams[t]);
+        /* oneDNN's OpenMP runtime takes the calling thread's count */
+        const int was = omp_get_max_threads();
+        omp_set_num_threads(nt->T);
+        st = dnnl_primitive_execute(prim, nt->stream, 3, args);
+        if (st == dnnl_success) st = dnnl_stream_wait(nt->stream);
+        omp_set_num_threads(was);
     }
     for (int i = 0; i < 3; i++)
         if (mem[i]) dnnl_memory_destroy(mem[i]);

@@ -92,18 +92,20 @@ void husai_bf16_totals(int64_t *rows, int64_t *second, int64_t *full);
 husai_status husai_bf16_calibrate(int d_model, int d_sae, int k, int rows, double *t_fp32, double *t_bf16);
 
 /* All-pairs products on the same units (PWMCC's |cos| blocks): C = bf16(A rows) bf16(B)^T with fp32
- * accumulation, B converted once, A by blocks of up to `block` rows, blocks on up to T threads at once
- * (thread t uses its own buffers). */
+ * accumulation, B converted once, A by blocks of up to `block` rows, one block at a time, each product on T
+ * threads (oneDNN's own; the emulated product is one sgemm call). Blocks are not run concurrently: products
+ * executed from several OpenMP threads at once gave wrong values here (test_bf16's test_pwmcc; oneDNN's
+ * library-managed scratchpad is the likely cause). */
 typedef struct husai_bf16_nt husai_bf16_nt;
 
-/* Prepares A (na x d) against B (nb x d), both fp32 rows, for blocks of up to `block` rows on T threads, and
- * measures the norms of the bound (husai_bf16_nt_bound). HUSAI_ERR_NOMEM; HUSAI_ERR_ARG for DNNL unavailable.
- */
+/* Prepares A (na x d) against B (nb x d), both fp32 rows, for blocks of up to `block` rows, and measures the
+ * norms of the bound (husai_bf16_nt_bound). HUSAI_ERR_NOMEM; HUSAI_ERR_ARG for DNNL unavailable. */
 husai_status husai_bf16_nt_create(husai_bf16_nt **out, const float *A, int na, const float *B, int nb, int d,
                                   int block, int T, husai_bf16_backend backend);
 
-/* C[0..bs) x nb = bf16(A[i0 .. i0 + bs)) bf16(B)^T, on thread t (0 <= t < T; bs <= block). */
-husai_status husai_bf16_nt_block(husai_bf16_nt *nt, int t, int i0, int bs, float *C);
+/* C[0..bs) x nb = bf16(A[i0 .. i0 + bs)) bf16(B)^T (bs <= block; rows bs other than block only for the
+ * last block, i0 + bs = na). */
+husai_status husai_bf16_nt_block(husai_bf16_nt *nt, int i0, int bs, float *C);
 
 /* E with |c - dot8(a_i, b_j)| <= E for every product c of every block (bf16 error plus dot8's, as in the
  * encoder's bound without a bias); infinite when the norms are not finite. */
