@@ -8,7 +8,6 @@
 #include "common/rng.h"
 #include "common/threads.h"
 #include "sae/bf16.h"
-#include "sae/kernels.h"
 
 static int g_bf16;
 
@@ -84,14 +83,9 @@ static double pwmcc_rows(const float *Af, int na, const float *Bf, int nb, int d
     return 0.5 * (rowsum / na + colsum / nb);
 }
 
-/* |dot8(a, b)|: the exact fp32 rule the bf16 path certifies its maxima against. */
-static inline float abs_dot(const float *a, const float *b, int d) {
-    return fabsf(husai_dot8(a, b, d));
-}
-
 /* Largest |c[j]| of a row of nb, folding each |c[j]| into the running column maxima; 8 fixed lanes so that
  * it vectorises (max is exact in any order). */
-HUSAI_INLINE float row_scan(const float *c, int nb, float *colrun) {
+static inline float row_scan(const float *c, int nb, float *colrun) {
     float m8[8] = {0, 0, 0, 0, 0, 0, 0, 0}, m = 0.0f;
     int j = 0;
     for (; j + 8 <= nb; j += 8)
@@ -124,7 +118,6 @@ static float float_at_or_below(double t) {
  * rescored. A column's running bf16 maximum only grows towards its final value, so a row rescored when
  * |c_ij| >= (running maximum, this block included) - 2E includes every row that can hold the column's
  * maximum |v|. *done = 0 when the bound is not finite (the caller then uses sgemm). */
-HUSAI_MULTIVERSION
 static husai_status pwmcc_rows_bf16(const float *Af, int na, const float *Bf, int nb, int d, int T,
                                     double *out, int *done) {
     *done = 0;
@@ -171,7 +164,7 @@ static husai_status pwmcc_rows_bf16(const float *Af, int na, const float *Bf, in
                         any |= fabsf(c[j]) >= thr;
                     for (int j = j0; any && j < end; j++)
                         if (fabsf(c[j]) >= thr) {
-                            const float v = abs_dot(a, Bf + (size_t)j * d, d);
+                            const float v = husai_bf16_abs_dot(a, Bf + (size_t)j * d, d);
                             best = v > best ? v : best;
                         }
                 }
@@ -189,7 +182,7 @@ static husai_status pwmcc_rows_bf16(const float *Af, int na, const float *Bf, in
                         any |= fabsf(c[j]) >= colthr[j];
                     for (int j = j0; any && j < end; j++)
                         if (fabsf(c[j]) >= colthr[j]) {
-                            const float v = abs_dot(a, Bf + (size_t)j * d, d);
+                            const float v = husai_bf16_abs_dot(a, Bf + (size_t)j * d, d);
                             colex[j] = v > colex[j] ? v : colex[j];
                         }
                 }

@@ -675,6 +675,11 @@ husai_status husai_bf16_nt_create(husai_bf16_nt **out, const float *A, int na, c
     return HUSAI_OK;
 }
 
+HUSAI_MULTIVERSION
+float husai_bf16_abs_dot(const float *a, const float *b, int d) {
+    return fabsf(husai_dot8(a, b, d));
+}
+
 double husai_bf16_nt_bound(const husai_bf16_nt *nt) {
     return nt->bound;
 }

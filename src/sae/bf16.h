@@ -12,7 +12,7 @@
  *          husai_bf16_encode, husai_bf16_round, husai_bf16_row_bound, husai_bf16_stats,
  *          husai_bf16_eligible, husai_bf16_totals, husai_bf16_calibrate, husai_bf16_nt,
  *          husai_bf16_nt_create, husai_bf16_nt_block, husai_bf16_nt_bound, husai_bf16_nt_free,
- *          HUSAI_BF16_CAND_FIRST, HUSAI_BF16_CAND_SECOND */
+ * husai_bf16_abs_dot, HUSAI_BF16_CAND_FIRST, HUSAI_BF16_CAND_SECOND */
 #ifndef HUSAI_SAE_BF16_H
 #define HUSAI_SAE_BF16_H
 
@@ -110,6 +110,10 @@ husai_status husai_bf16_nt_block(husai_bf16_nt *nt, int i0, int bs, float *C);
 /* E with |c - dot8(a_i, b_j)| <= E for every product c of every block (bf16 error plus dot8's, as in the
  * encoder's bound without a bias); infinite when the norms are not finite. */
 double husai_bf16_nt_bound(const husai_bf16_nt *nt);
+
+/* |dot8(a, b)| over d floats: the exact fp32 value the certified maxima are taken over (husai_dot8's fixed
+ * summation order, so the same bits wherever it runs). */
+float husai_bf16_abs_dot(const float *a, const float *b, int d);
 
 /* Releases nt (NULL is fine). */
 void husai_bf16_nt_free(husai_bf16_nt *nt);
