@@ -8,8 +8,11 @@
  *   matryoshka and a decoder bias;
  * - the fallback: rows built so that bf16 cannot separate the candidates (weights differing only below
  *   bf16's precision, all-tied rows) are rescored in full and still select the exact top k;
+ * - the second candidate set: a row the first set cannot certify and the second can;
  * - training: at every step the codes equal the dot8 rule's on that step's model and batch, and the trained
- *   parameters are bitwise the same for the emulated and oneDNN products and for 1 and 2 threads. */
+ *   parameters are bitwise the same for the emulated and oneDNN products and for 1 and 2 threads;
+ * - PWMCC with certified maxima: bitwise the naive dot8 rescoring of every pair, on 1 and 2 threads, for
+ *   unrelated decoders and near copies, and within 1e-6 of sgemm's. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -258,6 +261,36 @@ static void test_fallback(void **state) {
     }
 }
 
+/* A row the first candidate set cannot certify and the second can: 20 latents whose scores tie in bf16
+ * (1 + j 1e-4 all round to 1) over 492 scoring 0.1. The 2k = 8 candidates are latents 0..7, all within the
+ * bound of the bf16 ties; the 8k = 32 candidates reach down to 0.1, so the top 4 (latents 16..19) certify. */
+static void test_second_set(void **state) {
+    (void)state;
+    const int d = 16, s = 512, k = 4;
+    for (int be = 0; be < n_backends(); be++) {
+        husai_sae m;
+        make_model(&m, HUSAI_ARCH_TOPK, d, s, k, 0, 0);
+        memset(m.b_enc, 0, (size_t)s * sizeof(float));
+        memset(m.W_enc, 0, (size_t)s * d * sizeof(float));
+        for (int j = 0; j < s; j++)
+            m.W_enc[(size_t)j * d] = j < 20 ? 1.0f + (float)j * 1e-4f : 0.1f;
+        float x[16] = {1.0f};
+        husai_sae_batch b;
+        assert_int_equal(husai_sae_batch_alloc(&b, &m, 1), HUSAI_OK);
+        assert_int_equal(husai_bf16_create(&b, &m, backend_at(be)), HUSAI_OK);
+        assert_int_equal(husai_sae_encode(&m, x, 1, HUSAI_SAE_TRAIN, &b), HUSAI_OK);
+        int64_t rows, second, full;
+        husai_bf16_stats(b.bf16, &rows, &second, &full);
+        assert_int_equal(second, 1);
+        assert_int_equal(full, 0);
+        for (int a = 0; a < k; a++)
+            assert_int_equal(b.idx[a], 16 + a);
+        check_batch(&m, x, 1, &b);
+        husai_sae_batch_free(&b);
+        husai_sae_free(&m);
+    }
+}
+
 /* Trains with the given backend (-1: fp32 path) and thread count, checking every step's codes against
  * the dot8 rule on the step's model and batch; returns the trained parameters (malloc'd). */
 static float *train(int backend, int threads, int check, size_t *np) {
@@ -369,8 +402,8 @@ static void test_pwmcc(void **state) {
             omp_set_num_threads(t + 1);
             assert_int_equal(husai_pwmcc_pair(D, n, B, n, d, &b16[t]), HUSAI_OK);
             if (memcmp(&b16[t], &ref, sizeof ref))
-                fail_msg("%s, %d thread(s): certified PWMCC %.17g, dot8 rule %.17g", pair ? "near copies" : "unrelated",
-                         t + 1, b16[t], ref);
+                fail_msg("%s, %d thread(s): certified PWMCC %.17g, dot8 rule %.17g",
+                         pair ? "near copies" : "unrelated", t + 1, b16[t], ref);
         }
         husai_pwmcc_set_bf16(0);
         print_message("    PWMCC %s: bf16 certified %.9f, sgemm %.9f\n", pair ? "near copies" : "unrelated",
@@ -404,6 +437,7 @@ int main(void) {
         cmocka_unit_test(test_topk_signed), cmocka_unit_test(test_topk_relu_bias),
         cmocka_unit_test(test_matryoshka),  cmocka_unit_test(test_fallback),
         cmocka_unit_test(test_training),    cmocka_unit_test(test_pwmcc),
+        cmocka_unit_test(test_second_set),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
