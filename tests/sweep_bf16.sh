@@ -4,7 +4,8 @@
 # - results.json's run.precision records what was asked for and what ran, oneDNN's ISA, the bf16 rows and
 #   the uncertified share; the log names the choice;
 # - bf16 trains on the exact fp32 selections (test_bf16 checks every step against the dot8 and fp64
-#   rules), so PWMCC, EV and every seed's EV/MSE/L0 agree with the fp32 path's within 1e-5;
+#   rules), so PWMCC, EV and every seed's EV/MSE/L0 agree with the fp32 path's within 1e-5, for a k sweep
+#   and for every architecture;
 # - tests/check_results.py recomputes the bf16 run's metrics independently with numpy;
 # - auto resolves to fp32 or bf16, never anything else, and both runs agree with fp32 as above;
 # - a bad value is one clean "husai: error" line naming train.precision, exit 1, nothing left behind.
@@ -88,6 +89,28 @@ step "bf16 and auto against fp32 (PWMCC, EV, MSE, L0 within 1e-5)"
 compare "$fp32" "$bf16" bf16 || fail "bf16 differs from fp32"
 compare "$fp32" "$auto" either || fail "auto differs from fp32"
 "$PY" "$HERE/check_results.py" "$bf16" >/dev/null || fail "check_results.py found a mismatch in $bf16"
+
+step "every architecture: bf16 against fp32"
+cat >"$tmp/arch.ini" <<EOF
+[data]
+path = $tmp/tiny.h5
+[sae]
+d_sae = 32
+k = 4
+[train]
+epochs = 6
+batch_size = 256
+lr = 0.003
+[sweep]
+param = arch
+values = topk, batchtopk, jumprelu, relu_l1, matryoshka
+seeds = 11, 22
+[metrics]
+resamples = 200
+EOF
+afp32=$(run arch_fp32 "$tmp/arch.ini" fp32)
+abf16=$(run arch_bf16 "$tmp/arch.ini" bf16)
+compare "$afp32" "$abf16" bf16 || fail "bf16 differs from fp32 in an architecture sweep"
 
 step "bf16 is bitwise the same on 1 rank x 2 threads as on 2 ranks x 1 thread"
 rc=0

@@ -78,6 +78,7 @@ struct husai_bf16 {
     int32_t *cidx, *pos;      /* per thread: s candidate latents; s positions */
     float *cval, *vc, *pv;    /* per thread: s candidate scores, s rescored values, s picked values */
     int64_t rows, second, full;
+    int force_full; /* husai_bf16_force_full */
     char isa[96];
 #ifdef HUSAI_HAVE_DNNL
     dnnl_engine_t engine;
@@ -87,8 +88,22 @@ struct husai_bf16 {
 #endif
 };
 
+/* The decision a rule takes from the pre-activations, as far as the bf16 path knows it. */
+typedef enum { RULE_NONE, RULE_TOPK, RULE_THRESHOLD, RULE_BATCH } bf16_rule;
+
+static bf16_rule rule_of(const husai_sae *m, husai_sae_mode mode) {
+    if (m->ops->select_rows == husai_select_topk_rows) return RULE_TOPK;
+    if (m->ops == &husai_arch_jumprelu || m->ops == &husai_arch_relu_l1) return RULE_THRESHOLD;
+    if (m->ops == &husai_arch_batchtopk) return mode == HUSAI_SAE_TRAIN ? RULE_BATCH : RULE_THRESHOLD;
+    return RULE_NONE;
+}
+
+/* jumprelu has its certificate (husai_bf16_create takes it, test_bf16 checks it bit for bit), but its
+ * straight-through training turns the fp32 rounding difference between sgemm's scores and dot8's into
+ * 1e-4-sized differences of PWMCC and EV (seen in tests/sweep_bf16.sh), past the 1e-5 promised against
+ * fp32: training keeps it on sgemm. */
 int husai_bf16_eligible(const husai_sae *m, int aux_k) {
-    return m->ops->select_rows == husai_select_topk_rows && aux_k == 0;
+    return rule_of(m, HUSAI_SAE_TRAIN) != RULE_NONE && m->ops != &husai_arch_jumprelu && aux_k == 0;
 }
 
 /* Selects instead of branches, so that round_vec vectorises. */
@@ -214,8 +229,8 @@ void husai_bf16_free(husai_bf16 *c) {
 }
 
 husai_status husai_bf16_create(husai_sae_batch *b, const husai_sae *m, husai_bf16_backend backend) {
-    if (m->ops->select_rows != husai_select_topk_rows)
-        return husai_error(HUSAI_ERR_ARG, "precision = bf16 needs a top-k rule (topk, matryoshka), not %s",
+    if (rule_of(m, HUSAI_SAE_TRAIN) == RULE_NONE)
+        return husai_error(HUSAI_ERR_ARG, "precision = bf16 has no certificate for the %s rule",
                            m->ops->name);
     if (backend == HUSAI_BF16_BEST)
         backend = husai_bf16_dnnl_available() ? HUSAI_BF16_DNNL : HUSAI_BF16_EMULATED;
@@ -279,6 +294,10 @@ void husai_bf16_stats(const husai_bf16 *c, int64_t *rows, int64_t *second, int64
     *rows = c->rows;
     *second = c->second;
     *full = c->full;
+}
+
+void husai_bf16_force_full(husai_bf16 *c, int on) {
+    c->force_full = on;
 }
 
 double husai_bf16_row_bound(const husai_bf16 *c, int r) {
@@ -369,7 +388,7 @@ static void prepare_rows(husai_bf16 *c, const float *in, int r0, int r1) {
         const double e2 = g1 * (c->b_max + x * c->w) + A;
         /* Sums stay below 2^100 < FLT_MAX, so no fp32 partial sum can overflow. */
         const int sane = c->b_max + xh * c->wh_max < 0x1p100 && c->b_max + x * c->w < 0x1p100;
-        c->bound[r] = sane ? (e1 + e2) * (1.0 + 0x1p-20) : INFINITY;
+        c->bound[r] = sane && !c->force_full ? (e1 + e2) * (1.0 + 0x1p-20) : INFINITY;
     }
 }
 
@@ -487,6 +506,66 @@ static int select_row(husai_bf16 *c, const husai_sae *m, const float *x, double 
     return 2;
 }
 
+/* Threshold rules. Latent j of a row decides on pre_j > t_j, and jumprelu's backward also reads pre_j where
+ * |pre_j - t_j| < margin. A latent with sigma_j < t_j - margin - E has v_j < t_j - margin: inactive and
+ * outside the window by its exact value and by its bf16 score alike, so only the others are rescored,
+ * their exact values written into pre, and the rule then runs on pre unchanged. Rows with an infinite bound
+ * are rescored in full. Returns whether the row was. The 2^-22 slack covers the rule's own float rounding of
+ * pre_j - t_j. */
+HUSAI_MULTIVERSION
+static int exact_where_needed(const husai_sae *m, const float *x, double E, const float *t, double margin,
+                              float *pre) {
+    const int s = m->d_sae, d = m->d_model, full = !(E < INFINITY);
+    for (int j = 0; j < s; j++)
+        if (full || (double)pre[j] >= (double)t[j] - margin - E -
+                                          0x1p-22 * (fabs((double)t[j]) + margin + fabs((double)pre[j])))
+            pre[j] = m->b_enc[j] + husai_dot8(x, m->W_enc + (size_t)j * d, d);
+    return full;
+}
+
+/* BatchTopK in training keeps the n k largest ReLU(pre) of the batch. With tau the (n k)-th largest of
+ * sigma - E_r (a lower bound on n k exact values), an entry with sigma + E_r < max(tau, 0) has an exact
+ * value below every one of those (or below 0) and a bf16 score below them too: never selected either way.
+ * The others are rescored. tau's elements are rounded down, which only lowers it. */
+static void batch_threshold(const husai_bf16 *c, const husai_sae *m, int n, husai_sae_batch *b, float *t) {
+    const int s = m->d_sae;
+    const size_t total = (size_t)n * s;
+    for (size_t i = 0; i < total; i++) {
+        const double lo = (double)b->pre[i] - c->bound[i / (size_t)s];
+        float f = (float)lo;
+        if ((double)f > lo) f = nextafterf(f, -INFINITY);
+        b->select[i] = lo < INFINITY && lo > -INFINITY ? f : -INFINITY;
+    }
+    const float tau = husai_kth_largest(b->select, (int)total, n * m->k);
+    for (int j = 0; j < s; j++)
+        t[j] = tau > 0.0f ? tau : 0.0f;
+}
+
+/* The threshold rules' encode after the product: each row exact where its decision needs it. */
+static void exact_thresholds(husai_bf16 *c, const husai_sae *m, const float *in, int n, husai_sae_mode mode,
+                             husai_sae_batch *b) {
+    const int s = m->d_sae, d = m->d_model;
+    float *t = c->vc; /* thread 0's rescoring buffer (s floats), free here */
+    double margin = 0.0;
+    if (rule_of(m, mode) == RULE_BATCH) {
+        batch_threshold(c, m, n, b, t);
+    } else if (m->ops == &husai_arch_jumprelu) {
+        for (int j = 0; j < s; j++)
+            t[j] = expf(m->log_theta[j]);                   /* as the rule computes it */
+        margin = (double)(0.5f * (float)m->spec.bandwidth); /* the backward's half-width, as it computes it */
+    } else {
+        const float th = m->ops == &husai_arch_batchtopk && m->threshold > 0.0 ? (float)m->threshold : 0.0f;
+        for (int j = 0; j < s; j++)
+            t[j] = th;
+    }
+    int64_t full = 0;
+#pragma omp parallel for schedule(dynamic, 16) num_threads(c->threads) reduction(+ : full)
+    for (int r = 0; r < n; r++)
+        full += exact_where_needed(m, in + (size_t)r * d, c->bound[r], t, margin, b->pre + (size_t)r * s);
+    c->full += full;
+    __atomic_fetch_add(&g_full, full, __ATOMIC_RELAXED);
+}
+
 husai_status husai_bf16_encode(const husai_sae *m, const float *x, int n, husai_sae_mode mode,
                                husai_sae_batch *b) {
     husai_bf16 *c = b->bf16;
@@ -503,6 +582,12 @@ husai_status husai_bf16_encode(const husai_sae *m, const float *x, int n, husai_
     }
     husai_status st = product(c, n, m->b_enc, b->pre);
     if (st) return st;
+    if (rule_of(m, mode) != RULE_TOPK) {
+        exact_thresholds(c, m, in, n, mode, b);
+        c->rows += n;
+        __atomic_fetch_add(&g_rows, (int64_t)n, __ATOMIC_RELAXED);
+        return m->ops->codes(m, n, mode, b);
+    }
     int64_t second = 0, full = 0;
     /* Rows rescored in full cost d_sae dot products: dynamic chunks keep the threads even. The codes do not
      * depend on which thread selects a row. */

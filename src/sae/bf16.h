@@ -6,13 +6,13 @@
  * on the bf16 error (derived in bf16.c and README "bf16 precision") certifies that no other latent can
  * reach the top k, and a row that cannot be certified is rescored over every latent. The selected
  * latents and their values are therefore those of the dot8 fp32 rule on every row, whatever the backend,
- * ISA or thread count. Used by the topk and matryoshka rules without AuxK; the others stay fp32.
+ * ISA or thread count. Threshold rules rescore the latents near their boundary instead (bf16.c).
  * defines: husai_precision, husai_precision_name, husai_precision_parse, husai_bf16, husai_bf16_backend,
  *          husai_bf16_create, husai_bf16_free, husai_bf16_dnnl_available, husai_bf16_isa,
- *          husai_bf16_encode, husai_bf16_round, husai_bf16_row_bound, husai_bf16_stats,
- *          husai_bf16_eligible, husai_bf16_totals, husai_bf16_calibrate, husai_bf16_nt,
+ *          husai_bf16_encode, husai_bf16_force_full, husai_bf16_round, husai_bf16_row_bound,
+ *          husai_bf16_stats, husai_bf16_eligible, husai_bf16_totals, husai_bf16_calibrate, husai_bf16_nt,
  *          husai_bf16_nt_create, husai_bf16_nt_block, husai_bf16_nt_bound, husai_bf16_nt_free,
- * husai_bf16_abs_dot, HUSAI_BF16_CAND_FIRST, HUSAI_BF16_CAND_SECOND */
+ *          husai_bf16_abs_dot, HUSAI_BF16_CAND_FIRST, HUSAI_BF16_CAND_SECOND */
 #ifndef HUSAI_SAE_BF16_H
 #define HUSAI_SAE_BF16_H
 
@@ -45,8 +45,9 @@ typedef struct husai_bf16 husai_bf16;
 #define HUSAI_BF16_CAND_FIRST 2
 #define HUSAI_BF16_CAND_SECOND 8
 
-/* Whether a model's rule can use the bf16 path: its select_rows is the shared top-k selection (topk,
- * matryoshka), and aux_k is 0 (AuxK ranks the dead latents' pre-activations, which stay bf16 here). */
+/* Whether training runs a model's rule on the bf16 path: topk and matryoshka (certified top-k), batchtopk
+ * (certified batch cut; its inference threshold too) and relu_l1 (certified zero boundary), without AuxK
+ * (which ranks dead latents' bf16 scores). jumprelu has a certificate too but trains on sgemm (bf16.c). */
 int husai_bf16_eligible(const husai_sae *m, int aux_k);
 
 /* Whether this build has oneDNN and it runs a bf16 matmul on this CPU (checked once, cached). */
@@ -72,6 +73,10 @@ float husai_bf16_round(float x);
  * are the bf16 scores (b_enc included), the codes are those of the dot8 fp32 rule. */
 husai_status husai_bf16_encode(const husai_sae *m, const float *x, int n, husai_sae_mode mode,
                                husai_sae_batch *b);
+
+/* Tests: with on, every row is rescored in full (the dot8 rule computed directly, no certificate), the
+ * reference the certified path must match bit for bit. */
+void husai_bf16_force_full(husai_bf16 *c, int on);
 
 /* Row r's certified bound after the latest encode: every latent's exact score b_j + <x_r, w_j> lies
  * within it of its bf16 score (b->pre), and every dot8 fp32 score within it of the exact one (so the

@@ -180,10 +180,6 @@ husai_status husai_trainer_init(husai_trainer *t, const float *X, size_t n_rows,
     husai_sae_init(&t->model, o->seed);
     if ((st = husai_adam_alloc(&t->adam, t->model.n_params, o->lr, o->beta1, o->beta2, o->eps))) goto fail;
     if ((st = husai_sae_batch_alloc(&t->batch, &t->model, cap))) goto fail;
-    if (o->precision == HUSAI_PRECISION_BF16 && husai_bf16_eligible(&t->model, o->aux_k) &&
-        (st = husai_bf16_create(&t->batch, &t->model,
-                                o->bf16_emulate ? HUSAI_BF16_EMULATED : HUSAI_BF16_BEST)))
-        goto fail;
     t->grad = malloc(t->model.n_params * sizeof(float));
     t->xb = malloc((size_t)cap * (size_t)d_model * sizeof(float));
     t->perm = malloc(most * sizeof(uint32_t));
@@ -206,6 +202,11 @@ husai_status husai_trainer_init(husai_trainer *t, const float *X, size_t n_rows,
     }
     new_epoch_order(t);
     if ((st = data_init(t))) goto fail;
+    /* After the init, whose first-batch forward (relu_l1, jumprelu) reads every pre-activation: sgemm's. */
+    if (o->precision == HUSAI_PRECISION_BF16 && husai_bf16_eligible(&t->model, o->aux_k) &&
+        (st = husai_bf16_create(&t->batch, &t->model,
+                                o->bf16_emulate ? HUSAI_BF16_EMULATED : HUSAI_BF16_BEST)))
+        goto fail;
     return HUSAI_OK;
 fail:
     husai_trainer_free(t);

@@ -359,8 +359,8 @@ static husai_status choose_precision(husai_sweep *s) {
         husai_condition widest = {.d_sae = 0};
         for (int i = 0; i < cfg->n_values; i++) {
             const husai_condition c = husai_config_condition(cfg, i);
-            const int topk = c.arch == HUSAI_ARCH_TOPK || c.arch == HUSAI_ARCH_MATRYOSHKA;
-            if (topk && cfg->aux_k == 0 && c.d_sae > widest.d_sae) widest = c;
+            if (cfg->aux_k == 0 && c.d_sae > widest.d_sae)
+                widest = c; /* timed as topk: the product dominates */
         }
         int faster = 0;
         husai_status st = HUSAI_OK;
@@ -375,7 +375,7 @@ static husai_status choose_precision(husai_sweep *s) {
         HUSAI_MPI_CHECK(MPI_Allreduce(&faster, &all, 1, MPI_INT, MPI_MIN, s->comm));
         s->precision = all ? HUSAI_PRECISION_BF16 : HUSAI_PRECISION_FP32;
         if (widest.d_sae == 0)
-            snprintf(reason, sizeof reason, "auto: no condition has a top-k rule without AuxK");
+            snprintf(reason, sizeof reason, "auto: AuxK keeps every condition on fp32");
         else
             snprintf(reason, sizeof reason,
                      "auto: encode of %d x %d x %d on rank 0 takes %.4f s fp32, %.4f s bf16; %s",
@@ -390,9 +390,10 @@ static husai_status choose_precision(husai_sweep *s) {
         printf("[husai] precision: %s (%s; oneDNN bf16 %s: %s)\n", husai_precision_name(s->precision), why,
                husai_bf16_dnnl_available() ? "available" : "not available", husai_bf16_isa(NULL));
         if (s->precision == HUSAI_PRECISION_BF16)
-            printf("[husai] bf16: top-k and matryoshka without AuxK train on exact fp32 selections from bf16 "
-                   "candidates, and PWMCC takes certified exact maxima of bf16 |cos| blocks; other rules and "
-                   "the other metrics stay fp32\n");
+            printf(
+                "[husai] bf16: every rule without AuxK trains on the fp32 rule's exact decisions from bf16 "
+                "scores (top-k candidates, thresholds' boundaries rescored), and PWMCC takes certified exact "
+                "maxima of bf16 |cos| blocks; the other metrics stay fp32\n");
         fflush(stdout);
     }
     return HUSAI_OK;
