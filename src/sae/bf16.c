@@ -1,4 +1,5 @@
-/* bf16.c: the bf16 encoder product (oneDNN or emulated) and the certified exact TopK on its scores.
+/* bf16.c: the bf16 encoder product (oneDNN or emulated), the certified exact TopK on its scores, the
+ * threshold rules' certified boundaries, the start-up calibration, and the all-pairs product PWMCC uses.
  *
  * The bound (README "bf16 precision" states it too). For one row, let x be the encoder input (x or
  * x - b_dec, fp32), x^ its bf16 rounding (husai_bf16_round), e_x = x^ - x; for latent j let w_j, w^_j,
