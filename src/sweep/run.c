@@ -347,6 +347,15 @@ static husai_status open_data(husai_sweep *s) {
  * and a near tie is not worth a path that differs from sgemm's rounding. */
 #define BF16_MIN_GAIN 0.8
 
+/* What oneDNN offers for bf16 here, for the log and results.json. A fp32 run never loads oneDNN's kernels
+ * (nothing of it runs, e.g. under valgrind). */
+static const char *bf16_isa_text(const husai_sweep *s) {
+    if (s->cfg.precision == HUSAI_PRECISION_FP32) return "not probed (train.precision = fp32)";
+    if (husai_bf16_dnnl_available()) return husai_bf16_isa(NULL);
+    return s->precision == HUSAI_PRECISION_BF16 ? "emulated (no oneDNN bf16 matmul here)"
+                                                : husai_bf16_isa(NULL);
+}
+
 /* Collective. Resolves train.precision: auto times fp32 against bf16 encodes on every rank at the sweep's
  * widest top-k shape and picks bf16 only if every rank found it faster (MPI_MIN of the verdicts), so every
  * seed trains on the same path wherever it runs. Logged on rank 0. */
@@ -387,8 +396,8 @@ static husai_status choose_precision(husai_sweep *s) {
     husai_pwmcc_set_bf16(s->precision == HUSAI_PRECISION_BF16);
     husai_bf16_totals(&s->bf16_base[0], &s->bf16_base[1], &s->bf16_base[2]);
     if (s->rank == 0) {
-        printf("[husai] precision: %s (%s; oneDNN bf16 %s: %s)\n", husai_precision_name(s->precision), why,
-               husai_bf16_dnnl_available() ? "available" : "not available", husai_bf16_isa(NULL));
+        printf("[husai] precision: %s (%s; oneDNN: %s)\n", husai_precision_name(s->precision), why,
+               bf16_isa_text(s));
         if (s->precision == HUSAI_PRECISION_BF16)
             printf(
                 "[husai] bf16: every rule without AuxK trains on the fp32 rule's exact decisions from bf16 "
@@ -517,9 +526,7 @@ static husai_status write_results(husai_sweep *s) {
                                .bytes_read = ds->bytes_read,
                                .read_seconds = ds->read_seconds,
                                .precision = husai_precision_name(s->precision),
-                               .bf16_isa = husai_bf16_dnnl_available() || s->precision != HUSAI_PRECISION_BF16
-                                               ? husai_bf16_isa(NULL)
-                                               : "emulated",
+                               .bf16_isa = bf16_isa_text(s),
                                .calib_fp32 = s->calib_fp32,
                                .calib_bf16 = s->calib_bf16,
                                .bf16_rows = bf16[0],
