@@ -9,8 +9,10 @@
  * - the fallback: rows built so that bf16 cannot separate the candidates (weights differing only below
  *   bf16's precision, all-tied rows) are rescored in full and still select the exact top k;
  * - the second candidate set: a row the first set cannot certify and the second can;
- * - training: at every step the codes equal the dot8 rule's on that step's model and batch, and the trained
- *   parameters are bitwise the same for the emulated and oneDNN products and for 1 and 2 threads;
+ * - training: at every step the codes equal the dot8 rule's on that step's model and batch (topk), and the
+ *   trained parameters are bitwise the same for the emulated and oneDNN products and for 1 and 2 threads
+ *   (topk, batchtopk, relu_l1, matryoshka);
+ * - the threshold rules and top-k: codes, loss and gradients of the certified path equal a full rescoring;
  * - PWMCC with certified maxima: bitwise the naive dot8 rescoring of every pair, on 1 and 2 threads, for
  *   unrelated decoders and near copies, and within 1e-6 of sgemm's. */
 #include <stdarg.h>
@@ -360,7 +362,7 @@ static void test_threshold_rules(void **state) {
 
 /* Trains with the given backend (-1: fp32 path) and thread count, checking every step's codes against
  * the dot8 rule on the step's model and batch; returns the trained parameters (malloc'd). */
-static float *train(int backend, int threads, int check, size_t *np) {
+static float *train(husai_arch arch, int backend, int threads, int check, size_t *np) {
     const int d = 24, n_rows = 512;
     float *X = malloc((size_t)n_rows * d * sizeof(float));
     lcg = 12345;
@@ -373,6 +375,7 @@ static float *train(int backend, int threads, int check, size_t *np) {
     o.epochs = 3;
     o.batch_size = 100; /* the last batch of each epoch is short */
     o.decoder_bias = 1;
+    o.arch = arch;
     o.lr = 3e-3;
     o.precision = backend >= 0 ? HUSAI_PRECISION_BF16 : HUSAI_PRECISION_FP32;
     o.bf16_emulate = backend == HUSAI_BF16_EMULATED;
@@ -398,30 +401,39 @@ static float *train(int backend, int threads, int check, size_t *np) {
     return p;
 }
 
-static void test_training(void **state) {
-    (void)state;
+/* Bitwise the same trained parameters on 1 and 2 threads and with oneDNN, and close to sgemm's. */
+static void train_rule(husai_arch arch) {
     size_t np, np2;
-    float *ref = train(HUSAI_BF16_EMULATED, 1, 1, &np);
-    float *two = train(HUSAI_BF16_EMULATED, 2, 0, &np2);
+    const int check = arch == HUSAI_ARCH_TOPK; /* check_batch knows top-k codes */
+    float *ref = train(arch, HUSAI_BF16_EMULATED, 1, check, &np);
+    float *two = train(arch, HUSAI_BF16_EMULATED, 2, 0, &np2);
     assert_memory_equal(ref, two, np * sizeof(float));
     free(two);
     if (husai_bf16_dnnl_available()) {
-        float *dn = train(HUSAI_BF16_DNNL, 2, 1, &np2);
+        float *dn = train(arch, HUSAI_BF16_DNNL, 2, check, &np2);
         assert_memory_equal(ref, dn, np * sizeof(float)); /* the backend does not change a bit */
         free(dn);
     }
     /* against the fp32 (sgemm) path: the same training up to fp32 rounding of the scores */
-    float *f = train(-1, 1, 0, &np2);
+    float *f = train(arch, -1, 1, 0, &np2);
     double diff = 0.0, mag = 0.0;
     for (size_t i = 0; i < np; i++) {
         diff = fmax(diff, fabs((double)f[i] - ref[i]));
         mag = fmax(mag, fabs((double)ref[i]));
     }
-    print_message("    fp32 vs bf16 path after 3 epochs: max |param diff| %.3g (max |param| %.3g)\n", diff,
-                  mag);
+    print_message("    %s, fp32 vs bf16 path after 3 epochs: max |param diff| %.3g (max |param| %.3g)\n",
+                  husai_arch_name(arch), diff, mag);
     assert_true(diff < 1e-3 * mag);
     free(f);
     free(ref);
+}
+
+static void test_training(void **state) {
+    (void)state;
+    train_rule(HUSAI_ARCH_TOPK);
+    train_rule(HUSAI_ARCH_BATCHTOPK);
+    train_rule(HUSAI_ARCH_RELU_L1);
+    train_rule(HUSAI_ARCH_MATRYOSHKA);
 }
 
 /* PWMCC of two [d, n] decoders by the dot8 rule, naively: every |cos| rescored, maxima, sums in order. */
