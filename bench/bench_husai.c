@@ -148,9 +148,10 @@ static void bench_bf16(const char *label, int d_model, int d_sae, int k, int bat
     const double f = 2.0 * d_model * d_sae / 1e9;
     printf("%-10s %6d %6d %4d %6d | %9.0f %9.0f | %5.2fx (%.2f-%.2f) | %6.1f %6.1f %6.1f | %-26s | %6.3f%% "
            "%6.3f%%\n",
-           label, d_model, d_sae, k, batch, best[0], best[1], ratio[pairs / 2], ratio[0], ratio[pairs - 1],
-           peak, best[0] * f, best[1] * f, rec.isa, 100.0 * (double)sum.second / (double)sum.rows,
-           100.0 * (double)sum.full / (double)sum.rows);
+           label, d_model, d_sae, k, batch, best[0], best[1],
+           pairs % 2 ? ratio[pairs / 2] : 0.5 * (ratio[pairs / 2 - 1] + ratio[pairs / 2]), ratio[0],
+           ratio[pairs - 1], peak, best[0] * f, best[1] * f, rec.isa,
+           100.0 * (double)sum.second / (double)sum.rows, 100.0 * (double)sum.full / (double)sum.rows);
 }
 
 static int bf16_section(int quick) {
