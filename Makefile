@@ -9,11 +9,12 @@ ASAN_BUILD ?= build-asan
 NP ?= 2
 # What building and running husai needs (a compiler, CMake, Open MPI, parallel HDF5, OpenBLAS, inih, cJSON,
 # xxHash), and what only the tests need (cmocka, python3 with numpy/h5py/xxhash, the HDF5 tools, a
-# one-node Slurm, iproute2 and strace for the fault tests, Chromium for the report's browser test).
+# one-node Slurm, iproute2 and strace for the fault tests, Chromium for the report's browser test, oneDNN
+# so the bf16 path is built and tested: husai itself builds without it, fp32 only).
 DEMO_PACKAGES = build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev \
                 libopenblas-dev libinih-dev libcjson-dev libxxhash-dev
 TEST_PACKAGES = libcmocka-dev hdf5-tools python3-numpy python3-h5py python3-xxhash \
-                slurmctld slurmd slurm-client munge iproute2 strace chromium
+                slurmctld slurmd slurm-client munge iproute2 strace chromium libdnnl-dev
 DEBIAN_PACKAGES = $(DEMO_PACKAGES) $(TEST_PACKAGES)
 APT = apt-get -o DPkg::Lock::Timeout=600
 MPIRUN = OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1 mpirun --oversubscribe -np $(NP)

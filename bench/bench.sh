@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # bench.sh: husai's speed figures (what `make bench` runs). Figures are printed, not asserted.
 #   1. build/bench/bench_husai: sgemm peak on the encoder's shape, training samples/s and the encoder's
-#      share of that peak, blocked PWMCC GFLOP/s (and, in the full run, PWMCC at 8 seeds x 768 x 16384)
+#      share of that peak, blocked PWMCC GFLOP/s (and, in the full run, PWMCC at 8 seeds x 768 x 16384);
+#      1b. the bf16 encoder path (precision = bf16) against fp32 in alternated runs: ratio, encoder GF
+#      against sgemm, oneDNN's ISA, the uncertified-row shares
 #   2. husai vs PyTorch (bench/torch_ref.py, HUSAI's recipe as HUSAI wrote it) on the same `husai synth`
 #      file, the same steps and the same number of threads (husai: HUSAI_THREADS-style OpenMP threads):
 #      HUSAI's size (128 x 128, k 32, batch 2048) and an LLM-like size (768 x 16384, k 32, batch 4096),
@@ -57,7 +59,13 @@ if [ "$QUICK" != 1 ]; then
     "$BENCH" --pwmcc 8 768 16384 | sed 's/^/   /'
     echo "   the same with per-feature best matches (issue 17's budget: within 10% of PWMCC alone):"
     "$BENCH" --features 8 768 16384 | sed 's/^/   /'
+    echo "   the same on bf16 |cos| blocks with certified exact maxima (train.precision = bf16):"
+    "$BENCH" --pwmcc 8 768 16384 1 bf16 | sed 's/^/   /'
 fi
+echo
+
+echo "== 1b. bf16 encoder path beside fp32 (bench_husai --bf16$([ "$QUICK" = 1 ] && echo ' --quick'))"
+if [ "$QUICK" = 1 ]; then "$BENCH" --bf16 --quick; else "$BENCH" --bf16; fi
 echo
 
 echo "== 2. husai vs PyTorch: same recipe, same husai-synth data, same steps, same threads"

@@ -7,9 +7,10 @@
  *   4. the data fingerprint's hashing of one batch of rows against one training step on them, at both sizes
  * Usage: bench_husai [--quick]. One BLAS thread unless OPENBLAS_NUM_THREADS says otherwise.
  *
- * bench_husai --pwmcc SEEDS D_MODEL D_SAE [THREADS]
+ * bench_husai --pwmcc SEEDS D_MODEL D_SAE [THREADS] [bf16]
  *   times all-pairs PWMCC of SEEDS random decoders of that shape (section 3 alone, any size), its
  *   blocks spread over THREADS (default 1) OpenMP threads; the % of peak is against one core's sgemm.
+ *   bf16: on bf16 blocks with certified exact maxima (husai_pwmcc_set_bf16).
  *
  * bench_husai --features SEEDS D_MODEL D_SAE [THREADS]
  *   times PWMCC alone against the same pass that also keeps every feature's best match
@@ -20,7 +21,13 @@
  * bench_husai --train DATA.h5 D_SAE K BATCH STEPS THREADS [SEED]
  *   trains one SAE on /activations of DATA.h5 (HUSAI's recipe: per-epoch shuffle, Adam 3e-4, renorm)
  *   for STEPS optimiser steps after one warm-up step, on THREADS threads, and prints one JSON
- *   line with samples/s (bench/bench.sh compares it with bench/torch_ref.py on the same file). */
+ *   line with samples/s (bench/bench.sh compares it with bench/torch_ref.py on the same file).
+ *
+ * bench_husai --bf16 [--quick]
+ *   the bf16 encoder path (precision = bf16, sae/bf16.h) beside fp32 at both sizes: A/B runs alternated so
+ *   that other load hits both alike, each pair's samples/s ratio and their median, the encoder's useful
+ *   GFLOP/s against sgemm measured in the same run, oneDNN's implementation (the ISA), and the share of
+ *   rows the first candidate set did not certify and that were rescored in full. */
 #define _POSIX_C_SOURCE 200809L
 #include <cblas.h>
 #include <hdf5.h>
@@ -34,6 +41,7 @@
 #include "common/rng.h"
 #include "metrics/features.h"
 #include "metrics/pwmcc.h"
+#include "sae/bf16.h"
 #include "sae/train.h"
 
 static double now(void) {
@@ -78,8 +86,16 @@ static double sgemm_gflops(int m, int n, int k, int reps) {
     return 2.0 * m * n * k / best / 1e9;
 }
 
-/* Trains on random rows for `steps` steps after one warm-up step; returns samples per second. */
-static double train_rate(int d_model, int d_sae, int k, int batch, int steps) {
+/* The bf16 path's record of a train_rate run: oneDNN's implementation, rows, second-set rows, full rows. */
+typedef struct {
+    char isa[96];
+    int64_t rows, second, full;
+} bf16_run;
+
+/* Trains on random rows for `steps` steps after one warm-up step in the given precision; returns samples
+ * per second (bf16: *rec gets the path's counts, if not NULL). */
+static double train_rate_in(int d_model, int d_sae, int k, int batch, int steps, int precision,
+                            bf16_run *rec) {
     const size_t rows = (size_t)batch * 2;
     float *X = random_floats(rows * d_model, 3);
     husai_train_opts o = husai_train_defaults();
@@ -87,6 +103,7 @@ static double train_rate(int d_model, int d_sae, int k, int batch, int steps) {
     o.k = k;
     o.batch_size = batch;
     o.epochs = 1000000;
+    o.precision = precision;
     husai_trainer t;
     if (husai_trainer_init(&t, X, rows, d_model, &o)) {
         fprintf(stderr, "bench: %s\n", husai_error_message());
@@ -100,9 +117,66 @@ static double train_rate(int d_model, int d_sae, int k, int batch, int steps) {
             exit(1);
         }
     const double dt = now() - t0;
+    if (rec && t.batch.bf16) {
+        snprintf(rec->isa, sizeof rec->isa, "%s", husai_bf16_isa(t.batch.bf16));
+        husai_bf16_stats(t.batch.bf16, &rec->rows, &rec->second, &rec->full);
+    }
     husai_trainer_free(&t);
     free(X);
     return (double)steps * batch / dt;
+}
+
+static double train_rate(int d_model, int d_sae, int k, int batch, int steps) {
+    return train_rate_in(d_model, d_sae, k, batch, steps, HUSAI_PRECISION_FP32, NULL);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* fp32 and bf16 training alternated `pairs` times (A B A B ...): the median ratio, both paths' best
+ * samples/s and encoder GFLOP/s against sgemm on the shape, oneDNN's ISA and the certificate's shares. */
+static void bench_bf16(const char *label, int d_model, int d_sae, int k, int batch, int steps, int pairs) {
+    const double peak = sgemm_gflops(batch, d_sae, d_model, 3);
+    double best[2] = {0, 0}, ratio[16];
+    bf16_run rec = {"", 0, 0, 0}, sum = {"", 0, 0, 0};
+    for (int p = 0; p < pairs; p++) {
+        const double a = train_rate_in(d_model, d_sae, k, batch, steps, HUSAI_PRECISION_FP32, NULL);
+        const double b = train_rate_in(d_model, d_sae, k, batch, steps, HUSAI_PRECISION_BF16, &rec);
+        best[0] = a > best[0] ? a : best[0];
+        best[1] = b > best[1] ? b : best[1];
+        ratio[p] = b / a;
+        sum.rows += rec.rows;
+        sum.second += rec.second;
+        sum.full += rec.full;
+    }
+    qsort(ratio, (size_t)pairs, sizeof(double), cmp_double);
+    const double f = 2.0 * d_model * d_sae / 1e9;
+    printf("%-10s %6d %6d %4d %6d | %9.0f %9.0f | %5.2fx (%.2f-%.2f) | %6.1f %6.1f %6.1f | %-26s | %6.3f%% "
+           "%6.3f%%\n",
+           label, d_model, d_sae, k, batch, best[0], best[1],
+           pairs % 2 ? ratio[pairs / 2] : 0.5 * (ratio[pairs / 2 - 1] + ratio[pairs / 2]), ratio[0],
+           ratio[pairs - 1], peak, best[0] * f, best[1] * f, rec.isa,
+           100.0 * (double)sum.second / (double)sum.rows, 100.0 * (double)sum.full / (double)sum.rows);
+}
+
+static int bf16_section(int quick) {
+    printf(
+        "bf16 encoder path (precision = bf16) beside fp32, one thread; oneDNN bf16: %s (%s).\n"
+        "fp32 and bf16 runs alternate; ratio = bf16/fp32 samples/s, median (range) over the pairs. The\n"
+        "machine may be shared: absolute figures are noisy, ratios from alternated runs less so. Encoder\n"
+        "GF = useful 2*d_model*d_sae flops per sample at each path's best samples/s; sgemm GF is the fp32\n"
+        "roofline on the same shape. second/full: rows the first candidate set (%dk) did not certify /\n"
+        "rows rescored in full (uncertified by %dk candidates too).\n\n",
+        husai_bf16_dnnl_available() ? "available" : "not available (emulated: no speed-up expected)",
+        husai_bf16_isa(NULL), HUSAI_BF16_CAND_FIRST, HUSAI_BF16_CAND_SECOND);
+    printf("%-10s %6s %6s %4s %6s | %9s %9s | %18s | %6s %6s %6s | %-26s | %7s %7s\n", "size", "d_mod",
+           "d_sae", "k", "batch", "fp32 sm/s", "bf16 sm/s", "ratio", "sgemm", "enc32", "enc16", "ISA",
+           "second", "full");
+    bench_bf16("husai", 128, 128, 32, 2048, quick ? 10 : 100, quick ? 2 : 5);
+    bench_bf16("llm-like", 768, 16384, 32, 4096, quick ? 1 : 3, quick ? 2 : 3);
+    return 0;
 }
 
 /* Reads a 2-D float dataset into a new float buffer (HDF5 converts float16/float64); exits on error. */
@@ -300,13 +374,17 @@ int main(int argc, char **argv) {
     omp_set_num_threads(1); /* the single-process figures are per core; --train sets its own count */
     if (argc > 1 && !strcmp(argv[1], "--train")) return train_on_file(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "--pwmcc")) {
-        if ((argc != 5 && argc != 6) || atoi(argv[2]) < 2 || atoi(argv[3]) < 1 || atoi(argv[4]) < 1 ||
-            (argc == 6 && atoi(argv[5]) < 1)) {
-            fprintf(stderr, "usage: bench_husai --pwmcc SEEDS D_MODEL D_SAE [THREADS] (SEEDS >= 2)\n");
+        const int bf16 = argc > 5 && !strcmp(argv[argc - 1], "bf16");
+        const int nargs = argc - bf16;
+        if ((nargs != 5 && nargs != 6) || atoi(argv[2]) < 2 || atoi(argv[3]) < 1 || atoi(argv[4]) < 1 ||
+            (nargs == 6 && atoi(argv[5]) < 1)) {
+            fprintf(stderr, "usage: bench_husai --pwmcc SEEDS D_MODEL D_SAE [THREADS] [bf16] (SEEDS >= 2)\n");
             return 2;
         }
         openblas_set_num_threads(1);
-        omp_set_num_threads(argc == 6 ? atoi(argv[5]) : 1);
+        omp_set_num_threads(nargs == 6 ? atoi(argv[5]) : 1);
+        husai_pwmcc_set_bf16(bf16);
+        if (bf16) printf("bf16 |cos| blocks, certified maxima (%s):\n", husai_bf16_isa(NULL));
         bench_pwmcc(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
         return 0;
     }
@@ -320,6 +398,10 @@ int main(int argc, char **argv) {
         omp_set_num_threads(argc == 6 ? atoi(argv[5]) : 1);
         bench_features(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
         return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "--bf16")) {
+        openblas_set_num_threads(1);
+        return bf16_section(argc > 2 && !strcmp(argv[2], "--quick"));
     }
     const int quick = argc > 1 && !strcmp(argv[1], "--quick");
     if (!getenv("OPENBLAS_NUM_THREADS")) openblas_set_num_threads(1);

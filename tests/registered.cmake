@@ -47,3 +47,10 @@ husai_script_test(build_no_tests build_no_tests.sh)
 set_tests_properties(build_no_tests PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 1500 LABELS "unit;slow")
 husai_script_test(features_numpy features_numpy.sh)
 husai_script_test(features_groundtruth features_groundtruth.sh)
+husai_script_test(sweep_bf16 sweep_bf16.sh)
+# test_bf16 again through oneDNN's other bf16 kernels (AVX512-BF16 without AMX; AVX-512 converting to fp32):
+# other accumulation orders the bound must cover. A CPU without them runs what it has.
+foreach(isa AVX512_CORE_BF16 AVX512_CORE)
+  add_test(NAME test_bf16_${isa} COMMAND test_bf16)
+  set_tests_properties(test_bf16_${isa} PROPERTIES ENVIRONMENT "DNNL_MAX_CPU_ISA=${isa};OPENBLAS_NUM_THREADS=1" TIMEOUT 300 LABELS unit)
+endforeach()

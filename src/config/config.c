@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common/parse.h"
+#include "sae/bf16.h"
 #include "sae/model.h"
 
 typedef enum {
@@ -25,7 +26,8 @@ typedef enum {
     T_RNG,
     T_BOOL,
     T_ARCH,
-    T_MODE
+    T_MODE,
+    T_PREC
 } opt_type;
 
 typedef struct {
@@ -74,6 +76,9 @@ static const opt OPTS[] = {
     {"train", "lr", T_DOUBLE, F(lr), 0, 0, 0, "Adam learning rate"},
     {"train", "lr_width_ref", T_INT, F(lr_width_ref), 0, 0, 0,
      "scale lr by sqrt(lr_width_ref / d_sae) (0: off)"},
+    {"train", "precision", T_PREC, F(precision), 0, 0, 0,
+     "encoder product: fp32, bf16 (exact top-k from bf16 candidates) or auto (bf16 where faster on every "
+     "rank)"},
     {"sweep", "mode", T_MODE, F(mode), S(mode_text), 0, 0, "protocol: sweep"},
     {"sweep", "param", T_STR, F(param), S(param), 0, 0,
      "swept parameter: k, d_sae, lr, epochs, batch_size, arch (lambda in consistency mode)"},
@@ -382,6 +387,14 @@ static husai_status assign_list(husai_config *c, const char *section, const char
                                "matryoshka)",
                                where, section, key, v);
         *(int *)field = a;
+        break;
+    }
+    case T_PREC: {
+        const int p = husai_precision_parse(v);
+        if (p < 0)
+            return husai_error(HUSAI_ERR_ARG, "%s: %s.%s = '%s' must be fp32, bf16 or auto", where, section,
+                               key, v);
+        *(int *)field = p;
         break;
     }
     case T_RNG: {
@@ -791,6 +804,9 @@ void husai_config_print(const husai_config *c, FILE *f) {
             break;
         case T_MODE:
             fprintf(f, "%s", husai_mode_name(c->mode));
+            break;
+        case T_PREC:
+            fprintf(f, "%s", husai_precision_name(*(const int *)field));
             break;
         }
         fprintf(f, "\n");

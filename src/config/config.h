@@ -59,6 +59,7 @@ typedef struct {
     int epochs, batch_size;
     double lr;
     int lr_width_ref; /* lr scales by sqrt(lr_width_ref / d_sae) when > 0 */
+    int precision;    /* husai_precision (sae/bf16.h): fp32, bf16 or auto (resolved by the sweep) */
     /* [sweep] */
     husai_mode mode;
     char mode_text[32]; /* sweep.mode as given, which names an unknown mode in validation's error */

@@ -7,6 +7,13 @@
 
 #include "common/rng.h"
 #include "common/threads.h"
+#include "sae/bf16.h"
+
+static int g_bf16;
+
+void husai_pwmcc_set_bf16(int on) {
+    g_bf16 = on;
+}
 
 void husai_unit_rows(const float *src, int n, int d, size_t row_step, size_t elem_step, float *out) {
     for (int j = 0; j < n; j++) {
@@ -102,6 +109,167 @@ static double pwmcc_rows(const float *Af, int na, const float *Bf, int nb, int d
     return 0.5 * (rowsum / na + colsum / nb);
 }
 
+/* Largest |c[j]| of a row of nb, folding each |c[j]| into the running column maxima; 8 fixed lanes so that
+ * it vectorises (max is exact in any order). */
+static inline float row_scan(const float *c, int nb, float *colrun) {
+    float m8[8] = {0, 0, 0, 0, 0, 0, 0, 0}, m = 0.0f;
+    int j = 0;
+    for (; j + 8 <= nb; j += 8)
+        for (int l = 0; l < 8; l++) {
+            const float v = fabsf(c[j + l]);
+            m8[l] = v > m8[l] ? v : m8[l];
+            colrun[j + l] = v > colrun[j + l] ? v : colrun[j + l];
+        }
+    for (; j < nb; j++) {
+        const float v = fabsf(c[j]);
+        m = v > m ? v : m;
+        colrun[j] = v > colrun[j] ? v : colrun[j];
+    }
+    for (int l = 0; l < 8; l++)
+        m = m8[l] > m ? m8[l] : m;
+    return m;
+}
+
+/* A float threshold at or below t, so comparing floats against it keeps everything a comparison with t
+ * would. */
+static float float_at_or_below(double t) {
+    float f = (float)t;
+    if ((double)f > t) f = nextafterf(f, -INFINITY);
+    return f;
+}
+
+/* pwmcc_rows on bf16 products, every maximum exact. With E the product bound (|c - v| <= E for the bf16
+ * product c and the exact dot8 value v of every pair): in row i, every j with |c_ij| < max_j |c_ij| - 2E has
+ * |v_ij| < max - E <= |v| of the row's bf16 argmax, so the row maximum of |v| is taken over the other j,
+ * rescored. A column's running bf16 maximum only grows towards its final value, so a row rescored when
+ * |c_ij| >= (running maximum, this block included) - 2E includes every row that can hold the column's
+ * maximum |v|. *done = 0 when the bound is not finite (the caller then uses sgemm). */
+static husai_status pwmcc_rows_bf16(const float *Af, int na, const float *Bf, int nb, int d, int T,
+                                    double *out, int *done, float *best_out, int32_t *arg) {
+    *done = 0;
+    husai_bf16_nt *nt;
+    husai_status st = husai_bf16_nt_create(&nt, Af, na, Bf, nb, d, HUSAI_PWMCC_BLOCK, T, HUSAI_BF16_BEST);
+    if (st) return st;
+    const double E = husai_bf16_nt_bound(nt);
+    if (!(E < INFINITY)) {
+        husai_bf16_nt_free(nt);
+        return HUSAI_OK;
+    }
+    float *rmax = malloc((size_t)na * sizeof(float));
+    /* per thread: exact column maxima, running bf16 maxima, and the candidate thresholds they give */
+    float *col = malloc((size_t)T * 3 * nb * sizeof(float));
+    float *blk = malloc((size_t)HUSAI_PWMCC_BLOCK * nb * sizeof(float));
+    /* per thread: the row attaining each exact column maximum (with best_out, as pwmcc_rows keeps it) */
+    int32_t *colarg = calloc((size_t)T * nb, sizeof(int32_t));
+    if (!rmax || !col || !blk || !colarg) {
+        free(rmax);
+        free(col);
+        free(blk);
+        free(colarg);
+        husai_bf16_nt_free(nt);
+        return husai_error(HUSAI_ERR_NOMEM, "cannot allocate PWMCC buffers");
+    }
+    memset(col, 0, (size_t)T * 3 * nb * sizeof(float));
+    husai_status failed = HUSAI_OK;
+    /* Blocks one after another (each product on T threads inside oneDNN), their rows split over T threads,
+     * each keeping its own column maxima: a thread's running maximum is at most the final one, so the
+     * column argument holds for every thread's share of the rows. Both row loops split alike (static). */
+    for (int i0 = 0; i0 < na && !failed; i0 += HUSAI_PWMCC_BLOCK) {
+        const int bs = na - i0 < HUSAI_PWMCC_BLOCK ? na - i0 : HUSAI_PWMCC_BLOCK;
+        if ((failed = husai_bf16_nt_block(nt, i0, bs, blk))) break;
+#pragma omp parallel num_threads(T) if (T > 1)
+        {
+            const int t = husai_thread_num();
+            float *colex = col + (size_t)t * 3 * nb, *colrun = colex + nb, *colthr = colrun + nb;
+            int32_t *ca = colarg + (size_t)t * nb;
+#pragma omp for schedule(static) nowait
+            for (int i = 0; i < bs; i++) {
+                const float *c = blk + (size_t)i * nb, *a = Af + (size_t)(i0 + i) * d;
+                const float thr = float_at_or_below((double)row_scan(c, nb, colrun) - 2.0 * E);
+                float best = 0.0f;
+                int32_t besta = 0; /* the smallest j attaining it, as pwmcc_rows */
+                for (int j0 = 0; j0 < nb; j0 += 32) {
+                    const int end = nb - j0 < 32 ? nb : j0 + 32;
+                    int any = 0;
+                    for (int j = j0; j < end; j++)
+                        any |= fabsf(c[j]) >= thr;
+                    for (int j = j0; any && j < end; j++)
+                        if (fabsf(c[j]) >= thr) {
+                            const float v = husai_bf16_abs_dot(a, Bf + (size_t)j * d, d);
+                            if (v > best) {
+                                best = v;
+                                besta = j;
+                            }
+                        }
+                }
+                rmax[i0 + i] = best;
+                if (arg) arg[i0 + i] = besta;
+            }
+            for (int j = 0; j < nb; j++)
+                colthr[j] = float_at_or_below((double)colrun[j] - 2.0 * E);
+#pragma omp for schedule(static)
+            for (int i = 0; i < bs; i++) {
+                const float *c = blk + (size_t)i * nb, *a = Af + (size_t)(i0 + i) * d;
+                for (int j0 = 0; j0 < nb; j0 += 32) {
+                    const int end = nb - j0 < 32 ? nb : j0 + 32;
+                    int any = 0;
+                    for (int j = j0; j < end; j++)
+                        any |= fabsf(c[j]) >= colthr[j];
+                    for (int j = j0; any && j < end; j++)
+                        if (fabsf(c[j]) >= colthr[j]) {
+                            const float v = husai_bf16_abs_dot(a, Bf + (size_t)j * d, d);
+                            if (v > colex[j]) { /* a thread's rows ascend: the first row attaining it */
+                                colex[j] = v;
+                                ca[j] = i0 + i;
+                            }
+                        }
+                }
+            }
+        }
+    }
+    husai_bf16_nt_free(nt);
+    if (!failed) {
+        for (int t = 1; t < T; t++)
+            for (int j = 0; j < nb; j++) {
+                const float v = col[(size_t)t * 3 * nb + j];
+                const int32_t a = colarg[(size_t)t * nb + j];
+                if (v > col[j] || (v == col[j] && a < colarg[j])) {
+                    col[j] = v;
+                    colarg[j] = a;
+                }
+            }
+        if (best_out) {
+            memcpy(best_out, rmax, (size_t)na * sizeof(float));
+            memcpy(best_out + na, col, (size_t)nb * sizeof(float));
+            memcpy(arg + na, colarg, (size_t)nb * sizeof(int32_t));
+        }
+        double rowsum = 0.0, colsum = 0.0;
+        for (int i = 0; i < na; i++)
+            rowsum += rmax[i];
+        for (int j = 0; j < nb; j++)
+            colsum += col[j];
+        *out = 0.5 * (rowsum / na + colsum / nb);
+        *done = 1;
+    }
+    free(rmax);
+    free(col);
+    free(blk);
+    free(colarg);
+    return failed;
+}
+
+/* PWMCC of unit rows on the path husai_pwmcc_set_bf16 chose. */
+static husai_status pwmcc_of(const float *Af, int na, const float *Bf, int nb, int d, float *scratch, int T,
+                             double *out, float *best, int32_t *arg) {
+    int done = 0;
+    if (g_bf16) {
+        husai_status st = pwmcc_rows_bf16(Af, na, Bf, nb, d, T, out, &done, best, arg);
+        if (st) return st;
+    }
+    if (!done) *out = pwmcc_rows(Af, na, Bf, nb, d, scratch, T, best, arg);
+    return HUSAI_OK;
+}
+
 husai_status husai_pwmcc_pair(const float *A, int na, const float *B, int nb, int d_model, double *out) {
     if (na < 1 || nb < 1 || d_model < 1)
         return husai_error(HUSAI_ERR_ARG, "PWMCC needs non-empty decoders (got %d and %d features of dim %d)",
@@ -118,11 +286,11 @@ husai_status husai_pwmcc_pair(const float *A, int na, const float *B, int nb, in
     }
     husai_normalized_feature_rows(A, d_model, na, Af);
     husai_normalized_feature_rows(B, d_model, nb, Bf);
-    *out = pwmcc_rows(Af, na, Bf, nb, d_model, scratch, T, NULL, NULL);
+    const husai_status st = pwmcc_of(Af, na, Bf, nb, d_model, scratch, T, out, NULL, NULL);
     free(Af);
     free(Bf);
     free(scratch);
-    return HUSAI_OK;
+    return st;
 }
 
 long husai_pwmcc_part_pairs(int S, int part, int n_parts) {
@@ -146,8 +314,13 @@ husai_status husai_pwmcc_rows_part_best(const float *F, int S, int d_model, int 
         for (int q = p + 1; q < S; q++, pair++) {
             if (pair % n_parts != part) continue;
             const size_t at = (size_t)mine++ * 2 * d_sae;
-            const double v = pwmcc_rows(F + p * per, d_sae, F + q * per, d_sae, d_model, scratch, T,
-                                        best_cos ? best_cos + at : NULL, best_cos ? best_index + at : NULL);
+            double v;
+            const husai_status st = pwmcc_of(F + p * per, d_sae, F + q * per, d_sae, d_model, scratch, T, &v,
+                                             best_cos ? best_cos + at : NULL, best_cos ? best_index + at : NULL);
+            if (st) {
+                free(scratch);
+                return st;
+            }
             M[(size_t)p * S + q] = v;
             M[(size_t)q * S + p] = v;
         }

@@ -6,7 +6,7 @@
  * every value is bitwise the same for any thread count. No MPI here.
  * defines: husai_normalized_feature_rows, husai_pwmcc_pair, husai_pwmcc_matrix, husai_pwmcc_matrix_part,
  *          husai_pwmcc_rows_part, husai_pwmcc_rows_part_best, husai_pwmcc_part_pairs, husai_unit_rows,
- * husai_pwmcc_random_decoder, husai_pwmcc_pair_mean, HUSAI_PWMCC_BLOCK */
+ *          husai_pwmcc_random_decoder, husai_pwmcc_pair_mean, husai_pwmcc_set_bf16, HUSAI_PWMCC_BLOCK */
 #ifndef HUSAI_METRICS_PWMCC_H
 #define HUSAI_METRICS_PWMCC_H
 
@@ -14,6 +14,12 @@
 #include <stdint.h>
 
 #include "common/status.h"
+
+/* Process-wide: on (1), the |cos| blocks are bf16 products (sae/bf16.h, oneDNN where available) and every
+ * row and column maximum is certified and taken over exact dot8 fp32 values (pwmcc.c), so PWMCC is the
+ * dot8 rule's whatever the backend or thread count; off (0, the default), sgemm. The sweep sets it with
+ * train.precision. */
+void husai_pwmcc_set_bf16(int on);
 
 /* Rows of the |cos| matrix computed per sgemm block. */
 #define HUSAI_PWMCC_BLOCK 256

@@ -19,6 +19,7 @@
 
 #include "metrics/groundtruth.h"
 #include "metrics/recon.h"
+#include "sae/bf16.h"
 #include "sae/model.h"
 
 /* Writes n bytes to path, checking every step, so a full disk is an error and not a short file. */
@@ -738,6 +739,24 @@ static cJSON *protocol_json(const husai_protocol_result *p, const husai_conditio
     return o;
 }
 
+/* run.precision: what train.precision asked for, what ran, and the bf16 certificate's record. */
+static void add_precision(cJSON *r, const husai_run_info *run) {
+    cJSON *p = cJSON_AddObjectToObject(r, "precision");
+    cJSON_AddStringToObject(p, "requested", husai_precision_name(run->cfg->precision));
+    cJSON_AddStringToObject(p, "used", run->precision);
+    cJSON_AddStringToObject(p, "onednn_isa", run->bf16_isa ? run->bf16_isa : "none");
+    if (run->calib_fp32 > 0) {
+        cJSON_AddNumberToObject(p, "calibration_fp32_seconds", run->calib_fp32);
+        cJSON_AddNumberToObject(p, "calibration_bf16_seconds",
+                                isfinite(run->calib_bf16) ? run->calib_bf16 : -1);
+    }
+    cJSON_AddNumberToObject(p, "bf16_rows", run->bf16_rows);
+    cJSON_AddNumberToObject(p, "bf16_second_candidate_rows", run->bf16_second);
+    cJSON_AddNumberToObject(p, "uncertified_rows", run->bf16_full);
+    cJSON_AddNumberToObject(p, "uncertified_share",
+                            run->bf16_rows > 0 ? run->bf16_full / run->bf16_rows : 0.0);
+}
+
 static husai_status write_json(const char *path, const husai_run_info *run, const husai_condition_result *cs,
                                int n, const husai_protocol_result *proto) {
     cJSON *root = cJSON_CreateObject();
@@ -765,6 +784,7 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
     cJSON_AddNumberToObject(r, "seconds", run->seconds);
     if (run->peak_rss_mb > 0) cJSON_AddNumberToObject(r, "peak_rss_mb", run->peak_rss_mb);
     const husai_config *cfg = run->cfg;
+    if (run->precision) add_precision(r, run);
     cJSON *d = cJSON_AddObjectToObject(root, "data");
     cJSON_AddStringToObject(d, "path", cfg->data_path);
     cJSON_AddStringToObject(d, "dataset", cfg->dataset);

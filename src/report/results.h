@@ -56,6 +56,13 @@ typedef struct {
     double bytes_read, read_seconds;
     int n_nodes;                  /* 0 when unknown (a merge) */
     const husai_node_info *nodes; /* (n_nodes) */
+    /* train.precision: the resolved choice ("fp32", "bf16"; NULL: unknown, a merge), oneDNN's implementation,
+     * the start-up calibration (seconds per batch, 0: none) and the bf16 path's rows over every rank: all,
+     * not certified by the first candidate set, rescored in full */
+    const char *precision;
+    const char *bf16_isa;
+    double calib_fp32, calib_bf16;
+    double bf16_rows, bf16_second, bf16_full;
 } husai_run_info;
 
 /* results.h5 being written while the run goes on (rank 0): each condition lands as it completes, so

@@ -8,6 +8,7 @@
 
 #include "common/threads.h"
 #include "sae/arch.h"
+#include "sae/bf16.h"
 #include "sae/kernels.h"
 
 /* Makes room for nnz codes (contents not kept: callers reserve before filling). */
@@ -47,11 +48,10 @@ static husai_status reserve_codes(husai_sae_batch *b, size_t nnz) {
 #define ENCODE_COLS 4096
 #define ENCODE_WIDE_FLOATS ((size_t)2 << 20)
 
-/* Readies rows [r0, r1) for the encoder product: pre = b_enc (the product adds into it) and, with a
- * decoder bias, b->xc = x - b_dec. Returns the product's input: x or b->xc. */
-static const float *encoder_input(const husai_sae *m, const float *x, int r0, int r1, husai_sae_batch *b) {
+const float *husai_encoder_input(const husai_sae *m, const float *x, int r0, int r1, int fill_pre,
+                                 husai_sae_batch *b) {
     const int d = m->d_model, s = m->d_sae;
-    for (int r = r0; r < r1; r++)
+    for (int r = r0; fill_pre && r < r1; r++)
         memcpy(b->pre + (size_t)r * s, m->b_enc, (size_t)s * sizeof(float));
     if (!m->b_dec) return x;
     for (int r = r0; r < r1; r++)
@@ -99,6 +99,7 @@ husai_status husai_codes_threshold(const husai_sae *m, int n, const float *t, hu
 
 husai_status husai_sae_encode(const husai_sae *m, const float *x, int n, husai_sae_mode mode,
                               husai_sae_batch *b) {
+    if (b->bf16) return husai_bf16_encode(m, x, n, mode, b);
     b->n = n;
     const int s = m->d_sae;
     void (*const select_rows)(const husai_sae *, int, int, husai_sae_batch *, float *) = m->ops->select_rows;
@@ -111,7 +112,7 @@ husai_status husai_sae_encode(const husai_sae *m, const float *x, int n, husai_s
 #pragma omp for schedule(static)
             for (int q = 0; q < blocks; q++) {
                 const int r0 = q * ENCODE_ROWS, r1 = n - r0 < ENCODE_ROWS ? n : r0 + ENCODE_ROWS;
-                encoder_input(m, x, r0, r1, b);
+                husai_encoder_input(m, x, r0, r1, 1, b);
             }
 #pragma omp for schedule(static)
             for (int q = 0; q < col_blocks; q++)
@@ -128,7 +129,7 @@ husai_status husai_sae_encode(const husai_sae *m, const float *x, int n, husai_s
 #pragma omp parallel for schedule(static) num_threads(b->threads) if (blocks > 1)
         for (int q = 0; q < blocks; q++) {
             const int r0 = q * ENCODE_ROWS, r1 = n - r0 < ENCODE_ROWS ? n : r0 + ENCODE_ROWS;
-            encoder_product(m, encoder_input(m, x, r0, r1, b), r0, r1, 0, s, b);
+            encoder_product(m, husai_encoder_input(m, x, r0, r1, 1, b), r0, r1, 0, s, b);
             if (select_rows) select_rows(m, r0, r1, b, b->select + (size_t)husai_thread_num() * 2 * s);
         }
     }

@@ -5,9 +5,9 @@
  * codes by latent). Internal to src/sae: the public interface is model.h. Every kernel is bitwise the
  * same for any thread count; none allocates except husai_codes_threshold, which grows the batch's code
  * arrays (owned by the batch) when the codes outgrow them.
- * defines: husai_select_topk_rows, husai_codes_topk, husai_codes_threshold, husai_topk_row, husai_dot8,
- *          husai_axpy, HUSAI_MULTIVERSION, HUSAI_INLINE, HUSAI_NOINLINE, husai_v8, V8_LOAD, V8_STORE,
- *          husai_code_run, husai_group_by_latent */
+ * defines: husai_select_topk_rows, husai_topk_keep, husai_encoder_input, husai_codes_topk,
+ * husai_codes_threshold, husai_topk_row, husai_dot8, husai_axpy, HUSAI_MULTIVERSION, HUSAI_INLINE,
+ * HUSAI_NOINLINE, husai_v8, V8_LOAD, V8_STORE, husai_code_run, husai_group_by_latent */
 #ifndef HUSAI_SAE_KERNELS_H
 #define HUSAI_SAE_KERNELS_H
 
@@ -39,6 +39,15 @@
  * non-positive picks are dropped (ReLU makes them 0 and stops their gradient), so a row may keep fewer than
  * k. scratch: 2 * d_sae floats. An ops->select_rows. */
 void husai_select_topk_rows(const husai_sae *m, int r0, int r1, husai_sae_batch *b, float *scratch);
+
+/* Drops the non-positive of a row's k picks when relu is set (ReLU makes them 0 and stops their
+ * gradient), keeping the order; returns how many stay. */
+int husai_topk_keep(int32_t *id, float *v, int k, int relu);
+
+/* Readies rows [r0, r1) for the encoder product: pre = b_enc if fill_pre (a product that adds into it) and,
+ * with a decoder bias, b->xc = x - b_dec. Returns the product's input: x or b->xc. */
+const float *husai_encoder_input(const husai_sae *m, const float *x, int r0, int r1, int fill_pre,
+                                 husai_sae_batch *b);
 
 /* Packs husai_select_topk_rows's per-row codes of n rows into CSR form. An ops->codes. */
 husai_status husai_codes_topk(const husai_sae *m, int n, husai_sae_mode mode, husai_sae_batch *b);

@@ -10,6 +10,7 @@
 #include "common/rng.h"
 #include "common/threads.h"
 #include "sae/arch.h"
+#include "sae/bf16.h"
 #include "sae/kernels.h"
 
 husai_sae_spec husai_sae_spec_topk(int d_model, int d_sae, int k) {
@@ -179,5 +180,6 @@ void husai_sae_batch_free(husai_sae_batch *b) {
     free(b->grp_code);
     free(b->grp_row);
     free(b->grp_val);
+    husai_bf16_free(b->bf16);
     memset(b, 0, sizeof *b);
 }

@@ -108,6 +108,7 @@ typedef struct {
     int32_t *grp_end;            /* (d_sae) end of latent j's group; it starts at grp_end[j - 1] (or 0) */
     int32_t *grp_code, *grp_row; /* (nnz) each code's position relative to the block, and its row */
     float *grp_val;              /* (2 nnz) each code's value, then (backward) its gradient, interleaved */
+    struct husai_bf16 *bf16;     /* precision = bf16: the product's context (sae/bf16.h); NULL: fp32 sgemm */
 } husai_sae_batch;
 
 /* A batch's loss parts (all means over the batch's rows). */

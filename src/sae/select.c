@@ -306,6 +306,17 @@ static void topk_rows2(const float *pre0, const float *pre1, int d_sae, int k, i
     take_top(key1, NULL, d_sae, cut[1], k, pre1, idx1, val1);
 }
 
+int husai_topk_keep(int32_t *id, float *v, int k, int relu) {
+    if (!relu) return k;
+    int kept = 0;
+    for (int a = 0; a < k; a++)
+        if (v[a] > 0.0f) {
+            id[kept] = id[a];
+            v[kept++] = v[a];
+        }
+    return kept;
+}
+
 void husai_select_topk_rows(const husai_sae *m, int r0, int r1, husai_sae_batch *b, float *scratch) {
     const int s = m->d_sae, k = m->k, relu = m->spec.relu;
     for (int r = r0; r < r1;) {
@@ -317,15 +328,8 @@ void husai_select_topk_rows(const husai_sae *m, int r0, int r1, husai_sae_batch 
                        scratch);
         else
             husai_topk_row(b->pre + (size_t)r * s, s, k, id, v, scratch);
-        for (int q = 0; q < rows; q++, r++) {
-            int kept = 0;
-            for (int a = q * k; a < (q + 1) * k; a++)
-                if (!relu || v[a] > 0.0f) {
-                    id[q * k + kept] = id[a];
-                    v[q * k + kept++] = v[a];
-                }
-            b->row_ptr[r + 1] = kept;
-        }
+        for (int q = 0; q < rows; q++, r++)
+            b->row_ptr[r + 1] = husai_topk_keep(id + q * k, v + q * k, k, relu);
     }
 }
 

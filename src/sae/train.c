@@ -8,6 +8,7 @@
 
 #include "common/rng.h"
 #include "sae/arch.h"
+#include "sae/bf16.h"
 
 husai_train_opts husai_train_defaults(void) {
     return (husai_train_opts){.d_sae = 128,
@@ -201,6 +202,11 @@ husai_status husai_trainer_init(husai_trainer *t, const float *X, size_t n_rows,
     }
     new_epoch_order(t);
     if ((st = data_init(t))) goto fail;
+    /* After the init, whose first-batch forward (relu_l1, jumprelu) reads every pre-activation: sgemm's. */
+    if (o->precision == HUSAI_PRECISION_BF16 && husai_bf16_eligible(&t->model, o->aux_k) &&
+        (st = husai_bf16_create(&t->batch, &t->model,
+                                o->bf16_emulate ? HUSAI_BF16_EMULATED : HUSAI_BF16_BEST)))
+        goto fail;
     return HUSAI_OK;
 fail:
     husai_trainer_free(t);

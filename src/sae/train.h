@@ -42,6 +42,10 @@ typedef struct {
     int grad_projection; /* drop each decoder gradient row's component along its (unit) column */
     /* Streaming: the most rows any husai_trainer_set_rows call will pass (0: the n_rows of init). */
     size_t max_rows;
+    /* husai_precision (sae/bf16.h): HUSAI_PRECISION_BF16 runs the encoder on the bf16 path when the rule is
+     * eligible (husai_bf16_eligible), else fp32; anything else is fp32 (auto is resolved before training). */
+    int precision;
+    int bf16_emulate; /* bf16: the emulated product even where oneDNN is available (tests) */
 } husai_train_opts;
 
 /* HUSAI's recipe: d_sae 128, k 32, 25 epochs, batch 2048, Adam(3e-4, 0.9, 0.999, 1e-8). */

@@ -155,6 +155,7 @@ static husai_train_opts task_opts(const husai_run_ctx *ctx, const husai_conditio
     o.aux_coeff = cfg->aux_coeff;
     o.dead_after = cfg->dead_after;
     o.grad_projection = cfg->grad_projection;
+    o.precision = ctx->precision;
     return o;
 }
 

@@ -32,6 +32,7 @@ typedef struct {
     husai_results_h5 *sink; /* rank 0: results.h5, which takes each condition as it completes; or NULL */
     int *keep_checkpoints;  /* or NULL: set to 1 on every rank by a failure after which the same
                              * configuration can resume (disk full, out of memory), not the inputs' fault */
+    int precision; /* husai_precision the tasks train in, train.precision with auto resolved (fp32 or bf16) */
 } husai_run_ctx;
 
 typedef struct {

@@ -20,8 +20,10 @@
 
 #include "common/parse.h"
 #include "metrics/groundtruth.h"
+#include "metrics/pwmcc.h"
 #include "mpi/mpicheck.h"
 #include "report/results.h"
+#include "sae/bf16.h"
 #include "sae/checkpoint.h"
 
 /* Collective: rank 0 reads the true dictionary `name` of the HDF5 file `path` ([atoms, d_model], any float
@@ -341,6 +343,71 @@ static husai_status open_data(husai_sweep *s) {
     return HUSAI_OK;
 }
 
+/* bf16 must beat fp32's encode by this factor in the calibration: the rest of a step does not speed up,
+ * and a near tie is not worth a path that differs from sgemm's rounding. */
+#define BF16_MIN_GAIN 0.8
+
+/* What oneDNN offers for bf16 here, for the log and results.json. A fp32 run never loads oneDNN's kernels
+ * (nothing of it runs, e.g. under valgrind). */
+static const char *bf16_isa_text(const husai_sweep *s) {
+    if (s->cfg.precision == HUSAI_PRECISION_FP32) return "not probed (train.precision = fp32)";
+    if (husai_bf16_dnnl_available()) return husai_bf16_isa(NULL);
+    return s->precision == HUSAI_PRECISION_BF16 ? "emulated (no oneDNN bf16 matmul here)"
+                                                : husai_bf16_isa(NULL);
+}
+
+/* Collective. Resolves train.precision: auto times fp32 against bf16 encodes on every rank at the sweep's
+ * widest top-k shape and picks bf16 only if every rank found it faster (MPI_MIN of the verdicts), so every
+ * seed trains on the same path wherever it runs. Logged on rank 0. */
+static husai_status choose_precision(husai_sweep *s) {
+    const husai_config *cfg = &s->cfg;
+    s->precision = cfg->precision == HUSAI_PRECISION_BF16 ? HUSAI_PRECISION_BF16 : HUSAI_PRECISION_FP32;
+    const char *why = cfg->precision == HUSAI_PRECISION_BF16 ? "as configured" : "train.precision = fp32";
+    char reason[256];
+    if (cfg->precision == HUSAI_PRECISION_AUTO) {
+        husai_condition widest = {.d_sae = 0};
+        for (int i = 0; i < cfg->n_values; i++) {
+            const husai_condition c = husai_config_condition(cfg, i);
+            if (cfg->aux_k == 0 && c.d_sae > widest.d_sae)
+                widest = c; /* timed as topk: the product dominates */
+        }
+        int faster = 0;
+        husai_status st = HUSAI_OK;
+        if (widest.d_sae > 0) {
+            const int rows = widest.batch_size < 1024 ? widest.batch_size : 1024;
+            st = husai_bf16_calibrate(s->ds.d_model, widest.d_sae, widest.k, rows, &s->calib_fp32,
+                                      &s->calib_bf16);
+            faster = !st && s->calib_bf16 < BF16_MIN_GAIN * s->calib_fp32;
+        }
+        if ((st = husai_mpi_agree(st, s->comm))) return st;
+        int all = faster;
+        HUSAI_MPI_CHECK(MPI_Allreduce(&faster, &all, 1, MPI_INT, MPI_MIN, s->comm));
+        s->precision = all ? HUSAI_PRECISION_BF16 : HUSAI_PRECISION_FP32;
+        if (widest.d_sae == 0)
+            snprintf(reason, sizeof reason, "auto: AuxK keeps every condition on fp32");
+        else
+            snprintf(reason, sizeof reason,
+                     "auto: encode of %d x %d x %d on rank 0 takes %.4f s fp32, %.4f s bf16; %s",
+                     widest.batch_size < 1024 ? widest.batch_size : 1024, s->ds.d_model, widest.d_sae,
+                     s->calib_fp32, s->calib_bf16,
+                     all ? "bf16 faster on every rank" : "bf16 not faster on every rank");
+        why = reason;
+    }
+    husai_pwmcc_set_bf16(s->precision == HUSAI_PRECISION_BF16);
+    husai_bf16_totals(&s->bf16_base[0], &s->bf16_base[1], &s->bf16_base[2]);
+    if (s->rank == 0) {
+        printf("[husai] precision: %s (%s; oneDNN: %s)\n", husai_precision_name(s->precision), why,
+               bf16_isa_text(s));
+        if (s->precision == HUSAI_PRECISION_BF16)
+            printf(
+                "[husai] bf16: every rule without AuxK trains on the fp32 rule's exact decisions from bf16 "
+                "scores (top-k candidates, thresholds' boundaries rescored), and PWMCC takes certified exact "
+                "maxima of bf16 |cos| blocks; the other metrics stay fp32\n");
+        fflush(stdout);
+    }
+    return HUSAI_OK;
+}
+
 /* Collective. results.h5 takes each condition as it completes (rank 0); creating it first also finds an
  * unwritable or full disk before any training. */
 static husai_status open_results(husai_sweep *s) {
@@ -354,7 +421,8 @@ static husai_status open_results(husai_sweep *s) {
                              .ckpt_every_seconds = s->cfg.checkpoint_seconds,
                              .gt_dict = s->gt_dict,
                              .gt_atoms = s->gt_atoms,
-                             .keep_checkpoints = &s->keep_checkpoints};
+                             .keep_checkpoints = &s->keep_checkpoints,
+                             .precision = s->precision};
     husai_status st = HUSAI_OK;
     if (s->rank == 0) {
         char path[4200];
@@ -422,6 +490,18 @@ static husai_status write_results(husai_sweep *s) {
                ds->read_seconds, rss_mb);
         fflush(stdout);
     }
+    int64_t now[3];
+    husai_bf16_totals(&now[0], &now[1], &now[2]);
+    double bf16[3] = {(double)(now[0] - s->bf16_base[0]), (double)(now[1] - s->bf16_base[1]),
+                      (double)(now[2] - s->bf16_base[2])};
+    HUSAI_MPI_CHECK(MPI_Reduce(s->rank == 0 ? MPI_IN_PLACE : bf16, bf16, 3, MPI_DOUBLE, MPI_SUM, 0, s->comm));
+    if (s->rank == 0 && s->precision == HUSAI_PRECISION_BF16) {
+        printf(
+            "[husai] bf16: %.0f rows encoded, %.0f needed the second candidate set, %.0f (%.4f%%) were not "
+            "certified and were rescored in full\n",
+            bf16[0], bf16[1], bf16[2], bf16[0] > 0 ? 100.0 * bf16[2] / bf16[0] : 0.0);
+        fflush(stdout);
+    }
     husai_status st = HUSAI_OK;
     if (s->rank == 0) {
         husai_run_info info = {.id = s->run_id,
@@ -448,7 +528,14 @@ static husai_status write_results(husai_sweep *s) {
                                .chunk_rows = ds->streaming ? ds->chunks.chunk_rows : 0,
                                .n_chunks = ds->streaming ? ds->chunks.n_chunks : 0,
                                .bytes_read = ds->bytes_read,
-                               .read_seconds = ds->read_seconds};
+                               .read_seconds = ds->read_seconds,
+                               .precision = husai_precision_name(s->precision),
+                               .bf16_isa = bf16_isa_text(s),
+                               .calib_fp32 = s->calib_fp32,
+                               .calib_bf16 = s->calib_bf16,
+                               .bf16_rows = bf16[0],
+                               .bf16_second = bf16[1],
+                               .bf16_full = bf16[2]};
         const husai_protocol_output *out = &s->out;
         st = husai_results_write(&s->rd, &info, s->ctx.sink, out->res, out->n,
                                  out->has_proto ? &out->proto : NULL);
@@ -466,6 +553,7 @@ husai_status husai_sweep_run(husai_sweep *s) {
     husai_status st;
     if ((st = stage_rundir(s))) return st;
     if ((st = open_data(s))) return st;
+    if ((st = choose_precision(s))) return st;
     if ((st = open_results(s))) return st;
     if ((st = run_protocol(s))) return st;
     return write_results(s);

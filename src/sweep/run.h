@@ -48,6 +48,10 @@ typedef struct {
     int stopped;      /* the protocol stopped on request: the staging directory stays for --resume */
     husai_run_ctx ctx;
     husai_protocol_output out;
+    /* train.precision as resolved (auto: by a calibration agreed on every rank), for the log and results */
+    int precision;
+    double calib_fp32, calib_bf16; /* rank 0's calibration (seconds per batch; 0: none ran) */
+    int64_t bf16_base[3];          /* husai_bf16_totals after the calibration */
 } husai_sweep;
 
 /* Collective. Runs the sweep s describes (zeroed past the caller's fields); returns the status agreed on
