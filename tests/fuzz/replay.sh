@@ -44,7 +44,7 @@ CFLAGS="-g -O1 -std=c17 -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas
 start=$(date +%s.%N)
 # shellcheck disable=SC2046,SC2086
 $CC $CFLAGS "$HERE/driver.c" "$HERE/fuzz_config.c" "$ROOT/src/config/config.c" "$ROOT/src/common/parse.c" "$ROOT/src/common/status.c" \
-    "$ROOT"/src/sae/{model,arch*,select,encode,decode,backward,train,adam,align}.c "$ROOT/src/common/rng.c" $(pkg-config --cflags openblas) \
+    "$ROOT"/src/sae/{model,arch*,select,encode,decode,backward,train,adam,align,bf16,forward}.c "$ROOT/src/common/rng.c" $(pkg-config --cflags openblas) \
     -o "$tmp/replay_config" $(pkg-config --libs inih openblas) -lm || die "building the config replay driver failed"
 # shellcheck disable=SC2046,SC2086
 $CC $CFLAGS $(pkg-config --cflags hdf5-openmpi) "$HERE/driver.c" "$HERE/fuzz_dataset.c" \
