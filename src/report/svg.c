@@ -85,17 +85,22 @@ static double py(const plot *p, double v) {
     return p->py1 - (v - p->ylo) / (p->yhi - p->ylo) * (p->py1 - p->py0);
 }
 
-static int begin(plot *p, double w, double h) {
-    memset(p, 0, sizeof *p);
+/* A new plot of w x h pixels with its SVG header written, or NULL when memory runs out. */
+static plot *begin(double w, double h) {
+    plot *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
     p->f = open_memstream(&p->text, &p->len);
-    if (!p->f) return 0;
+    if (!p->f) {
+        free(p);
+        return NULL;
+    }
     fprintf(
         p->f,
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
         "font-family=\"DejaVu Sans, Verdana, sans-serif\" font-size=\"%.0f\">\n"
         "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
         w, h, w, h, FONT);
-    return 1;
+    return p;
 }
 
 static char *end(plot *p) {
@@ -335,11 +340,8 @@ static void ci_legend(legend *l, int any_ci, int any_withheld, const char *color
 }
 
 char *husai_svg_pwmcc_vs_param(const husai_condition_result *c, int n, const char *title) {
-    plot *p = malloc(sizeof *p);
-    if (!p || !begin(p, W, H)) {
-        free(p);
-        return NULL;
-    }
+    plot *p = begin(W, H);
+    if (!p) return NULL;
     double lo = INFINITY, hi = -INFINITY;
     int any_ci = 0, any_withheld = 0;
     for (int i = 0; i < n; i++) {
@@ -410,11 +412,8 @@ char *husai_svg_pwmcc_vs_param(const husai_condition_result *c, int n, const cha
 }
 
 char *husai_svg_pwmcc_vs_ev(const husai_condition_result *c, int n, const char *title) {
-    plot *p = malloc(sizeof *p);
-    if (!p || !begin(p, W, H)) {
-        free(p);
-        return NULL;
-    }
+    plot *p = begin(W, H);
+    if (!p) return NULL;
     double ylo = INFINITY, yhi = -INFINITY, xlo = INFINITY, xhi = -INFINITY, rlo = INFINITY, rhi = -INFINITY;
     int any_ci = 0, any_withheld = 0;
     for (int i = 0; i < n; i++) {
@@ -527,11 +526,8 @@ static void series_legend(plot *p, legend *l, int k, int m, const char *name) {
 }
 
 char *husai_svg_density(const husai_condition_result *c, int n, const char *title) {
-    plot *p = malloc(sizeof *p);
-    if (!p || !begin(p, W, H)) {
-        free(p);
-        return NULL;
-    }
+    plot *p = begin(W, H);
+    if (!p) return NULL;
     const int n_colors = (int)(sizeof colors / sizeof *colors);
     double share[HUSAI_DENSITY_BINS + 1], hi = 0.0;
     int m = 0; /* conditions with densities */
@@ -581,11 +577,8 @@ char *husai_svg_density(const husai_condition_result *c, int n, const char *titl
 }
 
 char *husai_svg_stability_vs_density(const husai_condition_result *c, int n, const char *title) {
-    plot *p = malloc(sizeof *p);
-    if (!p || !begin(p, W, H)) {
-        free(p);
-        return NULL;
-    }
+    plot *p = begin(W, H);
+    if (!p) return NULL;
     const int n_colors = (int)(sizeof colors / sizeof *colors);
     int m = 0; /* conditions with per-feature stability */
     for (int i = 0; i < n; i++)
@@ -650,11 +643,8 @@ char *husai_svg_heatmap(const husai_condition_result *c, double lo, double hi) {
     const int S = c->S;
     const double cell = fmin(40.0, fmax(4.0, 360.0 / S)), gx = 86.0, gy = 58.0, side = cell * S;
     const double bar_h = fmax(side, 140.0), w = gx + side + 150.0, h = gy + bar_h + 64.0;
-    plot *p = malloc(sizeof *p);
-    if (!p || !begin(p, w, h)) {
-        free(p);
-        return NULL;
-    }
+    plot *p = begin(w, h);
+    if (!p) return NULL;
     const ticks t = nice_ticks(lo, hi, 4, 0.02, 1);
     char title[160];
     snprintf(title, sizeof title, "%s: trained PWMCC between seeds", c->name);
