@@ -153,6 +153,16 @@ static void test_condition_status(void **state) {
     c2.pwmcc_done = 1;
     assert_int_not_equal(husai_condition_metrics(&o, &c2, NULL, NULL, 0), HUSAI_OK);
     assert_non_null(strstr(husai_error_message(), "k=2"));
+    /* the arrays are this test's; only what the library allocated is freed */
+    husai_features *lib[4] = {c.features, c.random_best, c2.features, c2.random_best};
+    for (int i = 0; i < 4; i++) {
+        int seen = 0;
+        for (int j = 0; j < i; j++)
+            seen |= lib[j] == lib[i];
+        if (!lib[i] || seen) continue;
+        husai_features_free(lib[i]);
+        free(lib[i]);
+    }
 }
 
 int main(void) {
