@@ -54,3 +54,10 @@ foreach(isa AVX512_CORE_BF16 AVX512_CORE)
   add_test(NAME test_bf16_${isa} COMMAND test_bf16)
   set_tests_properties(test_bf16_${isa} PROPERTIES ENVIRONMENT "DNNL_MAX_CPU_ISA=${isa};OPENBLAS_NUM_THREADS=1" TIMEOUT 300 LABELS unit)
 endforeach()
+# Not repeated in the sanitized pass of `make test` (label noasan), to keep it under 15 minutes; each runs in
+# the plain pass, and the husai code it drives runs sanitized elsewhere: progress (timing of lines; the rule
+# is test_progress), cli_conventions (help and version text; the suggestion code is test_suggest),
+# build_no_tests (a CMake configure and build), multinode (the wire-up over TCP; the same engine runs
+# sanitized on one node), synth (husai synth runs sanitized in every test that makes its data with it),
+# sweep_bf16 (the bf16 kernels run sanitized in test_bf16; oneDNN's JIT is not instrumented anyway).
+set_property(TEST progress cli_conventions build_no_tests multinode synth sweep_bf16 APPEND PROPERTY LABELS noasan)
