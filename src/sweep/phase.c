@@ -1064,9 +1064,9 @@ static husai_status gather_condition(phase_run *pr, int c, gathered *g) {
         const int nb = (S + b - 1) / b;
         printf(
             "[husai] PWMCC of %s by seed blocks: %d decoders of %d x %d (%.3f MB) exceed the window budget "
-            "of %.3f MB per node (metrics.window_mb = %g); blocks of %d seeds, %d block pairs\n",
+            "of %.3f MB per node (metrics.window_mb = %g); block size %d (%d blocks, %d block pairs)\n",
             r->name, S, ctx->ds->d_model, cond->d_sae, (double)S * dd * sizeof(float) / 1e6, budget / 1e6,
-            ctx->cfg->window_mb, b, nb * (nb + 1) / 2);
+            ctx->cfg->window_mb, b, nb, nb * (nb + 1) / 2);
         fflush(stdout);
     }
     if ((pr->size > 1 || b < S) && S > 2 &&
