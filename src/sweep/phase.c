@@ -717,7 +717,9 @@ static void load_seeds(const husai_run_ctx *ctx, const husai_phase *ph, int pass
  * (nb - 1) / 2 block loads, about (nb + 1) / 2 times today's S decoders of broadcast from rank 0 (and
  * as many draws of the random baseline), and two node fences per block pair; the flops stay S(S-1)/2
  * pairs. A block pair's pairs are split over all ranks (husai_pwmcc_block_pairs: numbered across the
- * block pairs, rank r takes every size-th), so each rank waits at most one pair per block pair.
+ * block pairs, rank r takes every size-th), so each rank waits at most one pair per block pair, and a
+ * block pair of fewer pairs than ranks leaves ranks idle (blocks of 1 seed compute one pair at a time;
+ * README "Node model" has measured times).
  *
  * Matched agreement (when d_sae is at most metrics.matching_max_d_sae) is spread the same way into
  * *match_cos and *match_frac. A pair's value depends only on its two decoders, whichever rank computes
