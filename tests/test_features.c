@@ -102,7 +102,7 @@ static void test_best_matches_naive_and_pwmcc_unchanged(void **state) {
         float *pc = malloc((size_t)np * 2 * n * sizeof(float));
         int32_t *pi = malloc((size_t)np * 2 * n * sizeof(int32_t));
         assert_int_equal(husai_pwmcc_rows_part_best(F, S, d, n, part, 3, M0, pc, pi), HUSAI_OK);
-        husai_features_place(&g, part, 3, pc, pi);
+        assert_int_equal(husai_features_place(&g, part, 3, pc, pi), HUSAI_OK);
         free(pc);
         free(pi);
     }

@@ -170,6 +170,81 @@ static void test_matrix_parts_sum_to_whole(void **state) {
     free(D);
 }
 
+/* Seed blocks: every pair p < q of S in exactly one block pair and one part, each part as many pairs as
+ * husai_pwmcc_part_pairs says, b >= S the row-major order; and each pair's value and best matches from
+ * rows copied elsewhere (as a blocked window holds them) bitwise those of the whole matrix. */
+static void test_block_pairs_cover_and_match(void **state) {
+    (void)state;
+    enum { S = 7, d = 10, n = 14, ALL = S * (S - 1) / 2 };
+    float *D = malloc((size_t)S * d * n * sizeof(float)), *F = malloc((size_t)S * d * n * sizeof(float));
+    float *G = malloc((size_t)S * d * n * sizeof(float));
+    for (int s = 0; s < S; s++) {
+        husai_pwmcc_random_decoder(90 + s, d, n, D + (size_t)s * d * n);
+        husai_normalized_feature_rows(D + (size_t)s * d * n, d, n, F + (size_t)s * d * n);
+    }
+    double M[S * S], B[S * S];
+    float *bc = malloc((size_t)ALL * 2 * n * sizeof(float)),
+          *cc = malloc((size_t)ALL * 2 * n * sizeof(float));
+    int32_t *bi = malloc((size_t)ALL * 2 * n * sizeof(int32_t)),
+            *ci = malloc((size_t)ALL * 2 * n * sizeof(int32_t));
+    assert_int_equal(husai_pwmcc_rows_part_best(F, S, d, n, 0, 1, M, bc, bi), HUSAI_OK);
+    int pq[2 * ALL], row_major[2 * ALL];
+    for (int p = 0, k = 0; p < S; p++)
+        for (int q = p + 1; q < S; q++, k++) {
+            row_major[2 * k] = p;
+            row_major[2 * k + 1] = q;
+        }
+    assert_int_equal(husai_pwmcc_block_pairs(S, S, -1, 0, 1, pq), ALL);
+    assert_memory_equal(pq, row_major, sizeof pq);
+    for (int b = 1; b <= S; b++)
+        for (int parts = 1; parts <= 4; parts++) {
+            int seen[S * S] = {0};
+            const int nb = (S + b - 1) / b;
+            for (int part = 0; part < parts; part++) {
+                long total = 0;
+                for (int k = 0; k < nb * (nb + 1) / 2; k++) {
+                    const long m = husai_pwmcc_block_pairs(S, b, k, part, parts, pq);
+                    total += m;
+                    const float *rows[S] = {0};
+                    for (long i = 0; i < m; i++) { /* the pair's rows copied to G, away from F */
+                        const int p = pq[2 * i], q = pq[2 * i + 1];
+                        assert_true(p < q && p / b <= q / b);
+                        seen[p * S + q]++;
+                        for (int s = 0; s < 2; s++) {
+                            const int t = s ? q : p;
+                            memcpy(G + (size_t)t * d * n, F + (size_t)t * d * n,
+                                   (size_t)d * n * sizeof(float));
+                            rows[t] = G + (size_t)t * d * n;
+                        }
+                    }
+                    for (int e = 0; e < S * S; e++)
+                        B[e] = -1.0;
+                    assert_int_equal(husai_pwmcc_pairs_best(rows, S, d, n, pq, m, B, cc, ci), HUSAI_OK);
+                    for (long i = 0; i < m; i++) {
+                        const int p = pq[2 * i], q = pq[2 * i + 1];
+                        const long g = (long)p * S - (long)p * (p + 1) / 2 + (q - p - 1); /* row-major */
+                        assert_memory_equal(&B[p * S + q], &M[p * S + q], sizeof(double));
+                        assert_memory_equal(&B[q * S + p], &M[q * S + p], sizeof(double));
+                        assert_memory_equal(cc + i * 2 * n, bc + g * 2 * n, 2 * n * sizeof(float));
+                        assert_memory_equal(ci + i * 2 * n, bi + g * 2 * n, 2 * n * sizeof(int32_t));
+                    }
+                }
+                assert_int_equal(total, husai_pwmcc_part_pairs(S, part, parts));
+                assert_int_equal(husai_pwmcc_block_pairs(S, b, -1, part, parts, NULL), total);
+            }
+            for (int p = 0; p < S; p++)
+                for (int q = 0; q < S; q++)
+                    assert_int_equal(seen[p * S + q], p < q);
+        }
+    free(D);
+    free(F);
+    free(G);
+    free(bc);
+    free(bi);
+    free(cc);
+    free(ci);
+}
+
 static void test_random_baseline_128(void **state) {
     /* DESIGN.md: expected random PWMCC at 128 x 128 is 0.2474 +- 0.0028; we allow 0.005. */
     const int S = 5, d = 128, n = 128;
@@ -207,6 +282,7 @@ int main(void) {
         cmocka_unit_test(test_zero_column_is_harmless),
         cmocka_unit_test(test_matrix_agrees_with_pairs),
         cmocka_unit_test(test_matrix_parts_sum_to_whole),
+        cmocka_unit_test(test_block_pairs_cover_and_match),
         cmocka_unit_test(test_random_baseline_128),
         cmocka_unit_test(test_random_decoder_deterministic),
         cmocka_unit_test(test_bad_shapes),

@@ -91,6 +91,8 @@ static const opt OPTS[] = {
     {"metrics", "bootstrap_rng", T_RNG, F(bootstrap_rng), 0, 0, 0, "native or numpy"},
     {"metrics", "matching_max_d_sae", T_INT, F(matching_max_d_sae), 0, 0, 0,
      "compute matched agreement (one-to-one Hungarian matching) when d_sae is at most this; 0 = never"},
+    {"metrics", "window_mb", T_NONNEG, F(window_mb), 0, 0, 0,
+     "MB of normalised decoders PWMCC holds per node; more seeds go by blocks (0: half the free memory)"},
     {"features", "tau", T_DOUBLE, F(features_tau), 0, 0, 0,
      "|cos| at which a feature counts as matched in another seed (stability, mutual matches, consensus)"},
     {"features", "min_seeds", T_INT, F(features_min_seeds), 0, 0, 0,
@@ -824,13 +826,14 @@ char *husai_config_text(const husai_config *c) {
 }
 
 uint64_t husai_config_hash(const husai_config *c) {
-    /* Where results go and how often to checkpoint do not change what is computed: a run moved to
-     * another directory, or resumed with another interval, keeps its identity. */
+    /* Where results go, how often to checkpoint and how PWMCC's window is split do not change what is
+     * computed: a run moved to another directory, or resumed with another interval, keeps its identity. */
     static husai_config copy;
     copy = *c;
     snprintf(copy.out_dir, sizeof copy.out_dir, "-");
     copy.checkpoint_seconds = 0;
     copy.progress_seconds = 0;
+    copy.window_mb = 0;
     char *text = husai_config_text(&copy);
     if (!text) return 0;
     const size_t len = strlen(text);

@@ -75,6 +75,7 @@ typedef struct {
     uint64_t bootstrap_seed;
     husai_boot_rng bootstrap_rng;
     int matching_max_d_sae; /* matched agreement (Hungarian) for d_sae up to this; 0 turns it off */
+    double window_mb; /* PWMCC decoders held per node; more go by seed blocks (0: half the free memory) */
     /* [features] per-feature stability and consensus features (metrics/features.h) */
     double features_tau;    /* |cos| of a match */
     int features_min_seeds; /* seeds of a consensus feature; 0: all but one, at least 2 */

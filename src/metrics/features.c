@@ -56,20 +56,29 @@ husai_status husai_features_init(husai_features *f, int S, int d_model, int d_sa
     return HUSAI_OK;
 }
 
-void husai_features_place(husai_features *f, int part, int n_parts, const float *pair_cos,
-                          const int32_t *pair_index) {
+void husai_features_place_pairs(husai_features *f, const int *pq, long n, const float *pair_cos,
+                                const int32_t *pair_index) {
     const int S = f->S;
     const size_t d = (size_t)f->d_sae;
-    long pair = 0, k = 0;
-    for (int p = 0; p < S; p++)
-        for (int q = p + 1; q < S; q++, pair++) {
-            if (pair % n_parts != part) continue;
-            const size_t at = (size_t)k++ * 2 * d, pq = ((size_t)p * S + q) * d, qp = ((size_t)q * S + p) * d;
-            memcpy(f->best_cos + pq, pair_cos + at, d * sizeof(float));
-            memcpy(f->best_cos + qp, pair_cos + at + d, d * sizeof(float));
-            memcpy(f->best_index + pq, pair_index + at, d * sizeof(int32_t));
-            memcpy(f->best_index + qp, pair_index + at + d, d * sizeof(int32_t));
-        }
+    for (long k = 0; k < n; k++) {
+        const int p = pq[2 * k], q = pq[2 * k + 1];
+        const size_t at = (size_t)k * 2 * d, pq_at = ((size_t)p * S + q) * d, qp_at = ((size_t)q * S + p) * d;
+        memcpy(f->best_cos + pq_at, pair_cos + at, d * sizeof(float));
+        memcpy(f->best_cos + qp_at, pair_cos + at + d, d * sizeof(float));
+        memcpy(f->best_index + pq_at, pair_index + at, d * sizeof(int32_t));
+        memcpy(f->best_index + qp_at, pair_index + at + d, d * sizeof(int32_t));
+    }
+}
+
+husai_status husai_features_place(husai_features *f, int part, int n_parts, const float *pair_cos,
+                                  const int32_t *pair_index) {
+    const long n = husai_pwmcc_part_pairs(f->S, part, n_parts);
+    int *pq = malloc(((size_t)n + 1) * 2 * sizeof(int));
+    if (!pq) return husai_error(HUSAI_ERR_NOMEM, "cannot allocate the best-match pair list");
+    husai_pwmcc_block_pairs(f->S, f->S, -1, part, n_parts, pq);
+    husai_features_place_pairs(f, pq, n, pair_cos, pair_index);
+    free(pq);
+    return HUSAI_OK;
 }
 
 husai_status husai_features_best(husai_features *f, const float *F, int S, int d_model, int d_sae,
@@ -87,7 +96,7 @@ husai_status husai_features_best(husai_features *f, const float *F, int S, int d
     for (int part = 0; part < parts && st == HUSAI_OK; part++) {
         st = husai_pwmcc_rows_part_best(F, S, d_model, d_sae, part, parts, Mp, pc, pi);
         if (st != HUSAI_OK) break;
-        husai_features_place(f, part, parts, pc, pi);
+        if ((st = husai_features_place(f, part, parts, pc, pi))) break;
         /* Each entry is set by one part and 0 in the others, so the sum is exact. */
         for (size_t e = 0; M && e < (size_t)S * S; e++)
             M[e] += Mp[e];

@@ -71,9 +71,15 @@ int husai_features_default_min_seeds(int S);
  * fields are empty. f is freed first only if the caller did so; on failure nothing stays allocated. */
 husai_status husai_features_init(husai_features *f, int S, int d_model, int d_sae);
 
-/* Copies the best matches husai_pwmcc_rows_part_best wrote for part `part` of n_parts into f's tensors. */
-void husai_features_place(husai_features *f, int part, int n_parts, const float *pair_cos,
-                          const int32_t *pair_index);
+/* Copies the best matches husai_pwmcc_rows_part_best wrote for part `part` of n_parts into f's tensors;
+ * fails only when the pair list cannot be allocated. */
+husai_status husai_features_place(husai_features *f, int part, int n_parts, const float *pair_cos,
+                                  const int32_t *pair_index);
+
+/* Copies the best matches husai_pwmcc_pairs_best wrote for the n listed pairs (pq: p, q for each) into
+ * f's tensors. */
+void husai_features_place_pairs(husai_features *f, const int *pq, long n, const float *pair_cos,
+                                const int32_t *pair_index);
 
 /* The best-match tensors in one process: husai_features_init, then every pair from PWMCC's pass over F
  * (S sets of d_sae unit rows of d_model floats); M (S x S, may be NULL) receives PWMCC. */

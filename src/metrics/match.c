@@ -2,6 +2,7 @@
 #include "metrics/pwmcc.h"
 
 #include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -248,33 +249,13 @@ done:
     return st;
 }
 
-husai_status husai_match_rows_part(const float *F, int S, int d_model, int d_sae, int part, int n_parts,
-                                   double *M_mean, double *M_frac) {
-    if (S < 1 || d_model < 1 || d_sae < 1 || n_parts < 1 || part < 0 || part >= n_parts)
-        return husai_error(
-            HUSAI_ERR_ARG,
-            "matched-agreement matrix needs S >= 1 decoders of positive shape and a valid part");
+husai_status husai_match_pairs(const float *const *rows, int S, int d_model, int d_sae, const int *pq, long n,
+                               double *M_mean, double *M_frac) {
+    if (S < 1 || d_model < 1 || d_sae < 1 || n < 0 || n > INT_MAX)
+        return husai_error(HUSAI_ERR_ARG, "matched-agreement pairs need S >= 1 decoders of positive shape");
     husai_status st = check_cells(d_sae, d_sae);
     if (st) return st;
-    const size_t per = (size_t)d_model * d_sae;
-    /* This part's pairs, in row-major pair order. */
-    const long n_pairs = (long)S * (S - 1) / 2;
-    int *pp = malloc(((size_t)n_pairs / n_parts + 1) * 2 * sizeof(int));
-    int n_mine = 0;
-    if (!pp) return husai_error(HUSAI_ERR_NOMEM, "cannot allocate the matched-agreement pair list");
-    long pair = 0;
-    for (int p = 0; p < S; p++)
-        for (int q = p + 1; q < S; q++, pair++)
-            if (pair % n_parts == part) {
-                pp[2 * n_mine] = p;
-                pp[2 * n_mine++ + 1] = q;
-            }
-    if (M_mean) memset(M_mean, 0, (size_t)S * S * sizeof(double));
-    if (M_frac) memset(M_frac, 0, (size_t)S * S * sizeof(double));
-    for (int p = 0; p < S && part == 0; p++) {
-        if (M_mean) M_mean[(size_t)p * S + p] = 1.0;
-        if (M_frac) M_frac[(size_t)p * S + p] = 1.0;
-    }
+    const int n_mine = (int)n;
     /* Pairs go to threads whole (each thread has its own |cos| matrix and solver state), so a pair's
      * value does not depend on the thread count. A failed pair is redone below on this thread, where its
      * message is kept (messages are per thread). */
@@ -289,10 +270,10 @@ husai_status husai_match_rows_part(const float *F, int S, int d_model, int d_sae
 #pragma omp for schedule(dynamic, 1)
         for (int i = 0; i < n_mine; i++) {
             if (nomem) continue;
-            const int p = pp[2 * i], q = pp[2 * i + 1];
+            const int p = pq[2 * i], q = pq[2 * i + 1];
             double mean = 0.0, frac = 0.0;
-            if (match_rows(F + p * per, d_sae, F + q * per, d_sae, d_model, HUSAI_MATCH_THRESHOLD, C, &w,
-                           &mean, &frac)) {
+            if (match_rows(rows[p], d_sae, rows[q], d_sae, d_model, HUSAI_MATCH_THRESHOLD, C, &w, &mean,
+                           &frac)) {
                 failed = failed < i ? failed : i;
                 continue;
             }
@@ -309,14 +290,46 @@ husai_status husai_match_rows_part(const float *F, int S, int d_model, int d_sae
         lsap_work w;
         const int have_w = lsap_alloc(&w, d_sae, d_sae);
         double mean, frac;
-        const int p = pp[2 * failed], q = pp[2 * failed + 1];
+        const int p = pq[2 * failed], q = pq[2 * failed + 1];
         st = !C || !have_w ? husai_error(HUSAI_ERR_NOMEM, "cannot allocate matched-agreement buffers")
-                           : match_rows(F + p * per, d_sae, F + q * per, d_sae, d_model,
-                                        HUSAI_MATCH_THRESHOLD, C, &w, &mean, &frac);
+                           : match_rows(rows[p], d_sae, rows[q], d_sae, d_model, HUSAI_MATCH_THRESHOLD, C, &w,
+                                        &mean, &frac);
         free(C);
         if (have_w) lsap_free(&w);
     }
+    return st;
+}
+
+husai_status husai_match_rows_part(const float *F, int S, int d_model, int d_sae, int part, int n_parts,
+                                   double *M_mean, double *M_frac) {
+    if (S < 1 || d_model < 1 || d_sae < 1 || n_parts < 1 || part < 0 || part >= n_parts)
+        return husai_error(
+            HUSAI_ERR_ARG,
+            "matched-agreement matrix needs S >= 1 decoders of positive shape and a valid part");
+    husai_status st = check_cells(d_sae, d_sae);
+    if (st) return st;
+    const size_t per = (size_t)d_model * d_sae;
+    /* This part's pairs, in row-major pair order. */
+    const long n = husai_pwmcc_part_pairs(S, part, n_parts);
+    int *pp = malloc(((size_t)n + 1) * 2 * sizeof(int));
+    const float **rows = malloc((size_t)S * sizeof *rows);
+    if (!pp || !rows) {
+        free(pp);
+        free(rows);
+        return husai_error(HUSAI_ERR_NOMEM, "cannot allocate the matched-agreement pair list");
+    }
+    husai_pwmcc_block_pairs(S, S, -1, part, n_parts, pp);
+    for (int s = 0; s < S; s++)
+        rows[s] = F + (size_t)s * per;
+    if (M_mean) memset(M_mean, 0, (size_t)S * S * sizeof(double));
+    if (M_frac) memset(M_frac, 0, (size_t)S * S * sizeof(double));
+    for (int p = 0; p < S && part == 0; p++) {
+        if (M_mean) M_mean[(size_t)p * S + p] = 1.0;
+        if (M_frac) M_frac[(size_t)p * S + p] = 1.0;
+    }
+    st = husai_match_pairs(rows, S, d_model, d_sae, pp, n, M_mean, M_frac);
     free(pp);
+    free(rows);
     return st;
 }
 

@@ -20,7 +20,7 @@
  * - Non-finite weights (NaN/Inf in a decoder) are HUSAI_ERR_DATA, never a wrong matching.
  * No MPI here.
  * defines: HUSAI_MATCH_THRESHOLD, HUSAI_MATCH_MAX_CELLS, husai_assign_max, husai_match_pair,
- *          husai_match_matrix, husai_match_rows_part */
+ *          husai_match_matrix, husai_match_rows_part, husai_match_pairs */
 #ifndef HUSAI_METRICS_MATCH_H
 #define HUSAI_METRICS_MATCH_H
 
@@ -60,5 +60,12 @@ husai_status husai_match_matrix(const float *decoders, int S, int d_model, int d
  * threads, each holding its own d_sae x d_sae |cos| matrix; every value is the same for any split. */
 husai_status husai_match_rows_part(const float *F, int S, int d_model, int d_sae, int part, int n_parts,
                                    double *M_mean, double *M_frac);
+
+/* Matched agreement of the n listed pairs (pq: p, q for each) on seed p's rows[p] and q's rows[q] (d_sae
+ * unit rows of d_model floats each; only listed seeds are read): sets those entries (both orders) of M_mean
+ * and M_frac (S x S, either may be NULL) and leaves every other entry alone. The pairs are spread over
+ * omp_get_max_threads() threads, whole; a pair's values are the same bits whatever else is listed. */
+husai_status husai_match_pairs(const float *const *rows, int S, int d_model, int d_sae, const int *pq, long n,
+                               double *M_mean, double *M_frac);
 
 #endif

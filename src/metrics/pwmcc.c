@@ -298,35 +298,78 @@ long husai_pwmcc_part_pairs(int S, int part, int n_parts) {
     return part < n % n_parts ? n / n_parts + 1 : n / n_parts;
 }
 
+long husai_pwmcc_block_pairs(int S, int b, int block_pair, int part, int n_parts, int *pq) {
+    const int nb = (S + b - 1) / b;
+    long number = 0, n = 0;
+    int k = 0;
+    for (int bi = 0; bi < nb; bi++)
+        for (int bj = bi; bj < nb; bj++, k++) {
+            const int p1 = (bi + 1) * b < S ? (bi + 1) * b : S, q1 = (bj + 1) * b < S ? (bj + 1) * b : S;
+            for (int p = bi * b; p < p1; p++)
+                for (int q = (bi == bj ? p + 1 : bj * b); q < q1; q++, number++) {
+                    if (number % n_parts != part || (block_pair >= 0 && k != block_pair)) continue;
+                    if (pq) {
+                        pq[2 * n] = p;
+                        pq[2 * n + 1] = q;
+                    }
+                    n++;
+                }
+        }
+    return n;
+}
+
+husai_status husai_pwmcc_pairs_best(const float *const *rows, int S, int d_model, int d_sae, const int *pq,
+                                    long n, double *M, float *best_cos, int32_t *best_index) {
+    if (S < 1 || d_model < 1 || d_sae < 1 || n < 0)
+        return husai_error(HUSAI_ERR_ARG, "PWMCC pairs need S >= 1 decoders of positive shape");
+    const int T = husai_max_threads();
+    void *scratch = n ? malloc(pwmcc_scratch_bytes(d_sae, d_sae, T)) : NULL;
+    if (n && !scratch) return husai_error(HUSAI_ERR_NOMEM, "cannot allocate PWMCC buffers for %d threads", T);
+    for (long k = 0; k < n; k++) {
+        const int p = pq[2 * k], q = pq[2 * k + 1];
+        const size_t at = (size_t)k * 2 * d_sae;
+        double v;
+        const husai_status st = pwmcc_of(rows[p], d_sae, rows[q], d_sae, d_model, scratch, T, &v,
+                                         best_cos ? best_cos + at : NULL, best_cos ? best_index + at : NULL);
+        if (st) {
+            free(scratch);
+            return st;
+        }
+        M[(size_t)p * S + q] = v;
+        M[(size_t)q * S + p] = v;
+    }
+    free(scratch);
+    return HUSAI_OK;
+}
+
+/* Seed s's rows in F (S sets of d_sae unit rows of d_model floats, one after the other), in rows[s]. */
+static const float **rows_of(const float *F, int S, int d_model, int d_sae) {
+    const float **rows = malloc((size_t)S * sizeof *rows);
+    for (int s = 0; rows && s < S; s++)
+        rows[s] = F + (size_t)s * d_model * d_sae;
+    return rows;
+}
+
 husai_status husai_pwmcc_rows_part_best(const float *F, int S, int d_model, int d_sae, int part, int n_parts,
                                         double *M, float *best_cos, int32_t *best_index) {
     if (S < 1 || d_model < 1 || d_sae < 1 || n_parts < 1 || part < 0 || part >= n_parts)
         return husai_error(HUSAI_ERR_ARG,
                            "PWMCC matrix needs S >= 1 decoders of positive shape and a valid part");
-    const size_t per = (size_t)d_model * d_sae;
-    const int T = husai_max_threads();
-    void *scratch = malloc(pwmcc_scratch_bytes(d_sae, d_sae, T));
-    if (!scratch) return husai_error(HUSAI_ERR_NOMEM, "cannot allocate PWMCC buffers for %d threads", T);
-    memset(M, 0, (size_t)S * S * sizeof(double));
-    long pair = 0, mine = 0;
-    for (int p = 0; p < S; p++) {
-        if (part == 0) M[(size_t)p * S + p] = 1.0;
-        for (int q = p + 1; q < S; q++, pair++) {
-            if (pair % n_parts != part) continue;
-            const size_t at = (size_t)mine++ * 2 * d_sae;
-            double v;
-            const husai_status st = pwmcc_of(F + p * per, d_sae, F + q * per, d_sae, d_model, scratch, T, &v,
-                                             best_cos ? best_cos + at : NULL, best_cos ? best_index + at : NULL);
-            if (st) {
-                free(scratch);
-                return st;
-            }
-            M[(size_t)p * S + q] = v;
-            M[(size_t)q * S + p] = v;
-        }
+    const long n = husai_pwmcc_part_pairs(S, part, n_parts);
+    int *pq = malloc(((size_t)n + 1) * 2 * sizeof(int));
+    const float **rows = rows_of(F, S, d_model, d_sae);
+    husai_status st = HUSAI_OK;
+    if (!pq || !rows) st = husai_error(HUSAI_ERR_NOMEM, "cannot allocate the PWMCC pair list");
+    if (!st) {
+        memset(M, 0, (size_t)S * S * sizeof(double));
+        for (int p = 0; p < S && part == 0; p++)
+            M[(size_t)p * S + p] = 1.0;
+        husai_pwmcc_block_pairs(S, S, -1, part, n_parts, pq);
+        st = husai_pwmcc_pairs_best(rows, S, d_model, d_sae, pq, n, M, best_cos, best_index);
     }
-    free(scratch);
-    return HUSAI_OK;
+    free(pq);
+    free(rows);
+    return st;
 }
 
 husai_status husai_pwmcc_rows_part(const float *F, int S, int d_model, int d_sae, int part, int n_parts,

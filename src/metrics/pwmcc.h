@@ -5,7 +5,8 @@
  * OpenMP thread, never d_sae^2. The blocks are spread over omp_get_max_threads() threads, and
  * every value is bitwise the same for any thread count. No MPI here.
  * defines: husai_normalized_feature_rows, husai_pwmcc_pair, husai_pwmcc_matrix, husai_pwmcc_matrix_part,
- *          husai_pwmcc_rows_part, husai_pwmcc_rows_part_best, husai_pwmcc_part_pairs, husai_unit_rows,
+ *          husai_pwmcc_rows_part, husai_pwmcc_rows_part_best, husai_pwmcc_part_pairs,
+ *          husai_pwmcc_block_pairs, husai_pwmcc_pairs_best, husai_unit_rows,
  *          husai_pwmcc_random_decoder, husai_pwmcc_pair_mean, husai_pwmcc_set_bf16, HUSAI_PWMCC_BLOCK */
 #ifndef HUSAI_METRICS_PWMCC_H
 #define HUSAI_METRICS_PWMCC_H
@@ -53,6 +54,22 @@ husai_status husai_pwmcc_rows_part_best(const float *F, int S, int d_model, int 
 
 /* Number of pairs p < q of S seeds in part `part` of n_parts (pair index mod n_parts == part). */
 long husai_pwmcc_part_pairs(int S, int part, int n_parts);
+
+/* The pairs p < q of S seeds in blocks of b seeds (block I: seeds [I b, min(S, (I + 1) b))), numbered
+ * block pair by block pair (I <= J, I outer, J inner; block_pair k is the k-th of them) and row-major
+ * within one: block pair (I, J) has the pairs p in I, q in J, p < q. Writes into pq (2 ints each; NULL
+ * counts only) the pairs numbered part mod n_parts, in that order, of block pair block_pair (-1: of all),
+ * and returns their count. Over all block pairs that count is husai_pwmcc_part_pairs(S, part, n_parts)
+ * whatever b, and with b >= S the pairs and their order are husai_pwmcc_rows_part's. */
+long husai_pwmcc_block_pairs(int S, int b, int block_pair, int part, int n_parts, int *pq);
+
+/* PWMCC of the n listed pairs (pq: p, q for each) on seed p's rows[p] and q's rows[q] (each d_sae unit
+ * rows of d_model floats, as husai_normalized_feature_rows writes them; only listed seeds are read): sets
+ * M[p][q] and M[q][p] of M (S x S) and leaves every other entry alone; the k-th pair's best matches go to
+ * best_cos and best_index + 2 k d_sae as husai_pwmcc_rows_part_best keeps them (NULL: none). A pair's
+ * value and best matches are the same bits whatever else is listed or where its rows are. */
+husai_status husai_pwmcc_pairs_best(const float *const *rows, int S, int d_model, int d_sae, const int *pq,
+                                    long n, double *M, float *best_cos, int32_t *best_index);
 
 /* Writes n unit rows of d floats into out [n, d]: row j is src's elements j * row_step + i * elem_step
  * (i < d), scaled by 1 / max(norm, 1e-12) with the norm summed in double. out may be src when the rows are

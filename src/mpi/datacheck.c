@@ -426,22 +426,34 @@ static double mem_available(void) {
  * and a window filling the last byte of memory leaves none for training. */
 #define WINDOW_SLACK 64e6
 
+/* Free bytes of the directory Open MPI's osc/sm maps its segments in (named in *dir), or -1. */
+static double shm_free(const char **dir) {
+    *dir = getenv("OMPI_MCA_osc_sm_backing_directory");
+    if (!*dir || !**dir) *dir = "/dev/shm";
+    struct statvfs vfs;
+    return statvfs(*dir, &vfs) == 0 ? (double)vfs.f_bavail * (double)vfs.f_frsize : -1.0;
+}
+
+double husai_datacheck_node_room(void) {
+    const char *dir;
+    const double shm = shm_free(&dir), avail = mem_available();
+    const double room = shm < 0.0 ? avail : avail < 0.0 || shm < avail ? shm : avail;
+    if (room < 0.0) return -1.0;
+    return room > WINDOW_SLACK ? room - WINDOW_SLACK : 0.0;
+}
+
 husai_status husai_datacheck_window(size_t rows, size_t d, const char *path, const char *name) {
     const double need = (double)rows * (double)d * (double)sizeof(float);
     /* Open MPI's osc/sm maps a file there; its shmem layer refuses a file the file system has no room
      * for, on the node leader only, and the other ranks then wait inside the allocation for ever. */
-    const char *dir = getenv("OMPI_MCA_osc_sm_backing_directory");
-    if (!dir || !*dir) dir = "/dev/shm";
-    struct statvfs vfs;
-    if (statvfs(dir, &vfs) == 0) {
-        const double free_bytes = (double)vfs.f_bavail * (double)vfs.f_frsize;
-        if (need + WINDOW_SLACK > free_bytes)
-            return husai_error(
-                HUSAI_ERR_NOMEM,
-                "dataset '%s' in '%s' needs %.2f GB of node shared memory (%zu x %zu float32) "
-                "but %s has %.2f GB free; set data.memory_budget_mb below that to stream it in chunks",
-                name, path, need / 1e9, rows, d, dir, free_bytes / 1e9);
-    }
+    const char *dir;
+    const double free_bytes = shm_free(&dir);
+    if (free_bytes >= 0.0 && need + WINDOW_SLACK > free_bytes)
+        return husai_error(
+            HUSAI_ERR_NOMEM,
+            "dataset '%s' in '%s' needs %.2f GB of node shared memory (%zu x %zu float32) "
+            "but %s has %.2f GB free; set data.memory_budget_mb below that to stream it in chunks",
+            name, path, need / 1e9, rows, d, dir, free_bytes / 1e9);
     const double avail = mem_available();
     if (avail >= 0.0 && need + WINDOW_SLACK > avail)
         return husai_error(

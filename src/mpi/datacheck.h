@@ -4,9 +4,9 @@
  * these checks refuse such input with one line before any collective open or allocation. They also
  * refuse a node-shared window the node cannot hold (a failed allocation on one rank would leave the
  * others waiting inside MPI_Win_allocate_shared) and data whose scale float32 training cannot handle.
- * defines: husai_datacheck_path, husai_datacheck_storage, husai_datacheck_window, husai_datacheck_values,
- *          husai_datacheck_scan, husai_datacheck_scan_init, husai_datacheck_scan_rows,
- *          husai_datacheck_scan_finish, HUSAI_DATA_MAX_ABS, HUSAI_DATA_MIN_VAR */
+ * defines: husai_datacheck_path, husai_datacheck_storage, husai_datacheck_window, husai_datacheck_node_room,
+ *          husai_datacheck_values, husai_datacheck_scan, husai_datacheck_scan_init,
+ * husai_datacheck_scan_rows, husai_datacheck_scan_finish, HUSAI_DATA_MAX_ABS, HUSAI_DATA_MIN_VAR */
 #ifndef HUSAI_MPI_DATACHECK_H
 #define HUSAI_MPI_DATACHECK_H
 
@@ -39,6 +39,10 @@ husai_status husai_datacheck_storage(const char *path, const char *name, int *is
  * cannot hold: within 64 MB of the free space of Open MPI's shared-memory backing directory (osc_sm's,
  * /dev/shm unless OMPI_MCA_osc_sm_backing_directory says otherwise) or of MemAvailable. */
 husai_status husai_datacheck_window(size_t rows, size_t d, const char *path, const char *name);
+
+/* Bytes a node-shared window can take on this node now, by the same measure: the smaller of that
+ * directory's free space and MemAvailable, less the same slack; -1 when neither is known. */
+double husai_datacheck_node_room(void);
 
 /* Collective over comm: X holds at least rows [r0, r1) of a (rows, d) float32 copy of dataset `name`
  * (open as dset, an hid_t) in `path`, and the ranks' ranges cover every row exactly once. Refuses,

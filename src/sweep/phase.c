@@ -16,6 +16,7 @@
 #include "metrics/match.h"
 #include "metrics/pwmcc.h"
 #include "metrics/recon.h"
+#include "mpi/datacheck.h"
 #include "mpi/gather.h"
 #include "mpi/mpicheck.h"
 #include "mpi/plan.h"
@@ -595,11 +596,12 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
     return stopped;
 }
 
-/* Collective. Every rank's best matches (part `rank` of the pairs, as husai_pwmcc_rows_part_best left them
- * in pc and pi) placed into one husai_features on rank 0 (*out; untouched elsewhere). Rank 0 receives one
- * rank's part at a time, so it holds the S^2 d_sae tensors and one part; the others hold their part. */
-static void gather_best(MPI_Comm comm, int S, int d_model, int d_sae, const float *pc, const int32_t *pi,
-                        husai_features **out) {
+/* Collective. Every rank's best matches (its pairs of husai_pwmcc_block_pairs(S, b, -1, rank, size), as
+ * husai_pwmcc_pairs_best left them in pc and pi) placed into one husai_features on rank 0 (*out; untouched
+ * elsewhere). Rank 0 receives one rank's part at a time, so it holds the S^2 d_sae tensors and one part;
+ * the others hold their part. */
+static void gather_best(MPI_Comm comm, int S, int b, int d_model, int d_sae, const float *pc,
+                        const int32_t *pi, husai_features **out) {
     int rank, size;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
@@ -611,134 +613,216 @@ static void gather_best(MPI_Comm comm, int S, int d_model, int d_sae, const floa
         return;
     }
     husai_features *f = calloc(1, sizeof *f);
-    if (!f || husai_features_init(f, S, d_model, d_sae)) husai_mpi_die("out of memory for best matches");
-    husai_features_place(f, 0, size, pc, pi);
     float *rc = malloc((mine + 1) * sizeof(float)); /* part 0 is the largest */
     int32_t *ri = malloc((mine + 1) * sizeof(int32_t));
-    if (!rc || !ri) husai_mpi_die("out of memory for best matches");
-    for (int r = 1; r < size; r++) {
-        const int n = (int)(husai_pwmcc_part_pairs(S, r, size) * 2 * d_sae);
-        HUSAI_MPI_CHECK(MPI_Recv(rc, n, MPI_FLOAT, r, 1, comm, MPI_STATUS_IGNORE));
-        HUSAI_MPI_CHECK(MPI_Recv(ri, n, MPI_INT32_T, r, 2, comm, MPI_STATUS_IGNORE));
-        husai_features_place(f, r, size, rc, ri);
+    int *pq = malloc((mine / d_sae + 2) * sizeof(int)); /* 2 ints a pair, as the 2 d_sae matches */
+    if (!f || !rc || !ri || !pq || husai_features_init(f, S, d_model, d_sae))
+        husai_mpi_die("out of memory for best matches");
+    for (int r = 0; r < size; r++) {
+        const long np = husai_pwmcc_block_pairs(S, b, -1, r, size, pq);
+        const int n = (int)(np * 2 * d_sae);
+        if (r > 0) {
+            HUSAI_MPI_CHECK(MPI_Recv(rc, n, MPI_FLOAT, r, 1, comm, MPI_STATUS_IGNORE));
+            HUSAI_MPI_CHECK(MPI_Recv(ri, n, MPI_INT32_T, r, 2, comm, MPI_STATUS_IGNORE));
+        }
+        husai_features_place_pairs(f, pq, np, r > 0 ? rc : pc, r > 0 ? ri : pi);
     }
     free(rc);
     free(ri);
+    free(pq);
     *out = f;
 }
 
+/* Collective. Seeds per PWMCC block for S decoders of d_model x d_sae in *b: S when all fit the per-node
+ * budget, else the largest b whose two blocks fit. The budget (bytes, in *budget) is metrics.window_mb, or
+ * when that is 0 half the smallest room any rank's node has for a shared window now
+ * (husai_datacheck_node_room, agreed so every rank splits alike; no limit when no node can tell). A budget
+ * below two decoders is refused, with the same message on every rank. */
+static husai_status window_block(const husai_run_ctx *ctx, int S, int d_model, int d_sae, int *b,
+                                 double *budget) {
+    const double set = ctx->cfg->window_mb * 1e6, one = (double)d_model * d_sae * sizeof(float);
+    double room = INFINITY;
+    if (set <= 0.0) {
+        const double here = husai_datacheck_node_room();
+        if (here >= 0.0) room = here;
+        HUSAI_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &room, 1, MPI_DOUBLE, MPI_MIN, ctx->comm));
+    }
+    *budget = set > 0.0 ? set : room / 2.0;
+    *b = S;
+    if ((double)S * one <= *budget) return HUSAI_OK;
+    const double fit = floor(*budget / (2.0 * one)); /* below S / 2, as S decoders do not fit */
+    if (fit >= 1.0) {
+        *b = (int)fit;
+        return HUSAI_OK;
+    }
+    if (set > 0.0)
+        return husai_error(
+            HUSAI_ERR_ARG,
+            "metrics.window_mb = %g cannot hold two decoders of %d x %d (%.3f MB each), the "
+            "least PWMCC by seed blocks needs per node; set it to at least %.3f (0: automatic)",
+            ctx->cfg->window_mb, d_model, d_sae, one / 1e6, 2.0 * one / 1e6);
+    return husai_error(
+        HUSAI_ERR_NOMEM,
+        "metrics.window_mb = 0 (automatic): half the node's free memory, %.1f MB, cannot hold two "
+        "decoders of %d x %d (%.1f MB each), the least PWMCC by seed blocks needs per node",
+        *budget / 1e6, d_model, d_sae, one / 1e6);
+}
+
+/* Collective over the node: writes seeds [s0, s1)'s unit feature rows into dst (d_model x d_sae floats
+ * each, in seed order) in the node's window. Seed s is written by node rank s mod node_size: from the
+ * decoder rank 0 (`decoders`) sends each node's leader (pass 0), or drawn from the seed (pass 1). raw holds
+ * one decoder. */
+static void load_seeds(const husai_run_ctx *ctx, const husai_phase *ph, int pass, const float *decoders,
+                       int d_sae, int s0, int s1, float *dst, float *raw) {
+    MPI_Comm node = ctx->ds->node_comm;
+    int rank, node_rank, node_size;
+    MPI_Comm_rank(ctx->comm, &rank);
+    MPI_Comm_rank(node, &node_rank);
+    MPI_Comm_size(node, &node_size);
+    const int d_model = ctx->ds->d_model;
+    const size_t dd = (size_t)d_model * d_sae;
+    for (int s = s0; s < s1; s++) {
+        const int writer = s % node_size;
+        if (pass == 0) {
+            if (node_rank == 0) {
+                if (rank == 0) memcpy(raw, decoders + (size_t)s * dd, dd * sizeof(float));
+                HUSAI_MPI_CHECK(MPI_Bcast(raw, (int)dd, MPI_FLOAT, 0, ctx->ds->leader_comm));
+            }
+            if (writer != 0) {
+                if (node_rank == 0) HUSAI_MPI_CHECK(MPI_Send(raw, (int)dd, MPI_FLOAT, writer, s, node));
+                if (node_rank == writer)
+                    HUSAI_MPI_CHECK(MPI_Recv(raw, (int)dd, MPI_FLOAT, 0, s, node, MPI_STATUS_IGNORE));
+            }
+        } else if (node_rank == writer) {
+            husai_pwmcc_random_decoder(ph->seeds[s], d_model, d_sae, raw);
+        }
+        if (node_rank == writer)
+            husai_normalized_feature_rows(raw, d_model, d_sae, dst + (size_t)(s - s0) * dd);
+    }
+}
+
 /* Collective. Spreads condition c's PWMCC pairs over every rank (its S(S-1)/2 pairs cost 2 d_model d_sae^2
- * flops each, far more than training at many seeds and wide SAEs): each rank computes every size-th pair,
- * and a sum reduction assembles the matrix on rank 0 in *pw. The random baseline is spread the same way
- * for the first condition of the phase with this d_sae, into *pw_rand; later ones reuse it on rank 0.
- * The decoders (rank 0's gathered `decoders`, S of d_model x d_sae), in normalised feature-row form,
- * live once per node in a shared window that the node's ranks fill together (each normalises, or draws
- * for the baseline, its share of the seeds), so a node holds S decoders whatever its rank count: 64
- * seeds at 768 x 16384 are 3.2 GB per node, not per rank. Matched agreement (when d_sae is at most
- * metrics.matching_max_d_sae) is spread the same way into *match_cos and *match_frac. A pair's value is
- * the same whichever rank computes it, so the matrices equal the one-process result. The same pass keeps
- * every feature's best match (metrics/features.h), gathered into *best and *best_rand on rank 0. Returns the
- * agreed error (the same on every rank) if the shared window cannot be had or matched agreement fails. */
-static husai_status spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph, int c,
+ * flops each, far more than training at many seeds and wide SAEs), and a sum reduction assembles the
+ * matrix on rank 0 in *pw. The random baseline is spread the same way for the first condition of the
+ * phase with this d_sae, into *pw_rand; later ones reuse it on rank 0. The decoders (rank 0's gathered
+ * `decoders`, S of d_model x d_sae), in normalised feature-row form, live once per node in a shared window
+ * that the node's ranks fill together (each normalises, or draws for the baseline, its share of the
+ * seeds), so a node's window does not grow with its rank count.
+ *
+ * With b = S (window_block: the S decoders fit metrics.window_mb) the window holds all S, 4 S d_model
+ * d_sae bytes per node (64 seeds at 768 x 16384: 3.2 GB), loaded once. Otherwise the seeds go in blocks
+ * of b (nb = ceil(S / b) blocks) and the block pairs I <= J, nb (nb + 1) / 2 of them, are taken one after
+ * another (I outer): the window holds block I and block J only, 8 b d_model d_sae bytes per node, and
+ * block I stays while J moves on. Each block is sent again for every block pair that loads it: nb + nb
+ * (nb - 1) / 2 block loads, about (nb + 1) / 2 times today's S decoders of broadcast from rank 0 (and
+ * as many draws of the random baseline), and two node fences per block pair; the flops stay S(S-1)/2
+ * pairs. A block pair's pairs are split over all ranks (husai_pwmcc_block_pairs: numbered across the
+ * block pairs, rank r takes every size-th), so each rank waits at most one pair per block pair, and a
+ * block pair of fewer pairs than ranks leaves ranks idle (blocks of 1 seed compute one pair at a time;
+ * README "Node model" has measured times).
+ *
+ * Matched agreement (when d_sae is at most metrics.matching_max_d_sae) is spread the same way into
+ * *match_cos and *match_frac. A pair's value depends only on its two decoders, whichever rank computes
+ * it and whichever block holds them, so the matrices equal the one-process result for any rank count and
+ * block size. The same pass keeps every feature's best match (metrics/features.h), gathered into *best and
+ * *best_rand on rank 0. Returns the agreed error (the same on every rank) if the shared window cannot be
+ * had or matched agreement fails. */
+static husai_status spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph, int c, int b,
                                  const float *decoders, double **pw, double **pw_rand, double **match_cos,
                                  double **match_frac, husai_features **best, husai_features **best_rand) {
-    MPI_Comm comm = ctx->comm, node = ctx->ds->node_comm, leaders = ctx->ds->leader_comm;
-    int rank, size, node_rank, node_size;
+    MPI_Comm comm = ctx->comm, node = ctx->ds->node_comm;
+    int rank, size, node_rank;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
     MPI_Comm_rank(node, &node_rank);
-    MPI_Comm_size(node, &node_size);
     const int S = ph->n_seeds, d_model = ctx->ds->d_model, d_sae = ph->conds[c].d_sae;
-    const size_t dd = (size_t)d_model * d_sae;
+    const int nb = (S + b - 1) / b, held = nb > 1 ? 2 * b : S;
+    const size_t dd = (size_t)d_model * d_sae, slot = (size_t)b * dd;
     MPI_Win win;
     float *base = NULL, *F = NULL;
     MPI_Comm_set_errhandler(node, MPI_ERRORS_RETURN);
-    const int rc = MPI_Win_allocate_shared(node_rank == 0 ? (MPI_Aint)((size_t)S * dd * sizeof(float)) : 0,
+    const int rc = MPI_Win_allocate_shared(node_rank == 0 ? (MPI_Aint)((size_t)held * dd * sizeof(float)) : 0,
                                            sizeof(float), MPI_INFO_NULL, node, &base, &win);
     /* Agreed, and returned rather than died on: every rank would print the same line. */
     husai_status st = husai_mpi_agree(rc == MPI_SUCCESS ? HUSAI_OK
                                                         : husai_error(HUSAI_ERR_NOMEM,
                                                                       "cannot hold %d decoders of %d x %d in "
                                                                       "shared memory for PWMCC",
-                                                                      S, d_model, d_sae),
+                                                                      held, d_model, d_sae),
                                       comm);
     if (st) return st;
     MPI_Aint qsize;
     int disp;
     HUSAI_MPI_CHECK(MPI_Win_shared_query(win, 0, &qsize, &disp, &F));
-    float *raw = malloc(dd * sizeof(float));
+    const int with_match = d_sae <= ctx->cfg->matching_max_d_sae;
+    const long n_mine = husai_pwmcc_part_pairs(S, rank, size);
+    const size_t n_best = (size_t)n_mine * 2 * d_sae + 1;
+    float *raw = malloc(dd * sizeof(float)), *pc = malloc(n_best * sizeof(float));
     double *M = malloc((size_t)S * S * sizeof(double));
-    const size_t n_best = (size_t)husai_pwmcc_part_pairs(S, rank, size) * 2 * d_sae + 1;
-    float *pc = malloc(n_best * sizeof(float));
+    double *Mc = with_match ? malloc((size_t)S * S * sizeof(double)) : NULL;
+    double *Mf = with_match ? malloc((size_t)S * S * sizeof(double)) : NULL;
     int32_t *pi = malloc(n_best * sizeof(int32_t));
-    if (!raw || !M || !pc || !pi) husai_mpi_die("out of memory spreading PWMCC over ranks");
-    for (int pass = 0; pass < 2; pass++) {
+    int *pq = malloc(((size_t)n_mine + 1) * 2 * sizeof(int));
+    const float **rows = malloc((size_t)S * sizeof *rows);
+    if (!raw || !M || !pc || !pi || !pq || !rows || (with_match && (!Mc || !Mf)))
+        husai_mpi_die("out of memory spreading PWMCC over ranks");
+    for (int pass = 0; pass < 2 && !st; pass++) {
         if (pass == 1) {
             int first = 1;
             for (int i = 0; i < c; i++)
                 first &= ph->conds[i].d_sae != d_sae;
             if (!first) break;
         }
-        /* Seed s's rows are written by node rank s mod node_size: from the decoder rank 0 sends to each
-         * node's leader (pass 0), or drawn from the seed (pass 1). */
-        for (int s = 0; s < S; s++) {
-            const int writer = s % node_size;
-            if (pass == 0) {
-                if (node_rank == 0) {
-                    if (rank == 0) memcpy(raw, decoders + (size_t)s * dd, dd * sizeof(float));
-                    HUSAI_MPI_CHECK(MPI_Bcast(raw, (int)dd, MPI_FLOAT, 0, leaders));
-                }
-                if (writer != 0) {
-                    if (node_rank == 0) HUSAI_MPI_CHECK(MPI_Send(raw, (int)dd, MPI_FLOAT, writer, s, node));
-                    if (node_rank == writer)
-                        HUSAI_MPI_CHECK(MPI_Recv(raw, (int)dd, MPI_FLOAT, 0, s, node, MPI_STATUS_IGNORE));
-                }
-            } else if (node_rank == writer) {
-                husai_pwmcc_random_decoder(ph->seeds[s], d_model, d_sae, raw);
-            }
-            if (node_rank == writer) husai_normalized_feature_rows(raw, d_model, d_sae, F + (size_t)s * dd);
+        const int match_now = pass == 0 && with_match;
+        double *const zeroed[] = {M, match_now ? Mc : NULL, match_now ? Mf : NULL};
+        for (int z = 0; z < 3; z++) {
+            if (!zeroed[z]) continue;
+            memset(zeroed[z], 0, (size_t)S * S * sizeof(double));
+            for (int p = 0; p < S && rank == 0; p++) /* the diagonal once, as part 0 of the pairs */
+                zeroed[z][(size_t)p * S + p] = 1.0;
         }
-        HUSAI_MPI_CHECK(MPI_Win_fence(0, win)); /* every seed's rows are in place before anyone reads */
-        if (husai_pwmcc_rows_part_best(F, S, d_model, d_sae, rank, size, M, pc, pi))
-            husai_mpi_die("%s", husai_error_message());
-        gather_best(comm, S, d_model, d_sae, pc, pi, pass == 0 ? best : best_rand);
-        double *out = NULL;
-        if (rank == 0 && !(out = malloc((size_t)S * S * sizeof(double)))) husai_mpi_die("out of memory");
-        HUSAI_MPI_CHECK(MPI_Reduce(M, out, S * S, MPI_DOUBLE, MPI_SUM, 0, comm));
-        if (rank == 0) *(pass == 0 ? pw : pw_rand) = out;
-        if (pass == 0 && d_sae <= ctx->cfg->matching_max_d_sae) {
-            /* Matched agreement's pairs (a cubic assignment each) are spread the same way. */
-            double *Mf = malloc((size_t)S * S * sizeof(double)), *oc = NULL, *of = NULL;
-            if (!Mf) husai_mpi_die("out of memory spreading matched agreement over ranks");
-            if ((st =
-                     husai_mpi_agree(husai_match_rows_part(F, S, d_model, d_sae, rank, size, M, Mf), comm))) {
-                free(Mf);
-                free(raw);
-                free(M);
-                free(pc);
-                free(pi);
-                MPI_Win_free(&win);
-                return in_context(st, "matched agreement of %s", ph->conds[c].name);
+        long done = 0;
+        for (int bi = 0, k = 0; bi < nb && !st; bi++)
+            for (int bj = bi; bj < nb && !st; bj++, k++) {
+                const int i0 = bi * b, j0 = bj * b, i1 = i0 + b < S ? i0 + b : S,
+                          j1 = j0 + b < S ? j0 + b : S;
+                float *at = bj == bi ? F : F + slot;
+                load_seeds(ctx, ph, pass, decoders, d_sae, bj == bi ? i0 : j0, bj == bi ? i1 : j1, at, raw);
+                for (int s = j0; s < j1; s++)
+                    rows[s] = at + (size_t)(s - j0) * dd;
+                HUSAI_MPI_CHECK(MPI_Win_fence(0, win)); /* the block pair's rows are in place before reads */
+                const long n = husai_pwmcc_block_pairs(S, b, k, rank, size, pq);
+                const size_t off = (size_t)done * 2 * d_sae;
+                if (husai_pwmcc_pairs_best(rows, S, d_model, d_sae, pq, n, M, pc + off, pi + off))
+                    husai_mpi_die("%s", husai_error_message());
+                /* Matched agreement's pairs (a cubic assignment each) go the same way. */
+                if (match_now)
+                    st = husai_mpi_agree(husai_match_pairs(rows, S, d_model, d_sae, pq, n, Mc, Mf), comm);
+                done += n;
+                HUSAI_MPI_CHECK(MPI_Win_fence(0, win)); /* reads done before the next load overwrites */
             }
-            if (rank == 0 && (!(oc = malloc((size_t)S * S * sizeof(double))) ||
-                              !(of = malloc((size_t)S * S * sizeof(double)))))
-                husai_mpi_die("out of memory");
-            HUSAI_MPI_CHECK(MPI_Reduce(M, oc, S * S, MPI_DOUBLE, MPI_SUM, 0, comm));
-            HUSAI_MPI_CHECK(MPI_Reduce(Mf, of, S * S, MPI_DOUBLE, MPI_SUM, 0, comm));
-            free(Mf);
-            if (rank == 0) {
-                *match_cos = oc;
-                *match_frac = of;
-            }
+        if (st) break;
+        gather_best(comm, S, b, d_model, d_sae, pc, pi, pass == 0 ? best : best_rand);
+        double *const sums[] = {M, match_now ? Mc : NULL, match_now ? Mf : NULL};
+        double **const into[] = {pass == 0 ? pw : pw_rand, match_cos, match_frac};
+        for (int z = 0; z < 3; z++) {
+            if (!sums[z]) continue;
+            double *out = NULL;
+            if (rank == 0 && !(out = malloc((size_t)S * S * sizeof(double)))) husai_mpi_die("out of memory");
+            HUSAI_MPI_CHECK(MPI_Reduce(sums[z], out, S * S, MPI_DOUBLE, MPI_SUM, 0, comm));
+            if (rank == 0) *into[z] = out;
         }
-        HUSAI_MPI_CHECK(MPI_Win_fence(0, win)); /* reads done before the next pass overwrites */
     }
     free(raw);
     free(M);
+    free(Mc);
+    free(Mf);
     free(pc);
     free(pi);
+    free(pq);
+    free(rows);
     MPI_Win_free(&win);
-    return HUSAI_OK;
+    return st ? in_context(st, "matched agreement of %s", ph->conds[c].name) : HUSAI_OK;
 }
 
 /* Gathers floats [off, off + count) of condition c's S task payloads (params, on their owners) into
@@ -971,8 +1055,24 @@ static husai_status gather_condition(phase_run *pr, int c, gathered *g) {
         free(pr->params[c * S + s]);
         pr->params[c * S + s] = NULL;
     }
-    if (pr->size > 1 && S > 2 &&
-        (st = spread_pwmcc(ctx, pr->ph, c, rank == 0 ? r->decoders : NULL, &g->pw, &g->pw_rand, &g->mc,
+    /* One process computes a whole window's PWMCC itself (metrics/condition.c); blocks are spread. */
+    int b = S;
+    double budget = 0.0;
+    if (S > 2 && (st = window_block(ctx, S, ctx->ds->d_model, cond->d_sae, &b, &budget))) {
+        free(g->rest);
+        return st;
+    }
+    if (rank == 0 && b < S) {
+        const int nb = (S + b - 1) / b;
+        printf(
+            "[husai] PWMCC of %s by seed blocks: %d decoders of %d x %d (%.3f MB) exceed the window budget "
+            "of %.3f MB per node (metrics.window_mb = %g); block size %d (%d blocks, %d block pairs)\n",
+            r->name, S, ctx->ds->d_model, cond->d_sae, (double)S * dd * sizeof(float) / 1e6, budget / 1e6,
+            ctx->cfg->window_mb, b, nb, nb * (nb + 1) / 2);
+        fflush(stdout);
+    }
+    if ((pr->size > 1 || b < S) && S > 2 &&
+        (st = spread_pwmcc(ctx, pr->ph, c, b, rank == 0 ? r->decoders : NULL, &g->pw, &g->pw_rand, &g->mc,
                            &g->mf, &g->fb, &g->fb_rand))) {
         free(g->pw);
         if (g->fb) husai_features_free(g->fb);
@@ -1078,6 +1178,13 @@ husai_status husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, hu
     phase_setup(&pr);
     husai_status st = husai_mpi_agree(check_resumable(ctx, ph, &pr.plan, pr.local, pr.n_local), ctx->comm);
     if (st) goto out;
+    /* A window budget below two decoders is refused before any training, not after it. */
+    for (int c = 0; c < ph->n_conds && ph->n_seeds > 2; c++) {
+        int b;
+        double budget;
+        if ((st = window_block(ctx, ph->n_seeds, ctx->ds->d_model, ph->conds[c].d_sae, &b, &budget)))
+            goto out;
+    }
     pr.ps = (progress_state){.ph = ph, .plan = &pr.plan, .total = pr.plan.n_tasks, .t_start = MPI_Wtime()};
     husai_progress_init(&pr.ps.prog, ctx->cfg->progress_seconds, pr.rank);
     if (ctx->ds->streaming)

@@ -19,7 +19,9 @@
 #      fingerprint's start-up pass), not once per rank;
 #      each node holds one chunk;
 #      (d') with strace: the bytes of the data region each node really reads in a streamed sweep equal its
-#      bytes_read in results.json; skipped with a note without strace.
+#      bytes_read in results.json; skipped with a note without strace;
+#  (e) PWMCC by seed blocks (metrics.window_mb below the 3 decoders: blocks of 1 seed) across the two nodes:
+#      PWMCC, random baseline, matched agreement and features/* bitwise equal to (b)'s full-window run.
 # Exit 77 (skipped) only where namespaces cannot be created: not root, no `ip netns`, or unshare/ip netns
 # refused (an unprivileged container). The nodes are torn down on every exit. ~15 s on 2 cores (~41 s sanitized).
 # HUSAI_MN_READS=report turns a failure of (a') or (d') into a printed note (for a husai without per-node reads).
@@ -495,6 +497,41 @@ EOF
 else
     step "(d') skipped: strace is not installed, physical streamed reads per node not measured"
 fi
+
+# --- (e) PWMCC by seed blocks across the two nodes --------------------------------------------------------
+# metrics.window_mb 0.0025 holds 2.2 decoders of 12 x 24: each node's window holds blocks of one seed, two
+# at a time, never the three; the pairs of each block pair are spread over the ranks of both nodes.
+step "(e) PWMCC by seed blocks (metrics.window_mb 0.0025: blocks of 1 seed) across nodeA and nodeB"
+rc=0
+timeout -k 10 120 bash "$HERE/mpirun.sh" "$nodes" -np 4 "$HUSAI" sweep "$tmp/mn.ini" --out "$tmp/blk" --run-id blk \
+    --set metrics.window_mb=0.0025 >"$tmp/blk.out" 2>"$tmp/blk.err" || rc=$?
+if [ "$rc" -ne 0 ]; then
+    cat "$tmp/blk.out" "$tmp/blk.err" >&2
+    fail "(e) the blocked two-node sweep exited $rc"
+fi
+[ "$(grep -c "by seed blocks: .* block size 1 (3 blocks, 6 block pairs)" "$tmp/blk.out")" -eq 2 ] ||
+    fail "(e) the log does not say both conditions went by blocks of 1 seed: $(grep husai "$tmp/blk.out" | head -5)"
+"$PY" - "$tmp/one/one" "$tmp/blk/blk" <<'EOF'
+import sys
+import h5py, numpy as np
+def load(run):
+    out = {}
+    with h5py.File(run + "/results.h5", "r") as h:
+        for c in h["conditions"]:
+            g = h["conditions"][c]
+            for key in ("decoders", "pwmcc", "random_pwmcc", "matched_cosine", "matched_fraction"):
+                out[f"{c}/{key}"] = g[key][()]
+            g["features"].visititems(lambda k, v: out.__setitem__(f"{c}/features/{k}", v[()])
+                                     if isinstance(v, h5py.Dataset) else None)
+    return out
+a, b = load(sys.argv[1]), load(sys.argv[2])
+bad = sorted(set(a) ^ set(b)) + [k for k in sorted(set(a) & set(b)) if a[k].tobytes() != b[k].tobytes()]
+if bad or not any("/features/" in k for k in a):
+    print(f"multinode: FAIL: (e) blocked two-node run differs from the one-node run in {bad}", file=sys.stderr)
+    sys.exit(1)
+print(f"multinode:   {len(a)} arrays (PWMCC, random, matched, features/*) bitwise equal to the one-node full window")
+EOF
+step "(e) passed"
 
 # --- teardown, checked --------------------------------------------------------------------------------------
 bash "$HERE/teardown.sh" "$nodes" || fail "teardown.sh failed"
