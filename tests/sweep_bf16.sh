@@ -148,6 +148,27 @@ EOF
 wfp32=$(run wide_fp32 "$tmp/wide.ini" fp32)
 wbf16=$(run wide_bf16 "$tmp/wide.ini" bf16)
 compare "$wfp32" "$wbf16" bf16 || fail "bf16 differs from fp32 at 768 x 4096"
+# Per-feature stability on the bf16 path: every feature's best |cos| in the other seed and its mean best
+# |cos| within 1e-5 of fp32's; the matched-at-tau stability equal wherever the best |cos| is not within
+# 1e-5 of tau (there either side of tau is the same value up to rounding).
+"$PY" - "$wfp32/results.h5" "$wbf16/results.h5" <<'EOF' || fail "bf16 stability differs from fp32 at 768 x 4096"
+import sys, h5py, numpy as np
+a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+tau = 0.7
+for name in a["conditions"]:
+    fa, fb = a["conditions"][name]["features"], b["conditions"][name]["features"]
+    S = fa["stability"].shape[0]
+    ba, bb = fa["best_cos"][()], fb["best_cos"][()]
+    off = ~np.eye(S, dtype=bool)
+    d_best = np.abs(ba - bb)[off].max()
+    d_mean = np.abs(fa["mean_best_cos"][()] - fb["mean_best_cos"][()]).max()
+    assert d_best <= 1e-5 and d_mean <= 1e-5, (name, d_best, d_mean)
+    near = (np.abs(ba - tau) <= 1e-5)[off].reshape(S, S - 1, -1).any(axis=1)
+    sa, sb = fa["stability"][()], fb["stability"][()]
+    assert np.array_equal(sa[~near], sb[~near]), (name, "stability differs away from tau")
+    print(f"  {name}: best |cos| within {d_best:.1e}, mean best |cos| within {d_mean:.1e}, stability equal "
+          f"on {int((~near).sum())} of {near.size} features (the rest within 1e-5 of tau)")
+EOF
 
 step "a bad precision is refused cleanly"
 rc=0
