@@ -15,6 +15,8 @@
 #   step MSG...  prints "NAME: MSG" on stdout
 #   fail MSG...  prints "NAME: FAIL: MSG" on stderr and exits 1
 #   skip MSG...  prints "NAME: SKIP: MSG" on stdout and exits 77 (the SKIP_RETURN_CODE in registered.cmake)
+#   sweep_ok NAME CONFIG [ARGS...]  a 2-rank `husai sweep CONFIG --out $tmp/out_NAME ARGS...` under a 600 s
+#                timeout; on a non-zero exit prints its output and fails; else prints the run directory
 # Options, for the tests that differ (each keeps what it did before this file existed):
 #   --keep-env     the exported variables keep a value the caller already set (${VAR:-1}) instead of
 #                  being forced to 1, so a run by hand can override them
@@ -80,4 +82,16 @@ fail() {
 skip() {
     echo "$HUSAI_TEST_NAME: SKIP: $*"
     exit 77
+}
+
+sweep_ok() {
+    local name=$1 config=$2 rc=0
+    shift 2
+    timeout 600 "$MPIEXEC" -np 2 --oversubscribe "$HUSAI" sweep "$config" --out "$tmp/out_$name" "$@" \
+        >"$tmp/stdout_$name" 2>"$tmp/stderr_$name" || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        cat "$tmp/stdout_$name" "$tmp/stderr_$name" >&2
+        fail "husai sweep ($name) exited $rc"
+    fi
+    find "$tmp/out_$name" -mindepth 1 -maxdepth 1 -type d ! -name '.*'
 }

@@ -46,14 +46,7 @@ reports=(summary.md conditions.csv pwmcc_vs_param.svg pwmcc_vs_ev.svg density.sv
 
 for name in sweep calibrate consistency extras; do
     step "$name: 2-rank run"
-    rc=0
-    timeout 300 "$MPIEXEC" -np 2 --oversubscribe "$HUSAI" sweep "$tmp/$name.ini" --out "$tmp/out_$name" \
-        >"$tmp/stdout_$name" 2>"$tmp/stderr_$name" || rc=$?
-    if [ "$rc" -ne 0 ]; then
-        cat "$tmp/stdout_$name" "$tmp/stderr_$name" >&2
-        fail "husai sweep ($name) exited $rc"
-    fi
-    run=$(find "$tmp/out_$name" -mindepth 1 -maxdepth 1 -type d ! -name '.*')
+    run=$(sweep_ok "$name" "$tmp/$name.ini")
     [ -d "$run" ] || fail "$name: no run directory"
     mkdir "$tmp/orig_$name"
     for f in "${reports[@]}"; do

@@ -50,14 +50,7 @@ shot() {
 
 for name in k2 arch3; do
     step "$name: 2-rank run"
-    rc=0
-    timeout 300 "$MPIEXEC" -np 2 --oversubscribe "$HUSAI" sweep "$tmp/$name.ini" --out "$tmp/out_$name" \
-        >"$tmp/stdout_$name" 2>"$tmp/stderr_$name" || rc=$?
-    if [ "$rc" -ne 0 ]; then
-        cat "$tmp/stdout_$name" "$tmp/stderr_$name" >&2
-        fail "husai sweep ($name) exited $rc"
-    fi
-    run=$(find "$tmp/out_$name" -mindepth 1 -maxdepth 1 -type d ! -name '.*')
+    run=$(sweep_ok "$name" "$tmp/$name.ini")
     [ -s "$run/report.html" ] || fail "$name: no report.html in the run directory"
 
     step "$name: the page's SVGs (ticks, text boxes, CI legend, baseline, steps, heatmaps)"

@@ -15,17 +15,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/lib.sh"
 husai_test_init sweep_bf16 --openblas
 
-# run NAME CONFIG PRECISION: a 2-rank sweep into $tmp/NAME; prints the run directory.
-run() {
-    local name=$1 config=$2 precision=$3 rc=0
-    timeout 600 "$MPIEXEC" -np 2 --oversubscribe "$HUSAI" sweep "$config" --out "$tmp/$name" \
-        --set "train.precision=$precision" >"$tmp/$name.stdout" 2>"$tmp/$name.stderr" || rc=$?
-    if [ "$rc" -ne 0 ]; then
-        cat "$tmp/$name.stdout" "$tmp/$name.stderr" >&2
-        fail "$name: husai sweep exited $rc"
-    fi
-    ls -d "$tmp/$name"/*/
-}
+# run NAME CONFIG PRECISION: a 2-rank sweep at that precision; prints the run directory.
+run() { sweep_ok "$1" "$2" --set "train.precision=$3"; }
 
 # compare A B USED: precision records and metrics of run A (fp32) against run B (USED) within 1e-5.
 compare() {
@@ -81,9 +72,9 @@ EOF
 fp32=$(run tiny_fp32 "$tmp/tiny.ini" fp32)
 bf16=$(run tiny_bf16 "$tmp/tiny.ini" bf16)
 auto=$(run tiny_auto "$tmp/tiny.ini" auto)
-grep -q "precision: bf16 (as configured" "$tmp/tiny_bf16.stdout" || fail "the bf16 run's log does not name its precision"
-grep -q "precision: .* (auto: " "$tmp/tiny_auto.stdout" || fail "the auto run's log does not give its calibration"
-grep -q "bf16: [0-9]* rows encoded" "$tmp/tiny_bf16.stdout" || fail "the bf16 run does not log its rows"
+grep -q "precision: bf16 (as configured" "$tmp/stdout_tiny_bf16" || fail "the bf16 run's log does not name its precision"
+grep -q "precision: .* (auto: " "$tmp/stdout_tiny_auto" || fail "the auto run's log does not give its calibration"
+grep -q "bf16: [0-9]* rows encoded" "$tmp/stdout_tiny_bf16" || fail "the bf16 run does not log its rows"
 
 step "bf16 and auto against fp32 (PWMCC, EV, MSE, L0 within 1e-5)"
 compare "$fp32" "$bf16" bf16 || fail "bf16 differs from fp32"
