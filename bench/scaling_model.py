@@ -9,9 +9,13 @@ Memory follows the code as it is (one condition at a time):
   per training task   4 arrays of the parameters (parameters, gradient, Adam m and v): 4 * 4 B * (2 d s + 2 s + d),
                       plus the batch's pre-activations and codes: 4 B * batch * s (+ small per-row buffers)
   per node            the normalised decoders of the condition's S seeds in one shared window (PWMCC):
-                      S * d * s * 4 B, plus the data, one copy per node (or the streaming budget)
-  rank 0              all S seeds' parameters of the condition gathered (decoders, then the window):
-                      about 2 * S * d * s * 4 B, whatever the number of conditions
+                      S * d * s * 4 B, or, when that exceeds --window-gb (metrics.window_mb), two blocks of
+                      b = floor(window / (2 d s 4 B)) seeds; plus the data, one copy per node (or the
+                      streaming budget)
+  rank 0              no seed's parameters (each rank writes its own into results.h5); the per-feature best
+                      matches of all seed pairs, S^2 * s * 8 B (|cos| and index), plus its share of the
+                      pairs' matches while they arrive, ~S^2 s 8 B / ranks, and two decoders for the consensus
+                      directions, 2 * d * s * 4 B; whatever the number of conditions
 Time:
   training            ceil(S * C / ranks) waves of one task each: rows * epochs / (rate at s) per task;
                       the encoder is ~99% of a step's flops at these widths, so the rate scales as 1 / s
@@ -37,9 +41,11 @@ def model(a, s, nodes):
     task_mem = 4 * 4 * params + 4 * a.batch * s * 2
     ranks_per_node = math.ceil(ranks / nodes)
     window = S * d * s * 4
+    if a.window_gb and window > a.window_gb * 1e9:  # blocks of b seeds, two held at a time
+        window = 2 * max(1, int(a.window_gb * 1e9 // (2 * d * s * 4))) * d * s * 4
     data = a.rows * d * 4
     node_mem = ranks_per_node * task_mem + window + data
-    rank0_extra = 2 * S * d * s * 4
+    rank0_extra = S * S * s * 8 * (1 + 1 / ranks) + 2 * d * s * 4
     # Cores a node has beyond its ranks go to each rank's threads (HUSAI_THREADS), at the efficiency measured
     # at 2 threads (BENCHMARKS.md section 4); more threads per rank are not measured here.
     threads = max(1, a.cores_per_node // ranks_per_node)
@@ -73,6 +79,8 @@ def main():
     p.add_argument("--pwmcc-gflops", type=float, default=86.9, help="per core (BENCHMARKS.md section 3)")
     p.add_argument("--thread-efficiency", type=float, default=0.88,
                    help="speed-up per extra thread of a rank (2 threads: 1.76x, section 4)")
+    p.add_argument("--window-gb", type=float, default=0.0,
+                   help="metrics.window_mb / 1000: the PWMCC window's budget per node (0: all S decoders)")
     p.add_argument("--read-gbs", type=float, default=1.84, help="per node, cold cache (section 5)")
     a = p.parse_args()
     print(f"{a.seeds} seeds x {a.conditions} condition(s), d_model {a.d_model}, {a.rows:.3g} rows x "

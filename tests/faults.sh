@@ -110,8 +110,9 @@ rc=0
 }
 step "  checkpoints written on SIGTERM (mpirun exit $rc0); --resume continues from them"
 
-# d_sae 512: a checkpoint is 203 KB and the node's shared data window ~130 KB; results.h5 needs
-# 256 KiB of metadata allowance on creation and ~540 KB once the condition (4 x 2 x 16 x 512 floats) lands.
+# d_sae 512: a checkpoint is 203 KB and the node's shared data window ~130 KB; results.h5 reserves 256 KiB
+# of metadata allowance on creation, ~540 KB before training (the parameters, 4 x 2 x 16 x 512 floats, which
+# the ranks write into it themselves) and ~0.7 MB once the condition's metrics land after training.
 sed -e 's/^epochs = 2000/epochs = 2/' -e 's/^d_sae = 48/d_sae = 512/' "$tmp/f.ini" >"$tmp/small.ini"
 # Runs the small job under a file-size limit of $1 KiB into run id $2; checks one clear error line, exit 1
 # from the job, and no run directory under the final name.
@@ -139,8 +140,8 @@ limited_run() {
 step "2. disk full for results.h5 at its creation (240 KiB limit): fails before any training"
 limited_run 240 early
 ! grep -q "\[husai\] task .* done" "$tmp/early.out" || fail "the job trained before finding the disk full"
-step "2b. disk full when a condition's parameters land in results.h5 (400 KiB limit), after training"
-limited_run 400 late
+step "2b. disk full when a condition's metrics land in results.h5 (600 KiB limit), after training"
+limited_run 600 late
 grep -q "\[husai\] task .* done" "$tmp/late.out" || fail "the job failed before training; expected the write to fail after"
 [ ! -e "$tmp/full/.late.partial/results.h5" ] && [ ! -e "$tmp/full/.late.partial/results.json" ] ||
     fail "a failed write left results that look complete in the staging directory"
@@ -155,14 +156,17 @@ with h5py.File(sys.argv[1], "r") as f:
     assert f["conditions/k=4/decoders"].shape == (4, 16, 512), f["conditions/k=4/decoders"].shape
 PY
 step "  --resume without the limit finished from the checkpoints; results.h5 holds the 4 decoders"
-# d_sae 2048: a checkpoint is ~0.8 MB, results.h5 ~1.9 MB once the condition lands.
-sed -e 's/^d_sae = 512/d_sae = 2048/' "$tmp/small.ini" >"$tmp/wide.ini"
-step "2c. disk full for the checkpoints at d_sae 2048 (600 KiB limit): every rank stops, one line for all"
-limited_run 600 ckfull "$tmp/wide.ini"
+# d_sae 8192 with 2 seeds: a checkpoint (weights and Adam moments) is ~3.2 MB, more than results.h5's ~2.5 MB
+# reserved before training (2 x 2 x 16 x 8192 floats and the allowance).
+sed -e 's/^d_sae = 512/d_sae = 8192/' -e 's/^seeds = 1, 2, 3, 4/seeds = 1, 2/' "$tmp/small.ini" >"$tmp/ck.ini"
+step "2c. disk full for the checkpoints at d_sae 8192 (2800 KiB limit): every rank stops, one line for all"
+limited_run 2800 ckfull "$tmp/ck.ini"
 grep -q "^husai: error.*checkpoint" "$tmp/ckfull.err" || fail "the error line does not name the checkpoint"
 [ ! -e "$tmp/full/.ckfull.partial" ] || fail "a run that checkpointed nothing left its staging directory"
-step "2d. disk full for results.h5 at d_sae 2048 (1200 KiB limit): one line; the checkpoints stay for --resume"
+# d_sae 2048: a checkpoint is ~0.8 MB; results.h5 reserves ~1.4 MB for the 4 seeds' parameters up front.
+sed -e 's/^d_sae = 512/d_sae = 2048/' "$tmp/small.ini" >"$tmp/wide.ini"
+step "2d. no room for the parameters in results.h5 at d_sae 2048 (1200 KiB limit): refused before training"
 limited_run 1200 widefull "$tmp/wide.ini"
-n_ck=$(ls "$tmp/full/.widefull.partial/checkpoints" 2>/dev/null | grep -c ckpt$ || true)
-[ "$n_ck" -eq 4 ] || fail "expected the 4 trained tasks' checkpoints kept for --resume, found $n_ck"
+! grep -q "\[husai\] task .* done" "$tmp/widefull.out" || fail "the job trained before finding no room for its results"
+grep -q "^husai: error.*results.h5.*it needs 1\.[0-9] MB" "$tmp/widefull.err" || fail "the error line does not say what results.h5 needs"
 step "all fault checks passed"

@@ -33,6 +33,18 @@ static husai_status no_memory(const husai_condition_result *c, const char *what)
     return husai_error(HUSAI_ERR_NOMEM, "out of memory for %s of %s", what, c->name);
 }
 
+husai_status husai_condition_random_features(const husai_condition_opts *o, husai_condition_result *c) {
+    if (!c->random_best) return HUSAI_OK;
+    husai_features rb = *c->random_best;
+    free(c->random_best);
+    c->random_best = NULL;
+    husai_status st =
+        husai_features_analyse(&rb, NULL, c->seeds, NULL, tau_of(o), o->features_min_seeds, &o->boot);
+    c->features_random = rb.stats;
+    husai_features_free(&rb);
+    return st ? failed(c, st, "per-feature stability of the random baseline") : HUSAI_OK;
+}
+
 /* The random-decoder PWMCC matrix and its CI: copied from a done condition with the same seeds and shape
  * (a sweep over k, lr, lambda ... shares one baseline, which at large d_sae costs as much as the trained
  * PWMCC), else computed here unless a spread phase has filled the matrix already. */
@@ -67,10 +79,8 @@ static husai_status random_baseline(const husai_condition_opts *o, husai_conditi
                     : husai_pwmcc_rows_part(rnd, S, c->d_model, c->d_sae, 0, 1, c->random_pwmcc);
         free(rnd);
         if (st) return failed(c, st, "random baseline");
-    } else if (c->random_best) {
-        rb = *c->random_best;
-        free(c->random_best);
-        c->random_best = NULL;
+    } else if ((st = husai_condition_random_features(o, c))) {
+        return st;
     }
     if (rb.best_cos) {
         st = husai_features_analyse(&rb, NULL, c->seeds, NULL, tau_of(o), o->features_min_seeds, bo);
@@ -113,20 +123,31 @@ static husai_status seed_cis(const husai_boot_opts *bo, husai_condition_result *
 
 /* The reference joins as model S, so pairs that involve it are counted too; the others are the S x S
  * matrix already computed. */
-static husai_status with_reference(const husai_boot_opts *bo, husai_condition_result *c, const float *ref) {
+static husai_status with_reference(const husai_boot_opts *bo, husai_condition_result *c,
+                                   const husai_decoder_source *src, const float *ref) {
     const int S = c->S, S1 = S + 1;
     const size_t dd = (size_t)c->d_model * c->d_sae;
     double *M = c->pwmcc_with_ref = malloc((size_t)S1 * S1 * sizeof(double));
-    if (!M) return no_memory(c, "the with-reference PWMCC");
+    float *scratch = src->all ? NULL : malloc(dd * sizeof(float));
+    if (!M || (!src->all && !scratch)) {
+        free(scratch);
+        return no_memory(c, "the with-reference PWMCC");
+    }
     for (int p = 0; p < S; p++)
         memcpy(M + (size_t)p * S1, c->pwmcc + (size_t)p * S, (size_t)S * sizeof(double));
     M[(size_t)S * S1 + S] = 1.0;
     for (int p = 0; p < S; p++) {
         double *pair = &M[(size_t)p * S1 + S];
-        husai_status st = husai_pwmcc_pair(c->decoders + p * dd, c->d_sae, ref, c->d_sae, c->d_model, pair);
-        if (st) return failed(c, st, "PWMCC with the reference");
+        const float *D;
+        husai_status st = husai_decoder_get(src, p, dd, scratch, &D);
+        if (!st) st = husai_pwmcc_pair(D, c->d_sae, ref, c->d_sae, c->d_model, pair);
+        if (st) {
+            free(scratch);
+            return failed(c, st, "PWMCC with the reference");
+        }
         M[(size_t)S * S1 + p] = *pair;
     }
+    free(scratch);
     husai_status st = husai_ci_pair_matrix(M, S1, bo, &c->trained_with_ref);
     if (st) return failed(c, st, "bootstrap");
     c->has_ref = 1;
@@ -161,8 +182,13 @@ husai_status husai_condition_metrics(const husai_condition_opts *o, husai_condit
     husai_status st = HUSAI_OK;
     /* The decoders as unit feature rows, once, for PWMCC and matched agreement when this process
      * computes them (a spread phase has already filled both). */
+    const husai_decoder_source src = c->decoders ? (husai_decoder_source){.all = c->decoders} : c->stored;
+    if (!src.all && !src.load) return husai_error(HUSAI_ERR_ARG, "%s has no decoders", c->name);
     float *F = NULL;
     if (!c->pwmcc_done || match_here) {
+        if (!c->decoders)
+            return husai_error(HUSAI_ERR_ARG, "%s: PWMCC in one process needs its decoders in memory",
+                               c->name);
         if (!(F = malloc((size_t)S * dd * sizeof(float)))) return no_memory(c, "the decoders");
         for (int s = 0; s < S; s++)
             husai_normalized_feature_rows(c->decoders + s * dd, c->d_model, c->d_sae, F + s * dd);
@@ -180,8 +206,8 @@ husai_status husai_condition_metrics(const husai_condition_opts *o, husai_condit
         goto out;
     }
     if (S >= 2 && (!c->pwmcc_done || c->features_done) &&
-        (st = husai_features_analyse(c->features, c->decoders, c->seeds, c->density, tau_of(o),
-                                     o->features_min_seeds, bo))) {
+        (st = husai_features_analyse_src(c->features, &src, c->seeds, c->density, tau_of(o),
+                                         o->features_min_seeds, bo))) {
         st = failed(c, st, "per-feature stability");
         goto out;
     }
@@ -216,7 +242,7 @@ husai_status husai_condition_metrics(const husai_condition_opts *o, husai_condit
         }
         c->has_match = 1;
     }
-    if (ref_decoder && (st = with_reference(bo, c, ref_decoder))) goto out;
+    if (ref_decoder && (st = with_reference(bo, c, &src, ref_decoder))) goto out;
     /* Every interval here resamples the S seeds (the reference is not exchangeable with seeds trained
      * towards it), so below HUSAI_CI_MIN_SEEDS none is reported, and nor is the LCB built from them. */
     husai_ci *cis[] = {&c->trained,
@@ -252,6 +278,7 @@ void husai_condition_release_params(husai_condition_result *c) {
     free(c->b_dec);
     free(c->thresholds);
     c->decoders = c->encoders = c->b_enc = c->b_dec = c->thresholds = NULL;
+    c->stored = (husai_decoder_source){0}; /* points into the engine's state, which goes first */
 }
 
 void husai_condition_result_free(husai_condition_result *r) {

@@ -3,7 +3,7 @@
  * bootstrap CIs, delta, the conservative LCB, the ratio. Takes matrices, never models; no MPI here.
  * The engine (sweep/) fills a result, this module completes its statistics, report/ writes it.
  * defines: husai_seed_metrics, husai_condition_result, husai_condition_opts, husai_condition_metrics,
- *          husai_condition_release_params, husai_condition_result_free */
+ *          husai_condition_random_features, husai_condition_release_params, husai_condition_result_free */
 #ifndef HUSAI_METRICS_CONDITION_H
 #define HUSAI_METRICS_CONDITION_H
 
@@ -32,7 +32,8 @@ typedef struct {
     int S, d_model, d_sae, k, epochs, batch_size;
     double lr;
     const uint64_t *seeds;        /* (S) */
-    float *decoders;              /* (S, d_model, d_sae) file layout, columns are features */
+    float *decoders;              /* (S, d_model, d_sae) file layout, columns are features; or NULL: */
+    husai_decoder_source stored;  /* where they are read from one at a time (sweeps keep them on disk) */
     float *encoders;              /* (S, d_sae, d_model) */
     float *b_enc;                 /* (S, d_sae) */
     float *b_dec;                 /* (S, d_model): zeros without a decoder bias */
@@ -71,8 +72,8 @@ typedef struct {
     const float *gt_dict;
     int gt_atoms;
     double gt_consensus_recovered, gt_consensus_precision;
-    int written;          /* in results.h5 already; decoders .. thresholds are then released (NULL) */
-    int encoders_written; /* the encoders went ahead into results.h5 (and were released) */
+    int written;        /* in results.h5 already; decoders .. thresholds are then released (NULL) */
+    int params_written; /* decoders .. thresholds went ahead into results.h5, written by their owners */
 } husai_condition_result;
 
 /* What the statistics need from the configuration. */
@@ -83,16 +84,22 @@ typedef struct {
     int features_min_seeds; /* seeds a consensus feature needs (features.min_seeds); 0: S - 1, at least 2 */
 } husai_condition_opts;
 
-/* Completes c's statistics from its decoders and per-seed metrics: PWMCC (unless pwmcc_done) and the
- * random matrix (copied from any of done[0..n_done) with the same seeds and shape, else computed unless
- * random_done), bootstrap CIs, delta, LCB, ratio, matched agreement up to o->matching_max_d_sae; with
- * ref_decoder ([d_model, d_sae]) also the with-reference PWMCC and alignment CIs; with S >= 2 the
- * per-feature stability and consensus features (in the same pass as PWMCC) and their random baseline. Below
- * HUSAI_CI_MIN_SEEDS seeds every interval and the LCB are NaN (withheld). Returns HUSAI_ERR_NOMEM or a
- * metric's error with the message naming the condition; c's arrays are then c's to free as always. */
+/* Completes c's statistics from its decoders (c->decoders, else c->stored) and per-seed metrics: PWMCC
+ * (unless pwmcc_done) and the random matrix (copied from any of done[0..n_done) with the same seeds and
+ * shape, else computed unless random_done), bootstrap CIs, delta, LCB, ratio, matched agreement up to
+ * o->matching_max_d_sae; with ref_decoder ([d_model, d_sae]) also the with-reference PWMCC and alignment CIs;
+ * with S >= 2 the per-feature stability and consensus features (in the same pass as PWMCC) and their random
+ * baseline. Below HUSAI_CI_MIN_SEEDS seeds every interval and the LCB are NaN (withheld). Returns
+ * HUSAI_ERR_NOMEM or a metric's error with the message naming the condition; c's arrays are then c's to free
+ * as always. */
 husai_status husai_condition_metrics(const husai_condition_opts *o, husai_condition_result *c,
                                      const float *ref_decoder, const husai_condition_result *done,
                                      int n_done);
+
+/* Reduces c->random_best (the random decoders' best matches, if a spread pass left them) to
+ * c->features_random and frees it, as husai_condition_metrics would; lets the engine drop those S^2 d_sae
+ * tensors before it gathers the trained ones. */
+husai_status husai_condition_random_features(const husai_condition_opts *o, husai_condition_result *c);
 
 /* Releases c's parameters (decoders, encoders, b_enc, b_dec, thresholds) once they are written. */
 void husai_condition_release_params(husai_condition_result *c);

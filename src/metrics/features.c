@@ -325,12 +325,18 @@ static double dot_rows(const float *a, const float *b, int d) {
     return s;
 }
 
-/* Direction, coherence and density of consensus feature c from its members' decoder columns (D: S of
- * [d_model, d_sae], file layout), each made a unit row in rows[] as husai_normalized_feature_rows would
- * (the same bits as PWMCC's rows), visited in seed-id order so the sums do not depend on seed positions;
- * signs are aligned to the member with the smallest key. acc holds d_model doubles, rows S d_model floats. */
-static void describe_consensus(husai_features *f, int c, const float *D, const int *order,
-                               const float *density, double *acc, float *rows) {
+husai_status husai_decoder_get(const husai_decoder_source *src, int s, size_t dd, float *scratch,
+                               const float **out) {
+    *out = src->all ? src->all + (size_t)s * dd : scratch;
+    return src->all ? HUSAI_OK : src->load(src->ctx, s, scratch);
+}
+
+/* Direction, coherence and density of consensus feature c from its members' unit decoder columns (unit[s]:
+ * seed s's member as husai_normalized_feature_rows makes it, the same bits as PWMCC's rows), visited in
+ * seed-id order so the sums do not depend on seed positions; signs are aligned to the member with the
+ * smallest key. acc holds d_model doubles, row S pointers. */
+static void describe_consensus(husai_features *f, int c, const float *unit, const int *order,
+                               const float *density, double *acc, const float **row) {
     const int S = f->S, dm = f->d_model, ds = f->d_sae;
     const int32_t *mem = f->members + (size_t)c * S;
     memset(acc, 0, (size_t)dm * sizeof(double));
@@ -339,13 +345,12 @@ static void describe_consensus(husai_features *f, int c, const float *D, const i
     for (int r = 0; r < S; r++) {
         const int s = order[r];
         if (mem[s] < 0) continue;
-        float *row = rows + (size_t)n * dm;
-        husai_unit_rows(D + (size_t)s * dm * ds + mem[s], 1, dm, 0, (size_t)ds, row);
-        const double sign = dot_rows(rows, row, dm) < 0.0 ? -1.0 : 1.0;
+        row[n] = unit + (size_t)s * dm;
+        const double sign = dot_rows(row[0], row[n], dm) < 0.0 ? -1.0 : 1.0;
         for (int k = 0; k < dm; k++)
-            acc[k] += sign * row[k];
+            acc[k] += sign * row[n][k];
         for (int m = 0; m < n; m++, pairs++)
-            coh += fabs(dot_rows(rows + (size_t)m * dm, row, dm));
+            coh += fabs(dot_rows(row[m], row[n], dm));
         if (density) dens += density[(size_t)s * ds + mem[s]];
         n++;
     }
@@ -359,9 +364,54 @@ static void describe_consensus(husai_features *f, int c, const float *D, const i
     f->density[c] = density ? (float)(dens / n) : NAN;
 }
 
+/* Every consensus feature's direction, coherence and density, C features at a time (C = d_sae / S, at
+ * least 1): for each chunk every seed's decoder is fetched once and its members' columns made unit rows,
+ * so at most one loaded decoder and S C d_model floats of rows are held, about two decoders whatever S.
+ * A loaded decoder is fetched once per chunk, S ceil(n C^-1) loads in all. */
+static husai_status describe_all(husai_features *f, const husai_decoder_source *src, const int *order,
+                                 const float *density) {
+    const int S = f->S, dm = f->d_model, ds = f->d_sae, n = f->n_consensus;
+    const size_t dd = (size_t)dm * ds;
+    const int C = ds / S > 1 ? ds / S : 1;
+    const int chunk = n < C ? n : C;
+    float *unit = malloc(((size_t)chunk * S * dm + 1) * sizeof(float));
+    float *scratch = src->all ? NULL : malloc(dd * sizeof(float));
+    double *acc = malloc((size_t)dm * sizeof(double));
+    const float **row = malloc((size_t)S * sizeof *row);
+    husai_status st = HUSAI_OK;
+    if (!unit || (!src->all && !scratch) || !acc || !row)
+        st = husai_error(HUSAI_ERR_NOMEM, "cannot allocate the consensus features' member columns");
+    for (int c0 = 0; c0 < n && !st; c0 += chunk) {
+        const int c1 = c0 + chunk < n ? c0 + chunk : n;
+        for (int s = 0; s < S && !st; s++) {
+            const float *D;
+            if ((st = husai_decoder_get(src, s, dd, scratch, &D))) break;
+            for (int c = c0; c < c1; c++) {
+                const int32_t j = f->members[(size_t)c * S + s];
+                if (j >= 0)
+                    husai_unit_rows(D + j, 1, dm, 0, (size_t)ds, unit + ((size_t)(c - c0) * S + s) * dm);
+            }
+        }
+        for (int c = c0; c < c1 && !st; c++)
+            describe_consensus(f, c, unit + (size_t)(c - c0) * S * dm, order, density, acc, row);
+    }
+    free(unit);
+    free(scratch);
+    free(acc);
+    free(row);
+    return st;
+}
+
 husai_status husai_features_analyse(husai_features *f, const float *D, const uint64_t *seed_ids,
                                     const float *density, double tau, int min_seeds,
                                     const husai_boot_opts *bo) {
+    const husai_decoder_source src = {.all = D};
+    return husai_features_analyse_src(f, D ? &src : NULL, seed_ids, density, tau, min_seeds, bo);
+}
+
+husai_status husai_features_analyse_src(husai_features *f, const husai_decoder_source *src,
+                                        const uint64_t *seed_ids, const float *density, double tau,
+                                        int min_seeds, const husai_boot_opts *bo) {
     const int S = f->S, d = f->d_sae;
     if (!min_seeds) min_seeds = husai_features_default_min_seeds(S);
     if (S < 2 || !f->best_cos)
@@ -383,8 +433,6 @@ husai_status husai_features_analyse(husai_features *f, const float *D, const uin
     uint64_t *seeds = calloc(N * W, sizeof(uint64_t));
     feat_edge *edges = NULL;
     int32_t *index = NULL;
-    double *acc = NULL;
-    float *rows = NULL;
     husai_status st = HUSAI_OK;
     if (!order || !rank_of || !f->stability || !f->mean_best || !f->cluster || !parent || !size || !seeds) {
         st = husai_error(HUSAI_ERR_NOMEM, "cannot allocate per-feature stability for %d seeds", S);
@@ -482,9 +530,7 @@ husai_status husai_features_analyse(husai_features *f, const float *D, const uin
     f->n_members = malloc(((size_t)n + 1) * sizeof(int32_t));
     f->coherence = malloc(((size_t)n + 1) * sizeof(float));
     f->density = malloc(((size_t)n + 1) * sizeof(float));
-    acc = malloc((size_t)f->d_model * sizeof(double));
-    rows = malloc((size_t)S * f->d_model * sizeof(float));
-    if (!f->consensus || !f->members || !f->n_members || !f->coherence || !f->density || !acc || !rows) {
+    if (!f->consensus || !f->members || !f->n_members || !f->coherence || !f->density) {
         free(roots);
         st = husai_error(HUSAI_ERR_NOMEM, "cannot allocate %d consensus features", n);
         goto out;
@@ -504,11 +550,8 @@ husai_status husai_features_analyse(husai_features *f, const float *D, const uin
         f->cluster[(size_t)s * d + i] = c;
         if (c >= 0) f->members[(size_t)c * S + s] = i;
     }
-    for (int c = 0; c < n; c++) {
-        if (D) {
-            describe_consensus(f, c, D, order, density, acc, rows);
-            continue;
-        }
+    if (src && (st = describe_all(f, src, order, density))) goto out;
+    for (int c = 0; c < n && !src; c++) {
         for (int k = 0; k < f->d_model; k++)
             f->consensus[(size_t)c * f->d_model + k] = NAN;
         f->coherence[c] = f->density[c] = NAN;
@@ -534,8 +577,6 @@ out:
     free(seeds);
     free(edges);
     free(index);
-    free(acc);
-    free(rows);
     if (st != HUSAI_OK) {
         /* Nothing half-made: the caller keeps only the best-match tensors it passed in. */
         float *bc = f->best_cos;

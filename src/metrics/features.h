@@ -14,7 +14,8 @@
  *
  * Memory: the best-match tensors are 8 S^2 d_sae bytes (64 seeds x 16384 latents: 537 MB for cos and
  * index together), held where a condition's results are.
- * defines: husai_features, husai_feature_stats, husai_features_*, HUSAI_FEATURES_STABLE,
+ * defines: husai_features, husai_feature_stats, husai_features_*, husai_decoder_source, husai_decoder_get,
+ *          HUSAI_FEATURES_STABLE,
  *          HUSAI_FEATURES_TAU */
 #ifndef HUSAI_METRICS_FEATURES_H
 #define HUSAI_METRICS_FEATURES_H
@@ -84,6 +85,26 @@ void husai_features_place_pairs(husai_features *f, const int *pq, long n, const 
 /* The best-match tensors in one process: husai_features_init, then every pair from PWMCC's pass over F
  * (S sets of d_sae unit rows of d_model floats); M (S x S, may be NULL) receives PWMCC. */
 husai_status husai_features_best(husai_features *f, const float *F, int S, int d_model, int d_sae, double *M);
+
+/* Where a condition's S decoders ([d_model, d_sae] each, file layout) come from: all in memory, or loaded
+ * one at a time (e.g. read back from results.h5 by the engine), so a process need not hold all S. */
+typedef struct {
+    const float *all; /* the S decoders one after another, or NULL to use load */
+    husai_status (*load)(void *ctx, int s, float *out); /* seed s's decoder into out; a status on failure */
+    void *ctx;
+} husai_decoder_source;
+
+/* Seed s's decoder (dd = d_model d_sae floats) in *out: a pointer into src->all, or scratch (dd floats)
+ * as src->load filled it; the load's status. */
+husai_status husai_decoder_get(const husai_decoder_source *src, int s, size_t dd, float *scratch,
+                               const float **out);
+
+/* husai_features_analyse with the decoders from src (NULL: none, as D = NULL there). The consensus
+ * directions are made a bounded number of consensus features at a time (at most d_sae / S, at least 1),
+ * so beside f the pass holds one decoder and about one decoder's worth of member columns, whatever S. */
+husai_status husai_features_analyse_src(husai_features *f, const husai_decoder_source *src,
+                                        const uint64_t *seed_ids, const float *density, double tau,
+                                        int min_seeds, const husai_boot_opts *bo);
 
 /* From f's best-match tensors and the decoders D (S of [d_model, d_sae], file layout; the consensus
  * directions are read from the members' columns only): stability, mutual matches, clusters, consensus

@@ -249,7 +249,13 @@ husai_status husai_results_h5_open(husai_results_h5 **out, const char *path, con
     snprintf(h->tmp, sizeof h->tmp, "%s.partial", path);
     h->fd = -1;
     h->conds = h->gcpl = H5I_INVALID_HID;
-    h->file = H5Fcreate(h->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    /* No HDF5 file lock: the ranks write their parameters into this file through MPI-IO while rank 0 holds
+     * it open (husai_results_h5_params), and on NFS HDF5's lock is a whole-file fcntl lock that MPI-IO's
+     * range locks would wait on forever. The run's own lock (sweep/run.c) keeps other runs out. */
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0) H5Pset_file_locking(fapl, 0, 1);
+    h->file = H5Fcreate(h->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl >= 0 ? fapl : H5P_DEFAULT);
+    if (fapl >= 0) H5Pclose(fapl);
     if (h->file < 0) {
         free(h);
         char why[512];
@@ -298,8 +304,9 @@ static size_t condition_bytes(const husai_condition_result *c) {
     const size_t feat = f && f->best_cos ? (2 * S * S + 4 * S) * (size_t)c->d_sae * sizeof(float) +
                                                (size_t)f->n_consensus * (c->d_model + S + 3) * sizeof(float)
                                          : 0;
-    return S * (2 * dd + 3 * (size_t)c->d_sae + (size_t)c->d_model) * sizeof(float) +
-           (S + 1) * (S + 1) * 5 * sizeof(double) + S * 24 * sizeof(double) + scale_bytes(c) + feat;
+    const size_t params = c->params_written ? 0 : 2 * dd + 2 * (size_t)c->d_sae + (size_t)c->d_model;
+    return S * (params + (size_t)c->d_sae) * sizeof(float) + (S + 1) * (S + 1) * 5 * sizeof(double) +
+           S * 24 * sizeof(double) + scale_bytes(c) + feat;
 }
 
 /* Writes dataset features/<leaf> into the features group fg, described with the condition group cond's
@@ -361,10 +368,10 @@ static hid_t create_ordered_group(const husai_results_h5 *h, const char *name) {
     return H5Gcreate2(h->conds, name, H5P_DEFAULT, h->gcpl, H5P_DEFAULT);
 }
 
-/* Condition c's group: opened when its encoders went ahead, else created with its position in the sweep
+/* Condition c's group: opened when its parameters went ahead, else created with its position in the sweep
  * and the scales of its axes (seed, d_model, d_sae), which every dataset written into it then attaches. */
 static hid_t condition_group(husai_results_h5 *h, const husai_condition_result *c) {
-    if (c->encoders_written) return H5Gopen2(h->conds, c->name, H5P_DEFAULT);
+    if (c->params_written) return H5Gopen2(h->conds, c->name, H5P_DEFAULT);
     hid_t g = create_ordered_group(h, c->name);
     if (g < 0) return g;
     const hsize_t d_s[1] = {(hsize_t)c->S};
@@ -440,12 +447,14 @@ static herr_t write_condition(husai_results_h5 *h, const husai_condition_result 
     herr_t rc = 0;
     const hsize_t S = (hsize_t)c->S, dm = (hsize_t)c->d_model, ds = (hsize_t)c->d_sae;
     const hsize_t d_dec[3] = {S, dm, ds}, d_enc[3] = {S, ds, dm}, d_b[2] = {S, ds}, d_m[2] = {S, S};
-    rc |= write_ds(g, "decoders", H5T_NATIVE_FLOAT, 3, d_dec, c->decoders);
-    if (!c->encoders_written) rc |= write_ds(g, "encoders", H5T_NATIVE_FLOAT, 3, d_enc, c->encoders);
-    rc |= write_ds(g, "b_enc", H5T_NATIVE_FLOAT, 2, d_b, c->b_enc);
-    const hsize_t d_bd[2] = {S, dm};
-    if (c->b_dec) rc |= write_ds(g, "b_dec", H5T_NATIVE_FLOAT, 2, d_bd, c->b_dec);
-    if (c->thresholds) rc |= write_ds(g, "thresholds", H5T_NATIVE_FLOAT, 2, d_b, c->thresholds);
+    if (!c->params_written) {
+        const hsize_t d_bd[2] = {S, dm};
+        rc |= write_ds(g, "encoders", H5T_NATIVE_FLOAT, 3, d_enc, c->encoders);
+        rc |= write_ds(g, "decoders", H5T_NATIVE_FLOAT, 3, d_dec, c->decoders);
+        rc |= write_ds(g, "b_enc", H5T_NATIVE_FLOAT, 2, d_b, c->b_enc);
+        if (c->b_dec) rc |= write_ds(g, "b_dec", H5T_NATIVE_FLOAT, 2, d_bd, c->b_dec);
+        if (c->thresholds) rc |= write_ds(g, "thresholds", H5T_NATIVE_FLOAT, 2, d_b, c->thresholds);
+    }
     rc |= write_ds(g, "pwmcc", H5T_NATIVE_DOUBLE, 2, d_m, c->pwmcc);
     rc |= write_ds(g, "random_pwmcc", H5T_NATIVE_DOUBLE, 2, d_m, c->random_pwmcc);
     rc |= write_seed_columns(g, c);
@@ -475,23 +484,55 @@ static herr_t write_condition(husai_results_h5 *h, const husai_condition_result 
     return rc;
 }
 
-/* Frees a condition's parameter arrays (decoders, encoders, b_enc, b_dec, thresholds); safe twice. */
-husai_status husai_results_h5_encoders(husai_results_h5 *h, husai_condition_result *c) {
+/* Creates parameter dataset name of g (file layout float32, contiguous, its space allocated now and never
+ * filled, as the owners' writes fill it), described like every other, and its offset in the file. */
+static herr_t create_param(hid_t g, const char *name, int rank, const hsize_t *dims, uint64_t *offset) {
+    hid_t space = H5Screate_simple(rank, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    herr_t rc = space < 0 || dcpl < 0 || H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY) < 0 ||
+                        H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0
+                    ? -1
+                    : 0;
+    hid_t ds = rc < 0 ? H5I_INVALID_HID
+                      : H5Dcreate2(g, name, H5T_NATIVE_FLOAT, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    const haddr_t at = ds < 0 ? HADDR_UNDEF : H5Dget_offset(ds);
+    if (at == HADDR_UNDEF) rc = -1;
+    *offset = (uint64_t)at;
+    if (rc >= 0) rc = describe(g, ds, name, rank);
+    if (ds >= 0) H5Dclose(ds);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (space >= 0) H5Sclose(space);
+    return rc;
+}
+
+husai_status husai_results_h5_params(husai_results_h5 *h, husai_condition_result *c,
+                                     uint64_t offset[HUSAI_N_PARAMS]) {
     if (h->err) return h->err;
-    const hsize_t d_enc[3] = {(hsize_t)c->S, (hsize_t)c->d_sae, (hsize_t)c->d_model};
-    husai_status st = reserve(h, (size_t)c->S * c->d_sae * c->d_model * sizeof(float) + scale_bytes(c));
+    /* The owners write the bytes of a float as this machine holds it; HDF5 stores little-endian IEEE. */
+    if (H5Tequal(H5T_NATIVE_FLOAT, H5T_IEEE_F32LE) <= 0)
+        return h->err = husai_error(HUSAI_ERR_IO, "results.h5's parameters need little-endian IEEE floats");
+    const hsize_t S = (hsize_t)c->S, dm = (hsize_t)c->d_model, ds = (hsize_t)c->d_sae;
+    const size_t bytes = (size_t)S * (2 * (size_t)dm * ds + 2 * ds + dm) * sizeof(float);
+    husai_status st = reserve(h, bytes + scale_bytes(c));
     hid_t g = st ? H5I_INVALID_HID : condition_group(h, c);
-    if (!st && (g < 0 || write_ds(g, "encoders", H5T_NATIVE_FLOAT, 3, d_enc, c->encoders) < 0 ||
-                H5Fflush(h->file, H5F_SCOPE_LOCAL) < 0))
-        st = husai_error(HUSAI_ERR_IO, "writing condition '%s' to '%s' failed", c->name, h->path);
+    if (!st) {
+        const hsize_t d_enc[3] = {S, ds, dm}, d_dec[3] = {S, dm, ds}, d_b[2] = {S, ds}, d_bd[2] = {S, dm};
+        /* The order the group has always listed them in: encoders went ahead of the rest. */
+        herr_t rc = g < 0 ? -1 : create_param(g, "encoders", 3, d_enc, &offset[HUSAI_PARAM_ENCODERS]);
+        if (rc >= 0) rc = create_param(g, "decoders", 3, d_dec, &offset[HUSAI_PARAM_DECODERS]);
+        if (rc >= 0) rc = create_param(g, "b_enc", 2, d_b, &offset[HUSAI_PARAM_B_ENC]);
+        if (rc >= 0) rc = create_param(g, "b_dec", 2, d_bd, &offset[HUSAI_PARAM_B_DEC]);
+        if (rc >= 0) rc = create_param(g, "thresholds", 2, d_b, &offset[HUSAI_PARAM_THRESHOLDS]);
+        if (rc < 0 || H5Fflush(h->file, H5F_SCOPE_LOCAL) < 0)
+            st = husai_error(HUSAI_ERR_IO, "writing condition '%s' to '%s' failed", c->name, h->path);
+    }
     if (g >= 0) H5Gclose(g);
     h->err = st;
-    if (!st) {
-        free(c->encoders);
-        c->encoders = NULL;
-        c->encoders_written = 1;
-    }
+    if (!st) c->params_written = 1;
     return st;
+}
+
+const char *husai_results_h5_partial_path(const husai_results_h5 *h) {
+    return h->tmp;
 }
 
 husai_status husai_results_h5_condition(husai_results_h5 *h, husai_condition_result *c) {
@@ -783,6 +824,9 @@ static husai_status write_json(const char *path, const husai_run_info *run, cons
     }
     cJSON_AddNumberToObject(r, "seconds", run->seconds);
     if (run->peak_rss_mb > 0) cJSON_AddNumberToObject(r, "peak_rss_mb", run->peak_rss_mb);
+    if (run->peak_rss_by_rank && run->ranks > 0)
+        cJSON_AddItemToObject(r, "peak_rss_mb_by_rank",
+                              cJSON_CreateDoubleArray(run->peak_rss_by_rank, run->ranks));
     const husai_config *cfg = run->cfg;
     if (run->precision) add_precision(r, run);
     cJSON *d = cJSON_AddObjectToObject(root, "data");
@@ -1491,11 +1535,20 @@ husai_status husai_results_write(const husai_rundir *rd, const husai_run_info *r
      * results.json records and `husai report` reproduces it. */
     husai_run_info final = *run;
     struct rusage ru;
-    if (final.peak_rss_mb > 0 && getrusage(RUSAGE_SELF, &ru) == 0 &&
-        (double)ru.ru_maxrss / 1024.0 > final.peak_rss_mb)
-        final.peak_rss_mb = (double)ru.ru_maxrss / 1024.0; /* Linux reports KiB */
-    if ((st = husai_results_reports(rd->staging_path, &final, c, n, proto))) return st;
-    /* results.json last: its presence marks a complete set even inside staging. */
-    husai_rundir_path(rd, "results.json", path, sizeof path);
-    return write_json(path, &final, c, n, proto);
+    const double mine = getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : 0.0; /* KiB */
+    if (final.peak_rss_mb > 0 && mine > final.peak_rss_mb) final.peak_rss_mb = mine;
+    double *by_rank = NULL;
+    if (run->peak_rss_by_rank && run->ranks > 0 &&
+        (by_rank = malloc((size_t)run->ranks * sizeof(double)))) { /* rank 0's entry: this process */
+        memcpy(by_rank, run->peak_rss_by_rank, (size_t)run->ranks * sizeof(double));
+        if (mine > by_rank[0]) by_rank[0] = mine;
+    }
+    final.peak_rss_by_rank = by_rank;
+    if (!(st = husai_results_reports(rd->staging_path, &final, c, n, proto))) {
+        /* results.json last: its presence marks a complete set even inside staging. */
+        husai_rundir_path(rd, "results.json", path, sizeof path);
+        st = write_json(path, &final, c, n, proto);
+    }
+    free(by_rank);
+    return st;
 }

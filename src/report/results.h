@@ -4,7 +4,8 @@
  * table), conditions.csv and the plots (svg.h). Every write is checked, so a full disk is an error, not a
  * silently short file.
  * defines: husai_protocol_result, husai_run_info,
- *          husai_results_h5, husai_results_h5_open, husai_results_h5_encoders, husai_results_h5_condition,
+ *          husai_results_h5, husai_results_h5_open, husai_results_h5_params, husai_results_h5_partial_path,
+ *          husai_results_h5_condition, HUSAI_PARAM_*,
  *          husai_results_h5_abort, husai_results_write, husai_results_reports */
 #ifndef HUSAI_REPORT_RESULTS_H
 #define HUSAI_REPORT_RESULTS_H
@@ -52,7 +53,8 @@ typedef struct {
     const uint32_t *holdout_rows; /* (n_holdout) rows never trained on, or NULL */
     size_t n_holdout;
     double peak_rss_mb; /* largest peak resident set of any rank, results writing included (0: unknown) */
-    size_t chunk_rows, n_chunks; /* streamed data (0: held in memory) */
+    const double *peak_rss_by_rank; /* (ranks) each rank's peak resident set in MB, or NULL (a merge) */
+    size_t chunk_rows, n_chunks;    /* streamed data (0: held in memory) */
     double bytes_read, read_seconds;
     int n_nodes;                  /* 0 when unknown (a merge) */
     const husai_node_info *nodes; /* (n_nodes) */
@@ -74,11 +76,28 @@ typedef struct husai_results_h5 husai_results_h5;
  * *h is still set (or NULL) and must be given to husai_results_h5_abort. */
 husai_status husai_results_h5_open(husai_results_h5 **h, const char *path, const husai_run_info *run);
 
-/* Writes condition c's encoders (c->name, S, d_sae, d_model and encoders set) into its group ahead of
- * the rest, then releases them, so rank 0 need not hold them beside the decoders. */
-husai_status husai_results_h5_encoders(husai_results_h5 *h, husai_condition_result *c);
+/* The parameter datasets of a condition, in the order a task's payload holds them (sweep/phase.c). */
+enum {
+    HUSAI_PARAM_DECODERS,   /* (S, d_model, d_sae) */
+    HUSAI_PARAM_ENCODERS,   /* (S, d_sae, d_model) */
+    HUSAI_PARAM_B_ENC,      /* (S, d_sae) */
+    HUSAI_PARAM_B_DEC,      /* (S, d_model) */
+    HUSAI_PARAM_THRESHOLDS, /* (S, d_sae) */
+    HUSAI_N_PARAMS
+};
 
-/* Writes condition c's group (what husai_results_h5_encoders has not) and then releases its parameters
+/* Creates condition c's group (c->name, S, d_model, d_sae and seeds set) with its parameter datasets
+ * ahead of its results, their disk space reserved and allocated but not written: each seed's ranks write
+ * their own rows later, straight into the file at the byte offsets returned in offset[] (float32 rows in
+ * seed order; contiguous datasets, so seed s of a dataset of per-seed size n floats starts at
+ * offset + 4 n s). Marks c params_written. A full disk fails here, before anything is trained. */
+husai_status husai_results_h5_params(husai_results_h5 *h, husai_condition_result *c,
+                                     uint64_t offset[HUSAI_N_PARAMS]);
+
+/* The file's name while it is written (the owners' writes go there). */
+const char *husai_results_h5_partial_path(const husai_results_h5 *h);
+
+/* Writes condition c's group (what husai_results_h5_params has not) and then releases its parameters
  * (decoders, encoders, b_enc, b_dec, thresholds), marking it written. After a failure every later call
  * returns the same error. */
 husai_status husai_results_h5_condition(husai_results_h5 *h, husai_condition_result *c);

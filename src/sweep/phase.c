@@ -19,6 +19,7 @@
 #include "mpi/datacheck.h"
 #include "mpi/gather.h"
 #include "mpi/mpicheck.h"
+#include "mpi/paramfile.h"
 #include "mpi/plan.h"
 #include "mpi/stop.h"
 #include "sweep/progress.h"
@@ -78,7 +79,9 @@ static void drain_progress(progress_state *ps, MPI_Comm comm) {
     }
 }
 
-/* What a task sends to rank 0: decoder (file layout) | W_enc | b_enc | b_dec | thresholds | density. */
+/* A trained task's payload: decoder (file layout) | W_enc | b_enc | b_dec | thresholds | density, the
+ * first five in the order of HUSAI_PARAM_* (they go into results.h5 from the task's own rank, store_task)
+ * and the densities (which rank 0 gathers). */
 static size_t payload_floats(int d_model, int d_sae) {
     return 2 * (size_t)d_model * d_sae + 3 * (size_t)d_sae + (size_t)d_model;
 }
@@ -195,6 +198,36 @@ static husai_status no_room(const husai_condition *c, uint64_t seed, int d_model
     return husai_error(HUSAI_ERR_NOMEM,
                        "%s seed %llu: out of memory for its parameters (%.2f GB at d_sae %d)", c->name,
                        (unsigned long long)seed, payload_floats(d_model, c->d_sae) * 4e-9, c->d_sae);
+}
+
+/* A phase's parameter datasets in results.h5, which every rank writes its own tasks' rows into. */
+typedef struct {
+    husai_param_file pf;
+    uint64_t *offset; /* (n_conds x HUSAI_N_PARAMS) byte offsets of the datasets, from rank 0 */
+    int S;
+} param_sink;
+
+/* Writes the finished task t's parameters (its payload *pp) into its rows of results.h5 and keeps only its
+ * densities in *pp, so a rank holds no finished task's parameters. Returns 1 (a recorded failure, as
+ * task_failed) when a write fails. */
+static int store_task(param_sink *sink, const husai_task *t, int d_model, int d_sae, float **pp) {
+    const size_t dd = (size_t)d_model * d_sae, ds = (size_t)d_sae, dm = (size_t)d_model;
+    const size_t n[HUSAI_N_PARAMS] = {dd, dd, ds, dm, ds};
+    const uint64_t *off = sink->offset + (size_t)t->condition * HUSAI_N_PARAMS;
+    const float *p = *pp;
+    husai_status st = HUSAI_OK;
+    for (int i = 0; i < HUSAI_N_PARAMS && !st; i++) {
+        st = husai_param_file_write(&sink->pf, off[i] + (uint64_t)t->seed_index * n[i] * sizeof(float), p,
+                                    n[i]);
+        p += n[i];
+    }
+    if (st) return task_failed(in_context(st, "seed %llu", (unsigned long long)t->seed));
+    float *density = malloc(ds * sizeof(float));
+    if (!density) return task_failed(husai_error(HUSAI_ERR_NOMEM, "out of memory"));
+    memcpy(density, p, ds * sizeof(float));
+    free(*pp);
+    *pp = density;
+    return 0;
 }
 
 /* Starts a task on rows row_index[0..n_rows) of X and resumes it from its checkpoint, if any; returns 1
@@ -473,7 +506,7 @@ static husai_status check_resumable(const husai_run_ctx *ctx, const husai_phase 
  * Fills params/metrics like the in-memory loop; returns 1 if stopped, and counts finished tasks. */
 static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const husai_plan *plan,
                           const int *local, int n_local, float **params, husai_seed_metrics *metrics,
-                          progress_state *ps, int *finished) {
+                          progress_state *ps, int *finished, param_sink *sink) {
     husai_dataset *ds = ctx->ds;
     const husai_chunks *ch = &ds->chunks;
     const husai_split *sp = ctx->split;
@@ -587,6 +620,8 @@ static int train_streamed(const husai_run_ctx *ctx, const husai_phase *ph, const
         task_end(ctx, c, ph->ref_rows, ph->ref_n, &ts, &rec, &ho, &metrics[t->id], &model);
         pack_model(&model, p);
         husai_sae_free(&model);
+        if (store_task(sink, t, dm, dsae, &params[t->id]))
+            continue; /* a stop is requested: every rank stops at the next wave's first chunk, agreed */
         (*finished)++;
         report_done(ctx, ps, t->id, &metrics[t->id]);
     }
@@ -668,53 +703,49 @@ static husai_status window_block(const husai_run_ctx *ctx, int S, int d_model, i
         *budget / 1e6, d_model, d_sae, one / 1e6);
 }
 
+/* This rank: reads seed s's decoder of the condition whose decoders dataset starts at byte dec_off
+ * (dd floats per seed) from results.h5 into out; a failed read ends the job (only this rank sees it). */
+static void read_decoder(husai_param_file *pf, uint64_t dec_off, size_t dd, int s, float *out) {
+    if (husai_param_file_read(pf, dec_off + (uint64_t)s * dd * sizeof(float), out, dd))
+        husai_mpi_die("%s", husai_error_message());
+}
+
 /* Collective over the node: writes seeds [s0, s1)'s unit feature rows into dst (d_model x d_sae floats
- * each, in seed order) in the node's window. Seed s is written by node rank s mod node_size: from the
- * decoder rank 0 (`decoders`) sends each node's leader (pass 0), or drawn from the seed (pass 1). raw holds
- * one decoder. */
-static void load_seeds(const husai_run_ctx *ctx, const husai_phase *ph, int pass, const float *decoders,
-                       int d_sae, int s0, int s1, float *dst, float *raw) {
+ * each, in seed order) in the node's window. Seed s is written by node rank s mod node_size, from its
+ * decoder read back from results.h5 where its owner wrote it (pass 0; pf, dec_off), or drawn from the
+ * seed (pass 1): each node reads the file itself, nothing passes through rank 0. raw holds one decoder. */
+static void load_seeds(const husai_run_ctx *ctx, const husai_phase *ph, int pass, husai_param_file *pf,
+                       uint64_t dec_off, int d_sae, int s0, int s1, float *dst, float *raw) {
     MPI_Comm node = ctx->ds->node_comm;
-    int rank, node_rank, node_size;
-    MPI_Comm_rank(ctx->comm, &rank);
+    int node_rank, node_size;
     MPI_Comm_rank(node, &node_rank);
     MPI_Comm_size(node, &node_size);
     const int d_model = ctx->ds->d_model;
     const size_t dd = (size_t)d_model * d_sae;
     for (int s = s0; s < s1; s++) {
-        const int writer = s % node_size;
-        if (pass == 0) {
-            if (node_rank == 0) {
-                if (rank == 0) memcpy(raw, decoders + (size_t)s * dd, dd * sizeof(float));
-                HUSAI_MPI_CHECK(MPI_Bcast(raw, (int)dd, MPI_FLOAT, 0, ctx->ds->leader_comm));
-            }
-            if (writer != 0) {
-                if (node_rank == 0) HUSAI_MPI_CHECK(MPI_Send(raw, (int)dd, MPI_FLOAT, writer, s, node));
-                if (node_rank == writer)
-                    HUSAI_MPI_CHECK(MPI_Recv(raw, (int)dd, MPI_FLOAT, 0, s, node, MPI_STATUS_IGNORE));
-            }
-        } else if (node_rank == writer) {
+        if (node_rank != s % node_size) continue;
+        if (pass == 0)
+            read_decoder(pf, dec_off, dd, s, raw);
+        else
             husai_pwmcc_random_decoder(ph->seeds[s], d_model, d_sae, raw);
-        }
-        if (node_rank == writer)
-            husai_normalized_feature_rows(raw, d_model, d_sae, dst + (size_t)(s - s0) * dd);
+        husai_normalized_feature_rows(raw, d_model, d_sae, dst + (size_t)(s - s0) * dd);
     }
 }
 
 /* Collective. Spreads condition c's PWMCC pairs over every rank (its S(S-1)/2 pairs cost 2 d_model d_sae^2
  * flops each, far more than training at many seeds and wide SAEs), and a sum reduction assembles the
  * matrix on rank 0 in *pw. The random baseline is spread the same way for the first condition of the
- * phase with this d_sae, into *pw_rand; later ones reuse it on rank 0. The decoders (rank 0's gathered
- * `decoders`, S of d_model x d_sae), in normalised feature-row form, live once per node in a shared window
- * that the node's ranks fill together (each normalises, or draws for the baseline, its share of the
+ * phase with this d_sae, into *pw_rand; later ones reuse it on rank 0. The decoders (in results.h5, where
+ * their owners wrote them: pf, dec_off), in normalised feature-row form, live once per node in a shared
+ * window that the node's ranks fill together (each normalises, or draws for the baseline, its share of the
  * seeds), so a node's window does not grow with its rank count.
  *
  * With b = S (window_block: the S decoders fit metrics.window_mb) the window holds all S, 4 S d_model
  * d_sae bytes per node (64 seeds at 768 x 16384: 3.2 GB), loaded once. Otherwise the seeds go in blocks
  * of b (nb = ceil(S / b) blocks) and the block pairs I <= J, nb (nb + 1) / 2 of them, are taken one after
  * another (I outer): the window holds block I and block J only, 8 b d_model d_sae bytes per node, and
- * block I stays while J moves on. Each block is sent again for every block pair that loads it: nb + nb
- * (nb - 1) / 2 block loads, about (nb + 1) / 2 times today's S decoders of broadcast from rank 0 (and
+ * block I stays while J moves on. Each block is read again for every block pair that loads it: nb + nb
+ * (nb - 1) / 2 block loads, about (nb + 1) / 2 times the S decoders' bytes read from results.h5 per node (and
  * as many draws of the random baseline), and two node fences per block pair; the flops stay S(S-1)/2
  * pairs. A block pair's pairs are split over all ranks (husai_pwmcc_block_pairs: numbered across the
  * block pairs, rank r takes every size-th), so each rank waits at most one pair per block pair, and a
@@ -728,8 +759,9 @@ static void load_seeds(const husai_run_ctx *ctx, const husai_phase *ph, int pass
  * *best_rand on rank 0. Returns the agreed error (the same on every rank) if the shared window cannot be
  * had or matched agreement fails. */
 static husai_status spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph, int c, int b,
-                                 const float *decoders, double **pw, double **pw_rand, double **match_cos,
-                                 double **match_frac, husai_features **best, husai_features **best_rand) {
+                                 husai_condition_result *r0, husai_param_file *pf, uint64_t dec_off,
+                                 double **pw, double **pw_rand, double **match_cos, double **match_frac,
+                                 husai_features **best, husai_features **best_rand) {
     MPI_Comm comm = ctx->comm, node = ctx->ds->node_comm;
     int rank, size, node_rank;
     MPI_Comm_rank(comm, &rank);
@@ -766,13 +798,15 @@ static husai_status spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph
     const float **rows = malloc((size_t)S * sizeof *rows);
     if (!raw || !M || !pc || !pi || !pq || !rows || (with_match && (!Mc || !Mf)))
         husai_mpi_die("out of memory spreading PWMCC over ranks");
-    for (int pass = 0; pass < 2 && !st; pass++) {
-        if (pass == 1) {
-            int first = 1;
-            for (int i = 0; i < c; i++)
-                first &= ph->conds[i].d_sae != d_sae;
-            if (!first) break;
-        }
+    /* The random baseline first (only for the phase's first condition of this width), its best matches
+     * reduced to their statistics on rank 0 before the trained pass, so rank 0 never holds both S^2 d_sae
+     * tensors at once. Each pass's values do not depend on the order. */
+    int first = 1;
+    for (int i = 0; i < c; i++)
+        first &= ph->conds[i].d_sae != d_sae;
+    const int passes[2] = {first ? 1 : 0, 0};
+    for (int step = 0; step < 1 + first && !st; step++) {
+        const int pass = passes[step];
         const int match_now = pass == 0 && with_match;
         double *const zeroed[] = {M, match_now ? Mc : NULL, match_now ? Mf : NULL};
         for (int z = 0; z < 3; z++) {
@@ -787,7 +821,8 @@ static husai_status spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph
                 const int i0 = bi * b, j0 = bj * b, i1 = i0 + b < S ? i0 + b : S,
                           j1 = j0 + b < S ? j0 + b : S;
                 float *at = bj == bi ? F : F + slot;
-                load_seeds(ctx, ph, pass, decoders, d_sae, bj == bi ? i0 : j0, bj == bi ? i1 : j1, at, raw);
+                load_seeds(ctx, ph, pass, pf, dec_off, d_sae, bj == bi ? i0 : j0, bj == bi ? i1 : j1, at,
+                           raw);
                 for (int s = j0; s < j1; s++)
                     rows[s] = at + (size_t)(s - j0) * dd;
                 HUSAI_MPI_CHECK(MPI_Win_fence(0, win)); /* the block pair's rows are in place before reads */
@@ -803,6 +838,16 @@ static husai_status spread_pwmcc(const husai_run_ctx *ctx, const husai_phase *ph
             }
         if (st) break;
         gather_best(comm, S, b, d_model, d_sae, pc, pi, pass == 0 ? best : best_rand);
+        if (pass == 1) {
+            husai_status mine = HUSAI_OK;
+            if (rank == 0) {
+                const husai_condition_opts o = husai_config_condition_opts(ctx->cfg);
+                r0->random_best = *best_rand;
+                *best_rand = NULL;
+                mine = husai_condition_random_features(&o, r0);
+            }
+            if ((st = husai_mpi_agree(mine, comm))) break;
+        }
         double *const sums[] = {M, match_now ? Mc : NULL, match_now ? Mf : NULL};
         double **const into[] = {pass == 0 ? pw : pw_rand, match_cos, match_frac};
         for (int z = 0; z < 3; z++) {
@@ -879,7 +924,7 @@ typedef struct {
     husai_plan plan;
     int *local; /* this rank's task ids, in the order it runs them */
     int n_local;
-    float **params; /* per task: its payload on the rank that trained it, until gathered */
+    float **params; /* per task: its payload on the rank that trained it; after store_task its densities */
     husai_seed_metrics *metrics;
     progress_state ps;
     int stopped, finished; /* this rank's view of its training */
@@ -887,6 +932,12 @@ typedef struct {
     int *owner;            /* per seed of the condition being gathered: the rank that trained it */
     const void **from;
     float *ref_decoder; /* reference decoder in file layout, for the with-reference PWMCC (rank 0) */
+    param_sink sink;    /* results.h5's parameter datasets, written by every rank */
+    struct stored_decoders {
+        husai_param_file *pf;
+        uint64_t dec_off;
+        size_t dd;
+    } stored; /* rank 0: the condition being measured, for its decoder source */
 } phase_run;
 
 /* Plans the phase's tasks over the ranks and holds room for their payloads. */
@@ -912,6 +963,7 @@ static void phase_free(phase_run *pr) {
     for (int t = 0; t < pr->plan.n_tasks; t++)
         free(pr->params[t]); /* payloads not gathered: after a stop, a failure or a failed write */
     free(pr->ref_decoder);
+    free(pr->sink.offset);
     free(pr->owner);
     free(pr->from);
     free(pr->local);
@@ -941,9 +993,10 @@ static void train_in_memory(phase_run *pr) {
             pr->params[t->id] = NULL;
             break;
         }
-        pr->finished++;
         pack_model(&m, p);
         husai_sae_free(&m);
+        if ((pr->stopped = store_task(&pr->sink, t, dm, dsae, &pr->params[t->id]))) break;
+        pr->finished++;
         report_done(ctx, &pr->ps, t->id, &pr->metrics[t->id]);
     }
 }
@@ -978,21 +1031,18 @@ static husai_status agree_training(phase_run *pr) {
     return st;
 }
 
-/* Condition c's pieces on rank 0 between the gather and the result: b_enc | b_dec | thresholds |
- * density per seed, and the PWMCC and matching matrices the ranks computed together (or NULL). */
+/* Condition c's pieces on rank 0 between the gather and the result: the PWMCC and matching matrices the
+ * ranks computed together (or NULL). */
 typedef struct {
-    float *rest;
-    size_t rest_n;
     double *pw, *pw_rand, *mc, *mf;
     husai_features *fb, *fb_rand; /* best matches of the trained and random decoders, or NULL */
 } gathered;
 
-/* Rank 0: names condition c's result and holds room for what is gathered into it. */
-static void result_begin(phase_run *pr, int c, gathered *g) {
+/* Rank 0: names condition c's result (before training: its parameter datasets are made from it). */
+static void result_begin(phase_run *pr, int c) {
     const husai_phase *ph = pr->ph;
     const husai_condition *cond = &ph->conds[c];
     const int S = ph->n_seeds;
-    const size_t dd = (size_t)pr->ctx->ds->d_model * cond->d_sae;
     husai_condition_result *r = &pr->res[c];
     *r = (husai_condition_result){.phase = ph->phase,
                                   .value = cond->value,
@@ -1012,41 +1062,63 @@ static void result_begin(phase_run *pr, int c, gathered *g) {
     if (snprintf(r->name, sizeof r->name, "%s%s%s", ph->prefix_names ? ph->phase : "",
                  ph->prefix_names ? "/" : "", cond->name) >= (int)sizeof r->name)
         husai_mpi_die("condition name '%s/%s' is too long", ph->phase, cond->name);
-    r->encoders = malloc((size_t)S * dd * sizeof(float));
-    g->rest = malloc((size_t)S * g->rest_n * sizeof(float));
-    r->per_seed = malloc((size_t)S * sizeof(husai_seed_metrics));
-    if (!r->encoders || !g->rest || !r->per_seed) husai_mpi_die("out of memory gathering %s", cond->name);
 }
 
-/* Collective. Gathers condition c's payloads into rank 0 and computes its PWMCC across the ranks; returns
- * the agreed status (a failed encoders write, a failed spread). The payloads go in pieces, each from the
- * trained task's own buffer straight into rank 0's arrays (no packed copy on any rank): first the
- * encoders, which go on to results.h5 at once, then the rest and the decoders. Rank 0 so holds at most two
- * of the condition's S x d_model x d_sae arrays at a time: its tasks' buffers and the encoders, then the
- * decoders and the PWMCC window. */
+/* Collective, before training: rank 0 creates every condition's parameter datasets in results.h5 (their
+ * disk space reserved, so a full disk fails now) and every rank opens the file to write its tasks' rows
+ * into them (mpi/paramfile.h). Returns the agreed status. */
+static husai_status phase_params(phase_run *pr) {
+    const husai_run_ctx *ctx = pr->ctx;
+    const int n = pr->ph->n_conds;
+    pr->sink.S = pr->ph->n_seeds;
+    pr->sink.offset = calloc((size_t)n * HUSAI_N_PARAMS, sizeof(uint64_t));
+    if (!pr->sink.offset) husai_mpi_die("out of memory");
+    char path[sizeof pr->sink.pf.path] = "";
+    husai_status st = HUSAI_OK;
+    if (pr->rank == 0) {
+        if (!ctx->sink) st = husai_error(HUSAI_ERR_ARG, "a phase needs results.h5 open to write into");
+        for (int c = 0; c < n && !st; c++) {
+            result_begin(pr, c);
+            st =
+                husai_results_h5_params(ctx->sink, &pr->res[c], pr->sink.offset + (size_t)c * HUSAI_N_PARAMS);
+        }
+        if (!st) snprintf(path, sizeof path, "%s", husai_results_h5_partial_path(ctx->sink));
+    }
+    if ((st = husai_mpi_agree(st, ctx->comm))) return st;
+    HUSAI_MPI_CHECK(MPI_Bcast(pr->sink.offset, n * HUSAI_N_PARAMS, MPI_UINT64_T, 0, ctx->comm));
+    HUSAI_MPI_CHECK(MPI_Bcast(path, (int)sizeof path, MPI_CHAR, 0, ctx->comm));
+    return husai_param_file_open(&pr->sink.pf, ctx->comm, path);
+}
+
+/* Rank 0's husai_decoder_source: seed s's decoder of the condition being measured, read from results.h5. */
+static husai_status load_stored(void *arg, int s, float *out) {
+    const struct stored_decoders *sd = arg;
+    return husai_param_file_read(sd->pf, sd->dec_off + (uint64_t)s * sd->dd * sizeof(float), out, sd->dd);
+}
+
+/* Collective. Gathers condition c's per-seed metrics and densities into rank 0 and computes its PWMCC
+ * across the ranks; returns the agreed status (a failed read, a failed spread). The parameters stay in
+ * results.h5, where their owners wrote them: the PWMCC window reads the decoders from there on every node,
+ * and rank 0's later passes (consensus features, the with-reference PWMCC) read one decoder at a time
+ * (r->stored), so rank 0 holds none of the S seeds' parameters, only the window's share. */
 static husai_status gather_condition(phase_run *pr, int c, gathered *g) {
     const husai_run_ctx *ctx = pr->ctx;
     const husai_condition *cond = &pr->ph->conds[c];
     MPI_Comm comm = ctx->comm;
     const int S = pr->ph->n_seeds, rank = pr->rank;
-    const size_t per = payload_floats(ctx->ds->d_model, cond->d_sae),
-                 dd = (size_t)ctx->ds->d_model * cond->d_sae;
+    const size_t dd = (size_t)ctx->ds->d_model * cond->d_sae;
+    const uint64_t dec_off = pr->sink.offset[(size_t)c * HUSAI_N_PARAMS + HUSAI_PARAM_DECODERS];
     for (int s = 0; s < S; s++)
         pr->owner[s] = pr->plan.tasks[c * S + s].rank;
     husai_condition_result *r = rank == 0 ? &pr->res[c] : NULL;
-    *g = (gathered){.rest_n = per - 2 * dd};
-    if (rank == 0) result_begin(pr, c, g);
-    husai_status st = HUSAI_OK;
-    gather_piece(pr->params, c, S, pr->owner, dd, dd, rank == 0 ? r->encoders : NULL, pr->from, comm);
-    if (rank == 0 && ctx->sink) st = husai_results_h5_encoders(ctx->sink, r);
-    if ((st = husai_mpi_agree(st, comm))) { /* a full disk: every rank ends, with one line */
-        free(g->rest);
-        return st;
+    *g = (gathered){0};
+    if (rank == 0) {
+        r->per_seed = malloc((size_t)S * sizeof(husai_seed_metrics));
+        r->density = malloc((size_t)S * cond->d_sae * sizeof(float));
+        if (!r->per_seed || !r->density) husai_mpi_die("out of memory gathering %s", cond->name);
     }
-    if (rank == 0 && !(r->decoders = malloc((size_t)S * dd * sizeof(float))))
-        husai_mpi_die("out of memory gathering %s", cond->name);
-    gather_piece(pr->params, c, S, pr->owner, 2 * dd, g->rest_n, g->rest, pr->from, comm);
-    gather_piece(pr->params, c, S, pr->owner, 0, dd, rank == 0 ? r->decoders : NULL, pr->from, comm);
+    gather_piece(pr->params, c, S, pr->owner, 0, (size_t)cond->d_sae, rank == 0 ? r->density : NULL, pr->from,
+                 comm);
     for (int s = 0; s < S; s++)
         pr->from[s] = pr->owner[s] == rank ? &pr->metrics[c * S + s] : NULL;
     husai_gather_tasks(pr->from, sizeof(husai_seed_metrics) / sizeof(double), MPI_DOUBLE, sizeof(double),
@@ -1055,13 +1127,20 @@ static husai_status gather_condition(phase_run *pr, int c, gathered *g) {
         free(pr->params[c * S + s]);
         pr->params[c * S + s] = NULL;
     }
-    /* One process computes a whole window's PWMCC itself (metrics/condition.c); blocks are spread. */
+    husai_status st = HUSAI_OK;
+    if (rank == 0) {
+        pr->stored = (struct stored_decoders){.pf = &pr->sink.pf, .dec_off = dec_off, .dd = dd};
+        r->stored = (husai_decoder_source){.load = load_stored, .ctx = &pr->stored};
+        /* Two seeds or fewer: one process computes the one pair itself (metrics/condition.c). */
+        if (S <= 2 && !(r->decoders = malloc((size_t)S * dd * sizeof(float))))
+            husai_mpi_die("out of memory reading the decoders of %s", cond->name);
+        for (int s = 0; s < S && S <= 2 && !st; s++)
+            st = load_stored(&pr->stored, s, r->decoders + (size_t)s * dd);
+    }
+    if ((st = husai_mpi_agree(st, comm)) || S <= 2) return st;
     int b = S;
     double budget = 0.0;
-    if (S > 2 && (st = window_block(ctx, S, ctx->ds->d_model, cond->d_sae, &b, &budget))) {
-        free(g->rest);
-        return st;
-    }
+    if ((st = window_block(ctx, S, ctx->ds->d_model, cond->d_sae, &b, &budget))) return st;
     if (rank == 0 && b < S) {
         const int nb = (S + b - 1) / b;
         printf(
@@ -1071,13 +1150,12 @@ static husai_status gather_condition(phase_run *pr, int c, gathered *g) {
             ctx->cfg->window_mb, b, nb, nb * (nb + 1) / 2);
         fflush(stdout);
     }
-    if ((pr->size > 1 || b < S) && S > 2 &&
-        (st = spread_pwmcc(ctx, pr->ph, c, b, rank == 0 ? r->decoders : NULL, &g->pw, &g->pw_rand, &g->mc,
-                           &g->mf, &g->fb, &g->fb_rand))) {
+    /* Spread over the ranks even on one: the window is the one place the S decoders are held. */
+    if ((st = spread_pwmcc(ctx, pr->ph, c, b, r, &pr->sink.pf, dec_off, &g->pw, &g->pw_rand, &g->mc, &g->mf,
+                           &g->fb, &g->fb_rand))) {
         free(g->pw);
         if (g->fb) husai_features_free(g->fb);
         free(g->fb);
-        free(g->rest);
         return st;
     }
     return HUSAI_OK;
@@ -1087,24 +1165,11 @@ static husai_status gather_condition(phase_run *pr, int c, gathered *g) {
 static void result_unpack(phase_run *pr, int c, gathered *g) {
     const husai_condition *cond = &pr->ph->conds[c];
     husai_condition_result *r = &pr->res[c];
-    const int S = pr->ph->n_seeds, d_model = pr->ctx->ds->d_model;
-    const size_t ns = (size_t)cond->d_sae, nm = (size_t)d_model, dd = nm * ns;
-    r->b_enc = malloc((size_t)S * ns * sizeof(float));
-    r->b_dec = malloc((size_t)S * nm * sizeof(float));
-    r->thresholds = malloc((size_t)S * ns * sizeof(float));
+    const int S = pr->ph->n_seeds;
+    (void)cond;
     r->pwmcc = malloc((size_t)S * S * sizeof(double));
     r->random_pwmcc = malloc((size_t)S * S * sizeof(double));
-    r->density = malloc((size_t)S * ns * sizeof(float));
-    if (!r->b_enc || !r->b_dec || !r->thresholds || !r->pwmcc || !r->random_pwmcc || !r->density)
-        husai_mpi_die("out of memory");
-    for (int s = 0; s < S; s++) {
-        const float *p = g->rest + (size_t)s * g->rest_n;
-        memcpy(r->b_enc + s * ns, p, ns * sizeof(float));
-        memcpy(r->b_dec + s * nm, p + ns, nm * sizeof(float));
-        memcpy(r->thresholds + s * ns, p + ns + nm, ns * sizeof(float));
-        memcpy(r->density + s * ns, p + payload_density(d_model, cond->d_sae) - 2 * dd, ns * sizeof(float));
-    }
-    free(g->rest);
+    if (!r->pwmcc || !r->random_pwmcc) husai_mpi_die("out of memory");
     if (g->pw) {
         memcpy(r->pwmcc, g->pw, (size_t)S * S * sizeof(double));
         r->pwmcc_done = 1;
@@ -1185,16 +1250,20 @@ husai_status husai_phase_run(const husai_run_ctx *ctx, const husai_phase *ph, hu
         if ((st = window_block(ctx, ph->n_seeds, ctx->ds->d_model, ph->conds[c].d_sae, &b, &budget)))
             goto out;
     }
+    if ((st = phase_params(&pr))) goto out;
     pr.ps = (progress_state){.ph = ph, .plan = &pr.plan, .total = pr.plan.n_tasks, .t_start = MPI_Wtime()};
     husai_progress_init(&pr.ps.prog, ctx->cfg->progress_seconds, pr.rank);
     if (ctx->ds->streaming)
         pr.stopped = train_streamed(ctx, ph, &pr.plan, pr.local, pr.n_local, pr.params, pr.metrics, &pr.ps,
-                                    &pr.finished);
+                                    &pr.finished, &pr.sink);
     else
         train_in_memory(&pr);
     if ((st = agree_training(&pr))) goto out;
+    husai_param_file_sync(&pr.sink.pf);
     st = collect(&pr);
-out:
+out:;
+    const husai_status closed = husai_param_file_close(&pr.sink.pf);
+    if (!st) st = closed;
     phase_free(&pr);
     return st;
 }

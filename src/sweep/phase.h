@@ -1,12 +1,15 @@
 /* phase.h: one training phase of a protocol, run over all ranks.
- * A phase is conditions x seeds = tasks (plan.h). Each rank trains its tasks and prints its own
- * progress lines while they train (sweep/progress.h), rank 0 prints a line as any task finishes
- * (whichever rank trained it), then one gather per condition brings the
- * seeds' parameters and metrics to rank 0, which computes PWMCC, the random baseline and
- * the bootstrap CIs. A failure one rank meets while training (a refused or unwritable
- * checkpoint, a trainer that cannot start or diverges) stops every rank and is agreed at
- * the end of the training; other failures only one rank sees end the job (husai_mpi_die).
- * defines: husai_run_ctx, husai_phase, husai_phase_run, husai_train_reference */
+ * A phase is conditions x seeds = tasks (plan.h). Before training, rank 0 creates every condition's
+ * parameter datasets in results.h5; each rank trains its tasks, printing its own progress lines while they
+ * train (sweep/progress.h; rank 0 prints a line as any task finishes, whichever rank trained it), and
+ * writes each finished task's parameters into its rows of results.h5 itself (mpi/paramfile.h), keeping
+ * only its densities. Per condition, one gather brings the seeds' metrics and densities to rank 0; PWMCC,
+ * matched agreement and the best matches are spread over all ranks, each node reading the decoders back
+ * from results.h5 into its window; rank 0 computes the random baseline, the consensus features and the
+ * bootstrap CIs, reading a decoder at a time where it needs one. No rank holds the S seeds' parameters. A
+ * failure one rank meets while training (a refused or unwritable checkpoint, a trainer that cannot start or
+ * diverges) stops every rank and is agreed at the end of the training; other failures only one rank sees end
+ * the job (husai_mpi_die). defines: husai_run_ctx, husai_phase, husai_phase_run, husai_train_reference */
 #ifndef HUSAI_SWEEP_PHASE_H
 #define HUSAI_SWEEP_PHASE_H
 
@@ -29,7 +32,7 @@ typedef struct {
     const husai_split *split;  /* training and held-out rows of ds, shared by every task */
     const float *gt_dict; /* (gt_atoms, d_model) true dictionary on every rank (data.dictionary), or NULL */
     int gt_atoms;
-    husai_results_h5 *sink; /* rank 0: results.h5, which takes each condition as it completes; or NULL */
+    husai_results_h5 *sink; /* rank 0: results.h5 (required), which takes each condition as it completes */
     int *keep_checkpoints;  /* or NULL: set to 1 on every rank by a failure after which the same
                              * configuration can resume (disk full, out of memory), not the inputs' fault */
     int precision; /* husai_precision the tasks train in, train.precision with auto resolved (fp32 or bf16) */

@@ -480,8 +480,11 @@ static husai_status write_results(husai_sweep *s) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double rss_mb = (double)ru.ru_maxrss / 1024.0; /* Linux reports KiB */
-    HUSAI_MPI_CHECK(
-        MPI_Reduce(s->rank == 0 ? MPI_IN_PLACE : &rss_mb, &rss_mb, 1, MPI_DOUBLE, MPI_MAX, 0, s->comm));
+    double *by_rank = s->rank == 0 ? malloc((size_t)s->size * sizeof(double)) : NULL;
+    if (s->rank == 0 && !by_rank) husai_mpi_die("out of memory");
+    HUSAI_MPI_CHECK(MPI_Gather(&rss_mb, 1, MPI_DOUBLE, by_rank, 1, MPI_DOUBLE, 0, s->comm));
+    for (int r = 0; s->rank == 0 && r < s->size; r++)
+        rss_mb = by_rank[r] > rss_mb ? by_rank[r] : rss_mb;
     if (s->rank == 0 && ds->streaming) {
         printf("[husai] streamed %.1f MB from the file (%.2f GB/s over %.2f s of chunk reads); peak RSS %.1f "
                "MB per "
@@ -525,6 +528,7 @@ static husai_status write_results(husai_sweep *s) {
                                .n_nodes = ds->n_nodes,
                                .nodes = ds->nodes,
                                .peak_rss_mb = rss_mb,
+                               .peak_rss_by_rank = by_rank,
                                .chunk_rows = ds->streaming ? ds->chunks.chunk_rows : 0,
                                .n_chunks = ds->streaming ? ds->chunks.n_chunks : 0,
                                .bytes_read = ds->bytes_read,
@@ -539,6 +543,7 @@ static husai_status write_results(husai_sweep *s) {
         const husai_protocol_output *out = &s->out;
         st = husai_results_write(&s->rd, &info, s->ctx.sink, out->res, out->n,
                                  out->has_proto ? &out->proto : NULL);
+        free(by_rank);
         /* results.h5 holds every parameter; the checkpoints (with Adam moments) are not kept. */
         if (!st) husai_rundir_remove(&s->rd, "checkpoints");
         if (!st) husai_rundir_remove(&s->rd, LOCK_FILE);
