@@ -14,29 +14,35 @@ husai_test_init results_memory
 if [[ "$(ldd "$HUSAI" 2>/dev/null)" == *libasan* ]]; then
     skip "$HUSAI is built with AddressSanitizer (freed memory stays resident)"
 fi
-"$PY" "$HERE/data/make_tiny.py" "$tmp/tiny.h5" 2048 128 256 3
-for n in 1 6; do
-    cat >"$tmp/m$n.ini" <<INI
+# Writes $tmp/ID.ini (data $2, d_sae $3, k $4, k values $5, seeds $6, matching up to $7, then any more
+# [metrics] lines in $8) and runs it on 2 ranks into $tmp/out/ID.
+mem_sweep() {
+    cat >"$tmp/$1.ini" <<INI
 [data]
-path = $tmp/tiny.h5
+path = $2
 [sae]
-d_sae = 2048
-k = 4
+d_sae = $3
+k = $4
 [train]
 epochs = 1
 batch_size = 256
 [sweep]
 param = k
-values = $(seq -s ', ' 4 4 $((4 * n)))
-seeds = 1, 2, 3, 4
+values = $5
+seeds = $6
 [metrics]
 resamples = 200
-matching_max_d_sae = 1024
+matching_max_d_sae = $7
+${8:-}
 INI
-    "$MPIEXEC" -np 2 "$HUSAI" sweep "$tmp/m$n.ini" --out "$tmp/out" --run-id "m$n" >"$tmp/m$n.log" 2>&1 || {
-        tail -5 "$tmp/m$n.log"
-        fail "the $n-condition sweep failed"
+    "$MPIEXEC" -np 2 "$HUSAI" sweep "$tmp/$1.ini" --out "$tmp/out" --run-id "$1" >"$tmp/$1.log" 2>&1 || {
+        tail -5 "$tmp/$1.log"
+        fail "the sweep $1 failed"
     }
+}
+"$PY" "$HERE/data/make_tiny.py" "$tmp/tiny.h5" 2048 128 256 3
+for n in 1 6; do
+    mem_sweep "m$n" "$tmp/tiny.h5" 2048 4 "$(seq -s ', ' 4 4 $((4 * n)))" "1, 2, 3, 4" 1024
 done
 "$PY" - "$tmp/out" <<'PY' || fail "rank 0's memory grew with the number of conditions"
 import json, sys
@@ -60,28 +66,7 @@ PY
 # 768 x 1024 (3.1 MB per decoder) on 2 ranks: before, rank 0 went from ~91 MB to ~230 MB.
 "$PY" "$HERE/data/make_tiny.py" "$tmp/wide.h5" 2048 768 1024 3
 for S in 4 32; do
-    cat >"$tmp/s$S.ini" <<INI
-[data]
-path = $tmp/wide.h5
-[sae]
-d_sae = 1024
-k = 16
-[train]
-epochs = 1
-batch_size = 256
-[sweep]
-param = k
-values = 16
-seeds = $(seq -s ', ' 1 $S)
-[metrics]
-resamples = 200
-matching_max_d_sae = 512
-window_mb = 12.6
-INI
-    "$MPIEXEC" -np 2 "$HUSAI" sweep "$tmp/s$S.ini" --out "$tmp/out" --run-id "s$S" >"$tmp/s$S.log" 2>&1 || {
-        tail -5 "$tmp/s$S.log"
-        fail "the $S-seed sweep failed"
-    }
+    mem_sweep "s$S" "$tmp/wide.h5" 1024 16 16 "$(seq -s ', ' 1 $S)" 512 "window_mb = 12.6"
 done
 grep -q "PWMCC of k=16 by seed blocks: 32 decoders" "$tmp/s32.log" || fail "the 32-seed PWMCC was not blocked"
 "$PY" - "$tmp/out" <<'PY' || fail "rank 0's memory grew with the number of seeds"
