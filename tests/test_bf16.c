@@ -9,6 +9,7 @@
  * - the fallback: rows built so that bf16 cannot separate the candidates (weights differing only below
  *   bf16's precision, all-tied rows) are rescored in full and still select the exact top k;
  * - the second candidate set: a row the first set cannot certify and the second can;
+ * - the candidate sets' one-pass selection (husai_topk_row_scan) against husai_topk_row and a naive one;
  * - training: at every step the codes equal the dot8 rule's on that step's model and batch (topk), and the
  *   trained parameters are bitwise the same for the emulated and oneDNN products and for 1 and 2 threads
  *   (topk, batchtopk, relu_l1, matryoshka);
@@ -492,6 +493,57 @@ static void test_pwmcc(void **state) {
     free(D);
 }
 
+/* The scan selection (husai_topk_row_scan, the candidate sets' selection) against husai_topk_row and against
+ * a naive selection (k rounds of the largest not yet taken, NaN as -inf, ties to the lower index), bit for
+ * bit: random, few distinct values (ties at the cut), NaN, -inf and signed zeros, ascending rows (the
+ * threshold rises at every block) and constant rows (more ties than the list holds). */
+static void test_topk_scan(void **state) {
+    (void)state;
+    const int n_max = 20000;
+    float *row = malloc((size_t)n_max * sizeof(float)), *scratch = malloc(2 * (size_t)n_max * sizeof(float));
+    int32_t idx[2][300];
+    float val[2][300];
+    char *taken = malloc((size_t)n_max);
+    for (int trial = 0; trial < 240; trial++) {
+        const int kind = trial % 6, n = 16 + (trial * 7919) % (n_max - 16);
+        int k = trial % 5 == 4 ? 256 : 1 + trial % 70;
+        k = k < n ? k : n;
+        for (int j = 0; j < n; j++) {
+            const double u = urand();
+            row[j] = kind == 0   ? nrand()
+                     : kind == 1 ? (float)(int)(7.0 * u)
+                     : kind == 2 ? (u < 0.1 ? NAN : (float)(int)(50.0 * u) - 25.0f)
+                     : kind == 3 ? (u < 0.2   ? -INFINITY
+                                    : u < 0.6 ? -0.0f
+                                              : 0.0f)
+                     : kind == 4 ? (float)j
+                                 : 3.0f;
+        }
+        husai_topk_row(row, n, k, idx[0], val[0], scratch);
+        husai_topk_row_scan(row, n, k, idx[1], val[1], scratch);
+        assert_memory_equal(idx[0], idx[1], (size_t)k * sizeof(int32_t));
+        assert_memory_equal(val[0], val[1], (size_t)k * sizeof(float));
+        memset(taken, 0, (size_t)n);
+        for (int a = 0; a < k; a++) {
+            int best = -1;
+            for (int j = 0; j < n; j++) {
+                const float x = isnan(row[j]) ? -INFINITY : row[j];
+                if (!taken[j] && (best < 0 || x > (isnan(row[best]) ? -INFINITY : row[best]))) best = j;
+            }
+            taken[best] = 1;
+        }
+        for (int a = 0, j = 0; a < k; a++, j++) {
+            while (!taken[j])
+                j++;
+            assert_int_equal(idx[1][a], j);
+            assert_memory_equal(&val[1][a], &row[j], sizeof(float));
+        }
+    }
+    free(row);
+    free(scratch);
+    free(taken);
+}
+
 static void test_names(void **state) {
     (void)state;
     assert_int_equal(husai_precision_parse("bf16"), HUSAI_PRECISION_BF16);
@@ -517,6 +569,7 @@ int main(void) {
         cmocka_unit_test(test_matryoshka),  cmocka_unit_test(test_fallback),
         cmocka_unit_test(test_training),    cmocka_unit_test(test_pwmcc),
         cmocka_unit_test(test_second_set),  cmocka_unit_test(test_threshold_rules),
+        cmocka_unit_test(test_topk_scan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

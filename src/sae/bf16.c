@@ -469,37 +469,82 @@ static void rescore(const husai_sae *m, const float *x, const int32_t *idx, int 
     }
 }
 
-static float min_of(const float *v, int n) {
-    float lo = v[0];
-    for (int a = 1; a < n; a++)
-        lo = v[a] < lo ? v[a] : lo;
-    return lo;
+/* vc[a] = b_enc[j] + dot8(x, w_j) for the candidate j = cidx[a], fetching the one two places on (of n)
+ * meanwhile: candidates are scattered rows of W_enc, mostly out of cache. */
+HUSAI_MULTIVERSION
+static void rescore_one(const husai_sae *m, const float *x, const int32_t *cidx, int a, int n, float *vc) {
+    const int d = m->d_model;
+    if (a + 2 < n) {
+        const char *next = (const char *)(m->W_enc + (size_t)cidx[a + 2] * d);
+        for (size_t o = 0; o < (size_t)d * sizeof(float); o += 64)
+            __builtin_prefetch(next + o);
+    }
+    vc[a] = m->b_enc[cidx[a]] + husai_dot8(x, m->W_enc + (size_t)cidx[a] * d, d);
+}
+
+/* Sorts n latents with their values (and val2's, if set): by value descending, ties to the lower latent
+ * (by_latent = 0; the input is in ascending latents, and insertion sort is stable), or by latent ascending
+ * (by_latent = 1). n is a few k. */
+static void sort_cands(int32_t *id, float *val, float *val2, int n, int by_latent) {
+    for (int a = 1; a < n; a++) {
+        const int32_t j = id[a];
+        const float x = val[a], y = val2 ? val2[a] : 0.0f;
+        int b = a;
+        for (; b > 0 && (by_latent ? id[b - 1] > j : val[b - 1] < x); b--) {
+            id[b] = id[b - 1];
+            val[b] = val[b - 1];
+            if (val2) val2[b] = val2[b - 1];
+        }
+        id[b] = j;
+        val[b] = x;
+        if (val2) val2[b] = y;
+    }
 }
 
 /* Row r's top k under the dot8 rule into id/v (ascending latents); returns 0 when the first candidate set
  * certified it, 1 the second, 2 when it was rescored in full (its pre-activations then become the exact
- * scores). E: its bound; scratch: 2 d_sae floats; t: this thread. */
+ * scores). E: its bound; scratch: 2 d_sae floats; t: this thread.
+ * The candidates (the top m by bf16 score) are rescored in score order, highest first, and the row is
+ * certified as soon as it can be: with the first r rescored, every other latent's score is at most the
+ * (r+1)-th (the m-th for r = m), which is the certificate's S (bf16.c's header) for the set of those r.
+ * Most rows certify well before m. The second set's first m are the first set (the same order), so its
+ * rescoring goes on where the first stopped. */
 static int select_row(husai_bf16 *c, const husai_sae *m, const float *x, double E, float *pre, int32_t *id,
                       float *v, float *scratch, int t) {
     const int s = c->s, k = c->k;
     const size_t o = (size_t)t * s;
     int32_t *cidx = c->cidx + o, *pos = c->pos + o;
-    float *cval = c->cval + o, *vc = c->vc + o, *pv = c->pv + o;
+    float *cval = c->cval + o, *vc = c->vc + o, *pv = c->pv + o, *top = pv + k;
     const int cand[2] = {HUSAI_BF16_CAND_FIRST * k, HUSAI_BF16_CAND_SECOND * k};
+    int r = 0, lo = 0; /* rescored; top[0..k) the k largest rescored values once r >= k, top[lo] the least */
     for (int stage = 0; stage < 2 && E < INFINITY; stage++) {
         const int mc = cand[stage];
         if (mc >= s) break;
-        husai_topk_row(pre, s, mc, cidx, cval, scratch);
-        const float S = min_of(cval, mc);
-        rescore(m, x, cidx, mc, vc);
-        husai_topk_row(vc, mc, k, pos, pv, scratch);
-        const float vk = min_of(pv, k);
-        if ((double)vk - (double)S > E) { /* false for a NaN */
-            for (int a = 0; a < k; a++) {
-                id[a] = cidx[pos[a]];
-                v[a] = pv[a];
+        husai_topk_row_scan(pre, s, mc, cidx, cval, scratch);
+        sort_cands(cidx, cval, NULL, mc, 0); /* the first r are those rescored, in vc */
+        for (; r < mc; r++) {
+            rescore_one(m, x, cidx, r, mc, vc);
+            if (r < k) {
+                top[r] = vc[r];
+                if (r + 1 < k) continue;
+            } else if (vc[r] > top[lo]) {
+                top[lo] = vc[r];
+            } else if (!(vc[r] == vc[r])) {
+                top[lo] = vc[r]; /* a NaN (not with a finite bound) keeps the row from certifying */
             }
-            return stage;
+            for (int a = 0; a < k; a++)
+                lo = top[a] < top[lo] || !(top[a] == top[a]) ? a : lo;
+            const float S = cval[r + 1 < mc ? r + 1 : mc - 1];
+            if ((double)top[lo] - (double)S > E) { /* false for a NaN */
+                const int n = r + 1;
+                sort_cands(cidx, vc, cval, n, 1);
+                husai_topk_row(vc, n, k, pos, pv, scratch);
+                for (int a = 0; a < k; a++) {
+                    id[a] = cidx[pos[a]];
+                    v[a] = pv[a];
+                }
+                return stage;
+            }
         }
     }
     rescore(m, x, NULL, s, pre);

@@ -40,8 +40,9 @@ typedef enum {
 typedef struct husai_bf16 husai_bf16;
 
 /* Candidates per row, in multiples of k: the first pass rescores the top HUSAI_BF16_CAND_FIRST * k by
- * bf16 score, a row it does not certify the top HUSAI_BF16_CAND_SECOND * k, and a row neither certifies
- * (or any row when that reaches d_sae) is rescored in full. Measured at 768 x 16384, k 32: see README. */
+ * bf16 score (highest first, stopping as soon as the row is certified), a row it does not certify the top
+ * HUSAI_BF16_CAND_SECOND * k, and a row neither certifies (or any row when that reaches d_sae) is rescored
+ * in full. Measured at 768 x 16384, k 32: see README. */
 #define HUSAI_BF16_CAND_FIRST 2
 #define HUSAI_BF16_CAND_SECOND 8
 

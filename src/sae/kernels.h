@@ -6,8 +6,8 @@
  * same for any thread count; none allocates except husai_codes_threshold, which grows the batch's code
  * arrays (owned by the batch) when the codes outgrow them.
  * defines: husai_select_topk_rows, husai_topk_keep, husai_encoder_input, husai_codes_topk,
- * husai_codes_threshold, husai_topk_row, husai_dot8, husai_axpy, HUSAI_MULTIVERSION, HUSAI_INLINE,
- * HUSAI_NOINLINE, husai_v8, V8_LOAD, V8_STORE, husai_code_run, husai_group_by_latent */
+ * husai_codes_threshold, husai_topk_row, husai_topk_row_scan, husai_dot8, husai_axpy, HUSAI_MULTIVERSION,
+ * HUSAI_INLINE, HUSAI_NOINLINE, husai_v8, V8_LOAD, V8_STORE, husai_code_run, husai_group_by_latent */
 #ifndef HUSAI_SAE_KERNELS_H
 #define HUSAI_SAE_KERNELS_H
 
@@ -59,6 +59,10 @@ husai_status husai_codes_threshold(const husai_sae *m, int n, const float *t, hu
 /* Selects the k top entries of one row of d_sae floats (signed; ties to the lower index, NaN as -inf) into
  * idx, in ascending index order, and their values into val. scratch holds 2 * d_sae floats. */
 void husai_topk_row(const float *pre, int d_sae, int k, int32_t *idx, float *val, float *scratch);
+
+/* husai_topk_row's selection (the same latents, values and order for any input) in one pass behind a
+ * rising threshold, for k much smaller than d_sae (the bf16 path's candidate sets). scratch as there. */
+void husai_topk_row_scan(const float *pre, int d_sae, int k, int32_t *idx, float *val, float *scratch);
 
 /* Dot product with 8 fixed partial sums: vectorisable without -ffast-math, and the summation
  * order is set by this code, not by the compiler, so results stay reproducible. */

@@ -285,6 +285,74 @@ void husai_topk_row(const float *pre, int d_sae, int k, int32_t *idx, float *val
     take_top(key, NULL, d_sae, kth_cut(key, d_sae, k, mn, mx), k, pre, idx, val);
 }
 
+/* Entries of a scan's candidate list with key >= lo, kept in order; returns their count. */
+HUSAI_INLINE int keep_from(int32_t *ck, int32_t *ci, int c, int32_t lo) {
+    int kept = 0;
+    for (int a = 0; a < c; a++)
+        if (ck[a] >= lo) {
+            ck[kept] = ck[a];
+            ci[kept++] = ci[a];
+        }
+    return kept;
+}
+
+/* The list (ck keys, ci positions, ascending) holds every entry above the threshold t seen so far (and
+ * ties at it from before it rose), so every entry left out is <= t. When the list fills, t rises to the
+ * k-th largest key in it and the list keeps the keys at or above it: at least k entries, all at lower
+ * positions than any later entry, so a later entry equal to t can never be needed (ties go to the lower
+ * position) and only entries strictly above t are taken. Each block of 32 becomes a bit mask of the
+ * entries above t (vectorised compares) whose set bits are walked, so the work is per taken entry. Comparing
+ * floats against t = key_value(key) orders like the keys (NaN is above nothing, -0 equals +0). Inputs the
+ * list cannot narrow (more than 4k ties at the threshold) or with fewer than k entries above -inf take the
+ * general path. */
+HUSAI_MULTIVERSION
+void husai_topk_row_scan(const float *pre, int d_sae, int k, int32_t *idx, float *val, float *scratch) {
+    const int cap = 4 * k;
+    if (d_sae < 4 * cap) {
+        husai_topk_row(pre, d_sae, k, idx, val, scratch);
+        return;
+    }
+    int32_t *ck = (int32_t *)scratch, *ci = ck + cap, mn, mx;
+    float t = -INFINITY;
+    int c = 0;
+    for (int j0 = 0; j0 < d_sae && c >= 0; j0 += 32) {
+        const int len = d_sae - j0 < 32 ? d_sae - j0 : 32;
+        uint32_t above = 0;
+        __builtin_prefetch(pre + j0 + 1024); /* 4 KB ahead: the walk's branches stall the hardware's */
+        __builtin_prefetch(pre + j0 + 1040);
+        if (len == 32) {
+            for (int i = 0; i < 32; i++)
+                above |= (uint32_t)(pre[j0 + i] > t) << i;
+        } else {
+            for (int i = 0; i < len; i++)
+                above |= (uint32_t)(pre[j0 + i] > t) << i;
+        }
+        for (; above; above &= above - 1) {
+            const int j = j0 + __builtin_ctz(above);
+            if (c == cap) {
+                key_range(ck, c, &mn, &mx);
+                const topk_cut cut = kth_cut(ck, c, k, mn, mx);
+                const int32_t lo = cut.ties ? cut.thr : cut.thr + 1; /* the k-th largest key */
+                c = keep_from(ck, ci, c, lo);
+                t = key_value(lo);
+                if (c == cap) { /* all tied at the threshold */
+                    c = -1;
+                    break;
+                }
+                if (!(pre[j] > t)) continue;
+            }
+            ck[c] = order_key(pre[j]);
+            ci[c++] = j;
+        }
+    }
+    if (c < k) { /* the list gave up, or fewer than k entries are above -inf (NaN, -inf) */
+        husai_topk_row(pre, d_sae, k, idx, val, scratch);
+        return;
+    }
+    key_range(ck, c, &mn, &mx);
+    take_top(ck, ci, c, kth_cut(ck, c, k, mn, mx), k, pre, idx, val);
+}
+
 /* topk_row for two short rows (topk_direct) at once, their searches interleaved; scratch holds
  * 2 * d_sae floats. */
 HUSAI_MULTIVERSION
