@@ -520,7 +520,7 @@ static void test_topk_scan(void **state) {
                                  : 3.0f;
         }
         husai_topk_row(row, n, k, idx[0], val[0], scratch);
-        husai_topk_row_scan(row, n, k, idx[1], val[1], scratch);
+        husai_topk_row_scan(row, n, k, idx[1], val[1], scratch, NULL);
         assert_memory_equal(idx[0], idx[1], (size_t)k * sizeof(int32_t));
         assert_memory_equal(val[0], val[1], (size_t)k * sizeof(float));
         memset(taken, 0, (size_t)n);

@@ -60,6 +60,9 @@ int husai_precision_parse(const char *name) {
  * codes independent of them, so this is for speed only). */
 #define EMU_ROWS 512
 
+/* Rows per group of the TopK selection (husai_bf16_encode). */
+#define ROW_GROUP 16
+
 #ifdef HUSAI_HAVE_DNNL
 /* A matmul primitive for one row count (the last batch of an epoch is shorter). */
 typedef struct {
@@ -76,8 +79,8 @@ struct husai_bf16 {
     double *bound;            /* (cap) each row's E of the latest encode */
     double w, wh_max, ew_max; /* max |w_j|, max |w^_j|, max |e_j| */
     double b_max;             /* max |b_j| */
-    int32_t *cidx, *pos;      /* per thread: s candidate latents; s positions */
-    float *cval, *vc, *pv;    /* per thread: s candidate scores, s rescored values, s picked values */
+    int32_t *cidx, *pos;      /* per thread: 2 x s candidate latents (two rows); s positions */
+    float *cval, *vc, *pv;    /* per thread: 2 x s candidate scores, s rescored values, s picked values */
     int64_t rows, second, full;
     int force_full; /* husai_bf16_force_full */
     char isa[96];
@@ -258,9 +261,9 @@ husai_status husai_bf16_create(husai_sae_batch *b, const husai_sae *m, husai_bf1
         snprintf(c->isa, sizeof c->isa, "%s", husai_bf16_isa(NULL));
     }
     ok &= (c->bound = malloc(cap * sizeof(double))) != NULL;
-    ok &= (c->cidx = malloc(t * s * sizeof(int32_t))) != NULL;
+    ok &= (c->cidx = malloc(2 * t * s * sizeof(int32_t))) != NULL;
     ok &= (c->pos = malloc(t * s * sizeof(int32_t))) != NULL;
-    ok &= (c->cval = malloc(t * s * sizeof(float))) != NULL;
+    ok &= (c->cval = malloc(2 * t * s * sizeof(float))) != NULL;
     ok &= (c->vc = malloc(t * s * sizeof(float))) != NULL;
     ok &= (c->pv = malloc(t * s * sizeof(float))) != NULL;
 #ifdef HUSAI_HAVE_DNNL
@@ -526,27 +529,42 @@ static void sort_cands(int32_t *id, float *val, float *val2, int n, int by_laten
     }
 }
 
+/* A row's first candidate set (the top HUSAI_BF16_CAND_FIRST * k by bf16 score) in rescoring order into
+ * cidx/cval, ahead of its rescoring, while `also` (the previous row's first candidates) is fetched; returns
+ * whether select_row will use it (it will not for rows it rescores in full). */
+static int first_set(const husai_bf16 *c, double E, const float *pre, int32_t *cidx, float *cval,
+                     float *scratch, const husai_fetch *also) {
+    const int mc = HUSAI_BF16_CAND_FIRST * c->k;
+    if (!(E < INFINITY) || mc >= c->s) return 0;
+    husai_topk_row_scan(pre, c->s, mc, cidx, cval, scratch, also);
+    sort_cands(cidx, cval, NULL, mc, 0);
+    return 1;
+}
+
 /* Row r's top k under the dot8 rule into id/v (ascending latents); returns 0 when the first candidate set
  * certified it, 1 the second, 2 when it was rescored in full (its pre-activations then become the exact
- * scores). E: its bound; scratch: 2 d_sae floats; t: this thread.
+ * scores). E: its bound; scratch: 2 d_sae floats; t: this thread; cidx/cval: candidate buffers of d_sae,
+ * holding first_set's result if `ready`.
  * The candidates (the top m by bf16 score) are rescored in score order, highest first, and the row is
  * certified as soon as it can be: with the first r rescored, every other latent's score is at most the
  * (r+1)-th (the m-th for r = m), which is the certificate's S (bf16.c's header) for the set of those r.
  * Most rows certify well before m. The second set's first m are the first set (the same order), so its
  * rescoring goes on where the first stopped. */
 static int select_row(husai_bf16 *c, const husai_sae *m, const float *x, double E, float *pre, int32_t *id,
-                      float *v, float *scratch, int t) {
+                      float *v, float *scratch, int t, int32_t *cidx, float *cval, int ready) {
     const int s = c->s, k = c->k;
     const size_t o = (size_t)t * s;
-    int32_t *cidx = c->cidx + o, *pos = c->pos + o;
-    float *cval = c->cval + o, *vc = c->vc + o, *pv = c->pv + o, *top = pv + k;
+    int32_t *pos = c->pos + o;
+    float *vc = c->vc + o, *pv = c->pv + o, *top = pv + k;
     const int cand[2] = {HUSAI_BF16_CAND_FIRST * k, HUSAI_BF16_CAND_SECOND * k};
     int r = 0, lo = 0; /* rescored; top[0..k) the k largest rescored values once r >= k, top[lo] the least */
     for (int stage = 0; stage < 2 && E < INFINITY; stage++) {
         const int mc = cand[stage];
         if (mc >= s) break;
-        husai_topk_row_scan(pre, s, mc, cidx, cval, scratch);
-        sort_cands(cidx, cval, NULL, mc, 0); /* the first r are those rescored, in vc */
+        if (stage > 0 || !ready) {
+            husai_topk_row_scan(pre, s, mc, cidx, cval, scratch, NULL);
+            sort_cands(cidx, cval, NULL, mc, 0); /* the first r are those rescored, in vc */
+        }
         for (; r < mc; r++) {
             rescore_one(m, x, cidx, r, mc, vc);
             if (r < k) {
@@ -660,19 +678,33 @@ husai_status husai_bf16_encode(const husai_sae *m, const float *x, int n, husai_
         return m->ops->codes(m, n, mode, b);
     }
     int64_t second = 0, full = 0;
-    /* Rows rescored in full cost d_sae dot products: dynamic chunks keep the threads even. The codes do not
-     * depend on which thread selects a row. */
-#pragma omp parallel for schedule(dynamic, 16) num_threads(c->threads) reduction(+ : second, full)
-    for (int r = 0; r < n; r++) {
-        const int t = husai_thread_num();
+    /* Rows go by groups of ROW_GROUP (rows rescored in full cost d_sae dot products: dynamic groups keep the
+     * threads even; the codes do not depend on which thread selects a row). Within a group, row r + 1's first
+     * candidate set is taken before row r is rescored, and that scan of row r + 1's scores also fetches the
+     * W_enc rows row r will rescore first: the two streams from memory overlap instead of taking turns. */
+    const int groups = (n + ROW_GROUP - 1) / ROW_GROUP, ahead = k + k / 2;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->threads) reduction(+ : second, full)
+    for (int g = 0; g < groups; g++) {
+        const int t = husai_thread_num(), r0 = g * ROW_GROUP, r1 = n - r0 < ROW_GROUP ? n : r0 + ROW_GROUP;
         float *scratch = b->select + (size_t)t * 2 * s;
-        int32_t *id = b->idx + (size_t)r * k;
-        float *v = b->val + (size_t)r * k;
-        const int stage =
-            select_row(c, m, in + (size_t)r * d, c->bound[r], b->pre + (size_t)r * s, id, v, scratch, t);
-        second += stage >= 1;
-        full += stage == 2;
-        b->row_ptr[r + 1] = husai_topk_keep(id, v, k, m->spec.relu);
+        int32_t *cidx[2] = {c->cidx + (size_t)2 * t * s, c->cidx + (size_t)(2 * t + 1) * s};
+        float *cval[2] = {c->cval + (size_t)2 * t * s, c->cval + (size_t)(2 * t + 1) * s};
+        int ready = first_set(c, c->bound[r0], b->pre + (size_t)r0 * s, cidx[0], cval[0], scratch, NULL);
+        for (int r = r0; r < r1; r++) {
+            const int cur = (r - r0) & 1;
+            const husai_fetch prev = {(const char *)m->W_enc, cidx[cur], ready ? ahead : 0,
+                                      (size_t)d * sizeof(float)};
+            const int next = r + 1 < r1 && first_set(c, c->bound[r + 1], b->pre + (size_t)(r + 1) * s,
+                                                     cidx[!cur], cval[!cur], scratch, &prev);
+            int32_t *id = b->idx + (size_t)r * k;
+            float *v = b->val + (size_t)r * k;
+            const int stage = select_row(c, m, in + (size_t)r * d, c->bound[r], b->pre + (size_t)r * s, id, v,
+                                         scratch, t, cidx[cur], cval[cur], ready);
+            second += stage >= 1;
+            full += stage == 2;
+            b->row_ptr[r + 1] = husai_topk_keep(id, v, k, m->spec.relu);
+            ready = next;
+        }
     }
     c->rows += n;
     c->second += second;

@@ -6,8 +6,9 @@
  * same for any thread count; none allocates except husai_codes_threshold, which grows the batch's code
  * arrays (owned by the batch) when the codes outgrow them.
  * defines: husai_select_topk_rows, husai_topk_keep, husai_encoder_input, husai_codes_topk,
- * husai_codes_threshold, husai_topk_row, husai_topk_row_scan, husai_dot8, husai_axpy, HUSAI_MULTIVERSION,
- * HUSAI_INLINE, HUSAI_NOINLINE, husai_v8, V8_LOAD, V8_STORE, husai_code_run, husai_group_by_latent */
+ * husai_codes_threshold, husai_topk_row, husai_topk_row_scan, husai_fetch, husai_dot8, husai_axpy,
+ * HUSAI_MULTIVERSION, HUSAI_INLINE, HUSAI_NOINLINE, husai_v8, V8_LOAD, V8_STORE, husai_code_run,
+ * husai_group_by_latent */
 #ifndef HUSAI_SAE_KERNELS_H
 #define HUSAI_SAE_KERNELS_H
 
@@ -60,9 +61,20 @@ husai_status husai_codes_threshold(const husai_sae *m, int n, const float *t, hu
  * idx, in ascending index order, and their values into val. scratch holds 2 * d_sae floats. */
 void husai_topk_row(const float *pre, int d_sae, int k, int32_t *idx, float *val, float *scratch);
 
+/* Memory to fetch into cache while a scan streams its row: n rows of row_bytes at base + rows[i] * row_bytes
+ * (the bf16 path's next rescoring; a hint, nothing is read). */
+typedef struct {
+    const char *base;
+    const int32_t *rows;
+    int n;
+    size_t row_bytes;
+} husai_fetch;
+
 /* husai_topk_row's selection (the same latents, values and order for any input) in one pass behind a
- * rising threshold, for k much smaller than d_sae (the bf16 path's candidate sets). scratch as there. */
-void husai_topk_row_scan(const float *pre, int d_sae, int k, int32_t *idx, float *val, float *scratch);
+ * rising threshold, for k much smaller than d_sae (the bf16 path's candidate sets), fetching `also` (if
+ * not NULL) a few lines per block meanwhile. scratch as there. */
+void husai_topk_row_scan(const float *pre, int d_sae, int k, int32_t *idx, float *val, float *scratch,
+                         const husai_fetch *also);
 
 /* Dot product with 8 fixed partial sums: vectorisable without -ffast-math, and the summation
  * order is set by this code, not by the compiler, so results stay reproducible. */

@@ -305,8 +305,21 @@ HUSAI_INLINE int keep_from(int32_t *ck, int32_t *ci, int c, int32_t lo) {
  * floats against t = key_value(key) orders like the keys (NaN is above nothing, -0 equals +0). Inputs the
  * list cannot narrow (more than 4k ties at the threshold) or with fewer than k entries above -inf take the
  * general path. */
+/* Fetches the next `count` lines of f, from row *row, byte *off on. */
+HUSAI_INLINE void fetch_lines(const husai_fetch *f, int *row, size_t *off, int count) {
+    for (; count > 0 && *row < f->n; count--) {
+        __builtin_prefetch(f->base + (size_t)f->rows[*row] * f->row_bytes + *off);
+        *off += 64;
+        if (*off >= f->row_bytes) {
+            *off = 0;
+            ++*row;
+        }
+    }
+}
+
 HUSAI_MULTIVERSION
-void husai_topk_row_scan(const float *pre, int d_sae, int k, int32_t *idx, float *val, float *scratch) {
+void husai_topk_row_scan(const float *pre, int d_sae, int k, int32_t *idx, float *val, float *scratch,
+                         const husai_fetch *also) {
     const int cap = 4 * k;
     if (d_sae < 4 * cap) {
         husai_topk_row(pre, d_sae, k, idx, val, scratch);
@@ -314,8 +327,15 @@ void husai_topk_row_scan(const float *pre, int d_sae, int k, int32_t *idx, float
     }
     int32_t *ck = (int32_t *)scratch, *ci = ck + cap, mn, mx;
     float t = -INFINITY;
-    int c = 0;
+    int c = 0, f_row = 0, per = 0;
+    size_t f_off = 0;
+    if (also && also->n > 0) { /* spread evenly over the blocks, so both streams stay in flight */
+        const int64_t lines = (int64_t)also->n * (int64_t)((also->row_bytes + 63) / 64),
+                      blocks = (d_sae + 31) / 32;
+        per = (int)((lines + blocks - 1) / blocks);
+    }
     for (int j0 = 0; j0 < d_sae && c >= 0; j0 += 32) {
+        if (per) fetch_lines(also, &f_row, &f_off, per);
         const int len = d_sae - j0 < 32 ? d_sae - j0 : 32;
         uint32_t above = 0;
         __builtin_prefetch(pre + j0 + 1024); /* 4 KB ahead: the walk's branches stall the hardware's */
