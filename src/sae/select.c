@@ -285,26 +285,17 @@ void husai_topk_row(const float *pre, int d_sae, int k, int32_t *idx, float *val
     take_top(key, NULL, d_sae, kth_cut(key, d_sae, k, mn, mx), k, pre, idx, val);
 }
 
-/* Entries of a scan's candidate list with key >= lo, kept in order; returns their count. */
+/* Entries of a scan's candidate list with key >= lo, kept in order (branch-free); returns their count. */
 HUSAI_INLINE int keep_from(int32_t *ck, int32_t *ci, int c, int32_t lo) {
     int kept = 0;
-    for (int a = 0; a < c; a++)
-        if (ck[a] >= lo) {
-            ck[kept] = ck[a];
-            ci[kept++] = ci[a];
-        }
+    for (int a = 0; a < c; a++) {
+        ck[kept] = ck[a];
+        ci[kept] = ci[a];
+        kept += ck[a] >= lo;
+    }
     return kept;
 }
 
-/* The list (ck keys, ci positions, ascending) holds every entry above the threshold t seen so far (and
- * ties at it from before it rose), so every entry left out is <= t. When the list fills, t rises to the
- * k-th largest key in it and the list keeps the keys at or above it: at least k entries, all at lower
- * positions than any later entry, so a later entry equal to t can never be needed (ties go to the lower
- * position) and only entries strictly above t are taken. Each block of 32 becomes a bit mask of the
- * entries above t (vectorised compares) whose set bits are walked, so the work is per taken entry. Comparing
- * floats against t = key_value(key) orders like the keys (NaN is above nothing, -0 equals +0). Inputs the
- * list cannot narrow (more than 4k ties at the threshold) or with fewer than k entries above -inf take the
- * general path. */
 /* Fetches the next `count` lines of f, from row *row, byte *off on. */
 HUSAI_INLINE void fetch_lines(const husai_fetch *f, int *row, size_t *off, int count) {
     for (; count > 0 && *row < f->n; count--) {
@@ -317,16 +308,13 @@ HUSAI_INLINE void fetch_lines(const husai_fetch *f, int *row, size_t *off, int c
     }
 }
 
-HUSAI_MULTIVERSION
-void husai_topk_row_scan(const float *pre, int d_sae, int k, int32_t *idx, float *val, float *scratch,
-                         const husai_fetch *also) {
-    const int cap = 4 * k;
-    if (d_sae < 4 * cap) {
-        husai_topk_row(pre, d_sae, k, idx, val, scratch);
-        return;
-    }
-    int32_t *ck = (int32_t *)scratch, *ci = ck + cap, mn, mx;
-    float t = -INFINITY;
+/* One pass of the scan from threshold t (a float, -inf or a key's value): the list (ck keys, ci positions,
+ * ascending, room for cap) gets every entry above t, and when it fills, t rises to the k-th largest key in
+ * it and the list keeps the keys at or above it. Returns the list's length, or -1 when it cannot narrow
+ * (cap entries tied at the threshold). Blocks of 32 become bit masks of the entries above t (vectorised
+ * compares) whose set bits are walked, so the work is per taken entry; `also` is fetched meanwhile. */
+HUSAI_INLINE int scan_pass(const float *pre, int d_sae, int k, int cap, float t, int32_t *ck, int32_t *ci,
+                           const husai_fetch *also) {
     int c = 0, f_row = 0, per = 0;
     size_t f_off = 0;
     if (also && also->n > 0) { /* spread evenly over the blocks, so both streams stay in flight */
@@ -334,7 +322,7 @@ void husai_topk_row_scan(const float *pre, int d_sae, int k, int32_t *idx, float
                       blocks = (d_sae + 31) / 32;
         per = (int)((lines + blocks - 1) / blocks);
     }
-    for (int j0 = 0; j0 < d_sae && c >= 0; j0 += 32) {
+    for (int j0 = 0; j0 < d_sae; j0 += 32) {
         if (per) fetch_lines(also, &f_row, &f_off, per);
         const int len = d_sae - j0 < 32 ? d_sae - j0 : 32;
         uint32_t above = 0;
@@ -350,21 +338,55 @@ void husai_topk_row_scan(const float *pre, int d_sae, int k, int32_t *idx, float
         for (; above; above &= above - 1) {
             const int j = j0 + __builtin_ctz(above);
             if (c == cap) {
+                int32_t mn, mx;
                 key_range(ck, c, &mn, &mx);
                 const topk_cut cut = kth_cut(ck, c, k, mn, mx);
                 const int32_t lo = cut.ties ? cut.thr : cut.thr + 1; /* the k-th largest key */
                 c = keep_from(ck, ci, c, lo);
                 t = key_value(lo);
-                if (c == cap) { /* all tied at the threshold */
-                    c = -1;
-                    break;
-                }
+                if (c == cap) return -1; /* all tied at the threshold */
                 if (!(pre[j] > t)) continue;
             }
             ck[c] = order_key(pre[j]);
             ci[c++] = j;
         }
     }
+    return c;
+}
+
+/* The scan. After a pass from threshold t0, every entry left out of the list is <= the pass's final
+ * threshold t, and if the list holds k entries, the row's k-th largest is above t0 and at or above t. If
+ * t never rose, the list is every entry above t0: the top k is in it, ties included. If it rose, the list
+ * has every entry above t, and the entries equal to t it lacks all come after k entries at or above t that
+ * it has (t rose to the k-th largest key of the list, which kept those), so with ties to the lower position
+ * they are never needed. Either way the top k of the list is the row's. Comparing floats against t =
+ * key_value(key) orders like the keys (NaN is above nothing, -0 equals +0).
+ * t0 comes from a sample, the row's first d_sae / 32 entries (contiguous, so it costs a few lines, and
+ * latents' order is arbitrary): its r-th largest with r = 2 mu + 6, mu = the sample's expected count above
+ * the row's k-th largest (k / d_sae of it), so that t0 lies below the k-th largest but for about one row in
+ * 10^4 (Poisson tail; such a row passes again from -inf). About 32 r entries then enter the list, against
+ * all of the first 4k and ~k ln(d_sae / 4k) more from -inf, and the list rarely fills. Rows with fewer than k
+ * entries above -inf (NaN, -inf) or more than 8k ties at the threshold take the general path. */
+HUSAI_MULTIVERSION
+void husai_topk_row_scan(const float *pre, int d_sae, int k, int32_t *idx, float *val, float *scratch,
+                         const husai_fetch *also) {
+    const int cap = 8 * k, ns = d_sae / 32;
+    if (d_sae < 4 * cap || ns > 2 * cap) {
+        husai_topk_row(pre, d_sae, k, idx, val, scratch);
+        return;
+    }
+    int32_t *ck = (int32_t *)scratch, *ci = ck + cap, mn, mx;
+    for (int a = 0; a < ns; a++) /* the sample, in ck and ci until the pass */
+        ck[a] = order_key(pre[a]);
+    const int r = (int)(2 * (int64_t)ns * k / d_sae) + 6;
+    float t0 = -INFINITY;
+    if (r <= ns) {
+        key_range(ck, ns, &mn, &mx);
+        const topk_cut cut = kth_cut(ck, ns, r, mn, mx);
+        t0 = key_value(cut.ties ? cut.thr : cut.thr + 1);
+    }
+    int c = scan_pass(pre, d_sae, k, cap, t0, ck, ci, also);
+    if (c >= 0 && c < k && t0 > -INFINITY) c = scan_pass(pre, d_sae, k, cap, -INFINITY, ck, ci, NULL);
     if (c < k) { /* the list gave up, or fewer than k entries are above -inf (NaN, -inf) */
         husai_topk_row(pre, d_sae, k, idx, val, scratch);
         return;
