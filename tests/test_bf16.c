@@ -9,6 +9,7 @@
  * - the fallback: rows built so that bf16 cannot separate the candidates (weights differing only below
  *   bf16's precision, all-tied rows) are rescored in full and still select the exact top k;
  * - the second candidate set: a row the first set cannot certify and the second can;
+ * - all of it with candidates rescored all at once and one by one (husai_bf16_set_incremental);
  * - the candidate sets' one-pass selection (husai_topk_row_scan) against husai_topk_row and a naive one;
  * - training: at every step the codes equal the dot8 rule's on that step's model and batch (topk), and the
  *   trained parameters are bitwise the same for the emulated and oneDNN products and for 1 and 2 threads
@@ -571,5 +572,11 @@ int main(void) {
         cmocka_unit_test(test_second_set),  cmocka_unit_test(test_threshold_rules),
         cmocka_unit_test(test_topk_scan),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = 0;
+    for (int mode = 0; mode < 2; mode++) { /* candidates rescored all at once, then one by one */
+        husai_bf16_set_incremental(mode);
+        print_message("candidates rescored %s:\n", mode ? "one by one in score order" : "all at once");
+        failed += cmocka_run_group_tests(tests, NULL, NULL);
+    }
+    return failed;
 }
