@@ -224,7 +224,7 @@ static void test_topk_signed(void **state) {
 }
 static void test_topk_relu_bias(void **state) {
     (void)state;
-    run_case(HUSAI_ARCH_TOPK, 48, 300, 5, 1, 1);
+    run_case(HUSAI_ARCH_TOPK, 45, 300, 5, 1, 1); /* d not a multiple of 8: dot8's tail */
 }
 static void test_matryoshka(void **state) {
     (void)state;

@@ -511,17 +511,45 @@ static void rescore(const husai_sae *m, const float *x, const int32_t *idx, int 
     }
 }
 
-/* vc[a] = b_enc[j] + dot8(x, w_j) for the candidate j = cidx[a], fetching the one two places on (of n)
- * meanwhile: candidates are scattered rows of W_enc, mostly out of cache. */
+/* vc[a] = b_enc[j] + dot8(x, w_j) for the q <= 4 candidates j = cidx[a], a = r .. r + q - 1, four at once
+ * (each lane of a v8 accumulator takes dot8's terms in dot8's order, the tail and the final sums too: the
+ * same bits; one dot product is a chain of dependent adds, four interleave). Fetches the W_enc rows of the
+ * next four candidates (of n) meanwhile: they are scattered, mostly out of cache. */
 HUSAI_MULTIVERSION
-static void rescore_one(const husai_sae *m, const float *x, const int32_t *cidx, int a, int n, float *vc) {
+static void rescore_four(const husai_sae *m, const float *x, const int32_t *cidx, int r, int q, int n,
+                         float *vc) {
     const int d = m->d_model;
-    if (a + 2 < n) {
-        const char *next = (const char *)(m->W_enc + (size_t)cidx[a + 2] * d);
+    for (int a = r + 4; a < r + 8 && a < n; a++) {
+        const char *next = (const char *)(m->W_enc + (size_t)cidx[a] * d);
         for (size_t o = 0; o < (size_t)d * sizeof(float); o += 64)
             __builtin_prefetch(next + o);
     }
-    vc[a] = m->b_enc[cidx[a]] + husai_dot8(x, m->W_enc + (size_t)cidx[a] * d, d);
+    if (q < 4) {
+        for (int a = r; a < r + q; a++)
+            vc[a] = m->b_enc[cidx[a]] + husai_dot8(x, m->W_enc + (size_t)cidx[a] * d, d);
+        return;
+    }
+    const float *w[4];
+    for (int a = 0; a < 4; a++)
+        w[a] = m->W_enc + (size_t)cidx[r + a] * d;
+    husai_v8 acc[4] = {{0}, {0}, {0}, {0}};
+    int i = 0;
+    for (; i + 8 <= d; i += 8) {
+        husai_v8 xv, wv;
+        V8_LOAD(xv, x + i);
+        for (int a = 0; a < 4; a++) {
+            V8_LOAD(wv, w[a] + i);
+            acc[a] += xv * wv;
+        }
+    }
+    for (int a = 0; a < 4; a++) {
+        float tail = 0.0f;
+        for (int e = i; e < d; e++)
+            tail += x[e] * w[a][e];
+        const husai_v8 c = acc[a];
+        vc[r + a] = m->b_enc[cidx[r + a]] +
+                    (((c[0] + c[1]) + (c[2] + c[3])) + ((c[4] + c[5]) + (c[6] + c[7])) + tail);
+    }
 }
 
 /* Sorts n latents with their values (and val2's, if set): by value descending, ties to the lower latent
@@ -584,8 +612,8 @@ static int select_row(husai_bf16 *c, const husai_sae *m, const float *x, double 
             float S = cval[0];
             for (int a = 1; a < mc; a++)
                 S = cval[a] < S ? cval[a] : S;
-            for (r = 0; r < mc; r++)
-                rescore_one(m, x, cidx, r, mc, vc);
+            for (r = 0; r < mc; r += 4)
+                rescore_four(m, x, cidx, r, mc - r < 4 ? mc - r : 4, mc, vc);
             husai_topk_row(vc, mc, k, pos, pv, scratch);
             float vk = pv[0];
             for (int a = 1; a < k; a++)
@@ -597,8 +625,12 @@ static int select_row(husai_bf16 *c, const husai_sae *m, const float *x, double 
             }
             return stage;
         }
-        for (; r < mc; r++) {
-            rescore_one(m, x, cidx, r, mc, vc);
+        for (int done = r; r < mc; r++) {
+            if (r == done) { /* four at a time: at most three rescored past the row's certificate */
+                const int q = mc - r < 4 ? mc - r : 4;
+                rescore_four(m, x, cidx, r, q, mc, vc);
+                done = r + q;
+            }
             /* top[lo] changes only when a value enters the k largest: rare past k, the scores' order being
              * nearly the exact one */
             int changed = 1;
