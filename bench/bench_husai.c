@@ -175,7 +175,7 @@ static int bf16_section(int quick) {
            "d_sae", "k", "batch", "fp32 sm/s", "bf16 sm/s", "ratio", "sgemm", "enc32", "enc16", "ISA",
            "second", "full");
     bench_bf16("husai", 128, 128, 32, 2048, quick ? 10 : 100, quick ? 2 : 5);
-    bench_bf16("llm-like", 768, 16384, 32, 4096, quick ? 1 : 3, quick ? 2 : 3);
+    bench_bf16("llm-like", 768, 16384, 32, 4096, quick ? 1 : 3, quick ? 2 : 5);
     return 0;
 }
 

@@ -545,6 +545,45 @@ static void test_topk_scan(void **state) {
     free(taken);
 }
 
+/* husai_sort_pairs (the candidates' rescoring order) against an insertion sort, on values with ties, signed
+ * zeros and NaN (which sorts as -inf), by value and by id. */
+static void test_sort_pairs(void **state) {
+    (void)state;
+    for (int trial = 0; trial < 200; trial++) {
+        const int n = 1 + trial % 90, by_value = trial % 3 != 0;
+        int32_t id[2][90], scratch[180];
+        float val[2][90], val2[2][90];
+        for (int a = 0; a < n; a++) {
+            const double u = urand();
+            id[0][a] = by_value ? a : (int32_t)(urand() * 1e6) * 90 + a; /* distinct ids */
+            val[0][a] = trial % 4 == 1 ? (u < 0.1 ? NAN : u < 0.3 ? -0.0f : (float)(int)(5.0 * u)) : nrand();
+            val2[0][a] = (float)a;
+        }
+        memcpy(id[1], id[0], sizeof id[0]);
+        memcpy(val[1], val[0], sizeof val[0]);
+        memcpy(val2[1], val2[0], sizeof val2[0]);
+        husai_sort_pairs(id[0], val[0], val2[0], n, by_value, scratch);
+        for (int a = 1; a < n; a++) { /* insertion sort, NaN as -inf */
+            const int32_t j = id[1][a];
+            const float x = val[1][a], y = val2[1][a], xs = isnan(x) ? -INFINITY : x;
+            int b = a;
+            for (; b > 0; b--) {
+                const float p = isnan(val[1][b - 1]) ? -INFINITY : val[1][b - 1];
+                if (by_value ? !(p < xs) : !(id[1][b - 1] > j)) break;
+                id[1][b] = id[1][b - 1];
+                val[1][b] = val[1][b - 1];
+                val2[1][b] = val2[1][b - 1];
+            }
+            id[1][b] = j;
+            val[1][b] = x;
+            val2[1][b] = y;
+        }
+        assert_memory_equal(id[0], id[1], (size_t)n * sizeof(int32_t));
+        assert_memory_equal(val[0], val[1], (size_t)n * sizeof(float));
+        assert_memory_equal(val2[0], val2[1], (size_t)n * sizeof(float));
+    }
+}
+
 static void test_names(void **state) {
     (void)state;
     assert_int_equal(husai_precision_parse("bf16"), HUSAI_PRECISION_BF16);
@@ -570,7 +609,7 @@ int main(void) {
         cmocka_unit_test(test_matryoshka),  cmocka_unit_test(test_fallback),
         cmocka_unit_test(test_training),    cmocka_unit_test(test_pwmcc),
         cmocka_unit_test(test_second_set),  cmocka_unit_test(test_threshold_rules),
-        cmocka_unit_test(test_topk_scan),
+        cmocka_unit_test(test_topk_scan),   cmocka_unit_test(test_sort_pairs),
     };
     int failed = 0;
     for (int mode = 0; mode < 2; mode++) { /* candidates rescored all at once, then one by one */

@@ -552,25 +552,6 @@ static void rescore_four(const husai_sae *m, const float *x, const int32_t *cidx
     }
 }
 
-/* Sorts n latents with their values (and val2's, if set): by value descending, ties to the lower latent
- * (by_latent = 0; the input is in ascending latents, and insertion sort is stable), or by latent ascending
- * (by_latent = 1). n is a few k. */
-static void sort_cands(int32_t *id, float *val, float *val2, int n, int by_latent) {
-    for (int a = 1; a < n; a++) {
-        const int32_t j = id[a];
-        const float x = val[a], y = val2 ? val2[a] : 0.0f;
-        int b = a;
-        for (; b > 0 && (by_latent ? id[b - 1] > j : val[b - 1] < x); b--) {
-            id[b] = id[b - 1];
-            val[b] = val[b - 1];
-            if (val2) val2[b] = val2[b - 1];
-        }
-        id[b] = j;
-        val[b] = x;
-        if (val2) val2[b] = y;
-    }
-}
-
 /* A row's first candidate set (the top HUSAI_BF16_CAND_FIRST * k by bf16 score) in rescoring order into
  * cidx/cval, ahead of its rescoring, while `also` (the previous row's first candidates) is fetched; returns
  * whether select_row will use it (it will not for rows it rescores in full). */
@@ -579,7 +560,7 @@ static int first_set(const husai_bf16 *c, double E, const float *pre, int32_t *c
     const int mc = HUSAI_BF16_CAND_FIRST * c->k;
     if (!(E < INFINITY) || mc >= c->s) return 0;
     husai_topk_row_scan(pre, c->s, mc, cidx, cval, scratch, also);
-    if (c->incremental) sort_cands(cidx, cval, NULL, mc, 0);
+    if (c->incremental) husai_sort_pairs(cidx, cval, NULL, mc, 1, (int32_t *)scratch);
     return 1;
 }
 
@@ -606,7 +587,7 @@ static int select_row(husai_bf16 *c, const husai_sae *m, const float *x, double 
         if (stage > 0 || !ready) {
             husai_topk_row_scan(pre, s, mc, cidx, cval, scratch, NULL);
             if (c->incremental)
-                sort_cands(cidx, cval, NULL, mc, 0); /* the first r are those rescored, in vc */
+                husai_sort_pairs(cidx, cval, NULL, mc, 1, (int32_t *)scratch); /* the first r: in vc */
         }
         if (!c->incremental) { /* all mc at once, the certificate's S the least score among them */
             float S = cval[0];
@@ -647,7 +628,7 @@ static int select_row(husai_bf16 *c, const husai_sae *m, const float *x, double 
             const float S = cval[r + 1 < mc ? r + 1 : mc - 1];
             if ((double)top[lo] - (double)S > E) { /* false for a NaN */
                 const int n = r + 1;
-                sort_cands(cidx, vc, cval, n, 1);
+                husai_sort_pairs(cidx, vc, cval, n, 0, (int32_t *)scratch);
                 husai_topk_row(vc, n, k, pos, pv, scratch);
                 for (int a = 0; a < k; a++) {
                     id[a] = cidx[pos[a]];

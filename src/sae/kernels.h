@@ -6,8 +6,8 @@
  * same for any thread count; none allocates except husai_codes_threshold, which grows the batch's code
  * arrays (owned by the batch) when the codes outgrow them.
  * defines: husai_select_topk_rows, husai_topk_keep, husai_encoder_input, husai_codes_topk,
- * husai_codes_threshold, husai_topk_row, husai_topk_row_scan, husai_fetch, husai_dot8, husai_axpy,
- * HUSAI_MULTIVERSION, HUSAI_INLINE, HUSAI_NOINLINE, husai_v8, V8_LOAD, V8_STORE, husai_code_run,
+ * husai_codes_threshold, husai_topk_row, husai_topk_row_scan, husai_fetch, husai_sort_pairs, husai_dot8,
+ * husai_axpy, HUSAI_MULTIVERSION, HUSAI_INLINE, HUSAI_NOINLINE, husai_v8, V8_LOAD, V8_STORE, husai_code_run,
  * husai_group_by_latent */
 #ifndef HUSAI_SAE_KERNELS_H
 #define HUSAI_SAE_KERNELS_H
@@ -60,6 +60,11 @@ husai_status husai_codes_threshold(const husai_sae *m, int n, const float *t, hu
 /* Selects the k top entries of one row of d_sae floats (signed; ties to the lower index, NaN as -inf) into
  * idx, in ascending index order, and their values into val. scratch holds 2 * d_sae floats. */
 void husai_topk_row(const float *pre, int d_sae, int k, int32_t *idx, float *val, float *scratch);
+
+/* Sorts n (id, val, val2) triples (val2 may be NULL): by val descending (by_value; as the selections
+ * order values: NaN as -inf, -0 as +0), else by id ascending, ties in their present order. scratch holds
+ * 2n ints. */
+void husai_sort_pairs(int32_t *id, float *val, float *val2, int n, int by_value, int32_t *scratch);
 
 /* Memory to fetch into cache while a scan streams its row: n rows of row_bytes at base + rows[i] * row_bytes
  * (the bf16 path's next rescoring; a hint, nothing is read). */

@@ -395,6 +395,43 @@ void husai_topk_row_scan(const float *pre, int d_sae, int k, int32_t *idx, float
     take_top(ck, ci, c, kth_cut(ck, c, k, mn, mx), k, pre, idx, val);
 }
 
+/* Each pair's place is counted (how many go before it: branch-free, vectorised compares, n^2 / 8 steps
+ * for a few dozen pairs) and the pairs are moved along the permutation's cycles, so no copy is needed. */
+HUSAI_MULTIVERSION
+void husai_sort_pairs(int32_t *id, float *val, float *val2, int n, int by_value, int32_t *scratch) {
+    int32_t *key = scratch, *place = scratch + n;
+    for (int a = 0; a < n; a++)
+        key[a] = by_value ? order_key(val[a]) : id[a];
+    for (int a = 0; a < n; a++) {
+        const int32_t ka = key[a];
+        int before = 0;
+        if (by_value)
+            for (int b = 0; b < n; b++)
+                before += (key[b] > ka) | ((key[b] == ka) & (b < a));
+        else
+            for (int b = 0; b < n; b++)
+                before += (key[b] < ka) | ((key[b] == ka) & (b < a));
+        place[a] = before;
+    }
+    for (int a = 0; a < n; a++)
+        while (place[a] != a) {
+            const int t = place[a];
+            const int32_t ti = id[a];
+            const float tv = val[a];
+            id[a] = id[t];
+            id[t] = ti;
+            val[a] = val[t];
+            val[t] = tv;
+            if (val2) {
+                const float tw = val2[a];
+                val2[a] = val2[t];
+                val2[t] = tw;
+            }
+            place[a] = place[t];
+            place[t] = t;
+        }
+}
+
 /* topk_row for two short rows (topk_direct) at once, their searches interleaved; scratch holds
  * 2 * d_sae floats. */
 HUSAI_MULTIVERSION
