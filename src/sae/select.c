@@ -296,10 +296,11 @@ HUSAI_INLINE int keep_from(int32_t *ck, int32_t *ci, int c, int32_t lo) {
     return kept;
 }
 
-/* Fetches the next `count` lines of f, from row *row, byte *off on. */
+/* Fetches the next `count` lines of f, from row *row, byte *off on, into L2 only (hint 2): they are used a
+ * row later, and in L1 they would push out the scan's own stream. */
 HUSAI_INLINE void fetch_lines(const husai_fetch *f, int *row, size_t *off, int count) {
     for (; count > 0 && *row < f->n; count--) {
-        __builtin_prefetch(f->base + (size_t)f->rows[*row] * f->row_bytes + *off);
+        __builtin_prefetch(f->base + (size_t)f->rows[*row] * f->row_bytes + *off, 0, 2);
         *off += 64;
         if (*off >= f->row_bytes) {
             *off = 0;
