@@ -21,10 +21,11 @@
  * the bias to bf16) bounds |sigma_j - T_j| and E2 =
  * gamma_{d+1} (B + |x| W) + A bounds |v_j - T_j| for every j; the row's bound is E = (E1 + E2)(1 + 2^-20),
  * the factor covering the double-precision rounding of the norms and sums.
- * The certificate: rescore the m candidates C with the largest sigma (S = the smallest sigma in C, so
- * sigma_j <= S for every j outside C). For j outside C, v_j <= T_j + E2 <= sigma_j + E1 + E2 <= S + E.
- * If the k-th largest v over C exceeds S + E, no latent outside C reaches or ties it, so the top k of v
- * over C (ties to the lower latent) is the top k of v over all latents: the dot8 fp32 rule's selection.
+ * The certificate: rescore a set C of latents and let S bound sigma_j for every j outside C (C the m
+ * largest sigma and S the smallest sigma in C; or, rescoring in descending sigma order, C the first r and
+ * S the (r+1)-th sigma). For j outside C, v_j <= T_j + E2 <= sigma_j + E1 + E2 <= S + E. If the k-th
+ * largest v over C exceeds S + E, no latent outside C reaches or ties it, so the top k of v over C (ties
+ * to the lower latent) is the top k of v over all latents: the dot8 fp32 rule's selection.
  * A row whose norms are not finite, or large enough for an fp32 sum to overflow, gets E = inf. */
 #define _POSIX_C_SOURCE 200809L
 #include "sae/bf16.h"

@@ -1,6 +1,7 @@
 /* select.c: top-k selection, the kernel of the topk and matryoshka rules and of AuxK: per-row top-k over
- * order-preserving integer keys (branch-free counting, bounded search), packing to CSR, and the
- * quickselect husai_kth_largest. */
+ * order-preserving integer keys (branch-free counting, bounded search), its one-pass form for small k
+ * (the bf16 path's candidate sets) and the candidates' ordering, packing to CSR, and the quickselect
+ * husai_kth_largest. */
 #include <math.h>
 #include <string.h>
 
