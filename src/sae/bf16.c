@@ -730,7 +730,8 @@ husai_status husai_bf16_encode(const husai_sae *m, const float *x, int n, husai_
     /* Rows go by groups of ROW_GROUP (rows rescored in full cost d_sae dot products: dynamic groups keep the
      * threads even; the codes do not depend on which thread selects a row). Within a group, row r + 1's first
      * candidate set is taken before row r is rescored, and that scan of row r + 1's scores also fetches the
-     * W_enc rows row r will rescore first: the two streams from memory overlap instead of taking turns. */
+     * W_enc rows row r will rescore first: the two streams from memory overlap instead of taking turns.
+     * ahead = 1.5k of them: rows certified after ~1.45k of their 2k candidates on average at 768 x 16384. */
     const int groups = (n + ROW_GROUP - 1) / ROW_GROUP, ahead = k + k / 2;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(c->threads) reduction(+ : second, full)
     for (int g = 0; g < groups; g++) {
