@@ -75,9 +75,9 @@ typedef struct {
     size_t row_bytes;
 } husai_fetch;
 
-/* husai_topk_row's selection (the same latents, values and order for any input) in one pass behind a
- * rising threshold, for k much smaller than d_sae (the bf16 path's candidate sets), fetching `also` (if
- * not NULL) a few lines per block meanwhile. scratch as there. */
+/* husai_topk_row's selection (the same latents, values and order for any input) in one pass (rarely two)
+ * behind a threshold sampled from the row and rising, for k much smaller than d_sae (the bf16 path's
+ * candidate sets), fetching `also` (if not NULL) a few lines per block meanwhile. scratch as there. */
 void husai_topk_row_scan(const float *pre, int d_sae, int k, int32_t *idx, float *val, float *scratch,
                          const husai_fetch *also);
 
