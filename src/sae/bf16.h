@@ -12,7 +12,7 @@
  *          husai_bf16_encode, husai_bf16_force_full, husai_bf16_round, husai_bf16_row_bound,
  *          husai_bf16_stats, husai_bf16_eligible, husai_bf16_totals, husai_bf16_calibrate, husai_bf16_nt,
  *          husai_bf16_nt_create, husai_bf16_nt_block, husai_bf16_nt_bound, husai_bf16_nt_free,
- *          husai_bf16_abs_dot, HUSAI_BF16_CAND_FIRST, HUSAI_BF16_CAND_SECOND */
+ *          husai_bf16_abs_dot, husai_bf16_set_incremental, HUSAI_BF16_CAND_FIRST, HUSAI_BF16_CAND_SECOND */
 #ifndef HUSAI_SAE_BF16_H
 #define HUSAI_SAE_BF16_H
 
@@ -40,8 +40,9 @@ typedef enum {
 typedef struct husai_bf16 husai_bf16;
 
 /* Candidates per row, in multiples of k: the first pass rescores the top HUSAI_BF16_CAND_FIRST * k by
- * bf16 score, a row it does not certify the top HUSAI_BF16_CAND_SECOND * k, and a row neither certifies
- * (or any row when that reaches d_sae) is rescored in full. Measured at 768 x 16384, k 32: see README. */
+ * bf16 score (highest first, stopping as soon as the row is certified), a row it does not certify the top
+ * HUSAI_BF16_CAND_SECOND * k, and a row neither certifies (or any row when that reaches d_sae) is rescored
+ * in full. Measured at 768 x 16384, k 32: see README. */
 #define HUSAI_BF16_CAND_FIRST 2
 #define HUSAI_BF16_CAND_SECOND 8
 
@@ -64,6 +65,11 @@ husai_status husai_bf16_create(husai_sae_batch *b, const husai_sae *m, husai_bf1
 
 /* Releases a context (NULL is fine). */
 void husai_bf16_free(husai_bf16 *c);
+
+/* Tests: how contexts created from now on rescore a TopK row's candidates: 1 one by one in score order,
+ * stopping once certified, 0 all at once, -1 (the default) one by one from d_model 256 on. The codes are
+ * the same either way. */
+void husai_bf16_set_incremental(int mode);
 
 /* The bf16 rounding husai feeds the units: round to nearest even, results below bf16's smallest normal
  * flushed to (signed) zero (what the units do with subnormal inputs), NaN kept a NaN. As a float. */

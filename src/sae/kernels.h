@@ -6,8 +6,9 @@
  * same for any thread count; none allocates except husai_codes_threshold, which grows the batch's code
  * arrays (owned by the batch) when the codes outgrow them.
  * defines: husai_select_topk_rows, husai_topk_keep, husai_encoder_input, husai_codes_topk,
- * husai_codes_threshold, husai_topk_row, husai_dot8, husai_axpy, HUSAI_MULTIVERSION, HUSAI_INLINE,
- * HUSAI_NOINLINE, husai_v8, V8_LOAD, V8_STORE, husai_code_run, husai_group_by_latent */
+ * husai_codes_threshold, husai_topk_row, husai_topk_row_scan, husai_fetch, husai_sort_pairs, husai_dot8,
+ * husai_axpy, HUSAI_MULTIVERSION, HUSAI_INLINE, HUSAI_NOINLINE, husai_v8, V8_LOAD, V8_STORE, husai_code_run,
+ * husai_group_by_latent */
 #ifndef HUSAI_SAE_KERNELS_H
 #define HUSAI_SAE_KERNELS_H
 
@@ -59,6 +60,26 @@ husai_status husai_codes_threshold(const husai_sae *m, int n, const float *t, hu
 /* Selects the k top entries of one row of d_sae floats (signed; ties to the lower index, NaN as -inf) into
  * idx, in ascending index order, and their values into val. scratch holds 2 * d_sae floats. */
 void husai_topk_row(const float *pre, int d_sae, int k, int32_t *idx, float *val, float *scratch);
+
+/* Sorts n (id, val, val2) triples (val2 may be NULL): by val descending (by_value; as the selections
+ * order values: NaN as -inf, -0 as +0), else by id ascending, ties in their present order. scratch holds
+ * 2n ints. */
+void husai_sort_pairs(int32_t *id, float *val, float *val2, int n, int by_value, int32_t *scratch);
+
+/* Memory to fetch into cache while a scan streams its row: n rows of row_bytes at base + rows[i] * row_bytes
+ * (the bf16 path's next rescoring; a hint, nothing is read). */
+typedef struct {
+    const char *base;
+    const int32_t *rows;
+    int n;
+    size_t row_bytes;
+} husai_fetch;
+
+/* husai_topk_row's selection (the same latents, values and order for any input) in one pass (rarely two)
+ * behind a threshold sampled from the row and rising, for k much smaller than d_sae (the bf16 path's
+ * candidate sets), fetching `also` (if not NULL) a few lines per block meanwhile. scratch as there. */
+void husai_topk_row_scan(const float *pre, int d_sae, int k, int32_t *idx, float *val, float *scratch,
+                         const husai_fetch *also);
 
 /* Dot product with 8 fixed partial sums: vectorisable without -ffast-math, and the summation
  * order is set by this code, not by the compiler, so results stay reproducible. */

@@ -1,6 +1,7 @@
 /* select.c: top-k selection, the kernel of the topk and matryoshka rules and of AuxK: per-row top-k over
- * order-preserving integer keys (branch-free counting, bounded search), packing to CSR, and the
- * quickselect husai_kth_largest. */
+ * order-preserving integer keys (branch-free counting, bounded search), its one-pass form for small k
+ * (the bf16 path's candidate sets) and the candidates' ordering, packing to CSR, and the quickselect
+ * husai_kth_largest. */
 #include <math.h>
 #include <string.h>
 
@@ -283,6 +284,154 @@ void husai_topk_row(const float *pre, int d_sae, int k, int32_t *idx, float *val
         mx = key[j] > mx ? key[j] : mx;
     }
     take_top(key, NULL, d_sae, kth_cut(key, d_sae, k, mn, mx), k, pre, idx, val);
+}
+
+/* Entries of a scan's candidate list with key >= lo, kept in order (branch-free); returns their count. */
+HUSAI_INLINE int keep_from(int32_t *ck, int32_t *ci, int c, int32_t lo) {
+    int kept = 0;
+    for (int a = 0; a < c; a++) {
+        ck[kept] = ck[a];
+        ci[kept] = ci[a];
+        kept += ck[a] >= lo;
+    }
+    return kept;
+}
+
+/* Fetches the next `count` lines of f, from row *row, byte *off on, into L2 only (hint 2): they are used a
+ * row later, and in L1 they would push out the scan's own stream. */
+HUSAI_INLINE void fetch_lines(const husai_fetch *f, int *row, size_t *off, int count) {
+    for (; count > 0 && *row < f->n; count--) {
+        __builtin_prefetch(f->base + (size_t)f->rows[*row] * f->row_bytes + *off, 0, 2);
+        *off += 64;
+        if (*off >= f->row_bytes) {
+            *off = 0;
+            ++*row;
+        }
+    }
+}
+
+/* One pass of the scan from threshold t (a float, -inf or a key's value): the list (ck keys, ci positions,
+ * ascending, room for cap) gets every entry above t, and when it fills, t rises to the k-th largest key in
+ * it and the list keeps the keys at or above it. Returns the list's length, or -1 when it cannot narrow
+ * (cap entries tied at the threshold). Blocks of 32 become bit masks of the entries above t (vectorised
+ * compares) whose set bits are walked, so the work is per taken entry; `also` is fetched meanwhile. */
+HUSAI_INLINE int scan_pass(const float *pre, int d_sae, int k, int cap, float t, int32_t *ck, int32_t *ci,
+                           const husai_fetch *also) {
+    int c = 0, f_row = 0, per = 0;
+    size_t f_off = 0;
+    if (also && also->n > 0) { /* spread evenly over the blocks, so both streams stay in flight */
+        const int64_t lines = (int64_t)also->n * (int64_t)((also->row_bytes + 63) / 64),
+                      blocks = (d_sae + 31) / 32;
+        per = (int)((lines + blocks - 1) / blocks);
+    }
+    for (int j0 = 0; j0 < d_sae; j0 += 32) {
+        if (per) fetch_lines(also, &f_row, &f_off, per);
+        const int len = d_sae - j0 < 32 ? d_sae - j0 : 32;
+        uint32_t above = 0;
+        __builtin_prefetch(pre + j0 + 1024); /* 4 KB ahead: the walk's branches stall the hardware's */
+        __builtin_prefetch(pre + j0 + 1040);
+        if (len == 32) {
+            for (int i = 0; i < 32; i++)
+                above |= (uint32_t)(pre[j0 + i] > t) << i;
+        } else {
+            for (int i = 0; i < len; i++)
+                above |= (uint32_t)(pre[j0 + i] > t) << i;
+        }
+        for (; above; above &= above - 1) {
+            const int j = j0 + __builtin_ctz(above);
+            if (c == cap) {
+                int32_t mn, mx;
+                key_range(ck, c, &mn, &mx);
+                const topk_cut cut = kth_cut(ck, c, k, mn, mx);
+                const int32_t lo = cut.ties ? cut.thr : cut.thr + 1; /* the k-th largest key */
+                c = keep_from(ck, ci, c, lo);
+                t = key_value(lo);
+                if (c == cap) return -1; /* all tied at the threshold */
+                if (!(pre[j] > t)) continue;
+            }
+            ck[c] = order_key(pre[j]);
+            ci[c++] = j;
+        }
+    }
+    return c;
+}
+
+/* The scan. After a pass from threshold t0, every entry left out of the list is <= the pass's final
+ * threshold t, and if the list holds k entries, the row's k-th largest is above t0 and at or above t. If
+ * t never rose, the list is every entry above t0: the top k is in it, ties included. If it rose, the list
+ * has every entry above t, and the entries equal to t it lacks all come after k entries at or above t that
+ * it has (t rose to the k-th largest key of the list, which kept those), so with ties to the lower position
+ * they are never needed. Either way the top k of the list is the row's. Comparing floats against t =
+ * key_value(key) orders like the keys (NaN is above nothing, -0 equals +0).
+ * t0 comes from a sample, the row's first d_sae / 32 entries (contiguous, so it costs a few lines, and
+ * latents' order is arbitrary): its r-th largest with r = 2 mu + 6, mu = the sample's expected count above
+ * the row's k-th largest (k / d_sae of it), so that t0 lies below the k-th largest but for about one row in
+ * 10^4 (Poisson tail; such a row passes again from -inf). About 32 r entries then enter the list, against
+ * all of the first 4k and ~k ln(d_sae / 4k) more from -inf, and the list rarely fills. Rows with fewer than k
+ * entries above -inf (NaN, -inf) or more than 8k ties at the threshold take the general path. */
+HUSAI_MULTIVERSION
+void husai_topk_row_scan(const float *pre, int d_sae, int k, int32_t *idx, float *val, float *scratch,
+                         const husai_fetch *also) {
+    const int cap = 8 * k, ns = d_sae / 32;
+    if (d_sae < 4 * cap || ns > 2 * cap) {
+        husai_topk_row(pre, d_sae, k, idx, val, scratch);
+        return;
+    }
+    int32_t *ck = (int32_t *)scratch, *ci = ck + cap, mn, mx;
+    for (int a = 0; a < ns; a++) /* the sample, in ck and ci until the pass */
+        ck[a] = order_key(pre[a]);
+    const int r = (int)(2 * (int64_t)ns * k / d_sae) + 6;
+    float t0 = -INFINITY;
+    if (r <= ns) {
+        key_range(ck, ns, &mn, &mx);
+        const topk_cut cut = kth_cut(ck, ns, r, mn, mx);
+        t0 = key_value(cut.ties ? cut.thr : cut.thr + 1);
+    }
+    int c = scan_pass(pre, d_sae, k, cap, t0, ck, ci, also);
+    if (c >= 0 && c < k && t0 > -INFINITY) c = scan_pass(pre, d_sae, k, cap, -INFINITY, ck, ci, NULL);
+    if (c < k) { /* the list gave up, or fewer than k entries are above -inf (NaN, -inf) */
+        husai_topk_row(pre, d_sae, k, idx, val, scratch);
+        return;
+    }
+    key_range(ck, c, &mn, &mx);
+    take_top(ck, ci, c, kth_cut(ck, c, k, mn, mx), k, pre, idx, val);
+}
+
+/* Each pair's place is counted (how many go before it: branch-free, vectorised compares, n^2 / 8 steps
+ * for a few dozen pairs) and the pairs are moved along the permutation's cycles, so no copy is needed. */
+HUSAI_MULTIVERSION
+void husai_sort_pairs(int32_t *id, float *val, float *val2, int n, int by_value, int32_t *scratch) {
+    int32_t *key = scratch, *place = scratch + n;
+    for (int a = 0; a < n; a++)
+        key[a] = by_value ? order_key(val[a]) : id[a];
+    for (int a = 0; a < n; a++) {
+        const int32_t ka = key[a];
+        int before = 0;
+        if (by_value)
+            for (int b = 0; b < n; b++)
+                before += (key[b] > ka) | ((key[b] == ka) & (b < a));
+        else
+            for (int b = 0; b < n; b++)
+                before += (key[b] < ka) | ((key[b] == ka) & (b < a));
+        place[a] = before;
+    }
+    for (int a = 0; a < n; a++)
+        while (place[a] != a) {
+            const int t = place[a];
+            const int32_t ti = id[a];
+            const float tv = val[a];
+            id[a] = id[t];
+            id[t] = ti;
+            val[a] = val[t];
+            val[t] = tv;
+            if (val2) {
+                const float tw = val2[a];
+                val2[a] = val2[t];
+                val2[t] = tw;
+            }
+            place[a] = place[t];
+            place[t] = t;
+        }
 }
 
 /* topk_row for two short rows (topk_direct) at once, their searches interleaved; scratch holds
