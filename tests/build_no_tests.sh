@@ -5,7 +5,9 @@
 #   - configuring with the tests (the default) fails at once with one message naming cmocka and the way
 #     out (-DHUSAI_TESTS=OFF): the control that shows cmocka really is hidden;
 #   - -DHUSAI_TESTS=OFF configures and builds everything with -Werror, no compile command mentions
-#     cmocka, no test is registered, and the binary runs (husai --version, a 2-rank synth).
+#     cmocka, no test is registered, and the binary runs (husai --version, a 2-rank synth);
+#   - that build is also without oneDNN (-DHUSAI_BF16=OFF, issue 20): it does not link libdnnl, a sweep
+#     trains bitwise as the full build's fp32 path, and precision = auto chooses fp32.
 # A full scratch build: about a minute or more on 2 shared cores (label slow).
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -41,7 +43,7 @@ grep -q "the tests need cmocka" "$tmp/on.err" || fail "no cmocka message: $(cat 
 grep -q -- "-DHUSAI_TESTS=OFF" "$tmp/on.err" || fail "the message does not name -DHUSAI_TESTS=OFF"
 
 step "-DHUSAI_TESTS=OFF configures and builds"
-cmake -S "$ROOT" -B "$tmp/off" -DHUSAI_TESTS=OFF -DHUSAI_WERROR=ON "${hide[@]}" >"$tmp/off.out" 2>&1 || {
+cmake -S "$ROOT" -B "$tmp/off" -DHUSAI_TESTS=OFF -DHUSAI_BF16=OFF -DHUSAI_WERROR=ON "${hide[@]}" >"$tmp/off.out" 2>&1 || {
     cat "$tmp/off.out" >&2
     fail "configure with -DHUSAI_TESTS=OFF failed"
 }
@@ -63,4 +65,43 @@ timeout 120 "$MPIEXEC" -np 2 --oversubscribe "$tmp/off/husai" synth --rows 100 -
     cat "$tmp/synth.out" >&2
     fail "husai synth from the -DHUSAI_TESTS=OFF build failed"
 }
+
+step "without oneDNN: no libdnnl, fp32 bitwise as the full build, auto chooses fp32"
+! ldd "$tmp/off/husai" | grep -q dnnl || fail "the -DHUSAI_BF16=OFF build links oneDNN"
+cat >"$tmp/sw.ini" <<INI
+[data]
+path = $tmp/s.h5
+[sae]
+d_sae = 32
+k = 4
+[train]
+epochs = 2
+batch_size = 50
+[sweep]
+param = k
+values = 4
+seeds = 1, 2, 3
+[metrics]
+resamples = 100
+INI
+for b in off full; do
+    bin=$tmp/off/husai
+    [ "$b" = full ] && bin=$HUSAI
+    timeout 120 "$MPIEXEC" -np 2 --oversubscribe "$bin" sweep "$tmp/sw.ini" --out "$tmp/runs" --run-id "$b" \
+        >"$tmp/$b.log" 2>&1 || fail "the $b build's sweep failed: $(tail -3 "$tmp/$b.log")"
+done
+timeout 120 "$MPIEXEC" -np 2 --oversubscribe "$tmp/off/husai" sweep "$tmp/sw.ini" --set train.precision=auto \
+    --out "$tmp/runs" --run-id auto >"$tmp/auto.log" 2>&1 || fail "precision = auto failed: $(tail -3 "$tmp/auto.log")"
+"$PY" - "$tmp/runs" <<'PY' || fail "the build without oneDNN does not train as the full build's fp32 path"
+import json, sys
+import h5py, numpy as np
+runs = sys.argv[1]
+with h5py.File(f"{runs}/off/results.h5", "r") as a, h5py.File(f"{runs}/full/results.h5", "r") as b:
+    for name in ("decoders", "encoders", "b_enc", "pwmcc"):
+        x, y = a[f"conditions/k=4/{name}"][()], b[f"conditions/k=4/{name}"][()]
+        assert x.tobytes() == y.tobytes(), name
+chosen = json.load(open(f"{runs}/auto/results.json"))["run"]["precision"]
+assert chosen["requested"] == "auto" and chosen["used"] == "fp32", chosen
+print("build_no_tests: decoders, encoders, b_enc, PWMCC bitwise equal; auto chose", chosen["used"])
+PY
 step "ok"
