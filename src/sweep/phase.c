@@ -193,7 +193,7 @@ static int task_failed(husai_status st) {
     return 1;
 }
 
-/* The error for a task whose trained parameters cannot be held for the gather. */
+/* The error for a task whose trained parameters cannot be held until they are written to results.h5. */
 static husai_status no_room(const husai_condition *c, uint64_t seed, int d_model) {
     return husai_error(HUSAI_ERR_NOMEM,
                        "%s seed %llu: out of memory for its parameters (%.2f GB at d_sae %d)", c->name,
