@@ -255,7 +255,23 @@ static husai_status stage_rundir(husai_sweep *s) {
     /* Every rank needs the staging path for its checkpoints; rank 0 made it. */
     if (s->rank == 0) snprintf(s->ckpt_dir, sizeof s->ckpt_dir, "%s/checkpoints", s->rd.staging_path);
     HUSAI_MPI_CHECK(MPI_Bcast(s->ckpt_dir, (int)sizeof s->ckpt_dir, MPI_CHAR, 0, s->comm));
-    return HUSAI_OK;
+    /* Every rank writes its checkpoints and its parameters (results.h5) there: a rank on a node that does
+     * not see rank 0's directory would fail later, alone, in a collective MPI-IO open; said now instead. */
+    char staging[sizeof s->ckpt_dir];
+    snprintf(staging, sizeof staging, "%s", s->ckpt_dir);
+    char *slash = strrchr(staging, '/');
+    if (slash) *slash = '\0';
+    struct stat sb;
+    husai_status seen = HUSAI_OK;
+    if (stat(staging, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        char host[256] = "";
+        gethostname(host, sizeof host - 1);
+        seen = husai_error(HUSAI_ERR_IO,
+                           "rank %d on %s cannot see the run directory '%s' that rank 0 made: [output] dir "
+                           "must be on a file system every node sees",
+                           s->rank, host, staging);
+    }
+    return husai_mpi_agree(seen, s->comm);
 }
 
 /* Rank 0: how the dataset was read (or is streamed) and where it is held. */

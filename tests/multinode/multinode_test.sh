@@ -21,7 +21,9 @@
 #      (d') with strace: the bytes of the data region each node really reads in a streamed sweep equal its
 #      bytes_read in results.json; skipped with a note without strace;
 #  (e) PWMCC by seed blocks (metrics.window_mb below the 3 decoders: blocks of 1 seed) across the two nodes:
-#      PWMCC, random baseline, matched agreement and features/* bitwise equal to (b)'s full-window run.
+#      PWMCC, random baseline, matched agreement and features/* bitwise equal to (b)'s full-window run;
+#  (f) an output directory nodeB does not see (a node-local directory mounted over its path there): refused
+#      before training with one line naming nodeB's rank and the directory, exit 1, nothing left.
 # Exit 77 (skipped) only where namespaces cannot be created: not root, no `ip netns`, or unshare/ip netns
 # refused (an unprivileged container). The nodes are torn down on every exit. ~15 s on 2 cores (~41 s sanitized).
 # HUSAI_MN_READS=report turns a failure of (a') or (d') into a printed note (for a husai without per-node reads).
@@ -532,6 +534,30 @@ if bad or not any("/features/" in k for k in a):
 print(f"multinode:   {len(a)} arrays (PWMCC, random, matched, features/*) bitwise equal to the one-node full window")
 EOF
 step "(e) passed"
+
+# --- (f) an output directory one node does not see ---------------------------------------------------------
+# nodeB gets a node-local directory bind-mounted over the output path (its init file, on.sh): rank 0 on
+# nodeA makes the run directory where nodeB's ranks cannot see it. Refused before any training, one line
+# naming the rank, its host and the directory, nothing left in either place.
+step "(f) an output directory nodeB does not see: one line, exit 1, nothing left"
+mkdir -p "$tmp/shared_out" "$tmp/nodeB_local"
+echo "mount --bind '$tmp/nodeB_local' '$tmp/shared_out'" >"$nodes/init.nodeB"
+rc=0
+timeout -k 10 60 bash "$HERE/mpirun.sh" "$nodes" -np 4 "$HUSAI" sweep "$tmp/mn.ini" --out "$tmp/shared_out" \
+    --run-id loc >"$tmp/loc.out" 2>"$tmp/loc.err" || rc=$?
+rm -f "$nodes/init.nodeB"
+[ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] || fail "(f) hung (timeout)"
+[ "$rc" -ne 0 ] || fail "(f) a run directory nodeB cannot see was accepted"
+[ "$(grep -c '^husai: error' "$tmp/loc.err")" -eq 1 ] &&
+    grep -q "^husai: error.*rank [23] on nodeB cannot see the run directory" "$tmp/loc.err" || {
+    cat "$tmp/loc.err" >&2
+    fail "(f) not one line naming nodeB's rank and the directory"
+}
+! grep -q "MPI_ABORT\|HDF5-DIAG" "$tmp/loc.err" || fail "(f) an MPI_ABORT banner or an HDF5 stack"
+! grep -q "\[husai\] task .* done" "$tmp/loc.out" || fail "(f) trained before refusing"
+[ -z "$(ls -A "$tmp/shared_out")" ] && [ -z "$(ls -A "$tmp/nodeB_local")" ] ||
+    fail "(f) left $(ls -A "$tmp/shared_out" "$tmp/nodeB_local")"
+step "(f) passed: $(grep '^husai: error' "$tmp/loc.err")"
 
 # --- teardown, checked --------------------------------------------------------------------------------------
 bash "$HERE/teardown.sh" "$nodes" || fail "teardown.sh failed"
