@@ -103,15 +103,15 @@ static plot *begin(double w, double h) {
     return p;
 }
 
+/* Closes p's document and frees p: the SVG text (the caller's to free), or NULL if a write failed. */
 static char *end(plot *p) {
     fprintf(p->f, "</svg>\n");
     const int bad = ferror(p->f) != 0;
     fclose(p->f);
-    if (bad) {
-        free(p->text);
-        return NULL;
-    }
-    return p->text;
+    char *text = bad ? NULL : p->text;
+    if (bad) free(p->text);
+    free(p);
+    return text;
 }
 
 static void add_box(plot *p, box b) {
@@ -406,9 +406,7 @@ char *husai_svg_pwmcc_vs_param(const husai_condition_result *c, int n, const cha
     marker(p, 1, l.x + 8, l.y, 4.5, RANDOM, 0, NULL);
     legend_text(&l, "random decoders");
     ci_legend(&l, any_ci, any_withheld, TRAINED);
-    char *out = end(p);
-    free(p);
-    return out;
+    return end(p);
 }
 
 char *husai_svg_pwmcc_vs_ev(const husai_condition_result *c, int n, const char *title) {
@@ -459,9 +457,7 @@ char *husai_svg_pwmcc_vs_ev(const husai_condition_result *c, int n, const char *
     line(p, l.x, l.y, l.x + 16, l.y, "stroke=\"" RANDOM "\" stroke-dasharray=\"6 4\"");
     legend_text(&l, "random decoders");
     if (band) legend_text(&l, "(band: their range)");
-    char *out = end(p);
-    free(p);
-    return out;
+    return end(p);
 }
 
 /* Share of c's latents (pooled over seeds) in each density slot: never fires, then the log10 bins. */
@@ -571,9 +567,7 @@ char *husai_svg_density(const husai_condition_result *c, int n, const char *titl
         k++;
     }
     p->px0 = save_px0;
-    char *out = end(p);
-    free(p);
-    return out;
+    return end(p);
 }
 
 char *husai_svg_stability_vs_density(const husai_condition_result *c, int n, const char *title) {
@@ -623,9 +617,7 @@ char *husai_svg_stability_vs_density(const husai_condition_result *c, int n, con
         k++;
     }
     p->px0 = save_px0;
-    char *out = end(p);
-    free(p);
-    return out;
+    return end(p);
 }
 
 static void heat_color(double t, char out[8]) {
@@ -718,7 +710,5 @@ char *husai_svg_heatmap(const husai_condition_result *c, double lo, double hi) {
     while (size > 7.0 && text_box(0, 0, note, size, 0).x1 > w - 12)
         size -= 0.5;
     text(p, 8, h - 8, note, size, 0, "fill=\"#444\"");
-    char *out = end(p);
-    free(p);
-    return out;
+    return end(p);
 }

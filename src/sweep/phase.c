@@ -1163,10 +1163,8 @@ static husai_status gather_condition(phase_run *pr, int c, gathered *g) {
 
 /* Rank 0: unpacks the gathered pieces into condition c's result (taking g's buffers). */
 static void result_unpack(phase_run *pr, int c, gathered *g) {
-    const husai_condition *cond = &pr->ph->conds[c];
     husai_condition_result *r = &pr->res[c];
     const int S = pr->ph->n_seeds;
-    (void)cond;
     r->pwmcc = malloc((size_t)S * S * sizeof(double));
     r->random_pwmcc = malloc((size_t)S * S * sizeof(double));
     if (!r->pwmcc || !r->random_pwmcc) husai_mpi_die("out of memory");
